@@ -1,0 +1,284 @@
+/* pg_sluice--0.1.sql -- pg_sluice catalog and SQL API, version 0.1 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_sluice" to load this file. \quit
+
+COMMENT ON SCHEMA sluice IS
+  'pg_sluice: incremental, validated, versioned copies of a live PostgreSQL database';
+
+-------------------------------------------------------------------------------
+-- Catalog (private tables; read the views below)
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._source (
+    name        text PRIMARY KEY
+                CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    conninfo    text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by  name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._source IS
+  'Private: live servers pg_sluice reads from. Holds connection strings with secrets: readable by the extension owner only.';
+REVOKE ALL ON sluice._source FROM PUBLIC;
+
+CREATE TABLE sluice._pipeline (
+    pipeline_id       integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name              text NOT NULL UNIQUE
+                      CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    source_name       text NOT NULL REFERENCES sluice._source (name),
+    publication       text NOT NULL,
+    publication_owned boolean NOT NULL,
+    slot_name         text NOT NULL,
+    origin_name       text NOT NULL UNIQUE,
+    target_schema     name NOT NULL,
+    consistent_lsn    pg_lsn NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by        name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._pipeline IS
+  'Private: one row per pipeline (one source, one publication, one slot, one replication origin).';
+
+CREATE TABLE sluice._pipeline_table (
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    target_schema    name NOT NULL,
+    target_table     name NOT NULL,
+    key_columns      text[] NOT NULL,
+    replica_identity text NOT NULL,
+    PRIMARY KEY (pipeline_id, source_schema, source_table),
+    UNIQUE (target_schema, target_table)
+);
+COMMENT ON TABLE sluice._pipeline_table IS
+  'Private: source tables of each pipeline and the datamart tables they feed.';
+
+CREATE TABLE sluice._run (
+    run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh')),
+    status            text NOT NULL CHECK (status IN ('succeeded')),
+    started_at        timestamptz NOT NULL,
+    finished_at       timestamptz NOT NULL,
+    start_lsn         pg_lsn,
+    end_lsn           pg_lsn,
+    transactions      bigint NOT NULL DEFAULT 0,
+    rows_inserted     bigint NOT NULL DEFAULT 0,
+    rows_updated      bigint NOT NULL DEFAULT 0,
+    rows_deleted      bigint NOT NULL DEFAULT 0,
+    tables_truncated  bigint NOT NULL DEFAULT 0,
+    last_source_commit timestamptz
+);
+CREATE INDEX ON sluice._run (pipeline_id, run_id);
+COMMENT ON TABLE sluice._run IS
+  'Private: one row per committed initial copy or refresh.';
+
+SELECT pg_catalog.pg_extension_config_dump('sluice._source', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline_table', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._run', '');
+
+-------------------------------------------------------------------------------
+-- Result type
+-------------------------------------------------------------------------------
+
+CREATE TYPE sluice.refresh_result AS (
+    pipeline          text,
+    run_id            bigint,
+    kind              text,
+    transactions      bigint,
+    rows_inserted     bigint,
+    rows_updated      bigint,
+    rows_deleted      bigint,
+    tables_truncated  bigint,
+    start_lsn         pg_lsn,
+    end_lsn           pg_lsn,
+    duration          interval
+);
+COMMENT ON TYPE sluice.refresh_result IS
+  'Summary of one initial copy or refresh: what was applied and the source LSN range it covers.';
+
+-------------------------------------------------------------------------------
+-- Functions
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice.version()
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_version'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice.version() IS
+  'Version of the loaded pg_sluice library.';
+
+CREATE FUNCTION sluice._mask_conninfo(conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_mask_conninfo'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._mask_conninfo(text) IS
+  'Private: a connection string with its password replaced by ********.';
+
+CREATE FUNCTION sluice.create_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_create_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.create_source(text, text) IS
+  'Declares a live server to read from. The connection string is validated, never echoed, and stored where only the owner can read it.';
+
+CREATE FUNCTION sluice.alter_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_alter_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.alter_source(text, text) IS
+  'Replaces the connection string of a source (for example after a password rotation).';
+
+CREATE FUNCTION sluice.drop_source(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.drop_source(text) IS
+  'Forgets a source that no pipeline uses.';
+
+CREATE FUNCTION sluice.create_pipeline(
+    name          text,
+    source        text,
+    tables        text[],
+    target_schema name DEFAULT NULL,
+    publication   text DEFAULT NULL,
+    slot_name     text DEFAULT NULL)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text) IS
+  'Creates a pipeline: publication (unless an existing one is named) and slot on the source, tables in the datamart, and the initial copy of every table in one consistent snapshot.';
+
+CREATE FUNCTION sluice.refresh(pipeline text)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_refresh'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.refresh(text) IS
+  'Applies every change committed on the source up to the moment the call started, exactly once, and returns a summary.';
+
+CREATE FUNCTION sluice.drop_pipeline(
+    pipeline    text,
+    drop_tables boolean DEFAULT false,
+    force       boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_pipeline'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) IS
+  'Drops a pipeline: its slot (and the publication it created) on the source, its replication origin, optionally its datamart tables. force drops locally even when the source is unreachable.';
+
+-------------------------------------------------------------------------------
+-- Views
+-------------------------------------------------------------------------------
+
+CREATE VIEW sluice.sources AS
+SELECT s.name,
+       sluice._mask_conninfo(s.conninfo) AS conninfo,
+       s.created_at,
+       s.created_by
+  FROM sluice._source s;
+COMMENT ON VIEW sluice.sources IS 'Live servers pg_sluice reads from (passwords masked).';
+COMMENT ON COLUMN sluice.sources.name IS 'Source name.';
+COMMENT ON COLUMN sluice.sources.conninfo IS 'Connection string, password replaced by ********.';
+COMMENT ON COLUMN sluice.sources.created_at IS 'When the source was declared.';
+COMMENT ON COLUMN sluice.sources.created_by IS 'Role that declared it.';
+
+CREATE VIEW sluice.pipelines AS
+SELECT p.pipeline_id,
+       p.name,
+       p.source_name AS source,
+       p.target_schema,
+       p.publication,
+       p.slot_name,
+       (SELECT pg_catalog.array_agg(pt.source_schema OPERATOR(pg_catalog.||) '.'
+                                   OPERATOR(pg_catalog.||) pt.source_table
+                                   ORDER BY pt.source_schema, pt.source_table)
+          FROM sluice._pipeline_table pt
+         WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
+       r.finished_at AS last_refresh_at,
+       r.end_lsn AS last_end_lsn,
+       p.created_at
+  FROM sluice._pipeline p
+  LEFT JOIN LATERAL (SELECT r.finished_at, r.end_lsn
+                       FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                      ORDER BY r.run_id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW sluice.pipelines IS 'Pipelines: one source, one publication and slot on it, a set of tables copied into a target schema.';
+COMMENT ON COLUMN sluice.pipelines.pipeline_id IS 'Pipeline identifier.';
+COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
+COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
+COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
+COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
+COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
+COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
+COMMENT ON COLUMN sluice.pipelines.last_end_lsn IS 'Source LSN the datamart is consistent with.';
+COMMENT ON COLUMN sluice.pipelines.created_at IS 'When the pipeline was created.';
+
+CREATE VIEW sluice.pipeline_tables AS
+SELECT p.name AS pipeline,
+       pt.source_schema,
+       pt.source_table,
+       pt.target_schema,
+       pt.target_table,
+       pt.key_columns,
+       pt.replica_identity
+  FROM sluice._pipeline_table pt
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.pipeline_tables IS 'Which source table feeds which datamart table, and by which key.';
+COMMENT ON COLUMN sluice.pipeline_tables.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.pipeline_tables.source_schema IS 'Schema of the table on the source.';
+COMMENT ON COLUMN sluice.pipeline_tables.source_table IS 'Table on the source.';
+COMMENT ON COLUMN sluice.pipeline_tables.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.pipeline_tables.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.pipeline_tables.key_columns IS 'Columns identifying a row (primary key or replica identity index); empty for REPLICA IDENTITY FULL without a key.';
+COMMENT ON COLUMN sluice.pipeline_tables.replica_identity IS 'Replica identity of the source table: default, index or full.';
+
+CREATE VIEW sluice.runs AS
+SELECT r.run_id,
+       p.name AS pipeline,
+       r.kind,
+       r.status,
+       r.started_at,
+       r.finished_at,
+       r.finished_at OPERATOR(pg_catalog.-) r.started_at AS duration,
+       r.start_lsn,
+       r.end_lsn,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       r.last_source_commit
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.runs IS 'Committed initial copies and refreshes, newest last.';
+COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
+COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy or refresh.';
+COMMENT ON COLUMN sluice.runs.status IS 'succeeded (a failed run rolls back and leaves the previous state in place).';
+COMMENT ON COLUMN sluice.runs.started_at IS 'When the run started.';
+COMMENT ON COLUMN sluice.runs.finished_at IS 'When the run finished applying (it committed with its transaction).';
+COMMENT ON COLUMN sluice.runs.duration IS 'finished_at - started_at.';
+COMMENT ON COLUMN sluice.runs.start_lsn IS 'Source LSN the run started from (exclusive).';
+COMMENT ON COLUMN sluice.runs.end_lsn IS 'Source LSN the datamart is consistent with after the run.';
+COMMENT ON COLUMN sluice.runs.transactions IS 'Source transactions applied.';
+COMMENT ON COLUMN sluice.runs.rows_inserted IS 'Rows inserted (initial copy: rows copied).';
+COMMENT ON COLUMN sluice.runs.rows_updated IS 'Rows updated.';
+COMMENT ON COLUMN sluice.runs.rows_deleted IS 'Rows deleted.';
+COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
+COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
+
+-------------------------------------------------------------------------------
+-- Privileges: administration is for the extension owner and whom they grant.
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_source(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.refresh(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run FROM PUBLIC;
+GRANT USAGE ON SCHEMA sluice TO PUBLIC;
+GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs TO PUBLIC;
+REVOKE ALL ON sluice.sources FROM PUBLIC;

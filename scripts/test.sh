@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run every pg_sluice test suite against real PostgreSQL 15 servers.
+#   sudo bash scripts/test.sh
+# Installs what it needs, builds with warnings as errors, then, as an
+# unprivileged user in a scratch copy of the tree:
+#   1. pg_regress (sql/, expected/) on a temporary instance
+#   2. TAP suites (test/t/*.pl): two clusters, live and datamart, including
+#      the pgTAP behaviour tests (test/pgtap/*.sql) run with pg_prove
+# Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+RUN_USER=${SLUICE_USER:-sluice}
+PG_MAJOR=15
+
+SLUICE_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered" \
+    bash scripts/setup.sh
+make -s check-version
+
+WORK=$(mktemp -d /tmp/pg_sluice-test.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+cp -a "$SRC"/. "$WORK"/
+rm -rf "$WORK"/.git
+chown -R "$RUN_USER" "$WORK"
+chmod 755 "$WORK"
+
+status=0
+run() { su "$RUN_USER" -c "cd '$WORK' && PATH=/usr/lib/postgresql/$PG_MAJOR/bin:\$PATH $*"; }
+
+echo "== pg_regress"
+if ! run make -s installcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config; then
+    status=1
+    cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
+fi
+
+echo "== TAP (two clusters) and pgTAP"
+if ! run make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config PROVE_FLAGS="'-I ./test/perl --timer'"; then
+    status=1
+    for f in "$WORK"/tmp_check/log/*; do
+        [ -f "$f" ] || continue
+        echo "---- $f (last 60 lines)"; tail -60 "$f"
+    done
+fi
+
+if [ $status -eq 0 ]; then echo "== all suites passed"; else echo "== FAILED"; fi
+exit $status

@@ -1,0 +1,972 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable entry points: sources, pipelines, refresh.
+ *
+ * Each function validates everything it can before it changes anything,
+ * on the source or here; a failure part-way through pipeline creation
+ * drops what it created on the source before the error propagates (the
+ * local part rolls back with the transaction).
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "parser/parse_type.h"
+#include "replication/origin.h"
+#include "replication/slot.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "pg_sluice.h"
+
+PG_FUNCTION_INFO_V1(sluice_create_source);
+PG_FUNCTION_INFO_V1(sluice_alter_source);
+PG_FUNCTION_INFO_V1(sluice_drop_source);
+PG_FUNCTION_INFO_V1(sluice_create_pipeline);
+PG_FUNCTION_INFO_V1(sluice_refresh);
+PG_FUNCTION_INFO_V1(sluice_drop_pipeline);
+
+/* A source table as described by the source, before anything is created. */
+typedef struct SourceTable
+{
+	char	   *schema;
+	char	   *name;
+	char	   *target;			/* datamart table name */
+	char		replident;		/* d, f, i (n is refused) */
+	List	   *keys;			/* String column names */
+	List	   *columns;		/* String column names */
+	List	   *types;			/* String datamart type names */
+	List	   *notnull;		/* int: 1 when NOT NULL */
+} SourceTable;
+
+/* ---------- helpers ---------- */
+
+static void
+check_name(const char *what, const char *name)
+{
+	int			len = strlen(name);
+	int			i;
+	bool		ok = len >= 1 && len <= 48 &&
+		((name[0] >= 'a' && name[0] <= 'z') || name[0] == '_');
+
+	for (i = 1; ok && i < len; i++)
+		ok = (name[i] >= 'a' && name[i] <= 'z') ||
+			(name[i] >= '0' && name[i] <= '9') || name[i] == '_';
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s name \"%s\"", what, name),
+				 errdetail("Names are 1 to 48 lower-case letters, digits or underscores, starting with a letter or underscore.")));
+}
+
+static void
+spi_exec(const char *sql, int nargs, Oid *types, Datum *args, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+}
+
+static bool
+spi_exists(const char *sql, const char *arg)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	int			rc;
+
+	args[0] = CStringGetTextDatum(arg);
+	rc = SPI_execute_with_args(sql, 1, types, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+	return SPI_processed > 0;
+}
+
+static char *
+getval(PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? NULL : pstrdup(PQgetvalue(res, row, col));
+}
+
+static XLogRecPtr
+parse_lsn(const char *s)
+{
+	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
+}
+
+/*
+ * Drop a slot on the source, waiting a little if it is still marked active
+ * by a walsender that is exiting.  Returns false if it did not exist.
+ */
+static bool
+drop_source_slot(SluiceConn *sc, const char *slot)
+{
+	const char *params[1] = {slot};
+	int			attempt;
+
+	for (attempt = 0; attempt < 100; attempt++)
+	{
+		PGresult   *res = transport_exec(sc,
+										 "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+										 1, params, PGRES_TUPLES_OK,
+										 "look up the replication slot");
+		bool		exists = PQntuples(res) > 0;
+		bool		active = exists && !PQgetisnull(res, 0, 0);
+
+		PQclear(res);
+		if (!exists)
+			return false;
+		if (!active)
+		{
+			PQclear(transport_exec(sc, "SELECT pg_catalog.pg_drop_replication_slot($1)",
+								   1, params, PGRES_TUPLES_OK,
+								   "drop the replication slot"));
+			return true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_IN_USE),
+			 errmsg("replication slot \"%s\" on source \"%s\" is in use", slot, sc->source),
+			 errhint("Stop whatever reads the slot and try again.")));
+	return false;				/* keep compiler quiet */
+}
+
+/* ---------- sources ---------- */
+
+Datum
+sluice_create_source(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+
+	check_name("source", name);
+	transport_check_conninfo(conninfo);
+
+	SPI_connect();
+	if (spi_exists("SELECT 1 FROM sluice._source WHERE name = $1", name))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("source \"%s\" already exists", name),
+				 errhint("Use sluice.alter_source() to change its connection string.")));
+	args[0] = CStringGetTextDatum(name);
+	args[1] = CStringGetTextDatum(conninfo);
+	spi_exec("INSERT INTO sluice._source (name, conninfo) VALUES ($1, $2)",
+			 2, types, args, SPI_OK_INSERT);
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+Datum
+sluice_alter_source(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+
+	transport_check_conninfo(conninfo);
+	SPI_connect();
+	args[0] = CStringGetTextDatum(name);
+	args[1] = CStringGetTextDatum(conninfo);
+	spi_exec("UPDATE sluice._source SET conninfo = $2 WHERE name = $1",
+			 2, types, args, SPI_OK_UPDATE);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", name),
+				 errhint("sluice.sources lists the known sources.")));
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+Datum
+sluice_drop_source(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+
+	SPI_connect();
+	if (spi_exists("SELECT 1 FROM sluice._pipeline WHERE source_name = $1", name))
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("source \"%s\" is used by a pipeline", name),
+				 errhint("Drop its pipelines first with sluice.drop_pipeline().")));
+	args[0] = CStringGetTextDatum(name);
+	spi_exec("DELETE FROM sluice._source WHERE name = $1", 1, types, args, SPI_OK_DELETE);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", name),
+				 errhint("sluice.sources lists the known sources.")));
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
+
+/* ---------- pipeline creation ---------- */
+
+/*
+ * Check the source can feed a pipeline: logical WAL, a role allowed to
+ * create slots, a free slot name.
+ */
+static void
+check_source(SluiceConn *sc, const char *slot_name)
+{
+	const char *params[1] = {slot_name};
+	PGresult   *res;
+
+	res = transport_exec(sc,
+						 "SELECT pg_catalog.current_setting('wal_level'), "
+						 "       (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), "
+						 "       current_user, "
+						 "       pg_catalog.current_setting('server_version_num')::int, "
+						 "       EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+						 1, params, PGRES_TUPLES_OK, "describe itself");
+	if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("source \"%s\" is not configured for logical replication", sc->source),
+				 errdetail("Its wal_level is \"%s\".", PQgetvalue(res, 0, 0)),
+				 errhint("Set wal_level = logical on the source and restart it.")));
+	if (atoi(PQgetvalue(res, 0, 3)) < 100000)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("source \"%s\" runs PostgreSQL older than 10", sc->source)));
+	if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" on source \"%s\" may not create replication slots",
+						PQgetvalue(res, 0, 2), sc->source),
+				 errhint("On the source, run ALTER ROLE %s REPLICATION, or connect as a role that has it.",
+						 quote_identifier(PQgetvalue(res, 0, 2)))));
+	if (strcmp(PQgetvalue(res, 0, 4), "t") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("replication slot \"%s\" already exists on source \"%s\"",
+						slot_name, sc->source),
+				 errhint("Pass another slot_name, or drop the slot on the source if nothing uses it.")));
+	PQclear(res);
+}
+
+/*
+ * Describe one source table: its key, columns and their datamart types.
+ *
+ * Type rule: built-in types keep their type; enums become text (their
+ * label); domains become their base type (the source already enforced the
+ * domain); arrays of those follow the same rule; any other type must exist
+ * in the datamart under the same schema-qualified name.
+ */
+static SourceTable *
+describe_table(SluiceConn *sc, const char *spec)
+{
+	const char *params[1] = {spec};
+	PGresult   *res;
+	SourceTable *t = palloc0(sizeof(SourceTable));
+	char	   *oid;
+	int			i;
+
+	/* Unqualified names resolve as on the source with the default path. */
+	res = transport_exec(sc,
+						 "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident, "
+						 "       pg_catalog.has_table_privilege(c.oid, 'SELECT') "
+						 "  FROM pg_catalog.pg_class c "
+						 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+						 " WHERE c.oid = (SELECT pg_catalog.to_regclass($1) "
+						 "                  FROM pg_catalog.set_config('search_path', '\"$user\", public', true))",
+						 1, params, PGRES_TUPLES_OK, "look up a table");
+	if (PQntuples(res) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table \"%s\" does not exist on source \"%s\"", spec, sc->source),
+				 errhint("Name tables as schema.table; unqualified names are looked up in the source's public schema.")));
+	oid = getval(res, 0, 0);
+	t->schema = getval(res, 0, 1);
+	t->name = getval(res, 0, 2);
+	t->target = t->name;
+	if (strcmp(PQgetvalue(res, 0, 3), "r") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s.%s\" on source \"%s\" is not a plain table", t->schema, t->name, sc->source),
+				 errdetail("Views, foreign tables and partitioned tables cannot be replicated yet; list the partitions instead.")));
+	if (strcmp(PQgetvalue(res, 0, 5), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to read table \"%s.%s\" on source \"%s\"",
+						t->schema, t->name, sc->source),
+				 errhint("On the source, GRANT SELECT ON %s.%s to the role pg_sluice connects as.",
+						 quote_identifier(t->schema), quote_identifier(t->name))));
+	t->replident = PQgetvalue(res, 0, 4)[0];
+	PQclear(res);
+
+	/* The key: the primary key for identity "default", the index for "index". */
+	params[0] = oid;
+	res = transport_exec(sc,
+						 "SELECT a.attname "
+						 "  FROM pg_catalog.pg_index i "
+						 "  CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+						 "  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+						 " WHERE i.indrelid = $1::oid "
+						 "   AND CASE (SELECT relreplident FROM pg_catalog.pg_class WHERE oid = $1::oid) "
+						 "       WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END "
+						 " ORDER BY k.ord",
+						 1, params, PGRES_TUPLES_OK, "describe a table's key");
+	for (i = 0; i < PQntuples(res); i++)
+		t->keys = lappend(t->keys, makeString(getval(res, i, 0)));
+	PQclear(res);
+
+	if (t->keys == NIL && t->replident != 'f')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" on source \"%s\" has no primary key",
+						t->schema, t->name, sc->source),
+				 errdetail("Updates and deletes can only be applied to rows pg_sluice can identify."),
+				 errhint("Add a primary key on the source, or run ALTER TABLE %s.%s REPLICA IDENTITY FULL there.",
+						 quote_identifier(t->schema), quote_identifier(t->name))));
+
+	res = transport_exec(sc,
+						 "WITH RECURSIVE col AS ( "
+						 "  SELECT a.attnum, a.attname::text AS attname, a.attnotnull, "
+						 "         a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth "
+						 "    FROM pg_catalog.pg_attribute a "
+						 "   WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+						 "  UNION ALL "
+						 "  SELECT col.attnum, col.attname, col.attnotnull, t.typbasetype, t.typtypmod, col.depth + 1 "
+						 "    FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
+						 "   WHERE t.typtype = 'd') "
+						 "SELECT DISTINCT ON (col.attnum) col.attname, col.attnotnull, "
+						 "       CASE WHEN t.typtype = 'e' THEN 'text' "
+						 "            WHEN e.typtype = 'e' THEN 'text[]' "
+						 "            ELSE pg_catalog.format_type(col.typid, col.typmod) END "
+						 "  FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
+						 "  LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+						 " ORDER BY col.attnum, col.depth DESC",
+						 1, params, PGRES_TUPLES_OK, "describe a table's columns");
+	for (i = 0; i < PQntuples(res); i++)
+	{
+		t->columns = lappend(t->columns, makeString(getval(res, i, 0)));
+		t->notnull = lappend_int(t->notnull, strcmp(PQgetvalue(res, i, 1), "t") == 0);
+		t->types = lappend(t->types, makeString(getval(res, i, 2)));
+	}
+	PQclear(res);
+	if (t->columns == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s.%s\" on source \"%s\" has no columns", t->schema, t->name, sc->source)));
+	return t;
+}
+
+/*
+ * Check, before anything is written, that every datamart type exists here
+ * and no target table is in the way.
+ */
+static void
+check_target(SourceTable *t, const char *target_schema)
+{
+	Oid			nsp = get_namespace_oid(target_schema, true);
+	ListCell   *lc1,
+			   *lc2;
+
+	if (OidIsValid(nsp) && OidIsValid(get_relname_relid(t->target, nsp)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("table \"%s.%s\" already exists in the datamart", target_schema, t->target),
+				 errhint("Choose another target_schema, or drop the existing table.")));
+
+	forboth(lc1, t->columns, lc2, t->types)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		parseTypeString(strVal(lfirst(lc2)), &typid, &typmod, true);
+		if (!OidIsValid(typid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("type %s of column \"%s\" of source table \"%s.%s\" does not exist in the datamart",
+							strVal(lfirst(lc2)), strVal(lfirst(lc1)), t->schema, t->name),
+					 errhint("Create the type (or the extension providing it) in the datamart first; enums and domains are mapped to text and their base type automatically.")));
+	}
+}
+
+static Oid
+create_target_table(SourceTable *t, const char *target_schema)
+{
+	StringInfoData sql;
+	ListCell   *lc1,
+			   *lc2,
+			   *lc3;
+	bool		first = true;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TABLE %s.%s (",
+					 quote_identifier(target_schema), quote_identifier(t->target));
+	forthree(lc1, t->columns, lc2, t->types, lc3, t->notnull)
+	{
+		appendStringInfo(&sql, "%s%s %s%s", first ? "" : ", ",
+						 quote_identifier(strVal(lfirst(lc1))), strVal(lfirst(lc2)),
+						 lfirst_int(lc3) ? " NOT NULL" : "");
+		first = false;
+	}
+	appendStringInfoChar(&sql, ')');
+	spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+	return get_relname_relid(t->target, get_namespace_oid(target_schema, false));
+}
+
+/* Build the key after loading, as pg_restore does: faster than inserting into an index. */
+static void
+create_target_key(SourceTable *t, const char *target_schema)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+	bool		first = true;
+
+	if (t->keys == NIL)
+		return;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s.%s ADD PRIMARY KEY (",
+					 quote_identifier(target_schema), quote_identifier(t->target));
+	foreach(lc, t->keys)
+	{
+		appendStringInfo(&sql, "%s%s", first ? "" : ", ", quote_identifier(strVal(lfirst(lc))));
+		first = false;
+	}
+	appendStringInfoChar(&sql, ')');
+	spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+}
+
+static void
+record_pipeline(const char *name, const char *source, const char *publication,
+				bool publication_owned, const char *slot_name,
+				const char *origin_name, const char *target_schema,
+				XLogRecPtr consistent, List *tables, int *pipeline_id)
+{
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID};
+	Datum		args[8];
+	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
+	Datum		targs[7];
+	ListCell   *lc;
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(name);
+	args[1] = CStringGetTextDatum(source);
+	args[2] = CStringGetTextDatum(publication);
+	args[3] = BoolGetDatum(publication_owned);
+	args[4] = CStringGetTextDatum(slot_name);
+	args[5] = CStringGetTextDatum(origin_name);
+	args[6] = CStringGetDatum(target_schema);
+	args[7] = LSNGetDatum(consistent);
+	spi_exec("INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, "
+			 "  slot_name, origin_name, target_schema, consistent_lsn) "
+			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING pipeline_id",
+			 8, types, args, SPI_OK_INSERT_RETURNING);
+	*pipeline_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+
+	foreach(lc, tables)
+	{
+		SourceTable *t = lfirst(lc);
+		Datum	   *keys = palloc(sizeof(Datum) * Max(list_length(t->keys), 1));
+		ListCell   *kc;
+		int			n = 0;
+		const char *ri = t->replident == 'f' ? "full" :
+		t->replident == 'i' ? "index" : "default";
+
+		foreach(kc, t->keys)
+			keys[n++] = CStringGetTextDatum(strVal(lfirst(kc)));
+		targs[0] = Int32GetDatum(*pipeline_id);
+		targs[1] = CStringGetTextDatum(t->schema);
+		targs[2] = CStringGetTextDatum(t->name);
+		targs[3] = CStringGetDatum(target_schema);
+		targs[4] = CStringGetDatum(t->target);
+		targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
+		targs[6] = CStringGetTextDatum(ri);
+		spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
+				 "  target_schema, target_table, key_columns, replica_identity) "
+				 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+				 7, ttypes, targs, SPI_OK_INSERT);
+	}
+}
+
+static Datum
+make_result(FunctionCallInfo fcinfo, const char *pipeline, int64 run_id,
+			const char *kind, ApplyStats *st, XLogRecPtr start_lsn,
+			XLogRecPtr end_lsn, TimestampTz started)
+{
+	TupleDesc	desc;
+	Datum		values[11];
+	bool		nulls[11];
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	desc = BlessTupleDesc(desc);
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = CStringGetTextDatum(pipeline);
+	values[1] = Int64GetDatum(run_id);
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = Int64GetDatum(st->transactions);
+	values[4] = Int64GetDatum(st->inserted);
+	values[5] = Int64GetDatum(st->updated);
+	values[6] = Int64GetDatum(st->deleted);
+	values[7] = Int64GetDatum(st->truncated);
+	values[8] = LSNGetDatum(start_lsn);
+	nulls[8] = (start_lsn == InvalidXLogRecPtr);
+	values[9] = LSNGetDatum(end_lsn);
+	values[10] = DirectFunctionCall2(timestamp_mi,
+									 TimestampTzGetDatum(GetCurrentTimestamp()),
+									 TimestampTzGetDatum(started));
+	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+}
+
+/*
+ * sluice.create_pipeline(name, source, tables, target_schema, publication,
+ *						  slot_name)
+ */
+Datum
+sluice_create_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *source;
+	char	   *target_schema;
+	char	   *publication;
+	char	   *slot_name;
+	char	   *origin_name;
+	char	   *conninfo;
+	bool		publication_given;
+	volatile bool publication_owned = false;
+	volatile bool slot_created = false;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elnulls;
+	int			nelems;
+	int			i;
+	List	   *volatile tables = NIL;
+	ListCell   *lc;
+	SluiceConn *sc;
+	SluiceConn *volatile repl = NULL;
+	SluiceConn *volatile snap = NULL;
+	TimestampTz started = GetCurrentTimestamp();
+	MemoryContext cxt = CurrentMemoryContext;
+	XLogRecPtr	consistent = InvalidXLogRecPtr;
+	ApplyStats	stats;
+	int64		run_id = 0;
+	int			pipeline_id;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name, source and tables must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	source = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	arr = PG_GETARG_ARRAYTYPE_P(2);
+	target_schema = PG_ARGISNULL(3) ? name : pstrdup(NameStr(*PG_GETARG_NAME(3)));
+	publication_given = !PG_ARGISNULL(4);
+	publication = publication_given ? text_to_cstring(PG_GETARG_TEXT_PP(4)) :
+		psprintf("sluice_%s", name);
+	slot_name = PG_ARGISNULL(5) ? psprintf("sluice_%s", name) :
+		text_to_cstring(PG_GETARG_TEXT_PP(5));
+	origin_name = psprintf("sluice_%s", name);
+
+	check_name("pipeline", name);
+	ReplicationSlotValidateName(slot_name, ERROR);
+	if (publication[0] == '\0' || strlen(publication) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid publication name \"%s\"", publication)));
+	if (target_schema[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target schema name must not be empty")));
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &nelems);
+	if (nelems == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a pipeline needs at least one table")));
+	for (i = 0; i < nelems; i++)
+		if (elnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("table names must not be null")));
+
+	/* A slot cannot be rolled back: like CREATE SUBSCRIPTION, refuse blocks. */
+	PreventInTransactionBlock(true, "sluice.create_pipeline()");
+
+	SPI_connect();
+	conninfo = catalog_source_conninfo(source);
+	if (spi_exists("SELECT 1 FROM sluice._pipeline WHERE name = $1", name))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("pipeline \"%s\" already exists", name)));
+	if (replorigin_by_name(origin_name, true) != InvalidRepOriginId)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("replication origin \"%s\" already exists", origin_name),
+				 errhint("A previous pipeline of that name left it behind; drop it with pg_replication_origin_drop().")));
+
+	/* Everything we can check before writing anything. */
+	sc = transport_connect(source, conninfo, false);
+	check_source(sc, slot_name);
+	for (i = 0; i < nelems; i++)
+	{
+		SourceTable *t = describe_table(sc, TextDatumGetCString(elems[i]));
+
+		foreach(lc, tables)
+		{
+			SourceTable *o = lfirst(lc);
+
+			if (strcmp(o->target, t->target) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("tables \"%s.%s\" and \"%s.%s\" would both become \"%s.%s\"",
+								o->schema, o->name, t->schema, t->name, target_schema, t->target),
+						 errhint("Put them in separate pipelines with different target schemas.")));
+		}
+		check_target(t, target_schema);
+		tables = lappend(tables, t);
+	}
+
+	{
+		const char *params[1] = {publication};
+		PGresult   *res = transport_exec(sc,
+										 "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+										 1, params, PGRES_TUPLES_OK, "look up the publication");
+		bool		exists = PQntuples(res) > 0;
+
+		PQclear(res);
+		if (exists && !publication_given)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("publication \"%s\" already exists on source \"%s\"", publication, source),
+					 errhint("Pass publication => '%s' to use it, or drop it on the source.", publication)));
+		if (exists)
+		{
+			foreach(lc, tables)
+			{
+				SourceTable *t = lfirst(lc);
+				const char *p3[3] = {publication, t->schema, t->name};
+
+				res = transport_exec(sc,
+									 "SELECT 1 FROM pg_catalog.pg_publication_tables "
+									 " WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+									 3, p3, PGRES_TUPLES_OK, "look up the publication's tables");
+				exists = PQntuples(res) > 0;
+				PQclear(res);
+				if (!exists)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("publication \"%s\" on source \"%s\" does not include table \"%s.%s\"",
+									publication, source, t->schema, t->name),
+							 errhint("On the source, run ALTER PUBLICATION %s ADD TABLE %s.%s.",
+									 quote_identifier(publication), quote_identifier(t->schema),
+									 quote_identifier(t->name))));
+			}
+		}
+		else
+			publication_owned = true;
+	}
+
+	PG_TRY();
+	{
+		PGresult   *res;
+		StringInfoData sql;
+		char	   *snapshot;
+		int64		copied = 0;
+
+		if (publication_owned)
+		{
+			bool		first = true;
+
+			initStringInfo(&sql);
+			appendStringInfo(&sql, "CREATE PUBLICATION %s FOR TABLE ", quote_identifier(publication));
+			foreach(lc, tables)
+			{
+				SourceTable *t = lfirst(lc);
+
+				appendStringInfo(&sql, "%s%s.%s", first ? "" : ", ",
+								 quote_identifier(t->schema), quote_identifier(t->name));
+				first = false;
+			}
+			transport_command(sc, sql.data, "create the publication");
+		}
+
+		/*
+		 * Create the slot before this transaction writes anything: slot
+		 * creation waits for every transaction with an XID on the source
+		 * server to end, which would be us if the source were this server.
+		 */
+		repl = transport_connect(source, conninfo, true);
+		res = transport_exec(repl,
+							 psprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')",
+									  quote_identifier(slot_name)),
+							 0, NULL, PGRES_TUPLES_OK, "create the replication slot");
+		slot_created = true;
+		consistent = parse_lsn(PQgetvalue(res, 0, 1));
+		snapshot = pstrdup(PQgetvalue(res, 0, 2));
+		PQclear(res);
+
+		snap = transport_connect(source, conninfo, false);
+		transport_command(snap, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ",
+						  "start the initial copy transaction");
+		transport_command(snap, psprintf("SET TRANSACTION SNAPSHOT %s",
+										 quote_literal_cstr(snapshot)),
+						  "import the slot's snapshot");
+
+		spi_exec(psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(target_schema)),
+				 0, NULL, NULL, SPI_OK_UTILITY);
+		foreach(lc, tables)
+		{
+			SourceTable *t = lfirst(lc);
+			Oid			relid = create_target_table(t, target_schema);
+
+			copied += copy_table(snap, t->schema, t->name, t->columns, relid);
+			create_target_key(t, target_schema);
+		}
+		transport_command(snap, "COMMIT", "end the initial copy transaction");
+		transport_close(snap);
+		snap = NULL;
+		transport_close(repl);
+		repl = NULL;
+
+		record_pipeline(name, source, publication, publication_owned, slot_name,
+						origin_name, target_schema, consistent, tables, &pipeline_id);
+		replorigin_create(origin_name);
+		CommandCounterIncrement();
+		origin_session_begin(origin_name);
+		origin_session_set(consistent, started);
+
+		memset(&stats, 0, sizeof(stats));
+		stats.inserted = copied;
+		run_id = catalog_insert_run(pipeline_id, "initial_copy", started,
+									InvalidXLogRecPtr, consistent, 0, copied,
+									0, 0, 0, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		/* Undo what we did on the source; what we did here rolls back. */
+		HOLD_INTERRUPTS();
+		if (snap)
+			transport_close(snap);
+		if (repl)
+			transport_close(repl);
+		PG_TRY();
+		{
+			SluiceConn *cc = transport_connect(source, conninfo, false);
+
+			if (slot_created)
+				(void) drop_source_slot(cc, slot_name);
+			if (publication_owned)
+				transport_command(cc, psprintf("DROP PUBLICATION IF EXISTS %s",
+											   quote_identifier(publication)),
+								  "drop the publication");
+			transport_close(cc);
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+			ereport(WARNING,
+					(errmsg("could not remove what pipeline \"%s\" created on source \"%s\"",
+							name, source),
+					 errhint("Drop replication slot \"%s\"%s on the source by hand.", slot_name,
+							 publication_owned ? " and its publication" : "")));
+		}
+		PG_END_TRY();
+		RESUME_INTERRUPTS();
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	transport_close(sc);
+	SPI_finish();
+	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "initial_copy", &stats,
+								InvalidXLogRecPtr, consistent, started));
+}
+
+/* ---------- refresh ---------- */
+
+/*
+ * sluice.refresh(pipeline): apply everything committed on the source up to
+ * now, exactly once.
+ */
+Datum
+sluice_refresh(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	SluicePipeline *pipe;
+	SluiceConn *sc;
+	TimestampTz started = GetCurrentTimestamp();
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	upto;
+	XLogRecPtr	confirmed;
+	XLogRecPtr	end_lsn;
+	ApplyStats	stats;
+	PGresult   *res;
+	int64		run_id;
+	const char *params[2];
+	char		lsnbuf[32];
+
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	origin_session_begin(pipe->origin_name);
+	start_lsn = origin_session_progress();
+
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	params[0] = pipe->slot_name;
+	res = transport_exec(sc,
+						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid "
+						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+	if (PQntuples(res) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
+						pipe->slot_name, pipe->name, pipe->source_name),
+				 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+	if (!PQgetisnull(res, 0, 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
+						pipe->slot_name, pipe->name, pipe->source_name),
+				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
+				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
+	upto = parse_lsn(PQgetvalue(res, 0, 0));
+	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 1));
+	PQclear(res);
+
+	/* Tell the source what the datamart durably has (see origin.c). */
+	if (start_lsn > confirmed && start_lsn <= upto)
+	{
+		snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(start_lsn));
+		params[1] = lsnbuf;
+		PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
+							   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+	}
+	if (start_lsn < confirmed)
+		start_lsn = confirmed;
+
+	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
+								   sluice_source_decoding_work_mem),
+					  "set logical_decoding_work_mem");
+
+	memset(&stats, 0, sizeof(stats));
+	apply_stream(pipe, sc, start_lsn, upto, &stats);
+	transport_close(sc);
+
+	/*
+	 * Every transaction whose commit record starts before upto has been
+	 * decoded, so the datamart is consistent with upto even when none of
+	 * them touched our tables: moving the origin there lets the slot free
+	 * WAL on the source.
+	 */
+	end_lsn = Max(Max(upto, stats.last_end_lsn), start_lsn);
+	origin_session_set(end_lsn, stats.last_commit_time);
+
+	run_id = catalog_insert_run(pipe->pipeline_id, "refresh", started, start_lsn,
+								end_lsn, stats.transactions, stats.inserted,
+								stats.updated, stats.deleted, stats.truncated,
+								stats.last_commit_time);
+	SPI_finish();
+	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &stats,
+								start_lsn, end_lsn, started));
+}
+
+/* ---------- drop ---------- */
+
+Datum
+sluice_drop_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		drop_tables = PG_GETARG_BOOL(1);
+	bool		force = PG_GETARG_BOOL(2);
+	SluicePipeline *pipe;
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	ListCell   *lc;
+
+	PreventInTransactionBlock(true, "sluice.drop_pipeline()");
+
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+
+	PG_TRY();
+	{
+		SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+
+		(void) drop_source_slot(sc, pipe->slot_name);
+		if (pipe->publication_owned)
+			transport_command(sc, psprintf("DROP PUBLICATION IF EXISTS %s",
+										   quote_identifier(pipe->publication)),
+							  "drop the publication");
+		transport_close(sc);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!force || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			if (!edata->hint)
+				edata->hint = pstrdup("To drop the pipeline here anyway, call sluice.drop_pipeline(pipeline, force => true); the slot then stays on the source and holds WAL until it is dropped there.");
+			FlushErrorState();
+			ReThrowError(edata);
+		}
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("replication slot \"%s\" was left on source \"%s\": %s",
+						pipe->slot_name, pipe->source_name, edata->message),
+				 errhint("Drop it on the source with pg_drop_replication_slot('%s'); until then it holds WAL there.",
+						 pipe->slot_name)));
+	}
+	PG_END_TRY();
+
+	replorigin_drop_by_name(pipe->origin_name, true, false);
+
+	if (drop_tables)
+	{
+		foreach(lc, pipe->tables)
+		{
+			SluiceTable *t = lfirst(lc);
+
+			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
+							  quote_identifier(t->target_schema),
+							  quote_identifier(t->target_table)),
+					 0, NULL, NULL, SPI_OK_UTILITY);
+		}
+	}
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	spi_exec("DELETE FROM sluice._pipeline WHERE pipeline_id = $1", 1, types, args, SPI_OK_DELETE);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}

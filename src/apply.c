@@ -1,0 +1,764 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *	  Read pgoutput messages from the source and apply them to the datamart.
+ *
+ * NOTES
+ *	  Transport.  A refresh reads the slot through the SQL interface:
+ *
+ *		COPY (SELECT lsn, xid, data
+ *				FROM pg_logical_slot_peek_binary_changes(slot, upto, NULL,
+ *					 'proto_version', '1', 'publication_names', pub))
+ *		  TO STDOUT (FORMAT binary)
+ *
+ *	  over a normal libpq connection.  It yields exactly the messages the
+ *	  walsender would send (the pgoutput plugin runs either way), without the
+ *	  walsender's per-message socket flushes, and "peek" consumes nothing: the
+ *	  slot only moves when a later refresh tells it the position the datamart
+ *	  has durably committed (see origin.c).  upto is the source's flush LSN
+ *	  captured when the refresh starts, so a refresh always ends, even while
+ *	  the source keeps writing.
+ *
+ *	  Decoding.  Each row is one pgoutput message; it is parsed with the
+ *	  server's own logicalrep_read_* functions (replication/logicalproto.h),
+ *	  never by a home-made parser.
+ *
+ *	  Exactly once.  Source transactions whose commit record starts before
+ *	  the origin's position were applied by an earlier refresh whose slot
+ *	  advance did not happen yet (a crash between the two): they are skipped.
+ *
+ *	  Apply.  Relations are opened once per refresh, with their indexes and
+ *	  input functions; rows go through the executor's replication helpers
+ *	  (ExecSimpleRelationInsert/Update/Delete, RelationFindReplTupleByIndex),
+ *	  so constraints, indexes and user triggers behave as for any write.
+ *	  Updates and deletes find the row by the datamart table's primary key
+ *	  (the source's primary key or replica identity index), or by all
+ *	  columns for REPLICA IDENTITY FULL tables without one.  Unchanged TOASTed
+ *	  values ('u' columns) keep the datamart's current value.
+ *
+ *	  Memory.  Every message is parsed in a context reset after it, and its
+ *	  datums live in the executor's per-tuple context, also reset per
+ *	  message: the backend's memory does not grow with the size of a source
+ *	  transaction (a 1,000,000-row transaction streams through row by row).
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/apply.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "replication/logicalproto.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+
+#include "pg_sluice.h"
+
+/* A source relation as announced by a RELATION message, and its target. */
+typedef struct ApplyRel
+{
+	LogicalRepRelId remoteid;	/* hash key: the source's relation OID */
+	bool		mapped;			/* one of the pipeline's tables? */
+	char	   *nspname;		/* source schema */
+	char	   *relname;		/* source table */
+	int			remote_natts;
+	int		   *attmap;			/* source column i -> target attno - 1 */
+	char	  **remote_attnames;
+	Relation	rel;			/* target table, open for the whole refresh */
+	ResultRelInfo *rri;
+	Oid			keyidx;			/* primary key index of the target, or 0 */
+	TupleTableSlot *newslot;	/* virtual: the tuple to write */
+	TupleTableSlot *searchslot; /* virtual: the key to look for */
+	TupleTableSlot *localslot;	/* the target's current row */
+	FmgrInfo   *infuncs;		/* per target attribute */
+	Oid		   *ioparams;
+	EPQState	epqstate;
+} ApplyRel;
+
+typedef struct ApplyState
+{
+	SluicePipeline *pipe;
+	EState	   *estate;
+	HTAB	   *rels;			/* LogicalRepRelId -> ApplyRel */
+	MemoryContext cxt;			/* lives for the refresh */
+	MemoryContext msgcxt;		/* reset after every message */
+	XLogRecPtr	start_lsn;		/* origin position: skip what is before */
+	bool		in_xact;
+	bool		skipping;
+	LogicalRepBeginData begin;
+	ApplyStats *stats;
+	/* error context */
+	char		action;
+	ApplyRel   *cur_rel;
+	int			cur_att;		/* source column being converted, or -1 */
+} ApplyState;
+
+static void apply_dispatch(ApplyState *st, StringInfo s);
+static void apply_error_callback(void *arg);
+
+/*
+ * Error context: say where we were, so any error (a type input function's
+ * included) tells the user which table, column and source transaction.
+ */
+static void
+apply_error_callback(void *arg)
+{
+	ApplyState *st = (ApplyState *) arg;
+
+	if (st->cur_rel && st->cur_att >= 0 && st->cur_att < st->cur_rel->remote_natts)
+		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" column \"%s\" in source transaction %u committed at %X/%X",
+				   st->pipe->name, logicalrep_message_type(st->action),
+				   st->cur_rel->nspname, st->cur_rel->relname,
+				   st->cur_rel->remote_attnames[st->cur_att],
+				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
+	else if (st->cur_rel)
+		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" in source transaction %u committed at %X/%X",
+				   st->pipe->name, logicalrep_message_type(st->action),
+				   st->cur_rel->nspname, st->cur_rel->relname,
+				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
+	else if (st->in_xact)
+		errcontext("pipeline \"%s\" applying %s in source transaction %u committed at %X/%X",
+				   st->pipe->name, logicalrep_message_type(st->action),
+				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
+	else if (st->action)
+		errcontext("pipeline \"%s\" applying %s",
+				   st->pipe->name, logicalrep_message_type(st->action));
+}
+
+static SluiceTable *
+find_pipeline_table(SluicePipeline *pipe, const char *nsp, const char *rel)
+{
+	ListCell   *lc;
+
+	foreach(lc, pipe->tables)
+	{
+		SluiceTable *t = lfirst(lc);
+
+		if (strcmp(t->source_schema, nsp) == 0 && strcmp(t->source_table, rel) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+static void
+close_rel(ApplyRel *ar)
+{
+	if (ar->rel == NULL)
+		return;
+	EvalPlanQualEnd(&ar->epqstate);
+	ExecCloseIndices(ar->rri);
+	ExecDropSingleTupleTableSlot(ar->newslot);
+	ExecDropSingleTupleTableSlot(ar->searchslot);
+	ExecDropSingleTupleTableSlot(ar->localslot);
+	table_close(ar->rel, NoLock);
+	ar->rel = NULL;
+}
+
+/*
+ * RELATION: (re)map a source relation to its target table.  Every source
+ * column must exist in the target and every target column must come from
+ * the source: anything else is schema drift, refused before any row of the
+ * relation is applied.
+ */
+static void
+handle_relation(ApplyState *st, StringInfo s)
+{
+	LogicalRepRelation *lr = logicalrep_read_rel(s);
+	ApplyRel   *ar;
+	bool		found;
+	SluiceTable *t;
+	MemoryContext old;
+	TupleDesc	desc;
+	int			i;
+	int			nlive = 0;
+
+	ar = hash_search(st->rels, &lr->remoteid, HASH_ENTER, &found);
+	if (found)
+		close_rel(ar);
+
+	old = MemoryContextSwitchTo(st->cxt);
+	memset(((char *) ar) + sizeof(LogicalRepRelId), 0,
+		   sizeof(ApplyRel) - sizeof(LogicalRepRelId));
+	ar->nspname = pstrdup(lr->nspname);
+	ar->relname = pstrdup(lr->relname);
+	ar->remote_natts = lr->natts;
+	ar->remote_attnames = palloc(sizeof(char *) * Max(lr->natts, 1));
+	for (i = 0; i < lr->natts; i++)
+		ar->remote_attnames[i] = pstrdup(lr->attnames[i]);
+
+	t = find_pipeline_table(st->pipe, lr->nspname, lr->relname);
+	if (t == NULL)
+	{
+		/* published but not part of this pipeline: its changes are ignored */
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	ar->mapped = true;
+	st->cur_rel = ar;
+
+	ar->rel = table_openrv(makeRangeVar(t->target_schema, t->target_table, -1),
+						   RowExclusiveLock);
+	desc = RelationGetDescr(ar->rel);
+
+	ar->attmap = palloc(sizeof(int) * Max(lr->natts, 1));
+	for (i = 0; i < lr->natts; i++)
+	{
+		int			j;
+
+		ar->attmap[i] = -1;
+		for (j = 0; j < desc->natts; j++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, j);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), lr->attnames[i]) == 0)
+			{
+				ar->attmap[i] = j;
+				break;
+			}
+		}
+		if (ar->attmap[i] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("source table \"%s.%s\" no longer matches datamart table \"%s.%s\"",
+							lr->nspname, lr->relname, t->target_schema, t->target_table),
+					 errdetail("Column \"%s\" exists on the source but not in the datamart.",
+							   lr->attnames[i]),
+					 errhint("Add the column to the datamart table, or drop the pipeline and create it again. Nothing was applied.")));
+	}
+	for (i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped)
+			nlive++;
+	if (nlive != lr->natts)
+	{
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			int			j;
+			bool		fed = false;
+
+			if (att->attisdropped)
+				continue;
+			for (j = 0; j < lr->natts; j++)
+				if (ar->attmap[j] == i)
+					fed = true;
+			if (!fed)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("source table \"%s.%s\" no longer matches datamart table \"%s.%s\"",
+								lr->nspname, lr->relname, t->target_schema, t->target_table),
+						 errdetail("Column \"%s\" of the datamart table is no longer sent by the source.",
+								   NameStr(att->attname)),
+						 errhint("Drop the column from the datamart table, or drop the pipeline and create it again. Nothing was applied.")));
+		}
+	}
+
+	ar->infuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
+	ar->ioparams = palloc0(sizeof(Oid) * Max(desc->natts, 1));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			infunc;
+
+		if (att->attisdropped)
+			continue;
+		getTypeInputInfo(att->atttypid, &infunc, &ar->ioparams[i]);
+		fmgr_info_cxt(infunc, &ar->infuncs[i], st->cxt);
+	}
+
+	ar->keyidx = RelationGetPrimaryKeyIndex(ar->rel);
+	if (!OidIsValid(ar->keyidx))
+		ar->keyidx = RelationGetReplicaIndex(ar->rel);
+
+	ar->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ar->rri, ar->rel, 0, NULL, 0);
+	ExecOpenIndices(ar->rri, false);
+	ar->newslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	ar->searchslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	ar->localslot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(ar->rel));
+	EvalPlanQualInit(&ar->epqstate, st->estate, NULL, NIL, -1);
+
+	st->cur_rel = NULL;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Look a relation up for a change message; NULL when its changes are not
+ * for this pipeline.
+ */
+static ApplyRel *
+get_rel(ApplyState *st, LogicalRepRelId relid)
+{
+	ApplyRel   *ar = hash_search(st->rels, &relid, HASH_FIND, NULL);
+
+	if (ar == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg_internal("change for relation %u arrived before its RELATION message", relid)));
+	if (!ar->mapped)
+		return NULL;
+	st->cur_rel = ar;
+	return ar;
+}
+
+/*
+ * Fill a virtual slot from a pgoutput tuple.  With base, columns the source
+ * did not send (unchanged TOAST) keep base's values; without it they are an
+ * error.
+ */
+static void
+fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
+		  LogicalRepTupleData *tup, TupleTableSlot *base)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			i;
+
+	ExecClearTuple(slot);
+	if (base)
+	{
+		slot_getallattrs(base);
+		memcpy(slot->tts_values, base->tts_values, desc->natts * sizeof(Datum));
+		memcpy(slot->tts_isnull, base->tts_isnull, desc->natts * sizeof(bool));
+	}
+	else
+	{
+		memset(slot->tts_values, 0, desc->natts * sizeof(Datum));
+		memset(slot->tts_isnull, true, desc->natts * sizeof(bool));
+	}
+
+	if (tup->ncols != ar->remote_natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg_internal("tuple has %d columns, relation has %d",
+								 tup->ncols, ar->remote_natts)));
+
+	for (i = 0; i < tup->ncols; i++)
+	{
+		int			j = ar->attmap[i];
+
+		st->cur_att = i;
+		switch (tup->colstatus[i])
+		{
+			case LOGICALREP_COLUMN_NULL:
+				slot->tts_values[j] = (Datum) 0;
+				slot->tts_isnull[j] = true;
+				break;
+			case LOGICALREP_COLUMN_TEXT:
+				slot->tts_values[j] =
+					InputFunctionCall(&ar->infuncs[j], tup->colvalues[i].data,
+									  ar->ioparams[j],
+									  TupleDescAttr(desc, j)->atttypmod);
+				slot->tts_isnull[j] = false;
+				break;
+			case LOGICALREP_COLUMN_UNCHANGED:
+				if (base == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("source did not send the value of column \"%s\" of \"%s.%s\"",
+									ar->remote_attnames[i], ar->nspname, ar->relname),
+							 errdetail("The value is TOASTed and unchanged, and the datamart has no row to take it from."),
+							 errhint("Set REPLICA IDENTITY FULL on the source table, or make sure the datamart table was not modified by hand.")));
+				break;
+			default:
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg_internal("unexpected column status '%c'", tup->colstatus[i])));
+		}
+	}
+	st->cur_att = -1;
+	ExecStoreVirtualTuple(slot);
+}
+
+static bool
+find_row(ApplyRel *ar)
+{
+	if (OidIsValid(ar->keyidx))
+		return RelationFindReplTupleByIndex(ar->rel, ar->keyidx, LockTupleExclusive,
+											ar->searchslot, ar->localslot);
+	return RelationFindReplTupleSeq(ar->rel, LockTupleExclusive,
+									ar->searchslot, ar->localslot);
+}
+
+static void
+end_change(ApplyState *st, ApplyRel *ar)
+{
+	ExecClearTuple(ar->newslot);
+	ExecClearTuple(ar->searchslot);
+	ExecClearTuple(ar->localslot);
+	ResetPerTupleExprContext(st->estate);
+	CommandCounterIncrement();
+	st->cur_rel = NULL;
+}
+
+static void
+handle_insert(ApplyState *st, StringInfo s)
+{
+	LogicalRepTupleData newtup;
+	LogicalRepRelId relid = logicalrep_read_insert(s, &newtup);
+	ApplyRel   *ar;
+	MemoryContext old;
+
+	if (st->skipping || (ar = get_rel(st, relid)) == NULL)
+		return;
+
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	fill_slot(st, ar, ar->newslot, &newtup, NULL);
+	ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+	MemoryContextSwitchTo(old);
+	end_change(st, ar);
+	st->stats->inserted++;
+}
+
+static void
+handle_update(ApplyState *st, StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	LogicalRepTupleData newtup;
+	bool		has_oldtup;
+	LogicalRepRelId relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	ApplyRel   *ar;
+	MemoryContext old;
+
+	if (st->skipping || (ar = get_rel(st, relid)) == NULL)
+		return;
+
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	fill_slot(st, ar, ar->searchslot, has_oldtup ? &oldtup : &newtup, NULL);
+	if (find_row(ar))
+	{
+		fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
+		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+		ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
+								 ar->localslot, ar->newslot);
+		st->stats->updated++;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("row to update is missing from datamart table \"%s\"",
+						RelationGetRelationName(ar->rel)),
+				 errdetail("The datamart table no longer matches the source; it was probably changed by hand."),
+				 errhint("Do not write to pg_sluice's tables; drop the pipeline and create it again to resynchronize.")));
+	MemoryContextSwitchTo(old);
+	end_change(st, ar);
+}
+
+static void
+handle_delete(ApplyState *st, StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	LogicalRepRelId relid = logicalrep_read_delete(s, &oldtup);
+	ApplyRel   *ar;
+	MemoryContext old;
+
+	if (st->skipping || (ar = get_rel(st, relid)) == NULL)
+		return;
+
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
+	if (find_row(ar))
+	{
+		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
+		st->stats->deleted++;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("row to delete is missing from datamart table \"%s\"",
+						RelationGetRelationName(ar->rel)),
+				 errdetail("The datamart table no longer matches the source; it was probably changed by hand."),
+				 errhint("Do not write to pg_sluice's tables; drop the pipeline and create it again to resynchronize.")));
+	MemoryContextSwitchTo(old);
+	end_change(st, ar);
+}
+
+static void
+handle_truncate(ApplyState *st, StringInfo s)
+{
+	bool		cascade;
+	bool		restart_seqs;
+	List	   *remote = logicalrep_read_truncate(s, &cascade, &restart_seqs);
+	List	   *rels = NIL;
+	List	   *relids = NIL;
+	List	   *relids_logged = NIL;
+	ListCell   *lc;
+
+	if (st->skipping)
+		return;
+
+	foreach(lc, remote)
+	{
+		LogicalRepRelId relid = lfirst_oid(lc);
+		ApplyRel   *ar = get_rel(st, relid);
+
+		if (ar == NULL)
+			continue;
+		rels = lappend(rels, ar->rel);
+		relids = lappend_oid(relids, RelationGetRelid(ar->rel));
+		if (RelationIsLogicallyLogged(ar->rel))
+			relids_logged = lappend_oid(relids_logged, RelationGetRelid(ar->rel));
+	}
+	st->cur_rel = NULL;
+	if (rels == NIL)
+		return;
+
+	/*
+	 * Truncation rebuilds the indexes, which must not be open: close them
+	 * around it.  Sequences of the datamart are its own: never restart them.
+	 */
+	foreach(lc, remote)
+	{
+		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
+
+		if (ar && ar->mapped)
+			ExecCloseIndices(ar->rri);
+	}
+	ExecuteTruncateGuts(rels, relids, relids_logged, DROP_RESTRICT, false);
+	CommandCounterIncrement();
+	foreach(lc, remote)
+	{
+		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
+
+		if (ar && ar->mapped)
+			ExecOpenIndices(ar->rri, false);
+	}
+	st->stats->truncated += list_length(rels);
+}
+
+static void
+apply_dispatch(ApplyState *st, StringInfo s)
+{
+	LogicalRepMsgType action = pq_getmsgbyte(s);
+
+	st->action = action;
+	switch (action)
+	{
+		case LOGICAL_REP_MSG_BEGIN:
+			logicalrep_read_begin(s, &st->begin);
+			st->in_xact = true;
+			st->skipping = (st->begin.final_lsn < st->start_lsn);
+			if (st->skipping)
+				st->stats->skipped_transactions++;
+			break;
+		case LOGICAL_REP_MSG_COMMIT:
+			{
+				LogicalRepCommitData commit;
+
+				logicalrep_read_commit(s, &commit);
+				if (!st->skipping)
+				{
+					st->stats->transactions++;
+					st->stats->last_end_lsn = commit.end_lsn;
+					st->stats->last_commit_time = commit.committime;
+				}
+				st->in_xact = false;
+				st->skipping = false;
+			}
+			break;
+		case LOGICAL_REP_MSG_RELATION:
+			handle_relation(st, s);
+			break;
+		case LOGICAL_REP_MSG_INSERT:
+			handle_insert(st, s);
+			break;
+		case LOGICAL_REP_MSG_UPDATE:
+			handle_update(st, s);
+			break;
+		case LOGICAL_REP_MSG_DELETE:
+			handle_delete(st, s);
+			break;
+		case LOGICAL_REP_MSG_TRUNCATE:
+			handle_truncate(st, s);
+			break;
+		case LOGICAL_REP_MSG_ORIGIN:
+		case LOGICAL_REP_MSG_TYPE:
+		case LOGICAL_REP_MSG_MESSAGE:
+			/* types are mapped by name at pipeline creation; nothing to do */
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg_internal("unexpected pgoutput message type \"%c\"", action)));
+	}
+	st->action = 0;
+}
+
+/* ---------- binary COPY framing of the peek query ---------- */
+
+static const char copy_signature[11] = "PGCOPY\n\377\r\n\0";
+
+static int32
+read_int32(const char **p, const char *end)
+{
+	uint32		v;
+
+	if (end - *p < 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg_internal("truncated COPY row from source")));
+	memcpy(&v, *p, 4);
+	*p += 4;
+	return (int32) pg_ntoh32(v);
+}
+
+/*
+ * Stream the slot's changes up to upto_lsn and apply them.  The caller has
+ * set up the origin session and holds the pipeline lock.
+ */
+void
+apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
+			 XLogRecPtr upto_lsn, ApplyStats *stats)
+{
+	ApplyState	st;
+	HASHCTL		ctl;
+	StringInfoData sql;
+	char		lsnbuf[32];
+	char		pubs[NAMEDATALEN * 2 + 3];
+	bool		header_done = false;
+	ErrorContextCallback errcb;
+	HASH_SEQ_STATUS hs;
+	ApplyRel   *ar;
+
+	memset(&st, 0, sizeof(st));
+	st.pipe = pipe;
+	st.stats = stats;
+	st.start_lsn = start_lsn;
+	st.cur_att = -1;
+	st.cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
+								   ALLOCSET_DEFAULT_SIZES);
+	st.msgcxt = AllocSetContextCreate(st.cxt, "pg_sluice apply message",
+									  ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = st.cxt;
+	st.rels = hash_create("pg_sluice relations", 32, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	st.estate = CreateExecutorState();
+	AfterTriggerBeginQuery();
+
+	/*
+	 * COPY takes no parameters: the slot name is a literal, the publication
+	 * an identifier inside a literal, both quoted.
+	 */
+	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(upto_lsn));
+	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
+					 "%s, %s, NULL, 'proto_version', '1', 'publication_names', %s)) "
+					 "TO STDOUT (FORMAT binary)",
+					 quote_literal_cstr(pipe->slot_name), quote_literal_cstr(lsnbuf),
+					 quote_literal_cstr(pubs));
+
+	transport_copy_start(sc, sql.data, "decode the slot's changes");
+
+	errcb.callback = apply_error_callback;
+	errcb.arg = &st;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	for (;;)
+	{
+		char	   *buf;
+		int			len = transport_copy_next(sc, &buf, "send the slot's changes");
+		const char *p;
+		const char *end;
+		int16		nfields;
+		StringInfoData msg;
+
+		if (len < 0)
+			break;
+		p = buf;
+		end = buf + len;
+		if (!header_done)
+		{
+			int32		extlen;
+
+			if (len < 19 || memcmp(p, copy_signature, 11) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg_internal("bad binary COPY header from source")));
+			p += 11;
+			(void) read_int32(&p, end);
+			extlen = read_int32(&p, end);
+			p += extlen;
+			header_done = true;
+			if (p >= end)
+			{
+				PQfreemem(buf);
+				continue;
+			}
+		}
+		if (end - p < 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg_internal("truncated COPY row from source")));
+		nfields = (int16) pg_ntoh16(*(uint16 *) p);
+		p += 2;
+		if (nfields == -1)
+		{
+			PQfreemem(buf);
+			continue;			/* trailer */
+		}
+		if (nfields != 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg_internal("unexpected COPY row with %d fields", nfields)));
+		/* lsn and xid: skip, the messages carry what we need */
+		p += read_int32(&p, end);
+		p += read_int32(&p, end);
+		msg.len = read_int32(&p, end);
+		if (msg.len < 1 || end - p < msg.len)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg_internal("truncated pgoutput message from source")));
+		msg.data = (char *) p;
+		msg.maxlen = msg.len;
+		msg.cursor = 0;
+
+		{
+			MemoryContext old = MemoryContextSwitchTo(st.msgcxt);
+
+			apply_dispatch(&st, &msg);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(st.msgcxt);
+		}
+		PQfreemem(buf);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	error_context_stack = errcb.previous;
+
+	if (st.in_xact)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("source ended the change stream in the middle of transaction %u",
+						st.begin.xid),
+				 errhint("Nothing was applied; run the refresh again.")));
+
+	hash_seq_init(&hs, st.rels);
+	while ((ar = hash_seq_search(&hs)) != NULL)
+		close_rel(ar);
+	AfterTriggerEndQuery(st.estate);
+	ExecResetTupleTable(st.estate->es_tupleTable, false);
+	FreeExecutorState(st.estate);
+	MemoryContextDelete(st.cxt);
+}

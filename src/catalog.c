@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reads and writes of pg_sluice's own catalog tables (schema sluice).
+ *
+ * Everything goes through SPI with parameters; no value is ever spliced
+ * into SQL text.  The caller must be connected to SPI.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/catalog.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "pg_sluice.h"
+
+static char *
+getstr(int row, int col)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+
+	return v;
+}
+
+/*
+ * Return the connection string of a source, or raise UNDEFINED_OBJECT.
+ */
+char *
+catalog_source_conninfo(const char *source)
+{
+	Datum		args[1];
+	Oid			types[1] = {TEXTOID};
+	int			rc;
+
+	args[0] = CStringGetTextDatum(source);
+	rc = SPI_execute_with_args("SELECT conninfo FROM sluice._source WHERE name = $1",
+							   1, types, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", source),
+				 errhint("Declare it with sluice.create_source(name, conninfo); sluice.sources lists the known ones.")));
+	return getstr(0, 1);
+}
+
+/*
+ * Look a pipeline up by name, with its source and tables.  With lock, the
+ * pipeline's row is locked FOR UPDATE: a concurrent refresh or drop of the
+ * same pipeline waits here until this transaction ends.
+ */
+SluicePipeline *
+catalog_pipeline(const char *name, bool lock)
+{
+	Datum		args[1];
+	Oid			types[1] = {TEXTOID};
+	int			rc;
+	uint64		i;
+	SluicePipeline *p;
+
+	args[0] = CStringGetTextDatum(name);
+	rc = SPI_execute_with_args(lock ?
+							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
+							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema "
+							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
+							   " WHERE p.name = $1 FOR UPDATE OF p" :
+							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
+							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema "
+							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
+							   " WHERE p.name = $1",
+							   1, types, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" does not exist", name),
+				 errhint("sluice.pipelines lists the existing pipelines.")));
+
+	p = palloc0(sizeof(SluicePipeline));
+	p->pipeline_id = atoi(getstr(0, 1));
+	p->name = getstr(0, 2);
+	p->source_name = getstr(0, 3);
+	p->conninfo = getstr(0, 4);
+	p->publication = getstr(0, 5);
+	p->publication_owned = (strcmp(getstr(0, 6), "t") == 0);
+	p->slot_name = getstr(0, 7);
+	p->origin_name = getstr(0, 8);
+	p->target_schema = getstr(0, 9);
+
+	args[0] = Int32GetDatum(p->pipeline_id);
+	types[0] = INT4OID;
+	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table "
+							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
+							   " ORDER BY source_schema, source_table",
+							   1, types, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		SluiceTable *t = palloc0(sizeof(SluiceTable));
+
+		t->source_schema = getstr(i, 1);
+		t->source_table = getstr(i, 2);
+		t->target_schema = getstr(i, 3);
+		t->target_table = getstr(i, 4);
+		p->tables = lappend(p->tables, t);
+	}
+	return p;
+}
+
+/*
+ * Record a committed run (it commits with the caller's transaction).
+ */
+int64
+catalog_insert_run(int pipeline_id, const char *kind, TimestampTz started,
+				   XLogRecPtr start_lsn, XLogRecPtr end_lsn, int64 xacts,
+				   int64 ins, int64 upd, int64 del, int64 trunc,
+				   TimestampTz last_commit)
+{
+	Oid			types[12] = {INT4OID, TEXTOID, TIMESTAMPTZOID, LSNOID, LSNOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID};
+	Datum		args[12];
+	char		nulls[12];
+	int			rc;
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(kind);
+	args[2] = TimestampTzGetDatum(started);
+	args[3] = LSNGetDatum(start_lsn);
+	if (start_lsn == InvalidXLogRecPtr)
+		nulls[3] = 'n';
+	args[4] = LSNGetDatum(end_lsn);
+	args[5] = Int64GetDatum(xacts);
+	args[6] = Int64GetDatum(ins);
+	args[7] = Int64GetDatum(upd);
+	args[8] = Int64GetDatum(del);
+	args[9] = Int64GetDatum(trunc);
+	args[10] = TimestampTzGetDatum(last_commit);
+	if (last_commit == 0)
+		nulls[10] = 'n';
+	args[11] = TimestampTzGetDatum(GetCurrentTimestamp());
+
+	rc = SPI_execute_with_args("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, "
+							   "  start_lsn, end_lsn, transactions, rows_inserted, rows_updated, "
+							   "  rows_deleted, tables_truncated, last_source_commit, finished_at) "
+							   "VALUES ($1, $2, 'succeeded', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+							   "RETURNING run_id",
+							   12, types, args, nulls, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not record run: %s", SPI_result_code_string(rc));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}

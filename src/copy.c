@@ -1,0 +1,140 @@
+/*-------------------------------------------------------------------------
+ *
+ * copy.c
+ *	  Initial copy of one source table into its datamart table.
+ *
+ * The source connection already runs a REPEATABLE READ transaction on the
+ * snapshot exported by the slot's creation, so every table is copied as of
+ * the slot's consistent point.  Rows stream from the source's COPY TO STDOUT
+ * straight into the local COPY FROM machinery (BeginCopyFrom with a read
+ * callback), which batches them through table_multi_insert: memory does not
+ * grow with the table.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/copy.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "commands/copy.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "pg_sluice.h"
+
+/* State of the COPY being read; the read callback has no argument. */
+static SluiceConn *copy_conn = NULL;
+static char *copy_buf = NULL;	/* current row from libpq (PQfreemem) */
+static int	copy_len = 0;
+static int	copy_off = 0;
+static bool copy_done = false;
+
+/*
+ * copy_data_source_cb: hand COPY FROM at least minread and at most maxread
+ * bytes, fewer only at the end of data.
+ */
+static int
+copy_read_cb(void *outbuf, int minread, int maxread)
+{
+	int			bytesread = 0;
+
+	while (bytesread < maxread && !copy_done)
+	{
+		int			avail;
+
+		if (copy_buf == NULL || copy_off >= copy_len)
+		{
+			if (copy_buf)
+			{
+				PQfreemem(copy_buf);
+				copy_buf = NULL;
+			}
+			/* return what we have rather than block, once minread is met */
+			if (bytesread >= minread && bytesread > 0)
+				break;
+			copy_len = transport_copy_next(copy_conn, &copy_buf, "send the initial copy");
+			copy_off = 0;
+			if (copy_len < 0)
+			{
+				copy_buf = NULL;
+				copy_done = true;
+				break;
+			}
+		}
+		avail = Min(copy_len - copy_off, maxread - bytesread);
+		memcpy((char *) outbuf + bytesread, copy_buf + copy_off, avail);
+		copy_off += avail;
+		bytesread += avail;
+	}
+	return bytesread;
+}
+
+/*
+ * Copy one table.  columns is a list of String column names, the same on
+ * both sides.  Returns the number of rows copied.
+ */
+int64
+copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
+		   List *columns, Oid target_relid)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+	Relation	rel;
+	ParseState *pstate;
+	CopyFromState cstate;
+	int64		rows;
+	bool		first = true;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "COPY %s.%s (",
+					 quote_identifier(src_schema), quote_identifier(src_table));
+	foreach(lc, columns)
+	{
+		appendStringInfo(&sql, "%s%s", first ? "" : ", ",
+						 quote_identifier(strVal(lfirst(lc))));
+		first = false;
+	}
+	appendStringInfoString(&sql, ") TO STDOUT");
+
+	transport_copy_start(sc, sql.data, "start the initial copy");
+
+	copy_conn = sc;
+	copy_buf = NULL;
+	copy_len = copy_off = 0;
+	copy_done = false;
+
+	rel = table_open(target_relid, RowExclusiveLock);
+	PG_TRY();
+	{
+		pstate = make_parsestate(NULL);
+		(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
+											 NULL, false, false);
+		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read_cb,
+							   columns, NIL);
+		rows = (int64) CopyFrom(cstate);
+		EndCopyFrom(cstate);
+		/* drain to the end so the source's COPY completes cleanly */
+		while (!copy_done)
+		{
+			char		tmp[8192];
+
+			(void) copy_read_cb(tmp, 1, sizeof(tmp));
+		}
+	}
+	PG_FINALLY();
+	{
+		if (copy_buf)
+			PQfreemem(copy_buf);
+		copy_buf = NULL;
+		copy_conn = NULL;
+	}
+	PG_END_TRY();
+	table_close(rel, NoLock);
+	return rows;
+}

@@ -1,0 +1,126 @@
+/*-------------------------------------------------------------------------
+ *
+ * origin.c
+ *	  Exactly-once bookkeeping with a replication origin per pipeline.
+ *
+ * NOTES
+ *	  Each pipeline owns a replication origin ("sluice_<name>").  A refresh
+ *	  sets the origin up for its session; just before its transaction commits,
+ *	  replorigin_session_origin_lsn holds the source LSN the datamart reaches,
+ *	  and the commit record carries it: the data and the position commit
+ *	  atomically, and crash recovery restores both or neither.
+ *
+ *	  The source is only told positions read back from the origin with
+ *	  flush = true (pg_replication_slot_advance at the start of the next
+ *	  refresh), so it never forgets a change the datamart has not durably
+ *	  committed.
+ *
+ *	  The session is released when the transaction ends, by a transaction
+ *	  callback, whatever the outcome.  A second refresh of the same pipeline
+ *	  in the same transaction continues from the position that transaction
+ *	  already reached (origin_session_progress returns it); a refresh of
+ *	  another pipeline in the same transaction is refused, as one session can
+ *	  only track one origin.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/origin.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "replication/origin.h"
+#include "utils/memutils.h"
+
+#include "pg_sluice.h"
+
+static RepOriginId xact_origin = InvalidRepOriginId;
+static bool callback_registered = false;
+
+static void
+origin_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			if (xact_origin != InvalidRepOriginId)
+			{
+				xact_origin = InvalidRepOriginId;
+				replorigin_session_reset();
+				replorigin_session_origin = InvalidRepOriginId;
+				replorigin_session_origin_lsn = InvalidXLogRecPtr;
+				replorigin_session_origin_timestamp = 0;
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Attach this transaction to the pipeline's origin.  Raises a clear error
+ * when another backend holds it (a continuous worker, or a session that
+ * set it up by hand).
+ */
+void
+origin_session_begin(const char *origin_name)
+{
+	RepOriginId id;
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(origin_xact_callback, NULL);
+		callback_registered = true;
+	}
+
+	id = replorigin_by_name(origin_name, true);
+	if (id == InvalidRepOriginId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication origin \"%s\" of the pipeline is missing", origin_name),
+				 errhint("Drop the pipeline with sluice.drop_pipeline() and create it again.")));
+
+	if (xact_origin == id)
+		return;					/* same pipeline again in this transaction */
+	if (xact_origin != InvalidRepOriginId ||
+		replorigin_session_origin != InvalidRepOriginId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot refresh two pipelines in one transaction"),
+				 errhint("Refresh each pipeline in its own transaction.")));
+
+	replorigin_session_setup(id);
+	replorigin_session_origin = id;
+	xact_origin = id;
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+}
+
+/*
+ * The source LSN this datamart has durably applied, or the one this very
+ * transaction reached already.
+ */
+XLogRecPtr
+origin_session_progress(void)
+{
+	if (replorigin_session_origin_lsn != InvalidXLogRecPtr)
+		return replorigin_session_origin_lsn;
+	return replorigin_session_get_progress(true);
+}
+
+/*
+ * Set the position this transaction's commit records.
+ */
+void
+origin_session_set(XLogRecPtr lsn, TimestampTz committime)
+{
+	Assert(xact_origin != InvalidRepOriginId);
+	replorigin_session_origin_lsn = lsn;
+	replorigin_session_origin_timestamp = committime;
+}

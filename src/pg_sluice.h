@@ -1,0 +1,117 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_sluice.h
+ *	  Declarations shared by the pg_sluice modules.
+ *
+ * Vocabulary (also in README.md):
+ *	source		a live PostgreSQL server pg_sluice reads from (conninfo)
+ *	pipeline	one source, one publication, one logical replication slot
+ *				(pgoutput), one replication origin, a set of tables copied
+ *				into a target schema of the datamart
+ *	run			one initial copy or refresh of a pipeline; it commits as a
+ *				whole together with the source position it reached
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/pg_sluice.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_SLUICE_H
+#define PG_SLUICE_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+#include "utils/palloc.h"
+
+/* GUCs (pg_sluice.c) */
+extern int	sluice_connect_timeout;
+extern int	sluice_source_decoding_work_mem;
+
+/* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
+
+typedef struct SluiceConn
+{
+	PGconn	   *conn;			/* libpq connection (malloc'd by libpq) */
+	char	   *source;			/* source name, for messages */
+	char	   *password;		/* password to scrub from messages, or NULL */
+} SluiceConn;
+
+extern SluiceConn *transport_connect(const char *source, const char *conninfo,
+									 bool replication);
+extern void transport_close(SluiceConn *sc);
+extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
+								int nparams, const char *const *params,
+								ExecStatusType expected, const char *what);
+extern void transport_command(SluiceConn *sc, const char *sql, const char *what);
+extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *what);
+extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
+extern char *transport_mask_conninfo(const char *conninfo);
+extern void transport_check_conninfo(const char *conninfo);
+
+/* ---------- catalog.c: pg_sluice's own tables ---------- */
+
+typedef struct SluicePipeline
+{
+	int			pipeline_id;
+	char	   *name;
+	char	   *source_name;
+	char	   *conninfo;
+	char	   *publication;
+	bool		publication_owned;
+	char	   *slot_name;
+	char	   *origin_name;
+	char	   *target_schema;
+	List	   *tables;			/* list of SluiceTable * */
+} SluicePipeline;
+
+typedef struct SluiceTable
+{
+	char	   *source_schema;
+	char	   *source_table;
+	char	   *target_schema;
+	char	   *target_table;
+} SluiceTable;
+
+extern char *catalog_source_conninfo(const char *source);
+extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
+extern int64 catalog_insert_run(int pipeline_id, const char *kind,
+								TimestampTz started, XLogRecPtr start_lsn,
+								XLogRecPtr end_lsn, int64 xacts, int64 ins,
+								int64 upd, int64 del, int64 trunc,
+								TimestampTz last_commit);
+
+/* ---------- origin.c: exactly-once bookkeeping ---------- */
+
+extern void origin_session_begin(const char *origin_name);
+extern XLogRecPtr origin_session_progress(void);
+extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
+
+/* ---------- apply.c: decode pgoutput and apply it ---------- */
+
+typedef struct ApplyStats
+{
+	int64		transactions;
+	int64		inserted;
+	int64		updated;
+	int64		deleted;
+	int64		truncated;
+	int64		skipped_transactions;	/* already applied before */
+	XLogRecPtr	last_end_lsn;	/* end of the last applied transaction */
+	TimestampTz last_commit_time;
+} ApplyStats;
+
+extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc,
+						 XLogRecPtr start_lsn, XLogRecPtr upto_lsn,
+						 ApplyStats *stats);
+
+/* ---------- copy.c: initial copy in one exported snapshot ---------- */
+
+extern int64 copy_table(SluiceConn *sc, const char *src_schema,
+						const char *src_table, List *columns,
+						Oid target_relid);
+
+#endif							/* PG_SLUICE_H */

@@ -1,0 +1,544 @@
+/*-------------------------------------------------------------------------
+ *
+ * transport.c
+ *	  libpq connections from a datamart backend to a source server.
+ *
+ * Every wait on the network goes through WaitLatchOrSocket, so a query
+ * cancel, statement_timeout, SIGTERM or postmaster death interrupts it
+ * promptly.  Connections are remembered in a small registry and closed at
+ * the end of the transaction whatever happens: an ERROR thrown in the
+ * middle of a COPY leaves no socket and no busy query on the source (a busy
+ * query gets a cancel request first, so the source stops decoding and the
+ * slot is free for the next refresh at once).
+ *
+ * No password ever leaves this file: messages from libpq are scrubbed of
+ * the password before they reach errdetail, and connection strings shown to
+ * users are masked.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/transport.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "pg_sluice.h"
+
+#define MAX_OPEN_CONNS 8
+
+static SluiceConn *open_conns[MAX_OPEN_CONNS];
+static bool xact_callback_registered = false;
+
+static void transport_xact_callback(XactEvent event, void *arg);
+static void forget_conn(SluiceConn *sc);
+static void free_conn(SluiceConn *sc);
+static void wait_socket(SluiceConn *sc, int io_flag, long timeout_ms,
+						const char *what);
+static char *scrub(SluiceConn *sc, const char *msg);
+static void report_failure(SluiceConn *sc, PGresult *res, const char *what)
+			pg_attribute_noreturn();
+
+/*
+ * At the end of every transaction close what is still open: on commit this
+ * is a no-op (callers close), on abort it is the only cleanup.
+ */
+static void
+transport_xact_callback(XactEvent event, void *arg)
+{
+	int			i;
+
+	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+
+	for (i = 0; i < MAX_OPEN_CONNS; i++)
+	{
+		SluiceConn *sc = open_conns[i];
+
+		if (sc == NULL)
+			continue;
+		open_conns[i] = NULL;
+		if (sc->conn != NULL)
+		{
+			/*
+			 * A query still running on the source (an interrupted refresh)
+			 * would keep decoding and keep the slot busy: cancel it.  This is
+			 * a short loopback-or-LAN round trip; errors are ignored.
+			 */
+			if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE)
+			{
+				PGcancel   *cancel = PQgetCancel(sc->conn);
+				char		errbuf[256];
+
+				if (cancel != NULL)
+				{
+					(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+					PQfreeCancel(cancel);
+				}
+			}
+			PQfinish(sc->conn);
+			sc->conn = NULL;
+		}
+		free_conn(sc);
+	}
+}
+
+static void
+remember_conn(SluiceConn *sc)
+{
+	int			i;
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(transport_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	for (i = 0; i < MAX_OPEN_CONNS; i++)
+	{
+		if (open_conns[i] == NULL)
+		{
+			open_conns[i] = sc;
+			return;
+		}
+	}
+	elog(ERROR, "too many open source connections");
+}
+
+static void
+forget_conn(SluiceConn *sc)
+{
+	int			i;
+
+	for (i = 0; i < MAX_OPEN_CONNS; i++)
+		if (open_conns[i] == sc)
+			open_conns[i] = NULL;
+}
+
+/*
+ * SluiceConn structs live in TopMemoryContext: an aborting transaction frees
+ * the caller's contexts before our transaction callback runs.
+ */
+static void
+free_conn(SluiceConn *sc)
+{
+	if (sc->password)
+	{
+		memset(sc->password, 0, strlen(sc->password));
+		pfree(sc->password);
+	}
+	pfree(sc->source);
+	pfree(sc);
+}
+
+/*
+ * Replace every occurrence of the password in a libpq message.
+ */
+static char *
+scrub(SluiceConn *sc, const char *msg)
+{
+	StringInfoData buf;
+	const char *p = msg;
+	size_t		plen;
+
+	if (msg == NULL)
+		return pstrdup("");
+	if (sc == NULL || sc->password == NULL || sc->password[0] == '\0')
+		return pchomp(msg);
+
+	plen = strlen(sc->password);
+	initStringInfo(&buf);
+	while (*p)
+	{
+		if (strncmp(p, sc->password, plen) == 0)
+		{
+			appendStringInfoString(&buf, "********");
+			p += plen;
+		}
+		else
+			appendStringInfoChar(&buf, *p++);
+	}
+	return pchomp(buf.data);
+}
+
+/*
+ * Validate a connection string without ever echoing it: libpq's own parse
+ * errors quote pieces of the string, which may be a password.
+ */
+void
+transport_check_conninfo(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	char	   *err = NULL;
+
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		if (err)
+			PQfreemem(err);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid connection string"),
+				 errdetail("The connection string could not be parsed; it is not shown because it may contain a password."),
+				 errhint("Use key=value pairs such as \"host=live.example.com dbname=app user=sluice\" or a postgresql:// URI.")));
+	}
+	PQconninfoFree(opts);
+}
+
+/*
+ * Return the connection string with any password replaced by ********.
+ */
+char *
+transport_mask_conninfo(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+	char	   *err = NULL;
+	StringInfoData buf;
+
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		if (err)
+			PQfreemem(err);
+		return pstrdup("(invalid connection string)");
+	}
+
+	initStringInfo(&buf);
+	for (o = opts; o->keyword != NULL; o++)
+	{
+		const char *v;
+
+		if (o->val == NULL || o->val[0] == '\0')
+			continue;
+		v = (strcmp(o->keyword, "password") == 0) ? "********" : o->val;
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ' ');
+		appendStringInfo(&buf, "%s='", o->keyword);
+		for (; *v; v++)
+		{
+			if (*v == '\'' || *v == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *v);
+		}
+		appendStringInfoChar(&buf, '\'');
+	}
+	PQconninfoFree(opts);
+	return buf.data;
+}
+
+/*
+ * Wait until the socket is ready, the latch is set (then check for
+ * interrupts), or timeout_ms passes (0: no timeout).
+ */
+static void
+wait_socket(SluiceConn *sc, int io_flag, long timeout_ms, const char *what)
+{
+	int			rc;
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | io_flag;
+
+	if (timeout_ms > 0)
+		events |= WL_TIMEOUT;
+
+	rc = WaitLatchOrSocket(MyLatch, events, PQsocket(sc->conn),
+						   timeout_ms, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if ((rc & WL_TIMEOUT) && !(rc & io_flag))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("timed out while waiting for source \"%s\" to %s",
+						sc->source, what),
+				 errhint("Check that the source is reachable, or raise pg_sluice.connect_timeout.")));
+}
+
+/*
+ * Open a connection to the source: a normal one, or with replication=database
+ * for the walsender commands (slot creation with an exported snapshot).
+ *
+ * The connection uses an empty search_path, so every name it prints is
+ * schema-qualified and nothing the source's users define can capture our
+ * queries.
+ */
+SluiceConn *
+transport_connect(const char *source, const char *conninfo, bool replication)
+{
+	SluiceConn *sc;
+	const char *keys[5];
+	const char *vals[5];
+	int			n = 0;
+	PostgresPollingStatusType status;
+	TimestampTz deadline;
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+
+	transport_check_conninfo(conninfo);
+
+	sc = MemoryContextAllocZero(TopMemoryContext, sizeof(SluiceConn));
+	sc->source = MemoryContextStrdup(TopMemoryContext, source);
+
+	/* Remember the password, only to scrub it from messages. */
+	opts = PQconninfoParse(conninfo, NULL);
+	for (o = opts; o && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val && o->val[0])
+			sc->password = MemoryContextStrdup(TopMemoryContext, o->val);
+	if (opts)
+		PQconninfoFree(opts);
+
+	keys[n] = "dbname";
+	vals[n++] = conninfo;
+	if (replication)
+	{
+		keys[n] = "replication";
+		vals[n++] = "database";
+	}
+	keys[n] = "fallback_application_name";
+	vals[n++] = "pg_sluice";
+	keys[n] = "options";
+	vals[n++] = "-c search_path= -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+	keys[n] = NULL;
+	vals[n] = NULL;
+
+	PG_TRY();
+	{
+		remember_conn(sc);
+	}
+	PG_CATCH();
+	{
+		free_conn(sc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	sc->conn = PQconnectStartParams(keys, vals, 1);
+	if (sc->conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while connecting to source \"%s\"", source)));
+
+	deadline = GetCurrentTimestamp() +
+		(TimestampTz) sluice_connect_timeout * USECS_PER_SEC;
+	status = PQstatus(sc->conn) == CONNECTION_BAD ?
+		PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+	while (status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
+	{
+		long		remaining;
+
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not connect to source \"%s\"", source),
+					 errdetail("No answer within %d seconds.", sluice_connect_timeout),
+					 errhint("Check that the source is reachable, or raise pg_sluice.connect_timeout.")));
+		wait_socket(sc, status == PGRES_POLLING_READING ?
+					WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE,
+					Max(remaining, 1), "accept the connection");
+		status = PQconnectPoll(sc->conn);
+	}
+
+	if (status == PGRES_POLLING_FAILED || PQstatus(sc->conn) != CONNECTION_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to source \"%s\"", source),
+				 errdetail_internal("%s", scrub(sc, PQerrorMessage(sc->conn))),
+				 errhint("Check the source's connection string with sluice.alter_source(); the password is never shown.")));
+
+	if (PQsetnonblocking(sc->conn, 1) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not set up connection to source \"%s\"", source)));
+	return sc;
+}
+
+/*
+ * Close a connection now (the transaction callback would do it at the end).
+ */
+void
+transport_close(SluiceConn *sc)
+{
+	if (sc == NULL)
+		return;
+	forget_conn(sc);
+	if (sc->conn)
+		PQfinish(sc->conn);
+	sc->conn = NULL;
+	free_conn(sc);
+}
+
+static void
+report_failure(SluiceConn *sc, PGresult *res, const char *what)
+{
+	const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+	int			code = ERRCODE_CONNECTION_FAILURE;
+	char	   *msg;
+
+	if (sqlstate != NULL && strlen(sqlstate) == 5)
+		code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+							 sqlstate[3], sqlstate[4]);
+	msg = scrub(sc, primary ? primary : PQerrorMessage(sc->conn));
+	if (res)
+		PQclear(res);
+
+	if (PQstatus(sc->conn) == CONNECTION_BAD)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("lost connection to source \"%s\" while trying to %s",
+						sc->source, what),
+				 errdetail_internal("%s", msg),
+				 errhint("Nothing was applied; run the refresh again when the source is back.")));
+
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("source \"%s\" refused to %s: %s", sc->source, what, msg),
+			 detail ? errdetail_internal("%s", scrub(sc, detail)) : 0,
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * Send a query without blocking and wait for its last result, interruptibly.
+ */
+static PGresult *
+get_result(SluiceConn *sc, const char *what, bool stop_at_copy)
+{
+	PGresult   *last = NULL;
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		while (PQisBusy(sc->conn))
+		{
+			wait_socket(sc, WL_SOCKET_READABLE, 0, what);
+			if (PQconsumeInput(sc->conn) == 0)
+				report_failure(sc, last, what);
+		}
+		res = PQgetResult(sc->conn);
+		if (res == NULL)
+			break;
+		if (last)
+			PQclear(last);
+		last = res;
+		if (stop_at_copy &&
+			(PQresultStatus(res) == PGRES_COPY_OUT ||
+			 PQresultStatus(res) == PGRES_COPY_BOTH))
+			break;
+		if (PQstatus(sc->conn) == CONNECTION_BAD)
+			break;
+	}
+	return last;
+}
+
+static void
+send_query(SluiceConn *sc, const char *sql, int nparams,
+		   const char *const *params, const char *what)
+{
+	int			ok;
+
+	if (nparams > 0)
+		ok = PQsendQueryParams(sc->conn, sql, nparams, NULL, params,
+							   NULL, NULL, 0);
+	else
+		ok = PQsendQuery(sc->conn, sql);
+	if (!ok)
+		report_failure(sc, NULL, what);
+	/* flush what libpq could not send at once */
+	for (;;)
+	{
+		int			r = PQflush(sc->conn);
+
+		if (r == 0)
+			break;
+		if (r < 0)
+			report_failure(sc, NULL, what);
+		wait_socket(sc, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, 0, what);
+		if (PQconsumeInput(sc->conn) == 0)
+			report_failure(sc, NULL, what);
+	}
+}
+
+/*
+ * Run one statement on the source and return its result, which must have
+ * the expected status (the caller PQclear()s it).  "what" completes the
+ * sentence "source X refused to ...".
+ */
+PGresult *
+transport_exec(SluiceConn *sc, const char *sql, int nparams,
+			   const char *const *params, ExecStatusType expected,
+			   const char *what)
+{
+	PGresult   *res;
+
+	send_query(sc, sql, nparams, params, what);
+	res = get_result(sc, what, false);
+	if (res == NULL || PQresultStatus(res) != expected)
+		report_failure(sc, res, what);
+	return res;
+}
+
+void
+transport_command(SluiceConn *sc, const char *sql, const char *what)
+{
+	PQclear(transport_exec(sc, sql, 0, NULL, PGRES_COMMAND_OK, what));
+}
+
+/*
+ * Start a COPY ... TO STDOUT on the source.
+ */
+void
+transport_copy_start(SluiceConn *sc, const char *sql, const char *what)
+{
+	PGresult   *res;
+
+	send_query(sc, sql, 0, NULL, what);
+	res = get_result(sc, what, true);
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
+		report_failure(sc, res, what);
+	PQclear(res);
+}
+
+/*
+ * Return the next row of a COPY TO STDOUT in *buf (free it with PQfreemem)
+ * and its length, or -1 once the COPY completed successfully.
+ */
+int
+transport_copy_next(SluiceConn *sc, char **buf, const char *what)
+{
+	for (;;)
+	{
+		int			len = PQgetCopyData(sc->conn, buf, 1);
+
+		if (len > 0)
+			return len;
+		if (len == 0)
+		{
+			wait_socket(sc, WL_SOCKET_READABLE, 0, what);
+			if (PQconsumeInput(sc->conn) == 0)
+				report_failure(sc, NULL, what);
+			continue;
+		}
+		if (len == -1)
+		{
+			PGresult   *res = get_result(sc, what, false);
+
+			if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+				report_failure(sc, res, what);
+			PQclear(res);
+			return -1;
+		}
+		report_failure(sc, NULL, what);
+	}
+}
