@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_MAJOR=15
-RUN_USER=${SLUICE_USER:-sluice}
+RUN_USER=${SLUICE_USER:-pgsluice}
 PKGS="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
       libcurl4-openssl-dev libjansson-dev libpq-dev postgresql-$PG_MAJOR-pgtap pgtap
       postgresql-$PG_MAJOR-cron libipc-run-perl make gcc procps"

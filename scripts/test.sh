@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
-RUN_USER=${SLUICE_USER:-sluice}
+RUN_USER=${SLUICE_USER:-pgsluice}
 PG_MAJOR=15
 
 SLUICE_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered" \

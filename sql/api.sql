@@ -1,5 +1,6 @@
 -- SQL API and its error paths that need no source server.
 -- Every invalid input gets a clear error and changes nothing.
+SET search_path = public;
 CREATE EXTENSION pg_sluice;
 \set VERBOSITY default
 

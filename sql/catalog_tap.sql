@@ -1,4 +1,5 @@
 -- pgTAP: the shape of the SQL API (runs inside pg_regress, TAP as expected output)
+SET search_path = public;
 CREATE EXTENSION pgtap;
 CREATE EXTENSION pg_sluice;
 \set ECHO none
