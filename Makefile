@@ -1,8 +1,8 @@
 # pg_sluice -- incremental, validated, versioned copies of a live PostgreSQL
 #
 # Build with PGXS:  make && make install
-# Tests:            make installcheck        (pg_regress, self-contained temp instance)
-#                   make tapcheck  (two-server TAP + pgTAP suites in test/t)
+# Tests:            make installcheck  (pg_regress, self-contained temp instance)
+#                   make tapcheck      (two-server TAP + pgTAP suites in test/t)
 # Everything:       sudo bash scripts/test.sh
 
 EXTENSION   = pg_sluice
@@ -16,9 +16,9 @@ PGFILEDESC  = "pg_sluice - incremental validated versioned replication into a da
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
-TAP_TESTS   = 1
+# TAP suites run with "make tapcheck" (not part of installcheck, which stays
+# pg_regress only and needs no second server).
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-PROVE_FLAGS = -I ./test/perl
 
 PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DSLUICE_VERSION='"$(EXTVERSION)"'
@@ -28,6 +28,8 @@ EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+PG_PROVE_FLAGS += -I $(srcdir)/test/perl
 
 # The SQL script, control file, META.json and the library must agree on one version.
 .PHONY: check-version

@@ -34,7 +34,7 @@ if ! run make -s installcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_con
 fi
 
 echo "== TAP (two clusters) and pgTAP"
-if ! run make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config PROVE_FLAGS="'-I ./test/perl --timer'"; then
+if ! run make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config PROVE_FLAGS=--timer; then
     status=1
     for f in "$WORK"/tmp_check/log/*; do
         [ -f "$f" ] || continue

@@ -95,7 +95,7 @@ spi_exists(const char *sql, const char *arg)
 	int			rc;
 
 	args[0] = CStringGetTextDatum(arg);
-	rc = SPI_execute_with_args(sql, 1, types, args, NULL, true, 1);
+	rc = SPI_execute_with_args(sql, 1, types, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
 	return SPI_processed > 0;
@@ -937,7 +937,7 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 		edata = CopyErrorData();
 		if (!force || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
-			if (!edata->hint)
+			if (edata->sqlerrcode != ERRCODE_QUERY_CANCELED)
 				edata->hint = pstrdup("To drop the pipeline here anyway, call sluice.drop_pipeline(pipeline, force => true); the slot then stays on the source and holds WAL until it is dropped there.");
 			FlushErrorState();
 			ReThrowError(edata);
@@ -964,6 +964,13 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 							  quote_identifier(t->target_table)),
 					 0, NULL, NULL, SPI_OK_UTILITY);
 		}
+		/* and the target schema, when nothing else lives in it */
+		if (!spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
+						"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
+						"   AND d.refobjid = n.oid WHERE n.nspname = $1", pipe->target_schema))
+			spi_exec(psprintf("DROP SCHEMA IF EXISTS %s RESTRICT",
+							  quote_identifier(pipe->target_schema)),
+					 0, NULL, NULL, SPI_OK_UTILITY);
 	}
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	spi_exec("DELETE FROM sluice._pipeline WHERE pipeline_id = $1", 1, types, args, SPI_OK_DELETE);
