@@ -38,7 +38,47 @@
 #include "pg_sluice.h"
 
 static RepOriginId xact_origin = InvalidRepOriginId;
-static bool callback_registered = false;
+
+/*
+ * The positions set in this transaction, each with the subtransaction that
+ * set it: a refresh rolled back to a savepoint must not leave its position
+ * behind, or the next refresh in the transaction would skip what was rolled
+ * back.  Subtransaction ids grow, so aborting subtransaction S undoes every
+ * entry set by S or its children (ids >= S).
+ */
+typedef struct PendingLsn
+{
+	SubTransactionId subid;
+	XLogRecPtr	lsn;
+} PendingLsn;
+
+static PendingLsn *pending = NULL;
+static int	npending = 0;
+static int	maxpending = 0;
+
+static void
+origin_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+
+	if (npending == 0)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < npending; i++)
+			if (pending[i].subid >= mySubid)
+				pending[i].subid = parentSubid;
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		while (npending > 0 && pending[npending - 1].subid >= mySubid)
+			npending--;
+		if (xact_origin != InvalidRepOriginId)
+			replorigin_session_origin_lsn =
+				npending > 0 ? pending[npending - 1].lsn : InvalidXLogRecPtr;
+	}
+}
 
 static void
 origin_xact_callback(XactEvent event, void *arg)
@@ -50,6 +90,7 @@ origin_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			npending = 0;
 			if (xact_origin != InvalidRepOriginId)
 			{
 				xact_origin = InvalidRepOriginId;
@@ -65,6 +106,16 @@ origin_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * Called once from _PG_init.
+ */
+void
+origin_init(void)
+{
+	RegisterXactCallback(origin_xact_callback, NULL);
+	RegisterSubXactCallback(origin_subxact_callback, NULL);
+}
+
+/*
  * Attach this transaction to the pipeline's origin.  Raises a clear error
  * when another backend holds it (a continuous worker, or a session that
  * set it up by hand).
@@ -73,12 +124,6 @@ void
 origin_session_begin(const char *origin_name)
 {
 	RepOriginId id;
-
-	if (!callback_registered)
-	{
-		RegisterXactCallback(origin_xact_callback, NULL);
-		callback_registered = true;
-	}
 
 	id = replorigin_by_name(origin_name, true);
 	if (id == InvalidRepOriginId)
@@ -121,6 +166,16 @@ void
 origin_session_set(XLogRecPtr lsn, TimestampTz committime)
 {
 	Assert(xact_origin != InvalidRepOriginId);
+	if (npending == maxpending)
+	{
+		maxpending = Max(8, maxpending * 2);
+		pending = pending == NULL ?
+			MemoryContextAlloc(TopMemoryContext, maxpending * sizeof(PendingLsn)) :
+			repalloc(pending, maxpending * sizeof(PendingLsn));
+	}
+	pending[npending].subid = GetCurrentSubTransactionId();
+	pending[npending].lsn = lsn;
+	npending++;
 	replorigin_session_origin_lsn = lsn;
 	replorigin_session_origin_timestamp = committime;
 }

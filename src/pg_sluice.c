@@ -62,6 +62,8 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pg_sluice");
+
+	origin_init();
 }
 
 /*

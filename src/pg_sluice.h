@@ -86,6 +86,7 @@ extern int64 catalog_insert_run(int pipeline_id, const char *kind,
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
+extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
