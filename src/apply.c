@@ -702,10 +702,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 			p += extlen;
 			header_done = true;
 			if (p >= end)
-			{
-				PQfreemem(buf);
 				continue;
-			}
 		}
 		if (end - p < 2)
 			ereport(ERROR,
@@ -714,10 +711,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 		nfields = (int16) pg_ntoh16(*(uint16 *) p);
 		p += 2;
 		if (nfields == -1)
-		{
-			PQfreemem(buf);
 			continue;			/* trailer */
-		}
 		if (nfields != 3)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -741,7 +735,6 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(st.msgcxt);
 		}
-		PQfreemem(buf);
 		CHECK_FOR_INTERRUPTS();
 	}
 

@@ -30,7 +30,7 @@
 
 /* State of the COPY being read; the read callback has no argument. */
 static SluiceConn *copy_conn = NULL;
-static char *copy_buf = NULL;	/* current row from libpq (PQfreemem) */
+static char *copy_buf = NULL;	/* current row, owned by copy_conn */
 static int	copy_len = 0;
 static int	copy_off = 0;
 static bool copy_done = false;
@@ -50,11 +50,7 @@ copy_read_cb(void *outbuf, int minread, int maxread)
 
 		if (copy_buf == NULL || copy_off >= copy_len)
 		{
-			if (copy_buf)
-			{
-				PQfreemem(copy_buf);
-				copy_buf = NULL;
-			}
+			copy_buf = NULL;
 			/* return what we have rather than block, once minread is met */
 			if (bytesread >= minread && bytesread > 0)
 				break;
@@ -129,8 +125,6 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	}
 	PG_FINALLY();
 	{
-		if (copy_buf)
-			PQfreemem(copy_buf);
 		copy_buf = NULL;
 		copy_conn = NULL;
 	}

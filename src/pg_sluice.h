@@ -38,6 +38,8 @@ typedef struct SluiceConn
 	PGconn	   *conn;			/* libpq connection (malloc'd by libpq) */
 	char	   *source;			/* source name, for messages */
 	char	   *password;		/* password to scrub from messages, or NULL */
+	char	   *copybuf;		/* last COPY row from libpq (malloc'd by libpq,
+								 * freed by the next read or the close) */
 } SluiceConn;
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,

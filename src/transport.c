@@ -132,6 +132,8 @@ forget_conn(SluiceConn *sc)
 static void
 free_conn(SluiceConn *sc)
 {
+	if (sc->copybuf)
+		PQfreemem(sc->copybuf);
 	if (sc->password)
 	{
 		memset(sc->password, 0, strlen(sc->password));
@@ -511,18 +513,27 @@ transport_copy_start(SluiceConn *sc, const char *sql, const char *what)
 }
 
 /*
- * Return the next row of a COPY TO STDOUT in *buf (free it with PQfreemem)
- * and its length, or -1 once the COPY completed successfully.
+ * Return the next row of a COPY TO STDOUT in *buf and its length, or -1
+ * once the COPY completed successfully.  The row stays valid until the next
+ * call or the connection's close, which free it (also after an ERROR).
  */
 int
 transport_copy_next(SluiceConn *sc, char **buf, const char *what)
 {
+	if (sc->copybuf)
+	{
+		PQfreemem(sc->copybuf);
+		sc->copybuf = NULL;
+	}
 	for (;;)
 	{
 		int			len = PQgetCopyData(sc->conn, buf, 1);
 
 		if (len > 0)
+		{
+			sc->copybuf = *buf;
 			return len;
+		}
 		if (len == 0)
 		{
 			wait_socket(sc, WL_SOCKET_READABLE, 0, what);
