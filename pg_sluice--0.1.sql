@@ -32,6 +32,7 @@ CREATE TABLE sluice._pipeline (
     origin_name       text NOT NULL UNIQUE,
     target_schema     name NOT NULL,
     consistent_lsn    pg_lsn NOT NULL,
+    binary_transfer   boolean NOT NULL DEFAULT false,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -194,6 +195,7 @@ SELECT p.pipeline_id,
                                    ORDER BY pt.source_schema, pt.source_table)
           FROM sluice._pipeline_table pt
          WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
+       p.binary_transfer,
        r.finished_at AS last_refresh_at,
        r.end_lsn AS last_end_lsn,
        p.created_at
@@ -208,6 +210,7 @@ COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
 COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
 COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
+COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format (every column of a built-in, non-enum type).';
 COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
 COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
 COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';

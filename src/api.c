@@ -56,6 +56,7 @@ typedef struct SourceTable
 	List	   *columns;		/* String column names */
 	List	   *types;			/* String datamart type names */
 	List	   *notnull;		/* int: 1 when NOT NULL */
+	bool		binary_safe;	/* every column's binary form is the same here */
 } SourceTable;
 
 /* ---------- helpers ---------- */
@@ -361,13 +362,17 @@ describe_table(SluiceConn *sc, const char *spec)
 						 "SELECT DISTINCT ON (col.attnum) col.attname, col.attnotnull, "
 						 "       CASE WHEN t.typtype = 'e' THEN 'text' "
 						 "            WHEN e.typtype = 'e' THEN 'text[]' "
-						 "            ELSE pg_catalog.format_type(col.typid, col.typmod) END "
+						 "            ELSE pg_catalog.format_type(col.typid, col.typmod) END, "
+						 "       t.typtype = 'e' OR col.typid < 16384 "
 						 "  FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
 						 "  LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
 						 " ORDER BY col.attnum, col.depth DESC",
 						 1, params, PGRES_TUPLES_OK, "describe a table's columns");
+	t->binary_safe = true;
 	for (i = 0; i < PQntuples(res); i++)
 	{
+		if (strcmp(PQgetvalue(res, i, 3), "t") != 0)
+			t->binary_safe = false;
 		t->columns = lappend(t->columns, makeString(getval(res, i, 0)));
 		t->notnull = lappend_int(t->notnull, strcmp(PQgetvalue(res, i, 1), "t") == 0);
 		t->types = lappend(t->types, makeString(getval(res, i, 2)));
@@ -464,8 +469,9 @@ record_pipeline(const char *name, const char *source, const char *publication,
 				const char *origin_name, const char *target_schema,
 				XLogRecPtr consistent, List *tables, int *pipeline_id)
 {
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID};
-	Datum		args[8];
+	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID, BOOLOID};
+	Datum		args[9];
+	bool		binary = true;
 	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
 	Datum		targs[7];
 	ListCell   *lc;
@@ -479,10 +485,13 @@ record_pipeline(const char *name, const char *source, const char *publication,
 	args[5] = CStringGetTextDatum(origin_name);
 	args[6] = CStringGetDatum(target_schema);
 	args[7] = LSNGetDatum(consistent);
+	foreach(lc, tables)
+		binary &= ((SourceTable *) lfirst(lc))->binary_safe;
+	args[8] = BoolGetDatum(binary);
 	spi_exec("INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, "
-			 "  slot_name, origin_name, target_schema, consistent_lsn) "
-			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING pipeline_id",
-			 8, types, args, SPI_OK_INSERT_RETURNING);
+			 "  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer) "
+			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING pipeline_id",
+			 9, types, args, SPI_OK_INSERT_RETURNING);
 	*pipeline_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
 

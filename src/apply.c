@@ -59,6 +59,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
@@ -87,7 +88,8 @@ typedef struct ApplyRel
 	TupleTableSlot *newslot;	/* virtual: the tuple to write */
 	TupleTableSlot *searchslot; /* virtual: the key to look for */
 	TupleTableSlot *localslot;	/* the target's current row */
-	FmgrInfo   *infuncs;		/* per target attribute */
+	FmgrInfo   *infuncs;		/* per target attribute: text input */
+	FmgrInfo   *recvfuncs;		/* per target attribute: binary input */
 	Oid		   *ioparams;
 	EPQState	epqstate;
 } ApplyRel;
@@ -104,6 +106,7 @@ typedef struct ApplyState
 	bool		skipping;
 	LogicalRepBeginData begin;
 	ApplyStats *stats;
+	bool		binary;			/* pgoutput sends binary values */
 	/* error context */
 	char		action;
 	ApplyRel   *cur_rel;
@@ -270,16 +273,23 @@ handle_relation(ApplyState *st, StringInfo s)
 	}
 
 	ar->infuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
+	ar->recvfuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
 	ar->ioparams = palloc0(sizeof(Oid) * Max(desc->natts, 1));
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
-		Oid			infunc;
+		Oid			func;
+		Oid			ioparam;
 
 		if (att->attisdropped)
 			continue;
-		getTypeInputInfo(att->atttypid, &infunc, &ar->ioparams[i]);
-		fmgr_info_cxt(infunc, &ar->infuncs[i], st->cxt);
+		getTypeInputInfo(att->atttypid, &func, &ar->ioparams[i]);
+		fmgr_info_cxt(func, &ar->infuncs[i], st->cxt);
+		if (st->binary)
+		{
+			getTypeBinaryInputInfo(att->atttypid, &func, &ioparam);
+			fmgr_info_cxt(func, &ar->recvfuncs[i], st->cxt);
+		}
 	}
 
 	ar->keyidx = RelationGetPrimaryKeyIndex(ar->rel);
@@ -364,6 +374,25 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 					InputFunctionCall(&ar->infuncs[j], tup->colvalues[i].data,
 									  ar->ioparams[j],
 									  TupleDescAttr(desc, j)->atttypmod);
+				slot->tts_isnull[j] = false;
+				break;
+			case LOGICALREP_COLUMN_BINARY:
+				if (!OidIsValid(ar->recvfuncs[j].fn_oid))
+					ereport(ERROR,
+							(errcode(ERRCODE_PROTOCOL_VIOLATION),
+							 errmsg_internal("unexpected binary value for column \"%s\"",
+											 ar->remote_attnames[i])));
+				/* the same tuple may fill two slots (key, then new row) */
+				tup->colvalues[i].cursor = 0;
+				slot->tts_values[j] =
+					ReceiveFunctionCall(&ar->recvfuncs[j], &tup->colvalues[i],
+										ar->ioparams[j],
+										TupleDescAttr(desc, j)->atttypmod);
+				if (tup->colvalues[i].cursor != tup->colvalues[i].len)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+							 errmsg("incorrect binary data format in column \"%s\"",
+									ar->remote_attnames[i])));
 				slot->tts_isnull[j] = false;
 				break;
 			case LOGICALREP_COLUMN_UNCHANGED:
@@ -630,13 +659,22 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 	HASHCTL		ctl;
 	StringInfoData sql;
 	char		lsnbuf[32];
+	bool		binary;
 	char		pubs[NAMEDATALEN * 2 + 3];
 	bool		header_done = false;
 	ErrorContextCallback errcb;
 	HASH_SEQ_STATUS hs;
 	ApplyRel   *ar;
 
+	/*
+	 * Binary transfer: when every column's binary form is the same on both
+	 * sides (decided at creation), and text receive functions need no
+	 * conversion (they convert from the session's client_encoding).
+	 */
+	binary = pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
+
 	memset(&st, 0, sizeof(st));
+	st.binary = binary;
 	st.pipe = pipe;
 	st.stats = stats;
 	st.start_lsn = start_lsn;
@@ -663,10 +701,11 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
-					 "%s, %s, NULL, 'proto_version', '1', 'publication_names', %s)) "
+					 "%s, %s, NULL, 'proto_version', '1', 'publication_names', %s%s)) "
 					 "TO STDOUT (FORMAT binary)",
 					 quote_literal_cstr(pipe->slot_name), quote_literal_cstr(lsnbuf),
-					 quote_literal_cstr(pubs));
+					 quote_literal_cstr(pubs),
+					 binary ? ", 'binary', 'true'" : "");
 
 	transport_copy_start(sc, sql.data, "decode the slot's changes");
 

@@ -71,11 +71,11 @@ catalog_pipeline(const char *name, bool lock)
 	args[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_with_args(lock ?
 							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
-							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema "
+							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, p.binary_transfer "
 							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 							   " WHERE p.name = $1 FOR UPDATE OF p" :
 							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
-							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema "
+							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, p.binary_transfer "
 							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 							   " WHERE p.name = $1",
 							   1, types, args, NULL, false, 1);
@@ -97,6 +97,7 @@ catalog_pipeline(const char *name, bool lock)
 	p->slot_name = getstr(0, 7);
 	p->origin_name = getstr(0, 8);
 	p->target_schema = getstr(0, 9);
+	p->binary = (strcmp(getstr(0, 10), "t") == 0);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	types[0] = INT4OID;

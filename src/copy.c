@@ -21,6 +21,7 @@
 
 #include "access/table.h"
 #include "commands/copy.h"
+#include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
@@ -111,8 +112,12 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 		pstate = make_parsestate(NULL);
 		(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
 											 NULL, false, false);
+		/* the source sends this database's encoding (see transport.c) */
 		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read_cb,
-							   columns, NIL);
+							   columns,
+							   list_make1(makeDefElem("encoding",
+													  (Node *) makeString((char *) GetDatabaseEncodingName()),
+													  -1)));
 		rows = (int64) CopyFrom(cstate);
 		EndCopyFrom(cstate);
 		/* drain to the end so the source's COPY completes cleanly */

@@ -67,6 +67,7 @@ typedef struct SluicePipeline
 	char	   *slot_name;
 	char	   *origin_name;
 	char	   *target_schema;
+	bool		binary;			/* pgoutput binary transfer is safe */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 

@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -277,8 +278,8 @@ SluiceConn *
 transport_connect(const char *source, const char *conninfo, bool replication)
 {
 	SluiceConn *sc;
-	const char *keys[5];
-	const char *vals[5];
+	const char *keys[6];
+	const char *vals[6];
 	int			n = 0;
 	PostgresPollingStatusType status;
 	TimestampTz deadline;
@@ -307,6 +308,9 @@ transport_connect(const char *source, const char *conninfo, bool replication)
 	}
 	keys[n] = "fallback_application_name";
 	vals[n++] = "pg_sluice";
+	/* text arrives in this database's encoding, whatever the source's */
+	keys[n] = "client_encoding";
+	vals[n++] = GetDatabaseEncodingName();
 	keys[n] = "options";
 	vals[n++] = "-c search_path= -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
 	keys[n] = NULL;

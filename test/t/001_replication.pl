@@ -96,6 +96,20 @@ SELECT string_agg(target_table || '=' || array_to_string(key_columns, '+') || '/
 is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_index WHERE indrelid = 'mart.composite'::regclass AND indisprimary"),
 	'1', 'composite primary key built after the load');
 
+# A second pipeline over built-in types only receives changes in binary;
+# the source table has a dropped column, which pgoutput never sends.
+$live->safe_psql('postgres', q{
+CREATE TABLE app.plain (LIKE app.everything INCLUDING DEFAULTS);
+ALTER TABLE app.plain ADD PRIMARY KEY (id);
+ALTER TABLE app.plain DROP COLUMN m, DROP COLUMN ma, DROP COLUMN p, DROP COLUMN st;
+INSERT INTO app.plain SELECT id, i2, i4, num, r4, r8, t, vc, ch, b, d, tm, ts, tstz, iv, u, jb, js, by, ia, ta, big
+  FROM app.everything;
+});
+$mart->safe_psql('postgres', "SELECT sluice.create_pipeline('p2', 'live', ARRAY['app.plain'], target_schema => 'mart2')");
+is($mart->safe_psql('postgres', "SELECT string_agg(name || '=' || binary_transfer, ' ' ORDER BY name) FROM sluice.pipelines"),
+	'p1=false p2=true', 'binary transfer only where every column has a built-in type');
+push @pairs, ['app.plain', 'mart2.plain'];
+
 # A refresh with nothing new applies nothing.
 is($mart->safe_psql('postgres', "SELECT transactions, rows_inserted FROM sluice.refresh('p1')"), '0|0', 'empty refresh');
 
@@ -125,7 +139,16 @@ DELETE FROM app.by_index WHERE n BETWEEN 90 AND 100;
 UPDATE app.composite SET b = 'changed', v = 'w' WHERE a <= 10;
 TRUNCATE app.composite;
 INSERT INTO app.composite VALUES (1, 'after truncate', 'v');
+INSERT INTO app.plain (id, t, big) SELECT g, 'new ' || g, repeat('z', 5000) FROM generate_series(3001, 3100) g;
+UPDATE app.plain SET t = 'updated', num = NULL, ia = ARRAY[]::int[], jb = jb || '{"x": 1}' WHERE id BETWEEN 1 AND 100;
+UPDATE app.plain SET i4 = -1 WHERE id IN (50, 100, 150, 3001);
+UPDATE app.plain SET id = id + 100000 WHERE id IN (7, 8, 9);
+DELETE FROM app.plain WHERE id BETWEEN 200 AND 299;
 });
+is($mart->safe_psql('postgres', "SELECT rows_inserted, rows_updated, rows_deleted FROM sluice.refresh('p2')"),
+	'100|107|100', 'binary refresh summary');
+is($mart->safe_psql('postgres', "SELECT length(big), i4 FROM mart2.plain WHERE id = 150"), '12800|-1',
+	'unchanged TOASTed value kept in binary mode');
 $res = $mart->safe_psql('postgres',
 	"SELECT transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated, end_lsn > start_lsn FROM sluice.refresh('p1')");
 is($res, '16|104|165|127|1|t', 'refresh summary counts every change');
@@ -164,9 +187,29 @@ is($mart->safe_psql('postgres', "SELECT transactions FROM sluice.refresh('p1')")
 
 # drop_pipeline removes the slot and the publication it created on live.
 $mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('p1')");
+$mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('p2', drop_tables => true)");
 is($live->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots"), '0', 'slot dropped on live');
 is($live->safe_psql('postgres', "SELECT count(*) FROM pg_publication"), '0', 'publication dropped on live');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_replication_origin"), '0', 'origin dropped');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM mart.parent"), '53', 'tables are kept by default');
+
+# Encodings: a LATIN1 live database feeds a UTF8 datamart database; text is
+# converted on the way (in COPY and in pgoutput), never stored as foreign bytes.
+$live->safe_psql('postgres', "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+$live->safe_psql('latin', q{
+CREATE TABLE t (id int PRIMARY KEY, s text, v varchar(20));
+INSERT INTO t VALUES (1, 'caf' || chr(233) || ' cr' || chr(232) || 'me', chr(255));
+});
+$mart->safe_psql('postgres', "CREATE DATABASE utf ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+$mart->safe_psql('utf', 'CREATE EXTENSION pg_sluice');
+my $latin_conn = $live->connstr('latin');
+$mart->safe_psql('utf', "SELECT sluice.create_source('latin', \$\$$latin_conn\$\$)");
+$mart->safe_psql('utf', "SELECT sluice.create_pipeline('pl', 'latin', ARRAY['public.t'], target_schema => 'm')");
+$live->safe_psql('latin', "INSERT INTO t VALUES (2, 'na' || chr(239) || 've', 'x' || chr(252))");
+$mart->safe_psql('utf', "SELECT sluice.refresh('pl')");
+is($mart->safe_psql('utf', q{
+SELECT string_agg(id || ':' || encode(convert_to(s, 'UTF8'), 'hex') || ':' || encode(convert_to(v, 'UTF8'), 'hex'), ' ' ORDER BY id) FROM m.t}),
+	'1:636166c3a9206372c3a86d65:c3bf 2:6e61c3af7665:78c3bc', 'LATIN1 source text arrives as UTF8');
+$mart->safe_psql('utf', "SELECT sluice.drop_pipeline('pl')");
 
 done_testing();
