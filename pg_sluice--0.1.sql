@@ -33,6 +33,10 @@ CREATE TABLE sluice._pipeline (
     target_schema     name NOT NULL,
     consistent_lsn    pg_lsn NOT NULL,
     binary_transfer   boolean NOT NULL DEFAULT false,
+    continuous        boolean NOT NULL DEFAULT false,
+    run_as            oid,
+    last_error        text,
+    last_error_at     timestamptz,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -56,8 +60,8 @@ COMMENT ON TABLE sluice._pipeline_table IS
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
-    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh')),
-    status            text NOT NULL CHECK (status IN ('succeeded')),
+    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh', 'stream')),
+    status            text NOT NULL CHECK (status IN ('succeeded', 'failed')),
     started_at        timestamptz NOT NULL,
     finished_at       timestamptz NOT NULL,
     start_lsn         pg_lsn,
@@ -67,11 +71,15 @@ CREATE TABLE sluice._run (
     rows_updated      bigint NOT NULL DEFAULT 0,
     rows_deleted      bigint NOT NULL DEFAULT 0,
     tables_truncated  bigint NOT NULL DEFAULT 0,
-    last_source_commit timestamptz
+    last_source_commit timestamptz,
+    source_flush_lsn  pg_lsn,
+    slot_restart_lsn  pg_lsn,
+    error             text
 );
 CREATE INDEX ON sluice._run (pipeline_id, run_id);
+CREATE INDEX ON sluice._run (finished_at);
 COMMENT ON TABLE sluice._run IS
-  'Private: one row per committed initial copy or refresh.';
+  'Private: one row per committed initial copy, refresh or streamed batch, and per failed streamed batch.';
 
 SELECT pg_catalog.pg_extension_config_dump('sluice._source', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline', '');
@@ -156,6 +164,48 @@ AS 'MODULE_PATHNAME', 'sluice_refresh'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.refresh(text) IS
   'Applies every change committed on the source up to the moment the call started, exactly once, and returns a summary.';
+
+CREATE FUNCTION sluice.start(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_start'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.start(text) IS
+  'Streams the pipeline continuously with a background worker (needs pg_sluice in shared_preload_libraries); survives restarts. Returns false if it already streamed.';
+
+CREATE FUNCTION sluice.stop(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_stop'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.stop(text) IS
+  'Stops continuous streaming: the worker exits (a batch in progress rolls back and is applied later), then sluice.refresh() works again. Returns false if it did not stream.';
+
+CREATE FUNCTION sluice._worker_status(
+    OUT pipeline_id integer, OUT pid integer, OUT wanted boolean, OUT failures integer,
+    OUT started_at timestamptz, OUT last_batch_at timestamptz, OUT measured_at timestamptz,
+    OUT source_flush_lsn pg_lsn, OUT applied_lsn pg_lsn, OUT slot_restart_lsn pg_lsn,
+    OUT last_source_commit timestamptz, OUT rows_per_second double precision,
+    OUT last_error text, OUT next_retry_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sluice_worker_status'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._worker_status() IS
+  'Private: what the continuous workers of this database report (shared memory); read sluice.status.';
+
+CREATE FUNCTION sluice.purge_runs(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  WITH purged AS (
+    DELETE FROM sluice._run r
+     WHERE r.finished_at < now() - older_than
+       AND r.run_id <> (SELECT max(l.run_id) FROM sluice._run l
+                         WHERE l.pipeline_id = r.pipeline_id AND l.status = 'succeeded')
+    RETURNING 1)
+  SELECT count(*) FROM purged;
+END;
+COMMENT ON FUNCTION sluice.purge_runs(interval) IS
+  'Deletes runs finished longer ago than older_than, keeping each pipeline''s last successful run; returns how many were deleted. Schedule it with pg_cron.';
 
 CREATE FUNCTION sluice.drop_pipeline(
     pipeline    text,
@@ -251,14 +301,15 @@ SELECT r.run_id,
        r.rows_updated,
        r.rows_deleted,
        r.tables_truncated,
-       r.last_source_commit
+       r.last_source_commit,
+       r.error
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id);
-COMMENT ON VIEW sluice.runs IS 'Committed initial copies and refreshes, newest last.';
+COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
 COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
 COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
-COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy or refresh.';
-COMMENT ON COLUMN sluice.runs.status IS 'succeeded (a failed run rolls back and leaves the previous state in place).';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh) or stream (a continuous worker''s batch).';
+COMMENT ON COLUMN sluice.runs.status IS 'succeeded or failed (a failed batch rolled back and is retried; a failed sluice.refresh() rolls back entirely and leaves no row).';
 COMMENT ON COLUMN sluice.runs.started_at IS 'When the run started.';
 COMMENT ON COLUMN sluice.runs.finished_at IS 'When the run finished applying (it committed with its transaction).';
 COMMENT ON COLUMN sluice.runs.duration IS 'finished_at - started_at.';
@@ -270,6 +321,75 @@ COMMENT ON COLUMN sluice.runs.rows_updated IS 'Rows updated.';
 COMMENT ON COLUMN sluice.runs.rows_deleted IS 'Rows deleted.';
 COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
 COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
+COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed.';
+
+CREATE VIEW sluice.status AS
+WITH w AS (SELECT * FROM sluice._worker_status()),
+     limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
+                         pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
+SELECT p.name AS pipeline,
+       CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
+       CASE WHEN NOT p.continuous THEN 'stopped'
+            WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
+            WHEN w.pid IS NULL THEN 'starting'
+            ELSE 'running' END AS state,
+       CASE WHEN p.continuous THEN COALESCE(w.last_error, p.last_error,
+                 CASE WHEN w.pipeline_id IS NULL
+                      THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
+       END AS last_error,
+       CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       w.next_retry_at,
+       w.pid AS worker_pid,
+       ok.run_id AS last_run_id,
+       ok.finished_at AS last_success_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) ok.finished_at AS staleness,
+       COALESCE(w.applied_lsn, ok.end_lsn) AS applied_lsn,
+       COALESCE(w.source_flush_lsn, ok.source_flush_lsn) AS source_lsn,
+       GREATEST(0, pg_catalog.pg_wal_lsn_diff(
+           COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+           COALESCE(w.applied_lsn, ok.end_lsn)))::bigint AS lag_bytes,
+       CASE WHEN COALESCE(w.source_flush_lsn, ok.source_flush_lsn) OPERATOR(pg_catalog.<=)
+                 COALESCE(w.applied_lsn, ok.end_lsn) THEN 0
+            ELSE pg_catalog.date_part('epoch', COALESCE(w.measured_at, ok.started_at)
+                     OPERATOR(pg_catalog.-) COALESCE(w.last_source_commit, ok.last_source_commit))
+       END::double precision AS lag_seconds,
+       pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))::bigint AS retained_wal_bytes,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))
+                           OPERATOR(pg_catalog.>) limits.max_wal AND limits.max_wal OPERATOR(pg_catalog.>) 0, false)
+           AS retained_wal_warning,
+       COALESCE(w.measured_at, ok.started_at) AS measured_at,
+       COALESCE(w.rows_per_second,
+           (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
+           OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
+           AS rows_per_second
+  FROM sluice._pipeline p
+  CROSS JOIN limits
+  LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+  LEFT JOIN LATERAL (SELECT r.* FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                        AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+COMMENT ON VIEW sluice.status IS 'One row per pipeline for DBAs and dashboards: mode, state, freshness, lag and WAL kept on the source.';
+COMMENT ON COLUMN sluice.status.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.status.mode IS 'continuous (a background worker streams it, sluice.start) or scheduled (sluice.refresh on demand or from pg_cron).';
+COMMENT ON COLUMN sluice.status.state IS 'running, starting, error (retrying with backoff: see last_error) for continuous pipelines; stopped for scheduled ones.';
+COMMENT ON COLUMN sluice.status.last_error IS 'Why the continuous worker last failed; cleared by its next successful batch.';
+COMMENT ON COLUMN sluice.status.last_error_at IS 'When the continuous worker last failed.';
+COMMENT ON COLUMN sluice.status.next_retry_at IS 'When a failing worker tries again (backoff doubles up to one minute).';
+COMMENT ON COLUMN sluice.status.worker_pid IS 'Process id of the continuous worker, if running.';
+COMMENT ON COLUMN sluice.status.last_run_id IS 'Last successful run (sluice.runs).';
+COMMENT ON COLUMN sluice.status.last_success_at IS 'When the last successful run committed.';
+COMMENT ON COLUMN sluice.status.staleness IS 'Time since the last successful run committed.';
+COMMENT ON COLUMN sluice.status.applied_lsn IS 'Source position the datamart is consistent with.';
+COMMENT ON COLUMN sluice.status.source_lsn IS 'Source''s flushed WAL position when last measured (measured_at).';
+COMMENT ON COLUMN sluice.status.lag_bytes IS 'Source WAL not yet applied, when last measured.';
+COMMENT ON COLUMN sluice.status.lag_seconds IS 'Age of the last applied source commit when last measured, if behind; 0 when caught up.';
+COMMENT ON COLUMN sluice.status.retained_wal_bytes IS 'WAL the pipeline''s slot keeps on the source, when last measured.';
+COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is past pg_sluice.max_retained_wal: the source''s disk is at risk.';
+COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
+COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
 
 -------------------------------------------------------------------------------
 -- Privileges: administration is for the extension owner and whom they grant.
@@ -281,7 +401,10 @@ REVOKE ALL ON FUNCTION sluice.drop_source(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.refresh(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
 REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
-GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs TO PUBLIC;
+GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status TO PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;

@@ -7,7 +7,7 @@ CREATE EXTENSION pg_sluice;
 \pset tuples_only true
 \pset pager off
 BEGIN;
-SELECT plan(22);
+SELECT plan(30);
 SELECT has_schema('sluice');
 SELECT has_function('sluice', 'create_source', ARRAY['text', 'text']);
 SELECT has_function('sluice', 'alter_source', ARRAY['text', 'text']);
@@ -24,7 +24,18 @@ SELECT has_view('sluice', 'pipeline_tables', 'pipeline_tables view');
 SELECT has_view('sluice', 'runs', 'runs view');
 SELECT columns_are('sluice', 'runs', ARRAY['run_id', 'pipeline', 'kind', 'status', 'started_at',
        'finished_at', 'duration', 'start_lsn', 'end_lsn', 'transactions', 'rows_inserted',
-       'rows_updated', 'rows_deleted', 'tables_truncated', 'last_source_commit']);
+       'rows_updated', 'rows_deleted', 'tables_truncated', 'last_source_commit', 'error']);
+SELECT has_function('sluice', 'start', ARRAY['text']);
+SELECT has_function('sluice', 'stop', ARRAY['text']);
+SELECT has_function('sluice', 'purge_runs', ARRAY['interval']);
+SELECT has_view('sluice', 'status', 'status view');
+SELECT function_privs_are('sluice', 'start', ARRAY['text'], 'public', ARRAY[]::text[], 'start is not public');
+SELECT table_privs_are('sluice', 'status', 'public', ARRAY['SELECT'], 'status is readable by all');
+SELECT ok((SELECT bool_and(col_description('sluice.status'::regclass, a.attnum) IS NOT NULL)
+             FROM pg_attribute a WHERE a.attrelid = 'sluice.status'::regclass AND a.attnum > 0),
+          'every status column is commented');
+SELECT throws_ok($$SELECT sluice.start('none')$$, '55000',
+       'continuous mode needs pg_sluice in shared_preload_libraries', 'start without the preloaded library');
 SELECT table_privs_are('sluice', '_source', 'public', ARRAY[]::text[], 'secrets are not public');
 SELECT table_privs_are('sluice', 'sources', 'public', ARRAY[]::text[], 'sources view is not public');
 SELECT table_privs_are('sluice', 'runs', 'public', ARRAY['SELECT'], 'runs are readable by all');

@@ -833,79 +833,30 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	SluicePipeline *pipe;
 	SluiceConn *sc;
 	TimestampTz started = GetCurrentTimestamp();
-	XLogRecPtr	start_lsn;
-	XLogRecPtr	upto;
-	XLogRecPtr	confirmed;
-	XLogRecPtr	end_lsn;
-	ApplyStats	stats;
-	PGresult   *res;
+	RefreshResult r;
 	int64		run_id;
-	const char *params[2];
-	char		lsnbuf[32];
 
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
-	origin_session_begin(pipe->origin_name);
-	start_lsn = origin_session_progress();
-
-	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-	params[0] = pipe->slot_name;
-	res = transport_exec(sc,
-						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid "
-						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
-	if (PQntuples(res) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
-	if (!PQgetisnull(res, 0, 2))
+	if (pipe->continuous)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
-				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
-	upto = parse_lsn(PQgetvalue(res, 0, 0));
-	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 1));
-	PQclear(res);
+				 errmsg("pipeline \"%s\" is streaming continuously", name),
+				 errdetail("A background worker applies its changes; sluice.status shows it."),
+				 errhint("Stop it with sluice.stop('%s') to refresh on demand or from pg_cron.", name)));
 
-	/* Tell the source what the datamart durably has (see origin.c). */
-	if (start_lsn > confirmed && start_lsn <= upto)
-	{
-		snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(start_lsn));
-		params[1] = lsnbuf;
-		PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
-							   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
-	}
-	if (start_lsn < confirmed)
-		start_lsn = confirmed;
-
-	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
-								   sluice_source_decoding_work_mem),
-					  "set logical_decoding_work_mem");
-
-	memset(&stats, 0, sizeof(stats));
-	apply_stream(pipe, sc, start_lsn, upto, &stats);
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	refresh_pipeline(pipe, sc, 0, 0, &r);
 	transport_close(sc);
 
-	/*
-	 * Every transaction whose commit record starts before upto has been
-	 * decoded, so the datamart is consistent with upto even when none of
-	 * them touched our tables: moving the origin there lets the slot free
-	 * WAL on the source.
-	 */
-	end_lsn = Max(Max(upto, stats.last_end_lsn), start_lsn);
-	origin_session_set(end_lsn, stats.last_commit_time);
-
-	run_id = catalog_insert_run(pipe->pipeline_id, "refresh", started, start_lsn,
-								end_lsn, stats.transactions, stats.inserted,
-								stats.updated, stats.deleted, stats.truncated,
-								stats.last_commit_time);
+	run_id = catalog_insert_run(pipe->pipeline_id, "refresh", started, r.start_lsn,
+								r.end_lsn, r.stats.transactions, r.stats.inserted,
+								r.stats.updated, r.stats.deleted, r.stats.truncated,
+								r.stats.last_commit_time);
+	catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
 	SPI_finish();
-	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &stats,
-								start_lsn, end_lsn, started));
+	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
+								r.start_lsn, r.end_lsn, started));
 }
 
 /* ---------- drop ---------- */
@@ -925,6 +876,10 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 	PreventInTransactionBlock(true, "sluice.drop_pipeline()");
 
 	SPI_connect();
+	/* a continuous worker lets go of the pipeline first */
+	pipe = catalog_pipeline(name, false);
+	if (pipe->continuous)
+		(void) worker_stop_pipeline(MyDatabaseId, pipe->pipeline_id, 60000);
 	pipe = catalog_pipeline(name, true);
 
 	PG_TRY();

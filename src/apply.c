@@ -69,6 +69,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "pg_sluice.h"
 
@@ -396,7 +397,12 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 				slot->tts_isnull[j] = false;
 				break;
 			case LOGICALREP_COLUMN_UNCHANGED:
-				if (base == NULL)
+				/*
+				 * Looking a row up by the new tuple (key unchanged, no old
+				 * tuple sent): an unchanged TOASTed value is never part of
+				 * the key, leave it NULL.
+				 */
+				if (base == NULL && slot != ar->searchslot)
 					ereport(ERROR,
 							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 							 errmsg("source did not send the value of column \"%s\" of \"%s.%s\"",
@@ -653,8 +659,11 @@ read_int32(const char **p, const char *end)
  */
 void
 apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
-			 XLogRecPtr upto_lsn, ApplyStats *stats)
+			 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
+			 ApplyStats *stats)
 {
+	TimestampTz started = GetCurrentTimestamp();
+	char		nchanges[32];
 	ApplyState	st;
 	HASHCTL		ctl;
 	StringInfoData sql;
@@ -697,13 +706,19 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 	 * an identifier inside a literal, both quoted.
 	 */
 	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(upto_lsn));
+	/* whole transactions: the source stops at the first commit past it */
+	if (max_messages > 0)
+		snprintf(nchanges, sizeof(nchanges), INT64_FORMAT, max_messages);
+	else
+		strcpy(nchanges, "NULL");
 	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
-					 "%s, %s, NULL, 'proto_version', '1', 'publication_names', %s%s)) "
+					 "%s, %s, %s, 'proto_version', '1', 'publication_names', %s%s)) "
 					 "TO STDOUT (FORMAT binary)",
 					 quote_literal_cstr(pipe->slot_name), quote_literal_cstr(lsnbuf),
+					 nchanges,
 					 quote_literal_cstr(pubs),
 					 binary ? ", 'binary', 'true'" : "");
 
@@ -774,7 +789,16 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(st.msgcxt);
 		}
+		stats->messages++;
 		CHECK_FOR_INTERRUPTS();
+
+		/* a batch past its time ends at a transaction boundary */
+		if (max_ms > 0 && !st.in_xact && msg.data[0] == LOGICAL_REP_MSG_COMMIT &&
+			TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))
+		{
+			stats->stopped_early = true;
+			break;
+		}
 	}
 
 	error_context_stack = errcb.previous;

@@ -54,6 +54,14 @@ catalog_source_conninfo(const char *source)
 	return getstr(0, 1);
 }
 
+#define PIPELINE_QUERY \
+	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
+	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
+	"       p.binary_transfer, p.continuous " \
+	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
+
+static SluicePipeline *read_pipeline(void);
+
 /*
  * Look a pipeline up by name, with its source and tables.  With lock, the
  * pipeline's row is locked FOR UPDATE: a concurrent refresh or drop of the
@@ -65,19 +73,11 @@ catalog_pipeline(const char *name, bool lock)
 	Datum		args[1];
 	Oid			types[1] = {TEXTOID};
 	int			rc;
-	uint64		i;
-	SluicePipeline *p;
 
 	args[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_with_args(lock ?
-							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
-							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, p.binary_transfer "
-							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
-							   " WHERE p.name = $1 FOR UPDATE OF p" :
-							   "SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, "
-							   "       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, p.binary_transfer "
-							   "  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
-							   " WHERE p.name = $1",
+							   PIPELINE_QUERY " WHERE p.name = $1 FOR UPDATE OF p" :
+							   PIPELINE_QUERY " WHERE p.name = $1",
 							   1, types, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
@@ -86,6 +86,40 @@ catalog_pipeline(const char *name, bool lock)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("pipeline \"%s\" does not exist", name),
 				 errhint("sluice.pipelines lists the existing pipelines.")));
+	return read_pipeline();
+}
+
+/*
+ * The same by identifier, for workers; NULL when the pipeline is gone.
+ */
+SluicePipeline *
+catalog_pipeline_by_id(int pipeline_id, bool lock)
+{
+	Datum		args[1];
+	Oid			types[1] = {INT4OID};
+	int			rc;
+
+	args[0] = Int32GetDatum(pipeline_id);
+	rc = SPI_execute_with_args(lock ?
+							   PIPELINE_QUERY " WHERE p.pipeline_id = $1 FOR UPDATE OF p" :
+							   PIPELINE_QUERY " WHERE p.pipeline_id = $1",
+							   1, types, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return NULL;
+	return read_pipeline();
+}
+
+/* Build a SluicePipeline from the row SPI just read, and its tables. */
+static SluicePipeline *
+read_pipeline(void)
+{
+	Datum		args[1];
+	Oid			types[1] = {INT4OID};
+	int			rc;
+	uint64		i;
+	SluicePipeline *p;
 
 	p = palloc0(sizeof(SluicePipeline));
 	p->pipeline_id = atoi(getstr(0, 1));
@@ -98,9 +132,9 @@ catalog_pipeline(const char *name, bool lock)
 	p->origin_name = getstr(0, 8);
 	p->target_schema = getstr(0, 9);
 	p->binary = (strcmp(getstr(0, 10), "t") == 0);
+	p->continuous = (strcmp(getstr(0, 11), "t") == 0);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
-	types[0] = INT4OID;
 	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table "
 							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
 							   " ORDER BY source_schema, source_table",
@@ -165,4 +199,29 @@ catalog_insert_run(int pipeline_id, const char *kind, TimestampTz started,
 		elog(ERROR, "could not record run: %s", SPI_result_code_string(rc));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Record where the source stood when a run started: its flushed WAL and the
+ * oldest WAL the slot kept (for lag and retained-WAL figures).
+ */
+void
+catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
+							XLogRecPtr restart_lsn)
+{
+	Oid			types[3] = {INT8OID, LSNOID, LSNOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
+
+	args[0] = Int64GetDatum(run_id);
+	args[1] = LSNGetDatum(flush_lsn);
+	args[2] = LSNGetDatum(restart_lsn);
+	if (restart_lsn == InvalidXLogRecPtr)
+		nulls[2] = 'n';
+	rc = SPI_execute_with_args("UPDATE sluice._run SET source_flush_lsn = $2, slot_restart_lsn = $3 "
+							   " WHERE run_id = $1",
+							   3, types, args, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not record run position: %s", SPI_result_code_string(rc));
 }

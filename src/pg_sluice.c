@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -32,6 +34,11 @@ PG_MODULE_MAGIC;
 
 int			sluice_connect_timeout = 30;
 int			sluice_source_decoding_work_mem = 65536;	/* kB */
+int			sluice_max_workers = 8;
+int			sluice_naptime = 200;	/* ms */
+int			sluice_batch_size = 100000; /* pgoutput messages */
+int			sluice_batch_time = 1000;	/* ms */
+int			sluice_max_retained_wal = 1024; /* MB */
 
 void		_PG_init(void);
 
@@ -61,7 +68,54 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("pg_sluice.naptime",
+							"Sets how long a caught-up worker waits before looking at the source again.",
+							"Lower values cut the commit-to-visible lag and cost one small query on the source each time.",
+							&sluice_naptime,
+							200, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.batch_size",
+							"Sets how many changes a worker applies per local transaction.",
+							"Counted in pgoutput messages; a batch always holds whole source transactions, "
+							"so one larger source transaction still commits as one batch.",
+							&sluice_batch_size,
+							100000, 100, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.batch_time",
+							"Sets how long a worker applies before committing a batch.",
+							"The batch commits at the first source commit past this time.",
+							&sluice_batch_time,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.max_retained_wal",
+							"Sets the WAL a pipeline's slot may keep on the source before pg_sluice warns.",
+							"Workers log a WARNING past it and sluice.status flags it; 0 disables the check.",
+							&sluice_max_retained_wal,
+							1024, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("pg_sluice");
+
+	/* continuous mode: shared memory and the launcher exist only when preloaded */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("pg_sluice.max_workers",
+								"Sets how many pipelines can stream continuously at once.",
+								"Each streaming pipeline uses one background worker (count them in max_worker_processes, "
+								"plus one for the launcher).",
+								&sluice_max_workers,
+								8, 1, 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		worker_shmem_init();
+	}
 
 	origin_init();
 }

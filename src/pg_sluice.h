@@ -30,6 +30,11 @@
 /* GUCs (pg_sluice.c) */
 extern int	sluice_connect_timeout;
 extern int	sluice_source_decoding_work_mem;
+extern int	sluice_max_workers;
+extern int	sluice_naptime;
+extern int	sluice_batch_size;
+extern int	sluice_batch_time;
+extern int	sluice_max_retained_wal;
 
 /* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
 
@@ -40,11 +45,13 @@ typedef struct SluiceConn
 	char	   *password;		/* password to scrub from messages, or NULL */
 	char	   *copybuf;		/* last COPY row from libpq (malloc'd by libpq,
 								 * freed by the next read or the close) */
+	bool		persistent;		/* survives commits (workers); closed on abort */
 } SluiceConn;
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
 									 bool replication);
 extern void transport_close(SluiceConn *sc);
+extern void transport_abandon(SluiceConn *sc);
 extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
 								int nparams, const char *const *params,
 								ExecStatusType expected, const char *what);
@@ -68,6 +75,7 @@ typedef struct SluicePipeline
 	char	   *origin_name;
 	char	   *target_schema;
 	bool		binary;			/* pgoutput binary transfer is safe */
+	bool		continuous;		/* streamed by a background worker */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 
@@ -81,11 +89,14 @@ typedef struct SluiceTable
 
 extern char *catalog_source_conninfo(const char *source);
 extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
+extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
 extern int64 catalog_insert_run(int pipeline_id, const char *kind,
 								TimestampTz started, XLogRecPtr start_lsn,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,
 								int64 upd, int64 del, int64 trunc,
 								TimestampTz last_commit);
+extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
+										XLogRecPtr restart_lsn);
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
@@ -106,11 +117,36 @@ typedef struct ApplyStats
 	int64		skipped_transactions;	/* already applied before */
 	XLogRecPtr	last_end_lsn;	/* end of the last applied transaction */
 	TimestampTz last_commit_time;
+	int64		messages;		/* pgoutput messages received */
+	bool		stopped_early;	/* stopped at a commit past max_ms; the
+								 * connection is mid-COPY: abandon it */
 } ApplyStats;
 
 extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc,
 						 XLogRecPtr start_lsn, XLogRecPtr upto_lsn,
+						 int64 max_messages, int max_ms,
 						 ApplyStats *stats);
+
+/* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
+
+typedef struct RefreshResult
+{
+	ApplyStats	stats;
+	XLogRecPtr	start_lsn;		/* position the batch started from */
+	XLogRecPtr	end_lsn;		/* position the datamart is consistent with */
+	XLogRecPtr	source_flush_lsn;	/* source's flushed WAL at the start */
+	XLogRecPtr	slot_restart_lsn;	/* oldest WAL the slot keeps on the source */
+	bool		complete;		/* reached source_flush_lsn */
+} RefreshResult;
+
+extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
+							 int64 max_messages, int max_ms,
+							 RefreshResult *r);
+
+/* ---------- worker.c: continuous mode ---------- */
+
+extern void worker_shmem_init(void);
+extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
 
 /* ---------- copy.c: initial copy in one exported snapshot ---------- */
 

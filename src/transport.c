@@ -69,6 +69,10 @@ transport_xact_callback(XactEvent event, void *arg)
 
 		if (sc == NULL)
 			continue;
+		/* a worker's connection outlives its committed batches */
+		if (sc->persistent && (event == XACT_EVENT_COMMIT ||
+							   event == XACT_EVENT_PARALLEL_COMMIT))
+			continue;
 		open_conns[i] = NULL;
 		if (sc->conn != NULL)
 		{
@@ -380,6 +384,29 @@ transport_close(SluiceConn *sc)
 		PQfinish(sc->conn);
 	sc->conn = NULL;
 	free_conn(sc);
+}
+
+/*
+ * Close a connection whose query may still be running on the source: cancel
+ * it first, so the source stops sending and releases the slot at once.
+ */
+void
+transport_abandon(SluiceConn *sc)
+{
+	if (sc == NULL)
+		return;
+	if (sc->conn != NULL && PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE)
+	{
+		PGcancel   *cancel = PQgetCancel(sc->conn);
+		char		errbuf[256];
+
+		if (cancel != NULL)
+		{
+			(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+			PQfreeCancel(cancel);
+		}
+	}
+	transport_close(sc);
 }
 
 static void

@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Exporter 'import';
 
-our @EXPORT = qw(new_live new_mart checksum same_tables mart_source);
+our @EXPORT = qw(new_live new_mart checksum same_tables wait_same_tables mart_source);
 
 # A live server: logical WAL, room for slots.
 sub new_live
@@ -62,6 +62,22 @@ sub same_tables
 	{
 		my ($l, $m) = @$p;
 		is(checksum($mart, $m), checksum($live, $l), "$label: $m equals live $l");
+	}
+}
+
+# Wait until every mart table equals its live table (continuous mode), then
+# assert it.  Live must be quiet.
+sub wait_same_tables
+{
+	my ($live, $mart, $pairs, $label) = @_;
+	foreach my $p (@$pairs)
+	{
+		my ($l, $m) = @$p;
+		my $want = checksum($live, $l);
+		$mart->poll_query_until('postgres',
+			"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '-') FROM $m t",
+			$want) or diag("$m did not catch up with $l");
+		is(checksum($mart, $m), $want, "$label: $m equals live $l");
 	}
 }
 

@@ -44,6 +44,8 @@ CREATE TABLE app.everything (
     st        short_text,
     big       text
 );
+-- big values stay out of line and uncompressed: pgoutput sends them as 'unchanged'
+ALTER TABLE app.everything ALTER COLUMN big SET STORAGE EXTERNAL;
 CREATE TABLE app.parent (pid int PRIMARY KEY, name text NOT NULL);
 CREATE TABLE app.child (cid int PRIMARY KEY, pid int REFERENCES app.parent, note text);
 CREATE TABLE app.nokey_full (a int, b text);
@@ -102,6 +104,7 @@ $live->safe_psql('postgres', q{
 CREATE TABLE app.plain (LIKE app.everything INCLUDING DEFAULTS);
 ALTER TABLE app.plain ADD PRIMARY KEY (id);
 ALTER TABLE app.plain DROP COLUMN m, DROP COLUMN ma, DROP COLUMN p, DROP COLUMN st;
+ALTER TABLE app.plain ALTER COLUMN big SET STORAGE EXTERNAL;
 INSERT INTO app.plain SELECT id, i2, i4, num, r4, r8, t, vc, ch, b, d, tm, ts, tstz, iv, u, jb, js, by, ia, ta, big
   FROM app.everything;
 });

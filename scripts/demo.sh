@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# pg_sluice demo: a live server and a datamart on this machine.
+#   sudo bash scripts/demo.sh            # run the demo, then clean up
+#   KEEP=1 sudo -E bash scripts/demo.sh  # leave both servers running
+#
+# Installs and builds pg_sluice (scripts/setup.sh), then, as the unprivileged
+# OS user pgsluice in a scratch directory:
+#   live      127.0.0.1:55432  database "school"   (wal_level = logical)
+#   datamart  127.0.0.1:55433  database "datamart" (CREATE EXTENSION pg_sluice)
+# loads demo/live_sample.sql on live, copies it into the datamart with
+# sluice.create_pipeline(), applies demo/changes.sql on live, runs
+# sluice.refresh() and compares every table on both servers.
+# Exits non-zero if anything fails or any table differs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+
+PG_MAJOR=15
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+RUN_USER=${SLUICE_USER:-pgsluice}
+LIVE_PORT=55432
+MART_PORT=55433
+KEEP=${KEEP:-0}
+TABLES=(teachers students courses enrollments exams grades attendance sis_import)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/demo.sh: run as root: sudo bash scripts/demo.sh" >&2
+    exit 1
+fi
+
+# Our servers, our settings: ignore any PG* variables of the caller.
+for v in $(compgen -e); do case $v in PG*) unset "$v" ;; esac; done
+
+section() { printf '\n== %s\n' "$*"; }
+
+section "0. install and build"
+# (filter pg_ctlcluster's note about the distribution's default cluster)
+bash scripts/setup.sh 2>&1 | { grep -v '^Cluster is not running' || true; }
+test -f "$PGBIN/pg_ctl"
+
+# Refuse to start if something already listens on our ports.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in $LIVE_PORT $MART_PORT; do
+    if port_busy "$port"; then
+        echo "scripts/demo.sh: port $port on 127.0.0.1 is already in use; the demo needs ports $LIVE_PORT and $MART_PORT." >&2
+        for d in /tmp/pg_sluice-demo.*; do
+            [ -f "$d/live/postmaster.pid" ] || [ -f "$d/datamart/postmaster.pid" ] || continue
+            echo "A demo left running with KEEP=1 is in $d; stop it with:" >&2
+            echo "  su $RUN_USER -c '$PGBIN/pg_ctl -D $d/datamart stop; $PGBIN/pg_ctl -D $d/live stop' && rm -rf $d" >&2
+        done
+        exit 1
+    fi
+done
+
+WORK=$(mktemp -d /tmp/pg_sluice-demo.XXXXXX)
+
+# Run a command as the unprivileged user, in the scratch directory.
+as_user() {
+    (cd "$WORK" && runuser -u "$RUN_USER" -- env PATH="$PGBIN:/usr/bin:/bin" TZ=UTC PGTZ=UTC \
+        PGHOST=127.0.0.1 PGUSER="$RUN_USER" PSQLRC=/dev/null "$@")
+}
+live() { as_user psql -X -q -v ON_ERROR_STOP=1 -p $LIVE_PORT -d school "$@"; }
+mart() { as_user psql -X -q -v ON_ERROR_STOP=1 -p $MART_PORT -d datamart "$@"; }
+# Show a query's result, without psql's trailing blank line.
+show() { local srv=$1; shift; "$srv" -P footer=off "$@" | sed '/^$/d'; }
+
+cleanup() {
+    status=$?
+    if [ "$KEEP" = 1 ]; then
+        if [ $status -ne 0 ]; then
+            echo "== demo failed (exit status $status); KEEP=1: servers and logs left in $WORK" >&2
+        fi
+        return
+    fi
+    if [ $status -ne 0 ] && [ $status -ne 130 ]; then
+        for c in live datamart; do
+            if [ -s "$WORK/$c.log" ] && grep -qE 'ERROR|FATAL|PANIC' "$WORK/$c.log"; then
+                echo "---- errors in the $c server log" >&2
+                grep -E -A3 'ERROR|FATAL|PANIC' "$WORK/$c.log" | tail -12 >&2
+            fi
+        done
+    fi
+    for c in live datamart; do
+        if [ -f "$WORK/$c/postmaster.pid" ]; then
+            as_user pg_ctl -D "$WORK/$c" -m fast -w stop >/dev/null 2>&1 || true
+        fi
+    done
+    rm -rf "$WORK"
+    if [ $status -ne 0 ]; then
+        echo "== demo failed (exit status $status); servers stopped, $WORK removed" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+chmod 755 "$WORK"
+chown "$RUN_USER": "$WORK"
+
+section "1. two PostgreSQL $PG_MAJOR servers, as OS user $RUN_USER, in $WORK"
+for c in live datamart; do
+    as_user initdb -D "$WORK/$c" -A trust -U "$RUN_USER" --encoding UTF8 --locale C >/dev/null
+    cat >>"$WORK/$c/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+timezone = 'UTC'
+log_timezone = 'UTC'
+lc_messages = 'C'
+CONF
+done
+cat >>"$WORK/live/postgresql.conf" <<CONF
+port = $LIVE_PORT
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+CONF
+echo "port = $MART_PORT" >>"$WORK/datamart/postgresql.conf"
+as_user pg_ctl -D "$WORK/live" -l "$WORK/live.log" -w start >/dev/null
+as_user pg_ctl -D "$WORK/datamart" -l "$WORK/datamart.log" -w start >/dev/null
+echo "live      127.0.0.1:$LIVE_PORT  wal_level = logical"
+echo "datamart  127.0.0.1:$MART_PORT"
+
+section "2. sample school database on live (demo/live_sample.sql)"
+as_user createdb -p $LIVE_PORT school
+as_user createdb -p $MART_PORT datamart
+live -f - <"$SRC/demo/live_sample.sql"
+show live -c "
+SELECT c.relname AS table,
+       to_char(c.reltuples, 'FM999,999') AS rows,
+       CASE c.relreplident WHEN 'f' THEN 'REPLICA IDENTITY FULL'
+            ELSE (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
+                    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                   WHERE i.indrelid = c.oid AND i.indisprimary) END AS primary_key,
+       pg_size_pretty(pg_total_relation_size(c.oid)) AS size
+  FROM pg_class c
+ WHERE c.relnamespace = 'school'::regnamespace AND c.relkind = 'r'
+ ORDER BY c.oid"
+
+section "3. initial copy into the datamart: sluice.create_pipeline()"
+table_list=$(printf "'school.%s', " "${TABLES[@]}")
+table_list="ARRAY[${table_list%, }]"
+cat <<SQL
+CREATE EXTENSION pg_sluice;
+SELECT sluice.create_source('school_live', 'host=127.0.0.1 port=$LIVE_PORT dbname=school user=$RUN_USER');
+SELECT * FROM sluice.create_pipeline('school', 'school_live',
+         $table_list,
+         target_schema => 'school_mart');
+SQL
+echo
+mart -c "CREATE EXTENSION pg_sluice" \
+     -c "SELECT sluice.create_source('school_live', 'host=127.0.0.1 port=$LIVE_PORT dbname=school user=$RUN_USER')" >/dev/null
+show mart -x -c "SELECT * FROM sluice.create_pipeline('school', 'school_live', $table_list, target_schema => 'school_mart')"
+
+section "4. a day of changes on live (demo/changes.sql)"
+live -f - <"$SRC/demo/changes.sql"
+
+section "5. apply them to the datamart: sluice.refresh('school')"
+show mart -x -c "SELECT * FROM sluice.refresh('school')"
+echo
+# Spot checks of some of the changes made by demo/changes.sql.
+echo "A few rows in the datamart afterwards:"
+show mart -c "
+SELECT 'course 12, room changed' AS change,
+       format('room %s, syllabus of %s characters kept', room, length(syllabus)) AS \"in school_mart\"
+  FROM school_mart.courses WHERE course_id = 12
+UNION ALL
+SELECT 'student 1042 renumbered 9042',
+       format('1042: %s rows; 9042: %s enrollments, %s grades, %s attendance rows',
+              (SELECT count(*) FROM school_mart.students WHERE student_id = 1042),
+              (SELECT count(*) FROM school_mart.enrollments WHERE student_id = 9042),
+              (SELECT count(*) FROM school_mart.grades WHERE student_id = 9042),
+              (SELECT count(*) FROM school_mart.attendance WHERE student_id = 9042))
+UNION ALL
+SELECT 'student 77 left',
+       format('%s rows left in students, enrollments, grades, attendance',
+              (SELECT count(*) FROM school_mart.students WHERE student_id = 77)
+            + (SELECT count(*) FROM school_mart.enrollments WHERE student_id = 77)
+            + (SELECT count(*) FROM school_mart.grades WHERE student_id = 77)
+            + (SELECT count(*) FROM school_mart.attendance WHERE student_id = 77))
+UNION ALL
+SELECT 'new enum label ''remote''',
+       format('%s attendance rows; status is of type %s here', count(*),
+              (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                WHERE attrelid = 'school_mart.attendance'::regclass AND attname = 'status'))
+  FROM school_mart.attendance WHERE status = 'remote'"
+
+section "6. what the datamart knows: sluice.runs and sluice.pipelines"
+show mart -c "
+SELECT run_id, kind, status, transactions AS xacts, rows_inserted AS inserted,
+       rows_updated AS updated, rows_deleted AS deleted, tables_truncated AS truncated,
+       start_lsn, end_lsn, to_char(extract(epoch FROM duration), 'FM0.000') || ' s' AS duration
+  FROM sluice.runs ORDER BY run_id"
+echo
+show mart -c "
+SELECT name, source, target_schema, publication, slot_name, cardinality(tables) AS tables,
+       binary_transfer, last_end_lsn
+  FROM sluice.pipelines"
+
+section "7. live vs datamart, table by table (row count and md5 of all rows)"
+checksums() {
+    local schema=$1 q="" t
+    for t in "${TABLES[@]}"; do
+        [ -n "$q" ] && q="$q UNION ALL "
+        q="$q SELECT '$t', count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text COLLATE \"C\")), '-') FROM $schema.$t x"
+    done
+    echo "$q"
+}
+declare -A live_rows live_md5 mart_rows mart_md5
+while IFS='|' read -r t n h; do live_rows[$t]=$n; live_md5[$t]=$h; done < <(live -At -c "$(checksums school)")
+while IFS='|' read -r t n h; do mart_rows[$t]=$n; mart_md5[$t]=$h; done < <(mart -At -c "$(checksums school_mart)")
+mismatches=0
+printf '%-12s  %10s  %10s  %s\n' table "live rows" "mart rows" match
+printf '%-12s  %10s  %10s  %s\n' ------------ ---------- ---------- -----
+for t in "${TABLES[@]}"; do
+    if [ "${live_rows[$t]:-?}" = "${mart_rows[$t]:-!}" ] && [ "${live_md5[$t]:-?}" = "${mart_md5[$t]:-!}" ]; then
+        ok=yes
+    else
+        ok=NO; mismatches=$((mismatches + 1))
+    fi
+    printf '%-12s  %10s  %10s  %s\n' "$t" "${live_rows[$t]:-?}" "${mart_rows[$t]:-?}" "$ok"
+done
+echo "(enum columns are text in the datamart, domains their base type: same text, same md5)"
+
+if [ $mismatches -ne 0 ]; then
+    section "FAILED: $mismatches table(s) differ between live and datamart"
+    exit 1
+fi
+
+section "done: the datamart matches live"
+if [ "$KEEP" = 1 ]; then
+    cat <<MSG
+Both servers are still running (KEEP=1), owned by OS user $RUN_USER:
+  psql -h 127.0.0.1 -p $MART_PORT -U $RUN_USER datamart   # sluice.*, school_mart.*
+  psql -h 127.0.0.1 -p $LIVE_PORT -U $RUN_USER school     # school.*
+Change something on live, then on the datamart: SELECT * FROM sluice.refresh('school');
+Stop them and clean up with:
+  su $RUN_USER -c '$PGBIN/pg_ctl -D $WORK/datamart stop; $PGBIN/pg_ctl -D $WORK/live stop' && rm -rf $WORK
+MSG
+else
+    echo "Stopping both servers and removing $WORK (KEEP=1 sudo -E bash scripts/demo.sh leaves them running)."
+fi

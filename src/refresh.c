@@ -1,0 +1,127 @@
+/*-------------------------------------------------------------------------
+ *
+ * refresh.c
+ *	  One bounded pull-and-apply of a pipeline: what sluice.refresh() does
+ *	  once, and what a continuous worker does in a loop.
+ *
+ * The source's flushed WAL position is read first; everything committed
+ * before it is decoded through the SQL interface
+ * (pg_logical_slot_peek_binary_changes) and applied in the caller's
+ * transaction.  The slot is only told positions the datamart has durably
+ * committed: at the start of each batch it is advanced to the replication
+ * origin's progress, which the previous batch committed atomically with its
+ * data.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/refresh.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+
+#include "pg_sluice.h"
+
+static XLogRecPtr
+parse_lsn(const char *s)
+{
+	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
+}
+
+/*
+ * Pull and apply the pipeline's changes committed on the source up to now.
+ *
+ * max_messages > 0 bounds the batch (in pgoutput messages, whole source
+ * transactions); max_ms > 0 ends it at the first source commit past that
+ * time.  r->complete tells whether the batch reached the source's flush
+ * position.  The caller holds the pipeline's row lock and an SPI connection;
+ * sc is an open (non-replication) connection to the source.  When the batch
+ * stopped early, sc has been closed: r->stats.stopped_early.
+ */
+void
+refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
+				 int max_ms, RefreshResult *r)
+{
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	upto;
+	XLogRecPtr	confirmed;
+	PGresult   *res;
+	const char *params[2];
+	char		lsnbuf[32];
+
+	memset(r, 0, sizeof(*r));
+	origin_session_begin(pipe->origin_name);
+	start_lsn = origin_session_progress();
+
+	params[0] = pipe->slot_name;
+	res = transport_exec(sc,
+						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
+						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+	if (PQntuples(res) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
+						pipe->slot_name, pipe->name, pipe->source_name),
+				 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+	if (!PQgetisnull(res, 0, 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
+						pipe->slot_name, pipe->name, pipe->source_name),
+				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
+				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
+	upto = parse_lsn(PQgetvalue(res, 0, 0));
+	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 1));
+	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 3));
+	r->source_flush_lsn = upto;
+	PQclear(res);
+
+	/* Tell the source what the datamart durably has (see origin.c). */
+	if (start_lsn > confirmed && start_lsn <= upto)
+	{
+		snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(start_lsn));
+		params[1] = lsnbuf;
+		PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
+							   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+	}
+	if (start_lsn < confirmed)
+		start_lsn = confirmed;
+	r->start_lsn = start_lsn;
+
+	if (start_lsn >= upto)
+	{
+		/* nothing committed since: skip the decoding round trip */
+		r->end_lsn = start_lsn;
+		r->complete = true;
+		return;
+	}
+
+	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
+								   sluice_source_decoding_work_mem),
+					  "set logical_decoding_work_mem");
+
+	apply_stream(pipe, sc, start_lsn, upto, max_messages, max_ms, &r->stats);
+	if (r->stats.stopped_early)
+		transport_abandon(sc);
+
+	r->complete = !r->stats.stopped_early &&
+		(max_messages <= 0 || r->stats.messages < max_messages);
+
+	/*
+	 * A complete batch decoded every transaction whose commit record starts
+	 * before upto, so the datamart is consistent with upto even when none
+	 * of them touched our tables: moving the origin there lets the slot free
+	 * WAL on the source.  A partial one is consistent with its last commit.
+	 */
+	if (r->complete)
+		r->end_lsn = Max(Max(upto, r->stats.last_end_lsn), start_lsn);
+	else
+		r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
+	origin_session_set(r->end_lsn, r->stats.last_commit_time);
+}
