@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_sluice demo: a live server and a datamart on this machine.
-#   sudo bash scripts/demo.sh            # run the demo, then clean up
-#   KEEP=1 sudo -E bash scripts/demo.sh  # leave both servers running
+#   bash scripts/demo.sh            # as root: run the demo, then clean up
+#   KEEP=1 bash scripts/demo.sh     # leave both servers running
 #
 # Installs and builds pg_sluice (scripts/setup.sh), then, as the unprivileged
 # OS user pgsluice in a scratch directory:
@@ -24,7 +24,7 @@ KEEP=${KEEP:-0}
 TABLES=(teachers students courses enrollments exams grades attendance sis_import)
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/demo.sh: run as root: sudo bash scripts/demo.sh" >&2
+    echo "scripts/demo.sh: run as root (it installs packages)" >&2
     exit 1
 fi
 
@@ -236,5 +236,5 @@ Stop them and clean up with:
   su $RUN_USER -c '$PGBIN/pg_ctl -D $WORK/datamart stop; $PGBIN/pg_ctl -D $WORK/live stop' && rm -rf $WORK
 MSG
 else
-    echo "Stopping both servers and removing $WORK (KEEP=1 sudo -E bash scripts/demo.sh leaves them running)."
+    echo "Stopping both servers and removing $WORK (KEEP=1 bash scripts/demo.sh leaves them running)."
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every pg_sluice test suite against real PostgreSQL 15 servers.
-#   sudo bash scripts/test.sh
+#   bash scripts/test.sh    # as root
 # Installs what it needs, builds with warnings as errors, then, as an
 # unprivileged user in a scratch copy of the tree:
 #   1. pg_regress (sql/, expected/) on a temporary instance
