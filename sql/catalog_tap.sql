@@ -7,7 +7,7 @@ CREATE EXTENSION pg_sluice;
 \pset tuples_only true
 \pset pager off
 BEGIN;
-SELECT plan(30);
+SELECT plan(31);
 SELECT has_schema('sluice');
 SELECT has_function('sluice', 'create_source', ARRAY['text', 'text']);
 SELECT has_function('sluice', 'alter_source', ARRAY['text', 'text']);
@@ -46,5 +46,9 @@ SELECT throws_ok($$SELECT sluice.refresh('none')$$, '42704', 'pipeline "none" do
 SELECT ok((SELECT bool_and(obj_description(c.oid) IS NOT NULL)
              FROM pg_class c WHERE c.relnamespace = 'sluice'::regnamespace
               AND c.relkind IN ('r', 'v')), 'every table and view is commented');
+SELECT is((SELECT string_agg(c.relname || '.' || a.attname, ', ')
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+            WHERE c.relnamespace = 'sluice'::regnamespace AND c.relkind = 'v'
+              AND col_description(c.oid, a.attnum) IS NULL), NULL, 'every view column is commented');
 SELECT * FROM finish();
 ROLLBACK;
