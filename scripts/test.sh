@@ -6,6 +6,7 @@
 #   1. pg_regress (sql/, expected/) on a temporary instance
 #   2. TAP suites (test/t/*.pl): two clusters, live and datamart, including
 #      the pgTAP behaviour tests (test/pgtap/*.sql) run with pg_prove
+#   3. a smoke run of the benchmark (bench/run.sh, SMOKE=1), so it never rots
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,11 @@ if ! run make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config 
         [ -f "$f" ] || continue
         echo "---- $f (last 60 lines)"; tail -60 "$f"
     done
+fi
+
+echo "== benchmark smoke run (bench/run.sh with 10,000 rows; figures are not judged)"
+if ! SMOKE=1 BENCH_USER="$RUN_USER" bash "$SRC"/bench/run.sh; then
+    status=1
 fi
 
 if [ $status -eq 0 ]; then echo "== all suites passed"; else echo "== FAILED"; fi

@@ -56,6 +56,7 @@ extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
 								int nparams, const char *const *params,
 								ExecStatusType expected, const char *what);
 extern void transport_command(SluiceConn *sc, const char *sql, const char *what);
+extern void transport_try(SluiceConn *sc, const char *sql, const char *what);
 extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *what);
 extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern char *transport_mask_conninfo(const char *conninfo);

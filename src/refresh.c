@@ -58,6 +58,17 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
 
+	/*
+	 * A scheduled refresh first commits an empty transaction with an xid on
+	 * the source: its commit flushes the WAL written so far, so decoding up
+	 * to the flush position never waits for the source's WAL writer
+	 * (wal_writer_delay) to flush a half-written record.  Failure (a
+	 * read-only session, say) only costs that wait.  Workers skip it: they
+	 * poll often and would burn an xid each time.
+	 */
+	if (max_messages <= 0)
+		transport_try(sc, "SELECT pg_catalog.txid_current()", "flush its WAL");
+
 	params[0] = pipe->slot_name;
 	res = transport_exec(sc,
 						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "

@@ -522,6 +522,19 @@ transport_exec(SluiceConn *sc, const char *sql, int nparams,
 	return res;
 }
 
+/*
+ * Run a statement whose failure does not matter (only a broken connection
+ * raises an error).
+ */
+void
+transport_try(SluiceConn *sc, const char *sql, const char *what)
+{
+	send_query(sc, sql, 0, NULL, what);
+	PQclear(get_result(sc, what, false));
+	if (PQstatus(sc->conn) == CONNECTION_BAD)
+		report_failure(sc, NULL, what);
+}
+
 void
 transport_command(SluiceConn *sc, const char *sql, const char *what)
 {

@@ -1,0 +1,698 @@
+#!/usr/bin/env bash
+# pg_sluice benchmark: pg_sluice vs native logical replication vs pg_dump.
+#
+#   sudo bash bench/run.sh               # full run: 1,000,000 rows, RUNS=3
+#   SMOKE=1 sudo bash bench/run.sh       # 10,000 rows, RUNS=1 (CI: proves the bench still works)
+#
+# Environment: RUNS (repetitions, default 3), ROWS (default 1000000),
+# TXNS (transactions in scenario 2b, default 1000), TIMEOUT (seconds for any
+# wait, default 900), BENCH_USER (default pgsluice), BENCH_TMPDIR (default /tmp),
+# LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
+# to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0').
+#
+# As root it re-runs itself as BENCH_USER in a scratch directory, where it
+# initdb's and starts two throwaway servers on 127.0.0.1 (live 56432,
+# datamart 56433). Both are stopped and the directory removed on exit.
+# Exits non-zero if any step fails, including any copy whose content differs
+# from live after a timed step. See bench/README.md.
+set -euo pipefail
+
+PG_MAJOR=15
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+BENCH_USER=${BENCH_USER:-pgsluice}
+LIVE_PORT=56432
+MART_PORT=56433
+
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Outer part (root): scratch directory, re-run as the unprivileged user.
+# ---------------------------------------------------------------------------
+if [ -z "${BENCH_INNER:-}" ]; then
+    [ -x "$PGBIN/postgres" ] || die "PostgreSQL $PG_MAJOR not found in $PGBIN (run: sudo bash scripts/setup.sh)"
+    [ -f "$("$PGBIN/pg_config" --sharedir)/extension/pg_sluice.control" ] ||
+        die "pg_sluice is not installed (run: sudo bash scripts/setup.sh)"
+    W=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/pg_sluice-bench.XXXXXX")
+    cp "$0" "$W/run.sh"
+    if [ "$(id -u)" -eq 0 ]; then
+        id "$BENCH_USER" >/dev/null 2>&1 || die "OS user $BENCH_USER does not exist (run: sudo bash scripts/setup.sh)"
+        chown -R "$BENCH_USER": "$W"
+        RUNAS=(runuser -u "$BENCH_USER" --)
+    else
+        RUNAS=()
+    fi
+    chmod 700 "$W"
+    outer_cleanup() {
+        # Normally the inner script already stopped everything; this covers
+        # an inner script killed hard.
+        for d in "$W/live" "$W/mart"; do
+            if [ -f "$d/postmaster.pid" ]; then
+                "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+            fi
+        done
+        if [ -n "${LOGDIR:-}" ]; then
+            mkdir -p "$LOGDIR" && cp "$W"/*.log "$LOGDIR"/ 2>/dev/null && echo "bench: server logs copied to $LOGDIR" >&2
+        fi
+        rm -rf "$W"
+    }
+    trap outer_cleanup EXIT
+    trap 'exit 130' INT TERM
+    rc=0
+    "${RUNAS[@]}" env -u PGHOST -u PGPORT -u PGDATABASE -u PGUSER -u PGOPTIONS -u PGSERVICE \
+        -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
+        BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
+        SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
+        bash "$W/run.sh" || rc=$?
+    exit $rc
+fi
+
+# ---------------------------------------------------------------------------
+# Inner part (BENCH_USER): everything below.
+# ---------------------------------------------------------------------------
+export LC_ALL=C.UTF-8          # ${#s} counts characters (the table uses "–")
+export PATH=$PGBIN:$PATH
+W=$BENCH_DIR
+cd "$W"
+
+if [ -n "${SMOKE:-}" ]; then
+    ROWS=${ROWS:-10000}; RUNS=${RUNS:-1}; TXNS=${TXNS:-100}; TIMEOUT=${TIMEOUT:-120}
+else
+    ROWS=${ROWS:-1000000}; RUNS=${RUNS:-3}; TXNS=${TXNS:-1000}; TIMEOUT=${TIMEOUT:-900}
+fi
+[[ $ROWS =~ ^[0-9]+$ && $RUNS =~ ^[1-9][0-9]*$ && $TXNS =~ ^[1-9][0-9]*$ && $TIMEOUT =~ ^[1-9][0-9]*$ ]] ||
+    die "ROWS, RUNS, TXNS and TIMEOUT must be positive integers"
+(( ROWS >= 1000 && ROWS % TXNS == 0 && ROWS % 10 == 0 )) || die "ROWS must be >= 1000, a multiple of 10 and of TXNS"
+N=$ROWS                 # base table size; scenario 1 copy size; 2a/2b insert size
+PER_TXN=$((N / TXNS))   # rows per transaction in 2b
+UPD=$((N / 10))         # 2c / 2d
+MEM_SMALL=$((N / 10))   # scenario 3
+MEM_BIG=$N
+
+CONNINFO="host=127.0.0.1 port=$LIVE_PORT dbname=bench user=$(id -un)"
+SLUICE_TABLE=sl.t       # pg_sluice's copy on the datamart (database mart)
+NATIVE_TABLE=bench.t    # the native subscriber's copy (database native)
+STEP=""
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
+
+stop_servers() {
+    for d in "$W/live" "$W/mart"; do
+        if [ -f "$d/postmaster.pid" ]; then
+            pg_ctl -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+                pg_ctl -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+        fi
+    done
+}
+inner_exit() {
+    local rc=$?
+    set +e
+    if [ $rc -ne 0 ]; then
+        echo "bench: FAILED${STEP:+ during: $STEP} (exit $rc)" >&2
+        for f in "$W/live.log" "$W/mart.log"; do
+            [ -f "$f" ] && { echo "---- last lines of $(basename "$f")" >&2; tail -25 "$f" >&2; }
+        done
+    fi
+    stop_servers
+    find "${W:?}" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} + 2>/dev/null
+    exit $rc
+}
+trap inner_exit EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+# psql: no psqlrc, quiet, unaligned, tuples only, stop at the first error.
+# Unix socket in the scratch directory (psql startup is measured below).
+P() { local port=$1 db=$2; shift 2; PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 -h "$W" -p "$port" -d "$db" "$@"; }
+live() { P $LIVE_PORT bench "$@"; }
+mart() { P $MART_PORT mart "$@"; }
+nat()  { P $MART_PORT native "$@"; }
+
+# A DO block polling a boolean SQL expression every 50 ms, failing after
+# TIMEOUT seconds (server side: no psql start per poll).
+poll_sql() {
+    local cond=$1 what=${2//\'/\'\'} to=${3:-$TIMEOUT}
+    cat <<SQL
+DO \$poll\$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  LOOP
+    EXIT WHEN coalesce(($cond), false);
+    IF clock_timestamp() - t0 > interval '$to s' THEN
+      RAISE EXCEPTION 'timed out after $to s waiting for %', '$what';
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END
+\$poll\$;
+SQL
+}
+
+# ---------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------
+for port in $LIVE_PORT $MART_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "something already listens on 127.0.0.1:$port"
+    fi
+done
+
+start_server() {   # name port extra-conf
+    local name=$1 port=$2 extra=$3
+    STEP="initdb $name"
+    initdb -D "$W/$name" --auth=trust --locale=C --encoding=UTF8 --no-sync >"$W/$name.initdb.log" 2>&1 ||
+        { cat "$W/$name.initdb.log" >&2; die "initdb $name failed"; }
+    cat >>"$W/$name/postgresql.conf" <<CONF
+# --- pg_sluice bench ---
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$W'
+shared_buffers = 256MB
+checkpoint_timeout = 1d
+max_wal_size = 4GB
+max_replication_slots = 20
+max_wal_senders = 20
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%a '
+$extra
+${EXTRA_CONF:-}
+CONF
+    STEP="start $name"
+    pg_ctl -D "$W/$name" -l "$W/$name.log" -w -t 120 start >/dev/null || die "could not start $name (see $name.log)"
+}
+log "scratch directory $W"
+start_server live $LIVE_PORT "wal_level = logical"
+# wal_retrieve_retry_interval: the logical replication launcher starts at most
+# one worker per interval (default 5s); lowered so that ENABLE / CREATE
+# SUBSCRIPTION start their worker at once even when runs follow each other.
+start_server mart $MART_PORT "wal_retrieve_retry_interval = 100ms"
+
+TABLE_DDL="CREATE SCHEMA bench;
+CREATE TABLE bench.t (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric);"
+
+gen_rows() {  # lo hi -> INSERT statement
+    echo "INSERT INTO bench.t SELECT g, (g % 100000)::int, md5(g::text),
+        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', round(g * 1.37, 2)
+   FROM generate_series($1, $2) g"
+}
+
+STEP="create databases"
+P $LIVE_PORT postgres -c "CREATE DATABASE bench"
+live <<SQL
+$TABLE_DDL
+CREATE PUBLICATION bench_pub FOR TABLE bench.t;
+SQL
+P $MART_PORT postgres -c "CREATE DATABASE mart"
+P $MART_PORT postgres -c "CREATE DATABASE native"
+mart >/dev/null <<SQL
+CREATE EXTENSION pg_sluice;
+SELECT sluice.create_source('live', '$CONNINFO');
+SQL
+nat <<<"$TABLE_DDL"
+
+# Content fingerprint of a copy: count and sums over every column.
+FP_SQL() {
+    echo "SELECT count(*) || '/' || coalesce(sum(id), 0) || '/' || coalesce(sum(a), 0) || '/' ||
+                 coalesce(sum(hashtext(b)), 0) || '/' || coalesce(sum(extract(epoch FROM c)), 0) || '/' ||
+                 coalesce(sum(d), 0) FROM $1"
+}
+LIVE_FP=""
+live_fp() { LIVE_FP=$(live -c "$(FP_SQL bench.t)"); }
+check_copy() {  # label port db table [expected_count]
+    local label=$1 fp
+    fp=$(P "$2" "$3" -c "$(FP_SQL "$4")")
+    if [ "$fp" != "$LIVE_FP" ]; then
+        die "$label: content differs from live after $STEP (live ${LIVE_FP%%/*} rows, copy ${fp%%/*} rows; fingerprints $LIVE_FP vs $fp)"
+    fi
+    if [ -n "${5:-}" ] && [ "${fp%%/*}" != "$5" ]; then
+        die "$label: expected $5 rows, found ${fp%%/*} after $STEP"
+    fi
+}
+check_sluice() { check_copy "pg_sluice ($SLUICE_TABLE)" $MART_PORT mart $SLUICE_TABLE "$@"; }
+check_native() { check_copy "native ($NATIVE_TABLE)" $MART_PORT native $NATIVE_TABLE "$@"; }
+
+# Run SQL on live in one transaction; print live's WAL insert position taken
+# inside it just before COMMIT. The commit record ends after it, so a copy
+# whose applied position is >= this LSN has applied that transaction.
+live_txn() {
+    live <<SQL
+BEGIN;
+$1;
+SELECT pg_current_wal_insert_lsn();
+COMMIT;
+SQL
+}
+
+# Results: R[key] = space separated values (seconds or MB).
+declare -A R
+add() { R[$1]="${R[$1]:-} $2"; }
+
+# ---------------------------------------------------------------------------
+# Machine and settings
+# ---------------------------------------------------------------------------
+PG_VERSION=$(live -c "SELECT version()")
+SLUICE_VERSION=$(mart -c "SELECT sluice.version()")
+SLUICE_SO=$(pg_config --pkglibdir)/pg_sluice.so
+SLUICE_LIB="$SLUICE_SO ($(date -r "$SLUICE_SO" '+%F %T'), sha256 $(sha256sum "$SLUICE_SO" | cut -c1-12))"
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MEM_GB=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
+SETTINGS_SQL="SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+  WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'wal_level', 'checkpoint_timeout', 'max_wal_size',
+                 'max_replication_slots', 'max_wal_senders', 'logical_decoding_work_mem', 'autovacuum',
+                 'wal_retrieve_retry_interval', 'full_page_writes', 'wal_compression')"
+LIVE_SETTINGS=$(live -c "$SETTINGS_SQL")
+MART_SETTINGS=$(mart -c "$SETTINGS_SQL")
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# psql start + connect + trivial query, included once in every timed figure.
+t=""
+for i in 1 2 3 4 5; do s=$(now); mart -c "SELECT 1" >/dev/null; t="$t $(since "$s")"; done
+PSQL_OVERHEAD=$(tr ' ' '\n' <<<"$t" | grep . | sort -g | sed -n 3p)
+log "PostgreSQL: $PG_VERSION; pg_sluice $SLUICE_VERSION; psql start+query ${PSQL_OVERHEAD}s"
+log "N=$N rows, RUNS=$RUNS${SMOKE:+ (SMOKE)}"
+
+# ---------------------------------------------------------------------------
+# pg_sluice and native helpers
+# ---------------------------------------------------------------------------
+REFRESH_ROW=""
+LAST_T=""
+sluice_refresh() {  # timed; sets REFRESH_ROW and LAST_T (seconds)
+    local s
+    s=$(now)
+    REFRESH_ROW=$(mart -c "SELECT transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated FROM sluice.refresh('p')")
+    LAST_T=$(since "$s")
+}
+expect_refresh() {  # "txns ins upd del trunc" as the refresh reported
+    local got=${REFRESH_ROW//|/ }
+    [ "$got" = "$1" ] || die "pg_sluice refresh reported (transactions inserted updated deleted truncated) = ($got), expected ($1) in $STEP"
+}
+
+native_enabled=0
+native_enable_wait() {  # target_lsn; timed: ENABLE + wait until applied and flushed; sets LAST_T
+    local s
+    s=$(now)
+    nat <<SQL
+ALTER SUBSCRIPTION bench_sub ENABLE;
+$(poll_sql "SELECT pg_replication_origin_progress('pg_' || oid, true) >= '$1'::pg_lsn FROM pg_subscription WHERE subname = 'bench_sub'" "native subscription to apply up to $1")
+SQL
+    LAST_T=$(since "$s")
+    native_enabled=1
+}
+native_disable() {  # DISABLE and wait until its walsender on live is gone
+    nat -c "ALTER SUBSCRIPTION bench_sub DISABLE"
+    live <<<"$(poll_sql "SELECT NOT EXISTS (SELECT FROM pg_stat_replication WHERE application_name = 'bench_sub')
+                          AND NOT (SELECT active FROM pg_replication_slots WHERE slot_name = 'bench_sub')" \
+                        "the native walsender to exit")"
+    native_enabled=0
+}
+
+# Quiet point before a timed step: VACUUM ANALYZE every copy (so autovacuum
+# has nothing to do during the step), CHECKPOINT both servers, and move both
+# slots' restart_lsn past the reset (the timed step decodes only its own
+# backlog; a running_xacts record from the CHECKPOINT lets them move). pg_sluice advances its slot at the start of the next refresh,
+# so two empty refreshes after the checkpoint; the native slot advances from
+# the subscriber's feedback while it is enabled.
+quiesce() {  # lsn: both slots' restart_lsn should pass it
+    local b=$1 i ok
+    STEP="quiesce"
+    live -c "VACUUM ANALYZE bench.t"
+    mart -c "VACUUM ANALYZE $SLUICE_TABLE"
+    nat -c "VACUUM ANALYZE $NATIVE_TABLE"
+    live -c "CHECKPOINT"
+    mart -c "CHECKPOINT"
+    for i in 1 2 3 4; do
+        sluice_refresh
+        ok=$(live -c "SELECT restart_lsn >= '$b' FROM pg_replication_slots WHERE slot_name = '$SLUICE_SLOT'")
+        if [ "$ok" = t ] && [ "$i" -ge 2 ]; then break; fi
+    done
+    [ "$ok" = t ] || log "   note: pg_sluice slot restart_lsn $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$b', restart_lsn)) FROM pg_replication_slots WHERE slot_name = '$SLUICE_SLOT'") behind $b"
+    if [ $native_enabled = 1 ]; then
+        live <<<"$(poll_sql "SELECT restart_lsn >= '$b' FROM pg_replication_slots WHERE slot_name = 'bench_sub'" \
+                    "the native slot's restart_lsn to pass $b" 60)" 2>/dev/null ||
+            log "   note: native slot restart_lsn $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$b', restart_lsn)) FROM pg_replication_slots WHERE slot_name = 'bench_sub'") behind $b"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Scenario 1: initial copy
+# ---------------------------------------------------------------------------
+STEP="load $N rows on live"
+log "1  initial copy of $N rows"
+live_txn "$(gen_rows 1 "$N")" >/dev/null
+live -c "VACUUM ANALYZE bench.t"
+live_fp
+
+for run in $(seq 1 "$RUNS"); do
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+
+    STEP="1 pg_sluice create_pipeline (run $run)"
+    s=$(now)
+    row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
+    t=$(since "$s")
+    [ "$row" = "initial_copy|$N" ] || die "create_pipeline returned '$row', expected 'initial_copy|$N'"
+    check_copy "pg_sluice (c.t)" $MART_PORT mart c.t "$N"
+    add copy_sluice "$t"
+    mart -c "SELECT sluice.drop_pipeline('c', drop_tables => true)" >/dev/null
+    mart -c "DROP SCHEMA IF EXISTS c CASCADE" 2>/dev/null
+    log "   run $run  pg_sluice create_pipeline  ${t}s"
+
+    mart -c "CHECKPOINT"
+    STEP="1 native CREATE SUBSCRIPTION copy_data (run $run)"
+    s=$(now)
+    nat <<SQL
+CREATE SUBSCRIPTION copy_sub CONNECTION '$CONNINFO' PUBLICATION bench_pub WITH (copy_data = true);
+$(poll_sql "SELECT count(*) = 1 AND bool_and(r.srsubstate = 'r') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'copy_sub'" "the native table sync to reach state r")
+SQL
+    t=$(since "$s")
+    check_native "$N"
+    add copy_native "$t"
+    nat -c "DROP SUBSCRIPTION copy_sub"
+    nat -c "TRUNCATE $NATIVE_TABLE"
+    log "   run $run  native subscription copy  ${t}s"
+
+    mart -c "CHECKPOINT"
+    STEP="1 pg_dump | psql (run $run)"
+    P $MART_PORT postgres -c "CREATE DATABASE dump"
+    P $MART_PORT dump -c "CREATE SCHEMA bench"
+    s=$(now)
+    pg_dump -h "$W" -p $LIVE_PORT -t bench.t bench |
+        psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $MART_PORT -d dump >/dev/null
+    t=$(since "$s")
+    check_copy "pg_dump (dump bench.t)" $MART_PORT dump bench.t "$N"
+    add copy_dump "$t"
+    P $MART_PORT postgres -c "DROP DATABASE dump"
+    log "   run $run  pg_dump | psql  ${t}s"
+done
+
+# ---------------------------------------------------------------------------
+# Scenario 2: backlog refresh
+# ---------------------------------------------------------------------------
+log "2  backlog: pipeline p and subscription bench_sub, both caught up, then load, then apply"
+STEP="2 setup: create_pipeline p"
+mart -c "SELECT sluice.create_pipeline('p', 'live', ARRAY['bench.t'], target_schema => 'sl')" >/dev/null
+SLUICE_SLOT=$(mart -c "SELECT slot_name FROM sluice.pipelines WHERE name = 'p'")
+check_sluice "$N"
+STEP="2 setup: native subscription bench_sub"
+nat <<SQL
+CREATE SUBSCRIPTION bench_sub CONNECTION '$CONNINFO' PUBLICATION bench_pub WITH (copy_data = true);
+$(poll_sql "SELECT count(*) = 1 AND bool_and(r.srsubstate = 'r') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'bench_sub'" "the native table sync to reach state r")
+SQL
+native_enabled=1
+check_native "$N"
+
+# Base state for every run of 2a-2d: ids 1..N on live and in both copies.
+reset_base() {
+    local lsn
+    STEP="$1 reset (TRUNCATE + reload $N rows, untimed)"
+    lsn=$(live_txn "TRUNCATE bench.t; $(gen_rows 1 "$N")")
+    live_fp
+    sluice_refresh
+    expect_refresh "1 $N 0 0 1"
+    check_sluice "$N"
+    native_enable_wait "$lsn"
+    check_native "$N"
+    quiesce "$lsn"
+    STEP="$1 disable native"
+    native_disable
+}
+
+# order of the two appliers alternates between runs (WAL cache effects)
+apply_both() {  # scenario target_lsn expected_refresh expected_count run
+    local sc=$1 lsn=$2 exp=$3 cnt=$4 run=$5 t first second
+    if [ $((run % 2)) = 1 ]; then first=sluice; second=native; else first=native; second=sluice; fi
+    for who in $first $second; do
+        if [ $who = sluice ]; then
+            STEP="$sc pg_sluice refresh (run $run)"
+            sluice_refresh; t=$LAST_T
+            expect_refresh "$exp"
+            check_sluice "$cnt"
+            add "${sc}_sluice" "$t"
+            log "   run $run  pg_sluice refresh  ${t}s"
+            STEP="$sc pg_sluice next (empty) refresh (run $run)"
+            sluice_refresh; t=$LAST_T
+            expect_refresh "0 0 0 0 0"
+            add "${sc}_adv" "$t"
+            log "   run $run  pg_sluice next refresh (slot advance over the backlog)  ${t}s"
+        else
+            STEP="$sc native ENABLE + catch-up (run $run)"
+            native_enable_wait "$lsn"; t=$LAST_T
+            check_native "$cnt"
+            add "${sc}_native" "$t"
+            log "   run $run  native catch-up  ${t}s"
+        fi
+    done
+}
+
+for sc in 2a 2b 2c 2d; do
+    case $sc in
+        2a) log "2a backlog: 1 transaction inserting $N rows" ;;
+        2b) log "2b backlog: $TXNS transactions of $PER_TXN rows" ;;
+        2c) log "2c backlog: UPDATE of $UPD rows (one statement)" ;;
+        2d) log "2d backlog: DELETE of $UPD rows (one statement)" ;;
+    esac
+    for run in $(seq 1 "$RUNS"); do
+        reset_base "$sc"
+        STEP="$sc workload on live (run $run)"
+        s=$(now)
+        case $sc in
+            2a)
+                live -c "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')" >/dev/null
+                lsn=$(live_txn "$(gen_rows $((N + 1)) $((2 * N)))")
+                exp="1 $N 0 0 0"; cnt=$((2 * N)) ;;
+            2b)
+                lsn=$( {
+                    for ((i = 0; i < TXNS - 1; i++)); do
+                        echo "$(gen_rows $((N + 1 + i * PER_TXN)) $((N + (i + 1) * PER_TXN)));"
+                    done
+                    echo "BEGIN;"
+                    echo "$(gen_rows $((2 * N - PER_TXN + 1)) $((2 * N)));"
+                    echo "SELECT pg_current_wal_insert_lsn();"
+                    echo "COMMIT;"
+                } | live)
+                exp="$TXNS $N 0 0 0"; cnt=$((2 * N)) ;;
+            2c)
+                lsn=$(live_txn "UPDATE bench.t SET a = a + 1, b = md5(b), d = d + 1 WHERE id <= $UPD")
+                exp="1 0 $UPD 0 0"; cnt=$N ;;
+            2d)
+                lsn=$(live_txn "DELETE FROM bench.t WHERE id <= $UPD")
+                exp="1 0 0 $UPD 0"; cnt=$((N - UPD)) ;;
+        esac
+        log "   run $run  workload on live  $(since "$s")s (target LSN $lsn)"
+        live_fp
+        apply_both "$sc" "$lsn" "$exp" "$cnt" "$run"
+        if [ $sc = 2a ]; then
+            # decode-only ceiling: stream the same backlog with pgoutput to /dev/null
+            STEP="2a pg_recvlogical (run $run)"
+            s=$(now)
+            pg_recvlogical -h "$W" -p $LIVE_PORT -d bench -S bench_recv --start --no-loop -f /dev/null \
+                --endpos="$lsn" -o proto_version=1 -o publication_names=bench_pub
+            t=$(since "$s")
+            add 2a_recv "$t"
+            log "   run $run  pg_recvlogical decode-only  ${t}s"
+            live -c "SELECT pg_drop_replication_slot('bench_recv')" >/dev/null
+        fi
+    done
+done
+
+# ---------------------------------------------------------------------------
+# Scenario 3: peak memory of the applying process
+# ---------------------------------------------------------------------------
+# Sampler: waits for a pid in $1, then every 20 ms reads /proc/<pid>/status
+# (RssAnon: private memory; VmHWM: peak resident, which also counts shared
+# buffers the process touched) until $2 exists; writes "peak_RssAnon_kB VmHWM_kB
+# RssAnon_at_start_kB" to $3.
+sampler() {
+    local pidf=$1 stopf=$2 out=$3 pid k v _ anon=0 peak=0 hwm=0 first=""
+    until [ -s "$pidf" ]; do
+        [ -e "$stopf" ] && { echo "0 0 0" >"$out"; return; }
+        sleep 0.005
+    done
+    pid=$(<"$pidf")
+    : >"$pidf.ready"
+    while :; do
+        if [ -r "/proc/$pid/status" ]; then
+            while read -r k v _; do
+                case $k in
+                    RssAnon:) anon=$v ;;
+                    VmHWM:) hwm=$v ;;
+                esac
+            done <"/proc/$pid/status" 2>/dev/null || true
+            [ -z "$first" ] && first=$anon
+            ((anon > peak)) && peak=$anon
+        fi
+        [ -e "$stopf" ] && break
+        sleep 0.02
+    done
+    echo "$peak $hwm ${first:-0}" >"$out"
+}
+
+# start_sampler TAG [port db sql]: sample the pid that appears in $W/TAG.pid;
+# with a query, a background finder polls it every 10 ms and writes the first
+# non-empty result there. stop_samplers TAG...: stop them and wait.
+SAMPLERS=()
+start_sampler() {
+    local f=$W/$1
+    rm -f "$f".pid "$f".pid.tmp "$f".pid.ready "$f".stop "$f".out
+    sampler "$f.pid" "$f.stop" "$f.out" &
+    SAMPLERS+=($!)
+    if [ $# -gt 1 ]; then
+        (
+            for _ in $(seq 1 5000); do
+                [ -e "$f.stop" ] && break
+                p=$(P "$2" "$3" -c "$4" 2>/dev/null || true)
+                if [ -n "$p" ]; then echo "$p" >"$f.pid.tmp"; mv "$f.pid.tmp" "$f.pid"; break; fi
+                sleep 0.01
+            done
+        ) &
+        SAMPLERS+=($!)
+    fi
+}
+stop_samplers() {
+    local t p
+    for t; do : >"$W/$t.stop"; done
+    for p in "${SAMPLERS[@]}"; do wait "$p" || true; done
+    SAMPLERS=()
+}
+record_sample() {  # tag result-key label required(0/1)
+    local peak hwm base
+    read -r peak hwm base <"$W/$1.out" || peak=0
+    if [ "${peak:-0}" -le 0 ]; then
+        [ "$4" = 1 ] && die "memory sampler got no reading for the $3"
+        log "   warning: no memory reading for the $3 (process not found in time)"
+        return
+    fi
+    add "${2}_anon" "$(awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }')"
+    add "${2}_hwm" "$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')"
+    log "   run $run  $3: peak RssAnon $(awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }') MB (at start $(awk -v k="$base" 'BEGIN { printf "%.1f", k / 1024 }') MB), VmHWM $((hwm / 1024)) MB"
+}
+
+mem_run() {  # size run
+    local size=$1 run=$2 lsn maxid
+    STEP="3 load $size rows (run $run)"
+    maxid=$(live -c "SELECT coalesce(max(id), 0) FROM bench.t")
+    lsn=$(live_txn "$(gen_rows $((maxid + 1)) $((maxid + size)))")
+    live_fp
+
+    # pg_sluice: the datamart backend (pid printed by the session itself) and
+    # the live backend serving pg_sluice's connection, which runs the peek.
+    STEP="3 pg_sluice refresh of $size rows with memory sampling (run $run)"
+    start_sampler sm
+    start_sampler sd $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' LIMIT 1"
+    mart >/dev/null <<SQL
+\o $W/sm.pid.tmp
+SELECT pg_backend_pid();
+\o
+\! mv $W/sm.pid.tmp $W/sm.pid; n=0; while [ ! -e $W/sm.pid.ready ] && [ \$n -lt 1000 ]; do sleep 0.01; n=\$((n+1)); done
+SELECT * FROM sluice.refresh('p');
+\! touch $W/sm.stop; n=0; while [ ! -s $W/sm.out ] && [ \$n -lt 1000 ]; do sleep 0.01; n=\$((n+1)); done
+SQL
+    stop_samplers sm sd
+    check_sluice
+    record_sample sm "m${size}_sluice" "pg_sluice datamart backend" 1
+    record_sample sd "m${size}_sluice_dec" "live backend decoding for pg_sluice" 0
+
+    # native: the apply worker and its walsender on live.
+    STEP="3 native catch-up of $size rows with memory sampling (run $run)"
+    start_sampler nm $MART_PORT native "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND relid IS NULL AND pid IS NOT NULL"
+    start_sampler nd $LIVE_PORT bench "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'bench_sub' AND active_pid IS NOT NULL"
+    native_enable_wait "$lsn"
+    stop_samplers nm nd
+    check_native
+    record_sample nm "m${size}_native" "native apply worker" 1
+    record_sample nd "m${size}_native_dec" "native walsender on live" 0
+    quiesce "$lsn"
+    native_disable
+}
+
+log "3  peak memory while applying one transaction of $MEM_SMALL and of $MEM_BIG rows"
+for run in $(seq 1 "$RUNS"); do
+    reset_base "3"
+    mem_run "$MEM_SMALL" "$run"
+    mem_run "$MEM_BIG" "$run"
+done
+
+STEP="cleanup"
+mart -c "SELECT sluice.drop_pipeline('p', drop_tables => true)" >/dev/null
+nat -c "DROP SUBSCRIPTION bench_sub"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+STEP="report"
+stats() {  # key -> "median min max" (or "" if no values)
+    [ -n "${R[$1]:-}" ] || { echo ""; return; }
+    tr ' ' '\n' <<<"${R[$1]}" | grep . | sort -g |
+        awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
+}
+num() { awk -v x="$1" -v d="${2:-}" 'BEGIN { if (d == "") d = (x >= 100 ? 1 : (x >= 10 ? 2 : 3)); printf "%.*f", d, x }'; }
+cell() {  # key [decimals] -> "median (min–max)"
+    local st m lo hi
+    st=$(stats "$1"); [ -n "$st" ] || { echo "-"; return; }
+    read -r m lo hi <<<"$st"
+    if [ "$RUNS" -gt 1 ]; then echo "$(num "$m" "${2:-}") ($(num "$lo" "${2:-}")–$(num "$hi" "${2:-}"))"; else num "$m" "${2:-}"; fi
+}
+med() { local st; st=$(stats "$1"); echo "${st%% *}"; }
+rate() {  # rows key -> rows/s of the median
+    local m; m=$(med "$2"); [ -n "$m" ] || { echo "-"; return; }
+    awk -v r="$1" -v t="$m" 'BEGIN { x = r / t; if (x >= 1e6) printf "%.2fM rows/s", x / 1e6; else if (x >= 1e3) printf "%.0fk rows/s", x / 1e3; else printf "%.0f rows/s", x }'
+}
+ratio() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] || { echo "-"; return; }
+          awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
+pad() { local s=$1 w=$2; printf '%s%*s' "$s" $((w > ${#s} ? w - ${#s} : 0)) ''; }
+W1=46 W2=24 W3=24 W4=40
+row() { printf '%s | %s | %s | %s | %s\n' "$(pad "$1" $W1)" "$(pad "$2" $W2)" "$(pad "$3" $W3)" "$(pad "$4" $W4)" "$5"; }
+rule() { printf '%s\n' "$(printf '%*s' $((W1 + W2 + W3 + W4 + 24)) '' | tr ' ' '-')"; }
+
+echo
+echo "================================ pg_sluice benchmark ================================"
+echo "PostgreSQL : $PG_VERSION"
+echo "pg_sluice  : $SLUICE_VERSION, library $SLUICE_LIB"
+echo "machine    : $(nproc) cores ($CPU_MODEL), ${MEM_GB} GB RAM; load average at start $LOAD_START, at end $LOAD_END"
+echo "servers    : two local clusters on 127.0.0.1, live :$LIVE_PORT, datamart :$MART_PORT (databases mart = pg_sluice, native = subscriber)"
+echo "live       : $LIVE_SETTINGS"
+echo "datamart   : $MART_SETTINGS"
+echo "             fsync and synchronous_commit at their defaults (on); native subscriptions use their default synchronous_commit = off"
+echo "table      : bench.t (id bigint primary key, a int, b text, c timestamptz, d numeric), ~$(commas "$N") rows base"
+echo "runs       : $RUNS per figure${SMOKE:+ (SMOKE)}; figures: median (min–max) wall seconds measured around one psql call,"
+echo "             which includes psql start + connect (${PSQL_OVERHEAD}s median for SELECT 1)"
+echo
+row "scenario" "pg_sluice" "native" "other" "native/sluice"
+rule
+n=$(commas "$N"); u=$(commas "$UPD")
+row "1  initial copy, $n rows (s)" "$(cell copy_sluice)" "$(cell copy_native)" "pg_dump|psql $(cell copy_dump)" "$(ratio copy_native copy_sluice)"
+row "     throughput" "$(rate "$N" copy_sluice)" "$(rate "$N" copy_native)" "pg_dump|psql $(rate "$N" copy_dump)" ""
+row "2a backlog 1 txn × $n INSERT (s)" "$(cell 2a_sluice)" "$(cell 2a_native)" "pg_recvlogical $(cell 2a_recv)" "$(ratio 2a_native 2a_sluice)"
+row "     throughput" "$(rate "$N" 2a_sluice)" "$(rate "$N" 2a_native)" "pg_recvlogical $(rate "$N" 2a_recv)" ""
+row "     next refresh (slot advance, s)" "$(cell 2a_adv)" "" "" ""
+row "2b backlog $(commas "$TXNS") txn × $(commas "$PER_TXN") INSERT (s)" "$(cell 2b_sluice)" "$(cell 2b_native)" "" "$(ratio 2b_native 2b_sluice)"
+row "     throughput" "$(rate "$N" 2b_sluice)" "$(rate "$N" 2b_native)" "" ""
+row "     next refresh (slot advance, s)" "$(cell 2b_adv)" "" "" ""
+row "2c backlog $u UPDATE, 1 statement (s)" "$(cell 2c_sluice)" "$(cell 2c_native)" "" "$(ratio 2c_native 2c_sluice)"
+row "     throughput" "$(rate "$UPD" 2c_sluice)" "$(rate "$UPD" 2c_native)" "" ""
+row "     next refresh (slot advance, s)" "$(cell 2c_adv)" "" "" ""
+row "2d backlog $u DELETE, 1 statement (s)" "$(cell 2d_sluice)" "$(cell 2d_native)" "" "$(ratio 2d_native 2d_sluice)"
+row "     throughput" "$(rate "$UPD" 2d_sluice)" "$(rate "$UPD" 2d_native)" "" ""
+row "     next refresh (slot advance, s)" "$(cell 2d_adv)" "" "" ""
+for size in $MEM_SMALL $MEM_BIG; do
+    row "3  peak RssAnon MB, 1 txn × $(commas "$size")" "" "" "" ""
+    row "     datamart: applying process" "$(cell "m${size}_sluice_anon" 1)" "$(cell "m${size}_native_anon" 1)" \
+        "VmHWM $(cell "m${size}_sluice_hwm" 0) / $(cell "m${size}_native_hwm" 0)" "$(ratio "m${size}_native_anon" "m${size}_sluice_anon")"
+    row "     live: decoding process" "$(cell "m${size}_sluice_dec_anon" 1)" "$(cell "m${size}_native_dec_anon" 1)" \
+        "VmHWM $(cell "m${size}_sluice_dec_hwm" 0) / $(cell "m${size}_native_dec_hwm" 0)" "$(ratio "m${size}_native_dec_anon" "m${size}_sluice_dec_anon")"
+done
+rule
+echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
+echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
+echo "           inside the last load transaction just before COMMIT (1: CREATE SUBSCRIPTION until pg_subscription_rel = 'r')."
+echo "3 (memory): datamart = the backend running sluice.refresh / the subscription's apply worker; live = the"
+echo "           backend serving pg_sluice's connection (it runs the slot peek) / the subscription's walsender."
+echo "           RssAnon = private memory, sampled every 20 ms; VmHWM (pg_sluice / native, MB) includes touched shared buffers."
+echo "other    : 1: pg_dump -t bench.t | psql into an empty database; 2a: pg_recvlogical (pgoutput, proto 1) to /dev/null"
+echo "           from a slot created before the load, --endpos = the target LSN: decoding alone, the ceiling for any applier."
+echo "next refresh: the empty refresh that follows; it advances pg_sluice's slot over the backlog just applied"
+echo "           (pg_replication_slot_advance), a cost every refresh pays for the previous one."
+echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
+STEP=""
