@@ -37,6 +37,8 @@ CREATE TABLE sluice._pipeline (
     run_as            oid,
     last_error        text,
     last_error_at     timestamptz,
+    paused_reason     text,
+    paused_at         timestamptz,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -51,17 +53,58 @@ CREATE TABLE sluice._pipeline_table (
     target_table     name NOT NULL,
     key_columns      text[] NOT NULL,
     replica_identity text NOT NULL,
+    drift_policy     text NOT NULL DEFAULT 'freeze'
+                     CHECK (drift_policy IN ('freeze', 'evolve', 'ignore')),
+    contract_version integer NOT NULL DEFAULT 1,
+    ignored_columns  text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (pipeline_id, source_schema, source_table),
     UNIQUE (target_schema, target_table)
 );
 COMMENT ON TABLE sluice._pipeline_table IS
   'Private: source tables of each pipeline and the datamart tables they feed.';
 
+CREATE TABLE sluice._contract_column (
+    pipeline_id      integer NOT NULL,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    contract_version integer NOT NULL,
+    position         integer NOT NULL,
+    column_name      name NOT NULL,
+    source_column    text,
+    data_type        text NOT NULL,
+    not_null         boolean NOT NULL,
+    is_key           boolean NOT NULL,
+    source_type      oid NOT NULL,
+    PRIMARY KEY (pipeline_id, source_schema, source_table, contract_version, column_name),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._contract_column IS
+  'Private: the columns of every version of every table contract.';
+
+CREATE TABLE sluice._drift_event (
+    event_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    detected_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    source_xid       xid,
+    source_lsn       pg_lsn,
+    policy           text NOT NULL,
+    action           text NOT NULL CHECK (action IN ('paused', 'evolved', 'ignored')),
+    detail           text NOT NULL,
+    contract_version integer NOT NULL,
+    source_columns   jsonb NOT NULL
+);
+CREATE INDEX ON sluice._drift_event (pipeline_id, event_id);
+COMMENT ON TABLE sluice._drift_event IS
+  'Private: every schema drift detected on a source table, and what pg_sluice did about it.';
+
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
     kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh', 'stream')),
-    status            text NOT NULL CHECK (status IN ('succeeded', 'failed')),
+    status            text NOT NULL CHECK (status IN ('succeeded', 'failed', 'paused')),
     started_at        timestamptz NOT NULL,
     finished_at       timestamptz NOT NULL,
     start_lsn         pg_lsn,
@@ -85,6 +128,8 @@ SELECT pg_catalog.pg_extension_config_dump('sluice._source', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline_table', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._run', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._contract_column', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._drift_event', '');
 
 -------------------------------------------------------------------------------
 -- Result type
@@ -101,7 +146,8 @@ CREATE TYPE sluice.refresh_result AS (
     tables_truncated  bigint,
     start_lsn         pg_lsn,
     end_lsn           pg_lsn,
-    duration          interval
+    duration          interval,
+    status            text
 );
 COMMENT ON TYPE sluice.refresh_result IS
   'Summary of one initial copy or refresh: what was applied and the source LSN range it covers.';
@@ -190,6 +236,160 @@ AS 'MODULE_PATHNAME', 'sluice_worker_status'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice._worker_status() IS
   'Private: what the continuous workers of this database report (shared memory); read sluice.status.';
+
+CREATE FUNCTION sluice.resume(pipeline text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  reason text;
+BEGIN
+  SELECT p.paused_reason INTO reason FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  IF reason IS NULL THEN
+    RAISE NOTICE 'pipeline "%" is not paused', pipeline;
+    RETURN false;
+  END IF;
+  UPDATE sluice._pipeline p SET paused_reason = NULL, paused_at = NULL WHERE p.name = pipeline;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.resume(text) IS
+  'Lets a paused pipeline apply again, after the contract or the data was fixed: the changes it stopped at are applied by the next refresh or batch.';
+
+CREATE FUNCTION sluice._contract_table(target regclass, lock boolean DEFAULT false,
+    OUT pipeline_id integer, OUT source_schema text, OUT source_table text,
+    OUT contract_version integer)
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version
+    INTO pipeline_id, source_schema, source_table, contract_version
+    FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
+  END IF;
+  IF lock THEN
+    -- a refresh or worker batch of the pipeline holds this row while it applies
+    PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = _contract_table.pipeline_id FOR UPDATE;
+  END IF;
+END
+$$;
+
+CREATE FUNCTION sluice.set_drift_policy(target regclass, policy text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  old text;
+BEGIN
+  IF policy NOT IN ('freeze', 'evolve', 'ignore') THEN
+    RAISE EXCEPTION 'unknown drift policy "%"', policy USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'freeze: any incompatible change on the source pauses the pipeline; evolve: new source columns are added to the datamart table; ignore: new source columns are left out.',
+      HINT = 'Use freeze, evolve or ignore.';
+  END IF;
+  t := sluice._contract_table(target, true);
+  SELECT pt.drift_policy INTO old FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  UPDATE sluice._pipeline_table pt SET drift_policy = policy
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN old;
+END
+$$;
+COMMENT ON FUNCTION sluice.set_drift_policy(regclass, text) IS
+  'Sets what happens when the source table''s columns change (freeze, evolve or ignore); returns the previous policy.';
+
+CREATE FUNCTION sluice.map_column(target regclass, column_name name, source_column text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  other name;
+BEGIN
+  t := sluice._contract_table(target, true);
+  IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                  WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                        = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                    AND cc.column_name = map_column.column_name) THEN
+    RAISE EXCEPTION 'column "%" is not in the contract of %', column_name, target
+      USING ERRCODE = 'undefined_column', HINT = 'sluice.contracts lists the contract''s columns.';
+  END IF;
+  SELECT cc.column_name INTO other FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+     AND cc.source_column = map_column.source_column AND cc.column_name <> map_column.column_name;
+  IF FOUND THEN
+    RAISE EXCEPTION 'source column "%" already feeds column "%" of %', source_column, other, target
+      USING ERRCODE = 'duplicate_column';
+  END IF;
+  INSERT INTO sluice._contract_column
+  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
+         cc.column_name,
+         CASE WHEN cc.column_name = map_column.column_name THEN map_column.source_column ELSE cc.source_column END,
+         cc.data_type, cc.not_null, cc.is_key, cc.source_type
+    FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version);
+  UPDATE sluice._pipeline_table pt SET contract_version = t.contract_version + 1
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN t.contract_version + 1;
+END
+$$;
+COMMENT ON FUNCTION sluice.map_column(regclass, name, text) IS
+  'Feeds a datamart column from a (renamed) source column; records and returns a new contract version.';
+
+CREATE FUNCTION sluice.contract_diff(target regclass, from_version integer, to_version integer,
+    OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  t := sluice._contract_table(target);
+  IF from_version < 1 OR to_version > t.contract_version OR from_version > to_version THEN
+    RAISE EXCEPTION 'no contract versions % to % for %', from_version, to_version, target
+      USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('Versions 1 to %s exist.', t.contract_version);
+  END IF;
+  RETURN QUERY
+  WITH a AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, from_version)),
+       b AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, to_version))
+  SELECT CASE WHEN a.column_name IS NULL THEN 'added'
+              WHEN b.column_name IS NULL THEN 'removed'
+              ELSE 'changed' END,
+         coalesce(a.column_name, b.column_name),
+         CASE WHEN a.column_name IS NOT NULL THEN jsonb_build_object('source_column', a.source_column,
+              'data_type', a.data_type, 'not_null', a.not_null, 'is_key', a.is_key) END,
+         CASE WHEN b.column_name IS NOT NULL THEN jsonb_build_object('source_column', b.source_column,
+              'data_type', b.data_type, 'not_null', b.not_null, 'is_key', b.is_key) END
+    FROM a FULL JOIN b ON a.column_name = b.column_name
+   WHERE a.column_name IS NULL OR b.column_name IS NULL
+      OR (a.source_column, a.data_type, a.not_null, a.is_key) IS DISTINCT FROM
+         (b.source_column, b.data_type, b.not_null, b.is_key)
+   ORDER BY coalesce(b.position, a.position);
+END
+$$;
+COMMENT ON FUNCTION sluice.contract_diff(regclass, integer, integer) IS
+  'Columns added, removed or changed between two versions of a table''s contract.';
 
 CREATE FUNCTION sluice.purge_runs(older_than interval)
 RETURNS bigint
@@ -323,13 +523,76 @@ COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
 COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
 COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed.';
 
+CREATE VIEW sluice.contracts AS
+SELECT pt.target_schema,
+       pt.target_table,
+       pt.source_schema,
+       pt.source_table,
+       pt.drift_policy,
+       pt.contract_version,
+       pt.ignored_columns AS ignored_source_columns,
+       cc.position,
+       cc.column_name,
+       cc.source_column,
+       cc.data_type,
+       cc.not_null,
+       cc.is_key
+  FROM sluice._pipeline_table pt
+  JOIN sluice._contract_column cc
+    ON (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+       OPERATOR(pg_catalog.=) (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version);
+COMMENT ON VIEW sluice.contracts IS 'The current contract of every datamart table pg_sluice feeds: one row per column.';
+COMMENT ON COLUMN sluice.contracts.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.contracts.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.contracts.source_schema IS 'Schema of the source table.';
+COMMENT ON COLUMN sluice.contracts.source_table IS 'Source table.';
+COMMENT ON COLUMN sluice.contracts.drift_policy IS 'freeze, evolve or ignore: what a change of the source table''s columns does.';
+COMMENT ON COLUMN sluice.contracts.contract_version IS 'Current contract version (each evolution or mapping adds one).';
+COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (added on the source under the ignore policy).';
+COMMENT ON COLUMN sluice.contracts.position IS 'Column position in the datamart table.';
+COMMENT ON COLUMN sluice.contracts.column_name IS 'Datamart column.';
+COMMENT ON COLUMN sluice.contracts.source_column IS 'Source column feeding it (differs after a rename on the source, see sluice.map_column).';
+COMMENT ON COLUMN sluice.contracts.data_type IS 'Datamart type.';
+COMMENT ON COLUMN sluice.contracts.not_null IS 'The datamart column refuses NULL.';
+COMMENT ON COLUMN sluice.contracts.is_key IS 'Part of the key rows are matched on.';
+
+CREATE VIEW sluice.drift_events AS
+SELECT d.event_id,
+       p.name AS pipeline,
+       d.source_schema,
+       d.source_table,
+       d.detected_at,
+       d.source_xid,
+       d.source_lsn,
+       d.policy,
+       d.action,
+       d.detail,
+       d.contract_version,
+       d.source_columns
+  FROM sluice._drift_event d
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.drift_events IS 'Every change of a source table''s columns pg_sluice detected, and what it did.';
+COMMENT ON COLUMN sluice.drift_events.event_id IS 'Event identifier, increasing.';
+COMMENT ON COLUMN sluice.drift_events.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.drift_events.source_schema IS 'Schema of the source table.';
+COMMENT ON COLUMN sluice.drift_events.source_table IS 'Source table whose columns changed.';
+COMMENT ON COLUMN sluice.drift_events.detected_at IS 'When pg_sluice saw the change (the RELATION message, before any row).';
+COMMENT ON COLUMN sluice.drift_events.source_xid IS 'Source transaction that first carried the new definition.';
+COMMENT ON COLUMN sluice.drift_events.source_lsn IS 'Commit LSN of that source transaction.';
+COMMENT ON COLUMN sluice.drift_events.policy IS 'Drift policy in force.';
+COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (datamart table and contract changed) or ignored (new columns left out).';
+COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
+COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
+COMMENT ON COLUMN sluice.drift_events.source_columns IS 'The source table''s columns as the source now sends them (name and type OID).';
+
 CREATE VIEW sluice.status AS
 WITH w AS (SELECT * FROM sluice._worker_status()),
      limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
                          pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
 SELECT p.name AS pipeline,
        CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
-       CASE WHEN NOT p.continuous THEN 'stopped'
+       CASE WHEN p.paused_reason IS NOT NULL THEN 'paused'
+            WHEN NOT p.continuous THEN 'stopped'
             WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
             WHEN w.pid IS NULL THEN 'starting'
             ELSE 'running' END AS state,
@@ -338,6 +601,8 @@ SELECT p.name AS pipeline,
                       THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
        END AS last_error,
        CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       p.paused_reason,
+       p.paused_at,
        w.next_retry_at,
        w.pid AS worker_pid,
        ok.run_id AS last_run_id,
@@ -374,7 +639,9 @@ SELECT p.name AS pipeline,
 COMMENT ON VIEW sluice.status IS 'One row per pipeline for DBAs and dashboards: mode, state, freshness, lag and WAL kept on the source.';
 COMMENT ON COLUMN sluice.status.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.status.mode IS 'continuous (a background worker streams it, sluice.start) or scheduled (sluice.refresh on demand or from pg_cron).';
-COMMENT ON COLUMN sluice.status.state IS 'running, starting, error (retrying with backoff: see last_error) for continuous pipelines; stopped for scheduled ones.';
+COMMENT ON COLUMN sluice.status.state IS 'paused (see paused_reason); running, starting, error (retrying with backoff: see last_error) for continuous pipelines; stopped for scheduled ones.';
+COMMENT ON COLUMN sluice.status.paused_reason IS 'Why the pipeline is paused (schema drift): nothing is applied until sluice.resume().';
+COMMENT ON COLUMN sluice.status.paused_at IS 'When the pipeline paused.';
 COMMENT ON COLUMN sluice.status.last_error IS 'Why the continuous worker last failed; cleared by its next successful batch.';
 COMMENT ON COLUMN sluice.status.last_error_at IS 'When the continuous worker last failed.';
 COMMENT ON COLUMN sluice.status.next_retry_at IS 'When a failing worker tries again (backoff doubles up to one minute).';
@@ -404,7 +671,13 @@ REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
-REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.resume(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
+REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
+    sluice._drift_event FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
-GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status TO PUBLIC;
+GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
+    sluice.contracts, sluice.drift_events TO PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;

@@ -8,7 +8,12 @@
 # TXNS (transactions in scenario 2b, default 1000), TIMEOUT (seconds for any
 # wait, default 900), BENCH_USER (default pgsluice), BENCH_TMPDIR (default /tmp),
 # LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
-# to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0').
+# to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
+# STREAM_SECS (scenario 4 window, default 30, SMOKE 5).
+#
+# Scenarios: 1 initial copy, 2a-2d backlog refresh, 3 peak memory, 4 streaming
+# lag (continuous worker vs native subscription; the datamart is restarted with
+# shared_preload_libraries = pg_sluice for it).
 #
 # As root it re-runs itself as BENCH_USER in a scratch directory, where it
 # initdb's and starts two throwaway servers on 127.0.0.1 (live 56432,
@@ -62,7 +67,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -95,10 +100,10 @@ STEP=""
 
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }
 
-stop_servers() {
+stop_servers() {  # [immediate]: after a failure (a server in crash recovery may not take a fast stop)
     for d in "$W/live" "$W/mart"; do
         if [ -f "$d/postmaster.pid" ]; then
-            pg_ctl -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            pg_ctl -D "$d" -m "${1:-fast}" -w -t 60 stop >/dev/null 2>&1 ||
                 pg_ctl -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
         fi
     done
@@ -112,7 +117,7 @@ inner_exit() {
             [ -f "$f" ] && { echo "---- last lines of $(basename "$f")" >&2; tail -25 "$f" >&2; }
         done
     fi
-    stop_servers
+    if [ $rc -ne 0 ]; then stop_servers immediate; else stop_servers; fi
     find "${W:?}" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} + 2>/dev/null
     exit $rc
 }
@@ -121,6 +126,7 @@ trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+num() { awk -v x="$1" -v d="${2:-}" 'BEGIN { if (d == "") d = (x >= 100 ? 1 : (x >= 10 ? 2 : 3)); printf "%.*f", d, x }'; }
 
 # psql: no psqlrc, quiet, unaligned, tuples only, stop at the first error.
 # Unix socket in the scratch directory (psql startup is measured below).
@@ -615,6 +621,157 @@ done
 STEP="cleanup"
 mart -c "SELECT sluice.drop_pipeline('p', drop_tables => true)" >/dev/null
 nat -c "DROP SUBSCRIPTION bench_sub"
+
+# ---------------------------------------------------------------------------
+# Scenario 4: streaming lag (commit on live -> visible on the datamart)
+# ---------------------------------------------------------------------------
+# pg_sluice's continuous worker (pipeline s) and a native subscription
+# (stream_sub, enabled, streaming = on) replicate the same two tables at the
+# same time: bench.load (pgbench writes it at a fixed rate: background load)
+# and bench.probe (id, committed). A DO loop on live inserts probe i with
+# committed = clock_timestamp() and commits it at once (PL/pgSQL COMMIT), one
+# every 80-120 ms (random, so probes do not stay in phase with naptime).
+# A DO loop on the datamart polls both copies of the probe table every ~1 ms
+# and records in an UNLOGGED table the clock_timestamp() at which each id
+# first showed up; lag = first_seen - committed. One machine, one clock.
+# Both copies are in database mart (the native one as bench.probe, the name
+# native replication needs) so that one poller sees both at the same instant.
+STREAM_SECS=${STREAM_SECS:-$([ -n "${SMOKE:-}" ] && echo 5 || echo 30)}
+[[ $STREAM_SECS =~ ^[1-9][0-9]*$ ]] || die "STREAM_SECS must be a positive integer"
+NPROBES=$((STREAM_SECS * 10))
+LOAD_TPS=50
+log "4  streaming lag: $NPROBES probes over ~${STREAM_SECS}s, pgbench -R $LOAD_TPS on live; pg_sluice worker and native subscription at the same time"
+
+STEP="4 restart the datamart with shared_preload_libraries = pg_sluice"
+cat >>"$W/mart/postgresql.conf" <<CONF
+# --- scenario 4: pg_sluice continuous mode ---
+shared_preload_libraries = 'pg_sluice'
+max_worker_processes = 16
+pg_sluice.naptime = 50ms
+CONF
+pg_ctl -D "$W/mart" -l "$W/mart.log" -m fast -w -t 120 restart >/dev/null || die "could not restart the datamart (see mart.log)"
+STREAM_SETTINGS=$(mart -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+  WHERE name IN ('shared_preload_libraries', 'max_worker_processes', 'pg_sluice.naptime', 'pg_sluice.batch_time',
+                 'pg_sluice.batch_size', 'max_logical_replication_workers')")
+
+STEP="4 setup: tables, publication, pipeline s, subscription stream_sub"
+STREAM_DDL="CREATE TABLE bench.load (id int PRIMARY KEY, n bigint NOT NULL, t timestamptz NOT NULL);
+CREATE TABLE bench.probe (id int PRIMARY KEY, committed timestamptz NOT NULL);"
+live <<SQL
+$STREAM_DDL
+CREATE PUBLICATION stream_pub FOR TABLE bench.load, bench.probe;
+SQL
+mart >/dev/null <<SQL
+CREATE SCHEMA bench;
+$STREAM_DDL
+SELECT sluice.create_pipeline('s', 'live', ARRAY['bench.load', 'bench.probe'], target_schema => 'st');
+SELECT sluice.start('s');
+CREATE SUBSCRIPTION stream_sub CONNECTION '$CONNINFO' PUBLICATION stream_pub WITH (copy_data = true, streaming = on);
+CREATE UNLOGGED TABLE probe_seen (sys text, id int, seen timestamptz NOT NULL, PRIMARY KEY (sys, id));
+SQL
+mart <<SQL
+$(poll_sql "SELECT count(*) = 2 AND bool_and(r.srsubstate = 'r') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'stream_sub'" "the native table sync to reach state r" 60)
+$(poll_sql "SELECT state IN ('running', 'error') FROM sluice.status WHERE pipeline = 's'" "the pg_sluice worker to start" 60)
+SQL
+st=$(mart -c "SELECT state || coalesce(': ' || last_error, '') FROM sluice.status WHERE pipeline = 's'")
+[ "$st" = running ] || die "pg_sluice worker for pipeline s is not running: $st"
+
+cat >"$W/load.sql" <<'SQL'
+\set id random(1, 2000)
+INSERT INTO bench.load VALUES (:id, 1, clock_timestamp())
+    ON CONFLICT (id) DO UPDATE SET n = bench.load.n + 1, t = excluded.t;
+SQL
+
+STEP="4 streaming lag: load, probes and poller"
+POLL_SECS=$((STREAM_SECS * 3 / 2 + ($([ -n "${SMOKE:-}" ] && echo 10 || echo 30))))
+# poller: ends when both copies have all NPROBES probes, or after POLL_SECS
+mart >"$W/poller.out" 2>&1 <<SQL &
+DO \$poll\$
+DECLARE
+  deadline timestamptz := clock_timestamp() + interval '$POLL_SECS s';
+  ls int := 0; ln int := 0; m int; ts timestamptz;
+BEGIN
+  LOOP
+    ts := clock_timestamp();
+    WITH i AS (INSERT INTO probe_seen SELECT 'sluice', id, ts FROM st.probe WHERE id > ls RETURNING id)
+      SELECT max(id) INTO m FROM i;
+    ls := greatest(ls, m);
+    WITH i AS (INSERT INTO probe_seen SELECT 'native', id, ts FROM bench.probe WHERE id > ln RETURNING id)
+      SELECT max(id) INTO m FROM i;
+    ln := greatest(ln, m);
+    EXIT WHEN (ls >= $NPROBES AND ln >= $NPROBES) OR clock_timestamp() > deadline;
+    PERFORM pg_sleep(0.001);
+  END LOOP;
+END
+\$poll\$;
+SQL
+POLLER=$!
+pgbench -n -h "$W" -p $LIVE_PORT -c 1 -R $LOAD_TPS -T $((STREAM_SECS + 3)) -f "$W/load.sql" bench >"$W/pgbench.out" 2>&1 &
+PGBENCH=$!
+sleep 1
+s=$(now)
+live -c "DO \$probe\$
+BEGIN
+  FOR i IN 1..$NPROBES LOOP
+    INSERT INTO bench.probe VALUES (i, clock_timestamp());
+    COMMIT;
+    PERFORM pg_sleep(0.08 + random() * 0.04);
+  END LOOP;
+END
+\$probe\$"
+log "   $NPROBES probes committed on live in $(since "$s")s"
+wait $POLLER || { cat "$W/poller.out" >&2; die "the poller on the datamart failed"; }
+wait $PGBENCH || { cat "$W/pgbench.out" >&2; die "pgbench on live failed"; }
+LOAD_DONE=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pgbench.out")
+LOAD_LAT=$(sed -n 's/^latency average = \(.*\)$/\1/p' "$W/pgbench.out")
+log "   pgbench: ${LOAD_DONE:-?} transactions on bench.load (latency average ${LOAD_LAT:-?})"
+
+read -r seen_s seen_n <<<"$(mart -F' ' -c "SELECT count(*) FILTER (WHERE sys = 'sluice'), count(*) FILTER (WHERE sys = 'native') FROM probe_seen")"
+[ "$seen_s" = "$NPROBES" ] && [ "$seen_n" = "$NPROBES" ] ||
+    die "probes seen on the datamart within ${POLL_SECS}s: pg_sluice $seen_s, native $seen_n of $NPROBES ($(mart -c "SELECT state || coalesce(': ' || last_error, '') FROM sluice.status WHERE pipeline = 's'"))"
+
+# both copies must equal live (probe and load tables)
+STEP="4 check the copies"
+PFP="SELECT count(*) || '/' || coalesce(sum(id), 0) || '/' || coalesce(sum(extract(epoch FROM committed)), 0) FROM"
+LFP="SELECT count(*) || '/' || coalesce(sum(id), 0) || '/' || coalesce(sum(n), 0) || '/' || coalesce(sum(extract(epoch FROM t)), 0) FROM"
+lp=$(live -c "$PFP bench.probe"); ll=$(live -c "$LFP bench.load")
+mart <<SQL
+$(poll_sql "($LFP st.load) = '$ll' AND ($LFP bench.load) = '$ll'" "both copies of bench.load to catch up" 60)
+SQL
+for tb in st bench; do
+    [ "$(mart -c "$PFP $tb.probe")" = "$lp" ] || die "4: $tb.probe differs from live's bench.probe"
+done
+
+read -r -a L <<<"$(mart -F' ' <<'SQL'
+WITH lag AS (
+  SELECT s.sys, extract(epoch FROM s.seen - p.committed) * 1000 AS ms
+    FROM probe_seen s JOIN st.probe p USING (id)),
+agg AS (
+  SELECT sys, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS mx, min(ms) AS mn, avg(ms) AS av
+    FROM lag GROUP BY sys)
+SELECT a.p50, a.p99, a.mx, a.mn, a.av, b.p50, b.p99, b.mx, b.mn, b.av
+  FROM agg a, agg b WHERE a.sys = 'sluice' AND b.sys = 'native';
+SQL
+)"
+[ ${#L[@]} = 10 ] || die "4: could not compute the lag percentiles"
+awk -v a="${L[3]}" -v b="${L[8]}" 'BEGIN { exit !(a >= 0 && b >= 0) }' ||
+    die "4: negative lag (min pg_sluice ${L[3]} ms, native ${L[8]} ms): clock or measurement error"
+add lag_sluice_p50 "${L[0]}"; add lag_sluice_p99 "${L[1]}"; add lag_sluice_max "${L[2]}"
+add lag_native_p50 "${L[5]}"; add lag_native_p99 "${L[6]}"; add lag_native_max "${L[7]}"
+LAG_MIN_MEAN=("$(num "${L[3]}" 1) / $(num "${L[4]}" 1)" "$(num "${L[8]}" 1) / $(num "${L[9]}" 1)")
+log "   pg_sluice lag ms: p50 $(num "${L[0]}" 1)  p99 $(num "${L[1]}" 1)  max $(num "${L[2]}" 1)  min $(num "${L[3]}" 1)  mean $(num "${L[4]}" 1)"
+log "   native    lag ms: p50 $(num "${L[5]}" 1)  p99 $(num "${L[6]}" 1)  max $(num "${L[7]}" 1)  min $(num "${L[8]}" 1)  mean $(num "${L[9]}" 1)"
+
+# stop the worker: refresh works again afterwards (and finds nothing left)
+STEP="4 sluice.stop and a final refresh"
+[ "$(mart -c "SELECT sluice.stop('s')")" = t ] || die "sluice.stop('s') did not report a streaming pipeline"
+row=$(mart -c "SELECT rows_inserted + rows_updated + rows_deleted FROM sluice.refresh('s')")
+[ "$row" = 0 ] || die "4: refresh after sluice.stop applied $row rows, expected 0 (the worker had caught up)"
+mart >/dev/null <<SQL
+SELECT sluice.drop_pipeline('s', drop_tables => true);
+DROP SUBSCRIPTION stream_sub;
+SQL
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
@@ -626,7 +783,6 @@ stats() {  # key -> "median min max" (or "" if no values)
     tr ' ' '\n' <<<"${R[$1]}" | grep . | sort -g |
         awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
 }
-num() { awk -v x="$1" -v d="${2:-}" 'BEGIN { if (d == "") d = (x >= 100 ? 1 : (x >= 10 ? 2 : 3)); printf "%.*f", d, x }'; }
 cell() {  # key [decimals] -> "median (min–max)"
     local st m lo hi
     st=$(stats "$1"); [ -n "$st" ] || { echo "-"; return; }
@@ -683,6 +839,10 @@ for size in $MEM_SMALL $MEM_BIG; do
     row "     live: decoding process" "$(cell "m${size}_sluice_dec_anon" 1)" "$(cell "m${size}_native_dec_anon" 1)" \
         "VmHWM $(cell "m${size}_sluice_dec_hwm" 0) / $(cell "m${size}_native_dec_hwm" 0)" "$(ratio "m${size}_native_dec_anon" "m${size}_sluice_dec_anon")"
 done
+lagcell() { echo "$(num "$(med "lag_${1}_p50")" 1) / $(num "$(med "lag_${1}_p99")" 1) / $(num "$(med "lag_${1}_max")" 1)"; }
+row "4  streaming lag p50 / p99 / max (ms)" "$(lagcell sluice)" "$(lagcell native)" "$NPROBES probes, pgbench ${LOAD_TPS} tps" \
+    "$(ratio lag_native_p50 lag_sluice_p50) / $(ratio lag_native_p99 lag_sluice_p99) / $(ratio lag_native_max lag_sluice_max)"
+row "     min / mean (ms)" "${LAG_MIN_MEAN[0]:--}" "${LAG_MIN_MEAN[1]:--}" "" ""
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
@@ -694,5 +854,9 @@ echo "other    : 1: pg_dump -t bench.t | psql into an empty database; 2a: pg_rec
 echo "           from a slot created before the load, --endpos = the target LSN: decoding alone, the ceiling for any applier."
 echo "next refresh: the empty refresh that follows; it advances pg_sluice's slot over the backlog just applied"
 echo "           (pg_replication_slot_advance), a cost every refresh pays for the previous one."
+echo "4 (lag)  : pg_sluice continuous worker (sluice.start) vs native subscription (streaming = on), running at the same"
+echo "           time on the same probes: one row committed on live every 80-120 ms, committed = clock_timestamp() just"
+echo "           before its COMMIT; lag = first time a poller on the datamart (every ~1 ms) saw the row - committed."
+echo "           Datamart restarted for 4 with: $STREAM_SETTINGS"
 echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
 STEP=""

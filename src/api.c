@@ -56,6 +56,7 @@ typedef struct SourceTable
 	List	   *columns;		/* String column names */
 	List	   *types;			/* String datamart type names */
 	List	   *notnull;		/* int: 1 when NOT NULL */
+	List	   *srctypes;		/* oid: type on the source, as pgoutput sends it */
 	bool		binary_safe;	/* every column's binary form is the same here */
 } SourceTable;
 
@@ -352,18 +353,18 @@ describe_table(SluiceConn *sc, const char *spec)
 	res = transport_exec(sc,
 						 "WITH RECURSIVE col AS ( "
 						 "  SELECT a.attnum, a.attname::text AS attname, a.attnotnull, "
-						 "         a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth "
+						 "         a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth, a.atttypid AS rawtyp "
 						 "    FROM pg_catalog.pg_attribute a "
 						 "   WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
 						 "  UNION ALL "
-						 "  SELECT col.attnum, col.attname, col.attnotnull, t.typbasetype, t.typtypmod, col.depth + 1 "
+						 "  SELECT col.attnum, col.attname, col.attnotnull, t.typbasetype, t.typtypmod, col.depth + 1, col.rawtyp "
 						 "    FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
 						 "   WHERE t.typtype = 'd') "
 						 "SELECT DISTINCT ON (col.attnum) col.attname, col.attnotnull, "
 						 "       CASE WHEN t.typtype = 'e' THEN 'text' "
 						 "            WHEN e.typtype = 'e' THEN 'text[]' "
 						 "            ELSE pg_catalog.format_type(col.typid, col.typmod) END, "
-						 "       t.typtype = 'e' OR col.typid < 16384 "
+						 "       t.typtype = 'e' OR col.typid < 16384, col.rawtyp "
 						 "  FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
 						 "  LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
 						 " ORDER BY col.attnum, col.depth DESC",
@@ -376,6 +377,7 @@ describe_table(SluiceConn *sc, const char *spec)
 		t->columns = lappend(t->columns, makeString(getval(res, i, 0)));
 		t->notnull = lappend_int(t->notnull, strcmp(PQgetvalue(res, i, 1), "t") == 0);
 		t->types = lappend(t->types, makeString(getval(res, i, 2)));
+		t->srctypes = lappend_oid(t->srctypes, (Oid) strtoul(PQgetvalue(res, i, 4), NULL, 10));
 	}
 	PQclear(res);
 	if (t->columns == NIL)
@@ -463,6 +465,47 @@ create_target_key(SourceTable *t, const char *target_schema)
 	spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
 
+/*
+ * Contract version 1 of a table: the datamart table as created, each column
+ * fed by the source column of the same name.  targs: pipeline id, source
+ * schema and table, target schema and table, key columns.
+ */
+static void
+record_contract(SourceTable *t, const char *target_schema, Datum *targs)
+{
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, OIDARRAYOID, TEXTOID, TEXTARRAYOID};
+	Datum		args[7];
+	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(t->columns), 1));
+	Datum	   *oids = palloc(sizeof(Datum) * Max(list_length(t->columns), 1));
+	ListCell   *nc;
+	ListCell   *oc;
+	int			n = 0;
+
+	forboth(nc, t->columns, oc, t->srctypes)
+	{
+		names[n] = CStringGetTextDatum(strVal(lfirst(nc)));
+		oids[n++] = ObjectIdGetDatum(lfirst_oid(oc));
+	}
+	args[0] = targs[0];
+	args[1] = targs[1];
+	args[2] = targs[2];
+	args[3] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	args[5] = CStringGetTextDatum(psprintf("%s.%s", quote_identifier(target_schema),
+										   quote_identifier(t->target)));
+	args[6] = targs[5];
+	spi_exec("INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, "
+			 "  contract_version, position, column_name, source_column, data_type, not_null, "
+			 "  is_key, source_type) "
+			 "SELECT $1, $2, $3, 1, a.attnum, a.attname, a.attname, "
+			 "       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+			 "       a.attname::text = ANY ($7), s.typ "
+			 "  FROM pg_catalog.pg_attribute a "
+			 "  JOIN ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5)) AS s(name, typ) ON s.name = a.attname::text "
+			 " WHERE a.attrelid = $6::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+			 7, types, args, SPI_OK_INSERT);
+}
+
 static void
 record_pipeline(const char *name, const char *source, const char *publication,
 				bool publication_owned, const char *slot_name,
@@ -517,17 +560,18 @@ record_pipeline(const char *name, const char *source, const char *publication,
 				 "  target_schema, target_table, key_columns, replica_identity) "
 				 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
 				 7, ttypes, targs, SPI_OK_INSERT);
+		record_contract(t, target_schema, targs);
 	}
 }
 
 static Datum
 make_result(FunctionCallInfo fcinfo, const char *pipeline, int64 run_id,
 			const char *kind, ApplyStats *st, XLogRecPtr start_lsn,
-			XLogRecPtr end_lsn, TimestampTz started)
+			XLogRecPtr end_lsn, TimestampTz started, const char *status)
 {
 	TupleDesc	desc;
-	Datum		values[11];
-	bool		nulls[11];
+	Datum		values[12];
+	bool		nulls[12];
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -547,6 +591,7 @@ make_result(FunctionCallInfo fcinfo, const char *pipeline, int64 run_id,
 	values[10] = DirectFunctionCall2(timestamp_mi,
 									 TimestampTzGetDatum(GetCurrentTimestamp()),
 									 TimestampTzGetDatum(started));
+	values[11] = CStringGetTextDatum(status);
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }
 
@@ -817,7 +862,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 	transport_close(sc);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "initial_copy", &stats,
-								InvalidXLogRecPtr, consistent, started));
+								InvalidXLogRecPtr, consistent, started, "succeeded"));
 }
 
 /* ---------- refresh ---------- */
@@ -845,18 +890,29 @@ sluice_refresh(PG_FUNCTION_ARGS)
 				 errdetail("A background worker applies its changes; sluice.status shows it."),
 				 errhint("Stop it with sluice.stop('%s') to refresh on demand or from pg_cron.", name)));
 
+	if (pipe->paused_reason)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" is paused", name),
+				 errdetail("%s", pipe->paused_reason),
+				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s'); sluice.drift_events has the details.", name)));
+
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 	refresh_pipeline(pipe, sc, 0, 0, &r);
-	transport_close(sc);
+	if (!r.conn_closed)
+		transport_close(sc);
 
 	run_id = catalog_insert_run(pipe->pipeline_id, "refresh", started, r.start_lsn,
 								r.end_lsn, r.stats.transactions, r.stats.inserted,
 								r.stats.updated, r.stats.deleted, r.stats.truncated,
 								r.stats.last_commit_time);
 	catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
+	if (r.paused)
+		catalog_run_paused(run_id, r.paused_reason);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
-								r.start_lsn, r.end_lsn, started));
+								r.start_lsn, r.end_lsn, started,
+								r.paused ? "paused" : "succeeded"));
 }
 
 /* ---------- drop ---------- */

@@ -52,19 +52,24 @@
 
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -175,10 +180,278 @@ close_rel(ApplyRel *ar)
 	ar->rel = NULL;
 }
 
+SluiceDrift *sluice_pending_drift = NULL;
+
+/* The source's columns as a jsonb array text: [{"name": .., "type": oid}, ..] */
+static char *
+columns_json(LogicalRepRelation *lr)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = 0; i < lr->natts; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, "{\"name\": ");
+		escape_json(&buf, lr->attnames[i]);
+		appendStringInfo(&buf, ", \"type\": %u}", lr->atttyps[i]);
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
 /*
- * RELATION: (re)map a source relation to its target table.  Every source
- * column must exist in the target and every target column must come from
- * the source: anything else is schema drift, refused before any row of the
+ * Schema drift the policy cannot absorb: remember it for refresh.c, which
+ * rolls the batch back and pauses the pipeline, then raise.
+ */
+static void
+drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *detail)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+
+	d->source_schema = pstrdup(t->source_schema);
+	d->source_table = pstrdup(t->source_table);
+	d->policy = pstrdup(t->drift_policy);
+	d->detail = pstrdup(detail);
+	d->source_columns = columns_json(lr);
+	d->contract_version = t->contract_version;
+	d->xid = st->begin.xid;
+	d->lsn = st->begin.final_lsn;
+	MemoryContextSwitchTo(old);
+	sluice_pending_drift = d;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("source table \"%s.%s\" drifted from its contract", t->source_schema, t->source_table),
+			 errdetail("%s", detail),
+			 errhint("Nothing was applied and pipeline \"%s\" is paused. Fix the contract (sluice.map_column, "
+					 "sluice.set_drift_policy) or the datamart table, then call sluice.resume('%s').",
+					 st->pipe->name, st->pipe->name)));
+}
+
+/* Record an absorbed drift event in the batch's transaction. */
+static void
+record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
+			 const char *action, const char *detail)
+{
+	Oid			types[10] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID};
+	Datum		args[10];
+	int			rc;
+
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(t->source_schema);
+	args[2] = CStringGetTextDatum(t->source_table);
+	args[3] = TransactionIdGetDatum(st->begin.xid);
+	args[4] = LSNGetDatum(st->begin.final_lsn);
+	args[5] = CStringGetTextDatum(t->drift_policy);
+	args[6] = CStringGetTextDatum(action);
+	args[7] = CStringGetTextDatum(detail);
+	args[8] = Int32GetDatum(t->contract_version);
+	args[9] = CStringGetTextDatum(columns_json(lr));
+	/* an ignored column is recorded once, not at every refresh */
+	rc = SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
+							   "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns) "
+							   "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb "
+							   " WHERE $7 <> 'ignored' OR NOT EXISTS (SELECT 1 FROM sluice._drift_event d "
+							   "   WHERE (d.pipeline_id, d.source_schema, d.source_table) = ($1, $2, $3) "
+							   "     AND d.source_columns = $10::jsonb)",
+							   10, types, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record drift event: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Evolve policy: add new source columns of built-in types to the datamart
+ * table (nullable) and record a new contract version.
+ */
+static void
+evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *newcols)
+{
+	StringInfoData ddl;
+	StringInfoData what;
+	ListCell   *lc;
+	Oid			types[4] = {INT4OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		args[4];
+	int			rc;
+
+	initStringInfo(&ddl);
+	initStringInfo(&what);
+	appendStringInfo(&ddl, "ALTER TABLE %s.%s", quote_identifier(t->target_schema),
+					 quote_identifier(t->target_table));
+	foreach(lc, newcols)
+	{
+		int			i = lfirst_int(lc);
+		SluiceColumn *c = palloc0(sizeof(SluiceColumn));
+
+		c->name = pstrdup(lr->attnames[i]);
+		c->source_column = c->name;
+		c->data_type = format_type_be(lr->atttyps[i]);
+		c->source_type = lr->atttyps[i];
+		appendStringInfo(&ddl, "%s ADD COLUMN %s %s", lc == list_head(newcols) ? "" : ",",
+						 quote_identifier(c->name), c->data_type);
+		appendStringInfo(&what, "%s%s %s", lc == list_head(newcols) ? "" : ", ",
+						 c->name, c->data_type);
+		t->columns = lappend(t->columns, c);
+	}
+	rc = SPI_execute(ddl.data, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "could not evolve table: %s", SPI_result_code_string(rc));
+
+	/* the new version: the previous columns plus the added ones */
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(t->source_schema);
+	args[2] = CStringGetTextDatum(t->source_table);
+	args[3] = Int32GetDatum(t->contract_version);
+	rc = SPI_execute_with_args("WITH pt AS (UPDATE sluice._pipeline_table SET contract_version = $4 + 1 "
+							   "             WHERE (pipeline_id, source_schema, source_table) = ($1, $2, $3) "
+							   "             RETURNING target_schema, target_table) "
+							   "INSERT INTO sluice._contract_column "
+							   "SELECT $1, $2, $3, $4 + 1, a.attnum, a.attname, "
+							   "       coalesce(cc.source_column, a.attname::text), "
+							   "       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+							   "       coalesce(cc.is_key, false), coalesce(cc.source_type, a.atttypid) "
+							   "  FROM pt JOIN pg_catalog.pg_namespace n ON n.nspname = pt.target_schema "
+							   "  JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = pt.target_table "
+							   "  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped "
+							   "  LEFT JOIN sluice._contract_column cc ON (cc.pipeline_id, cc.source_schema, cc.source_table, "
+							   "       cc.contract_version, cc.column_name) = ($1, $2, $3, $4, a.attname) ",
+							   4, types, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record the evolved contract: %s", SPI_result_code_string(rc));
+	t->contract_version++;
+	record_drift(st, t, lr, "evolved", psprintf("new source column%s added to the datamart table: %s",
+												list_length(newcols) > 1 ? "s" : "", what.data));
+}
+
+/*
+ * Compare a RELATION message with the table's contract, act by the drift
+ * policy, and return for each source column the datamart column it feeds
+ * (NULL: left out).  Runs before any row of the relation is applied.
+ */
+static char **
+check_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
+{
+	char	  **feeds = palloc0(sizeof(char *) * Max(lr->natts, 1));
+	List	   *unknown = NIL;
+	StringInfoData problems;
+	StringInfoData names;
+	ListCell   *lc;
+	int			i;
+
+	initStringInfo(&problems);
+	initStringInfo(&names);
+	for (i = 0; i < lr->natts; i++)
+	{
+		SluiceColumn *found = NULL;
+
+		foreach(lc, t->columns)
+		{
+			SluiceColumn *c = lfirst(lc);
+
+			if (c->source_column && strcmp(c->source_column, lr->attnames[i]) == 0)
+				found = c;
+		}
+		if (found == NULL)
+		{
+			ListCell   *ic;
+			bool		ignored = false;
+
+			foreach(ic, t->ignored)
+				if (strcmp(strVal(lfirst(ic)), lr->attnames[i]) == 0)
+					ignored = true;
+			if (ignored)
+				continue;		/* left out earlier under the ignore policy */
+			unknown = lappend_int(unknown, i);
+			appendStringInfo(&names, "%s\"%s\"", names.len ? ", " : "", lr->attnames[i]);
+		}
+		else if (found->source_type != lr->atttyps[i])
+			appendStringInfo(&problems, "%sColumn \"%s\" changed type on the source (now %s, the contract expects %s).",
+							 problems.len ? " " : "", lr->attnames[i],
+							 format_type_be(lr->atttyps[i]), found->data_type);
+		else
+			feeds[i] = found->name;
+	}
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+		bool		sent = false;
+
+		if (c->source_column == NULL)
+			continue;
+		for (i = 0; i < lr->natts; i++)
+			if (strcmp(c->source_column, lr->attnames[i]) == 0)
+				sent = true;
+		if (!sent)
+			appendStringInfo(&problems, "%sSource column \"%s\" (feeding \"%s\") is no longer sent%s.",
+							 problems.len ? " " : "", c->source_column, c->name,
+							 unknown != NIL ? psprintf("; if it was renamed to one of %s, call sluice.map_column('%s.%s', '%s', <new name>)",
+													   names.data, quote_identifier(t->target_schema),
+													   quote_identifier(t->target_table), c->name) : "");
+	}
+	if (problems.len > 0)
+		drift_pause(st, t, lr, problems.data);
+
+	if (unknown != NIL)
+	{
+		if (strcmp(t->drift_policy, "ignore") == 0)
+		{
+			Oid			types[4] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID};
+			Datum		args[4];
+			Datum	   *elems = palloc(sizeof(Datum) * list_length(unknown));
+			int			n = 0;
+
+			foreach(lc, unknown)
+			{
+				i = lfirst_int(lc);
+				elems[n++] = CStringGetTextDatum(lr->attnames[i]);
+				t->ignored = lappend(t->ignored, makeString(pstrdup(lr->attnames[i])));
+			}
+			args[0] = Int32GetDatum(st->pipe->pipeline_id);
+			args[1] = CStringGetTextDatum(t->source_schema);
+			args[2] = CStringGetTextDatum(t->source_table);
+			args[3] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+			if (SPI_execute_with_args("UPDATE sluice._pipeline_table SET ignored_columns = ignored_columns || $4 "
+									  " WHERE (pipeline_id, source_schema, source_table) = ($1, $2, $3)",
+									  4, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not record ignored columns");
+			record_drift(st, t, lr, "ignored",
+						 psprintf("new source column%s left out: %s", list_length(unknown) > 1 ? "s" : "", names.data));
+		}
+		else if (strcmp(t->drift_policy, "evolve") == 0)
+		{
+			foreach(lc, unknown)
+			{
+				i = lfirst_int(lc);
+				if (lr->atttyps[i] >= FirstNormalObjectId)
+					drift_pause(st, t, lr, psprintf("New source column \"%s\" has a type that is not built in (OID %u); "
+													"evolve only adds built-in types. Add the column to the datamart table and "
+													"the contract by hand.", lr->attnames[i], lr->atttyps[i]));
+				if (get_attnum(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
+							   lr->attnames[i]) != InvalidAttrNumber)
+					drift_pause(st, t, lr, psprintf("New source column \"%s\" collides with a datamart column of the same name "
+													"that is not in the contract.", lr->attnames[i]));
+			}
+			evolve_contract(st, t, lr, unknown);
+			foreach(lc, unknown)
+			{
+				i = lfirst_int(lc);
+				feeds[i] = pstrdup(lr->attnames[i]);
+			}
+		}
+		else
+			drift_pause(st, t, lr, psprintf("New source column%s %s, not in the contract (policy freeze).",
+											list_length(unknown) > 1 ? "s" : "", names.data));
+	}
+	return feeds;
+}
+
+/*
+ * RELATION: (re)map a source relation to its target table through the
+ * table's contract.  Drift is handled by policy before any row of the
  * relation is applied.
  */
 static void
@@ -191,7 +464,7 @@ handle_relation(ApplyState *st, StringInfo s)
 	MemoryContext old;
 	TupleDesc	desc;
 	int			i;
-	int			nlive = 0;
+	char	  **feeds;
 
 	ar = hash_search(st->rels, &lr->remoteid, HASH_ENTER, &found);
 	if (found)
@@ -217,6 +490,8 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->mapped = true;
 	st->cur_rel = ar;
 
+	feeds = check_contract(st, t, lr);
+
 	ar->rel = table_openrv(makeRangeVar(t->target_schema, t->target_table, -1),
 						   RowExclusiveLock);
 	desc = RelationGetDescr(ar->rel);
@@ -227,11 +502,13 @@ handle_relation(ApplyState *st, StringInfo s)
 		int			j;
 
 		ar->attmap[i] = -1;
+		if (feeds[i] == NULL)
+			continue;			/* left out by the contract */
 		for (j = 0; j < desc->natts; j++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, j);
 
-			if (!att->attisdropped && strcmp(NameStr(att->attname), lr->attnames[i]) == 0)
+			if (!att->attisdropped && strcmp(NameStr(att->attname), feeds[i]) == 0)
 			{
 				ar->attmap[i] = j;
 				break;
@@ -240,37 +517,10 @@ handle_relation(ApplyState *st, StringInfo s)
 		if (ar->attmap[i] < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("source table \"%s.%s\" no longer matches datamart table \"%s.%s\"",
-							lr->nspname, lr->relname, t->target_schema, t->target_table),
-					 errdetail("Column \"%s\" exists on the source but not in the datamart.",
-							   lr->attnames[i]),
-					 errhint("Add the column to the datamart table, or drop the pipeline and create it again. Nothing was applied.")));
-	}
-	for (i = 0; i < desc->natts; i++)
-		if (!TupleDescAttr(desc, i)->attisdropped)
-			nlive++;
-	if (nlive != lr->natts)
-	{
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			int			j;
-			bool		fed = false;
-
-			if (att->attisdropped)
-				continue;
-			for (j = 0; j < lr->natts; j++)
-				if (ar->attmap[j] == i)
-					fed = true;
-			if (!fed)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("source table \"%s.%s\" no longer matches datamart table \"%s.%s\"",
-								lr->nspname, lr->relname, t->target_schema, t->target_table),
-						 errdetail("Column \"%s\" of the datamart table is no longer sent by the source.",
-								   NameStr(att->attname)),
-						 errhint("Drop the column from the datamart table, or drop the pipeline and create it again. Nothing was applied.")));
-		}
+					 errmsg("datamart table \"%s.%s\" no longer matches its contract",
+							t->target_schema, t->target_table),
+					 errdetail("Column \"%s\" of the contract is missing from the table.", feeds[i]),
+					 errhint("Do not alter pg_sluice's tables by hand; add the column back. Nothing was applied.")));
 	}
 
 	ar->infuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
@@ -363,6 +613,8 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 	{
 		int			j = ar->attmap[i];
 
+		if (j < 0)
+			continue;			/* a source column the contract leaves out */
 		st->cur_att = i;
 		switch (tup->colstatus[i])
 		{
@@ -571,8 +823,17 @@ handle_truncate(ApplyState *st, StringInfo s)
 	{
 		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
 
+		/*
+		 * The index arrays must live as long as the relation, not in the
+		 * per-message context we run in.
+		 */
 		if (ar && ar->mapped)
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
 			ExecOpenIndices(ar->rri, false);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	st->stats->truncated += list_length(rels);
 }

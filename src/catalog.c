@@ -17,6 +17,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -57,7 +58,7 @@ catalog_source_conninfo(const char *source)
 #define PIPELINE_QUERY \
 	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
 	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
-	"       p.binary_transfer, p.continuous " \
+	"       p.binary_transfer, p.continuous, p.paused_reason " \
 	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 
 static SluicePipeline *read_pipeline(void);
@@ -133,9 +134,11 @@ read_pipeline(void)
 	p->target_schema = getstr(0, 9);
 	p->binary = (strcmp(getstr(0, 10), "t") == 0);
 	p->continuous = (strcmp(getstr(0, 11), "t") == 0);
+	p->paused_reason = getstr(0, 12);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
-	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table "
+	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table, "
+							   "       drift_policy, contract_version, ignored_columns "
 							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
 							   " ORDER BY source_schema, source_table",
 							   1, types, args, NULL, true, 0);
@@ -149,7 +152,51 @@ read_pipeline(void)
 		t->source_table = getstr(i, 2);
 		t->target_schema = getstr(i, 3);
 		t->target_table = getstr(i, 4);
+		t->drift_policy = getstr(i, 5);
+		t->contract_version = atoi(getstr(i, 6));
+		{
+			bool		isnull;
+			Datum		arr = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull);
+			Datum	   *elems;
+			int			nelems;
+			int			k;
+
+			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, NULL, &nelems);
+			for (k = 0; k < nelems; k++)
+				t->ignored = lappend(t->ignored, makeString(TextDatumGetCString(elems[k])));
+		}
 		p->tables = lappend(p->tables, t);
+	}
+
+	/* the current contract of every table */
+	rc = SPI_execute_with_args("SELECT cc.source_schema, cc.source_table, cc.column_name, cc.source_column, "
+							   "       cc.data_type, cc.not_null, cc.is_key, cc.source_type "
+							   "  FROM sluice._contract_column cc JOIN sluice._pipeline_table pt "
+							   "    USING (pipeline_id, source_schema, source_table, contract_version) "
+							   " WHERE cc.pipeline_id = $1 ORDER BY cc.source_schema, cc.source_table, cc.position",
+							   1, types, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		SluiceColumn *c = palloc0(sizeof(SluiceColumn));
+		ListCell   *lc;
+
+		c->name = getstr(i, 3);
+		c->source_column = getstr(i, 4);
+		c->data_type = getstr(i, 5);
+		c->not_null = (strcmp(getstr(i, 6), "t") == 0);
+		c->is_key = (strcmp(getstr(i, 7), "t") == 0);
+		c->source_type = (Oid) strtoul(getstr(i, 8), NULL, 10);
+		foreach(lc, p->tables)
+		{
+			SluiceTable *t = lfirst(lc);
+
+			if (strcmp(t->source_schema, getstr(i, 1)) == 0 &&
+				strcmp(t->source_table, getstr(i, 2)) == 0)
+				t->columns = lappend(t->columns, c);
+		}
 	}
 	return p;
 }
@@ -224,4 +271,18 @@ catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 							   3, types, args, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "could not record run position: %s", SPI_result_code_string(rc));
+}
+
+/* A run that stopped on schema drift: nothing applied, pipeline paused. */
+void
+catalog_run_paused(int64 run_id, const char *reason)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(run_id);
+	args[1] = CStringGetTextDatum(reason);
+	if (SPI_execute_with_args("UPDATE sluice._run SET status = 'paused', error = $2 WHERE run_id = $1",
+							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the paused run");
 }

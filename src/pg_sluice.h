@@ -77,8 +77,19 @@ typedef struct SluicePipeline
 	char	   *target_schema;
 	bool		binary;			/* pgoutput binary transfer is safe */
 	bool		continuous;		/* streamed by a background worker */
+	char	   *paused_reason;	/* NULL unless paused (schema drift) */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
+
+typedef struct SluiceColumn
+{
+	char	   *name;			/* datamart column */
+	char	   *source_column;	/* source column feeding it, or NULL */
+	char	   *data_type;
+	bool		not_null;
+	bool		is_key;
+	Oid			source_type;	/* type OID on the source, as pgoutput sends */
+} SluiceColumn;
 
 typedef struct SluiceTable
 {
@@ -86,7 +97,29 @@ typedef struct SluiceTable
 	char	   *source_table;
 	char	   *target_schema;
 	char	   *target_table;
+	char	   *drift_policy;	/* freeze, evolve or ignore */
+	int			contract_version;
+	List	   *columns;		/* SluiceColumn *, the current contract */
+	List	   *ignored;		/* String: source columns left out */
 } SluiceTable;
+
+/*
+ * Schema drift that pauses the pipeline: apply.c fills it in just before
+ * raising the error, refresh.c records it once the batch rolled back.
+ */
+typedef struct SluiceDrift
+{
+	char	   *source_schema;
+	char	   *source_table;
+	char	   *policy;
+	char	   *detail;
+	char	   *source_columns;	/* jsonb text */
+	int			contract_version;
+	TransactionId xid;
+	XLogRecPtr	lsn;
+} SluiceDrift;
+
+extern SluiceDrift *sluice_pending_drift;
 
 extern char *catalog_source_conninfo(const char *source);
 extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
@@ -96,6 +129,7 @@ extern int64 catalog_insert_run(int pipeline_id, const char *kind,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,
 								int64 upd, int64 del, int64 trunc,
 								TimestampTz last_commit);
+extern void catalog_run_paused(int64 run_id, const char *reason);
 extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 										XLogRecPtr restart_lsn);
 
@@ -119,8 +153,7 @@ typedef struct ApplyStats
 	XLogRecPtr	last_end_lsn;	/* end of the last applied transaction */
 	TimestampTz last_commit_time;
 	int64		messages;		/* pgoutput messages received */
-	bool		stopped_early;	/* stopped at a commit past max_ms; the
-								 * connection is mid-COPY: abandon it */
+	bool		stopped_early;	/* stopped at a commit past max_ms */
 } ApplyStats;
 
 extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc,
@@ -138,11 +171,16 @@ typedef struct RefreshResult
 	XLogRecPtr	source_flush_lsn;	/* source's flushed WAL at the start */
 	XLogRecPtr	slot_restart_lsn;	/* oldest WAL the slot keeps on the source */
 	bool		complete;		/* reached source_flush_lsn */
+	bool		conn_closed;	/* the connection was abandoned mid-stream */
+	bool		paused;			/* schema drift paused the pipeline: nothing
+								 * was applied */
+	char	   *paused_reason;
 } RefreshResult;
 
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
+extern void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
 
 /* ---------- worker.c: continuous mode ---------- */
 

@@ -21,9 +21,14 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/resowner.h"
 
 #include "pg_sluice.h"
 
@@ -43,9 +48,9 @@ parse_lsn(const char *s)
  * sc is an open (non-replication) connection to the source.  When the batch
  * stopped early, sc has been closed: r->stats.stopped_early.
  */
-void
-refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
-				 int max_ms, RefreshResult *r)
+static void
+refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
+			  int max_ms, RefreshResult *r)
 {
 	XLogRecPtr	start_lsn;
 	XLogRecPtr	upto;
@@ -54,7 +59,6 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	const char *params[2];
 	char		lsnbuf[32];
 
-	memset(r, 0, sizeof(*r));
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
 
@@ -119,7 +123,11 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 
 	apply_stream(pipe, sc, start_lsn, upto, max_messages, max_ms, &r->stats);
 	if (r->stats.stopped_early)
+	{
+		/* the source is still sending: cancel and close */
 		transport_abandon(sc);
+		r->conn_closed = true;
+	}
 
 	r->complete = !r->stats.stopped_early &&
 		(max_messages <= 0 || r->stats.messages < max_messages);
@@ -135,4 +143,102 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	else
 		r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
 	origin_session_set(r->end_lsn, r->stats.last_commit_time);
+}
+
+/*
+ * Pull and apply, pausing the pipeline on schema drift.
+ *
+ * The batch runs in a subtransaction: when apply.c meets drift its policy
+ * cannot absorb, the subtransaction rolls back (nothing of the batch stays,
+ * the origin does not move), and the pause and the drift event are recorded
+ * in the caller's transaction, so they survive.  Any other error propagates.
+ * See refresh_inner for the rest.
+ */
+void
+refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
+				 int max_ms, RefreshResult *r)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	memset(r, 0, sizeof(*r));
+	sluice_pending_drift = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		refresh_inner(pipe, sc, max_messages, max_ms, r);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		SluiceDrift *d = sluice_pending_drift;
+		ErrorData  *edata;
+
+		sluice_pending_drift = NULL;
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		/* any other error: the subtransaction is gone, pass it on */
+		if (d == NULL)
+			ReThrowError(edata);
+
+		if (!r->conn_closed)
+		{
+			transport_abandon(sc);
+			r->conn_closed = true;
+		}
+		memset(&r->stats, 0, sizeof(r->stats));
+		r->end_lsn = r->start_lsn;
+		r->complete = true;
+		r->paused = true;
+		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
+		refresh_record_pause(pipe, r);
+		{
+			Oid			types[10] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
+			INT4OID, TEXTOID, TEXTOID};
+			Datum		args[10];
+
+			args[0] = Int32GetDatum(pipe->pipeline_id);
+			args[1] = CStringGetTextDatum(d->source_schema);
+			args[2] = CStringGetTextDatum(d->source_table);
+			args[3] = TransactionIdGetDatum(d->xid);
+			args[4] = LSNGetDatum(d->lsn);
+			args[5] = CStringGetTextDatum(d->policy);
+			args[6] = CStringGetTextDatum(d->detail);
+			args[7] = Int32GetDatum(d->contract_version);
+			args[8] = CStringGetTextDatum(d->source_columns);
+			args[9] = CStringGetTextDatum("paused");
+			if (SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
+									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns) "
+									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb)",
+									  10, types, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not record the drift event");
+		}
+		ereport(WARNING,
+				(errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
+				 errdetail("%s", d->detail),
+				 errhint("%s", edata->hint ? edata->hint : "")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Mark the pipeline paused, in the caller's transaction. */
+void
+refresh_record_pause(SluicePipeline *pipe, RefreshResult *r)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(r->paused_reason);
+	if (SPI_execute_with_args("UPDATE sluice._pipeline SET paused_reason = $2, paused_at = pg_catalog.now() "
+							  " WHERE pipeline_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the pause");
 }

@@ -703,17 +703,27 @@ worker_batch(int pipeline_id, bool *done)
 		return false;
 	}
 
+	if (pipe->paused_reason)
+	{
+		/* schema drift paused it: wait for sluice.resume() */
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return true;
+	}
+
 	if (worker_conn == NULL)
 	{
 		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
 		worker_conn->persistent = true;
 	}
 	refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
-	if (r.stats.stopped_early)
+	if (r.conn_closed)
 		worker_conn = NULL;		/* abandoned mid-stream */
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
-	if (r.stats.transactions > 0)
+	if (r.stats.transactions > 0 || r.paused)
 	{
 		int64		run_id;
 
@@ -722,6 +732,8 @@ worker_batch(int pipeline_id, bool *done)
 									r.stats.updated, r.stats.deleted, r.stats.truncated,
 									r.stats.last_commit_time);
 		catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
+		if (r.paused)
+			catalog_run_paused(run_id, r.paused_reason);
 	}
 	LWLockAcquire(shared->lock, LW_SHARED);
 	had_error = s->in_error;
@@ -886,7 +898,7 @@ sluice_worker_main(Datum arg)
 			edata = CopyErrorData();
 			EmitErrorReport();
 			FlushErrorState();
-			AbortCurrentTransaction();
+			AbortOutOfAnyTransaction();
 			worker_conn = NULL;	/* closed by the abort */
 		}
 		PG_END_TRY();
