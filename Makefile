@@ -29,6 +29,9 @@ EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# every module includes the shared header
+$(OBJS): src/pg_sluice.h
+
 PG_PROVE_FLAGS += -I $(srcdir)/test/perl
 
 # The SQL script, control file, META.json and the library must agree on one version.

@@ -39,6 +39,7 @@ CREATE TABLE sluice._pipeline (
     last_error_at     timestamptz,
     paused_reason     text,
     paused_at         timestamptz,
+    skip_xid          xid,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -100,6 +101,44 @@ CREATE INDEX ON sluice._drift_event (pipeline_id, event_id);
 COMMENT ON TABLE sluice._drift_event IS
   'Private: every schema drift detected on a source table, and what pg_sluice did about it.';
 
+CREATE TABLE sluice._expectation (
+    expectation_id   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    name             text NOT NULL,
+    kind             text NOT NULL,
+    column_names     name[] NOT NULL DEFAULT '{}',
+    args             jsonb NOT NULL DEFAULT '{}',
+    severity         text NOT NULL CHECK (severity IN ('error', 'warn', 'quarantine')),
+    predicate        text,
+    check_sql        text,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (pipeline_id, name),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._expectation IS
+  'Private: data-quality expectations per datamart table. predicate: row expectations (a boolean SQL expression over the row, compiled once per batch); check_sql: set expectations (run once per batch).';
+
+CREATE TABLE sluice._quarantine (
+    quarantine_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    expectation_id   integer REFERENCES sluice._expectation ON DELETE SET NULL,
+    target_schema    name NOT NULL,
+    target_table     name NOT NULL,
+    source_xid       xid,
+    source_lsn       pg_lsn,
+    change           text NOT NULL,
+    row_data         jsonb NOT NULL,
+    quarantined_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released', 'discarded')),
+    resolved_at      timestamptz
+);
+CREATE INDEX ON sluice._quarantine (pipeline_id, status);
+COMMENT ON TABLE sluice._quarantine IS
+  'Private: rows held back by quarantine expectations, with the reason; release or discard them.';
+
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
@@ -117,7 +156,8 @@ CREATE TABLE sluice._run (
     last_source_commit timestamptz,
     source_flush_lsn  pg_lsn,
     slot_restart_lsn  pg_lsn,
-    error             text
+    error             text,
+    skipped_xid       xid
 );
 CREATE INDEX ON sluice._run (pipeline_id, run_id);
 CREATE INDEX ON sluice._run (finished_at);
@@ -130,6 +170,23 @@ SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline_table', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._run', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._contract_column', '');
 SELECT pg_catalog.pg_extension_config_dump('sluice._drift_event', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._expectation', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._quarantine', '');
+
+CREATE TABLE sluice._expectation_result (
+    run_id           bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
+    expectation_id   integer NOT NULL REFERENCES sluice._expectation ON DELETE CASCADE,
+    evaluated        bigint NOT NULL,
+    failed           bigint NOT NULL,
+    success          boolean NOT NULL,
+    observed         text,
+    sample_keys      jsonb,
+    PRIMARY KEY (run_id, expectation_id)
+);
+CREATE INDEX ON sluice._expectation_result (expectation_id);
+COMMENT ON TABLE sluice._expectation_result IS
+  'Private: the result of every expectation in every run.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._expectation_result', '');
 
 -------------------------------------------------------------------------------
 -- Result type
@@ -237,14 +294,17 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice._worker_status() IS
   'Private: what the continuous workers of this database report (shared memory); read sluice.status.';
 
-CREATE FUNCTION sluice.resume(pipeline text)
+CREATE FUNCTION sluice.resume(pipeline text, skip_xid xid DEFAULT NULL)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE STRICT
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   reason text;
 BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
   SELECT p.paused_reason INTO reason FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
@@ -254,12 +314,13 @@ BEGIN
     RAISE NOTICE 'pipeline "%" is not paused', pipeline;
     RETURN false;
   END IF;
-  UPDATE sluice._pipeline p SET paused_reason = NULL, paused_at = NULL WHERE p.name = pipeline;
+  UPDATE sluice._pipeline p SET paused_reason = NULL, paused_at = NULL, skip_xid = resume.skip_xid
+   WHERE p.name = pipeline;
   RETURN true;
 END
 $$;
-COMMENT ON FUNCTION sluice.resume(text) IS
-  'Lets a paused pipeline apply again, after the contract or the data was fixed: the changes it stopped at are applied by the next refresh or batch.';
+COMMENT ON FUNCTION sluice.resume(text, xid) IS
+  'Lets a paused pipeline apply again, after the contract or the expectation was fixed: the changes it stopped at are applied by the next refresh or batch. With skip_xid, that source transaction is skipped once (recorded in sluice.runs.skipped_xid).';
 
 CREATE FUNCTION sluice._contract_table(target regclass, lock boolean DEFAULT false,
     OUT pipeline_id integer, OUT source_schema text, OUT source_table text,
@@ -502,7 +563,8 @@ SELECT r.run_id,
        r.rows_deleted,
        r.tables_truncated,
        r.last_source_commit,
-       r.error
+       r.error,
+       r.skipped_xid
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id);
 COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
@@ -521,7 +583,8 @@ COMMENT ON COLUMN sluice.runs.rows_updated IS 'Rows updated.';
 COMMENT ON COLUMN sluice.runs.rows_deleted IS 'Rows deleted.';
 COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
 COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
-COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed.';
+COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed, or why a paused run paused.';
+COMMENT ON COLUMN sluice.runs.skipped_xid IS 'Source transaction this run skipped on purpose (sluice.resume(pipeline, skip_xid)).';
 
 CREATE VIEW sluice.contracts AS
 SELECT pt.target_schema,
@@ -584,6 +647,72 @@ COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeli
 COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
 COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
 COMMENT ON COLUMN sluice.drift_events.source_columns IS 'The source table''s columns as the source now sends them (name and type OID).';
+
+
+CREATE VIEW sluice.expectations AS
+SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,
+       e.column_names, e.args, e.severity, e.created_at
+  FROM sluice._expectation e
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table);
+COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations.';
+COMMENT ON COLUMN sluice.expectations.expectation_id IS 'Expectation identifier.';
+COMMENT ON COLUMN sluice.expectations.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.expectations.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.expectations.target_table IS 'Datamart table it checks.';
+COMMENT ON COLUMN sluice.expectations.name IS 'Expectation name, unique in the pipeline.';
+COMMENT ON COLUMN sluice.expectations.kind IS 'Great Expectations name of the check.';
+COMMENT ON COLUMN sluice.expectations.column_names IS 'Columns it checks.';
+COMMENT ON COLUMN sluice.expectations.args IS 'Its parameters (min_value, max_value, value_set, regex, ...).';
+COMMENT ON COLUMN sluice.expectations.severity IS 'error (roll the batch back, pause), warn (apply, record) or quarantine (hold the failing row back).';
+COMMENT ON COLUMN sluice.expectations.created_at IS 'When it was declared.';
+
+CREATE VIEW sluice.quality AS
+SELECT r.run_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name AS expectation, e.kind,
+       e.column_names, e.severity, r.finished_at, r.status AS run_status,
+       er.evaluated, er.failed, er.success, er.observed, er.sample_keys
+  FROM sluice._expectation_result er
+  JOIN sluice._run r USING (run_id)
+  JOIN sluice._expectation e USING (expectation_id)
+  JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) e.pipeline_id
+  JOIN sluice._pipeline_table pt ON (pt.pipeline_id, pt.source_schema, pt.source_table)
+       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table);
+COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard.';
+COMMENT ON COLUMN sluice.quality.run_id IS 'Run (sluice.runs).';
+COMMENT ON COLUMN sluice.quality.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.quality.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.quality.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.quality.expectation IS 'Expectation name.';
+COMMENT ON COLUMN sluice.quality.kind IS 'Great Expectations name of the check.';
+COMMENT ON COLUMN sluice.quality.column_names IS 'Columns checked.';
+COMMENT ON COLUMN sluice.quality.severity IS 'error, warn or quarantine.';
+COMMENT ON COLUMN sluice.quality.finished_at IS 'When the run finished.';
+COMMENT ON COLUMN sluice.quality.run_status IS 'succeeded, or paused when an error-severity expectation failed.';
+COMMENT ON COLUMN sluice.quality.evaluated IS 'Rows checked (row expectations: rows written; set expectations: rows the run changed, or 1 for table-level checks).';
+COMMENT ON COLUMN sluice.quality.failed IS 'Rows (or values) that failed.';
+COMMENT ON COLUMN sluice.quality.success IS 'No failure.';
+COMMENT ON COLUMN sluice.quality.observed IS 'Observed value of table-level checks (row count, max).';
+COMMENT ON COLUMN sluice.quality.sample_keys IS 'Up to 5 keys (or values) that failed.';
+
+CREATE VIEW sluice.quarantine AS
+SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.name AS expectation,
+       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at
+  FROM sluice._quarantine q
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._expectation e USING (expectation_id);
+COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations; release or discard them.';
+COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
+COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.quarantine.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.quarantine.target_table IS 'Datamart table the row was for.';
+COMMENT ON COLUMN sluice.quarantine.expectation IS 'Expectation the row failed.';
+COMMENT ON COLUMN sluice.quarantine.change IS 'insert or update.';
+COMMENT ON COLUMN sluice.quarantine.row_data IS 'The row as it would have been written.';
+COMMENT ON COLUMN sluice.quarantine.source_xid IS 'Source transaction.';
+COMMENT ON COLUMN sluice.quarantine.source_lsn IS 'Commit LSN of the source transaction.';
+COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
+COMMENT ON COLUMN sluice.quarantine.status IS 'held, released or discarded.';
+COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released or discarded.';
 
 CREATE VIEW sluice.status AS
 WITH w AS (SELECT * FROM sluice._worker_status()),
@@ -658,6 +787,326 @@ COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is p
 COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
 COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
 
+
+-------------------------------------------------------------------------------
+-- Expectations (Great Expectations names; see README for the dbt mapping)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._changed_here(xid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_changed_here'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._changed_here(xid) IS
+  'Private: true when a row version (its xmin) was written by the current transaction: set expectations look at what the batch changed.';
+
+CREATE FUNCTION sluice._compile_predicate(target regclass, predicate text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sluice_compile_predicate'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._compile_predicate(regclass, text) IS
+  'Private: checks that a row predicate is a valid boolean SQL expression over the table''s columns, without subqueries, aggregates or volatile functions.';
+
+CREATE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  qt text := target::text;
+  pred text;
+  chk text;
+  lo text := args->>'min_value';
+  hi text := args->>'max_value';
+  smin boolean := coalesce((args->>'strict_min')::boolean, false);
+  smax boolean := coalesce((args->>'strict_max')::boolean, false);
+  bad boolean;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_value_lengths_to_be_between', 'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+  keycols text;
+  other regclass;
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
+              'expect_table_row_count_to_be_between') THEN
+    IF lo IS NULL AND hi IS NULL THEN
+      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lo IS NOT NULL AND hi IS NOT NULL THEN
+      EXECUTE format('SELECT %L::%s > %L::%s', lo,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
+      IF bad THEN
+        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+    END IF;
+  END IF;
+
+  CASE kind
+  WHEN 'expect_column_values_to_not_be_null' THEN
+    pred := format('%I IS NOT NULL', col);
+  WHEN 'expect_column_values_to_be_in_set' THEN
+    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I = ANY (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ);
+  WHEN 'expect_column_values_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
+  WHEN 'expect_column_values_to_match_regex' THEN
+    IF args->>'regex' IS NULL THEN
+      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+      PERFORM '' ~ (args->>'regex');
+    EXCEPTION WHEN invalid_regular_expression THEN
+      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
+        DETAIL = SQLERRM;
+    END;
+    pred := format('%1$I IS NULL OR %1$I::text ~ %2$L', col, args->>'regex');
+  WHEN 'expect_column_value_lengths_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('length(%I::text) >= %s', col, lo::bigint) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('length(%I::text) <= %s', col, hi::bigint) END);
+  WHEN 'expect_row_to_satisfy' THEN
+    IF args->>'predicate' IS NULL THEN
+      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := args->>'predicate';
+  WHEN 'expect_column_values_to_be_unique' THEN
+    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
+    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
+      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
+               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
+      keycols, qt,
+      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
+      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
+  WHEN 'expect_table_row_count_to_be_between' THEN
+    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
+                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
+                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
+  WHEN 'expect_column_values_to_be_in_table' THEN
+    BEGIN
+      other := (args->>'table')::regclass;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
+    END;
+    IF other IS NULL OR args->>'column' IS NULL THEN
+      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
+      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
+    END IF;
+    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
+      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
+      col, qt, other::text, args->>'column');
+  WHEN 'expect_column_max_to_be_fresh' THEN
+    IF args->>'max_age' IS NULL THEN
+      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM (args->>'max_age')::interval;
+    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
+                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
+  END CASE;
+
+  IF pred IS NOT NULL THEN
+    PERFORM sluice._compile_predicate(target, pred);
+  ELSE
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+COMMENT ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text) IS
+  'Declares a data-quality expectation on a datamart table, checked in every refresh''s transaction; returns its name.';
+
+CREATE FUNCTION sluice.drop_expectation(target regclass, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  t := sluice._contract_table(target, true);
+  DELETE FROM sluice._expectation e
+   WHERE (e.pipeline_id, e.source_schema, e.source_table) = (t.pipeline_id, t.source_schema, t.source_table)
+     AND e.name = drop_expectation.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'expectation "%" does not exist on %', name, target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.expectations lists them.';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_expectation(regclass, text) IS 'Removes an expectation (its past results go with it).';
+
+CREATE FUNCTION sluice.expect_column_values_to_not_be_null(target regclass, column_name name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_be_null', ARRAY[column_name], '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_unique(target regclass, column_names name[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_unique', column_names, '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_in_set(target regclass, column_name name, value_set text[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_set', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name, min_value text, max_value text,
+    strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value, 'strict_min', strict_min, 'strict_max', strict_max), severity);
+CREATE FUNCTION sluice.expect_column_values_to_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_match_regex', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('regex', regex), severity);
+CREATE FUNCTION sluice.expect_column_value_lengths_to_be_between(target regclass, column_name name, min_value integer, max_value integer, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_value_lengths_to_be_between', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value), severity);
+CREATE FUNCTION sluice.expect_table_row_count_to_be_between(target regclass, min_value bigint, max_value bigint, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_table_row_count_to_be_between', '{}',
+                              pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value), severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_in_table(target regclass, column_name name, other_table regclass, other_column name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_table', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('table', other_table::text, 'column', other_column), severity);
+CREATE FUNCTION sluice.expect_column_max_to_be_fresh(target regclass, column_name name, max_age interval, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_max_to_be_fresh', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('max_age', max_age), severity);
+CREATE FUNCTION sluice.expect_row_to_satisfy(target regclass, predicate text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_row_to_satisfy', '{}',
+                              pg_catalog.jsonb_build_object('predicate', predicate), severity);
+
+CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  q record;
+  keys text[];
+  cols text;
+  target text;
+BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
+  IF NOT FOUND OR q.status <> 'held' THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  target := format('%I.%I', q.target_schema, q.target_table);
+  SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
+   WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  IF cardinality(keys) > 0 THEN
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
+                   (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped))
+      USING coalesce(corrected, q.row_data);
+  ELSE
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target)
+      USING coalesce(corrected, q.row_data);
+  END IF;
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(),
+         row_data = coalesce(corrected, row_data)
+   WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb) IS
+  'Writes a held row into its datamart table (as stored, or as corrected), replacing the row with the same key; marks it released.';
+
+CREATE FUNCTION sluice.discard_quarantined(quarantine_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  UPDATE sluice._quarantine SET status = 'discarded', resolved_at = now()
+   WHERE _quarantine.quarantine_id = discard_quarantined.quarantine_id AND status = 'held';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row discarded: it never reaches the datamart.';
+
 -------------------------------------------------------------------------------
 -- Privileges: administration is for the extension owner and whom they grant.
 -------------------------------------------------------------------------------
@@ -671,13 +1120,28 @@ REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION sluice.resume(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
 REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
-    sluice._drift_event FROM PUBLIC;
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
+    sluice.drop_expectation(regclass, text),
+    sluice.expect_column_values_to_not_be_null(regclass, name, text),
+    sluice.expect_column_values_to_be_unique(regclass, name[], text),
+    sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+    sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+    sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+    sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+    sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+    sluice.expect_row_to_satisfy(regclass, text, text),
+    sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
+    sluice._compile_predicate(regclass, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
-    sluice.contracts, sluice.drift_events TO PUBLIC;
+    sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality TO PUBLIC;
+REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;

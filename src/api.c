@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -909,6 +910,9 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
 	if (r.paused)
 		catalog_run_paused(run_id, r.paused_reason);
+	if (TransactionIdIsValid(r.stats.skipped_xid))
+		catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
+	expect_record_results(run_id);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,

@@ -70,6 +70,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -98,7 +99,19 @@ typedef struct ApplyRel
 	FmgrInfo   *recvfuncs;		/* per target attribute: binary input */
 	Oid		   *ioparams;
 	EPQState	epqstate;
+	SluiceTable *table;			/* its contract and expectations */
+	List	   *rowchecks;		/* RowCheck *: compiled row expectations */
+	bool		has_quarantine; /* some row expectation quarantines */
+	int			nkeys;			/* key columns, for failure samples */
+	AttrNumber *keyatts;
 } ApplyRel;
+
+/* A row expectation compiled for one relation and batch. */
+typedef struct RowCheck
+{
+	SluiceExpectation *e;
+	ExprState  *state;
+} RowCheck;
 
 typedef struct ApplyState
 {
@@ -555,8 +568,142 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->localslot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(ar->rel));
 	EvalPlanQualInit(&ar->epqstate, st->estate, NULL, NIL, -1);
 
+	/* row expectations: compiled once here, evaluated per row in C */
+	ar->table = t;
+	{
+		ListCell   *lc;
+
+		foreach(lc, t->expectations)
+		{
+			SluiceExpectation *e = lfirst(lc);
+			RowCheck   *rc;
+
+			if (e->predicate == NULL)
+				continue;
+			rc = palloc0(sizeof(RowCheck));
+			rc->e = e;
+			rc->state = ExecPrepareExpr(expect_parse_predicate(ar->rel, e->predicate), st->estate);
+			ar->rowchecks = lappend(ar->rowchecks, rc);
+			if (e->severity == 'q')
+				ar->has_quarantine = true;
+		}
+		ar->keyatts = palloc(sizeof(AttrNumber) * Max(list_length(t->columns), 1));
+		foreach(lc, t->columns)
+		{
+			SluiceColumn *c = lfirst(lc);
+
+			if (c->is_key)
+				ar->keyatts[ar->nkeys++] = get_attnum(RelationGetRelid(ar->rel), c->name);
+		}
+	}
+
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
+}
+
+/* The key of the row in a slot, as a JSON object (for failure samples). */
+static char *
+row_key_json(ApplyRel *ar, TupleTableSlot *slot)
+{
+	StringInfoData buf;
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			i;
+
+	slot_getallattrs(slot);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (i = 0; i < ar->nkeys; i++)
+	{
+		int			j = ar->keyatts[i] - 1;
+		Form_pg_attribute att;
+
+		if (j < 0)
+			continue;
+		att = TupleDescAttr(desc, j);
+		if (buf.len > 1)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, NameStr(att->attname));
+		appendStringInfoString(&buf, ": ");
+		if (slot->tts_isnull[j])
+			appendStringInfoString(&buf, "null");
+		else
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(att->atttypid, &out, &varlena);
+			escape_json(&buf, OidOutputFunctionCall(out, slot->tts_values[j]));
+		}
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* Hold a row back: store it with the expectation it failed. */
+static void
+quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
+			   TupleTableSlot *slot, const char *change)
+{
+	Oid			types[8] = {INT4OID, INT4OID, NAMEOID, NAMEOID, XIDOID, LSNOID, TEXTOID, TEXTOID};
+	Datum		args[8];
+	Datum		row = ExecFetchSlotHeapTupleDatum(slot);
+
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = Int32GetDatum(e->expectation_id);
+	args[2] = CStringGetDatum(ar->table->target_schema);
+	args[3] = CStringGetDatum(ar->table->target_table);
+	args[4] = TransactionIdGetDatum(st->begin.xid);
+	args[5] = LSNGetDatum(st->begin.final_lsn);
+	args[6] = CStringGetTextDatum(change);
+	args[7] = DirectFunctionCall1(row_to_json, row);
+	if (SPI_execute_with_args("INSERT INTO sluice._quarantine (pipeline_id, expectation_id, target_schema, "
+							  "  target_table, source_xid, source_lsn, change, row_data) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+							  8, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not quarantine a row");
+}
+
+/*
+ * Evaluate the row expectations on the row about to be written.  Returns
+ * false when the row must not be written (quarantined); an error-severity
+ * failure pauses the pipeline.
+ */
+static bool
+check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change)
+{
+	ListCell   *lc;
+	ExprContext *econtext;
+	bool		keep = true;
+
+	if (ar->rowchecks == NIL)
+		return true;
+	econtext = GetPerTupleExprContext(st->estate);
+	econtext->ecxt_scantuple = slot;
+	foreach(lc, ar->rowchecks)
+	{
+		RowCheck   *rc = lfirst(lc);
+		ExpectResult *r = expect_result(rc->e);
+		bool		isnull;
+		Datum		d;
+
+		r->evaluated++;
+		d = ExecEvalExprSwitchContext(rc->state, econtext, &isnull);
+		if (isnull || DatumGetBool(d))
+			continue;
+		r->failed++;
+		expect_add_sample(r, row_key_json(ar, slot));
+		if (rc->e->severity == 'e')
+			expect_pause(st->pipe, ar->table, rc->e,
+						 psprintf("Expectation \"%s\" failed for the row %s %s by source transaction %u.",
+								  rc->e->name, row_key_json(ar, slot),
+								  strcmp(change, "insert") == 0 ? "inserted" : "updated", st->begin.xid));
+		if (rc->e->severity == 'q' && keep)
+		{
+			quarantine_row(st, ar, rc->e, slot, change);
+			keep = false;
+		}
+	}
+	return keep;
 }
 
 /*
@@ -706,10 +853,15 @@ handle_insert(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->newslot, &newtup, NULL);
-	ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+	if (check_row(st, ar, ar->newslot, "insert"))
+	{
+		ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+		st->stats->inserted++;
+	}
+	else
+		st->stats->quarantined++;
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
-	st->stats->inserted++;
 }
 
 static void
@@ -730,10 +882,30 @@ handle_update(ApplyState *st, StringInfo s)
 	if (find_row(ar))
 	{
 		fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
-		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
-		ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
-								 ar->localslot, ar->newslot);
-		st->stats->updated++;
+		if (check_row(st, ar, ar->newslot, "update"))
+		{
+			EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+			ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
+									 ar->localslot, ar->newslot);
+			st->stats->updated++;
+		}
+		else
+			st->stats->quarantined++;
+	}
+	else if (ar->has_quarantine)
+	{
+		/*
+		 * The row was quarantined when inserted: the update stands for it,
+		 * checked again.
+		 */
+		fill_slot(st, ar, ar->newslot, &newtup, NULL);
+		if (check_row(st, ar, ar->newslot, "update"))
+		{
+			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+			st->stats->updated++;
+		}
+		else
+			st->stats->quarantined++;
 	}
 	else
 		ereport(ERROR,
@@ -765,6 +937,8 @@ handle_delete(ApplyState *st, StringInfo s)
 		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
 		st->stats->deleted++;
 	}
+	else if (ar->has_quarantine)
+		;						/* the row was quarantined: nothing to delete */
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
@@ -852,6 +1026,13 @@ apply_dispatch(ApplyState *st, StringInfo s)
 			st->skipping = (st->begin.final_lsn < st->start_lsn);
 			if (st->skipping)
 				st->stats->skipped_transactions++;
+			else if (TransactionIdIsValid(st->pipe->skip_xid) &&
+					 st->begin.xid == st->pipe->skip_xid)
+			{
+				/* sluice.resume(pipeline, skip_xid): skipped once, recorded */
+				st->skipping = true;
+				st->stats->skipped_xid = st->begin.xid;
+			}
 			break;
 		case LOGICAL_REP_MSG_COMMIT:
 			{

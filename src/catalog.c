@@ -58,7 +58,7 @@ catalog_source_conninfo(const char *source)
 #define PIPELINE_QUERY \
 	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
 	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
-	"       p.binary_transfer, p.continuous, p.paused_reason " \
+	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid " \
 	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 
 static SluicePipeline *read_pipeline(void);
@@ -135,6 +135,7 @@ read_pipeline(void)
 	p->binary = (strcmp(getstr(0, 10), "t") == 0);
 	p->continuous = (strcmp(getstr(0, 11), "t") == 0);
 	p->paused_reason = getstr(0, 12);
+	p->skip_xid = getstr(0, 13) ? (TransactionId) strtoul(getstr(0, 13), NULL, 10) : InvalidTransactionId;
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table, "
@@ -196,6 +197,34 @@ read_pipeline(void)
 			if (strcmp(t->source_schema, getstr(i, 1)) == 0 &&
 				strcmp(t->source_table, getstr(i, 2)) == 0)
 				t->columns = lappend(t->columns, c);
+		}
+	}
+
+	/* expectations */
+	rc = SPI_execute_with_args("SELECT source_schema, source_table, expectation_id, name, kind, severity, "
+							   "       predicate, check_sql "
+							   "  FROM sluice._expectation WHERE pipeline_id = $1 ORDER BY expectation_id",
+							   1, types, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		SluiceExpectation *e = palloc0(sizeof(SluiceExpectation));
+		ListCell   *lc;
+
+		e->expectation_id = atoi(getstr(i, 3));
+		e->name = getstr(i, 4);
+		e->kind = getstr(i, 5);
+		e->severity = getstr(i, 6)[0];
+		e->predicate = getstr(i, 7);
+		e->check_sql = getstr(i, 8);
+		foreach(lc, p->tables)
+		{
+			SluiceTable *t = lfirst(lc);
+
+			if (strcmp(t->source_schema, getstr(i, 1)) == 0 &&
+				strcmp(t->source_table, getstr(i, 2)) == 0)
+				t->expectations = lappend(t->expectations, e);
 		}
 	}
 	return p;
@@ -285,4 +314,21 @@ catalog_run_paused(int64 run_id, const char *reason)
 	if (SPI_execute_with_args("UPDATE sluice._run SET status = 'paused', error = $2 WHERE run_id = $1",
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the paused run");
+}
+
+/* The run skipped the transaction resume() named: record it, forget it. */
+void
+catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid)
+{
+	Oid			types[3] = {INT8OID, XIDOID, INT4OID};
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(run_id);
+	args[1] = TransactionIdGetDatum(xid);
+	args[2] = Int32GetDatum(pipeline_id);
+	if (SPI_execute_with_args("UPDATE sluice._run SET skipped_xid = $2 WHERE run_id = $1",
+							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_execute_with_args("UPDATE sluice._pipeline SET skip_xid = NULL WHERE pipeline_id = $3",
+							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the skipped transaction");
 }

@@ -25,7 +25,9 @@
 #include "datatype/timestamp.h"
 #include "libpq-fe.h"
 #include "nodes/pg_list.h"
+#include "lib/stringinfo.h"
 #include "utils/palloc.h"
+#include "utils/relcache.h"
 
 /* GUCs (pg_sluice.c) */
 extern int	sluice_connect_timeout;
@@ -78,6 +80,7 @@ typedef struct SluicePipeline
 	bool		binary;			/* pgoutput binary transfer is safe */
 	bool		continuous;		/* streamed by a background worker */
 	char	   *paused_reason;	/* NULL unless paused (schema drift) */
+	TransactionId skip_xid;		/* source transaction to skip once, or 0 */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 
@@ -91,6 +94,16 @@ typedef struct SluiceColumn
 	Oid			source_type;	/* type OID on the source, as pgoutput sends */
 } SluiceColumn;
 
+typedef struct SluiceExpectation
+{
+	int			expectation_id;
+	char	   *name;
+	char	   *kind;
+	char		severity;		/* 'e'rror, 'w'arn, 'q'uarantine */
+	char	   *predicate;		/* row expectation: boolean SQL over the row */
+	char	   *check_sql;		/* set expectation: query run once per batch */
+} SluiceExpectation;
+
 typedef struct SluiceTable
 {
 	char	   *source_schema;
@@ -101,6 +114,7 @@ typedef struct SluiceTable
 	int			contract_version;
 	List	   *columns;		/* SluiceColumn *, the current contract */
 	List	   *ignored;		/* String: source columns left out */
+	List	   *expectations;	/* SluiceExpectation * */
 } SluiceTable;
 
 /*
@@ -109,6 +123,7 @@ typedef struct SluiceTable
  */
 typedef struct SluiceDrift
 {
+	bool		is_expectation; /* an error-severity expectation, not drift */
 	char	   *source_schema;
 	char	   *source_table;
 	char	   *policy;
@@ -130,6 +145,7 @@ extern int64 catalog_insert_run(int pipeline_id, const char *kind,
 								int64 upd, int64 del, int64 trunc,
 								TimestampTz last_commit);
 extern void catalog_run_paused(int64 run_id, const char *reason);
+extern void catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid);
 extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 										XLogRecPtr restart_lsn);
 
@@ -150,6 +166,8 @@ typedef struct ApplyStats
 	int64		deleted;
 	int64		truncated;
 	int64		skipped_transactions;	/* already applied before */
+	int64		quarantined;	/* rows held back by expectations */
+	TransactionId skipped_xid;	/* the skip_xid transaction, when met */
 	XLogRecPtr	last_end_lsn;	/* end of the last applied transaction */
 	TimestampTz last_commit_time;
 	int64		messages;		/* pgoutput messages received */
@@ -186,6 +204,30 @@ extern void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
 
 extern void worker_shmem_init(void);
 extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
+
+/* ---------- expect.c: data-quality expectations ---------- */
+
+typedef struct ExpectResult
+{
+	int			expectation_id;
+	char	   *name;
+	char		severity;
+	int64		evaluated;
+	int64		failed;
+	char	   *observed;
+	StringInfoData sample;		/* JSON values, comma-separated */
+	int			nsample;
+} ExpectResult;
+
+extern List *sluice_results;
+extern struct Expr *expect_parse_predicate(Relation rel, const char *predicate);
+extern void expect_results_reset(void);
+extern ExpectResult *expect_result(SluiceExpectation *e);
+extern void expect_add_sample(ExpectResult *r, const char *json);
+extern void expect_run_set_checks(SluicePipeline *pipe);
+extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
+						 const char *detail) pg_attribute_noreturn();
+extern void expect_record_results(int64 run_id);
 
 /* ---------- copy.c: initial copy in one exported snapshot ---------- */
 

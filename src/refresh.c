@@ -122,6 +122,10 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 					  "set logical_decoding_work_mem");
 
 	apply_stream(pipe, sc, start_lsn, upto, max_messages, max_ms, &r->stats);
+
+	/* set expectations, on what the batch changed, before it commits */
+	if (r->stats.transactions > 0)
+		expect_run_set_checks(pipe);
 	if (r->stats.stopped_early)
 	{
 		/* the source is still sending: cancel and close */
@@ -163,6 +167,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 
 	memset(r, 0, sizeof(*r));
 	sluice_pending_drift = NULL;
+	expect_results_reset();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
@@ -199,6 +204,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		r->paused = true;
 		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
 		refresh_record_pause(pipe, r);
+		if (!d->is_expectation)
 		{
 			Oid			types[10] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
 			INT4OID, TEXTOID, TEXTOID};
@@ -221,7 +227,8 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 				elog(ERROR, "could not record the drift event");
 		}
 		ereport(WARNING,
-				(errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
+				(errcode(edata->sqlerrcode),
+				 errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
 				 errdetail("%s", d->detail),
 				 errhint("%s", edata->hint ? edata->hint : "")));
 		FreeErrorData(edata);

@@ -36,6 +36,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
@@ -723,7 +724,7 @@ worker_batch(int pipeline_id, bool *done)
 		worker_conn = NULL;		/* abandoned mid-stream */
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
-	if (r.stats.transactions > 0 || r.paused)
+	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
 	{
 		int64		run_id;
 
@@ -734,6 +735,9 @@ worker_batch(int pipeline_id, bool *done)
 		catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
 		if (r.paused)
 			catalog_run_paused(run_id, r.paused_reason);
+		if (TransactionIdIsValid(r.stats.skipped_xid))
+			catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
+		expect_record_results(run_id);
 	}
 	LWLockAcquire(shared->lock, LW_SHARED);
 	had_error = s->in_error;

@@ -1,0 +1,296 @@
+/*-------------------------------------------------------------------------
+ *
+ * expect.c
+ *	  Data-quality expectations, checked inside the applying transaction.
+ *
+ * Row expectations are boolean SQL expressions over a datamart row
+ * (generated from the Great Expectations vocabulary by add_expectation, or
+ * given by the user).  They are compiled once per batch and relation, the
+ * way CHECK constraints are (no subqueries, aggregates or volatile
+ * functions), and evaluated in C against every row the batch writes: no SQL
+ * round trip per row.  A NULL result passes, as for CHECK constraints.
+ *
+ * Set expectations (unique, row count, foreign key, freshness) are SQL
+ * queries run once per batch, after the batch's rows are written and before
+ * it commits; they look at the rows the batch changed through their xmin.
+ *
+ * Results accumulate in memory that survives the batch's subtransaction,
+ * so a failing batch still records what failed.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/expect.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "pg_sluice.h"
+
+PG_FUNCTION_INFO_V1(sluice_changed_here);
+PG_FUNCTION_INFO_V1(sluice_compile_predicate);
+
+List	   *sluice_results = NIL;
+MemoryContext sluice_results_cxt = NULL;
+
+#define MAX_SAMPLE 5
+
+/*
+ * Parse and analyze a row predicate against a relation, as a CHECK
+ * constraint would be.
+ */
+Expr *
+expect_parse_predicate(Relation rel, const char *predicate)
+{
+	List	   *raw;
+	RawStmt    *rs;
+	SelectStmt *sel;
+	ResTarget  *rt;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Node	   *expr;
+
+	raw = raw_parser(psprintf("SELECT (%s)", predicate), RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("expectation predicate must be a single expression: %s", predicate)));
+	rs = linitial_node(RawStmt, raw);
+	sel = (SelectStmt *) rs->stmt;
+	if (!IsA(sel, SelectStmt) || list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+		sel->whereClause != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("expectation predicate must be a single expression: %s", predicate)));
+	rt = linitial_node(ResTarget, sel->targetList);
+
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = predicate;
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock, NULL, false, true);
+	addNSItemToQuery(pstate, nsitem, true, true, true);
+	expr = transformExpr(pstate, rt->val, EXPR_KIND_CHECK_CONSTRAINT);
+	expr = coerce_to_boolean(pstate, expr, "expectation predicate");
+	assign_expr_collations(pstate, expr);
+	if (contain_volatile_functions(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expectation predicate calls a volatile function: %s", predicate),
+				 errdetail("A row's verdict must not change between evaluations."),
+				 errhint("Use immutable or stable functions only.")));
+	free_parsestate(pstate);
+	return (Expr *) expr;
+}
+
+/*
+ * sluice._compile_predicate(target, predicate): error if the predicate is
+ * not a valid row expectation for the table.
+ */
+Datum
+sluice_compile_predicate(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *predicate = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Relation	rel = table_open(relid, AccessShareLock);
+	Expr	   *expr = expect_parse_predicate(rel, predicate);
+
+	(void) expression_planner(expr);
+	table_close(rel, AccessShareLock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * sluice._changed_here(xmin): was this row version written by the current
+ * transaction (or one of its subtransactions)?
+ */
+Datum
+sluice_changed_here(PG_FUNCTION_ARGS)
+{
+	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
+
+	PG_RETURN_BOOL(TransactionIdIsCurrentTransactionId(xid));
+}
+
+/* ---------- results ---------- */
+
+void
+expect_results_reset(void)
+{
+	if (sluice_results_cxt == NULL)
+		sluice_results_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice expectation results",
+												   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(sluice_results_cxt);
+	sluice_results = NIL;
+}
+
+ExpectResult *
+expect_result(SluiceExpectation *e)
+{
+	ListCell   *lc;
+	ExpectResult *r;
+	MemoryContext old;
+
+	foreach(lc, sluice_results)
+	{
+		r = lfirst(lc);
+		if (r->expectation_id == e->expectation_id)
+			return r;
+	}
+	old = MemoryContextSwitchTo(sluice_results_cxt);
+	r = palloc0(sizeof(ExpectResult));
+	r->expectation_id = e->expectation_id;
+	r->name = pstrdup(e->name);
+	r->severity = e->severity;
+	initStringInfo(&r->sample);
+	sluice_results = lappend(sluice_results, r);
+	MemoryContextSwitchTo(old);
+	return r;
+}
+
+/* Add a failing key (JSON text) to a result's sample. */
+void
+expect_add_sample(ExpectResult *r, const char *json)
+{
+	MemoryContext old;
+
+	if (r->nsample >= MAX_SAMPLE)
+		return;
+	old = MemoryContextSwitchTo(sluice_results_cxt);
+	appendStringInfo(&r->sample, "%s%s", r->nsample ? ", " : "", json);
+	r->nsample++;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Run the set expectations of the pipeline's tables, inside the batch.
+ * An error-severity failure pauses the pipeline (the batch rolls back).
+ */
+void
+expect_run_set_checks(SluicePipeline *pipe)
+{
+	ListCell   *lc;
+
+	foreach(lc, pipe->tables)
+	{
+		SluiceTable *t = lfirst(lc);
+		ListCell   *ec;
+
+		foreach(ec, t->expectations)
+		{
+			SluiceExpectation *e = lfirst(ec);
+			ExpectResult *r;
+			bool		isnull;
+			int64		failed;
+			char	   *observed;
+			char	   *sample;
+
+			if (e->check_sql == NULL)
+				continue;
+			if (SPI_execute(e->check_sql, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "could not run expectation \"%s\"", e->name);
+			r = expect_result(e);
+			failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			r->failed += failed;
+			r->evaluated += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			observed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+			sample = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+			{
+				MemoryContext old = MemoryContextSwitchTo(sluice_results_cxt);
+
+				if (observed)
+					r->observed = pstrdup(observed);
+				if (sample && r->nsample == 0 && strlen(sample) > 2)
+				{
+					/* a JSON array: keep its elements */
+					appendBinaryStringInfo(&r->sample, sample + 1, strlen(sample) - 2);
+					r->nsample = MAX_SAMPLE;
+				}
+				MemoryContextSwitchTo(old);
+			}
+			if (failed > 0 && e->severity == 'e')
+				expect_pause(pipe, t, e, psprintf("Expectation \"%s\" failed for %lld %s%s%s.",
+												  e->name, (long long) failed,
+												  failed == 1 ? "value" : "values",
+												  observed ? ", observed " : "",
+												  observed ? observed : ""));
+			if (failed > 0 && e->severity == 'w')
+				ereport(WARNING,
+						(errmsg("expectation \"%s\" of pipeline \"%s\" failed for %lld %s",
+								e->name, pipe->name, (long long) failed, failed == 1 ? "value" : "values"),
+						 errdetail("The changes were applied (severity warn); sluice.quality records it.")));
+		}
+	}
+}
+
+/*
+ * An error-severity expectation failed: remember why for refresh.c, which
+ * rolls the batch back and pauses the pipeline, then raise.
+ */
+void
+expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+
+	d->is_expectation = true;
+	d->source_schema = pstrdup(t->source_schema);
+	d->source_table = pstrdup(t->source_table);
+	d->detail = pstrdup(detail);
+	MemoryContextSwitchTo(old);
+	sluice_pending_drift = d;
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("expectation \"%s\" failed on \"%s.%s\"", e->name, t->target_schema, t->target_table),
+			 errdetail("%s", detail),
+			 errhint("Nothing was applied and pipeline \"%s\" is paused. Fix the data on the source, or the expectation "
+					 "(sluice.drop_expectation), then call sluice.resume('%s').", pipe->name, pipe->name)));
+}
+
+/* Store the run's results (in the caller's transaction). */
+void
+expect_record_results(int64 run_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, sluice_results)
+	{
+		ExpectResult *r = lfirst(lc);
+		Oid			types[7] = {INT8OID, INT4OID, INT8OID, INT8OID, BOOLOID, TEXTOID, TEXTOID};
+		Datum		args[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = Int64GetDatum(run_id);
+		args[1] = Int32GetDatum(r->expectation_id);
+		args[2] = Int64GetDatum(r->evaluated);
+		args[3] = Int64GetDatum(r->failed);
+		args[4] = BoolGetDatum(r->failed == 0);
+		args[5] = r->observed ? CStringGetTextDatum(r->observed) : (Datum) 0;
+		nulls[5] = r->observed ? ' ' : 'n';
+		args[6] = CStringGetTextDatum(psprintf("[%s]", r->sample.data));
+		nulls[6] = r->nsample ? ' ' : 'n';
+		if (SPI_execute_with_args("INSERT INTO sluice._expectation_result (run_id, expectation_id, evaluated, "
+								  "  failed, success, observed, sample_keys) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
+								  "ON CONFLICT (run_id, expectation_id) DO NOTHING",
+								  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record expectation results");
+	}
+}
