@@ -254,11 +254,12 @@ CREATE FUNCTION sluice.create_pipeline(
     tables        text[],
     target_schema name DEFAULT NULL,
     publication   text DEFAULT NULL,
-    slot_name     text DEFAULT NULL)
+    slot_name     text DEFAULT NULL,
+    adopt_tables  boolean DEFAULT false)
 RETURNS sluice.refresh_result
 AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT;
-COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text) IS
+COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) IS
   'Creates a pipeline: publication (unless an existing one is named) and slot on the source, tables in the datamart, and the initial copy of every table in one consistent snapshot.';
 
 CREATE FUNCTION sluice.refresh(pipeline text)
@@ -1114,7 +1115,7 @@ COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row disc
 REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.drop_source(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.refresh(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;

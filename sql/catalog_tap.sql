@@ -12,11 +12,11 @@ SELECT has_schema('sluice');
 SELECT has_function('sluice', 'create_source', ARRAY['text', 'text']);
 SELECT has_function('sluice', 'alter_source', ARRAY['text', 'text']);
 SELECT has_function('sluice', 'drop_source', ARRAY['text']);
-SELECT has_function('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text']);
+SELECT has_function('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text', 'boolean']);
 SELECT has_function('sluice', 'refresh', ARRAY['text']);
 SELECT has_function('sluice', 'drop_pipeline', ARRAY['text', 'boolean', 'boolean']);
 SELECT function_returns('sluice', 'refresh', ARRAY['text'], 'sluice.refresh_result');
-SELECT function_returns('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text'], 'sluice.refresh_result');
+SELECT function_returns('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text', 'boolean'], 'sluice.refresh_result');
 SELECT volatility_is('sluice', 'refresh', ARRAY['text'], 'volatile');
 SELECT has_view('sluice', 'sources', 'sources view');
 SELECT has_view('sluice', 'pipelines', 'pipelines view');
@@ -40,7 +40,7 @@ SELECT table_privs_are('sluice', '_source', 'public', ARRAY[]::text[], 'secrets 
 SELECT table_privs_are('sluice', 'sources', 'public', ARRAY[]::text[], 'sources view is not public');
 SELECT table_privs_are('sluice', 'runs', 'public', ARRAY['SELECT'], 'runs are readable by all');
 SELECT function_privs_are('sluice', 'refresh', ARRAY['text'], 'public', ARRAY[]::text[], 'refresh is not public');
-SELECT function_privs_are('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text'],
+SELECT function_privs_are('sluice', 'create_pipeline', ARRAY['text', 'text', 'text[]', 'name', 'text', 'text', 'boolean'],
        'public', ARRAY[]::text[], 'create_pipeline is not public');
 SELECT throws_ok($$SELECT sluice.refresh('none')$$, '42704', 'pipeline "none" does not exist', 'unknown pipeline');
 SELECT ok((SELECT bool_and(obj_description(c.oid) IS NOT NULL)

@@ -20,7 +20,11 @@
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "utils/rel.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -59,6 +63,8 @@ typedef struct SourceTable
 	List	   *notnull;		/* int: 1 when NOT NULL */
 	List	   *srctypes;		/* oid: type on the source, as pgoutput sends it */
 	bool		binary_safe;	/* every column's binary form is the same here */
+	Oid			adopted;		/* existing datamart table it feeds, or 0 */
+	List	   *ignored;		/* String: source columns the datamart table lacks */
 } SourceTable;
 
 /* ---------- helpers ---------- */
@@ -392,18 +398,161 @@ describe_table(SluiceConn *sc, const char *spec)
  * Check, before anything is written, that every datamart type exists here
  * and no target table is in the way.
  */
+static char *
+key_list(List *keys)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	foreach(lc, keys)
+		appendStringInfo(&buf, "%s%s", buf.len > 1 ? ", " : "", quote_identifier(strVal(lfirst(lc))));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
+ * The datamart table exists and is the user's design: it becomes the
+ * contract.  Every column must be fed by the source column of the same name
+ * (its type may differ: values are converted through their text form); the
+ * source's key must be the table's primary key; source columns the table
+ * lacks are left out.  The table must be empty.
+ */
 static void
-check_target(SourceTable *t, const char *target_schema)
+adopt_target(SourceTable *t, const char *target_schema, Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *cols = NIL;
+	List	   *types = NIL;
+	List	   *srctypes = NIL;
+	List	   *notnull = NIL;
+	ListCell   *lc;
+	int			i;
+	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s.%s\" is not a table", target_schema, t->target)));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		ListCell   *c,
+				   *ty,
+				   *st;
+		bool		found = false;
+
+		if (att->attisdropped)
+			continue;
+		forthree(c, t->columns, ty, t->types, st, t->srctypes)
+		{
+			if (strcmp(strVal(lfirst(c)), NameStr(att->attname)) != 0)
+				continue;
+			found = true;
+			cols = lappend(cols, lfirst(c));
+			types = lappend(types, makeString(format_type_with_typemod(att->atttypid, att->atttypmod)));
+			srctypes = lappend_oid(srctypes, lfirst_oid(st));
+			notnull = lappend_int(notnull, att->attnotnull);
+			/* a different type is a cast through text: no binary transfer */
+			if (strcmp(strVal(lfirst(ty)), format_type_with_typemod(att->atttypid, att->atttypmod)) != 0)
+				t->binary_safe = false;
+		}
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of datamart table \"%s.%s\" has no source column of that name in \"%s.%s\"",
+							NameStr(att->attname), target_schema, t->target, t->schema, t->name),
+					 errhint("Every column of an adopted table must be fed by the source; drop the column or rename it.")));
+	}
+	foreach(lc, t->keys)
+	{
+		bool		found = false;
+		ListCell   *c;
+
+		foreach(c, cols)
+			if (strcmp(strVal(lfirst(c)), strVal(lfirst(lc))) == 0)
+				found = true;
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("datamart table \"%s.%s\" lacks key column \"%s\" of the source",
+							target_schema, t->target, strVal(lfirst(lc)))));
+	}
+	if (t->keys != NIL)
+	{
+		bool		same = OidIsValid(pk);
+
+		if (same)
+		{
+			Relation	idx = index_open(pk, AccessShareLock);
+			int			k;
+
+			same = (idx->rd_index->indnkeyatts == list_length(t->keys));
+			for (k = 0; same && k < idx->rd_index->indnkeyatts; k++)
+			{
+				AttrNumber	a = idx->rd_index->indkey.values[k];
+				bool		in = false;
+
+				foreach(lc, t->keys)
+					if (a > 0 && strcmp(NameStr(TupleDescAttr(desc, a - 1)->attname), strVal(lfirst(lc))) == 0)
+						in = true;
+				same = in;
+			}
+			index_close(idx, AccessShareLock);
+		}
+		if (!same)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("datamart table \"%s.%s\" needs a primary key on the source's key", target_schema, t->target),
+					 errdetail("The source identifies rows by %s.", key_list(t->keys)),
+					 errhint("ALTER TABLE %s.%s ADD PRIMARY KEY (...) on those columns.",
+							 quote_identifier(target_schema), quote_identifier(t->target))));
+	}
+	table_close(rel, AccessShareLock);
+	if (spi_exists(psprintf("SELECT 1 FROM %s.%s LIMIT 1 -- $1",
+							quote_identifier(target_schema), quote_identifier(t->target)), ""))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("datamart table \"%s.%s\" is not empty", target_schema, t->target),
+				 errhint("The initial copy fills it; empty it first.")));
+	foreach(lc, t->columns)
+	{
+		bool		kept = false;
+		ListCell   *c;
+
+		foreach(c, cols)
+			if (strcmp(strVal(lfirst(c)), strVal(lfirst(lc))) == 0)
+				kept = true;
+		if (!kept)
+			t->ignored = lappend(t->ignored, lfirst(lc));
+	}
+	t->columns = cols;
+	t->types = types;
+	t->srctypes = srctypes;
+	t->notnull = notnull;
+	t->adopted = relid;
+}
+
+static void
+check_target(SourceTable *t, const char *target_schema, bool adopt)
 {
 	Oid			nsp = get_namespace_oid(target_schema, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(t->target, nsp) : InvalidOid;
 	ListCell   *lc1,
 			   *lc2;
 
-	if (OidIsValid(nsp) && OidIsValid(get_relname_relid(t->target, nsp)))
+	if (OidIsValid(relid) && !adopt)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
 				 errmsg("table \"%s.%s\" already exists in the datamart", target_schema, t->target),
-				 errhint("Choose another target_schema, or drop the existing table.")));
+				 errhint("Choose another target_schema, drop the existing table, or pass adopt_tables => true to make it the table's contract.")));
+	if (OidIsValid(relid))
+	{
+		adopt_target(t, target_schema, relid);
+		return;
+	}
 
 	forboth(lc1, t->columns, lc2, t->types)
 	{
@@ -562,6 +711,23 @@ record_pipeline(const char *name, const char *source, const char *publication,
 				 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
 				 7, ttypes, targs, SPI_OK_INSERT);
 		record_contract(t, target_schema, targs);
+		if (t->ignored != NIL)
+		{
+			Datum	   *ig = palloc(sizeof(Datum) * list_length(t->ignored));
+			ListCell   *ic;
+			int			m = 0;
+			Oid			itypes[2] = {INT4OID, TEXTARRAYOID};
+			Datum		iargs[2];
+
+			foreach(ic, t->ignored)
+				ig[m++] = CStringGetTextDatum(strVal(lfirst(ic)));
+			iargs[0] = targs[0];
+			iargs[1] = PointerGetDatum(construct_array(ig, m, TEXTOID, -1, false, TYPALIGN_INT));
+			spi_exec(psprintf("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
+							  " WHERE pipeline_id = $1 AND target_table = %s",
+							  quote_literal_cstr(t->target)),
+					 2, itypes, iargs, SPI_OK_UPDATE);
+		}
 	}
 }
 
@@ -611,6 +777,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 	char	   *origin_name;
 	char	   *conninfo;
 	bool		publication_given;
+	bool		adopt;
 	volatile bool publication_owned = false;
 	volatile bool slot_created = false;
 	ArrayType  *arr;
@@ -643,6 +810,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		psprintf("sluice_%s", name);
 	slot_name = PG_ARGISNULL(5) ? psprintf("sluice_%s", name) :
 		text_to_cstring(PG_GETARG_TEXT_PP(5));
+	adopt = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
 	origin_name = psprintf("sluice_%s", name);
 
 	check_name("pipeline", name);
@@ -700,7 +868,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 								o->schema, o->name, t->schema, t->name, target_schema, t->target),
 						 errhint("Put them in separate pipelines with different target schemas.")));
 		}
-		check_target(t, target_schema);
+		check_target(t, target_schema, adopt);
 		tables = lappend(tables, t);
 	}
 
@@ -795,10 +963,11 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		foreach(lc, tables)
 		{
 			SourceTable *t = lfirst(lc);
-			Oid			relid = create_target_table(t, target_schema);
+			Oid			relid = t->adopted ? t->adopted : create_target_table(t, target_schema);
 
 			copied += copy_table(snap, t->schema, t->name, t->columns, relid);
-			create_target_key(t, target_schema);
+			if (!t->adopted)
+				create_target_key(t, target_schema);
 		}
 		transport_command(snap, "COMMIT", "end the initial copy transaction");
 		transport_close(snap);

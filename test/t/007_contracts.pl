@@ -44,7 +44,8 @@ ALTER TABLE app.items ADD COLUMN color text;
 INSERT INTO app.items VALUES (102, 'after', 2, 'red');
 });
 my $before = mart_items();
-my ($out, $err) = refresh_status();
+my ($ret, $out, $err);
+($out, $err) = refresh_status();
 is($out, 'paused|0', 'refresh reports paused and applies nothing');
 like($err, qr/WARNING:  pipeline "d" paused: source table "app.items" drifted from its contract/, 'with a warning');
 like($err, qr/New source column "color", not in the contract \(policy freeze\)/, 'saying why');
@@ -124,6 +125,42 @@ $live->safe_psql('postgres', "ALTER TABLE app.items ALTER COLUMN price TYPE floa
 ($out, $err) = refresh_status();
 is($out, 'paused|0', 'a type change pauses even under evolve');
 like($err, qr/Column "price" changed type on the source \(now double precision, the contract expects numeric\(10,2\)\)/, 'saying which');
+
+# --- a contract declared before the first copy: the datamart table is the user's design ---
+$live->safe_psql('postgres', q{
+CREATE TABLE app.people (id int PRIMARY KEY, name text, age int, salary numeric(12,2), notes text);
+INSERT INTO app.people SELECT g, 'person ' || g, 20 + g % 50, g * 1000, 'private ' || g FROM generate_series(1, 100) g;
+});
+$mart->safe_psql('postgres', q{
+CREATE SCHEMA hr;
+-- a subset of the columns, a cast (int -> bigint, numeric -> float8), a constraint of its own
+CREATE TABLE hr.people (id int PRIMARY KEY, name text NOT NULL, age bigint CHECK (age < 150), salary float8);
+});
+($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.create_pipeline('h', 'live', ARRAY['app.people'], target_schema => 'hr')");
+like($err, qr/table "hr.people" already exists in the datamart.*adopt_tables => true/s, 'an existing table is not taken silently');
+is($mart->safe_psql('postgres', "SELECT rows_inserted FROM sluice.create_pipeline('h', 'live', ARRAY['app.people'], target_schema => 'hr', adopt_tables => true)"),
+	'100', 'adopted: initial copy into the declared table');
+is($mart->safe_psql('postgres', q{
+SELECT string_agg(column_name || ':' || data_type, ' ' ORDER BY position) || ' / ' || min(array_to_string(ignored_source_columns, ','))
+  FROM sluice.contracts WHERE target_table = 'people'}),
+	'id:integer name:text age:bigint salary:double precision / notes', 'the contract is the declared table; notes left out');
+is($mart->safe_psql('postgres', "SELECT binary_transfer FROM sluice.pipelines WHERE name = 'h'"), 'f', 'casts disable binary transfer');
+$live->safe_psql('postgres', "UPDATE app.people SET age = age + 1, salary = salary * 1.1, notes = 'x' WHERE id <= 10; INSERT INTO app.people VALUES (101, 'new', 30, 50000.50, 'n'); DELETE FROM app.people WHERE id = 100");
+is($mart->safe_psql('postgres', "SELECT status || ':' || rows_inserted || ':' || rows_updated || ':' || rows_deleted FROM sluice.refresh('h')"),
+	'succeeded:1:10:1', 'changes flow into the declared table');
+is($mart->safe_psql('postgres', "SELECT count(*) || ':' || sum(age) || ':' || sum(salary) FROM hr.people"),
+	$live->safe_psql('postgres', "SELECT count(*) || ':' || sum(age) || ':' || sum(salary)::float8 FROM app.people"), 'same data, converted');
+$mart->safe_psql('postgres', "CREATE TABLE hr.extra (id int PRIMARY KEY, name text, bonus int)");
+$live->safe_psql('postgres', "CREATE TABLE app.extra (id int PRIMARY KEY, name text)");
+($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.create_pipeline('h2', 'live', ARRAY['app.extra'], target_schema => 'hr', adopt_tables => true)");
+like($err, qr/column "bonus" of datamart table "hr.extra" has no source column of that name/, 'an adopted column must be fed');
+$mart->safe_psql('postgres', "DROP TABLE hr.extra; CREATE TABLE hr.extra (id int, name text)");
+($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.create_pipeline('h2', 'live', ARRAY['app.extra'], target_schema => 'hr', adopt_tables => true)");
+like($err, qr/datamart table "hr.extra" needs a primary key on the source's key/, 'an adopted table needs the key');
+$mart->safe_psql('postgres', "DROP TABLE hr.extra; CREATE TABLE hr.extra (id int PRIMARY KEY, name text); INSERT INTO hr.extra VALUES (1, 'x')");
+($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.create_pipeline('h2', 'live', ARRAY['app.extra'], target_schema => 'hr', adopt_tables => true)");
+like($err, qr/datamart table "hr.extra" is not empty/, 'an adopted table must be empty');
+is($live->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice_h2'"), '0', 'nothing left on live');
 
 # --- bad input ---
 (undef, undef, $err) = $mart->psql('postgres', "SELECT sluice.set_drift_policy('d.items', 'sometimes')");
