@@ -95,6 +95,7 @@ CREATE TABLE sluice._drift_event (
     action           text NOT NULL CHECK (action IN ('paused', 'evolved', 'ignored')),
     detail           text NOT NULL,
     contract_version integer NOT NULL,
+    contract_columns jsonb NOT NULL,
     source_columns   jsonb NOT NULL
 );
 CREATE INDEX ON sluice._drift_event (pipeline_id, event_id);
@@ -632,6 +633,7 @@ SELECT d.event_id,
        d.action,
        d.detail,
        d.contract_version,
+       d.contract_columns,
        d.source_columns
   FROM sluice._drift_event d
   JOIN sluice._pipeline p USING (pipeline_id);
@@ -647,7 +649,8 @@ COMMENT ON COLUMN sluice.drift_events.policy IS 'Drift policy in force.';
 COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (datamart table and contract changed) or ignored (new columns left out).';
 COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
 COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
-COMMENT ON COLUMN sluice.drift_events.source_columns IS 'The source table''s columns as the source now sends them (name and type OID).';
+COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source columns the contract expected (source name, datamart column, type OID).';
+COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name and type OID).';
 
 
 CREATE VIEW sluice.expectations AS

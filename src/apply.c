@@ -216,6 +216,33 @@ columns_json(LogicalRepRelation *lr)
 	return buf.data;
 }
 
+/* The contract's source columns as jsonb text: [{"name": .., "column": .., "type": oid}, ..] */
+static char *
+contract_json(SluiceTable *t)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+
+		if (c->source_column == NULL)
+			continue;
+		if (buf.len > 1)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, "{\"name\": ");
+		escape_json(&buf, c->source_column);
+		appendStringInfoString(&buf, ", \"column\": ");
+		escape_json(&buf, c->name);
+		appendStringInfo(&buf, ", \"type\": %u}", c->source_type);
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
 /*
  * Schema drift the policy cannot absorb: remember it for refresh.c, which
  * rolls the batch back and pauses the pipeline, then raise.
@@ -231,6 +258,7 @@ drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *
 	d->policy = pstrdup(t->drift_policy);
 	d->detail = pstrdup(detail);
 	d->source_columns = columns_json(lr);
+	d->contract_columns = contract_json(t);
 	d->contract_version = t->contract_version;
 	d->xid = st->begin.xid;
 	d->lsn = st->begin.final_lsn;
@@ -250,11 +278,12 @@ static void
 record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
 			 const char *action, const char *detail)
 {
-	Oid			types[10] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID, TEXTOID};
-	Datum		args[10];
+	Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID};
+	Datum		args[11];
 	int			rc;
 
+	args[10] = CStringGetTextDatum(contract_json(t));
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(t->source_schema);
 	args[2] = CStringGetTextDatum(t->source_table);
@@ -267,12 +296,13 @@ record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
 	args[9] = CStringGetTextDatum(columns_json(lr));
 	/* an ignored column is recorded once, not at every refresh */
 	rc = SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
-							   "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns) "
-							   "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb "
+							   "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
+							   "  contract_columns) "
+							   "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb "
 							   " WHERE $7 <> 'ignored' OR NOT EXISTS (SELECT 1 FROM sluice._drift_event d "
 							   "   WHERE (d.pipeline_id, d.source_schema, d.source_table) = ($1, $2, $3) "
 							   "     AND d.source_columns = $10::jsonb)",
-							   10, types, args, NULL, false, 0);
+							   11, types, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not record drift event: %s", SPI_result_code_string(rc));
 }

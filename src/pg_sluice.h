@@ -128,7 +128,8 @@ typedef struct SluiceDrift
 	char	   *source_table;
 	char	   *policy;
 	char	   *detail;
-	char	   *source_columns;	/* jsonb text */
+	char	   *source_columns;	/* jsonb text: after */
+	char	   *contract_columns;	/* jsonb text: before */
 	int			contract_version;
 	TransactionId xid;
 	XLogRecPtr	lsn;

@@ -206,9 +206,11 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		refresh_record_pause(pipe, r);
 		if (!d->is_expectation)
 		{
-			Oid			types[10] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
-			INT4OID, TEXTOID, TEXTOID};
-			Datum		args[10];
+			Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
+			INT4OID, TEXTOID, TEXTOID, TEXTOID};
+			Datum		args[11];
+
+			args[10] = CStringGetTextDatum(d->contract_columns);
 
 			args[0] = Int32GetDatum(pipe->pipeline_id);
 			args[1] = CStringGetTextDatum(d->source_schema);
@@ -221,9 +223,10 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 			args[8] = CStringGetTextDatum(d->source_columns);
 			args[9] = CStringGetTextDatum("paused");
 			if (SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
-									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns) "
-									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb)",
-									  10, types, args, NULL, false, 0) != SPI_OK_INSERT)
+									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
+									  "  contract_columns) "
+									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb, $11::jsonb)",
+									  11, types, args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record the drift event");
 		}
 		ereport(WARNING,

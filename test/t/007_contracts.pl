@@ -56,6 +56,8 @@ is($mart->safe_psql('postgres', "SELECT state || ':' || (paused_reason LIKE '%co
 	'paused:true', 'status says paused, and why');
 is($mart->safe_psql('postgres', "SELECT action || ':' || policy || ':' || source_table || ':' || (source_columns @> '[{\"name\": \"color\"}]') FROM sluice.drift_events"),
 	'paused:freeze:items:true', 'drift event recorded with the source columns');
+is($mart->safe_psql('postgres', "SELECT jsonb_path_query_array(contract_columns, '\$[*].name')::text || ' -> ' || jsonb_path_query_array(source_columns, '\$[*].name')::text FROM sluice.drift_events"),
+	'["id", "name", "price"] -> ["id", "name", "price", "color"]', 'before and after');
 is($mart->safe_psql('postgres', "SELECT status FROM sluice.runs WHERE pipeline = 'd' ORDER BY run_id DESC LIMIT 1"),
 	'paused', 'paused run logged');
 (undef, undef, $err) = $mart->psql('postgres', "SELECT sluice.refresh('d')");
