@@ -40,6 +40,8 @@ CREATE TABLE sluice._pipeline (
     paused_reason     text,
     paused_at         timestamptz,
     skip_xid          xid,
+    keep_history      boolean NOT NULL DEFAULT false,
+    history_from      bigint,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -158,7 +160,8 @@ CREATE TABLE sluice._run (
     source_flush_lsn  pg_lsn,
     slot_restart_lsn  pg_lsn,
     error             text,
-    skipped_xid       xid
+    skipped_xid       xid,
+    history_purged    boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON sluice._run (pipeline_id, run_id);
 CREATE INDEX ON sluice._run (finished_at);
@@ -188,6 +191,17 @@ CREATE INDEX ON sluice._expectation_result (expectation_id);
 COMMENT ON TABLE sluice._expectation_result IS
   'Private: the result of every expectation in every run.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._expectation_result', '');
+
+CREATE TABLE sluice._tag (
+    pipeline_id  integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    name         text NOT NULL CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,30}$'),
+    version      bigint NOT NULL,
+    schema_name  name NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (pipeline_id, name)
+);
+COMMENT ON TABLE sluice._tag IS 'Private: named versions, each exposed as a schema of views.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._tag', '');
 
 -------------------------------------------------------------------------------
 -- Result type
@@ -718,6 +732,58 @@ COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
 COMMENT ON COLUMN sluice.quarantine.status IS 'held, released or discarded.';
 COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released or discarded.';
 
+
+CREATE VIEW sluice.versions AS
+SELECT r.run_id AS version,
+       p.name AS pipeline,
+       r.kind,
+       r.start_lsn,
+       r.end_lsn,
+       r.last_source_commit,
+       r.finished_at AS committed_at,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       (SELECT count(*) FROM sluice._expectation_result er WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id) AS expectations,
+       (SELECT count(*) FROM sluice._expectation_result er
+         WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id AND NOT er.success) AS expectations_failed,
+       (SELECT pg_catalog.array_agg(tg.name ORDER BY tg.name) FROM sluice._tag tg
+         WHERE tg.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id AND tg.version OPERATOR(pg_catalog.=) r.run_id) AS tags,
+       COALESCE(p.keep_history AND r.run_id OPERATOR(pg_catalog.>=) p.history_from AND NOT r.history_purged, false) AS queryable
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id)
+ WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
+   AND (r.kind OPERATOR(pg_catalog.=) 'initial_copy' OR r.transactions OPERATOR(pg_catalog.>) 0);
+COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes), with its metadata.';
+COMMENT ON COLUMN sluice.versions.version IS 'Version number (the run id): <table>_at(version) reads a table as of it.';
+COMMENT ON COLUMN sluice.versions.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh or stream.';
+COMMENT ON COLUMN sluice.versions.start_lsn IS 'Source LSN the version starts after.';
+COMMENT ON COLUMN sluice.versions.end_lsn IS 'Source LSN the version is consistent with.';
+COMMENT ON COLUMN sluice.versions.last_source_commit IS 'Commit time on the source of the last transaction in the version.';
+COMMENT ON COLUMN sluice.versions.committed_at IS 'When the version committed in the datamart: <table>_at_time(t) reads the last version committed at t.';
+COMMENT ON COLUMN sluice.versions.transactions IS 'Source transactions in the version.';
+COMMENT ON COLUMN sluice.versions.rows_inserted IS 'Rows inserted.';
+COMMENT ON COLUMN sluice.versions.rows_updated IS 'Rows updated.';
+COMMENT ON COLUMN sluice.versions.rows_deleted IS 'Rows deleted.';
+COMMENT ON COLUMN sluice.versions.tables_truncated IS 'Tables truncated.';
+COMMENT ON COLUMN sluice.versions.expectations IS 'Expectations evaluated.';
+COMMENT ON COLUMN sluice.versions.expectations_failed IS 'Expectations that failed (warn or quarantine: the version still committed).';
+COMMENT ON COLUMN sluice.versions.tags IS 'Tags naming this version.';
+COMMENT ON COLUMN sluice.versions.queryable IS 'Its history is kept: it can be read with <table>_at, tagged and diffed.';
+
+CREATE VIEW sluice.tags AS
+SELECT p.name AS pipeline, tg.name AS tag, tg.version, tg.schema_name, tg.created_at
+  FROM sluice._tag tg JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.tags IS 'Named versions and the schema of views exposing each.';
+COMMENT ON COLUMN sluice.tags.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.tags.tag IS 'Tag name.';
+COMMENT ON COLUMN sluice.tags.version IS 'The version it pins.';
+COMMENT ON COLUMN sluice.tags.schema_name IS 'Schema with one view per table at that version (for BI tools).';
+COMMENT ON COLUMN sluice.tags.created_at IS 'When it was tagged.';
+
 CREATE VIEW sluice.status AS
 WITH w AS (SELECT * FROM sluice._worker_status()),
      limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
@@ -1111,6 +1177,284 @@ END
 $$;
 COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row discarded: it never reaches the datamart.';
 
+
+-------------------------------------------------------------------------------
+-- Versions: history, time travel, tags, diff, retention
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice.keep_history(pipeline text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $kh$
+DECLARE
+  p record;
+  t record;
+  v0 bigint;
+  hs name;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  IF p.keep_history THEN
+    RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
+    RETURN p.history_from;
+  END IF;
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    hs := t.target_schema || '_history';
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0);
+    EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table);
+    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.');
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', hs);
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I)', hs, t.target_table, t.target_schema, t.target_table);
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table);
+    EXECUTE format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table);
+    EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+                   format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
+                          t.target_schema, t.target_table));
+    EXECUTE format($f$CREATE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                      LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+                      $b$BEGIN RETURN QUERY EXECUTE sluice._as_of_sql(%4$L::regclass, version); END$b$ $f$,
+                   t.target_schema, t.target_table, t.target_table || '_at',
+                   format('%I.%I', t.target_schema, t.target_table));
+    EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                   format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
+    EXECUTE format($f$CREATE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                      LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+                      AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
+                   t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', p.pipeline_id);
+  END LOOP;
+  UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
+  RETURN v0;
+END
+$kh$;
+COMMENT ON FUNCTION sluice.keep_history(text) IS
+  'Keeps every version of the pipeline''s tables from now on: adds _sluice_version to each table, a <schema>_history table of superseded rows and the functions <table>_at(version) and <table>_at_time(timestamptz); returns the first version kept.';
+
+CREATE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  r record;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.pipeline_id = _version_check.pipeline_id;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', p.name USING ERRCODE = 'object_not_in_prerequisite_state',
+      HINT = format('Call sluice.keep_history(%L).', p.name);
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE run_id = version AND _run.pipeline_id = p.pipeline_id AND status = 'succeeded';
+  IF version IS NULL OR NOT FOUND OR version < p.history_from THEN
+    RAISE EXCEPTION 'version % of pipeline "%" is not kept', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('History starts at version %s; sluice.versions lists the versions.', p.history_from);
+  END IF;
+  IF r.history_purged THEN
+    RAISE EXCEPTION 'version % of pipeline "%" was purged', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'sluice.versions shows which versions can still be read (queryable).';
+  END IF;
+END
+$$;
+
+CREATE FUNCTION sluice._as_of_sql(target regclass, version bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, version);
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  RETURN format('SELECT %1$s FROM %2$s WHERE _sluice_version <= %4$s '
+                'UNION ALL SELECT %1$s FROM %3$I.%5$I WHERE _sluice_version <= %4$s AND _sluice_superseded > %4$s',
+                cols, target::text,
+                (SELECT pt.target_schema || '_history' FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
+                version,
+                (SELECT pt.target_table FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)));
+END
+$$;
+
+CREATE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE r.pipeline_id = _version_at.pipeline_id AND r.status = 'succeeded'
+     AND r.run_id >= p.history_from AND r.finished_at <= at
+$$;
+
+CREATE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.name = pipeline;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  EXECUTE format('CREATE SCHEMA %I', sch);
+  EXECUTE format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name));
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    EXECUTE format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v);
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name));
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+COMMENT ON FUNCTION sluice.tag(text, text, bigint) IS
+  'Names a version (default: the latest) and exposes it as schema <pipeline>_<tag> with one view per table; tagged versions survive purges. Returns the schema.';
+
+CREATE FUNCTION sluice.untag(pipeline text, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  tg record;
+BEGIN
+  SELECT tg2.* INTO tg FROM sluice._tag tg2 JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE p.name = pipeline AND tg2.name = untag.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" does not exist', name, pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  EXECUTE format('DROP SCHEMA %I CASCADE', tg.schema_name);
+  DELETE FROM sluice._tag WHERE pipeline_id = tg.pipeline_id AND _tag.name = tg.name;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.untag(text, text) IS 'Removes a tag and its schema of views.';
+
+CREATE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
+    OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  keys text[];
+  fn text;
+  joincond text;
+  keyexpr text;
+BEGIN
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, from_version);
+  PERFORM sluice._version_check(t.pipeline_id, to_version);
+  SELECT pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at') INTO keys, fn
+    FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  IF cardinality(keys) > 0 THEN
+    joincond := (SELECT string_agg(format('a.%1$I = b.%1$I', k), ' AND ') FROM unnest(keys) k);
+    keyexpr := format('jsonb_build_object(%s)',
+                      (SELECT string_agg(format('%1$L, coalesce(b.%1$I, a.%1$I)', k), ', ') FROM unnest(keys) k));
+  ELSE
+    joincond := '(to_jsonb(a) - ''_sluice_version'') = (to_jsonb(b) - ''_sluice_version'')';
+    keyexpr := 'NULL::jsonb';
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT CASE WHEN a IS NULL THEN ''added'' WHEN b IS NULL THEN ''removed'' ELSE ''changed'' END, %s,
+            CASE WHEN a IS NULL THEN NULL ELSE to_jsonb(a) - ''_sluice_version'' END,
+            CASE WHEN b IS NULL THEN NULL ELSE to_jsonb(b) - ''_sluice_version'' END
+       FROM %s(%s) a FULL JOIN %s(%s) b ON %s
+      WHERE a IS NULL OR b IS NULL
+         OR (to_jsonb(a) - ''_sluice_version'') IS DISTINCT FROM (to_jsonb(b) - ''_sluice_version'')',
+    keyexpr, fn, from_version, fn, to_version, joincond);
+END
+$$;
+COMMENT ON FUNCTION sluice.diff(regclass, bigint, bigint) IS
+  'Rows added, removed and changed in a table between two versions, with their key and both row images.';
+
+CREATE FUNCTION sluice.purge_history(pipeline text, keep_last integer DEFAULT NULL, keep_for interval DEFAULT NULL,
+    OUT target text, OUT rows_purged bigint, OUT bytes_purged bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  kept bigint[];
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', pipeline USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  IF keep_last IS NULL AND keep_for IS NULL THEN
+    RAISE EXCEPTION 'say what to keep: keep_last, keep_for or both' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF keep_last < 1 THEN
+    RAISE EXCEPTION 'keep_last must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- kept: the last N, the young, every tagged version, and always the latest
+  SELECT array_agg(v.run_id) INTO kept FROM (
+    SELECT r.run_id, row_number() OVER (ORDER BY r.run_id DESC) AS n, r.finished_at
+      FROM sluice._run r
+     WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+       AND NOT r.history_purged) v
+   WHERE v.n = 1 OR v.n <= coalesce(keep_last, 0) OR v.finished_at >= now() - keep_for
+      OR v.run_id IN (SELECT tg.version FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    target := format('%I.%I', t.target_schema, t.target_table);
+    EXECUTE format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (SELECT 1 FROM unnest($1) k
+                                 WHERE h._sluice_version <= k AND k < h._sluice_superseded)
+                               RETURNING pg_column_size(h.*) AS sz)
+                    SELECT count(*), coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table)
+      INTO rows_purged, bytes_purged USING kept;
+    RETURN NEXT;
+  END LOOP;
+  UPDATE sluice._run r SET history_purged = true
+   WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+     AND NOT (r.run_id = ANY (kept));
+END
+$$;
+COMMENT ON FUNCTION sluice.purge_history(text, integer, interval) IS
+  'Deletes superseded rows no kept version can see (kept: the last keep_last versions, those younger than keep_for, every tagged one, and the latest); reports rows and bytes freed per table. VACUUM returns the space.';
+
 -------------------------------------------------------------------------------
 -- Privileges: administration is for the extension owner and whom they grant.
 -------------------------------------------------------------------------------
@@ -1125,11 +1469,13 @@ REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.keep_history(text), sluice.tag(text, text, bigint), sluice.untag(text, text),
+    sluice.purge_history(text, integer, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
 REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
-    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result FROM PUBLIC;
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
     sluice.drop_expectation(regclass, text),
     sluice.expect_column_values_to_not_be_null(regclass, name, text),
@@ -1146,6 +1492,6 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice._compile_predicate(regclass, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
-    sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality TO PUBLIC;
+    sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
 REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;

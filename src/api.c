@@ -984,7 +984,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 
 		memset(&stats, 0, sizeof(stats));
 		stats.inserted = copied;
-		run_id = catalog_insert_run(pipeline_id, "initial_copy", started,
+		run_id = catalog_insert_run(0, pipeline_id, "initial_copy", started,
 									InvalidXLogRecPtr, consistent, 0, copied,
 									0, 0, 0, 0);
 	}
@@ -1072,7 +1072,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	if (!r.conn_closed)
 		transport_close(sc);
 
-	run_id = catalog_insert_run(pipe->pipeline_id, "refresh", started, r.start_lsn,
+	run_id = catalog_insert_run(r.run_id, pipe->pipeline_id, "refresh", started, r.start_lsn,
 								r.end_lsn, r.stats.transactions, r.stats.inserted,
 								r.stats.updated, r.stats.deleted, r.stats.truncated,
 								r.stats.last_commit_time);

@@ -104,6 +104,13 @@ typedef struct ApplyRel
 	bool		has_quarantine; /* some row expectation quarantines */
 	int			nkeys;			/* key columns, for failure samples */
 	AttrNumber *keyatts;
+	/* versions (sluice.keep_history) */
+	AttrNumber	verattno;		/* _sluice_version in the target, or 0 */
+	Relation	histrel;		/* <target_schema>_history.<table> */
+	ResultRelInfo *histrri;
+	TupleTableSlot *histslot;
+	int		   *histmap;		/* history attno - 1 -> target attno - 1, -1:
+								 * _sluice_superseded */
 } ApplyRel;
 
 /* A row expectation compiled for one relation and batch. */
@@ -182,6 +189,13 @@ find_pipeline_table(SluicePipeline *pipe, const char *nsp, const char *rel)
 static void
 close_rel(ApplyRel *ar)
 {
+	if (ar->histrel != NULL)
+	{
+		ExecCloseIndices(ar->histrri);
+		ExecDropSingleTupleTableSlot(ar->histslot);
+		table_close(ar->histrel, NoLock);
+		ar->histrel = NULL;
+	}
 	if (ar->rel == NULL)
 		return;
 	EvalPlanQualEnd(&ar->epqstate);
@@ -343,6 +357,21 @@ evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *ne
 	rc = SPI_execute(ddl.data, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "could not evolve table: %s", SPI_result_code_string(rc));
+	/* the table of superseded rows follows */
+	if (st->pipe->keep_history &&
+		OidIsValid(get_relname_relid(t->target_table,
+									 get_namespace_oid(psprintf("%s_history", t->target_schema), true))))
+	{
+		char	   *hist = psprintf("ALTER TABLE %s.%s", quote_identifier(psprintf("%s_history", t->target_schema)),
+									quote_identifier(t->target_table));
+
+		rc = SPI_execute(psprintf("%s%s", hist, ddl.data + strlen(psprintf("ALTER TABLE %s.%s",
+																			 quote_identifier(t->target_schema),
+																			 quote_identifier(t->target_table)))),
+						 false, 0);
+		if (rc != SPI_OK_UTILITY)
+			elog(ERROR, "could not evolve the history table: %s", SPI_result_code_string(rc));
+	}
 
 	/* the new version: the previous columns plus the added ones */
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
@@ -360,6 +389,7 @@ evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *ne
 							   "  FROM pt JOIN pg_catalog.pg_namespace n ON n.nspname = pt.target_schema "
 							   "  JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = pt.target_table "
 							   "  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped "
+							   "   AND a.attname <> '_sluice_version' "
 							   "  LEFT JOIN sluice._contract_column cc ON (cc.pipeline_id, cc.source_schema, cc.source_table, "
 							   "       cc.contract_version, cc.column_name) = ($1, $2, $3, $4, a.attname) ",
 							   4, types, args, NULL, false, 0);
@@ -598,6 +628,45 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->localslot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(ar->rel));
 	EvalPlanQualInit(&ar->epqstate, st->estate, NULL, NIL, -1);
 
+	/* versions: the row's version column and the table of superseded rows */
+	if (st->pipe->keep_history &&
+		(ar->verattno = get_attnum(RelationGetRelid(ar->rel), "_sluice_version")) != InvalidAttrNumber)
+	{
+		TupleDesc	hdesc;
+
+		ar->histrel = table_openrv(makeRangeVar(psprintf("%s_history", t->target_schema),
+												 t->target_table, -1), RowExclusiveLock);
+		hdesc = RelationGetDescr(ar->histrel);
+		ar->histmap = palloc(sizeof(int) * Max(hdesc->natts, 1));
+		for (i = 0; i < hdesc->natts; i++)
+		{
+			Form_pg_attribute ha = TupleDescAttr(hdesc, i);
+
+			if (ha->attisdropped)
+				ar->histmap[i] = -2;
+			else if (strcmp(NameStr(ha->attname), "_sluice_superseded") == 0)
+				ar->histmap[i] = -1;
+			else
+			{
+				AttrNumber	a = get_attnum(RelationGetRelid(ar->rel), NameStr(ha->attname));
+
+				if (a == InvalidAttrNumber)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("history table \"%s_history.%s\" has column \"%s\" that \"%s.%s\" lacks",
+									t->target_schema, t->target_table, NameStr(ha->attname),
+									t->target_schema, t->target_table)));
+				ar->histmap[i] = a - 1;
+			}
+		}
+		ar->histrri = makeNode(ResultRelInfo);
+		InitResultRelInfo(ar->histrri, ar->histrel, 0, NULL, 0);
+		ExecOpenIndices(ar->histrri, false);
+		ar->histslot = MakeSingleTupleTableSlot(hdesc, &TTSOpsVirtual);
+	}
+	else
+		ar->verattno = InvalidAttrNumber;
+
 	/* row expectations: compiled once here, evaluated per row in C */
 	ar->table = t;
 	{
@@ -629,6 +698,52 @@ handle_relation(ApplyState *st, StringInfo s)
 
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
+}
+
+/* Stamp the row about to be written with the batch's version. */
+static inline void
+set_version(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot)
+{
+	if (ar->verattno == InvalidAttrNumber)
+		return;
+	slot->tts_values[ar->verattno - 1] = Int64GetDatum(st->pipe->version);
+	slot->tts_isnull[ar->verattno - 1] = false;
+}
+
+/* Keep the row version being replaced or deleted: [its version, this one). */
+static void
+save_history(ApplyState *st, ApplyRel *ar, TupleTableSlot *old)
+{
+	TupleDesc	hdesc;
+	int			i;
+
+	if (ar->histrel == NULL)
+		return;
+	hdesc = RelationGetDescr(ar->histrel);
+	slot_getallattrs(old);
+	ExecClearTuple(ar->histslot);
+	for (i = 0; i < hdesc->natts; i++)
+	{
+		int			m = ar->histmap[i];
+
+		if (m == -1)
+		{
+			ar->histslot->tts_values[i] = Int64GetDatum(st->pipe->version);
+			ar->histslot->tts_isnull[i] = false;
+		}
+		else if (m < 0)
+		{
+			ar->histslot->tts_values[i] = (Datum) 0;
+			ar->histslot->tts_isnull[i] = true;
+		}
+		else
+		{
+			ar->histslot->tts_values[i] = old->tts_values[m];
+			ar->histslot->tts_isnull[i] = old->tts_isnull[m];
+		}
+	}
+	ExecStoreVirtualTuple(ar->histslot);
+	ExecSimpleRelationInsert(ar->histrri, st->estate, ar->histslot);
 }
 
 /* The key of the row in a slot, as a JSON object (for failure samples). */
@@ -883,6 +998,7 @@ handle_insert(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->newslot, &newtup, NULL);
+	set_version(st, ar, ar->newslot);
 	if (check_row(st, ar, ar->newslot, "insert"))
 	{
 		ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
@@ -912,8 +1028,10 @@ handle_update(ApplyState *st, StringInfo s)
 	if (find_row(ar))
 	{
 		fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
+		set_version(st, ar, ar->newslot);
 		if (check_row(st, ar, ar->newslot, "update"))
 		{
+			save_history(st, ar, ar->localslot);
 			EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 			ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
 									 ar->localslot, ar->newslot);
@@ -929,6 +1047,7 @@ handle_update(ApplyState *st, StringInfo s)
 		 * checked again.
 		 */
 		fill_slot(st, ar, ar->newslot, &newtup, NULL);
+		set_version(st, ar, ar->newslot);
 		if (check_row(st, ar, ar->newslot, "update"))
 		{
 			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
@@ -963,6 +1082,7 @@ handle_delete(ApplyState *st, StringInfo s)
 	fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
 	if (find_row(ar))
 	{
+		save_history(st, ar, ar->localslot);
 		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
 		st->stats->deleted++;
@@ -1009,6 +1129,42 @@ handle_truncate(ApplyState *st, StringInfo s)
 	st->cur_rel = NULL;
 	if (rels == NIL)
 		return;
+
+	/* versions: every current row is superseded by the truncation */
+	foreach(lc, remote)
+	{
+		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
+
+		if (ar && ar->mapped && ar->histrel)
+		{
+			StringInfoData cols;
+			StringInfoData vals;
+			TupleDesc	hdesc = RelationGetDescr(ar->histrel);
+			int			i;
+
+			initStringInfo(&cols);
+			initStringInfo(&vals);
+			for (i = 0; i < hdesc->natts; i++)
+			{
+				Form_pg_attribute ha = TupleDescAttr(hdesc, i);
+
+				if (ha->attisdropped)
+					continue;
+				appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(NameStr(ha->attname)));
+				if (ar->histmap[i] == -1)
+					appendStringInfo(&vals, "%s" INT64_FORMAT, vals.len ? ", " : "", st->pipe->version);
+				else
+					appendStringInfo(&vals, "%s%s", vals.len ? ", " : "", quote_identifier(NameStr(ha->attname)));
+			}
+			if (SPI_execute(psprintf("INSERT INTO %s.%s (%s) SELECT %s FROM %s.%s",
+									 quote_identifier(get_namespace_name(RelationGetNamespace(ar->histrel))),
+									 quote_identifier(RelationGetRelationName(ar->histrel)), cols.data, vals.data,
+									 quote_identifier(ar->table->target_schema),
+									 quote_identifier(ar->table->target_table)),
+							false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not keep the truncated rows' history");
+		}
+	}
 
 	/*
 	 * Truncation rebuilds the indexes, which must not be open: close them

@@ -58,7 +58,7 @@ catalog_source_conninfo(const char *source)
 #define PIPELINE_QUERY \
 	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
 	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
-	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid " \
+	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid, p.keep_history " \
 	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 
 static SluicePipeline *read_pipeline(void);
@@ -136,6 +136,7 @@ read_pipeline(void)
 	p->continuous = (strcmp(getstr(0, 11), "t") == 0);
 	p->paused_reason = getstr(0, 12);
 	p->skip_xid = getstr(0, 13) ? (TransactionId) strtoul(getstr(0, 13), NULL, 10) : InvalidTransactionId;
+	p->keep_history = (strcmp(getstr(0, 14), "t") == 0);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table, "
@@ -234,16 +235,16 @@ read_pipeline(void)
  * Record a committed run (it commits with the caller's transaction).
  */
 int64
-catalog_insert_run(int pipeline_id, const char *kind, TimestampTz started,
+catalog_insert_run(int64 run_id, int pipeline_id, const char *kind, TimestampTz started,
 				   XLogRecPtr start_lsn, XLogRecPtr end_lsn, int64 xacts,
 				   int64 ins, int64 upd, int64 del, int64 trunc,
 				   TimestampTz last_commit)
 {
-	Oid			types[12] = {INT4OID, TEXTOID, TIMESTAMPTZOID, LSNOID, LSNOID,
+	Oid			types[13] = {INT4OID, TEXTOID, TIMESTAMPTZOID, LSNOID, LSNOID,
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID};
-	Datum		args[12];
-	char		nulls[12];
+	TIMESTAMPTZOID, INT8OID};
+	Datum		args[13];
+	char		nulls[13];
 	int			rc;
 	bool		isnull;
 
@@ -264,13 +265,22 @@ catalog_insert_run(int pipeline_id, const char *kind, TimestampTz started,
 	if (last_commit == 0)
 		nulls[10] = 'n';
 	args[11] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[12] = Int64GetDatum(run_id);
 
-	rc = SPI_execute_with_args("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, "
+	/* a batch that wrote versioned rows reserved its run id: they carry it */
+	rc = SPI_execute_with_args(run_id > 0 ?
+							   "INSERT INTO sluice._run (pipeline_id, kind, status, started_at, "
+							   "  start_lsn, end_lsn, transactions, rows_inserted, rows_updated, "
+							   "  rows_deleted, tables_truncated, last_source_commit, finished_at, run_id) "
+							   "OVERRIDING SYSTEM VALUE "
+							   "VALUES ($1, $2, 'succeeded', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+							   "RETURNING run_id" :
+							   "INSERT INTO sluice._run (pipeline_id, kind, status, started_at, "
 							   "  start_lsn, end_lsn, transactions, rows_inserted, rows_updated, "
 							   "  rows_deleted, tables_truncated, last_source_commit, finished_at) "
 							   "VALUES ($1, $2, 'succeeded', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
 							   "RETURNING run_id",
-							   12, types, args, nulls, false, 1);
+							   run_id > 0 ? 13 : 12, types, args, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not record run: %s", SPI_result_code_string(rc));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],

@@ -81,6 +81,8 @@ typedef struct SluicePipeline
 	bool		continuous;		/* streamed by a background worker */
 	char	   *paused_reason;	/* NULL unless paused (schema drift) */
 	TransactionId skip_xid;		/* source transaction to skip once, or 0 */
+	bool		keep_history;	/* versions: superseded rows are kept */
+	int64		version;		/* version (run id) the batch writes, or 0 */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 
@@ -140,7 +142,7 @@ extern SluiceDrift *sluice_pending_drift;
 extern char *catalog_source_conninfo(const char *source);
 extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
 extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
-extern int64 catalog_insert_run(int pipeline_id, const char *kind,
+extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
 								TimestampTz started, XLogRecPtr start_lsn,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,
 								int64 upd, int64 del, int64 trunc,
@@ -193,6 +195,7 @@ typedef struct RefreshResult
 	bool		conn_closed;	/* the connection was abandoned mid-stream */
 	bool		paused;			/* schema drift paused the pipeline: nothing
 								 * was applied */
+	int64		run_id;			/* reserved for the batch (history), or 0 */
 	char	   *paused_reason;
 } RefreshResult;
 

@@ -117,6 +117,19 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		return;
 	}
 
+	/* versioned rows carry the run id this batch will commit as */
+	pipe->version = 0;
+	if (pipe->keep_history)
+	{
+		bool		isnull;
+
+		if (SPI_execute("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+						false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not reserve a version");
+		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		r->run_id = pipe->version;
+	}
+
 	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
 								   sluice_source_decoding_work_mem),
 					  "set logical_decoding_work_mem");
@@ -200,6 +213,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		}
 		memset(&r->stats, 0, sizeof(r->stats));
 		r->end_lsn = r->start_lsn;
+		r->run_id = 0;
 		r->complete = true;
 		r->paused = true;
 		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);

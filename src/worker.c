@@ -728,7 +728,7 @@ worker_batch(int pipeline_id, bool *done)
 	{
 		int64		run_id;
 
-		run_id = catalog_insert_run(pipe->pipeline_id, "stream", started, r.start_lsn,
+		run_id = catalog_insert_run(r.run_id, pipe->pipeline_id, "stream", started, r.start_lsn,
 									r.end_lsn, r.stats.transactions, r.stats.inserted,
 									r.stats.updated, r.stats.deleted, r.stats.truncated,
 									r.stats.last_commit_time);
