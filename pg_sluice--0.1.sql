@@ -192,6 +192,19 @@ COMMENT ON TABLE sluice._expectation_result IS
   'Private: the result of every expectation in every run.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._expectation_result', '');
 
+CREATE TABLE sluice._run_table (
+    run_id        bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
+    target_schema name NOT NULL,
+    target_table  name NOT NULL,
+    rows_inserted bigint NOT NULL,
+    rows_updated  bigint NOT NULL,
+    rows_deleted  bigint NOT NULL,
+    truncated     bigint NOT NULL,
+    PRIMARY KEY (run_id, target_schema, target_table)
+);
+COMMENT ON TABLE sluice._run_table IS 'Private: rows each run wrote per datamart table.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._run_table', '');
+
 CREATE TABLE sluice._tag (
     pipeline_id  integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
     name         text NOT NULL CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,30}$'),
@@ -749,6 +762,10 @@ SELECT r.run_id AS version,
        (SELECT count(*) FROM sluice._expectation_result er WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id) AS expectations,
        (SELECT count(*) FROM sluice._expectation_result er
          WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id AND NOT er.success) AS expectations_failed,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                 pg_catalog.jsonb_build_object('inserted', rt.rows_inserted, 'updated', rt.rows_updated,
+                                               'deleted', rt.rows_deleted, 'truncated', rt.truncated))
+          FROM sluice._run_table rt WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id) AS tables,
        (SELECT pg_catalog.array_agg(tg.name ORDER BY tg.name) FROM sluice._tag tg
          WHERE tg.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id AND tg.version OPERATOR(pg_catalog.=) r.run_id) AS tags,
        COALESCE(p.keep_history AND r.run_id OPERATOR(pg_catalog.>=) p.history_from AND NOT r.history_purged, false) AS queryable
@@ -769,6 +786,7 @@ COMMENT ON COLUMN sluice.versions.rows_inserted IS 'Rows inserted.';
 COMMENT ON COLUMN sluice.versions.rows_updated IS 'Rows updated.';
 COMMENT ON COLUMN sluice.versions.rows_deleted IS 'Rows deleted.';
 COMMENT ON COLUMN sluice.versions.tables_truncated IS 'Tables truncated.';
+COMMENT ON COLUMN sluice.versions.tables IS 'Rows written per datamart table: {"schema.table": {"inserted", "updated", "deleted", "truncated"}}.';
 COMMENT ON COLUMN sluice.versions.expectations IS 'Expectations evaluated.';
 COMMENT ON COLUMN sluice.versions.expectations_failed IS 'Expectations that failed (warn or quarantine: the version still committed).';
 COMMENT ON COLUMN sluice.versions.tags IS 'Tags naming this version.';
@@ -1475,7 +1493,7 @@ REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
 REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
-    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag FROM PUBLIC;
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag, sluice._run_table FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
     sluice.drop_expectation(regclass, text),
     sluice.expect_column_values_to_not_be_null(regclass, name, text),

@@ -1082,6 +1082,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	if (TransactionIdIsValid(r.stats.skipped_xid))
 		catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
 	expect_record_results(run_id);
+	table_counts_record(run_id);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,

@@ -105,6 +105,7 @@ typedef struct ApplyRel
 	int			nkeys;			/* key columns, for failure samples */
 	AttrNumber *keyatts;
 	/* versions (sluice.keep_history) */
+	TableCount *counts;			/* rows written to it in this run */
 	AttrNumber	verattno;		/* _sluice_version in the target, or 0 */
 	Relation	histrel;		/* <target_schema>_history.<table> */
 	ResultRelInfo *histrri;
@@ -667,6 +668,8 @@ handle_relation(ApplyState *st, StringInfo s)
 	else
 		ar->verattno = InvalidAttrNumber;
 
+	ar->counts = table_count(t->target_schema, t->target_table);
+
 	/* row expectations: compiled once here, evaluated per row in C */
 	ar->table = t;
 	{
@@ -1003,6 +1006,7 @@ handle_insert(ApplyState *st, StringInfo s)
 	{
 		ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
 		st->stats->inserted++;
+		ar->counts->inserted++;
 	}
 	else
 		st->stats->quarantined++;
@@ -1036,6 +1040,7 @@ handle_update(ApplyState *st, StringInfo s)
 			ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
 									 ar->localslot, ar->newslot);
 			st->stats->updated++;
+			ar->counts->updated++;
 		}
 		else
 			st->stats->quarantined++;
@@ -1052,6 +1057,7 @@ handle_update(ApplyState *st, StringInfo s)
 		{
 			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
 			st->stats->updated++;
+			ar->counts->updated++;
 		}
 		else
 			st->stats->quarantined++;
@@ -1086,6 +1092,7 @@ handle_delete(ApplyState *st, StringInfo s)
 		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
 		st->stats->deleted++;
+		ar->counts->deleted++;
 	}
 	else if (ar->has_quarantine)
 		;						/* the row was quarantined: nothing to delete */
@@ -1196,6 +1203,13 @@ handle_truncate(ApplyState *st, StringInfo s)
 		}
 	}
 	st->stats->truncated += list_length(rels);
+	foreach(lc, remote)
+	{
+		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
+
+		if (ar && ar->mapped)
+			ar->counts->truncated++;
+	}
 }
 
 static void

@@ -51,6 +51,7 @@ PG_FUNCTION_INFO_V1(sluice_changed_here);
 PG_FUNCTION_INFO_V1(sluice_compile_predicate);
 
 List	   *sluice_results = NIL;
+static List *table_counts = NIL;
 MemoryContext sluice_results_cxt = NULL;
 
 #define MAX_SAMPLE 5
@@ -140,6 +141,57 @@ expect_results_reset(void)
 												   ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(sluice_results_cxt);
 	sluice_results = NIL;
+	table_counts = NIL;
+}
+
+/* The run's counter for a table (lives as long as the run's results). */
+TableCount *
+table_count(const char *schema, const char *table)
+{
+	ListCell   *lc;
+	TableCount *c;
+	MemoryContext old;
+
+	foreach(lc, table_counts)
+	{
+		c = lfirst(lc);
+		if (strcmp(c->target_schema, schema) == 0 && strcmp(c->target_table, table) == 0)
+			return c;
+	}
+	old = MemoryContextSwitchTo(sluice_results_cxt);
+	c = palloc0(sizeof(TableCount));
+	c->target_schema = pstrdup(schema);
+	c->target_table = pstrdup(table);
+	table_counts = lappend(table_counts, c);
+	MemoryContextSwitchTo(old);
+	return c;
+}
+
+/* Store the run's per-table row counts (in the caller's transaction). */
+void
+table_counts_record(int64 run_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, table_counts)
+	{
+		TableCount *c = lfirst(lc);
+		Oid			types[7] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID, INT8OID, INT8OID};
+		Datum		args[7];
+
+		if (c->inserted + c->updated + c->deleted + c->truncated == 0)
+			continue;
+		args[0] = Int64GetDatum(run_id);
+		args[1] = CStringGetDatum(c->target_schema);
+		args[2] = CStringGetDatum(c->target_table);
+		args[3] = Int64GetDatum(c->inserted);
+		args[4] = Int64GetDatum(c->updated);
+		args[5] = Int64GetDatum(c->deleted);
+		args[6] = Int64GetDatum(c->truncated);
+		if (SPI_execute_with_args("INSERT INTO sluice._run_table VALUES ($1, $2, $3, $4, $5, $6, $7)",
+								  7, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record per-table counts");
+	}
 }
 
 ExpectResult *

@@ -223,7 +223,20 @@ typedef struct ExpectResult
 	int			nsample;
 } ExpectResult;
 
+/* Rows written per table in a run (for sluice.versions). */
+typedef struct TableCount
+{
+	char	   *target_schema;
+	char	   *target_table;
+	int64		inserted;
+	int64		updated;
+	int64		deleted;
+	int64		truncated;
+} TableCount;
+
 extern List *sluice_results;
+extern TableCount *table_count(const char *schema, const char *table);
+extern void table_counts_record(int64 run_id);
 extern struct Expr *expect_parse_predicate(Relation rel, const char *predicate);
 extern void expect_results_reset(void);
 extern ExpectResult *expect_result(SluiceExpectation *e);

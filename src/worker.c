@@ -738,6 +738,7 @@ worker_batch(int pipeline_id, bool *done)
 		if (TransactionIdIsValid(r.stats.skipped_xid))
 			catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
 		expect_record_results(run_id);
+		table_counts_record(run_id);
 	}
 	LWLockAcquire(shared->lock, LW_SHARED);
 	had_error = s->in_error;

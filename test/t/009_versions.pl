@@ -71,6 +71,8 @@ for my $round (1 .. 14)
 	}
 }
 ok(@versions >= 12, scalar(@versions) . ' versions taken');
+is($mart->safe_psql('postgres', "SELECT bool_and((SELECT sum((x.value->>'inserted')::bigint + (x.value->>'updated')::bigint + (x.value->>'deleted')::bigint) FROM jsonb_each(tables) x) = rows_inserted + rows_updated + rows_deleted) FROM sluice.versions WHERE pipeline = 'v' AND kind = 'refresh'"),
+	't', 'per-table counts add up to the totals');
 is($mart->safe_psql('postgres', "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice.versions WHERE pipeline = 'v' AND queryable"),
 	join(',', @versions), 'sluice.versions lists them, all queryable');
 
