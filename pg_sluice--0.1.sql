@@ -1222,6 +1222,11 @@ BEGIN
   END IF;
   SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    IF cardinality(t.key_columns) = 0 THEN
+      -- rows without a key cannot be told apart across versions
+      RAISE NOTICE 'table %.% has no key (REPLICA IDENTITY FULL): no history is kept for it', t.target_schema, t.target_table;
+      CONTINUE;
+    END IF;
     hs := t.target_schema || '_history';
     EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
                    t.target_schema, t.target_table, v0);
@@ -1291,6 +1296,10 @@ DECLARE
 BEGIN
   t := sluice._contract_table(target);
   PERFORM sluice._version_check(t.pipeline_id, version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
   RETURN format('SELECT %1$s FROM %2$s WHERE _sluice_version <= %4$s '
@@ -1348,7 +1357,8 @@ BEGIN
   END IF;
   EXECUTE format('CREATE SCHEMA %I', sch);
   EXECUTE format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name));
-  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
     SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
       FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
        AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
@@ -1400,6 +1410,10 @@ BEGIN
   t := sluice._contract_table(target);
   PERFORM sluice._version_check(t.pipeline_id, from_version);
   PERFORM sluice._version_check(t.pipeline_id, to_version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
   SELECT pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at') INTO keys, fn
     FROM sluice._pipeline_table pt
    WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
@@ -1456,7 +1470,8 @@ BEGIN
        AND NOT r.history_purged) v
    WHERE v.n = 1 OR v.n <= coalesce(keep_last, 0) OR v.finished_at >= now() - keep_for
       OR v.run_id IN (SELECT tg.version FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id);
-  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
     target := format('%I.%I', t.target_schema, t.target_table);
     EXECUTE format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (SELECT 1 FROM unnest($1) k
                                  WHERE h._sluice_version <= k AND k < h._sluice_superseded)

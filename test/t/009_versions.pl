@@ -19,6 +19,9 @@ CREATE SCHEMA app;
 CREATE TABLE app.acct (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12,2), note text);
 ALTER TABLE app.acct ALTER COLUMN note SET STORAGE EXTERNAL;
 CREATE TABLE app.pair (a int, b text, v int, PRIMARY KEY (a, b));
+CREATE TABLE app.nokey (x int, y text);
+ALTER TABLE app.nokey REPLICA IDENTITY FULL;
+INSERT INTO app.nokey SELECT g, 'y' || g FROM generate_series(1, 20) g;
 INSERT INTO app.acct SELECT g, 'owner ' || g, g * 10, CASE WHEN g % 20 = 0 THEN repeat(md5(g::text), 300) ELSE 'n' || g END
   FROM generate_series(1, 500) g;
 INSERT INTO app.pair SELECT g % 50, 'k' || (g / 50), g FROM generate_series(1, 300) g;
@@ -27,8 +30,10 @@ CREATE TABLE public.snap_acct (version bigint, id int, owner text, balance numer
 CREATE TABLE public.snap_pair (version bigint, a int, b text, v int);
 });
 mart_source($mart, $live, 'live');
-$mart->safe_psql('postgres', "SELECT sluice.create_pipeline('v', 'live', ARRAY['app.acct', 'app.pair'])");
-my $v0 = $mart->safe_psql('postgres', "SELECT sluice.keep_history('v')");
+$mart->safe_psql('postgres', "SELECT sluice.create_pipeline('v', 'live', ARRAY['app.acct', 'app.pair', 'app.nokey'])");
+my ($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.keep_history('v')");
+my $v0 = $out;
+like($err, qr/table v.nokey has no key \(REPLICA IDENTITY FULL\): no history is kept for it/, 'keyless tables keep no history');
 ok($v0 > 0, "history kept from version $v0");
 
 sub snapshot
@@ -58,6 +63,7 @@ for my $round (1 .. 14)
 		elsif ($op == 6) { push @sql, "UPDATE app.pair SET v = v + 1 WHERE a = " . ($id % 50); }
 		else { push @sql, "DELETE FROM app.pair WHERE a = " . ($id % 50) . "; INSERT INTO app.pair VALUES (" . ($id % 50) . ", 'k$round', $round) ON CONFLICT DO NOTHING"; }
 	}
+	push @sql, "UPDATE app.nokey SET y = y || '.' WHERE x % 3 = $round % 3; DELETE FROM app.nokey WHERE x = $round";
 	push @sql, "TRUNCATE app.pair; INSERT INTO app.pair SELECT g, 'after truncate', g FROM generate_series(1, 40) g" if $round == 9;
 	$live->safe_psql('postgres', join(";\n", @sql));
 	my $res = $mart->safe_psql('postgres', "SELECT run_id || ':' || transactions FROM sluice.refresh('v')");
@@ -109,6 +115,10 @@ my $changes = $mart->safe_psql('postgres', "SELECT sum(rows_updated + rows_delet
 diag("history: $hist_rows superseded rows for $changes updates and deletes, " . int($hist_bytes / ($hist_rows || 1)) . " bytes per row (table size / rows)");
 ok($hist_rows <= $changes + 300, 'history holds superseded rows only (plus the truncated ones)');
 
+same_tables($live, $mart, [['app.nokey', 'v.nokey']], 'a keyless table keeps replicating, without history');
+($ret, $out, $err) = $mart->psql('postgres', "SELECT count(*) FROM sluice.diff('v.nokey', $v0, $v0)");
+like($err, qr/no history is kept for v.nokey/, 'and says so');
+
 # --- as of a time ---
 my $mid = $versions[6];
 is($mart->safe_psql('postgres', "SELECT count(*) FROM v.acct_at_time((SELECT committed_at FROM sluice.versions WHERE version = $mid))"),
@@ -144,7 +154,7 @@ is($mart->safe_psql('postgres', "SELECT string_agg(version::text, ',' ORDER BY v
 	join(',', sort { $a <=> $b } ($mid, $versions[-1], $last)), 'kept: the tagged version and the last two');
 is(at_checksum('acct', 'id, owner, balance, note', $mid), snap_checksum('acct', 'id, owner, balance, note', $mid), 'a kept version still reads exactly');
 is(at_checksum('acct', 'id, owner, balance, note', $versions[-1]), snap_checksum('acct', 'id, owner, balance, note', $versions[-1]), 'so does the other');
-my ($ret, $out, $err) = $mart->psql('postgres', "SELECT count(*) FROM v.acct_at($versions[1])");
+($ret, $out, $err) = $mart->psql('postgres', "SELECT count(*) FROM v.acct_at($versions[1])");
 like($err, qr/version $versions[1] of pipeline "v" was purged/, 'a purged version refuses to be read');
 
 # --- untag, bad input ---
