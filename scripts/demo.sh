@@ -150,6 +150,25 @@ mart -c "CREATE EXTENSION pg_sluice" \
      -c "SELECT sluice.create_source('school_live', 'host=127.0.0.1 port=$LIVE_PORT dbname=school user=$RUN_USER')" >/dev/null
 show mart -x -c "SELECT * FROM sluice.create_pipeline('school', 'school_live', $table_list, target_schema => 'school_mart')"
 
+section "3b. contracts, expectations and versions"
+cat <<'SQL'
+SELECT sluice.keep_history('school');        -- every refresh becomes a queryable version
+SELECT sluice.expect_column_values_to_be_between('school_mart.grades', 'score', '0', '100');
+SELECT sluice.expect_column_values_to_be_in_set('school_mart.attendance', 'status',
+         ARRAY['present', 'late', 'absent', 'excused'], severity => 'warn');
+SELECT sluice.expect_column_values_to_match_regex('school_mart.students', 'email', '^[^@ ]+@[^@ ]+$', severity => 'quarantine');
+SELECT sluice.expect_column_values_to_be_in_table('school_mart.enrollments', 'student_id', 'school_mart.students', 'student_id');
+SELECT sluice.expect_table_row_count_to_be_between('school_mart.students', 1000, 100000);
+SQL
+mart -q -c "SELECT sluice.keep_history('school')" \
+     -c "SELECT sluice.expect_column_values_to_be_between('school_mart.grades', 'score', '0', '100')" \
+     -c "SELECT sluice.expect_column_values_to_be_in_set('school_mart.attendance', 'status', ARRAY['present', 'late', 'absent', 'excused'], severity => 'warn')" \
+     -c "SELECT sluice.expect_column_values_to_match_regex('school_mart.students', 'email', '^[^@ ]+@[^@ ]+\$', severity => 'quarantine')" \
+     -c "SELECT sluice.expect_column_values_to_be_in_table('school_mart.enrollments', 'student_id', 'school_mart.students', 'student_id')" \
+     -c "SELECT sluice.expect_table_row_count_to_be_between('school_mart.students', 1000, 100000)" >/dev/null 2>&1
+show mart -c "SELECT target_table, column_name, data_type, not_null, is_key FROM sluice.contracts
+               WHERE target_table = 'students' ORDER BY position LIMIT 6"
+
 section "4. a day of changes on live (demo/changes.sql)"
 live -f - <"$SRC/demo/changes.sql"
 
@@ -183,6 +202,27 @@ SELECT 'new enum label ''remote''',
                 WHERE attrelid = 'school_mart.attendance'::regclass AND attname = 'status'))
   FROM school_mart.attendance WHERE status = 'remote'"
 
+section "5b. data quality of that refresh (sluice.quality)"
+show mart -c "
+SELECT target_table, expectation, severity, evaluated, failed, success,
+       left(coalesce(sample_keys::text, ''), 40) AS sample
+  FROM sluice.quality WHERE run_id = (SELECT max(run_id) FROM sluice.runs) ORDER BY target_table, expectation"
+
+section "5c. versions: time travel, a tag for reports, a diff"
+show mart -c "
+SELECT version, kind, transactions, rows_inserted, rows_updated, rows_deleted, expectations_failed, queryable
+  FROM sluice.versions ORDER BY version"
+v1=$(mart -At -c "SELECT min(version) FROM sluice.versions")
+v2=$(mart -At -c "SELECT max(version) FROM sluice.versions")
+mart -q -c "SELECT sluice.tag('school', 'before_changes', $v1)" >/dev/null
+show mart -c "
+SELECT 'attendance marked remote' AS question,
+       (SELECT count(*) FROM school_mart.attendance_at($v1) WHERE status = 'remote') AS at_first_version,
+       (SELECT count(*) FROM school_mart.attendance WHERE status = 'remote') AS now
+UNION ALL
+SELECT 'students', (SELECT count(*) FROM school_before_changes.students), (SELECT count(*) FROM school_mart.students)"
+show mart -c "SELECT change, count(*) AS students FROM sluice.diff('school_mart.students', $v1, $v2) GROUP BY change ORDER BY change"
+
 section "6. what the datamart knows: sluice.runs and sluice.pipelines"
 show mart -c "
 SELECT run_id, kind, status, transactions AS xacts, rows_inserted AS inserted,
@@ -196,11 +236,16 @@ SELECT name, source, target_schema, publication, slot_name, cardinality(tables) 
   FROM sluice.pipelines"
 
 section "7. live vs datamart, table by table (row count and md5 of all rows)"
-checksums() {
+declare -A cols
+while IFS='|' read -r t c; do cols[$t]=$c; done < <(live -At -c "
+SELECT c.relname, string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relnamespace = 'school'::regnamespace AND c.relkind = 'r' GROUP BY c.relname")
+checksums() {  # the live columns only: datamart tables also carry _sluice_version
     local schema=$1 q="" t
     for t in "${TABLES[@]}"; do
         [ -n "$q" ] && q="$q UNION ALL "
-        q="$q SELECT '$t', count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text COLLATE \"C\")), '-') FROM $schema.$t x"
+        q="$q SELECT '$t', count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text COLLATE \"C\")), '-') FROM (SELECT ${cols[$t]} FROM $schema.$t) x"
     done
     echo "$q"
 }
