@@ -11,8 +11,9 @@
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5).
 #
-# Scenarios: 1 initial copy, 2a-2d backlog refresh, 3 peak memory, 4 streaming
-# lag (continuous worker vs native subscription; the datamart is restarted with
+# Scenarios: 1 initial copy, 2a-2d backlog refresh, 3 peak memory, 5 the 2a
+# backlog with 10 row expectations vs without (runs after 3), 4 streaming lag
+# (continuous worker vs native subscription; the datamart is restarted with
 # shared_preload_libraries = pg_sluice for it).
 #
 # As root it re-runs itself as BENCH_USER in a scratch directory, where it
@@ -282,12 +283,15 @@ log "N=$N rows, RUNS=$RUNS${SMOKE:+ (SMOKE)}"
 # pg_sluice and native helpers
 # ---------------------------------------------------------------------------
 REFRESH_ROW=""
+REFRESH_RUN=""
 LAST_T=""
-sluice_refresh() {  # timed; sets REFRESH_ROW and LAST_T (seconds)
-    local s
+sluice_refresh() {  # timed; sets REFRESH_ROW, REFRESH_RUN (its run_id) and LAST_T (seconds)
+    local s out
     s=$(now)
-    REFRESH_ROW=$(mart -c "SELECT transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated FROM sluice.refresh('p')")
+    out=$(mart -c "SELECT run_id, transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated FROM sluice.refresh('p')")
     LAST_T=$(since "$s")
+    REFRESH_RUN=${out%%|*}
+    REFRESH_ROW=${out#*|}
 }
 expect_refresh() {  # "txns ins upd del trunc" as the refresh reported
     local got=${REFRESH_ROW//|/ }
@@ -618,9 +622,88 @@ for run in $(seq 1 "$RUNS"); do
     mem_run "$MEM_BIG" "$run"
 done
 
+# ---------------------------------------------------------------------------
+# Scenario 5: the 2a backlog with 10 row expectations on the datamart table
+# ---------------------------------------------------------------------------
+# Same workload as 2a (one transaction inserting ids N+1..2N on top of ids
+# 1..N), refreshed by pipeline p without and with 10 row expectations on
+# sl.t, back to back in every run (order alternating). The expectations are
+# declared (severity error: a failing row would roll the batch back) after the
+# reset and dropped after the timed refresh, so nothing else sees them. After
+# the refresh with them, sluice.quality must hold 10 results for its run_id,
+# each with evaluated = N and failed = 0. Native replication takes no part:
+# its subscription is dropped first.
+STEP="5 setup: drop the native subscription"
+nat -c "DROP SUBSCRIPTION bench_sub"
+nat -c "TRUNCATE $NATIVE_TABLE"
+native_enabled=0
+rowexp() {  # name predicate: expect_row_to_satisfy with its own name (the default name is per table)
+    echo "SELECT sluice.add_expectation('$SLUICE_TABLE', 'expect_row_to_satisfy',
+            args => jsonb_build_object('predicate', \$p\$$2\$p\$), severity => 'error', name => '$1');"
+}
+EXPECT_SQL="SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'b', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'c', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'd', severity => 'error');
+SELECT sluice.expect_column_values_to_be_between('$SLUICE_TABLE', 'a', '0', '99999', severity => 'error');
+SELECT sluice.expect_column_values_to_be_between('$SLUICE_TABLE', 'd', '0', '1000000000', severity => 'error');
+SELECT sluice.expect_column_values_to_match_regex('$SLUICE_TABLE', 'b', '^[0-9a-f]{32}\$', severity => 'error');
+SELECT sluice.expect_column_value_lengths_to_be_between('$SLUICE_TABLE', 'b', 32, 32, severity => 'error');
+$(rowexp bench_c_from_2024 "c >= timestamptz '2024-01-01 00:00:00+00'")
+$(rowexp bench_d_is_id_x_1_37 "d = round(id * 1.37, 2)")
+$(rowexp bench_a_is_id_mod_100000 "a = id % 100000")"
+NEXPECT=10
+
+reset_sluice() {  # 2a's base state (ids 1..N on live and in sl.t), pg_sluice only
+    local lsn
+    STEP="$1 reset (TRUNCATE + reload $N rows, untimed)"
+    lsn=$(live_txn "TRUNCATE bench.t; $(gen_rows 1 "$N")")
+    live_fp
+    sluice_refresh
+    expect_refresh "1 $N 0 0 1"
+    check_sluice "$N"
+    quiesce "$lsn"
+}
+
+log "5  backlog: 1 transaction inserting $N rows, refreshed without and with $NEXPECT row expectations on $SLUICE_TABLE"
+for run in $(seq 1 "$RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order="plain expect"; else order="expect plain"; fi
+    for mode in $order; do
+        reset_sluice "5"
+        if [ $mode = expect ]; then
+            STEP="5 declare $NEXPECT row expectations (run $run)"
+            mart >/dev/null <<<"$EXPECT_SQL"
+            got=$(mart -c "SELECT count(*) FROM sluice.expectations WHERE pipeline = 'p'")
+            [ "$got" = $NEXPECT ] || die "5: $got expectations declared on $SLUICE_TABLE, expected $NEXPECT"
+        fi
+        STEP="5 workload on live (run $run, $mode)"
+        lsn=$(live_txn "$(gen_rows $((N + 1)) $((2 * N)))")
+        live_fp
+        STEP="5 pg_sluice refresh $([ $mode = expect ] && echo "with $NEXPECT row expectations" || echo "without expectations") (run $run)"
+        sluice_refresh; t=$LAST_T
+        expect_refresh "1 $N 0 0 0"
+        [[ $REFRESH_RUN =~ ^[0-9]+$ ]] || die "5: sluice.refresh returned no run_id ('$REFRESH_RUN')"
+        check_sluice $((2 * N))
+        add "5_$mode" "$t"
+        if [ $mode = expect ]; then
+            q=$(mart -c "SELECT count(*) || '/' || count(*) FILTER (WHERE evaluated = $N AND failed = 0 AND success) || '/' ||
+                                coalesce(string_agg(expectation || ' evaluated ' || evaluated || ' failed ' || failed, ', ' ORDER BY expectation)
+                                         FILTER (WHERE NOT (evaluated = $N AND failed = 0 AND success)), '')
+                           FROM sluice.quality WHERE run_id = ${REFRESH_RUN:-0}")
+            [ "${q%/*}" = "$NEXPECT/$NEXPECT" ] ||
+                die "5: sluice.quality for run ${REFRESH_RUN:-?} has ${q%%/*} results, expected $NEXPECT each with evaluated = $N and failed = 0 (${q##*/})"
+            STEP="5 drop the expectations (run $run)"
+            mart -c "SELECT sluice.drop_expectation('$SLUICE_TABLE', name) FROM sluice.expectations WHERE pipeline = 'p'" >/dev/null
+            [ "$(mart -c "SELECT count(*) FROM sluice.expectations WHERE pipeline = 'p'")" = 0 ] ||
+                die "5: expectations left on $SLUICE_TABLE after drop_expectation"
+            log "   run $run  pg_sluice refresh with $NEXPECT row expectations  ${t}s (sluice.quality run $REFRESH_RUN: $NEXPECT × evaluated $N, failed 0)"
+        else
+            log "   run $run  pg_sluice refresh without expectations  ${t}s"
+        fi
+    done
+done
+
 STEP="cleanup"
 mart -c "SELECT sluice.drop_pipeline('p', drop_tables => true)" >/dev/null
-nat -c "DROP SUBSCRIPTION bench_sub"
 
 # ---------------------------------------------------------------------------
 # Scenario 4: streaming lag (commit on live -> visible on the datamart)
@@ -798,7 +881,7 @@ ratio() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] ||
           awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 pad() { local s=$1 w=$2; printf '%s%*s' "$s" $((w > ${#s} ? w - ${#s} : 0)) ''; }
-W1=46 W2=24 W3=24 W4=40
+W1=60 W2=24 W3=24 W4=40
 row() { printf '%s | %s | %s | %s | %s\n' "$(pad "$1" $W1)" "$(pad "$2" $W2)" "$(pad "$3" $W3)" "$(pad "$4" $W4)" "$5"; }
 rule() { printf '%s\n' "$(printf '%*s' $((W1 + W2 + W3 + W4 + 24)) '' | tr ' ' '-')"; }
 
@@ -843,6 +926,9 @@ lagcell() { echo "$(num "$(med "lag_${1}_p50")" 1) / $(num "$(med "lag_${1}_p99"
 row "4  streaming lag p50 / p99 / max (ms)" "$(lagcell sluice)" "$(lagcell native)" "$NPROBES probes, pgbench ${LOAD_TPS} tps" \
     "$(ratio lag_native_p50 lag_sluice_p50) / $(ratio lag_native_p99 lag_sluice_p99) / $(ratio lag_native_max lag_sluice_max)"
 row "     min / mean (ms)" "${LAG_MIN_MEAN[0]:--}" "${LAG_MIN_MEAN[1]:--}" "" ""
+row "5  backlog 1 txn × $n INSERT, $NEXPECT row expectations (s)" "$(cell 5_expect)" "" "without $(cell 5_plain)" \
+    "$(ratio 5_plain 5_expect) retained (without/with)"
+row "     throughput" "$(rate "$N" 5_expect)" "" "without $(rate "$N" 5_plain)" ""
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
@@ -858,5 +944,9 @@ echo "4 (lag)  : pg_sluice continuous worker (sluice.start) vs native subscripti
 echo "           time on the same probes: one row committed on live every 80-120 ms, committed = clock_timestamp() just"
 echo "           before its COMMIT; lag = first time a poller on the datamart (every ~1 ms) saw the row - committed."
 echo "           Datamart restarted for 4 with: $STREAM_SETTINGS"
+echo "5 (expect): the 2a workload refreshed with $NEXPECT row expectations on $SLUICE_TABLE (severity error; not_null b, c, d;"
+echo "           between a, d; regex b; length b; row: c >= 2024-01-01, d = round(id * 1.37, 2), a = id % 100000) and,"
+echo "           in \"other\", without any, back to back in every run (order alternating). Last column: without/with, the"
+echo "           throughput retained (target >= 0.8, goal >= 0.9). sluice.quality checked: $NEXPECT × evaluated = N, failed = 0."
 echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
 STEP=""
