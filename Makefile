@@ -22,7 +22,7 @@ PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
 PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DSLUICE_VERSION='"$(EXTVERSION)"'
-SHLIB_LINK  = -L$(shell $(PG_CONFIG) --libdir) -lpq
+SHLIB_LINK  = -L$(shell $(PG_CONFIG) --libdir) -lpq -lcurl -ljansson
 
 EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
 

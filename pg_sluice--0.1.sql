@@ -192,6 +192,54 @@ COMMENT ON TABLE sluice._expectation_result IS
   'Private: the result of every expectation in every run.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._expectation_result', '');
 
+
+CREATE TABLE sluice._destination (
+    name         text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    kind         text NOT NULL CHECK (kind IN ('webhook', 'openlineage')),
+    url          text NOT NULL,
+    events       text[] NOT NULL,
+    headers      jsonb NOT NULL DEFAULT '{}',
+    secret       text,
+    format       text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'slack')),
+    namespace    text,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by   name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._destination IS
+  'Private: where events go (webhooks, OpenLineage receivers). Holds secrets: readable by the extension owner only.';
+REVOKE ALL ON sluice._destination FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('sluice._destination', '');
+
+CREATE TABLE sluice._outbox (
+    event_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination     text NOT NULL REFERENCES sluice._destination ON DELETE CASCADE,
+    pipeline        text,
+    event           text NOT NULL,
+    body            jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    last_error      text,
+    sent_at         timestamptz
+);
+CREATE INDEX ON sluice._outbox (next_attempt_at) WHERE status = 'pending';
+COMMENT ON TABLE sluice._outbox IS
+  'Private: events written in the same transaction as what they describe; the notifier worker posts them.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._outbox', '');
+
+CREATE TABLE sluice._delivery (
+    event_id     bigint NOT NULL REFERENCES sluice._outbox ON DELETE CASCADE,
+    attempt      integer NOT NULL,
+    attempted_at timestamptz NOT NULL,
+    duration     interval NOT NULL,
+    http_status  integer,
+    error        text,
+    PRIMARY KEY (event_id, attempt)
+);
+COMMENT ON TABLE sluice._delivery IS 'Private: every delivery attempt.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._delivery', '');
+
 CREATE TABLE sluice._run_table (
     run_id        bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
     target_schema name NOT NULL,
@@ -802,6 +850,44 @@ COMMENT ON COLUMN sluice.tags.version IS 'The version it pins.';
 COMMENT ON COLUMN sluice.tags.schema_name IS 'Schema with one view per table at that version (for BI tools).';
 COMMENT ON COLUMN sluice.tags.created_at IS 'When it was tagged.';
 
+
+CREATE VIEW sluice.destinations AS
+SELECT d.name, d.kind, d.url, d.events, d.format, d.namespace,
+       (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(d.headers) k) AS header_names,
+       d.secret IS NOT NULL AS signed, d.created_at,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status IN ('pending', 'sending')) AS pending,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status OPERATOR(pg_catalog.=) 'failed') AS failed
+  FROM sluice._destination d;
+COMMENT ON VIEW sluice.destinations IS 'Webhooks and OpenLineage endpoints (secrets and header values are never shown).';
+COMMENT ON COLUMN sluice.destinations.name IS 'Destination name.';
+COMMENT ON COLUMN sluice.destinations.kind IS 'webhook or openlineage.';
+COMMENT ON COLUMN sluice.destinations.url IS 'Where events are posted.';
+COMMENT ON COLUMN sluice.destinations.events IS 'Events it receives (* for all).';
+COMMENT ON COLUMN sluice.destinations.format IS 'json or slack (webhooks).';
+COMMENT ON COLUMN sluice.destinations.namespace IS 'OpenLineage job namespace.';
+COMMENT ON COLUMN sluice.destinations.header_names IS 'Extra HTTP headers sent (names only).';
+COMMENT ON COLUMN sluice.destinations.signed IS 'Requests carry an HMAC-SHA256 signature (webhooks) or a Bearer token (OpenLineage).';
+COMMENT ON COLUMN sluice.destinations.created_at IS 'When it was created.';
+COMMENT ON COLUMN sluice.destinations.pending IS 'Events waiting to be delivered.';
+COMMENT ON COLUMN sluice.destinations.failed IS 'Events given up on.';
+
+CREATE VIEW sluice.events AS
+SELECT o.event_id, o.destination, o.pipeline, o.event, o.body, o.created_at, o.status, o.attempts,
+       o.next_attempt_at, o.last_error, o.sent_at
+  FROM sluice._outbox o;
+COMMENT ON VIEW sluice.events IS 'The event outbox: what was sent where, what is pending, and why delivery failed.';
+COMMENT ON COLUMN sluice.events.event_id IS 'Event identifier.';
+COMMENT ON COLUMN sluice.events.destination IS 'Destination name.';
+COMMENT ON COLUMN sluice.events.pipeline IS 'Pipeline the event is about.';
+COMMENT ON COLUMN sluice.events.event IS 'Event name.';
+COMMENT ON COLUMN sluice.events.body IS 'Event data (the documented payload is built from it when sent).';
+COMMENT ON COLUMN sluice.events.created_at IS 'When it happened (committed with what it describes).';
+COMMENT ON COLUMN sluice.events.status IS 'pending, sending, sent or failed (given up).';
+COMMENT ON COLUMN sluice.events.attempts IS 'Delivery attempts so far.';
+COMMENT ON COLUMN sluice.events.next_attempt_at IS 'When the next attempt is due (exponential backoff).';
+COMMENT ON COLUMN sluice.events.last_error IS 'Why the last attempt failed.';
+COMMENT ON COLUMN sluice.events.sent_at IS 'When it was delivered.';
+
 CREATE VIEW sluice.status AS
 WITH w AS (SELECT * FROM sluice._worker_status()),
      limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
@@ -1200,6 +1286,57 @@ COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row disc
 -- Versions: history, time travel, tags, diff, retention
 -------------------------------------------------------------------------------
 
+
+CREATE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM sluice._version_check(pipeline_id, version);
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice._version_ok(integer, bigint) IS 'Private: true, or an error saying why the version cannot be read.';
+
+-- (Re)creates <table>_at(version) and <table>_at_time(timestamptz): plain SQL
+-- functions the planner inlines into the calling query, so "as of" reads
+-- stream (and run in parallel) like any UNION ALL of two tables.
+CREATE FUNCTION sluice._make_at_functions(target regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $mk$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  SELECT pt.* INTO t FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE AS
+                    'SELECT %5$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%6$s, $1)
+                     UNION ALL
+                     SELECT %5$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                        AND sluice._version_ok(%6$s, $1)'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at', t.target_schema || '_history',
+                 replace(cols, chr(39), chr(39) || chr(39)), t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE
+                    AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
+                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table));
+END
+$mk$;
+COMMENT ON FUNCTION sluice._make_at_functions(regclass) IS 'Private: (re)creates a table''s time-travel functions.';
+
 CREATE FUNCTION sluice.keep_history(pipeline text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE STRICT
@@ -1240,17 +1377,7 @@ BEGIN
     EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
                    format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
                           t.target_schema, t.target_table));
-    EXECUTE format($f$CREATE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
-                      LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
-                      $b$BEGIN RETURN QUERY EXECUTE sluice._as_of_sql(%4$L::regclass, version); END$b$ $f$,
-                   t.target_schema, t.target_table, t.target_table || '_at',
-                   format('%I.%I', t.target_schema, t.target_table));
-    EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
-                   format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
-    EXECUTE format($f$CREATE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
-                      LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
-                      AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
-                   t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', p.pipeline_id);
+    PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
   END LOOP;
   UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
   RETURN v0;
@@ -1488,6 +1615,215 @@ $$;
 COMMENT ON FUNCTION sluice.purge_history(text, integer, interval) IS
   'Deletes superseded rows no kept version can see (kept: the last keep_last versions, those younger than keep_for, every tagged one, and the latest); reports rows and bytes freed per table. VACUUM returns the space.';
 
+
+-------------------------------------------------------------------------------
+-- Alerts and lineage over HTTP
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._check_url(url text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_check_url'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION sluice._check_url(text) IS 'Private: the URL normalised by libcurl, or an error if it is not an http(s) URL.';
+
+CREATE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag'];
+
+CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  e text;
+  h record;
+BEGIN
+  IF name IS NULL OR url IS NULL OR events IS NULL THEN
+    RAISE EXCEPTION 'name, url and events must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF EXISTS (SELECT 1 FROM sluice._destination d WHERE d.name = _check_destination.name) THEN
+    RAISE EXCEPTION 'destination "%" already exists', name USING ERRCODE = 'duplicate_object';
+  END IF;
+  FOREACH e IN ARRAY events LOOP
+    IF e IS NULL OR NOT (e = '*' OR e = ANY (sluice._event_names())) THEN
+      RAISE EXCEPTION 'unknown event "%"', e USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Known: * (all), ' || array_to_string(sluice._event_names(), ', ') || '.';
+    END IF;
+  END LOOP;
+  IF jsonb_typeof(coalesce(headers, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'headers must be a JSON object of strings' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  FOR h IN SELECT * FROM jsonb_each(coalesce(headers, '{}')) LOOP
+    IF jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
+       OR (h.value #>> '{}') ~ '[\r\n\x01-\x08\x0b\x0c\x0e-\x1f\x7f]' THEN
+      RAISE EXCEPTION 'invalid HTTP header "%"', h.key USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = 'Header names are tokens; values are strings without CR, LF or other control characters.';
+    END IF;
+  END LOOP;
+  RETURN sluice._check_url(url);
+END
+$$;
+
+CREATE FUNCTION sluice.create_webhook(name text, url text, events text[] DEFAULT ARRAY['*'],
+    headers jsonb DEFAULT '{}', secret text DEFAULT NULL, format text DEFAULT 'json')
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  u text := sluice._check_destination(name, url, events, headers);
+BEGIN
+  IF format IS NULL OR format NOT IN ('json', 'slack') THEN
+    RAISE EXCEPTION 'unknown format "%"', format USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'json (the documented event payload) or slack (a Slack-compatible {"text": ...} body).';
+  END IF;
+  INSERT INTO sluice._destination (name, kind, url, events, headers, secret, format)
+  VALUES (name, 'webhook', u, events, coalesce(headers, '{}'), secret, format);
+  PERFORM sluice._notifier_wanted();
+  RETURN name;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text) IS
+  'Posts the chosen events (default all) as JSON (or Slack text) to a URL; with a secret, each request is signed (X-Sluice-Signature: sha256=HMAC of the body).';
+
+CREATE FUNCTION sluice.create_lineage_endpoint(name text, url text, namespace text DEFAULT 'pg_sluice',
+    api_key text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  u text := sluice._check_destination(name, url, ARRAY['refresh_started', 'refresh_completed', 'refresh_failed'], '{}');
+BEGIN
+  IF namespace IS NULL OR namespace = '' THEN
+    RAISE EXCEPTION 'namespace must not be empty' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  INSERT INTO sluice._destination (name, kind, url, events, secret, namespace)
+  VALUES (name, 'openlineage', u, ARRAY['refresh_started', 'refresh_completed', 'refresh_failed'], api_key, namespace);
+  PERFORM sluice._notifier_wanted();
+  RETURN name;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_lineage_endpoint(text, text, text, text) IS
+  'Posts OpenLineage RunEvents (START, COMPLETE, FAIL) for every run to an OpenLineage receiver (api_key sent as a Bearer token).';
+
+CREATE FUNCTION sluice.drop_destination(name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM sluice._destination d WHERE d.name = drop_destination.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'destination "%" does not exist', name USING ERRCODE = 'undefined_object';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_destination(text) IS 'Removes a destination and its undelivered events.';
+
+
+CREATE FUNCTION sluice._conninfo_part(conninfo text, keyword text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_conninfo_part'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION sluice._conninfo_part(text, text) IS 'Private: one value of a connection string (never the password).';
+
+CREATE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._emit_run(bigint, bigint) IS 'Private: queue the events of a recorded run.';
+
+CREATE FUNCTION sluice._notifier_wanted()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_notifier_wanted'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sluice._emit(pipeline text, event text, body jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  INSERT INTO sluice._outbox (destination, pipeline, event, body)
+  SELECT d.name, pipeline, event, body FROM sluice._destination d
+   WHERE '*' = ANY (d.events) OR event = ANY (d.events);
+END;
+COMMENT ON FUNCTION sluice._emit(text, text, jsonb) IS 'Private: queue an event for every destination that wants it.';
+
 -------------------------------------------------------------------------------
 -- Privileges: administration is for the extension owner and whom they grant.
 -------------------------------------------------------------------------------
@@ -1502,13 +1838,18 @@ REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text),
+    sluice.create_lineage_endpoint(text, text, text, text), sluice.drop_destination(text),
+    sluice._emit(text, text, jsonb), sluice._notifier_wanted(), sluice._emit_run(bigint, bigint),
+    sluice._conninfo_part(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.keep_history(text), sluice.tag(text, text, bigint), sluice.untag(text, text),
     sluice.purge_history(text, integer, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
 REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
-    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag, sluice._run_table FROM PUBLIC;
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag, sluice._run_table, sluice._outbox, sluice._delivery FROM PUBLIC;
+REVOKE ALL ON sluice.destinations, sluice.events FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
     sluice.drop_expectation(regclass, text),
     sluice.expect_column_values_to_not_be_null(regclass, name, text),

@@ -9,16 +9,19 @@
 # wait, default 900), BENCH_USER (default pgsluice), BENCH_TMPDIR (default /tmp),
 # LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
-# STREAM_SECS (scenario 4 window, default 30, SMOKE 5).
+# STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
+# (the two servers' ports, default 56432 / 56433).
 #
 # Scenarios: 1 initial copy, 2a-2d backlog refresh, 3 peak memory, 5 the 2a
-# backlog with 10 row expectations vs without (runs after 3), 4 streaming lag
-# (continuous worker vs native subscription; the datamart is restarted with
-# shared_preload_libraries = pg_sluice for it).
+# backlog with 10 row expectations vs without (5b: 10 cheap ones; runs after
+# 3), 6 versions (keep_history: scans as of a version, storage, apply cost;
+# runs after 5), 4 streaming lag (continuous worker vs native subscription;
+# the datamart is restarted with shared_preload_libraries = pg_sluice for it).
 #
 # As root it re-runs itself as BENCH_USER in a scratch directory, where it
-# initdb's and starts two throwaway servers on 127.0.0.1 (live 56432,
-# datamart 56433). Both are stopped and the directory removed on exit.
+# initdb's and starts two throwaway servers on 127.0.0.1 (live LIVE_PORT,
+# default 56432; datamart MART_PORT, default 56433). Both are stopped and the
+# directory removed on exit.
 # Exits non-zero if any step fails, including any copy whose content differs
 # from live after a timed step. See bench/README.md.
 set -euo pipefail
@@ -26,8 +29,10 @@ set -euo pipefail
 PG_MAJOR=15
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 BENCH_USER=${BENCH_USER:-pgsluice}
-LIVE_PORT=56432
-MART_PORT=56433
+LIVE_PORT=${LIVE_PORT:-56432}
+MART_PORT=${MART_PORT:-56433}
+[[ $LIVE_PORT =~ ^[1-9][0-9]*$ && $MART_PORT =~ ^[1-9][0-9]*$ && $LIVE_PORT != "$MART_PORT" ]] ||
+    { echo "bench: ERROR: LIVE_PORT and MART_PORT must be two different port numbers" >&2; exit 1; }
 
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
 
@@ -68,7 +73,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        STREAM_SECS="${STREAM_SECS:-}" bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -254,6 +259,24 @@ SQL
 # Results: R[key] = space separated values (seconds or MB).
 declare -A R
 add() { R[$1]="${R[$1]:-} $2"; }
+stats() {  # key -> "median min max" (or "" if no values)
+    [ -n "${R[$1]:-}" ] || { echo ""; return; }
+    tr ' ' '\n' <<<"${R[$1]}" | grep . | sort -g |
+        awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
+}
+cell() {  # key [decimals] -> "median (min–max)"
+    local st m lo hi
+    st=$(stats "$1"); [ -n "$st" ] || { echo "-"; return; }
+    read -r m lo hi <<<"$st"
+    if [ "$RUNS" -gt 1 ]; then echo "$(num "$m" "${2:-}") ($(num "$lo" "${2:-}")–$(num "$hi" "${2:-}"))"; else num "$m" "${2:-}"; fi
+}
+med() { local st; st=$(stats "$1"); echo "${st%% *}"; }
+rate() {  # rows key -> rows/s of the median
+    local m; m=$(med "$2"); [ -n "$m" ] || { echo "-"; return; }
+    awk -v r="$1" -v t="$m" 'BEGIN { x = r / t; if (x >= 1e6) printf "%.2fM rows/s", x / 1e6; else if (x >= 1e3) printf "%.0fk rows/s", x / 1e3; else printf "%.0f rows/s", x }'
+}
+ratio() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] || { echo "-"; return; }
+          awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # ---------------------------------------------------------------------------
 # Machine and settings
@@ -285,10 +308,10 @@ log "N=$N rows, RUNS=$RUNS${SMOKE:+ (SMOKE)}"
 REFRESH_ROW=""
 REFRESH_RUN=""
 LAST_T=""
-sluice_refresh() {  # timed; sets REFRESH_ROW, REFRESH_RUN (its run_id) and LAST_T (seconds)
+sluice_refresh() {  # [pipeline, default p]; timed; sets REFRESH_ROW, REFRESH_RUN (its run_id) and LAST_T (seconds)
     local s out
     s=$(now)
-    out=$(mart -c "SELECT run_id, transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated FROM sluice.refresh('p')")
+    out=$(mart -c "SELECT run_id, transactions, rows_inserted, rows_updated, rows_deleted, tables_truncated FROM sluice.refresh('${1:-p}')")
     LAST_T=$(since "$s")
     REFRESH_RUN=${out%%|*}
     REFRESH_ROW=${out#*|}
@@ -411,20 +434,29 @@ SQL
 native_enabled=1
 check_native "$N"
 
-# Base state for every run of 2a-2d: ids 1..N on live and in both copies.
-reset_base() {
-    local lsn
+# Base state: ids 1..N on live and in pg_sluice's copy. reload_base: TRUNCATE
+# + reload on live (untimed), pg_sluice applies it; sets RESET_LSN.
+# reset_base (2a-2d, 3): native applies it too. reset_sluice (5, 6): pg_sluice only.
+RESET_LSN=""
+reload_base() {
     STEP="$1 reset (TRUNCATE + reload $N rows, untimed)"
-    lsn=$(live_txn "TRUNCATE bench.t; $(gen_rows 1 "$N")")
+    RESET_LSN=$(live_txn "TRUNCATE bench.t; $(gen_rows 1 "$N")")
     live_fp
     sluice_refresh
     expect_refresh "1 $N 0 0 1"
     check_sluice "$N"
-    native_enable_wait "$lsn"
+}
+reset_base() {
+    reload_base "$1"
+    native_enable_wait "$RESET_LSN"
     check_native "$N"
-    quiesce "$lsn"
+    quiesce "$RESET_LSN"
     STEP="$1 disable native"
     native_disable
+}
+reset_sluice() {
+    reload_base "$1"
+    quiesce "$RESET_LSN"
 }
 
 # order of the two appliers alternates between runs (WAL cache effects)
@@ -653,56 +685,176 @@ $(rowexp bench_d_is_id_x_1_37 "d = round(id * 1.37, 2)")
 $(rowexp bench_a_is_id_mod_100000 "a = id % 100000")"
 NEXPECT=10
 
-reset_sluice() {  # 2a's base state (ids 1..N on live and in sl.t), pg_sluice only
-    local lsn
-    STEP="$1 reset (TRUNCATE + reload $N rows, untimed)"
-    lsn=$(live_txn "TRUNCATE bench.t; $(gen_rows 1 "$N")")
-    live_fp
-    sluice_refresh
-    expect_refresh "1 $N 0 0 1"
-    check_sluice "$N"
-    quiesce "$lsn"
-}
+# 5b: 10 cheap expectations (null tests, integer / timestamp range, length,
+# two trivial row predicates): the cost of the framework itself, next to 5's
+# expensive predicates (regex, numeric arithmetic). Same checks on sluice.quality.
+CHEAP_SQL="SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'id', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'a', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'b', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'c', severity => 'error');
+SELECT sluice.expect_column_values_to_not_be_null('$SLUICE_TABLE', 'd', severity => 'error');
+SELECT sluice.expect_column_values_to_be_between('$SLUICE_TABLE', 'a', '0', '99999', severity => 'error');
+SELECT sluice.expect_column_values_to_be_between('$SLUICE_TABLE', 'c', '2024-01-01 00:00:00+00', '2100-01-01 00:00:00+00', severity => 'error');
+SELECT sluice.expect_column_value_lengths_to_be_between('$SLUICE_TABLE', 'b', 32, 32, severity => 'error');
+$(rowexp bench_a_nonneg "a >= 0")
+$(rowexp bench_id_positive "id > 0")"
 
-log "5  backlog: 1 transaction inserting $N rows, refreshed without and with $NEXPECT row expectations on $SLUICE_TABLE"
+log "5  backlog: 1 transaction inserting $N rows, refreshed without expectations, with $NEXPECT row expectations and with $NEXPECT cheap ones (5b) on $SLUICE_TABLE"
 for run in $(seq 1 "$RUNS"); do
-    if [ $((run % 2)) = 1 ]; then order="plain expect"; else order="expect plain"; fi
+    if [ $((run % 2)) = 1 ]; then order="plain expect cheap"; else order="cheap expect plain"; fi
     for mode in $order; do
         reset_sluice "5"
-        if [ $mode = expect ]; then
-            STEP="5 declare $NEXPECT row expectations (run $run)"
-            mart >/dev/null <<<"$EXPECT_SQL"
+        case $mode in
+            plain) what="without expectations" ;;
+            expect) what="with $NEXPECT row expectations" ;;
+            cheap) what="with $NEXPECT cheap row expectations (5b)" ;;
+        esac
+        if [ $mode != plain ]; then
+            STEP="5 declare $NEXPECT row expectations ($mode, run $run)"
+            if [ $mode = expect ]; then mart >/dev/null <<<"$EXPECT_SQL"; else mart >/dev/null <<<"$CHEAP_SQL"; fi
             got=$(mart -c "SELECT count(*) FROM sluice.expectations WHERE pipeline = 'p'")
             [ "$got" = $NEXPECT ] || die "5: $got expectations declared on $SLUICE_TABLE, expected $NEXPECT"
         fi
         STEP="5 workload on live (run $run, $mode)"
         lsn=$(live_txn "$(gen_rows $((N + 1)) $((2 * N)))")
         live_fp
-        STEP="5 pg_sluice refresh $([ $mode = expect ] && echo "with $NEXPECT row expectations" || echo "without expectations") (run $run)"
+        STEP="5 pg_sluice refresh $what (run $run)"
         sluice_refresh; t=$LAST_T
         expect_refresh "1 $N 0 0 0"
         [[ $REFRESH_RUN =~ ^[0-9]+$ ]] || die "5: sluice.refresh returned no run_id ('$REFRESH_RUN')"
         check_sluice $((2 * N))
         add "5_$mode" "$t"
-        if [ $mode = expect ]; then
+        if [ $mode != plain ]; then
             q=$(mart -c "SELECT count(*) || '/' || count(*) FILTER (WHERE evaluated = $N AND failed = 0 AND success) || '/' ||
                                 coalesce(string_agg(expectation || ' evaluated ' || evaluated || ' failed ' || failed, ', ' ORDER BY expectation)
                                          FILTER (WHERE NOT (evaluated = $N AND failed = 0 AND success)), '')
                            FROM sluice.quality WHERE run_id = ${REFRESH_RUN:-0}")
             [ "${q%/*}" = "$NEXPECT/$NEXPECT" ] ||
-                die "5: sluice.quality for run ${REFRESH_RUN:-?} has ${q%%/*} results, expected $NEXPECT each with evaluated = $N and failed = 0 (${q##*/})"
-            STEP="5 drop the expectations (run $run)"
+                die "5: sluice.quality for run ${REFRESH_RUN:-?} ($mode) has ${q%%/*} results, expected $NEXPECT each with evaluated = $N and failed = 0 (${q##*/})"
+            STEP="5 drop the expectations ($mode, run $run)"
             mart -c "SELECT sluice.drop_expectation('$SLUICE_TABLE', name) FROM sluice.expectations WHERE pipeline = 'p'" >/dev/null
             [ "$(mart -c "SELECT count(*) FROM sluice.expectations WHERE pipeline = 'p'")" = 0 ] ||
                 die "5: expectations left on $SLUICE_TABLE after drop_expectation"
-            log "   run $run  pg_sluice refresh with $NEXPECT row expectations  ${t}s (sluice.quality run $REFRESH_RUN: $NEXPECT × evaluated $N, failed 0)"
+            log "   run $run  pg_sluice refresh $what  ${t}s (sluice.quality run $REFRESH_RUN: $NEXPECT × evaluated $N, failed 0)"
         else
-            log "   run $run  pg_sluice refresh without expectations  ${t}s"
+            log "   run $run  pg_sluice refresh $what  ${t}s"
         fi
     done
 done
 
+# ---------------------------------------------------------------------------
+# Scenario 6: versions (sluice.keep_history): scan cost, storage, apply cost
+# ---------------------------------------------------------------------------
+# Runs last before 4 (keep_history adds _sluice_version to sl.t for good).
+# Base: ids 1..N on live and in sl.t (pipeline p). A second pipeline q copies
+# bench.t into sq.t and never keeps history: the same workload applied with and
+# without history, in the same run. keep_history('p') then returns v_old.
+# Run k: one transaction on live updating 1% of the rows (id % 100 = k: a, b, d)
+# and deleting 0.1% (id % 1000 = 550 + k; disjoint from every update set), then
+# refresh p (history) and q (without), timed, order alternating. After run 1
+# (history = exactly that refresh's superseded rows): the scans, plus sizes.
+# Scans: one aggregate over every column, SELECT count(*), sum(id), sum(a),
+# sum(length(b)), max(c), sum(d) FROM x, for x = plain (CREATE TABLE AS of the
+# current rows, no version column), sl.t, sl.t_at(v_old), sl.t_at(v_new): one
+# psql session, each once to warm the cache, then 5 rounds (median, psql \timing).
+SCAN_ROUNDS=5
+UPD6=0; DEL6=0
+scan_sql() { echo "SELECT count(*), sum(id), sum(a), sum(length(b)), max(c), sum(d) FROM $1;"; }
+quiesce6() {  # VACUUM ANALYZE, CHECKPOINT, two empty refreshes of p and q (slots past the last batch)
+    STEP="6 quiesce"
+    live -c "VACUUM ANALYZE bench.t"
+    mart -c "VACUUM ANALYZE sl.t" -c "VACUUM ANALYZE sq.t"
+    [ -n "$(mart -c "SELECT to_regclass('sl_history.t')")" ] && mart -c "VACUUM ANALYZE sl_history.t"
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+    for i in 1 2; do sluice_refresh p; sluice_refresh q; done
+}
+log "6  versions: keep_history on pipeline p (sl.t), pipeline q (sq.t) without; 1% UPDATE + 0.1% DELETE per run"
+reset_sluice "6"
+STEP="6 setup: pipeline q (sq.t, no history)"
+row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('q', 'live', ARRAY['bench.t'], target_schema => 'sq')")
+[ "$row" = "initial_copy|$N" ] || die "6: create_pipeline q returned '$row', expected 'initial_copy|$N'"
+check_copy "pg_sluice (sq.t)" $MART_PORT mart sq.t "$N"
+quiesce6
+STEP="6 sluice.keep_history('p')"
+SIZE_T_BEFORE=$(mart -c "SELECT pg_relation_size('sl.t')")
+V_OLD=$(mart -c "SELECT sluice.keep_history('p')")
+[[ $V_OLD =~ ^[0-9]+$ ]] || die "6: sluice.keep_history('p') returned '$V_OLD'"
+SIZE_T_AFTER=$(mart -c "SELECT pg_relation_size('sl.t')")
+log "   keep_history('p') = version $V_OLD; sl.t $SIZE_T_BEFORE bytes before, $SIZE_T_AFTER after (ADD COLUMN with a default: no rewrite)"
+[ "$(mart -c "SELECT to_regclass('sl_history.t') IS NOT NULL AND to_regprocedure('sl.t_at(bigint)') IS NOT NULL AND to_regprocedure('sl.t_at_time(timestamptz)') IS NOT NULL")" = t ] ||
+    die "6: keep_history did not create sl_history.t, sl.t_at(bigint) and sl.t_at_time(timestamptz)"
+for run in $(seq 1 "$RUNS"); do
+    k=$(( (run - 1) % 49 + 1 ))
+    STEP="6 workload on live (run $run)"
+    read -r nupd ndel <<<"$(live -F' ' -c "SELECT count(*) FILTER (WHERE id % 100 = $k), count(*) FILTER (WHERE id % 1000 = 550 + $k) FROM bench.t")"
+    UPD6=$nupd; DEL6=$ndel
+    OLD_FP=$LIVE_FP
+    lsn=$(live_txn "UPDATE bench.t SET a = a + 1, b = md5(b), d = d + 1 WHERE id % 100 = $k; DELETE FROM bench.t WHERE id % 1000 = 550 + $k")
+    live_fp
+    cnt=$(( $(live -c "SELECT count(*) FROM bench.t") ))
+    # whichever refresh comes first would otherwise wait for the WAL writer
+    # (README: the wal_writer_delay floor); let it flush first, untimed
+    sleep 0.3
+    if [ $((run % 2)) = 1 ]; then order="p q"; else order="q p"; fi
+    for pl in $order; do
+        STEP="6 pg_sluice refresh $pl $([ $pl = p ] && echo with || echo without) history (run $run)"
+        sluice_refresh $pl; t=$LAST_T
+        expect_refresh "1 0 $nupd $ndel 0"
+        if [ $pl = p ]; then
+            check_sluice "$cnt"; add 6_hist "$t"; V_NEW=$REFRESH_RUN
+            log "   run $run  refresh with history (p)  ${t}s  ($nupd updated, $ndel deleted; version $V_NEW)"
+        else
+            check_copy "pg_sluice (sq.t)" $MART_PORT mart sq.t "$cnt"; add 6_nohist "$t"
+            log "   run $run  refresh without history (q)  ${t}s"
+        fi
+    done
+    [ "$(mart -c "SELECT max(version) FROM sluice.versions WHERE pipeline = 'p'")" = "$V_NEW" ] ||
+        die "6: sluice.versions does not list version $V_NEW as the latest of p"
+    if [ "$run" = 1 ]; then
+        STEP="6 check sl.t_at(v_old), sl.t_at(v_new), sl.t_at_time"
+        check_copy "pg_sluice (sl.t_at($V_NEW))" $MART_PORT mart "sl.t_at($V_NEW)" "$cnt"
+        check_copy "pg_sluice (sl.t_at_time(now()))" $MART_PORT mart "sl.t_at_time(now())" "$cnt"
+        NEW_FP=$LIVE_FP; LIVE_FP=$OLD_FP
+        check_copy "pg_sluice (sl.t_at($V_OLD))" $MART_PORT mart "sl.t_at($V_OLD)" "${OLD_FP%%/*}"
+        LIVE_FP=$NEW_FP
+        STEP="6 storage"
+        mart -c "CREATE TABLE plain AS SELECT id, a, b, c, d FROM sl.t"
+        quiesce6
+        mart -c "VACUUM ANALYZE plain"
+        read -r HIST_ROWS HIST_BYTES HIST_HEAP <<<"$(mart -F' ' -c "SELECT count(*), pg_total_relation_size('sl_history.t'), pg_relation_size('sl_history.t') FROM sl_history.t")"
+        [ "$HIST_ROWS" = $((nupd + ndel)) ] || die "6: sl_history.t holds $HIST_ROWS rows, expected $((nupd + ndel)) (updated + deleted)"
+        read -r SIZE_T SIZE_Q SIZE_PLAIN <<<"$(mart -F' ' -c "SELECT pg_relation_size('sl.t'), pg_relation_size('sq.t'), pg_relation_size('plain')")"
+        HIST_BPR=$((HIST_BYTES / HIST_ROWS))
+        log "   sl_history.t: $HIST_ROWS superseded rows, $HIST_BYTES bytes with its index ($HIST_BPR per row; heap $HIST_HEAP)"
+        log "   heap sizes: sl.t $SIZE_T, sq.t (no history) $SIZE_Q, plain $SIZE_PLAIN bytes"
+        STEP="6 scans: plain, sl.t, sl.t_at(v_old), sl.t_at(v_new)"
+        out=$( {
+            echo '\o /dev/null'
+            for x in plain sl.t "sl.t_at($V_OLD)" "sl.t_at($V_NEW)"; do scan_sql "$x"; done
+            echo '\timing on'
+            for i in $(seq 1 $SCAN_ROUNDS); do
+                for x in plain sl.t "sl.t_at($V_OLD)" "sl.t_at($V_NEW)"; do scan_sql "$x"; done
+            done
+        } | mart | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+        read -r -a TS <<<"$(echo $out)"
+        [ ${#TS[@]} = $((4 * SCAN_ROUNDS)) ] || die "6: expected $((4 * SCAN_ROUNDS)) scan timings, got ${#TS[@]}"
+        for i in "${!TS[@]}"; do
+            case $((i % 4)) in 0) key=6_scan_plain ;; 1) key=6_scan_cur ;; 2) key=6_scan_old ;; 3) key=6_scan_new ;; esac
+            add $key "${TS[$i]}"
+        done
+        log "   scans (ms, median of $SCAN_ROUNDS): plain $(med 6_scan_plain), sl.t $(med 6_scan_cur), sl.t_at(v_old) $(med 6_scan_old), sl.t_at(v_new) $(med 6_scan_new)"
+    fi
+    quiesce6
+done
+
 STEP="cleanup"
+# the history objects first: drop_pipeline drops sl.t without CASCADE
+mart >/dev/null <<SQL
+DROP TABLE plain;
+DROP FUNCTION sl.t_at_time(timestamptz), sl.t_at(bigint);
+DROP SCHEMA sl_history CASCADE;
+SQL
+mart -c "SELECT sluice.drop_pipeline('q', drop_tables => true)" >/dev/null
 mart -c "SELECT sluice.drop_pipeline('p', drop_tables => true)" >/dev/null
 
 # ---------------------------------------------------------------------------
@@ -861,24 +1013,6 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # Report
 # ---------------------------------------------------------------------------
 STEP="report"
-stats() {  # key -> "median min max" (or "" if no values)
-    [ -n "${R[$1]:-}" ] || { echo ""; return; }
-    tr ' ' '\n' <<<"${R[$1]}" | grep . | sort -g |
-        awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
-}
-cell() {  # key [decimals] -> "median (min–max)"
-    local st m lo hi
-    st=$(stats "$1"); [ -n "$st" ] || { echo "-"; return; }
-    read -r m lo hi <<<"$st"
-    if [ "$RUNS" -gt 1 ]; then echo "$(num "$m" "${2:-}") ($(num "$lo" "${2:-}")–$(num "$hi" "${2:-}"))"; else num "$m" "${2:-}"; fi
-}
-med() { local st; st=$(stats "$1"); echo "${st%% *}"; }
-rate() {  # rows key -> rows/s of the median
-    local m; m=$(med "$2"); [ -n "$m" ] || { echo "-"; return; }
-    awk -v r="$1" -v t="$m" 'BEGIN { x = r / t; if (x >= 1e6) printf "%.2fM rows/s", x / 1e6; else if (x >= 1e3) printf "%.0fk rows/s", x / 1e3; else printf "%.0f rows/s", x }'
-}
-ratio() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] || { echo "-"; return; }
-          awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 pad() { local s=$1 w=$2; printf '%s%*s' "$s" $((w > ${#s} ? w - ${#s} : 0)) ''; }
 W1=60 W2=24 W3=24 W4=40
@@ -929,6 +1063,17 @@ row "     min / mean (ms)" "${LAG_MIN_MEAN[0]:--}" "${LAG_MIN_MEAN[1]:--}" "" ""
 row "5  backlog 1 txn × $n INSERT, $NEXPECT row expectations (s)" "$(cell 5_expect)" "" "without $(cell 5_plain)" \
     "$(ratio 5_plain 5_expect) retained (without/with)"
 row "     throughput" "$(rate "$N" 5_expect)" "" "without $(rate "$N" 5_plain)" ""
+row "5b same, $NEXPECT cheap row expectations (s)" "$(cell 5_cheap)" "" "without $(cell 5_plain)" \
+    "$(ratio 5_plain 5_cheap) retained (without/with)"
+row "     throughput" "$(rate "$N" 5_cheap)" "" "without $(rate "$N" 5_plain)" ""
+ms() { num "$(med "$1")" 1; }
+row "6  scan $n rows (ms): current / as of v_old / v_new" "$(ms 6_scan_cur) / $(ms 6_scan_old) / $(ms 6_scan_new)" "" "plain table $(ms 6_scan_plain)" \
+    "$(ratio 6_scan_cur 6_scan_plain) / $(ratio 6_scan_old 6_scan_plain) / $(ratio 6_scan_new 6_scan_plain) × plain"
+row "     history bytes per superseded row" "${HIST_BPR:--} B" "" "$(commas "${HIST_ROWS:-0}") rows, $(num "$(awk -v b="${HIST_BYTES:-0}" 'BEGIN { print b / 1048576 }')" 2) MB" ""
+row "     heap MB: sl.t (history) / sq.t (without)" "$(awk -v x="${SIZE_T:-0}" 'BEGIN { printf "%.1f", x / 1048576 }') / $(awk -v x="${SIZE_Q:-0}" 'BEGIN { printf "%.1f", x / 1048576 }')" "" \
+    "plain $(awk -v x="${SIZE_PLAIN:-0}" 'BEGIN { printf "%.1f", x / 1048576 }')" "$(awk -v a="${SIZE_T:-0}" -v b="${SIZE_Q:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') (history/without)"
+row "6  refresh $(commas "$UPD6") UPDATE + $(commas "$DEL6") DELETE with history (s)" "$(cell 6_hist)" "" "without history $(cell 6_nohist)" \
+    "$(ratio 6_hist 6_nohist) (with/without)"
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
@@ -948,5 +1093,13 @@ echo "5 (expect): the 2a workload refreshed with $NEXPECT row expectations on $S
 echo "           between a, d; regex b; length b; row: c >= 2024-01-01, d = round(id * 1.37, 2), a = id % 100000) and,"
 echo "           in \"other\", without any, back to back in every run (order alternating). Last column: without/with, the"
 echo "           throughput retained (target >= 0.8, goal >= 0.9). sluice.quality checked: $NEXPECT × evaluated = N, failed = 0."
+echo "5b (cheap): the same with $NEXPECT cheap ones instead (not_null id, a, b, c, d; between a (int), c (timestamptz);"
+echo "           length b; row: a >= 0, id > 0): the framework's own cost, next to 5's regex and numeric predicates."
+echo "6 (versions): sluice.keep_history('p') on sl.t; pipeline q copies the same table into sq.t without history. Per run, one"
+echo "           transaction on live updates 1% of the rows (a, b, d) and deletes 0.1%; p and q refresh it (timed, order"
+echo "           alternating). After run 1: scans (median of $SCAN_ROUNDS, psql \\timing, warm) of SELECT count(*), sum(id), sum(a),"
+echo "           sum(length(b)), max(c), sum(d) over plain (CREATE TABLE AS of the current rows, no version column), sl.t,"
+echo "           sl.t_at(v_old) (the version before that refresh) and sl.t_at(v_new); ratios to plain. History bytes per row ="
+echo "           pg_total_relation_size('sl_history.t') (heap + index) / its rows (= rows updated + deleted)."
 echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
 STEP=""

@@ -36,6 +36,10 @@
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "commands/dbcommands.h"
+#include "utils/json.h"
+#include "utils/guc.h"
+#include "postmaster/postmaster.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -987,6 +991,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		run_id = catalog_insert_run(0, pipeline_id, "initial_copy", started,
 									InvalidXLogRecPtr, consistent, 0, copied,
 									0, 0, 0, 0);
+		outbox_emit_run(run_id, 0);
 	}
 	PG_CATCH();
 	{
@@ -1041,6 +1046,60 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
  * sluice.refresh(pipeline): apply everything committed on the source up to
  * now, exactly once.
  */
+/*
+ * Announce a failed refresh through a separate connection to this database:
+ * the failed refresh's rollback must not take its event with it.  Best
+ * effort (a refused connection only costs the event, with a WARNING); the
+ * connection touches the outbox only, never a row the failed transaction
+ * holds.
+ */
+static void
+announce_failure(const char *pipeline, ErrorData *edata)
+{
+	const char *dirs = GetConfigOption("unix_socket_directories", true, false);
+	char	   *host = pstrdup(dirs && dirs[0] ? dirs : "localhost");
+	char	   *comma = strchr(host, ',');
+	StringInfoData body;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (comma)
+		*comma = '\0';
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"status\": \"failed\", \"kind\": \"refresh\", \"job\": ");
+	escape_json(&body, psprintf("pg_sluice.%s", pipeline));
+	appendStringInfoString(&body, ", \"error\": ");
+	escape_json(&body, edata->message ? edata->message : "unknown error");
+	appendStringInfoString(&body, ", \"summary\": ");
+	escape_json(&body, psprintf("refresh failed: %s", edata->message ? edata->message : "unknown error"));
+	appendStringInfoString(&body, ", \"tables\": []}");
+
+	PG_TRY();
+	{
+		SluiceConn *self;
+		const char *params[2] = {pipeline, body.data};
+
+		self = transport_connect("this datamart",
+								 psprintf("host='%s' port=%d dbname='%s' user='%s'", host, PostPortNumber,
+										  get_database_name(MyDatabaseId),
+										  GetUserNameFromId(GetUserId(), false)),
+								 false);
+		PQclear(transport_exec(self, "SELECT sluice._emit($1, 'refresh_failed', $2::jsonb)",
+							   2, params, PGRES_TUPLES_OK, "queue the failure's event"));
+		transport_close(self);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("the failure of pipeline \"%s\" could not be announced: %s", pipeline, e->message)));
+	}
+	PG_END_TRY();
+}
+
 Datum
 sluice_refresh(PG_FUNCTION_ARGS)
 {
@@ -1050,6 +1109,8 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	TimestampTz started = GetCurrentTimestamp();
 	RefreshResult r;
 	int64		run_id;
+	bool		announce;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
@@ -1067,10 +1128,28 @@ sluice_refresh(PG_FUNCTION_ARGS)
 				 errdetail("%s", pipe->paused_reason),
 				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s'); sluice.drift_events has the details.", name)));
 
-	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-	refresh_pipeline(pipe, sc, 0, 0, &r);
-	if (!r.conn_closed)
-		transport_close(sc);
+	announce = spi_exists("SELECT 1 FROM sluice._destination WHERE $1 IS NOT NULL "
+						  "   AND ('*' = ANY (events) OR 'refresh_failed' = ANY (events))", "x");
+	PG_TRY();
+	{
+		sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		refresh_pipeline(pipe, sc, 0, 0, &r);
+		if (!r.conn_closed)
+			transport_close(sc);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		if (!announce)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		announce_failure(name, edata);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 
 	run_id = catalog_insert_run(r.run_id, pipe->pipeline_id, "refresh", started, r.start_lsn,
 								r.end_lsn, r.stats.transactions, r.stats.inserted,
@@ -1083,6 +1162,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 		catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
 	expect_record_results(run_id);
 	table_counts_record(run_id);
+	outbox_emit_run(run_id, r.stats.quarantined > sluice_quarantine_alert ? r.stats.quarantined : 0);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,
@@ -1149,15 +1229,38 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	if (drop_tables)
 	{
+		uint64		k;
+
+		/* tags are schemas of views over the tables */
+		args[0] = Int32GetDatum(pipe->pipeline_id);
+		spi_exec("SELECT schema_name FROM sluice._tag WHERE pipeline_id = $1", 1, types, args, SPI_OK_SELECT);
+		for (k = 0; k < SPI_processed; k++)
+		{
+			char	   *tag = SPI_getvalue(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1);
+
+			SPI_execute(psprintf("DROP SCHEMA IF EXISTS %s CASCADE", quote_identifier(tag)), false, 0);
+		}
 		foreach(lc, pipe->tables)
 		{
 			SluiceTable *t = lfirst(lc);
 
-			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
+			/* CASCADE: the table's time-travel functions return its row type */
+			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s CASCADE",
 							  quote_identifier(t->target_schema),
 							  quote_identifier(t->target_table)),
 					 0, NULL, NULL, SPI_OK_UTILITY);
+			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
+							  quote_identifier(psprintf("%s_history", t->target_schema)),
+							  quote_identifier(t->target_table)),
+					 0, NULL, NULL, SPI_OK_UTILITY);
 		}
+		if (!spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
+						"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
+						"   AND d.refobjid = n.oid WHERE n.nspname = $1",
+						psprintf("%s_history", pipe->target_schema)))
+			spi_exec(psprintf("DROP SCHEMA IF EXISTS %s RESTRICT",
+							  quote_identifier(psprintf("%s_history", pipe->target_schema))),
+					 0, NULL, NULL, SPI_OK_UTILITY);
 		/* and the target schema, when nothing else lives in it */
 		if (!spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
 						"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "

@@ -119,6 +119,7 @@ typedef struct RowCheck
 {
 	SluiceExpectation *e;
 	ExprState  *state;
+	ExpectResult *result;		/* where this run's counts go */
 } RowCheck;
 
 typedef struct ApplyState
@@ -320,6 +321,20 @@ record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
 							   11, types, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not record drift event: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		StringInfoData j;
+
+		initStringInfo(&j);
+		appendStringInfoString(&j, "{\"table\": ");
+		escape_json(&j, psprintf("%s.%s", t->target_schema, t->target_table));
+		appendStringInfoString(&j, ", \"action\": ");
+		escape_json(&j, action);
+		appendStringInfoString(&j, ", \"summary\": ");
+		escape_json(&j, detail);
+		appendStringInfoChar(&j, '}');
+		outbox_emit(st->pipe->name, "contract_drift", j.data);
+	}
 }
 
 /*
@@ -372,6 +387,12 @@ evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *ne
 						 false, 0);
 		if (rc != SPI_OK_UTILITY)
 			elog(ERROR, "could not evolve the history table: %s", SPI_result_code_string(rc));
+		/* the time-travel functions list the columns: rebuild them */
+		rc = SPI_execute(psprintf("SELECT sluice._make_at_functions('%s.%s'::regclass)",
+								  quote_identifier(t->target_schema), quote_identifier(t->target_table)),
+						 false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not rebuild the time-travel functions: %s", SPI_result_code_string(rc));
 	}
 
 	/* the new version: the previous columns plus the added ones */
@@ -685,6 +706,7 @@ handle_relation(ApplyState *st, StringInfo s)
 			rc = palloc0(sizeof(RowCheck));
 			rc->e = e;
 			rc->state = ExecPrepareExpr(expect_parse_predicate(ar->rel, e->predicate), st->estate);
+			rc->result = expect_result(e);
 			ar->rowchecks = lappend(ar->rowchecks, rc);
 			if (e->severity == 'q')
 				ar->has_quarantine = true;
@@ -830,7 +852,7 @@ check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change
 	foreach(lc, ar->rowchecks)
 	{
 		RowCheck   *rc = lfirst(lc);
-		ExpectResult *r = expect_result(rc->e);
+		ExpectResult *r = rc->result;
 		bool		isnull;
 		Datum		d;
 

@@ -39,6 +39,10 @@ int			sluice_naptime = 200;	/* ms */
 int			sluice_batch_size = 100000; /* pgoutput messages */
 int			sluice_batch_time = 1000;	/* ms */
 int			sluice_max_retained_wal = 1024; /* MB */
+int			sluice_http_timeout = 5000; /* ms */
+int			sluice_http_max_attempts = 8;
+int			sluice_http_retry_base = 1000;	/* ms */
+int			sluice_quarantine_alert = 0;	/* rows */
 
 void		_PG_init(void);
 
@@ -100,6 +104,24 @@ _PG_init(void)
 							1024, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MB,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.http_timeout",
+							"Sets how long the notifier waits for an HTTP destination to connect and answer.",
+							NULL, &sluice_http_timeout, 5000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.http_max_attempts",
+							"Sets how many times an event is posted before it is given up on.",
+							NULL, &sluice_http_max_attempts, 8, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.http_retry_base",
+							"Sets the first retry delay of a failed delivery; it doubles at each attempt, up to an hour.",
+							NULL, &sluice_http_retry_base, 1000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.quarantine_alert_threshold",
+							"Sets how many rows a run may quarantine before a quarantine event is sent.",
+							NULL, &sluice_quarantine_alert, 0, 0, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pg_sluice");
 

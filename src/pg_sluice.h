@@ -37,6 +37,10 @@ extern int	sluice_naptime;
 extern int	sluice_batch_size;
 extern int	sluice_batch_time;
 extern int	sluice_max_retained_wal;
+extern int	sluice_http_timeout;
+extern int	sluice_http_max_attempts;
+extern int	sluice_http_retry_base;
+extern int	sluice_quarantine_alert;
 
 /* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
 
@@ -245,6 +249,18 @@ extern void expect_run_set_checks(SluicePipeline *pipe);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
 						 const char *detail) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
+
+/* ---------- notify.c: alerts and lineage over HTTP ---------- */
+
+extern void outbox_emit(const char *pipeline, const char *event, const char *json);
+extern void outbox_emit_run(int64 run_id, int64 quarantined);
+extern int	notifier_run_once(bool first);
+
+/* payload.c (jansson) */
+extern char *payload_build(const char *kind, const char *event, const char *pipeline, int64 id,
+						   const char *body_text, const char *namespace, const char *when, bool slack);
+extern char **payload_header_lines(const char *headers);
+extern void payload_free_lines(char **lines);
 
 /* ---------- copy.c: initial copy in one exported snapshot ---------- */
 

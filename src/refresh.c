@@ -26,6 +26,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
@@ -242,6 +243,17 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb, $11::jsonb)",
 									  11, types, args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record the drift event");
+			{
+				StringInfoData j;
+
+				initStringInfo(&j);
+				appendStringInfoString(&j, "{\"table\": ");
+				escape_json(&j, psprintf("%s.%s", d->source_schema, d->source_table));
+				appendStringInfoString(&j, ", \"action\": \"paused\", \"summary\": ");
+				escape_json(&j, d->detail);
+				appendStringInfoChar(&j, '}');
+				outbox_emit(pipe->name, "contract_drift", j.data);
+			}
 		}
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),

@@ -29,6 +29,8 @@
  */
 #include "postgres.h"
 
+#include <curl/curl.h>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -110,6 +112,9 @@ PGDLLEXPORT void sluice_worker_main(Datum arg);
 PG_FUNCTION_INFO_V1(sluice_start);
 PG_FUNCTION_INFO_V1(sluice_stop);
 PG_FUNCTION_INFO_V1(sluice_worker_status);
+PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
+
+#define NOTIFIER_ID 0			/* the slot of a database's notifier */
 
 /* ---------- shared memory ---------- */
 
@@ -286,6 +291,28 @@ worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
 }
 
 /* ---------- SQL: start, stop, status ---------- */
+
+/*
+ * sluice._notifier_wanted(): make sure this database's notifier runs
+ * (false, with a NOTICE, when pg_sluice is not preloaded).
+ */
+Datum
+sluice_notifier_wanted(PG_FUNCTION_ARGS)
+{
+	if (shared == NULL)
+	{
+		ereport(NOTICE,
+				(errmsg("events are queued but not delivered: pg_sluice is not in shared_preload_libraries"),
+				 errhint("The notifier is a background worker; add pg_sluice to shared_preload_libraries and restart.")));
+		PG_RETURN_BOOL(false);
+	}
+	if (!want_pipeline(MyDatabaseId, NOTIFIER_ID, GetUserId(), "notifier"))
+		ereport(WARNING,
+				(errmsg("no free worker slot for the notifier"),
+				 errhint("Raise pg_sluice.max_workers and restart the server.")));
+	wake_launcher();
+	PG_RETURN_BOOL(true);
+}
 
 /*
  * sluice.start(pipeline): stream the pipeline continuously.
@@ -614,6 +641,10 @@ sluice_resume_main(Datum arg)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
+		SPI_execute("SELECT 1 FROM sluice._destination LIMIT 1", true, 1) == SPI_OK_SELECT &&
+		(SPI_processed == 0 || want_pipeline(dboid, NOTIFIER_ID, InvalidOid, "notifier") || true) &&
+		SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
 		SPI_execute("SELECT pipeline_id, run_as, name FROM sluice._pipeline "
 					" WHERE continuous AND run_as IS NOT NULL ORDER BY pipeline_id",
 					true, 0) == SPI_OK_SELECT)
@@ -739,6 +770,7 @@ worker_batch(int pipeline_id, bool *done)
 			catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
 		expect_record_results(run_id);
 		table_counts_record(run_id);
+		outbox_emit_run(run_id, r.stats.quarantined > sluice_quarantine_alert ? r.stats.quarantined : 0);
 	}
 	LWLockAcquire(shared->lock, LW_SHARED);
 	had_error = s->in_error;
@@ -762,6 +794,10 @@ worker_batch(int pipeline_id, bool *done)
 
 		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
 		{
+			outbox_emit(pipe->name, "slot_lag",
+						psprintf("{\"slot\": \"%s\", \"retained_bytes\": " UINT64_FORMAT ", \"summary\": \"slot %s keeps %llu MB of WAL on the source\"}",
+								 pipe->slot_name, (uint64) (r.source_flush_lsn - r.slot_restart_lsn), pipe->slot_name,
+								 (unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
 			ereport(WARNING,
 					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
 							pipe->slot_name,
@@ -833,6 +869,9 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 							  "  FROM sluice._pipeline WHERE pipeline_id = $1",
 							  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the failed batch");
+	if (SPI_execute_with_args("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not queue the failure's events");
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -873,6 +912,47 @@ sluice_worker_main(Datum arg)
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice worker",
 									   ALLOCSET_DEFAULT_SIZES);
 	window_start = GetCurrentTimestamp();
+
+	if (pipeline_id == NOTIFIER_ID)
+	{
+		bool		first = true;
+
+		pgstat_report_appname("pg_sluice notifier");
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		while (still_wanted())
+		{
+			int			n = 0;
+
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			MemoryContextSwitchTo(worker_cxt);
+			PG_TRY();
+			{
+				n = notifier_run_once(first);
+				first = false;
+			}
+			PG_CATCH();
+			{
+				EmitErrorReport();
+				FlushErrorState();
+				AbortOutOfAnyTransaction();
+				n = 0;
+			}
+			PG_END_TRY();
+			MemoryContextReset(worker_cxt);
+			if (n == 0)
+			{
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Max(sluice_naptime, 200), PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+			}
+		}
+		proc_exit(0);
+	}
 	for (;;)
 	{
 		volatile bool done = false;

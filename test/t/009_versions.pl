@@ -180,4 +180,14 @@ is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_attribute WHERE attreli
 is($mart->safe_psql('postgres', "SELECT count(*) FROM v.acct_at((SELECT max(version) FROM sluice.versions)) WHERE tier = 'gold'"),
 	$live->safe_psql('postgres', "SELECT count(*) FROM app.acct WHERE tier = 'gold'"), 'and reads back');
 
+# as-of reads are inlined into the query: no function scan, a plain UNION ALL
+like($mart->safe_psql('postgres', "EXPLAIN SELECT count(*) FROM v.acct_at($versions[-1])"), qr/Append/, 'as-of is inlined (Append of the two tables)');
+unlike($mart->safe_psql('postgres', "EXPLAIN SELECT count(*) FROM v.acct_at($versions[-1])"), qr/Function Scan/, 'no function scan');
+
+# dropping the pipeline with its tables takes history, functions and tags along
+$mart->safe_psql('postgres', "SELECT sluice.tag('v', 'last')");
+$mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('v', drop_tables => true)");
+is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_namespace WHERE nspname IN ('v', 'v_history', 'v_last')"), '0',
+	'drop_pipeline(drop_tables) removes the tables, history and tag schemas');
+
 done_testing();
