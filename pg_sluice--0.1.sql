@@ -1289,7 +1289,7 @@ COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row disc
 
 CREATE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1318,7 +1318,7 @@ BEGIN
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
   EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE AS
+                    LANGUAGE sql STABLE PARALLEL SAFE AS
                     'SELECT %5$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%6$s, $1)
                      UNION ALL
                      SELECT %5$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
@@ -1328,7 +1328,7 @@ BEGIN
   EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
                  format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
   EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE
+                    LANGUAGE sql STABLE PARALLEL SAFE
                     AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
                  t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', t.pipeline_id);
   EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
@@ -1388,7 +1388,7 @@ COMMENT ON FUNCTION sluice.keep_history(text) IS
 
 CREATE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
 RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1442,7 +1442,7 @@ $$;
 
 CREATE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
