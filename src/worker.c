@@ -640,12 +640,20 @@ sluice_resume_main(Datum arg)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT 1 FROM sluice._destination LIMIT 1", true, 1) == SPI_OK_SELECT &&
-		(SPI_processed == 0 || want_pipeline(dboid, NOTIFIER_ID, InvalidOid, "notifier") || true) &&
-		SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT pipeline_id, run_as, name FROM sluice._pipeline "
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		/* events to deliver: this database needs its notifier */
+		if (SPI_execute("SELECT 1 FROM sluice._destination LIMIT 1", true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1 &&
+			!want_pipeline(dboid, NOTIFIER_ID, InvalidOid, "notifier"))
+			ereport(WARNING,
+					(errmsg("no free worker slot for the notifier"),
+					 errhint("Raise pg_sluice.max_workers and restart the server.")));
+	}
+	else
+		goto done;				/* pg_sluice is not installed here */
+
+	if (SPI_execute("SELECT pipeline_id, run_as, name FROM sluice._pipeline "
 					" WHERE continuous AND run_as IS NOT NULL ORDER BY pipeline_id",
 					true, 0) == SPI_OK_SELECT)
 	{
@@ -664,6 +672,7 @@ sluice_resume_main(Datum arg)
 						 errhint("Raise pg_sluice.max_workers and restart the server.")));
 		}
 	}
+done:
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

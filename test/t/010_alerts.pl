@@ -192,6 +192,19 @@ for (1 .. 200)
 ok(@failed, 'its refresh_failed event survived the rollback and was delivered');
 $live->start;
 
+# after a datamart restart the notifier is back (resume worker)
+$mart->restart;
+my $seen = scalar(grep { decode_json($_->{body})->{event} eq 'refresh_completed' } requests('/ok'));
+is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('a')"), 'succeeded', 'refresh after restart');
+my $now = $seen;
+for (1 .. 300)
+{
+	$now = scalar(grep { decode_json($_->{body})->{event} eq 'refresh_completed' } requests('/ok'));
+	last if $now > $seen;
+	usleep(100_000);
+}
+ok($now > $seen, 'the notifier delivers again after a restart');
+
 # dropping a destination drops its queue
 $mart->safe_psql('postgres', "SELECT sluice.drop_destination('down')");
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.events WHERE destination = 'down'"), '0', 'drop_destination');
