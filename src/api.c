@@ -120,12 +120,6 @@ getval(PGresult *res, int row, int col)
 	return PQgetisnull(res, row, col) ? NULL : pstrdup(PQgetvalue(res, row, col));
 }
 
-static XLogRecPtr
-parse_lsn(const char *s)
-{
-	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
-}
-
 /*
  * Drop a slot on the source, waiting a little if it is still marked active
  * by a walsender that is exiting.  Returns false if it did not exist.
@@ -951,7 +945,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 									  quote_identifier(slot_name)),
 							 0, NULL, PGRES_TUPLES_OK, "create the replication slot");
 		slot_created = true;
-		consistent = parse_lsn(PQgetvalue(res, 0, 1));
+		consistent = transport_parse_lsn(PQgetvalue(res, 0, 1));
 		snapshot = pstrdup(PQgetvalue(res, 0, 2));
 		PQclear(res);
 
@@ -1151,18 +1145,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	run_id = catalog_insert_run(r.run_id, pipe->pipeline_id, "refresh", started, r.start_lsn,
-								r.end_lsn, r.stats.transactions, r.stats.inserted,
-								r.stats.updated, r.stats.deleted, r.stats.truncated,
-								r.stats.last_commit_time);
-	catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
-	if (r.paused)
-		catalog_run_paused(run_id, r.paused_reason);
-	if (TransactionIdIsValid(r.stats.skipped_xid))
-		catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
-	expect_record_results(run_id);
-	table_counts_record(run_id);
-	outbox_emit_run(run_id, r.stats.quarantined > sluice_quarantine_alert ? r.stats.quarantined : 0);
+	run_id = refresh_record_run(pipe, "refresh", started, &r);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,

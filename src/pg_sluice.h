@@ -57,6 +57,7 @@ typedef struct SluiceConn
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
 									 bool replication);
 extern void transport_close(SluiceConn *sc);
+extern XLogRecPtr transport_parse_lsn(const char *s);
 extern void transport_abandon(SluiceConn *sc);
 extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
 								int nparams, const char *const *params,
@@ -206,7 +207,8 @@ typedef struct RefreshResult
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
-extern void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
+extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
+								TimestampTz started, RefreshResult *r);
 
 /* ---------- worker.c: continuous mode ---------- */
 

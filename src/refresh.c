@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -32,12 +33,6 @@
 #include "utils/resowner.h"
 
 #include "pg_sluice.h"
-
-static XLogRecPtr
-parse_lsn(const char *s)
-{
-	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
-}
 
 /*
  * Pull and apply the pipeline's changes committed on the source up to now.
@@ -92,9 +87,9 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 						pipe->slot_name, pipe->name, pipe->source_name),
 				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
 				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
-	upto = parse_lsn(PQgetvalue(res, 0, 0));
-	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 1));
-	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : parse_lsn(PQgetvalue(res, 0, 3));
+	upto = transport_parse_lsn(PQgetvalue(res, 0, 0));
+	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 1));
+	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 3));
 	r->source_flush_lsn = upto;
 	PQclear(res);
 
@@ -162,6 +157,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
 	origin_session_set(r->end_lsn, r->stats.last_commit_time);
 }
+
+static void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
 
 /*
  * Pull and apply, pausing the pipeline on schema drift.
@@ -266,7 +263,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 }
 
 /* Mark the pipeline paused, in the caller's transaction. */
-void
+static void
 refresh_record_pause(SluicePipeline *pipe, RefreshResult *r)
 {
 	Oid			types[2] = {INT4OID, TEXTOID};
@@ -277,4 +274,31 @@ refresh_record_pause(SluicePipeline *pipe, RefreshResult *r)
 	if (SPI_execute_with_args("UPDATE sluice._pipeline SET paused_reason = $2, paused_at = pg_catalog.now() "
 							  " WHERE pipeline_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the pause");
+}
+
+/*
+ * Record a finished batch in the caller's transaction: the run (its id
+ * reserved when the batch wrote versioned rows), the source position, a
+ * pause or a skipped transaction, expectation results, per-table counts,
+ * and the events that announce it.  Returns the run id.
+ */
+int64
+refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
+				   RefreshResult *r)
+{
+	int64		run_id;
+
+	run_id = catalog_insert_run(r->run_id, pipe->pipeline_id, kind, started, r->start_lsn,
+								r->end_lsn, r->stats.transactions, r->stats.inserted,
+								r->stats.updated, r->stats.deleted, r->stats.truncated,
+								r->stats.last_commit_time);
+	catalog_run_source_position(run_id, r->source_flush_lsn, r->slot_restart_lsn);
+	if (r->paused)
+		catalog_run_paused(run_id, r->paused_reason);
+	if (TransactionIdIsValid(r->stats.skipped_xid))
+		catalog_run_skipped(pipe->pipeline_id, run_id, r->stats.skipped_xid);
+	expect_record_results(run_id);
+	table_counts_record(run_id);
+	outbox_emit_run(run_id, r->stats.quarantined > sluice_quarantine_alert ? r->stats.quarantined : 0);
+	return run_id;
 }

@@ -26,10 +26,13 @@
 
 #include "access/xact.h"
 #include "mb/pg_wchar.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -374,6 +377,13 @@ transport_connect(const char *source, const char *conninfo, bool replication)
 /*
  * Close a connection now (the transaction callback would do it at the end).
  */
+/* An LSN as the source prints it. */
+XLogRecPtr
+transport_parse_lsn(const char *s)
+{
+	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
+}
+
 void
 transport_close(SluiceConn *sc)
 {

@@ -764,23 +764,9 @@ worker_batch(int pipeline_id, bool *done)
 		worker_conn = NULL;		/* abandoned mid-stream */
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
+	/* idle polls leave no run */
 	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
-	{
-		int64		run_id;
-
-		run_id = catalog_insert_run(r.run_id, pipe->pipeline_id, "stream", started, r.start_lsn,
-									r.end_lsn, r.stats.transactions, r.stats.inserted,
-									r.stats.updated, r.stats.deleted, r.stats.truncated,
-									r.stats.last_commit_time);
-		catalog_run_source_position(run_id, r.source_flush_lsn, r.slot_restart_lsn);
-		if (r.paused)
-			catalog_run_paused(run_id, r.paused_reason);
-		if (TransactionIdIsValid(r.stats.skipped_xid))
-			catalog_run_skipped(pipe->pipeline_id, run_id, r.stats.skipped_xid);
-		expect_record_results(run_id);
-		table_counts_record(run_id);
-		outbox_emit_run(run_id, r.stats.quarantined > sluice_quarantine_alert ? r.stats.quarantined : 0);
-	}
+		(void) refresh_record_run(pipe, "stream", started, &r);
 	LWLockAcquire(shared->lock, LW_SHARED);
 	had_error = s->in_error;
 	LWLockRelease(shared->lock);
