@@ -963,7 +963,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 			SourceTable *t = lfirst(lc);
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, target_schema);
 
-			copied += copy_table(snap, t->schema, t->name, t->columns, relid);
+			copied += copy_table(snap, t->schema, t->name, t->columns, relid, t->binary_safe);
 			if (!t->adopted)
 				create_target_key(t, target_schema);
 		}
@@ -1226,22 +1226,26 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 		foreach(lc, pipe->tables)
 		{
 			SluiceTable *t = lfirst(lc);
+			char	   *hist = psprintf("%s_history", t->target_schema);
 
 			/* CASCADE: the table's time-travel functions return its row type */
 			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s CASCADE",
 							  quote_identifier(t->target_schema),
 							  quote_identifier(t->target_table)),
 					 0, NULL, NULL, SPI_OK_UTILITY);
-			spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
-							  quote_identifier(psprintf("%s_history", t->target_schema)),
-							  quote_identifier(t->target_table)),
-					 0, NULL, NULL, SPI_OK_UTILITY);
+			/* (looked up first: IF EXISTS would still say the schema is missing) */
+			if (OidIsValid(get_namespace_oid(hist, true)))
+				spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
+								  quote_identifier(hist),
+								  quote_identifier(t->target_table)),
+						 0, NULL, NULL, SPI_OK_UTILITY);
 		}
-		if (!spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
+		if (OidIsValid(get_namespace_oid(psprintf("%s_history", pipe->target_schema), true)) &&
+			!spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
 						"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
 						"   AND d.refobjid = n.oid WHERE n.nspname = $1",
 						psprintf("%s_history", pipe->target_schema)))
-			spi_exec(psprintf("DROP SCHEMA IF EXISTS %s RESTRICT",
+			spi_exec(psprintf("DROP SCHEMA %s RESTRICT",
 							  quote_identifier(psprintf("%s_history", pipe->target_schema))),
 					 0, NULL, NULL, SPI_OK_UTILITY);
 		/* and the target schema, when nothing else lives in it */

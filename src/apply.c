@@ -112,6 +112,11 @@ typedef struct ApplyRel
 	TupleTableSlot *histslot;
 	int		   *histmap;		/* history attno - 1 -> target attno - 1, -1:
 								 * _sluice_superseded */
+	/* insert runs (see flush_inserts) */
+	bool		multi_ok;		/* no triggers or generated columns */
+	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
+	int			nbuffered;
+	Size		bufbytes;
 } ApplyRel;
 
 /* A row expectation compiled for one relation and batch. */
@@ -135,11 +140,16 @@ typedef struct ApplyState
 	LogicalRepBeginData begin;
 	ApplyStats *stats;
 	bool		binary;			/* pgoutput sends binary values */
+	ApplyRel   *pending;		/* relation with buffered inserts, or NULL */
 	/* error context */
 	char		action;
 	ApplyRel   *cur_rel;
 	int			cur_att;		/* source column being converted, or -1 */
 } ApplyState;
+
+/* insert runs: at most this many rows, or bytes, wait for one multi-insert */
+#define APPLY_MAX_BUFFERED			1000
+#define APPLY_MAX_BUFFERED_BYTES	(64 * 1024)
 
 static void apply_dispatch(ApplyState *st, StringInfo s);
 static void apply_error_callback(void *arg);
@@ -200,6 +210,16 @@ close_rel(ApplyRel *ar)
 	}
 	if (ar->rel == NULL)
 		return;
+	Assert(ar->nbuffered == 0);
+	if (ar->bufslots != NULL)
+	{
+		int			i;
+
+		for (i = 0; i < APPLY_MAX_BUFFERED; i++)
+			ExecDropSingleTupleTableSlot(ar->bufslots[i]);
+		pfree(ar->bufslots);
+		ar->bufslots = NULL;
+	}
 	EvalPlanQualEnd(&ar->epqstate);
 	ExecCloseIndices(ar->rri);
 	ExecDropSingleTupleTableSlot(ar->newslot);
@@ -645,6 +665,9 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(ar->rri, ar->rel, 0, NULL, 0);
 	ExecOpenIndices(ar->rri, false);
+	ar->multi_ok = ar->rri->ri_TrigDesc == NULL &&
+		!(desc->constr && desc->constr->has_generated_stored) &&
+		ar->rel->rd_rel->relkind == RELKIND_RELATION;
 	ar->newslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ar->searchslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ar->localslot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(ar->rel));
@@ -1010,6 +1033,78 @@ end_change(ApplyState *st, ApplyRel *ar)
 	st->cur_rel = NULL;
 }
 
+/*
+ * Insert runs.  Consecutive inserts into one table (a bulk load on the
+ * source, a big INSERT ... SELECT) are written like COPY does: rows wait in
+ * a small buffer, bounded by APPLY_MAX_BUFFERED rows and
+ * APPLY_MAX_BUFFERED_BYTES, then go to the table in one table_multi_insert
+ * (one WAL record and one buffer lock per page instead of per row) and to
+ * the indexes row by row.  Constraints and row expectations are checked as
+ * each row arrives, so errors name the row.  Anything that could see the
+ * buffered rows flushes first: any message other than an insert into the
+ * same table, the end of each source transaction, the end of the stream.
+ * Tables with triggers (foreign keys included) or generated columns take
+ * the row-by-row path, where the executor fires and computes them.
+ */
+static void
+flush_inserts(ApplyState *st)
+{
+	ApplyRel   *ar = st->pending;
+	ApplyRel   *save_rel = st->cur_rel;
+	char		save_action = st->action;
+	int			i;
+
+	if (ar == NULL)
+		return;
+	st->pending = NULL;
+	st->cur_rel = ar;
+	st->action = LOGICAL_REP_MSG_INSERT;
+	table_multi_insert(ar->rel, ar->bufslots, ar->nbuffered,
+					   GetCurrentCommandId(true), 0, NULL);
+	for (i = 0; i < ar->nbuffered; i++)
+	{
+		TupleTableSlot *slot = ar->bufslots[i];
+
+		if (ar->rri->ri_NumIndices > 0)
+			list_free(ExecInsertIndexTuples(ar->rri, slot, st->estate,
+											false, false, NULL, NIL));
+		ExecClearTuple(slot);
+		ResetPerTupleExprContext(st->estate);
+	}
+	ar->nbuffered = 0;
+	ar->bufbytes = 0;
+	CommandCounterIncrement();
+	st->cur_rel = save_rel;
+	st->action = save_action;
+}
+
+/* Queue the row in ar->newslot for flush_inserts. */
+static void
+buffer_insert(ApplyState *st, ApplyRel *ar)
+{
+	TupleTableSlot *slot;
+
+	Assert(st->pending == NULL || st->pending == ar);
+	if (ar->bufslots == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		int			i;
+
+		ar->bufslots = palloc(sizeof(TupleTableSlot *) * APPLY_MAX_BUFFERED);
+		for (i = 0; i < APPLY_MAX_BUFFERED; i++)
+			ar->bufslots[i] = table_slot_create(ar->rel, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	if (ar->rel->rd_att->constr)
+		ExecConstraints(ar->rri, ar->newslot, st->estate);
+	slot = ar->bufslots[ar->nbuffered++];
+	ExecCopySlot(slot, ar->newslot);	/* materialized in the slot's memory */
+	ar->bufbytes += GetMemoryChunkSpace(ExecFetchSlotHeapTuple(slot, false, NULL));
+	st->pending = ar;
+	if (ar->nbuffered >= APPLY_MAX_BUFFERED || ar->bufbytes >= APPLY_MAX_BUFFERED_BYTES)
+		flush_inserts(st);
+}
+
 static void
 handle_insert(ApplyState *st, StringInfo s)
 {
@@ -1020,20 +1115,37 @@ handle_insert(ApplyState *st, StringInfo s)
 
 	if (st->skipping || (ar = get_rel(st, relid)) == NULL)
 		return;
+	if (st->pending != NULL && st->pending != ar)
+	{
+		/* another table's run ends (before this row's datums exist) */
+		flush_inserts(st);
+		st->cur_rel = ar;
+	}
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->newslot, &newtup, NULL);
 	set_version(st, ar, ar->newslot);
 	if (check_row(st, ar, ar->newslot, "insert"))
 	{
-		ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+		if (ar->multi_ok)
+			buffer_insert(st, ar);
+		else
+			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
 		st->stats->inserted++;
 		ar->counts->inserted++;
 	}
 	else
 		st->stats->quarantined++;
 	MemoryContextSwitchTo(old);
-	end_change(st, ar);
+	if (ar->multi_ok)
+	{
+		/* nothing written yet: no command to count */
+		ExecClearTuple(ar->newslot);
+		ResetPerTupleExprContext(st->estate);
+		st->cur_rel = NULL;
+	}
+	else
+		end_change(st, ar);
 }
 
 static void
@@ -1239,6 +1351,9 @@ apply_dispatch(ApplyState *st, StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
+	/* buffered inserts go in before anything that could see them */
+	if (action != LOGICAL_REP_MSG_INSERT)
+		flush_inserts(st);
 	st->action = action;
 	switch (action)
 	{
@@ -1465,6 +1580,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 		}
 	}
 
+	flush_inserts(&st);
 	error_context_stack = errcb.previous;
 
 	if (st.in_xact)

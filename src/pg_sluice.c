@@ -33,7 +33,7 @@ PG_MODULE_MAGIC;
 #endif
 
 int			sluice_connect_timeout = 30;
-int			sluice_source_decoding_work_mem = 65536;	/* kB */
+int			sluice_source_decoding_work_mem = 262144;	/* kB */
 int			sluice_max_workers = 8;
 int			sluice_naptime = 200;	/* ms */
 int			sluice_batch_size = 100000; /* pgoutput messages */
@@ -68,7 +68,7 @@ _PG_init(void)
 							"Memory the source may use to decode one refresh before spilling to disk (64kB to 2GB). "
 							"Larger values decode large transactions faster and cost memory on the source, not here.",
 							&sluice_source_decoding_work_mem,
-							65536, 64, 2 * 1024 * 1024,
+							262144, 64, 2 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 

@@ -268,6 +268,6 @@ extern void payload_free_lines(char **lines);
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, List *columns,
-						Oid target_relid);
+						Oid target_relid, bool binary);
 
 #endif							/* PG_SLUICE_H */
