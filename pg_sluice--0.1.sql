@@ -966,6 +966,13 @@ COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (con
 -- Expectations (Great Expectations names; see README for the dbt mapping)
 -------------------------------------------------------------------------------
 
+CREATE FUNCTION sluice._length_between(s text, lo bigint, hi bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_length_between'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._length_between(text, bigint, bigint) IS
+  'Private: lo <= length(s) <= hi, counted once; the predicate of expect_column_value_lengths_to_be_between.';
+
 CREATE FUNCTION sluice._changed_here(xid)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_changed_here'
@@ -1093,9 +1100,8 @@ BEGIN
     END;
     pred := format('%1$I IS NULL OR %1$I::text ~ %2$L', col, args->>'regex');
   WHEN 'expect_column_value_lengths_to_be_between' THEN
-    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
-                   CASE WHEN lo IS NULL THEN 'true' ELSE format('length(%I::text) >= %s', col, lo::bigint) END,
-                   CASE WHEN hi IS NULL THEN 'true' ELSE format('length(%I::text) <= %s', col, hi::bigint) END);
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
+                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
   WHEN 'expect_row_to_satisfy' THEN
     IF args->>'predicate' IS NULL THEN
       RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind

@@ -69,5 +69,13 @@ SELECT sluice.refresh('x');
 RESET ROLE;
 DROP ROLE sluice_bi;
 
+-- length checks count characters once; ASCII without decoding
+SELECT sluice._length_between('abc', 3, 3) AS exact, sluice._length_between('abc', 4, 10) AS too_short,
+       sluice._length_between('abcdef', 0, 5) AS too_long, sluice._length_between('', 0, 0) AS empty,
+       CASE WHEN getdatabaseencoding() = 'UTF8'
+            THEN sluice._length_between(U&'h\00E9llo', 5, 5) AND NOT sluice._length_between(U&'h\00E9llo', 6, 6)
+            ELSE true END AS multibyte;
+
 SELECT sluice.drop_source('live');
 DROP EXTENSION pg_sluice;
+

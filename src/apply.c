@@ -15,9 +15,9 @@
  *	  walsender would send (the pgoutput plugin runs either way), without the
  *	  walsender's per-message socket flushes, and "peek" consumes nothing: the
  *	  slot only moves when a later refresh tells it the position the datamart
- *	  has durably committed (see origin.c).  upto is the source's flush LSN
- *	  captured when the refresh starts, so a refresh always ends, even while
- *	  the source keeps writing.
+ *	  has durably committed (see origin.c).  upto is a position captured
+ *	  when the refresh starts (see refresh.c), so a refresh always ends, even
+ *	  while the source keeps writing.
  *
  *	  Decoding.  Each row is one pgoutput message; it is parsed with the
  *	  server's own logicalrep_read_* functions (replication/logicalproto.h),
@@ -101,6 +101,7 @@ typedef struct ApplyRel
 	EPQState	epqstate;
 	SluiceTable *table;			/* its contract and expectations */
 	List	   *rowchecks;		/* RowCheck *: compiled row expectations */
+	ExprState  *allchecks;		/* all of them ANDed, when more than one */
 	bool		has_quarantine; /* some row expectation quarantines */
 	int			nkeys;			/* key columns, for failure samples */
 	AttrNumber *keyatts;
@@ -719,21 +720,29 @@ handle_relation(ApplyState *st, StringInfo s)
 	{
 		ListCell   *lc;
 
+		List	   *exprs = NIL;
+
 		foreach(lc, t->expectations)
 		{
 			SluiceExpectation *e = lfirst(lc);
 			RowCheck   *rc;
+			Expr	   *expr;
 
 			if (e->predicate == NULL)
 				continue;
 			rc = palloc0(sizeof(RowCheck));
 			rc->e = e;
-			rc->state = ExecPrepareExpr(expect_parse_predicate(ar->rel, e->predicate), st->estate);
+			expr = expect_parse_predicate(ar->rel, e->predicate);
+			exprs = lappend(exprs, expr);
+			rc->state = ExecPrepareExpr(expr, st->estate);
 			rc->result = expect_result(e);
 			ar->rowchecks = lappend(ar->rowchecks, rc);
 			if (e->severity == 'q')
 				ar->has_quarantine = true;
 		}
+		/* see check_row */
+		if (list_length(exprs) > 1)
+			ar->allchecks = ExecPrepareExpr(make_andclause(exprs), st->estate);
 		ar->keyatts = palloc(sizeof(AttrNumber) * Max(list_length(t->columns), 1));
 		foreach(lc, t->columns)
 		{
@@ -872,6 +881,25 @@ check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change
 		return true;
 	econtext = GetPerTupleExprContext(st->estate);
 	econtext->ecxt_scantuple = slot;
+
+	/*
+	 * Most rows pass every expectation: one evaluation of them all ANDed
+	 * settles that (a NULL verdict passes, as for CHECK constraints, and an
+	 * AND is false only when one of them is).  Only a row that fails is
+	 * checked expectation by expectation, to say which.
+	 */
+	if (ar->allchecks != NULL)
+	{
+		bool		isnull;
+		Datum		d = ExecEvalExprSwitchContext(ar->allchecks, econtext, &isnull);
+
+		if (isnull || DatumGetBool(d))
+		{
+			foreach(lc, ar->rowchecks)
+				((RowCheck *) lfirst(lc))->result->evaluated++;
+			return true;
+		}
+	}
 	foreach(lc, ar->rowchecks)
 	{
 		RowCheck   *rc = lfirst(lc);

@@ -32,6 +32,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_coerce.h"
@@ -49,6 +50,7 @@
 
 PG_FUNCTION_INFO_V1(sluice_changed_here);
 PG_FUNCTION_INFO_V1(sluice_compile_predicate);
+PG_FUNCTION_INFO_V1(sluice_length_between);
 
 List	   *sluice_results = NIL;
 static List *table_counts = NIL;
@@ -117,6 +119,34 @@ sluice_compile_predicate(PG_FUNCTION_ARGS)
 	(void) expression_planner(expr);
 	table_close(rel, AccessShareLock);
 	PG_RETURN_VOID();
+}
+
+/*
+ * sluice._length_between(s, lo, hi): lo <= length(s) <= hi, for
+ * expect_column_value_lengths_to_be_between.  The length is counted once
+ * (length(s) >= lo AND length(s) <= hi counts it twice), and characters are
+ * only decoded when the string is not plain ASCII: it runs on every row a
+ * refresh writes.
+ */
+Datum
+sluice_length_between(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	int64		lo = PG_GETARG_INT64(1);
+	int64		hi = PG_GETARG_INT64(2);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	unsigned char high = 0;
+	int64		n;
+	int			i;
+
+	/* a string never has more characters than bytes */
+	if (len < lo)
+		PG_RETURN_BOOL(false);
+	for (i = 0; i < len; i++)
+		high |= p[i];
+	n = (high & 0x80) ? pg_mbstrlen_with_len((const char *) p, len) : len;
+	PG_RETURN_BOOL(n >= lo && n <= hi);
 }
 
 /*

@@ -50,6 +50,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 {
 	XLogRecPtr	start_lsn;
 	XLogRecPtr	upto;
+	XLogRecPtr	marked = InvalidXLogRecPtr;
 	XLogRecPtr	confirmed;
 	PGresult   *res;
 	const char *params[2];
@@ -59,15 +60,29 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	start_lsn = origin_session_progress();
 
 	/*
-	 * A scheduled refresh first commits an empty transaction with an xid on
-	 * the source: its commit flushes the WAL written so far, so decoding up
-	 * to the flush position never waits for the source's WAL writer
-	 * (wal_writer_delay) to flush a half-written record.  Failure (a
-	 * read-only session, say) only costs that wait.  Workers skip it: they
-	 * poll often and would burn an xid each time.
+	 * A refresh first marks its end in the source's WAL: a transactional
+	 * logical message (pgoutput leaves it out: we do not ask for messages),
+	 * committed synchronously (our session sets synchronous_commit = on).
+	 * That commit flushes every WAL record before the mark, so decoding up to
+	 * the mark never waits, and it includes every transaction committed
+	 * before the refresh began, even those committed asynchronously and not
+	 * yet flushed.  Decoding up to the flush position instead can stop in
+	 * the middle of a record the WAL writer flushed only in part (it flushes
+	 * whole pages), and wait up to wal_writer_delay for the rest.  (An empty
+	 * transaction with only an xid does not do: PostgreSQL commits it
+	 * without flushing.)  Failure (a source refusing the function) leaves
+	 * the flush position.  Workers skip it: they poll often and would write
+	 * a transaction each time.
 	 */
 	if (max_messages <= 0)
-		transport_try(sc, "SELECT pg_catalog.txid_current()", "flush its WAL");
+	{
+		char	   *mark = transport_try_value(sc,
+											   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'refresh')",
+											   "mark the end of the refresh");
+
+		if (mark != NULL)
+			marked = transport_parse_lsn(mark);
+	}
 
 	params[0] = pipe->slot_name;
 	res = transport_exec(sc,
@@ -88,6 +103,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
 				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
 	upto = transport_parse_lsn(PQgetvalue(res, 0, 0));
+	if (!XLogRecPtrIsInvalid(marked) && marked < upto)
+		upto = marked;
 	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 1));
 	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 3));
 	r->source_flush_lsn = upto;

@@ -319,7 +319,8 @@ transport_connect(const char *source, const char *conninfo, bool replication)
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
 	keys[n] = "options";
-	vals[n++] = "-c search_path= -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+	vals[n++] = "-c search_path= -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
+		"-c synchronous_commit=on";
 	keys[n] = NULL;
 	vals[n] = NULL;
 
@@ -543,6 +544,27 @@ transport_try(SluiceConn *sc, const char *sql, const char *what)
 	PQclear(get_result(sc, what, false));
 	if (PQstatus(sc->conn) == CONNECTION_BAD)
 		report_failure(sc, NULL, what);
+}
+
+/*
+ * Like transport_try, for a query returning one value: that value, palloc'd,
+ * or NULL when the query failed or returned none.
+ */
+char *
+transport_try_value(SluiceConn *sc, const char *sql, const char *what)
+{
+	PGresult   *res;
+	char	   *val = NULL;
+
+	send_query(sc, sql, 0, NULL, what);
+	res = get_result(sc, what, false);
+	if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK &&
+		PQntuples(res) == 1 && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0))
+		val = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (PQstatus(sc->conn) == CONNECTION_BAD)
+		report_failure(sc, NULL, what);
+	return val;
 }
 
 void

@@ -1,0 +1,42 @@
+# A refresh applies everything committed on live before it started, at
+# once, even when live has not flushed it yet: a transaction committed with
+# synchronous_commit = off, whose WAL the WAL writer flushes whole pages at
+# a time.  Before the fix, a refresh decoded up to live's flush position:
+# it left that transaction for later and, when the flush position fell in
+# the middle of a record, waited for the WAL writer (wal_writer_delay, 10 s
+# here) to flush the rest.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+use SluiceTest;
+
+my $live = new_live('live', conf => "wal_writer_delay = 10s\n");
+my $mart = new_mart('mart');
+
+$live->safe_psql('postgres', "CREATE TABLE t (id int PRIMARY KEY, v text)");
+mart_source($mart, $live, 'live');
+$mart->safe_psql('postgres', "SELECT sluice.create_pipeline('p', 'live', ARRAY['public.t'], target_schema => 'm')");
+
+for my $round (1 .. 3)
+{
+	my $lo = $round * 10000;
+	$live->safe_psql('postgres', qq{
+SET synchronous_commit = off;
+INSERT INTO t SELECT g, repeat(md5(g::text), 3) FROM generate_series($lo, $lo + 2999) g;
+});
+	my $t0 = time();
+	my $res = $mart->safe_psql('postgres', "SELECT transactions, rows_inserted FROM sluice.refresh('p')");
+	my $elapsed = time() - $t0;
+	is($res, '1|3000', "round $round: the asynchronously committed transaction is applied");
+	cmp_ok($elapsed, '<', 5, "round $round: the refresh did not wait for the WAL writer");
+}
+same_tables($live, $mart, [['t', 'm.t']], 'after the refreshes');
+
+# The mark is a transactional logical message that pgoutput leaves out: the
+# next refresh sees no transaction.
+is($mart->safe_psql('postgres', "SELECT transactions FROM sluice.refresh('p')"), '0', 'the marks are not transactions');
+
+done_testing();
