@@ -10,13 +10,19 @@
 # LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
-# (the two servers' ports, default 56432 / 56433).
+# (the two servers' ports, default 56432 / 56433), BIG_ROWS (scenario 7's
+# big table, default 10000000, SMOKE 20000; 0 = only the ROWS size).
 #
-# Scenarios: 1 initial copy, 2a-2d backlog refresh, 3 peak memory, 5 the 2a
-# backlog with 10 row expectations vs without (5b: 10 cheap ones; runs after
-# 3), 6 versions (keep_history: scans as of a version, storage, apply cost;
-# runs after 5), 4 streaming lag (continuous worker vs native subscription;
-# the datamart is restarted with shared_preload_libraries = pg_sluice for it).
+# Scenarios: 1 initial copy (at ROWS/10 and ROWS), 2a-2d backlog refresh,
+# 3 peak memory, 5 the 2a backlog with 10 row expectations vs without (5b: 10
+# cheap ones; runs after 3), 6 versions (keep_history: scans as of a version,
+# storage, apply cost; runs after 5), 7 refresh after 1% of a table changed vs
+# pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
+# 6), 4 streaming lag (continuous worker vs native subscription; the datamart
+# is restarted with shared_preload_libraries = pg_sluice for it).
+# pglogical (if installed) is a second reference in 1 and 2a-2d; it is
+# preloaded on both servers from the start and unloaded from the datamart
+# (restart) after scenario 2.
 #
 # As root it re-runs itself as BENCH_USER in a scratch directory, where it
 # initdb's and starts two throwaway servers on 127.0.0.1 (live LIVE_PORT,
@@ -73,7 +79,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        STREAM_SECS="${STREAM_SECS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -86,14 +92,16 @@ W=$BENCH_DIR
 cd "$W"
 
 if [ -n "${SMOKE:-}" ]; then
-    ROWS=${ROWS:-10000}; RUNS=${RUNS:-1}; TXNS=${TXNS:-100}; TIMEOUT=${TIMEOUT:-120}
+    ROWS=${ROWS:-10000}; RUNS=${RUNS:-1}; TXNS=${TXNS:-100}; TIMEOUT=${TIMEOUT:-120}; BIG_ROWS=${BIG_ROWS:-20000}
 else
-    ROWS=${ROWS:-1000000}; RUNS=${RUNS:-3}; TXNS=${TXNS:-1000}; TIMEOUT=${TIMEOUT:-900}
+    ROWS=${ROWS:-1000000}; RUNS=${RUNS:-3}; TXNS=${TXNS:-1000}; TIMEOUT=${TIMEOUT:-900}; BIG_ROWS=${BIG_ROWS:-10000000}
 fi
 [[ $ROWS =~ ^[0-9]+$ && $RUNS =~ ^[1-9][0-9]*$ && $TXNS =~ ^[1-9][0-9]*$ && $TIMEOUT =~ ^[1-9][0-9]*$ ]] ||
     die "ROWS, RUNS, TXNS and TIMEOUT must be positive integers"
 (( ROWS >= 1000 && ROWS % TXNS == 0 && ROWS % 10 == 0 )) || die "ROWS must be >= 1000, a multiple of 10 and of TXNS"
+[[ $BIG_ROWS =~ ^[0-9]+$ ]] && (( BIG_ROWS == 0 || BIG_ROWS >= 1000 )) || die "BIG_ROWS must be 0 or an integer >= 1000"
 N=$ROWS                 # base table size; scenario 1 copy size; 2a/2b insert size
+N_SMALL=$((N / 10))     # scenario 1 also at this size (growth)
 PER_TXN=$((N / TXNS))   # rows per transaction in 2b
 UPD=$((N / 10))         # 2c / 2d
 MEM_SMALL=$((N / 10))   # scenario 3
@@ -140,6 +148,7 @@ P() { local port=$1 db=$2; shift 2; PGOPTIONS="-c client_min_messages=warning" p
 live() { P $LIVE_PORT bench "$@"; }
 mart() { P $MART_PORT mart "$@"; }
 nat()  { P $MART_PORT native "$@"; }
+pgl()  { P $MART_PORT pgl "$@"; }
 
 # A DO block polling a boolean SQL expression every 50 ms, failing after
 # TIMEOUT seconds (server side: no psql start per poll).
@@ -193,18 +202,50 @@ CONF
     STEP="start $name"
     pg_ctl -D "$W/$name" -l "$W/$name.log" -w -t 120 start >/dev/null || die "could not start $name (see $name.log)"
 }
+# pglogical (second reference in 1 and 2a-2d): used only if its library and
+# extension are installed. It must be preloaded on both servers. On the
+# datamart it is preloaded for scenarios 1-2 only: with pglogical 2.4.2 on
+# PostgreSQL 15 a DROP DATABASE waits forever for pglogical's supervisor and
+# apply workers to absorb a ProcSignalBarrier (pglogical issues #399, #418),
+# so scenario 1 uses no DROP DATABASE, and after 2 the datamart is restarted
+# without pglogical. This server build also has output_plugin_libraries (the
+# output plugins replication users may name): pglogical_output is added to it
+# on live when the server knows the setting.
+LIVE_CONF="wal_level = logical"
+MART_CONF="wal_retrieve_retry_interval = 100ms"
+if [ -f "$(pg_config --pkglibdir)/pglogical.so" ] && [ -f "$(pg_config --sharedir)/extension/pglogical.control" ]; then
+    PGL=1
+    LIVE_CONF="$LIVE_CONF
+shared_preload_libraries = 'pglogical'"
+    opl=$(postgres --describe-config 2>/dev/null | awk -F'\t' '$1 == "output_plugin_libraries" { print $5 }')
+    if [ -n "$opl" ]; then
+        LIVE_CONF="$LIVE_CONF
+output_plugin_libraries = '$opl, pglogical_output'"
+    fi
+    MART_CONF="$MART_CONF
+shared_preload_libraries = 'pglogical'
+max_worker_processes = 16"
+else
+    PGL=0
+    log "note: pglogical is not installed ($(pg_config --pkglibdir)/pglogical.so missing): its figures are skipped"
+fi
+PGL_ON=0                # 1 while the pglogical subscription pgl_sub takes part in 2a-2d
+
 log "scratch directory $W"
-start_server live $LIVE_PORT "wal_level = logical"
+start_server live $LIVE_PORT "$LIVE_CONF"
 # wal_retrieve_retry_interval: the logical replication launcher starts at most
 # one worker per interval (default 5s); lowered so that ENABLE / CREATE
 # SUBSCRIPTION start their worker at once even when runs follow each other.
-start_server mart $MART_PORT "wal_retrieve_retry_interval = 100ms"
+# max_worker_processes = 16 while pglogical is loaded (its supervisor, database
+# manager, apply and sync workers share the pool with native replication's
+# workers and parallel index builds).
+start_server mart $MART_PORT "$MART_CONF"
 
 TABLE_DDL="CREATE SCHEMA bench;
 CREATE TABLE bench.t (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric);"
 
-gen_rows() {  # lo hi -> INSERT statement
-    echo "INSERT INTO bench.t SELECT g, (g % 100000)::int, md5(g::text),
+gen_rows() {  # lo hi [table, default bench.t] -> INSERT statement
+    echo "INSERT INTO ${3:-bench.t} SELECT g, (g % 100000)::int, md5(g::text),
         timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', round(g * 1.37, 2)
    FROM generate_series($1, $2) g"
 }
@@ -222,6 +263,29 @@ CREATE EXTENSION pg_sluice;
 SELECT sluice.create_source('live', '$CONNINFO');
 SQL
 nat <<<"$TABLE_DDL"
+# scenario 1's pg_dump / pg_restore / COPY targets: a fresh schema bench in this
+# database for every copy (no DROP DATABASE while pglogical is loaded, see above)
+P $MART_PORT postgres -c "CREATE DATABASE dump"
+
+# pglogical: provider node on live (database bench, bench.t in replication set
+# bench_set); subscriber node in database pgl on the datamart (its own copy of
+# bench.t, created empty with its key, as pglogical needs the table to exist).
+if [ $PGL = 1 ]; then
+    STEP="pglogical setup"
+    live >/dev/null <<SQL
+CREATE EXTENSION pglogical;
+SELECT pglogical.create_node(node_name := 'live', dsn := '$CONNINFO');
+SELECT pglogical.create_replication_set('bench_set');
+SELECT pglogical.replication_set_add_table('bench_set', 'bench.t');
+SQL
+    P $MART_PORT postgres -c "CREATE DATABASE pgl"
+    P $MART_PORT pgl >/dev/null <<SQL
+$TABLE_DDL
+CREATE EXTENSION pglogical;
+SELECT pglogical.create_node(node_name := 'mart', dsn := 'host=127.0.0.1 port=$MART_PORT dbname=pgl user=$(id -un)');
+SQL
+    PGL_VERSION=$(P $MART_PORT pgl -c "SELECT pglogical.pglogical_version()")
+fi
 
 # Content fingerprint of a copy: count and sums over every column.
 FP_SQL() {
@@ -230,7 +294,7 @@ FP_SQL() {
                  coalesce(sum(d), 0) FROM $1"
 }
 LIVE_FP=""
-live_fp() { LIVE_FP=$(live -c "$(FP_SQL bench.t)"); }
+live_fp() { LIVE_FP=$(live -c "$(FP_SQL "${1:-bench.t}")"); }  # [table]
 check_copy() {  # label port db table [expected_count]
     local label=$1 fp
     fp=$(P "$2" "$3" -c "$(FP_SQL "$4")")
@@ -243,6 +307,8 @@ check_copy() {  # label port db table [expected_count]
 }
 check_sluice() { check_copy "pg_sluice ($SLUICE_TABLE)" $MART_PORT mart $SLUICE_TABLE "$@"; }
 check_native() { check_copy "native ($NATIVE_TABLE)" $MART_PORT native $NATIVE_TABLE "$@"; }
+PGL_TABLE=bench.t       # pglogical's copy (database pgl)
+check_pgl() { check_copy "pglogical ($PGL_TABLE in pgl)" $MART_PORT pgl $PGL_TABLE "$@"; }
 
 # Run SQL on live in one transaction; print live's WAL insert position taken
 # inside it just before COMMIT. The commit record ends after it, so a copy
@@ -290,7 +356,8 @@ MEM_GB=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
 SETTINGS_SQL="SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
   WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'wal_level', 'checkpoint_timeout', 'max_wal_size',
                  'max_replication_slots', 'max_wal_senders', 'logical_decoding_work_mem', 'autovacuum',
-                 'wal_retrieve_retry_interval', 'full_page_writes', 'wal_compression')"
+                 'wal_retrieve_retry_interval', 'full_page_writes', 'wal_compression',
+                 'shared_preload_libraries', 'max_worker_processes', 'output_plugin_libraries')"
 LIVE_SETTINGS=$(live -c "$SETTINGS_SQL")
 MART_SETTINGS=$(mart -c "$SETTINGS_SQL")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -333,25 +400,69 @@ SQL
     native_enabled=1
 }
 native_disable() {  # DISABLE and wait until its walsender on live is gone
-    nat -c "ALTER SUBSCRIPTION bench_sub DISABLE"
+    # the apply worker rereads its subscription only when it wakes up (data
+    # from live, or its 1 s nap): a configuration reload sets its latch at once
+    nat -c "ALTER SUBSCRIPTION bench_sub DISABLE" -c "SELECT pg_reload_conf()" >/dev/null
     live <<<"$(poll_sql "SELECT NOT EXISTS (SELECT FROM pg_stat_replication WHERE application_name = 'bench_sub')
                           AND NOT (SELECT active FROM pg_replication_slots WHERE slot_name = 'bench_sub')" \
                         "the native walsender to exit")"
     native_enabled=0
 }
 
+# pglogical: subscription pgl_sub (database pgl), measured like native. Its
+# replication origin (named like its slot, pgl_<db>_<provider>_<sub>) records
+# the remote commit position applied; pg_replication_origin_progress(.., true)
+# gives the position applied AND flushed, the same check as native's.
+pgl_enabled=0
+PGL_SLOT=""
+PGL_ORIGIN=""
+pgl_synced_sql() {  # sub -> condition: worker replicating, initial copy of bench.t done
+    echo "(SELECT status FROM pglogical.show_subscription_status('$1')) = 'replicating'
+       AND (SELECT count(*) FILTER (WHERE l.sync_nspname = 'bench' AND l.sync_relname = 't') = 1
+                   AND bool_and(l.sync_status IN ('r', 'y'))
+              FROM pglogical.local_sync_status l JOIN pglogical.subscription s ON s.sub_id = l.sync_subid
+             WHERE s.sub_name = '$1')"
+}
+pgl_create_sql() {  # sub: create_subscription (copy the data, not the structure) and wait for the copy
+    cat <<SQL
+SELECT pglogical.create_subscription('$1', '$CONNINFO', replication_sets := ARRAY['bench_set'],
+         synchronize_structure := false, synchronize_data := true, forward_origins := '{}');
+$(poll_sql "$(pgl_synced_sql "$1")" "the pglogical subscription $1 to finish its initial copy")
+SQL
+}
+pgl_applied_sql() {  # target_lsn -> wait until pgl_sub's origin has applied and flushed it
+    poll_sql "SELECT pg_replication_origin_progress('$PGL_ORIGIN', true) >= '$1'::pg_lsn" "pglogical to apply up to $1"
+}
+pgl_enable_wait() {  # target_lsn; timed: enable + wait until applied and flushed; sets LAST_T
+    local s
+    s=$(now)
+    pgl >/dev/null <<SQL
+SELECT pglogical.alter_subscription_enable('pgl_sub');
+$(pgl_applied_sql "$1")
+SQL
+    LAST_T=$(since "$s")
+    pgl_enabled=1
+}
+pgl_disable() {  # disable and wait until its walsender on live is gone
+    # its apply worker notices at its next 1 s wake-up: up to 1 s, untimed
+    pgl -c "SELECT pglogical.alter_subscription_disable('pgl_sub')" >/dev/null
+    live <<<"$(poll_sql "NOT (SELECT active FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT')" "the pglogical walsender to exit")"
+    pgl_enabled=0
+}
+
 # Quiet point before a timed step: VACUUM ANALYZE every copy (so autovacuum
-# has nothing to do during the step), CHECKPOINT both servers, and move both
+# has nothing to do during the step), CHECKPOINT both servers, and move all
 # slots' restart_lsn past the reset (the timed step decodes only its own
 # backlog; a running_xacts record from the CHECKPOINT lets them move). pg_sluice advances its slot at the start of the next refresh,
-# so two empty refreshes after the checkpoint; the native slot advances from
-# the subscriber's feedback while it is enabled.
-quiesce() {  # lsn: both slots' restart_lsn should pass it
+# so two empty refreshes after the checkpoint; the native and pglogical slots
+# advance from their subscriber's feedback while it is enabled.
+quiesce() {  # lsn: every slot's restart_lsn should pass it
     local b=$1 i ok
     STEP="quiesce"
     live -c "VACUUM ANALYZE bench.t"
     mart -c "VACUUM ANALYZE $SLUICE_TABLE"
     nat -c "VACUUM ANALYZE $NATIVE_TABLE"
+    if [ $PGL_ON = 1 ]; then pgl -c "VACUUM ANALYZE $PGL_TABLE"; fi
     live -c "CHECKPOINT"
     mart -c "CHECKPOINT"
     for i in 1 2 3 4; do
@@ -365,57 +476,105 @@ quiesce() {  # lsn: both slots' restart_lsn should pass it
                     "the native slot's restart_lsn to pass $b" 60)" 2>/dev/null ||
             log "   note: native slot restart_lsn $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$b', restart_lsn)) FROM pg_replication_slots WHERE slot_name = 'bench_sub'") behind $b"
     fi
+    if [ $PGL_ON = 1 ] && [ $pgl_enabled = 1 ]; then
+        live <<<"$(poll_sql "SELECT restart_lsn >= '$b' FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT'" \
+                    "the pglogical slot's restart_lsn to pass $b" 60)" 2>/dev/null ||
+            log "   note: pglogical slot restart_lsn $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$b', restart_lsn)) FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT'") behind $b"
+    fi
 }
 
 # ---------------------------------------------------------------------------
 # Scenario 1: initial copy
 # ---------------------------------------------------------------------------
-STEP="load $N rows on live"
-log "1  initial copy of $N rows"
-live_txn "$(gen_rows 1 "$N")" >/dev/null
-live -c "VACUUM ANALYZE bench.t"
-live_fp
-
-for run in $(seq 1 "$RUNS"); do
-    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
-
-    STEP="1 pg_sluice create_pipeline (run $run)"
-    s=$(now)
-    row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
-    t=$(since "$s")
-    [ "$row" = "initial_copy|$N" ] || die "create_pipeline returned '$row', expected 'initial_copy|$N'"
-    check_copy "pg_sluice (c.t)" $MART_PORT mart c.t "$N"
-    add copy_sluice "$t"
-    mart -c "SELECT sluice.drop_pipeline('c', drop_tables => true)" >/dev/null
-    mart -c "DROP SCHEMA IF EXISTS c CASCADE" 2>/dev/null
-    log "   run $run  pg_sluice create_pipeline  ${t}s"
-
+# At N/10 rows, then at N (ids N/10+1..N appended to the same table, to show
+# growth): pg_sluice create_pipeline; native CREATE SUBSCRIPTION ... copy_data;
+# pglogical create_subscription (synchronize_data); pg_dump | psql;
+# pg_dump -Fc | pg_restore; and a raw COPY TO | COPY FROM into a table created
+# with its primary key before the load (what a naive loader does). The dump,
+# restore and COPY targets are a fresh schema bench in database dump, dropped
+# and created (untimed) before each copy. The order of the methods rotates
+# between runs. Every copy is checked against live and removed afterwards.
+dmp() { P $MART_PORT dump "$@"; }
+copy_one() {  # method size run
+    local m=$1 size=$2 run=$3 t s row what
+    case $m in
+        dump | dumpfc) dmp -c "DROP SCHEMA IF EXISTS bench CASCADE" -c "CREATE SCHEMA bench" ;;
+        raw) dmp -c "DROP SCHEMA IF EXISTS bench CASCADE" -c "$TABLE_DDL" ;;
+    esac
     mart -c "CHECKPOINT"
-    STEP="1 native CREATE SUBSCRIPTION copy_data (run $run)"
-    s=$(now)
-    nat <<SQL
+    case $m in
+        sluice)
+            what="pg_sluice create_pipeline"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
+            t=$(since "$s")
+            [ "$row" = "initial_copy|$size" ] || die "create_pipeline returned '$row', expected 'initial_copy|$size'"
+            check_copy "pg_sluice (c.t)" $MART_PORT mart c.t "$size"
+            mart -c "SELECT sluice.drop_pipeline('c', drop_tables => true)" >/dev/null
+            mart -c "DROP SCHEMA IF EXISTS c CASCADE" 2>/dev/null ;;
+        native)
+            what="native subscription copy"; STEP="1 native CREATE SUBSCRIPTION copy_data, $size rows (run $run)"
+            s=$(now)
+            nat <<SQL
 CREATE SUBSCRIPTION copy_sub CONNECTION '$CONNINFO' PUBLICATION bench_pub WITH (copy_data = true);
 $(poll_sql "SELECT count(*) = 1 AND bool_and(r.srsubstate = 'r') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'copy_sub'" "the native table sync to reach state r")
 SQL
-    t=$(since "$s")
-    check_native "$N"
-    add copy_native "$t"
-    nat -c "DROP SUBSCRIPTION copy_sub"
-    nat -c "TRUNCATE $NATIVE_TABLE"
-    log "   run $run  native subscription copy  ${t}s"
+            t=$(since "$s")
+            check_native "$size"
+            nat -c "DROP SUBSCRIPTION copy_sub"
+            nat -c "TRUNCATE $NATIVE_TABLE" ;;
+        pgl)
+            what="pglogical create_subscription"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            pgl >/dev/null <<<"$(pgl_create_sql pgl_copy)"
+            t=$(since "$s")
+            check_pgl "$size"
+            pgl -c "SELECT pglogical.drop_subscription('pgl_copy')" >/dev/null
+            pgl -c "TRUNCATE $PGL_TABLE" ;;
+        dump)
+            what="pg_dump | psql"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            pg_dump -h "$W" -p $LIVE_PORT -t bench.t bench |
+                psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $MART_PORT -d dump >/dev/null
+            t=$(since "$s") ;;
+        dumpfc)
+            what="pg_dump -Fc | pg_restore"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            pg_dump -Fc -h "$W" -p $LIVE_PORT -t bench.t bench |
+                pg_restore --exit-on-error -h "$W" -p $MART_PORT -d dump
+            t=$(since "$s") ;;
+        raw)
+            what="COPY TO | COPY FROM (key before the load)"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $LIVE_PORT -d bench -c "COPY bench.t TO STDOUT" |
+                psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $MART_PORT -d dump -c "COPY bench.t FROM STDIN"
+            t=$(since "$s") ;;
+    esac
+    case $m in
+        dump | dumpfc | raw)
+            check_copy "$what (dump bench.t)" $MART_PORT dump bench.t "$size"
+            dmp -c "DROP SCHEMA bench CASCADE" ;;
+    esac
+    add "1_${size}_$m" "$t"
+    log "   run $run  $what  ${t}s"
+}
 
-    mart -c "CHECKPOINT"
-    STEP="1 pg_dump | psql (run $run)"
-    P $MART_PORT postgres -c "CREATE DATABASE dump"
-    P $MART_PORT dump -c "CREATE SCHEMA bench"
-    s=$(now)
-    pg_dump -h "$W" -p $LIVE_PORT -t bench.t bench |
-        psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $MART_PORT -d dump >/dev/null
-    t=$(since "$s")
-    check_copy "pg_dump (dump bench.t)" $MART_PORT dump bench.t "$N"
-    add copy_dump "$t"
-    P $MART_PORT postgres -c "DROP DATABASE dump"
-    log "   run $run  pg_dump | psql  ${t}s"
+COPY_METHODS=(sluice native)
+if [ $PGL = 1 ]; then COPY_METHODS+=(pgl); fi
+COPY_METHODS+=(dump dumpfc raw)
+for size in $N_SMALL $N; do
+    STEP="load $size rows on live"
+    log "1  initial copy of $size rows"
+    if [ "$size" = $N_SMALL ]; then lo=1; else lo=$((N_SMALL + 1)); fi
+    live_txn "$(gen_rows $lo "$size")" >/dev/null
+    live -c "VACUUM ANALYZE bench.t"
+    live_fp
+    for run in $(seq 1 "$RUNS"); do
+        live -c "CHECKPOINT"
+        for ((i = 0; i < ${#COPY_METHODS[@]}; i++)); do
+            copy_one "${COPY_METHODS[(run - 1 + i) % ${#COPY_METHODS[@]}]}" "$size" "$run"
+        done
+    done
 done
 
 # ---------------------------------------------------------------------------
@@ -433,10 +592,23 @@ $(poll_sql "SELECT count(*) = 1 AND bool_and(r.srsubstate = 'r') FROM pg_subscri
 SQL
 native_enabled=1
 check_native "$N"
+if [ $PGL = 1 ]; then
+    STEP="2 setup: pglogical subscription pgl_sub"
+    pgl >/dev/null <<<"$(pgl_create_sql pgl_sub)"
+    PGL_SLOT=$(pgl -c "SELECT sub_slot_name FROM pglogical.subscription WHERE sub_name = 'pgl_sub'")
+    PGL_ORIGIN=$(pgl -c "SELECT roname FROM pg_replication_origin WHERE roname = '$PGL_SLOT'")
+    [ -n "$PGL_ORIGIN" ] || die "no replication origin named like the pglogical slot '$PGL_SLOT' in pg_replication_origin"
+    [ "$(live -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT'")" = 1 ] ||
+        die "the pglogical slot '$PGL_SLOT' does not exist on live"
+    pgl_enabled=1; PGL_ON=1
+    check_pgl "$N"
+    log "   pglogical $PGL_VERSION: subscription pgl_sub, slot and replication origin $PGL_ORIGIN"
+fi
 
 # Base state: ids 1..N on live and in pg_sluice's copy. reload_base: TRUNCATE
 # + reload on live (untimed), pg_sluice applies it; sets RESET_LSN.
-# reset_base (2a-2d, 3): native applies it too. reset_sluice (5, 6): pg_sluice only.
+# reset_base (2a-2d, 3): native (and in 2a-2d pglogical) applies it too.
+# reset_sluice (5, 6): pg_sluice only.
 RESET_LSN=""
 reload_base() {
     STEP="$1 reset (TRUNCATE + reload $N rows, untimed)"
@@ -448,22 +620,39 @@ reload_base() {
 }
 reset_base() {
     reload_base "$1"
+    # both subscribers catch up at the same time (untimed)
+    if [ $PGL_ON = 1 ]; then
+        pgl -c "SELECT pglogical.alter_subscription_enable('pgl_sub')" >/dev/null
+        pgl_enabled=1
+    fi
     native_enable_wait "$RESET_LSN"
     check_native "$N"
+    if [ $PGL_ON = 1 ]; then
+        pgl <<<"$(pgl_applied_sql "$RESET_LSN")"
+        check_pgl "$N"
+    fi
     quiesce "$RESET_LSN"
     STEP="$1 disable native"
     native_disable
+    if [ $PGL_ON = 1 ]; then
+        STEP="$1 disable pglogical"
+        pgl_disable
+    fi
 }
 reset_sluice() {
     reload_base "$1"
     quiesce "$RESET_LSN"
 }
 
-# order of the two appliers alternates between runs (WAL cache effects)
+# the order of the appliers rotates between runs (WAL cache effects): with
+# pg_sluice and native alone it alternates; with pglogical, run 1 is pg_sluice,
+# native, pglogical, run 2 native, pglogical, pg_sluice, and so on
 apply_both() {  # scenario target_lsn expected_refresh expected_count run
-    local sc=$1 lsn=$2 exp=$3 cnt=$4 run=$5 t first second
-    if [ $((run % 2)) = 1 ]; then first=sluice; second=native; else first=native; second=sluice; fi
-    for who in $first $second; do
+    local sc=$1 lsn=$2 exp=$3 cnt=$4 run=$5 t i who
+    local appliers=(sluice native)
+    if [ $PGL_ON = 1 ]; then appliers+=(pgl); fi
+    for ((i = 0; i < ${#appliers[@]}; i++)); do
+        who=${appliers[(run - 1 + i) % ${#appliers[@]}]}
         if [ $who = sluice ]; then
             STEP="$sc pg_sluice refresh (run $run)"
             sluice_refresh; t=$LAST_T
@@ -476,15 +665,35 @@ apply_both() {  # scenario target_lsn expected_refresh expected_count run
             expect_refresh "0 0 0 0 0"
             add "${sc}_adv" "$t"
             log "   run $run  pg_sluice next refresh (slot advance over the backlog)  ${t}s"
-        else
+        elif [ $who = native ]; then
             STEP="$sc native ENABLE + catch-up (run $run)"
             native_enable_wait "$lsn"; t=$LAST_T
             check_native "$cnt"
             add "${sc}_native" "$t"
             log "   run $run  native catch-up  ${t}s"
+        else
+            STEP="$sc pglogical enable + catch-up (run $run)"
+            pgl_enable_wait "$lsn"; t=$LAST_T
+            check_pgl "$cnt"
+            add "${sc}_pgl" "$t"
+            log "   run $run  pglogical catch-up  ${t}s"
         fi
     done
 }
+
+# 2a's decode-only ceilings use pg_sluice's own stream options: pgoutput
+# proto 1, binary = true, and logical_decoding_work_mem = the datamart's
+# pg_sluice.source_decoding_work_mem (what pg_sluice SETs in its sessions on
+# live). A walsender takes the setting from the connection's options: checked
+# here with SHOW on a replication connection.
+STEP="2 read pg_sluice.source_decoding_work_mem"
+SDWM=$(mart -c "LOAD 'pg_sluice'" -c "SHOW pg_sluice.source_decoding_work_mem")
+[[ $SDWM =~ ^[0-9]+(kB|MB|GB|TB)$ ]] || die "SHOW pg_sluice.source_decoding_work_mem returned '$SDWM'"
+got=$(psql -X -At -h "$W" -p $LIVE_PORT -d "dbname=bench replication=database options='-c logical_decoding_work_mem=$SDWM'" \
+          -c "SHOW logical_decoding_work_mem")
+[ "$got" = "$SDWM" ] || die "a walsender connected with options=-c logical_decoding_work_mem=$SDWM shows '$got'"
+log "   pg_sluice.source_decoding_work_mem = $SDWM (a walsender started with it in options shows logical_decoding_work_mem = $got)"
+CEIL_SLOTS="bench_recv bench_recvb bench_peek"
 
 for sc in 2a 2b 2c 2d; do
     case $sc in
@@ -499,8 +708,12 @@ for sc in 2a 2b 2c 2d; do
         s=$(now)
         case $sc in
             2a)
-                live -c "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')" >/dev/null
+                for sl in $CEIL_SLOTS; do
+                    live -c "SELECT pg_create_logical_replication_slot('$sl', 'pgoutput')" >/dev/null
+                done
                 lsn=$(live_txn "$(gen_rows $((N + 1)) $((2 * N)))")
+                # the commit is flushed (synchronous_commit = on): the SQL fetch reads up to here
+                flush=$(live -c "SELECT pg_current_wal_flush_lsn()")
                 exp="1 $N 0 0 0"; cnt=$((2 * N)) ;;
             2b)
                 lsn=$( {
@@ -524,18 +737,70 @@ for sc in 2a 2b 2c 2d; do
         live_fp
         apply_both "$sc" "$lsn" "$exp" "$cnt" "$run"
         if [ $sc = 2a ]; then
-            # decode-only ceiling: stream the same backlog with pgoutput to /dev/null
-            STEP="2a pg_recvlogical (run $run)"
+            # decode-only ceilings, each from its own slot created before the load
+            STEP="2a pg_recvlogical, default options (run $run)"
             s=$(now)
             pg_recvlogical -h "$W" -p $LIVE_PORT -d bench -S bench_recv --start --no-loop -f /dev/null \
                 --endpos="$lsn" -o proto_version=1 -o publication_names=bench_pub
             t=$(since "$s")
             add 2a_recv "$t"
-            log "   run $run  pg_recvlogical decode-only  ${t}s"
-            live -c "SELECT pg_drop_replication_slot('bench_recv')" >/dev/null
+            log "   run $run  pg_recvlogical decode-only, default options (text, logical_decoding_work_mem default)  ${t}s"
+            STEP="2a pg_recvlogical, pg_sluice's options (run $run)"
+            s=$(now)
+            pg_recvlogical -h "$W" -p $LIVE_PORT -d "dbname=bench options='-c logical_decoding_work_mem=$SDWM'" \
+                -S bench_recvb --start --no-loop -f /dev/null \
+                --endpos="$lsn" -o proto_version=1 -o publication_names=bench_pub -o binary=true
+            t=$(since "$s")
+            add 2a_recvb "$t"
+            log "   run $run  pg_recvlogical decode-only, binary, logical_decoding_work_mem $SDWM  ${t}s"
+            # SQL fetch alone: pg_sluice's peek query on live, output to
+            # /dev/null, up to the flush LSN read after the COMMIT (the peek
+            # stops at the first record ending at or past upto_lsn: the target
+            # LSN, read before COMMIT, would stop it before the commit record
+            # and pgoutput would send nothing)
+            STEP="2a SQL fetch only (run $run)"
+            s=$(now)
+            out=$(psql -X -At -v ON_ERROR_STOP=1 -h "$W" -p $LIVE_PORT -d bench \
+                -c "SET logical_decoding_work_mem = '$SDWM'" \
+                -c "\copy (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes('bench_peek', '$flush', NULL, 'proto_version', '1', 'publication_names', 'bench_pub', 'binary', 'true')) TO '/dev/null' (FORMAT binary)")
+            t=$(since "$s")
+            got=$(sed -n 's/^COPY \([0-9]*\)$/\1/p' <<<"$out")
+            [ "$got" = $((N + 3)) ] ||
+                die "2a SQL fetch returned '${got:-$out}' messages, expected $((N + 3)) (BEGIN, RELATION, $N INSERT, COMMIT)"
+            add 2a_fetch "$t"
+            log "   run $run  SQL fetch only (peek, binary, logical_decoding_work_mem $SDWM): $got messages  ${t}s"
+            log "   run $run  spilled to disk while decoding: $(live -c "SELECT string_agg(slot_name || ' ' || pg_size_pretty(spill_bytes), ', ' ORDER BY slot_name) FROM pg_stat_replication_slots WHERE slot_name IN ('bench_recv', 'bench_recvb', 'bench_peek')") (statistics may lag)"
+            for sl in $CEIL_SLOTS; do
+                live -c "SELECT pg_drop_replication_slot('$sl')" >/dev/null
+            done
         fi
     done
 done
+
+# pglogical's part ends here: drop its subscription (and slot) and take
+# bench.t out of its replication set (its TRUNCATE trigger then queues
+# nothing), then restart the datamart without pglogical (see the note at
+# start_server: DROP DATABASE would hang) and drop the databases pgl and dump.
+# The extension stays on live, idle: logical decoding of WAL that holds a
+# DROP EXTENSION pglogical fails for every slot ("could not find pg_class
+# entry", pgoutput and test_decoding alike), so it is never dropped.
+STEP="2 teardown: pglogical"
+if [ $PGL = 1 ]; then
+    pgl -c "SELECT pglogical.drop_subscription('pgl_sub')" >/dev/null
+    PGL_ON=0; pgl_enabled=0
+    [ "$(live -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$PGL_SLOT'")" = 0 ] ||
+        die "pglogical.drop_subscription left the slot $PGL_SLOT on live"
+    live -c "SELECT pglogical.replication_set_remove_table('bench_set', 'bench.t')" >/dev/null
+    cat >>"$W/mart/postgresql.conf" <<CONF
+# --- after scenario 2: pglogical unloaded ---
+shared_preload_libraries = ''
+max_worker_processes = 8
+CONF
+    pg_ctl -D "$W/mart" -l "$W/mart.log" -m fast -w -t 120 restart >/dev/null || die "could not restart the datamart (see mart.log)"
+    P $MART_PORT postgres -c "DROP DATABASE pgl"
+    log "   pglogical dropped; datamart restarted without it"
+fi
+P $MART_PORT postgres -c "DROP DATABASE dump"
 
 # ---------------------------------------------------------------------------
 # Scenario 3: peak memory of the applying process
@@ -792,9 +1057,6 @@ for run in $(seq 1 "$RUNS"); do
     lsn=$(live_txn "UPDATE bench.t SET a = a + 1, b = md5(b), d = d + 1 WHERE id % 100 = $k; DELETE FROM bench.t WHERE id % 1000 = 550 + $k")
     live_fp
     cnt=$(( $(live -c "SELECT count(*) FROM bench.t") ))
-    # whichever refresh comes first would otherwise wait for the WAL writer
-    # (README: the wal_writer_delay floor); let it flush first, untimed
-    sleep 0.3
     if [ $((run % 2)) = 1 ]; then order="p q"; else order="q p"; fi
     for pl in $order; do
         STEP="6 pg_sluice refresh $pl $([ $pl = p ] && echo with || echo without) history (run $run)"
@@ -856,6 +1118,131 @@ DROP SCHEMA sl_history CASCADE;
 SQL
 mart -c "SELECT sluice.drop_pipeline('q', drop_tables => true)" >/dev/null
 mart -c "SELECT sluice.drop_pipeline('p', drop_tables => true)" >/dev/null
+
+# ---------------------------------------------------------------------------
+# Scenario 7: refresh after 1% of a table changed vs a full dump / restore
+# ---------------------------------------------------------------------------
+# Own table bench.big on live (the columns of bench.t) and own pipeline b
+# (target schema sb), so nothing else sees them; at N rows, then at BIG_ROWS
+# (the table is dropped and loaded again). Load: CREATE TABLE, one INSERT of
+# ids 1..size, then ADD PRIMARY KEY and VACUUM ANALYZE (timed, logged), then
+# create_pipeline (its initial copy, timed, logged). Run k: one transaction on
+# live updates 1% of the rows, spread over the whole table (id % 100 = k: a,
+# b, d), then, order rotating: refresh b (and the empty refresh after it: the
+# slot advance); pg_dump -t bench.big bench | psql into a fresh database;
+# pg_dump -Fc -t bench.big bench | pg_restore -d into a fresh database (a
+# pipe, no file; both load the data and then build the primary key). Every
+# copy is checked against live. Between runs: VACUUM ANALYZE, CHECKPOINT, two
+# empty refreshes (the next workload is decoded from past the previous one).
+quiesce7() {
+    STEP="7 quiesce"
+    live -c "VACUUM ANALYZE bench.big"
+    mart -c "VACUUM ANALYZE sb.big"
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+    sluice_refresh b; sluice_refresh b
+}
+dump7() {  # method size run: timed dump / restore of bench.big into a fresh database d7
+    local m=$1 size=$2 run=$3 s t
+    P $MART_PORT postgres -c "CREATE DATABASE d7"
+    P $MART_PORT d7 -c "CREATE SCHEMA bench"
+    mart -c "CHECKPOINT"
+    s=$(now)
+    if [ "$m" = dump ]; then
+        STEP="7 pg_dump | psql, $size rows (run $run)"
+        pg_dump -h "$W" -p $LIVE_PORT -t bench.big bench |
+            psql -X -q -v ON_ERROR_STOP=1 -h "$W" -p $MART_PORT -d d7 >/dev/null
+    else
+        STEP="7 pg_dump -Fc | pg_restore, $size rows (run $run)"
+        pg_dump -Fc -h "$W" -p $LIVE_PORT -t bench.big bench |
+            pg_restore --exit-on-error -h "$W" -p $MART_PORT -d d7
+    fi
+    t=$(since "$s")
+    check_copy "$([ "$m" = dump ] && echo "pg_dump | psql" || echo "pg_dump -Fc | pg_restore") (d7 bench.big)" $MART_PORT d7 bench.big "$size"
+    [ "$(P $MART_PORT d7 -c "SELECT count(*) FROM pg_index WHERE indrelid = 'bench.big'::regclass AND indisprimary")" = 1 ] ||
+        die "7: the restored bench.big has no primary key"
+    P $MART_PORT postgres -c "DROP DATABASE d7"
+    add "7_${size}_$m" "$t"
+    log "   run $run  $([ "$m" = dump ] && echo "pg_dump | psql" || echo "pg_dump -Fc | pg_restore")  ${t}s"
+}
+BIG_SIZES=$N
+if [ "$BIG_ROWS" -gt 0 ]; then BIG_SIZES="$N $BIG_ROWS"; fi
+for size in $BIG_SIZES; do
+    s7=$(now)
+    log "7  refresh after 1% of $size rows changed vs pg_dump | psql and pg_dump -Fc | pg_restore"
+    STEP="7 load $size rows into bench.big"
+    s=$(now)
+    live >/dev/null <<SQL
+CREATE TABLE bench.big (id bigint, a int, b text, c timestamptz, d numeric);
+$(gen_rows 1 "$size" bench.big);
+ALTER TABLE bench.big ADD PRIMARY KEY (id);
+VACUUM ANALYZE bench.big;
+SQL
+    t=$(since "$s"); add "7_${size}_load" "$t"
+    log "   load on live (INSERT, primary key, VACUUM ANALYZE)  ${t}s; heap $(live -c "SELECT pg_size_pretty(pg_relation_size('bench.big'))")"
+    live_fp bench.big
+    STEP="7 create_pipeline b ($size rows)"
+    s=$(now)
+    row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('b', 'live', ARRAY['bench.big'], target_schema => 'sb')")
+    t=$(since "$s"); add "7_${size}_copy" "$t"
+    [ "$row" = "initial_copy|$size" ] || die "7: create_pipeline b returned '$row', expected 'initial_copy|$size'"
+    check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$size"
+    log "   pg_sluice create_pipeline (initial copy)  ${t}s"
+    quiesce7
+    for run in $(seq 1 "$RUNS"); do
+        k=$(( (run - 1) % 99 + 1 ))
+        STEP="7 workload on live (run $run)"
+        nupd=$(live -c "SELECT count(*) FROM bench.big WHERE id % 100 = $k")
+        before=$(live -c "SELECT pg_current_wal_insert_lsn()")
+        s=$(now)
+        lsn=$(live_txn "UPDATE bench.big SET a = a + 1, b = md5(b), d = d + 1 WHERE id % 100 = $k")
+        log "   run $run  workload on live: UPDATE of $nupd rows  $(since "$s")s, $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$lsn', '$before'))") of WAL"
+        live_fp bench.big
+        live -c "CHECKPOINT"
+        methods=(refresh dump dumpfc)
+        for ((i = 0; i < 3; i++)); do
+            m=${methods[(run - 1 + i) % 3]}
+            if [ "$m" = refresh ]; then
+                mart -c "CHECKPOINT"
+                STEP="7 pg_sluice refresh b, $size rows (run $run)"
+                sluice_refresh b; t=$LAST_T
+                expect_refresh "1 0 $nupd 0 0"
+                check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$size"
+                add "7_${size}_sluice" "$t"
+                log "   run $run  pg_sluice refresh  ${t}s"
+                STEP="7 pg_sluice next (empty) refresh b (run $run)"
+                sluice_refresh b; t=$LAST_T
+                expect_refresh "0 0 0 0 0"
+                add "7_${size}_adv" "$t"
+                log "   run $run  pg_sluice next refresh (slot advance over the backlog)  ${t}s"
+            else
+                dump7 "$m" "$size" "$run"
+            fi
+        done
+        quiesce7
+        # the same share of rows, clustered: the newest 1% of ids (recent
+        # rows, as most changes are); the dump/restore times do not depend
+        # on which rows changed
+        STEP="7c workload on live (run $run)"
+        nclu=$(live -c "SELECT count(*) FROM bench.big WHERE id > $size - $size / 100")
+        lsn=$(live_txn "UPDATE bench.big SET a = a + 1, b = md5(b), d = d + 1 WHERE id > $size - $size / 100")
+        live_fp bench.big
+        live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+        STEP="7c pg_sluice refresh b, clustered, $size rows (run $run)"
+        sluice_refresh b; t=$LAST_T
+        expect_refresh "1 0 $nclu 0 0"
+        check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$size"
+        add "7_${size}_clu" "$t"
+        log "   run $run  pg_sluice refresh, 1% clustered (newest ids)  ${t}s"
+        quiesce7
+    done
+    STEP="7 cleanup ($size rows)"
+    mart -c "SELECT sluice.drop_pipeline('b', drop_tables => true)" >/dev/null
+    mart -c "DROP SCHEMA IF EXISTS sb CASCADE" 2>/dev/null
+    live -c "DROP TABLE bench.big"
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+    t=$(since "$s7"); add "7_${size}_total" "$t"
+    log "   scenario 7 at $size rows took ${t}s"
+done
 
 # ---------------------------------------------------------------------------
 # Scenario 4: streaming lag (commit on live -> visible on the datamart)
@@ -1015,7 +1402,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 STEP="report"
 commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 pad() { local s=$1 w=$2; printf '%s%*s' "$s" $((w > ${#s} ? w - ${#s} : 0)) ''; }
-W1=60 W2=24 W3=24 W4=40
+W1=60 W2=24 W3=24 W4=44
 row() { printf '%s | %s | %s | %s | %s\n' "$(pad "$1" $W1)" "$(pad "$2" $W2)" "$(pad "$3" $W3)" "$(pad "$4" $W4)" "$5"; }
 rule() { printf '%s\n' "$(printf '%*s' $((W1 + W2 + W3 + W4 + 24)) '' | tr ' ' '-')"; }
 
@@ -1024,9 +1411,16 @@ echo "================================ pg_sluice benchmark =====================
 echo "PostgreSQL : $PG_VERSION"
 echo "pg_sluice  : $SLUICE_VERSION, library $SLUICE_LIB"
 echo "machine    : $(nproc) cores ($CPU_MODEL), ${MEM_GB} GB RAM; load average at start $LOAD_START, at end $LOAD_END"
-echo "servers    : two local clusters on 127.0.0.1, live :$LIVE_PORT, datamart :$MART_PORT (databases mart = pg_sluice, native = subscriber)"
+echo "servers    : two local clusters on 127.0.0.1, live :$LIVE_PORT, datamart :$MART_PORT (databases mart = pg_sluice, native = subscriber,"
+echo "             pgl = pglogical subscriber, dump / d7 = pg_dump and COPY targets)"
 echo "live       : $LIVE_SETTINGS"
 echo "datamart   : $MART_SETTINGS"
+if [ $PGL = 1 ]; then
+    echo "pglogical  : $PGL_VERSION, preloaded on both servers; the datamart restarted after scenario 2 with"
+    echo "             shared_preload_libraries = '' and max_worker_processes = 8 (pglogical.synchronous_commit = off, its default)"
+else
+    echo "pglogical  : not installed ($(pg_config --pkglibdir)/pglogical.so missing): its figures are skipped"
+fi
 echo "             fsync and synchronous_commit at their defaults (on); native subscriptions use their default synchronous_commit = off"
 echo "table      : bench.t (id bigint primary key, a int, b text, c timestamptz, d numeric), ~$(commas "$N") rows base"
 echo "runs       : $RUNS per figure${SMOKE:+ (SMOKE)}; figures: median (min–max) wall seconds measured around one psql call,"
@@ -1035,19 +1429,38 @@ echo
 row "scenario" "pg_sluice" "native" "other" "native/sluice"
 rule
 n=$(commas "$N"); u=$(commas "$UPD")
-row "1  initial copy, $n rows (s)" "$(cell copy_sluice)" "$(cell copy_native)" "pg_dump|psql $(cell copy_dump)" "$(ratio copy_native copy_sluice)"
-row "     throughput" "$(rate "$N" copy_sluice)" "$(rate "$N" copy_native)" "pg_dump|psql $(rate "$N" copy_dump)" ""
-row "2a backlog 1 txn × $n INSERT (s)" "$(cell 2a_sluice)" "$(cell 2a_native)" "pg_recvlogical $(cell 2a_recv)" "$(ratio 2a_native 2a_sluice)"
-row "     throughput" "$(rate "$N" 2a_sluice)" "$(rate "$N" 2a_native)" "pg_recvlogical $(rate "$N" 2a_recv)" ""
+pglcell() {  # key rows -> pglogical's "median (min–max), rate" or why there is none
+    if [ $PGL = 1 ]; then echo "$(cell "$1"), $(rate "$2" "$1")"; else echo "pglogical not installed"; fi
+}
+for size in $N_SMALL $N; do
+    k=1_$size
+    row "1  initial copy, $(commas "$size") rows (s)" "$(cell ${k}_sluice)" "$(cell ${k}_native)" "pg_dump|psql $(cell ${k}_dump)" "$(ratio ${k}_native ${k}_sluice)"
+    row "     throughput" "$(rate "$size" ${k}_sluice)" "$(rate "$size" ${k}_native)" "pg_dump|psql $(rate "$size" ${k}_dump)" \
+        "$(ratio ${k}_dump ${k}_sluice) pg_dump|psql/sluice"
+    row "     pg_dump -Fc | pg_restore (s)" "" "" "$(cell ${k}_dumpfc), $(rate "$size" ${k}_dumpfc)" "$(ratio ${k}_dumpfc ${k}_sluice) other/sluice"
+    row "     COPY TO | COPY FROM, key created first (s)" "" "" "$(cell ${k}_raw), $(rate "$size" ${k}_raw)" "$(ratio ${k}_raw ${k}_sluice) other/sluice"
+    row "     pglogical create_subscription (s)" "" "" "$(pglcell ${k}_pgl "$size")" "$(ratio ${k}_pgl ${k}_sluice) pglogical/sluice"
+done
+pglrow() {  # scenario rows
+    row "     pglogical catch-up (s)" "" "" "$(pglcell "${1}_pgl" "$2")" "$(ratio "${1}_pgl" "${1}_sluice") pglogical/sluice"
+}
+row "2a backlog 1 txn × $n INSERT (s)" "$(cell 2a_sluice)" "$(cell 2a_native)" "pg_recvlogical (default) $(cell 2a_recv)" "$(ratio 2a_native 2a_sluice)"
+row "     throughput" "$(rate "$N" 2a_sluice)" "$(rate "$N" 2a_native)" "pg_recvlogical (default) $(rate "$N" 2a_recv)" ""
+row "     ceiling: pg_recvlogical binary, decoding mem $SDWM (s)" "" "" "$(cell 2a_recvb), $(rate "$N" 2a_recvb)" "$(ratio 2a_recvb 2a_sluice) of ceiling rate"
+row "     ceiling: SQL fetch only, binary, $SDWM (s)" "" "" "$(cell 2a_fetch), $(rate "$N" 2a_fetch)" "$(ratio 2a_fetch 2a_sluice) of ceiling rate"
+pglrow 2a "$N"
 row "     next refresh (slot advance, s)" "$(cell 2a_adv)" "" "" ""
 row "2b backlog $(commas "$TXNS") txn × $(commas "$PER_TXN") INSERT (s)" "$(cell 2b_sluice)" "$(cell 2b_native)" "" "$(ratio 2b_native 2b_sluice)"
 row "     throughput" "$(rate "$N" 2b_sluice)" "$(rate "$N" 2b_native)" "" ""
+pglrow 2b "$N"
 row "     next refresh (slot advance, s)" "$(cell 2b_adv)" "" "" ""
 row "2c backlog $u UPDATE, 1 statement (s)" "$(cell 2c_sluice)" "$(cell 2c_native)" "" "$(ratio 2c_native 2c_sluice)"
 row "     throughput" "$(rate "$UPD" 2c_sluice)" "$(rate "$UPD" 2c_native)" "" ""
+pglrow 2c "$UPD"
 row "     next refresh (slot advance, s)" "$(cell 2c_adv)" "" "" ""
 row "2d backlog $u DELETE, 1 statement (s)" "$(cell 2d_sluice)" "$(cell 2d_native)" "" "$(ratio 2d_native 2d_sluice)"
 row "     throughput" "$(rate "$UPD" 2d_sluice)" "$(rate "$UPD" 2d_native)" "" ""
+pglrow 2d "$UPD"
 row "     next refresh (slot advance, s)" "$(cell 2d_adv)" "" "" ""
 for size in $MEM_SMALL $MEM_BIG; do
     row "3  peak RssAnon MB, 1 txn × $(commas "$size")" "" "" "" ""
@@ -1074,6 +1487,22 @@ row "     heap MB: sl.t (history) / sq.t (without)" "$(awk -v x="${SIZE_T:-0}" '
     "plain $(awk -v x="${SIZE_PLAIN:-0}" 'BEGIN { printf "%.1f", x / 1048576 }')" "$(awk -v a="${SIZE_T:-0}" -v b="${SIZE_Q:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') (history/without)"
 row "6  refresh $(commas "$UPD6") UPDATE + $(commas "$DEL6") DELETE with history (s)" "$(cell 6_hist)" "" "without history $(cell 6_nohist)" \
     "$(ratio 6_hist 6_nohist) (with/without)"
+faster7() {  # size [sluice|clu] -> (faster of the two dump / restore medians) / refresh median
+    local a b r
+    a=$(med "7_${1}_dump"); b=$(med "7_${1}_dumpfc"); r=$(med "7_${1}_${2:-sluice}")
+    [ -n "$a" ] && [ -n "$b" ] && [ -n "$r" ] || { echo "-"; return; }
+    awk -v a="$a" -v b="$b" -v r="$r" 'BEGIN { m = (a < b ? a : b); if (r > 0) printf "%.1f", m / r; else print "-" }'
+}
+one() { local m; m=$(med "$1"); if [ -n "$m" ]; then num "$m"; else echo "-"; fi; }  # a figure measured once
+for size in $BIG_SIZES; do
+    k=7_$size
+    row "7  refresh, 1% of $(commas "$size") rows updated (s)" "$(cell ${k}_sluice)" "" "pg_dump|psql $(cell ${k}_dump)" \
+        "$(faster7 "$size") faster dump/restore ÷ refresh"
+    row "     pg_dump -Fc | pg_restore (s)" "" "" "$(cell ${k}_dumpfc)" ""
+    row "     next refresh (slot advance, s)" "$(cell ${k}_adv)" "" "" ""
+    row "     refresh, 1% clustered: newest ids (s)" "$(cell ${k}_clu)" "" "" "$(faster7 "$size" clu) faster dump/restore ÷ refresh"
+    row "     once: initial copy; load on live / scenario total (s)" "$(one ${k}_copy)" "" "load $(one ${k}_load) / total $(one ${k}_total)" ""
+done
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
@@ -1081,8 +1510,22 @@ echo "           inside the last load transaction just before COMMIT (1: CREATE 
 echo "3 (memory): datamart = the backend running sluice.refresh / the subscription's apply worker; live = the"
 echo "           backend serving pg_sluice's connection (it runs the slot peek) / the subscription's walsender."
 echo "           RssAnon = private memory, sampled every 20 ms; VmHWM (pg_sluice / native, MB) includes touched shared buffers."
-echo "other    : 1: pg_dump -t bench.t | psql into an empty database; 2a: pg_recvlogical (pgoutput, proto 1) to /dev/null"
-echo "           from a slot created before the load, --endpos = the target LSN: decoding alone, the ceiling for any applier."
+echo "other    : 1: pg_dump -t bench.t | psql, pg_dump -Fc | pg_restore (both build the key after the load) and psql COPY TO |"
+echo "           psql COPY FROM into a table created with its key first, each into an empty schema of database dump;"
+echo "           pglogical.create_subscription (synchronize_data) until show_subscription_status = replicating and the"
+echo "           table's local_sync_status is r/y. Order of all methods rotating between runs. Throughput row's last"
+echo "           column: pg_dump|psql/sluice; other/sluice = that row's time / pg_sluice's (above 1: pg_sluice is faster)."
+echo "           2a: pg_recvlogical (pgoutput, proto 1, default options: text, logical_decoding_work_mem default) to"
+echo "           /dev/null from a slot created before the load, --endpos = the target LSN: decoding alone. Ceilings with"
+echo "           pg_sluice's stream options (binary = true, logical_decoding_work_mem = pg_sluice.source_decoding_work_mem"
+echo "           = $SDWM): pg_recvlogical (connection options=-c logical_decoding_work_mem), and the SQL fetch alone"
+echo "           (\\copy of pg_logical_slot_peek_binary_changes up to live's flush LSN after the COMMIT, FORMAT binary, to"
+echo "           /dev/null). Last column: ceiling time / pg_sluice time (pg_sluice rate as a share of the ceiling)."
+if [ $PGL = 1 ]; then
+    echo "pglogical: 2a-2d: pglogical.alter_subscription_enable until pg_replication_origin_progress('$PGL_ORIGIN', true) >="
+    echo "           the same target LSN (same check as native); disabled (alter_subscription_disable) while the backlog"
+    echo "           is written; order pg_sluice / native / pglogical rotating between runs. Last column: pglogical/sluice."
+fi
 echo "next refresh: the empty refresh that follows; it advances pg_sluice's slot over the backlog just applied"
 echo "           (pg_replication_slot_advance), a cost every refresh pays for the previous one."
 echo "4 (lag)  : pg_sluice continuous worker (sluice.start) vs native subscription (streaming = on), running at the same"
@@ -1101,5 +1544,11 @@ echo "           alternating). After run 1: scans (median of $SCAN_ROUNDS, psql 
 echo "           sum(length(b)), max(c), sum(d) over plain (CREATE TABLE AS of the current rows, no version column), sl.t,"
 echo "           sl.t_at(v_old) (the version before that refresh) and sl.t_at(v_new); ratios to plain. History bytes per row ="
 echo "           pg_total_relation_size('sl_history.t') (heap + index) / its rows (= rows updated + deleted)."
+echo "7 (1% vs dump): own table bench.big and pipeline b, at $(commas "$N")$([ "$BIG_ROWS" -gt 0 ] && echo " and $(commas "$BIG_ROWS")") rows. Per run one"
+echo "           transaction on live updates 1% of the rows (id % 100 = k: a, b, d, spread over every page); then, order"
+echo "           rotating: sluice.refresh('b'); pg_dump -t bench.big | psql and pg_dump -Fc -t bench.big | pg_restore, each"
+echo "           into a fresh database (pipe, no file; both build the primary key). Last column: the faster dump/restore"
+echo "           median / the refresh median (issue target: >= 30 at 10,000,000 rows). Clustered: after each run, the"
+echo "           newest 1% of ids updated in one transaction and refreshed (same dump/restore medians: they copy everything)."
 echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
 STEP=""
