@@ -1164,6 +1164,14 @@ dump7() {  # method size run: timed dump / restore of bench.big into a fresh dat
     add "7_${size}_$m" "$t"
     log "   run $run  $([ "$m" = dump ] && echo "pg_dump | psql" || echo "pg_dump -Fc | pg_restore")  ${t}s"
 }
+refresh7() {  # key label rows size run: timed refresh of b, checked, recorded as 7_<size>_<key>
+    STEP="7 pg_sluice refresh b, $2, $4 rows (run $5)"
+    sluice_refresh b; t=$LAST_T
+    expect_refresh "1 0 $3 0 0"
+    check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$4"
+    add "7_${4}_$1" "$t"
+    log "   run $5  pg_sluice refresh, $2  ${t}s"
+}
 BIG_SIZES=$N
 if [ "$BIG_ROWS" -gt 0 ]; then BIG_SIZES="$N $BIG_ROWS"; fi
 for size in $BIG_SIZES; do
@@ -1201,12 +1209,7 @@ SQL
         log "   run $run  workload on live: UPDATE of the newest $nclu rows, $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$lsn', '$before'))") of WAL"
         live_fp bench.big
         live -c "CHECKPOINT"; mart -c "CHECKPOINT"
-        STEP="7c pg_sluice refresh b, clustered, $size rows (run $run)"
-        sluice_refresh b; t=$LAST_T
-        expect_refresh "1 0 $nclu 0 0"
-        check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$size"
-        add "7_${size}_clu" "$t"
-        log "   run $run  pg_sluice refresh, 1% clustered (newest ids)  ${t}s"
+        refresh7 clu "1% clustered (newest ids)" "$nclu" "$size" "$run"
         quiesce7
     done
     for run in $(seq 1 "$RUNS"); do
@@ -1224,12 +1227,7 @@ SQL
             m=${methods[(run - 1 + i) % 3]}
             if [ "$m" = refresh ]; then
                 mart -c "CHECKPOINT"
-                STEP="7 pg_sluice refresh b, $size rows (run $run)"
-                sluice_refresh b; t=$LAST_T
-                expect_refresh "1 0 $nupd 0 0"
-                check_copy "pg_sluice (sb.big)" $MART_PORT mart sb.big "$size"
-                add "7_${size}_sluice" "$t"
-                log "   run $run  pg_sluice refresh  ${t}s"
+                refresh7 sluice "1% spread" "$nupd" "$size" "$run"
                 STEP="7 pg_sluice next (empty) refresh b (run $run)"
                 sluice_refresh b; t=$LAST_T
                 expect_refresh "0 0 0 0 0"

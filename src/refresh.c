@@ -62,7 +62,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	/*
 	 * A refresh first marks its end in the source's WAL: a transactional
 	 * logical message (pgoutput leaves it out: we do not ask for messages),
-	 * committed synchronously (our session sets synchronous_commit = on).
+	 * committed with a local flush (our session sets synchronous_commit =
+	 * local: flushed on live, never waiting for live's synchronous standbys).
 	 * That commit flushes every WAL record before the mark, so decoding up to
 	 * the mark never waits, and it includes every transaction committed
 	 * before the refresh began, even those committed asynchronously and not

@@ -320,7 +320,7 @@ transport_connect(const char *source, const char *conninfo, bool replication)
 	vals[n++] = GetDatabaseEncodingName();
 	keys[n] = "options";
 	vals[n++] = "-c search_path= -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
-		"-c synchronous_commit=on";
+		"-c synchronous_commit=local";
 	keys[n] = NULL;
 	vals[n] = NULL;
 

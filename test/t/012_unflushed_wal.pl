@@ -4,7 +4,8 @@
 # a time.  Before the fix, a refresh decoded up to live's flush position:
 # it left that transaction for later and, when the flush position fell in
 # the middle of a record, waited for the WAL writer (wal_writer_delay, 10 s
-# here) to flush the rest.
+# here) to flush the rest.  The mark that replaced the flush position must
+# not wait for live's synchronous standbys either.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -33,6 +34,18 @@ INSERT INTO t SELECT g, repeat(md5(g::text), 3) FROM generate_series($lo, $lo + 
 	is($res, '1|3000', "round $round: the asynchronously committed transaction is applied");
 	cmp_ok($elapsed, '<', 5, "round $round: the refresh did not wait for the WAL writer");
 }
+
+# The mark's commit flushes locally and never waits for live's synchronous
+# standbys (here one that does not exist: any commit with synchronous_commit
+# = on would wait forever).
+$live->safe_psql('postgres', "ALTER SYSTEM SET synchronous_standby_names = 'nobody'; SELECT pg_reload_conf();");
+$live->safe_psql('postgres', q{
+SET synchronous_commit = local;
+INSERT INTO t SELECT g, 'with a synchronous standby configured' FROM generate_series(50000, 50099) g;
+});
+my ($ret, $out, $err) = $mart->psql('postgres', "SELECT transactions, rows_inserted FROM sluice.refresh('p')", timeout => 30);
+is($out, '1|100', 'a refresh does not wait for live\'s synchronous standbys');
+$live->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf();");
 same_tables($live, $mart, [['t', 'm.t']], 'after the refreshes');
 
 # The mark is a transactional logical message that pgoutput leaves out: the
