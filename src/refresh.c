@@ -71,16 +71,23 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 * the middle of a record the WAL writer flushed only in part (it flushes
 	 * whole pages), and wait up to wal_writer_delay for the rest.  (An empty
 	 * transaction with only an xid does not do: PostgreSQL commits it
-	 * without flushing.)  Failure (a source refusing the function) leaves
-	 * the flush position.  Workers skip it: they poll often and would write
+	 * without flushing.)  A role that may not call the function (asked
+	 * first: a permission error would land in live's log at every refresh)
+	 * or a failure leaves the flush position.  Workers skip it: they poll often and would write
 	 * a transaction each time.
 	 */
 	if (max_messages <= 0)
 	{
-		char	   *mark = transport_try_value(sc,
-											   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'refresh')",
-											   "mark the end of the refresh");
+		char	   *may = transport_try_value(sc,
+											  "SELECT pg_catalog.has_function_privilege("
+											  "'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+											  "check the right to mark the WAL");
+		char	   *mark = NULL;
 
+		if (may != NULL && strcmp(may, "t") == 0)
+			mark = transport_try_value(sc,
+									   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'refresh')",
+									   "mark the end of the refresh");
 		if (mark != NULL)
 			marked = transport_parse_lsn(mark);
 	}

@@ -46,6 +46,20 @@ INSERT INTO t SELECT g, 'with a synchronous standby configured' FROM generate_se
 my ($ret, $out, $err) = $mart->psql('postgres', "SELECT transactions, rows_inserted FROM sluice.refresh('p')", timeout => 30);
 is($out, '1|100', 'a refresh does not wait for live\'s synchronous standbys');
 $live->safe_psql('postgres', "ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf();");
+
+# A source role that may not call pg_logical_emit_message: the refresh
+# falls back to live's flush position (synchronous commits are all there).
+$live->safe_psql('postgres', q{
+CREATE ROLE sl_repl LOGIN REPLICATION;
+REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC;
+});
+my $repl_conn = $live->connstr('postgres') . ' user=sl_repl';
+$mart->safe_psql('postgres', "SELECT sluice.alter_source('live', \$\$$repl_conn\$\$)");
+$live->safe_psql('postgres', "INSERT INTO t SELECT g, 'no mark' FROM generate_series(60000, 60009) g");
+my $log_at = -s $live->logfile;
+is($mart->safe_psql('postgres', "SELECT transactions, rows_inserted FROM sluice.refresh('p')"), '1|10',
+	'without the right to write the mark, the refresh reads up to the flush position');
+unlike(slurp_file($live->logfile, $log_at), qr/permission denied/, 'and says nothing in live\'s log');
 same_tables($live, $mart, [['t', 'm.t']], 'after the refreshes');
 
 # The mark is a transactional logical message that pgoutput leaves out: the
