@@ -1143,12 +1143,9 @@ handle_insert(ApplyState *st, StringInfo s)
 
 	if (st->skipping || (ar = get_rel(st, relid)) == NULL)
 		return;
+	/* another table's run ends (before this row's datums exist) */
 	if (st->pending != NULL && st->pending != ar)
-	{
-		/* another table's run ends (before this row's datums exist) */
 		flush_inserts(st);
-		st->cur_rel = ar;
-	}
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->newslot, &newtup, NULL);

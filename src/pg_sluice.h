@@ -63,7 +63,6 @@ extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
 								int nparams, const char *const *params,
 								ExecStatusType expected, const char *what);
 extern void transport_command(SluiceConn *sc, const char *sql, const char *what);
-extern void transport_try(SluiceConn *sc, const char *sql, const char *what);
 extern char *transport_try_value(SluiceConn *sc, const char *sql, const char *what);
 extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *what);
 extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);

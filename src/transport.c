@@ -534,21 +534,9 @@ transport_exec(SluiceConn *sc, const char *sql, int nparams,
 }
 
 /*
- * Run a statement whose failure does not matter (only a broken connection
- * raises an error).
- */
-void
-transport_try(SluiceConn *sc, const char *sql, const char *what)
-{
-	send_query(sc, sql, 0, NULL, what);
-	PQclear(get_result(sc, what, false));
-	if (PQstatus(sc->conn) == CONNECTION_BAD)
-		report_failure(sc, NULL, what);
-}
-
-/*
- * Like transport_try, for a query returning one value: that value, palloc'd,
- * or NULL when the query failed or returned none.
+ * Run a query whose failure does not matter (only a broken connection
+ * raises an error) and return its one value, palloc'd, or NULL when it
+ * failed or returned none.
  */
 char *
 transport_try_value(SluiceConn *sc, const char *sql, const char *what)
