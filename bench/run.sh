@@ -885,7 +885,11 @@ mem_run() {  # size run
     # the live backend serving pg_sluice's connection, which runs the peek.
     STEP="3 pg_sluice refresh of $size rows with memory sampling (run $run)"
     start_sampler sm
-    start_sampler sd $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' LIMIT 1"
+    # A refresh that decodes in two parts (pg_sluice.split_decoding_min) has a
+    # second live backend, the one whose query names the temporary slot
+    # sluice_split_*: sampled too, and live's figure is the sum of both peaks.
+    start_sampler sd $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' ORDER BY backend_start LIMIT 1"
+    start_sampler sd2 $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' AND query LIKE '%sluice_split%' LIMIT 1"
     mart >/dev/null <<SQL
 \o $W/sm.pid.tmp
 SELECT pg_backend_pid();
@@ -894,10 +898,20 @@ SELECT pg_backend_pid();
 SELECT * FROM sluice.refresh('p');
 \! touch $W/sm.stop; n=0; while [ ! -s $W/sm.out ] && [ \$n -lt 1000 ]; do sleep 0.01; n=\$((n+1)); done
 SQL
-    stop_samplers sm sd
+    stop_samplers sm sd sd2
     check_sluice
     record_sample sm "m${size}_sluice" "pg_sluice datamart backend" 1
-    record_sample sd "m${size}_sluice_dec" "live backend decoding for pg_sluice" 0
+    record_sample sd "m${size}_sluice_dec1" "live backend decoding for pg_sluice (the slot)" 0
+    if [ -s "$W/sd2.out" ] && [ "$(cut -d' ' -f1 "$W/sd2.out")" != 0 ]; then
+        record_sample sd2 "m${size}_sluice_dec2" "live backend decoding for pg_sluice (second part, temporary slot)" 0
+    fi
+    local p1 p2 h1 h2
+    read -r p1 h1 _ <"$W/sd.out" || p1=0
+    read -r p2 h2 _ <"$W/sd2.out" || p2=0
+    if [ "${p1:-0}" -gt 0 ]; then
+        add "m${size}_sluice_dec_anon" "$(awk -v a="$p1" -v b="${p2:-0}" 'BEGIN { printf "%.1f", (a + b) / 1024 }')"
+        add "m${size}_sluice_dec_hwm" "$(awk -v a="${h1:-0}" -v b="${h2:-0}" 'BEGIN { printf "%.1f", (a + b) / 1024 }')"
+    fi
 
     # native: the apply worker and its walsender on live.
     STEP="3 native catch-up of $size rows with memory sampling (run $run)"
@@ -1470,7 +1484,7 @@ for size in $MEM_SMALL $MEM_BIG; do
     row "3  peak RssAnon MB, 1 txn × $(commas "$size")" "" "" "" ""
     row "     datamart: applying process" "$(cell "m${size}_sluice_anon" 1)" "$(cell "m${size}_native_anon" 1)" \
         "VmHWM $(cell "m${size}_sluice_hwm" 0) / $(cell "m${size}_native_hwm" 0)" "$(ratio "m${size}_native_anon" "m${size}_sluice_anon")"
-    row "     live: decoding process" "$(cell "m${size}_sluice_dec_anon" 1)" "$(cell "m${size}_native_dec_anon" 1)" \
+    row "     live: decoding process(es)" "$(cell "m${size}_sluice_dec_anon" 1)" "$(cell "m${size}_native_dec_anon" 1)" \
         "VmHWM $(cell "m${size}_sluice_dec_hwm" 0) / $(cell "m${size}_native_dec_hwm" 0)" "$(ratio "m${size}_native_dec_anon" "m${size}_sluice_dec_anon")"
 done
 lagcell() { echo "$(num "$(med "lag_${1}_p50")" 1) / $(num "$(med "lag_${1}_p99")" 1) / $(num "$(med "lag_${1}_max")" 1)"; }
@@ -1512,7 +1526,8 @@ echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline 
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
 echo "           inside the last load transaction just before COMMIT (1: CREATE SUBSCRIPTION until pg_subscription_rel = 'r')."
 echo "3 (memory): datamart = the backend running sluice.refresh / the subscription's apply worker; live = the"
-echo "           backend serving pg_sluice's connection (it runs the slot peek) / the subscription's walsender."
+echo "           backend(s) serving pg_sluice's connections (the slot peek; with two-part decoding also the temporary"
+echo "           slot's, peaks summed) / the subscription's walsender."
 echo "           RssAnon = private memory, sampled every 20 ms; VmHWM (pg_sluice / native, MB) includes touched shared buffers."
 echo "other    : 1: pg_dump -t bench.t | psql, pg_dump -Fc | pg_restore (both build the key after the load) and psql COPY TO |"
 echo "           psql COPY FROM into a table created with its key first, each into an empty schema of database dump;"

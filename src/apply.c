@@ -50,12 +50,15 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am_d.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
 #include "catalog/pg_type.h"
@@ -65,6 +68,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "replication/logicalproto.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -75,6 +79,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_sluice.h"
@@ -92,11 +97,22 @@ typedef struct ApplyRel
 	Relation	rel;			/* target table, open for the whole refresh */
 	ResultRelInfo *rri;
 	Oid			keyidx;			/* primary key index of the target, or 0 */
+	/* lookups by keyidx (see find_row): set up once per relation */
+	Relation	keyrel;			/* keyidx, as opened in rri */
+	int			nscankeys;
+	ScanKeyData *scankeys;		/* equality on each key column; arguments
+								 * set per lookup */
+	AttrNumber *scanatts;		/* target attno of each key column */
+	bool	   *iskey;			/* per target attribute: a key column? */
+	IndexScanDesc keyscan;		/* opened at the first lookup */
+	SnapshotData dirty;			/* its snapshot: sees in-progress writes */
 	TupleTableSlot *newslot;	/* virtual: the tuple to write */
 	TupleTableSlot *searchslot; /* virtual: the key to look for */
 	TupleTableSlot *localslot;	/* the target's current row */
 	FmgrInfo   *infuncs;		/* per target attribute: text input */
 	FmgrInfo   *recvfuncs;		/* per target attribute: binary input */
+	bool	   *rawts;			/* per target attribute: a timestamp(tz)
+								 * without typmod (see fill_slot) */
 	Oid		   *ioparams;
 	EPQState	epqstate;
 	SluiceTable *table;			/* its contract and expectations */
@@ -154,6 +170,8 @@ typedef struct ApplyState
 
 static void apply_dispatch(ApplyState *st, StringInfo s);
 static void apply_error_callback(void *arg);
+static void init_key_lookups(ApplyState *st, ApplyRel *ar);
+static void end_key_lookups(ApplyRel *ar);
 
 /*
  * Error context: say where we were, so any error (a type input function's
@@ -221,6 +239,7 @@ close_rel(ApplyRel *ar)
 		pfree(ar->bufslots);
 		ar->bufslots = NULL;
 	}
+	end_key_lookups(ar);
 	EvalPlanQualEnd(&ar->epqstate);
 	ExecCloseIndices(ar->rri);
 	ExecDropSingleTupleTableSlot(ar->newslot);
@@ -642,6 +661,7 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->infuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
 	ar->recvfuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
 	ar->ioparams = palloc0(sizeof(Oid) * Max(desc->natts, 1));
+	ar->rawts = palloc0(sizeof(bool) * Max(desc->natts, 1));
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -656,6 +676,8 @@ handle_relation(ApplyState *st, StringInfo s)
 		{
 			getTypeBinaryInputInfo(att->atttypid, &func, &ioparam);
 			fmgr_info_cxt(func, &ar->recvfuncs[i], st->cxt);
+			ar->rawts[i] = att->atttypmod < 0 &&
+				(att->atttypid == TIMESTAMPTZOID || att->atttypid == TIMESTAMPOID);
 		}
 	}
 
@@ -666,6 +688,7 @@ handle_relation(ApplyState *st, StringInfo s)
 	ar->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(ar->rri, ar->rel, 0, NULL, 0);
 	ExecOpenIndices(ar->rri, false);
+	init_key_lookups(st, ar);
 	ar->multi_ok = ar->rri->ri_TrigDesc == NULL &&
 		!(desc->constr && desc->constr->has_generated_stored) &&
 		ar->rel->rd_rel->relkind == RELKIND_RELATION;
@@ -956,6 +979,8 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 		  LogicalRepTupleData *tup, TupleTableSlot *base)
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
+	/* a key to look up by keyrel: the other columns are not needed */
+	bool		keyonly = slot == ar->searchslot && ar->keyrel != NULL;
 	int			i;
 
 	ExecClearTuple(slot);
@@ -983,6 +1008,8 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 
 		if (j < 0)
 			continue;			/* a source column the contract leaves out */
+		if (keyonly && !ar->iskey[j])
+			continue;
 		st->cur_att = i;
 		switch (tup->colstatus[i])
 		{
@@ -1005,10 +1032,28 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 											 ar->remote_attnames[i])));
 				/* the same tuple may fill two slots (key, then new row) */
 				tup->colvalues[i].cursor = 0;
-				slot->tts_values[j] =
-					ReceiveFunctionCall(&ar->recvfuncs[j], &tup->colvalues[i],
-										ar->ioparams[j],
-										TupleDescAttr(desc, j)->atttypmod);
+				if (ar->rawts[j] && tup->colvalues[i].len == sizeof(int64))
+				{
+					/*
+					 * timestamp(tz)_recv checks the range by converting the
+					 * value to a date and time: a twentieth of the apply
+					 * of a table with one such column.  IS_VALID_TIMESTAMP
+					 * is the same check (every valid value converts), and
+					 * without a typmod nothing is rounded.
+					 */
+					int64		ts = pq_getmsgint64(&tup->colvalues[i]);
+
+					if (!TIMESTAMP_NOT_FINITE(ts) && !IS_VALID_TIMESTAMP(ts))
+						ereport(ERROR,
+								(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+								 errmsg("timestamp out of range")));
+					slot->tts_values[j] = Int64GetDatum(ts);
+				}
+				else
+					slot->tts_values[j] =
+						ReceiveFunctionCall(&ar->recvfuncs[j], &tup->colvalues[i],
+											ar->ioparams[j],
+											TupleDescAttr(desc, j)->atttypmod);
 				if (tup->colvalues[i].cursor != tup->colvalues[i].len)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
@@ -1040,9 +1085,154 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 	ExecStoreVirtualTuple(slot);
 }
 
-static bool
-find_row(ApplyRel *ar)
+/*
+ * Key lookups.  RelationFindReplTupleByIndex, which native apply uses,
+ * looks up the key's operators and begins and ends an index scan for every
+ * row, and locks the row it finds (a WAL record per row); for a
+ * 100,000-row UPDATE on the source that was a third of the apply.  Here the
+ * scan keys are built once per relation and one index scan stays open for
+ * the refresh, rescanned for each row.  Like RelationFindReplTupleByIndex it
+ * reads with a dirty snapshot and waits for a session still writing the
+ * row.  It takes no row lock: only pg_sluice writes its tables, and the
+ * update or delete that follows waits for any other locker itself (a
+ * foreign key's KEY SHARE, say).  Should another session update or delete
+ * the row in between, the write fails with "tuple concurrently updated" and
+ * the batch is rolled back: nothing is lost.
+ */
+static void
+init_key_lookups(ApplyState *st, ApplyRel *ar)
 {
+	MemoryContext old;
+	Relation	idx = NULL;
+	int			natts = RelationGetDescr(ar->rel)->natts;
+	int			i;
+
+	ar->keyrel = NULL;
+	if (!OidIsValid(ar->keyidx))
+		return;
+	for (i = 0; i < ar->rri->ri_NumIndices; i++)
+		if (RelationGetRelid(ar->rri->ri_IndexRelationDescs[i]) == ar->keyidx)
+			idx = ar->rri->ri_IndexRelationDescs[i];
+	if (idx == NULL || idx->rd_rel->relam != BTREE_AM_OID)
+		return;					/* find_row takes the general path */
+
+	old = MemoryContextSwitchTo(st->cxt);
+	if (ar->scankeys == NULL)
+	{
+		ar->nscankeys = IndexRelationGetNumberOfKeyAttributes(idx);
+		ar->scankeys = palloc0(sizeof(ScanKeyData) * ar->nscankeys);
+		ar->scanatts = palloc0(sizeof(AttrNumber) * ar->nscankeys);
+		ar->iskey = palloc0(sizeof(bool) * Max(natts, 1));
+		for (i = 0; i < ar->nscankeys; i++)
+		{
+			AttrNumber	attno = idx->rd_index->indkey.values[i];
+			Oid			optype = idx->rd_opcintype[i];
+			Oid			op;
+
+			/* primary keys and replica identity indexes have no expressions */
+			if (attno <= 0)
+				elog(ERROR, "index \"%s\" has an expression", RelationGetRelationName(idx));
+			op = get_opfamily_member(idx->rd_opfamily[i], optype, optype,
+									 BTEqualStrategyNumber);
+			if (!OidIsValid(op))
+				elog(ERROR, "missing operator %d(%u,%u) in opfamily %u",
+					 BTEqualStrategyNumber, optype, optype, idx->rd_opfamily[i]);
+			ScanKeyInit(&ar->scankeys[i], i + 1, BTEqualStrategyNumber,
+						get_opcode(op), (Datum) 0);
+			ar->scankeys[i].sk_collation = idx->rd_indcollation[i];
+			ar->scanatts[i] = attno;
+			ar->iskey[attno - 1] = true;
+		}
+	}
+	ar->keyrel = idx;
+	MemoryContextSwitchTo(old);
+}
+
+/* End the lookups' index scan: before its index is closed. */
+static void
+end_key_lookups(ApplyRel *ar)
+{
+	if (ar->keyscan != NULL)
+	{
+		index_endscan(ar->keyscan);
+		ar->keyscan = NULL;
+	}
+	ar->keyrel = NULL;
+}
+
+/*
+ * Leave the index page the lookup stopped on before the row is written, as
+ * index_endscan does for RelationFindReplTupleByIndex: the dead entries it
+ * passed are marked now, and the scan holds no pin on the page while the
+ * write inserts into it.
+ */
+static void
+release_key_position(ApplyRel *ar)
+{
+	index_rescan(ar->keyscan, ar->scankeys, ar->nscankeys, NULL, 0);
+}
+
+static bool
+find_row_by_key(ApplyState *st, ApplyRel *ar)
+{
+	TupleTableSlot *search = ar->searchslot;
+	TupleTableSlot *found = ar->localslot;
+	MemoryContext old;
+	bool		ret = false;
+	int			i;
+
+	/*
+	 * The scan allocates some of its state lazily (the btree's list of
+	 * dead items, for one): it must live as long as the scan.
+	 */
+	old = MemoryContextSwitchTo(st->cxt);
+	if (ar->keyscan == NULL)
+	{
+		InitDirtySnapshot(ar->dirty);
+		ar->keyscan = index_beginscan(ar->rel, ar->keyrel, &ar->dirty,
+									  ar->nscankeys, 0);
+	}
+	for (i = 0; i < ar->nscankeys; i++)
+	{
+		ScanKey		sk = &ar->scankeys[i];
+		int			a = ar->scanatts[i] - 1;
+
+		sk->sk_argument = search->tts_values[a];
+		if (search->tts_isnull[a])
+			sk->sk_flags |= SK_ISNULL;
+		else
+			sk->sk_flags &= ~SK_ISNULL;
+	}
+
+	for (;;)
+	{
+		TransactionId xwait;
+
+		index_rescan(ar->keyscan, ar->scankeys, ar->nscankeys, NULL, 0);
+		/* a unique index: the first row the dirty snapshot sees is it */
+		ret = index_getnext_slot(ar->keyscan, ForwardScanDirection, found);
+		if (!ret)
+			break;
+
+		/* another session is writing the row: wait for it, look again */
+		xwait = TransactionIdIsValid(ar->dirty.xmin) ? ar->dirty.xmin : ar->dirty.xmax;
+		if (!TransactionIdIsValid(xwait))
+		{
+			ExecMaterializeSlot(found);
+			break;
+		}
+		XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+	}
+	release_key_position(ar);
+	MemoryContextSwitchTo(old);
+	return ret;
+}
+
+static bool
+find_row(ApplyState *st, ApplyRel *ar)
+{
+	if (ar->keyrel != NULL)
+		return find_row_by_key(st, ar);
 	if (OidIsValid(ar->keyidx))
 		return RelationFindReplTupleByIndex(ar->rel, ar->keyidx, LockTupleExclusive,
 											ar->searchslot, ar->localslot);
@@ -1188,7 +1378,7 @@ handle_update(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->searchslot, has_oldtup ? &oldtup : &newtup, NULL);
-	if (find_row(ar))
+	if (find_row(st, ar))
 	{
 		fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
 		set_version(st, ar, ar->newslot);
@@ -1245,7 +1435,7 @@ handle_delete(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
-	if (find_row(ar))
+	if (find_row(st, ar))
 	{
 		save_history(st, ar, ar->localslot);
 		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
@@ -1341,7 +1531,10 @@ handle_truncate(ApplyState *st, StringInfo s)
 		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
 
 		if (ar && ar->mapped)
+		{
+			end_key_lookups(ar);
 			ExecCloseIndices(ar->rri);
+		}
 	}
 	ExecuteTruncateGuts(rels, relids, relids_logged, DROP_RESTRICT, false);
 	CommandCounterIncrement();
@@ -1359,6 +1552,7 @@ handle_truncate(ApplyState *st, StringInfo s)
 
 			ExecOpenIndices(ar->rri, false);
 			MemoryContextSwitchTo(old);
+			init_key_lookups(st, ar);
 		}
 	}
 	st->stats->truncated += list_length(rels);
@@ -1458,22 +1652,50 @@ read_int32(const char **p, const char *end)
 }
 
 /*
+ * The query that decodes a slot's changes up to upto (whole transactions:
+ * the source stops at the first commit record ending at or past it), at
+ * most max_messages of them when > 0.  COPY takes no parameters: the slot
+ * name is a literal, the publication an identifier inside a literal, both
+ * quoted.
+ */
+static char *
+peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
+		 int64 max_messages, bool binary)
+{
+	char		lsnbuf[32];
+	char		nchanges[32];
+	char		pubs[NAMEDATALEN * 2 + 3];
+
+	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(upto));
+	if (max_messages > 0)
+		snprintf(nchanges, sizeof(nchanges), INT64_FORMAT, max_messages);
+	else
+		strcpy(nchanges, "NULL");
+	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
+	return psprintf("COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
+					"%s, %s, %s, 'proto_version', '1', 'publication_names', %s%s)) "
+					"TO STDOUT (FORMAT binary)",
+					quote_literal_cstr(slot), quote_literal_cstr(lsnbuf), nchanges,
+					quote_literal_cstr(pubs), binary ? ", 'binary', 'true'" : "");
+}
+
+/*
  * Stream the slot's changes up to upto_lsn and apply them.  The caller has
- * set up the origin session and holds the pipeline lock.
+ * set up the origin session and holds the pipeline lock.  With sc2, the
+ * changes come in two parts split at split_lsn, the second decoded on sc2
+ * at the same time as the first (see refresh_inner).
  */
 void
-apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
-			 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
-			 ApplyStats *stats)
+apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
+			 XLogRecPtr start_lsn, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
+			 int64 max_messages, int max_ms, ApplyStats *stats)
 {
 	TimestampTz started = GetCurrentTimestamp();
-	char		nchanges[32];
 	ApplyState	st;
 	HASHCTL		ctl;
-	StringInfoData sql;
 	char		lsnbuf[32];
+	SluiceConn *cur;
 	bool		binary;
-	char		pubs[NAMEDATALEN * 2 + 3];
 	bool		header_done = false;
 	ErrorContextCallback errcb;
 	HASH_SEQ_STATUS hs;
@@ -1506,27 +1728,34 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 	AfterTriggerBeginQuery();
 
 	/*
-	 * COPY takes no parameters: the slot name is a literal, the publication
-	 * an identifier inside a literal, both quoted.
+	 * Two parts (see refresh_inner): the second connection copies the slot
+	 * into a temporary one, moves the copy to split_lsn and decodes from
+	 * there to upto_lsn, while this one decodes up to split_lsn.  Each part
+	 * holds the transactions whose commit record starts on its side of
+	 * split_lsn.  Sent first: the source starts on it at once.
 	 */
-	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(upto_lsn));
-	/* whole transactions: the source stops at the first commit past it */
-	if (max_messages > 0)
-		snprintf(nchanges, sizeof(nchanges), INT64_FORMAT, max_messages);
-	else
-		strcpy(nchanges, "NULL");
-	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
-					 "%s, %s, %s, 'proto_version', '1', 'publication_names', %s%s)) "
-					 "TO STDOUT (FORMAT binary)",
-					 quote_literal_cstr(pipe->slot_name), quote_literal_cstr(lsnbuf),
-					 nchanges,
-					 quote_literal_cstr(pubs),
-					 binary ? ", 'binary', 'true'" : "");
+	if (sc2 != NULL)
+	{
+		char	   *tmp = psprintf("sluice_split_%d_%lx", MyProcPid,
+								   (unsigned long) GetCurrentTimestamp());
 
-	transport_copy_start(sc, sql.data, "decode the slot's changes");
+		snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(split_lsn));
+		transport_send(sc2,
+					   psprintf("SET logical_decoding_work_mem = '%dkB'; "
+								"SELECT 1 FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true); "
+								"SELECT 1 FROM pg_catalog.pg_replication_slot_advance(%s, %s); %s",
+								sluice_source_decoding_work_mem,
+								quote_literal_cstr(pipe->slot_name), quote_literal_cstr(tmp),
+								quote_literal_cstr(tmp), quote_literal_cstr(lsnbuf),
+								peek_sql(pipe, tmp, upto_lsn, 0, binary)),
+					   "decode the second part of the slot's changes");
+		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, split_lsn, 0, binary),
+							 "decode the slot's changes");
+	}
+	else
+		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, upto_lsn, max_messages, binary),
+							 "decode the slot's changes");
+	cur = sc;
 
 	errcb.callback = apply_error_callback;
 	errcb.arg = &st;
@@ -1536,12 +1765,40 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr start_lsn,
 	for (;;)
 	{
 		char	   *buf;
-		int			len = transport_copy_next(sc, &buf, "send the slot's changes");
+		int			len = transport_copy_next(cur, &buf, "send the slot's changes");
 		const char *p;
 		const char *end;
 		int16		nfields;
 		StringInfoData msg;
 
+		if (len < 0 && cur == sc && sc2 != NULL)
+		{
+			/* first part done: on to the second */
+			char	   *err = transport_copy_await(sc2, "decode the second part of the slot's changes");
+
+			ereport(DEBUG1,
+					(errmsg_internal("pipeline \"%s\": first part done after " INT64_FORMAT " messages",
+									 pipe->name, stats->messages)));
+			if (err == NULL)
+				cur = sc2;
+			else
+			{
+				/*
+				 * No second slot (max_replication_slots, say): decode the
+				 * rest here, after the first part, skipping what it held.
+				 */
+				ereport(LOG,
+						(errmsg("pipeline \"%s\" could not decode the second part of its refresh on a second connection; decoding it after the first",
+								pipe->name),
+						 errdetail("Source \"%s\" said: %s", pipe->source_name, err)));
+				st.start_lsn = Max(st.start_lsn, split_lsn);
+				transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, upto_lsn, 0, binary),
+									 "decode the slot's changes");
+			}
+			sc2 = NULL;
+			header_done = false;
+			continue;
+		}
 		if (len < 0)
 			break;
 		p = buf;

@@ -34,6 +34,7 @@ PG_MODULE_MAGIC;
 
 int			sluice_connect_timeout = 30;
 int			sluice_source_decoding_work_mem = 262144;	/* kB */
+int			sluice_split_decoding_min = 65536;	/* kB of WAL; 0: never */
 int			sluice_max_workers = 8;
 int			sluice_naptime = 200;	/* ms */
 int			sluice_batch_size = 100000; /* pgoutput messages */
@@ -69,6 +70,16 @@ _PG_init(void)
 							"Larger values decode large transactions faster and cost memory on the source, not here.",
 							&sluice_source_decoding_work_mem,
 							262144, 64, 2 * 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.split_decoding_min",
+							"Sets the backlog of source WAL from which a refresh decodes it in two parts at once.",
+							"A refresh whose backlog is at least this large decodes its second half on a second "
+							"connection, from a temporary copy of the slot, while it applies the first half. "
+							"Costs a second connection and replication slot on the source while it runs. 0 turns it off.",
+							&sluice_split_decoding_min,
+							65536, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 

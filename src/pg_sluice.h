@@ -32,6 +32,7 @@
 /* GUCs (pg_sluice.c) */
 extern int	sluice_connect_timeout;
 extern int	sluice_source_decoding_work_mem;
+extern int	sluice_split_decoding_min;
 extern int	sluice_max_workers;
 extern int	sluice_naptime;
 extern int	sluice_batch_size;
@@ -65,6 +66,8 @@ extern PGresult *transport_exec(SluiceConn *sc, const char *sql,
 extern void transport_command(SluiceConn *sc, const char *sql, const char *what);
 extern char *transport_try_value(SluiceConn *sc, const char *sql, const char *what);
 extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *what);
+extern void transport_send(SluiceConn *sc, const char *sql, const char *what);
+extern char *transport_copy_await(SluiceConn *sc, const char *what);
 extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
@@ -182,9 +185,9 @@ typedef struct ApplyStats
 	bool		stopped_early;	/* stopped at a commit past max_ms */
 } ApplyStats;
 
-extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc,
-						 XLogRecPtr start_lsn, XLogRecPtr upto_lsn,
-						 int64 max_messages, int max_ms,
+extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
+						 XLogRecPtr start_lsn, XLogRecPtr split_lsn,
+						 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
 						 ApplyStats *stats);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */

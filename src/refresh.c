@@ -52,6 +52,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	XLogRecPtr	upto;
 	XLogRecPtr	marked = InvalidXLogRecPtr;
 	XLogRecPtr	confirmed;
+	XLogRecPtr	split = InvalidXLogRecPtr;
+	SluiceConn *sc2 = NULL;
 	PGresult   *res;
 	const char *params[2];
 	char		lsnbuf[32];
@@ -155,7 +157,32 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 								   sluice_source_decoding_work_mem),
 					  "set logical_decoding_work_mem");
 
-	apply_stream(pipe, sc, start_lsn, upto, max_messages, max_ms, &r->stats);
+	/*
+	 * A big backlog is decoded in two parts at once.  The SQL decoding
+	 * functions return nothing until they have decoded their whole range,
+	 * so with one part the datamart waits for all of it before applying a
+	 * row.  With two, a second connection decodes the second half (from a
+	 * temporary copy of the slot, moved to the split point; the real slot is
+	 * only read) while this one decodes the first; the first half is then
+	 * applied while the second finishes.  The second decoder reads the
+	 * first half's WAL too (without output), so it only pays off for large
+	 * backlogs of many transactions; one transaction bigger than the split
+	 * gains nothing.  Workers keep to one part: their batches are small.
+	 */
+	if (max_messages <= 0 && sluice_split_decoding_min > 0 &&
+		upto - start_lsn >= (uint64) sluice_split_decoding_min * 1024)
+	{
+		split = start_lsn + (upto - start_lsn) / 2;
+		sc2 = transport_connect(pipe->source_name, pipe->conninfo, false);
+		ereport(DEBUG1,
+				(errmsg_internal("pipeline \"%s\" decodes %X/%X..%X/%X in two parts, split at %X/%X",
+								 pipe->name, LSN_FORMAT_ARGS(start_lsn), LSN_FORMAT_ARGS(upto),
+								 LSN_FORMAT_ARGS(split))));
+	}
+
+	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
+	if (sc2 != NULL)
+		transport_close(sc2);
 
 	/* set expectations, on what the batch changed, before it commits */
 	if (r->stats.transactions > 0)

@@ -577,6 +577,39 @@ transport_copy_start(SluiceConn *sc, const char *sql, const char *what)
 }
 
 /*
+ * Send a query (several statements, say) without waiting for its results:
+ * the source works on it while we do something else.
+ */
+void
+transport_send(SluiceConn *sc, const char *sql, const char *what)
+{
+	send_query(sc, sql, 0, NULL, what);
+}
+
+/*
+ * Wait for what transport_send started to reach a COPY TO STDOUT.  Returns
+ * NULL when it did, or the source's error message (scrubbed, palloc'd) when
+ * a statement before it failed; a broken connection raises an ERROR.
+ */
+char *
+transport_copy_await(SluiceConn *sc, const char *what)
+{
+	PGresult   *res = get_result(sc, what, true);
+	char	   *err = NULL;
+
+	if (res != NULL && PQresultStatus(res) == PGRES_COPY_OUT)
+	{
+		PQclear(res);
+		return NULL;
+	}
+	if (PQstatus(sc->conn) == CONNECTION_BAD)
+		report_failure(sc, res, what);
+	err = scrub(sc, res ? PQresultErrorMessage(res) : PQerrorMessage(sc->conn));
+	PQclear(res);
+	return err;
+}
+
+/*
  * Return the next row of a COPY TO STDOUT in *buf and its length, or -1
  * once the COPY completed successfully.  The row stays valid until the next
  * call or the connection's close, which free it (also after an ERROR).
