@@ -17,7 +17,9 @@
  *	  slot only moves when a later refresh tells it the position the datamart
  *	  has durably committed (see origin.c).  upto is a position captured
  *	  when the refresh starts (see refresh.c), so a refresh always ends, even
- *	  while the source keeps writing.
+ *	  while the source keeps writing.  A big backlog comes in two parts, the
+ *	  second decoded on a second connection while the first is applied (see
+ *	  refresh_inner).
  *
  *	  Decoding.  Each row is one pgoutput message; it is parsed with the
  *	  server's own logicalrep_read_* functions (replication/logicalproto.h),
@@ -29,11 +31,12 @@
  *
  *	  Apply.  Relations are opened once per refresh, with their indexes and
  *	  input functions; rows go through the executor's replication helpers
- *	  (ExecSimpleRelationInsert/Update/Delete, RelationFindReplTupleByIndex),
- *	  so constraints, indexes and user triggers behave as for any write.
- *	  Updates and deletes find the row by the datamart table's primary key
- *	  (the source's primary key or replica identity index), or by all
- *	  columns for REPLICA IDENTITY FULL tables without one.  Unchanged TOASTed
+ *	  (ExecSimpleRelationInsert/Update/Delete), so constraints, indexes and
+ *	  user triggers behave as for any write.  Updates and deletes find the
+ *	  row by the datamart table's primary key (the source's primary key or
+ *	  replica identity index) through one index scan kept open for the
+ *	  refresh (find_row_by_key), or by all columns for REPLICA IDENTITY FULL
+ *	  tables without one (RelationFindReplTupleSeq).  Unchanged TOASTed
  *	  values ('u' columns) keep the datamart's current value.
  *
  *	  Memory.  Every message is parsed in a context reset after it, and its
@@ -1485,6 +1488,16 @@ handle_truncate(ApplyState *st, StringInfo s)
 	st->cur_rel = NULL;
 	if (rels == NIL)
 		return;
+
+	/*
+	 * ExecuteTruncateGuts wants AccessExclusiveLock held, as TRUNCATE and
+	 * native apply take it first.  Taken only when it gives a new file to the
+	 * table, the lock would be requested after our transaction had updated
+	 * the table's pg_class row: an autovacuum holding its lock on the table
+	 * then waits for us to update that row in place, and we wait for it.
+	 */
+	foreach(lc, relids)
+		LockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
 
 	/* versions: every current row is superseded by the truncation */
 	foreach(lc, remote)

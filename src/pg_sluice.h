@@ -57,6 +57,7 @@ typedef struct SluiceConn
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
 									 bool replication);
+extern SluiceConn *transport_try_connect(const char *source, const char *conninfo);
 extern void transport_close(SluiceConn *sc);
 extern XLogRecPtr transport_parse_lsn(const char *s);
 extern void transport_abandon(SluiceConn *sc);

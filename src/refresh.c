@@ -172,12 +172,16 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	if (max_messages <= 0 && sluice_split_decoding_min > 0 &&
 		upto - start_lsn >= (uint64) sluice_split_decoding_min * 1024)
 	{
-		split = start_lsn + (upto - start_lsn) / 2;
-		sc2 = transport_connect(pipe->source_name, pipe->conninfo, false);
-		ereport(DEBUG1,
-				(errmsg_internal("pipeline \"%s\" decodes %X/%X..%X/%X in two parts, split at %X/%X",
-								 pipe->name, LSN_FORMAT_ARGS(start_lsn), LSN_FORMAT_ARGS(upto),
-								 LSN_FORMAT_ARGS(split))));
+		/* refused (max_connections): one part, as below the threshold */
+		sc2 = transport_try_connect(pipe->source_name, pipe->conninfo);
+		if (sc2 != NULL)
+		{
+			split = start_lsn + (upto - start_lsn) / 2;
+			ereport(DEBUG1,
+					(errmsg_internal("pipeline \"%s\" decodes %X/%X..%X/%X in two parts, split at %X/%X",
+									 pipe->name, LSN_FORMAT_ARGS(start_lsn), LSN_FORMAT_ARGS(upto),
+									 LSN_FORMAT_ARGS(split))));
+		}
 	}
 
 	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);

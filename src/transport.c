@@ -281,8 +281,29 @@ wait_socket(SluiceConn *sc, int io_flag, long timeout_ms, const char *what)
  * schema-qualified and nothing the source's users define can capture our
  * queries.
  */
+static SluiceConn *connect_source(const char *source, const char *conninfo,
+								  bool replication, bool missing_ok);
+
 SluiceConn *
 transport_connect(const char *source, const char *conninfo, bool replication)
+{
+	return connect_source(source, conninfo, replication, false);
+}
+
+/*
+ * The same, for a connection we can do without (a refresh's second
+ * decoder): when the source refuses it (max_connections, say), log why and
+ * return NULL.
+ */
+SluiceConn *
+transport_try_connect(const char *source, const char *conninfo)
+{
+	return connect_source(source, conninfo, false, true);
+}
+
+static SluiceConn *
+connect_source(const char *source, const char *conninfo, bool replication,
+			   bool missing_ok)
 {
 	SluiceConn *sc;
 	const char *keys[6];
@@ -361,6 +382,14 @@ transport_connect(const char *source, const char *conninfo, bool replication)
 		status = PQconnectPoll(sc->conn);
 	}
 
+	if ((status == PGRES_POLLING_FAILED || PQstatus(sc->conn) != CONNECTION_OK) && missing_ok)
+	{
+		ereport(LOG,
+				(errmsg("could not open a second connection to source \"%s\"", source),
+				 errdetail_internal("%s", scrub(sc, PQerrorMessage(sc->conn)))));
+		transport_close(sc);
+		return NULL;
+	}
 	if (status == PGRES_POLLING_FAILED || PQstatus(sc->conn) != CONNECTION_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),

@@ -152,6 +152,46 @@ ok($mart->wait_for_log(qr/could not decode the second part of its refresh on a s
 same_tables($live, $mart, \@pairs, 'after the fallback');
 $live->safe_psql('postgres', join('', map { "SELECT pg_drop_replication_slot('filler_$_');\n" } 1 .. (10 - $used)));
 
+# --- 5b. the source refuses a second connection: one part ---
+$live->safe_psql('postgres', q{
+CREATE ROLE sl_one LOGIN REPLICATION CONNECTION LIMIT 1;
+GRANT USAGE ON SCHEMA app TO sl_one;
+GRANT SELECT ON ALL TABLES IN SCHEMA app TO sl_one;
+});
+my $one_conn = $live->connstr('postgres') . ' user=sl_one';
+$mart->safe_psql('postgres', "SELECT sluice.alter_source('live', \$\$$one_conn\$\$)");
+$live->safe_psql('postgres', join('', map { "INSERT INTO app.big VALUES (" . (300000 + $_) . ", 'one');\n" } 1 .. 300));
+$logpos = -s $mart->logfile;
+($out, $err) = refresh('one connection allowed', $split);
+unlike($err, qr/decodes .* in two parts/, 'no second connection: one part');
+ok($mart->wait_for_log(qr/could not open a second connection to source "live"/, $logpos),
+	'the datamart logs the refused connection');
+like(slurp_file($mart->logfile, $logpos), qr/too many connections for role "sl_one"/, 'with the source\'s reason');
+same_tables($live, $mart, \@pairs, 'with one connection');
+$mart->safe_psql('postgres', "SELECT sluice.alter_source('live', \$\$" . $live->connstr('postgres') . "\$\$)");
+
+# --- 5c. TRUNCATE while a session holds an autovacuum's lock on the table ---
+# An (auto)vacuum or analyze holds SHARE UPDATE EXCLUSIVE on the table and, at
+# its end, updates the table's pg_class row in place, waiting for any
+# transaction that updated that row.  The refresh must take its
+# ACCESS EXCLUSIVE lock before its TRUNCATE touches pg_class (it used to
+# take a lock only when rebuilding the indexes: a deadlock).
+my $vac = $mart->background_psql('postgres');
+$vac->query_safe('BEGIN; LOCK TABLE m.k2 IN SHARE UPDATE EXCLUSIVE MODE;');
+$live->safe_psql('postgres', "TRUNCATE app.k2; INSERT INTO app.k2 VALUES (1, 'a', 1), (2, 'b', 2);");
+$bg = $mart->background_psql('postgres', on_error_stop => 0);
+$bg->query_until(qr/started/, "\\echo started\nSELECT rows_inserted, tables_truncated FROM sluice.refresh('p');\n\\echo done\n");
+ok($mart->poll_query_until('postgres', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE query LIKE '%sluice.refresh%' AND wait_event_type = 'Lock' AND wait_event = 'relation'}),
+	'the refresh waits for the table lock before it truncates');
+$vac->query_safe('ANALYZE m.k2; COMMIT;');
+$vac->quit;
+my $done = $bg->query_until(qr/done/, '');
+like($done, qr/2\|1/, 'the refresh truncated and loaded the table');
+$bg->quit;
+same_tables($live, $mart, [['app.k2', 'm.k2']], 'after TRUNCATE next to a vacuum');
+
 # --- 6. nothing applied twice: the next refresh finds nothing new ---
 is(refresh('after all', $split), '0|0|0', 'the next refresh applies nothing');
 same_tables($live, $mart, \@pairs, 'in the end');
