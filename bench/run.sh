@@ -10,7 +10,7 @@
 # LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
-# (the two servers' ports, default 56432 / 56433), BIG_ROWS (scenario 7's
+# (the two servers' ports, default 26432 / 26433), BIG_ROWS (scenario 7's
 # big table, default 10000000, SMOKE 20000; 0 = only the ROWS size).
 #
 # Scenarios: 1 initial copy (at ROWS/10 and ROWS), 2a-2d backlog refresh,
@@ -26,7 +26,7 @@
 #
 # As root it re-runs itself as BENCH_USER in a scratch directory, where it
 # initdb's and starts two throwaway servers on 127.0.0.1 (live LIVE_PORT,
-# default 56432; datamart MART_PORT, default 56433). Both are stopped and the
+# default 26432; datamart MART_PORT, default 26433). Both are stopped and the
 # directory removed on exit.
 # Exits non-zero if any step fails, including any copy whose content differs
 # from live after a timed step. See bench/README.md.
@@ -35,8 +35,10 @@ set -euo pipefail
 PG_MAJOR=15
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 BENCH_USER=${BENCH_USER:-pgsluice}
-LIVE_PORT=${LIVE_PORT:-56432}
-MART_PORT=${MART_PORT:-56433}
+# defaults below Linux's ephemeral port range (32768-60999), which a client
+# connection's local port could take (see scripts/demo.sh)
+LIVE_PORT=${LIVE_PORT:-26432}
+MART_PORT=${MART_PORT:-26433}
 [[ $LIVE_PORT =~ ^[1-9][0-9]*$ && $MART_PORT =~ ^[1-9][0-9]*$ && $LIVE_PORT != "$MART_PORT" ]] ||
     { echo "bench: ERROR: LIVE_PORT and MART_PORT must be two different port numbers" >&2; exit 1; }
 

@@ -5,8 +5,8 @@
 #
 # Installs and builds pg_sluice (scripts/setup.sh), then, as the unprivileged
 # OS user pgsluice in a scratch directory:
-#   live      127.0.0.1:55432  database "school"   (wal_level = logical)
-#   datamart  127.0.0.1:55433  database "datamart" (CREATE EXTENSION pg_sluice)
+#   live      127.0.0.1:25432  database "school"   (wal_level = logical)
+#   datamart  127.0.0.1:25433  database "datamart" (CREATE EXTENSION pg_sluice)
 # loads demo/live_sample.sql on live, copies it into the datamart with
 # sluice.create_pipeline(), applies demo/changes.sql on live, runs
 # sluice.refresh() and compares every table on both servers.
@@ -18,8 +18,11 @@ SRC=$(pwd)
 PG_MAJOR=15
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 RUN_USER=${SLUICE_USER:-pgsluice}
-LIVE_PORT=55432
-MART_PORT=55433
+# Below Linux's ephemeral port range (32768-60999): a client connection's
+# local port there can take a server's port at any moment ("could not create
+# any TCP/IP sockets"; it happened to this demo on 55432).
+LIVE_PORT=25432
+MART_PORT=25433
 KEEP=${KEEP:-0}
 TABLES=(teachers students courses enrollments exams grades attendance sis_import)
 
