@@ -1490,11 +1490,12 @@ handle_truncate(ApplyState *st, StringInfo s)
 		return;
 
 	/*
-	 * ExecuteTruncateGuts wants AccessExclusiveLock held, as TRUNCATE and
-	 * native apply take it first.  Taken only when it gives a new file to the
-	 * table, the lock would be requested after our transaction had updated
-	 * the table's pg_class row: an autovacuum holding its lock on the table
-	 * then waits for us to update that row in place, and we wait for it.
+	 * ExecuteTruncateGuts wants AccessExclusiveLock held: TRUNCATE and
+	 * native apply take it before anything else.  Without it, our first
+	 * lock conflicting with an autovacuum's would be the SHARE lock of the
+	 * index rebuild, asked for after our transaction has updated the table's
+	 * pg_class row; the autovacuum, at its end, waits for us to update that
+	 * row in place, and we wait for its lock: a deadlock.
 	 */
 	foreach(lc, relids)
 		LockRelationOid(lfirst_oid(lc), AccessExclusiveLock);

@@ -46,6 +46,8 @@ static bool xact_callback_registered = false;
 static void transport_xact_callback(XactEvent event, void *arg);
 static void forget_conn(SluiceConn *sc);
 static void free_conn(SluiceConn *sc);
+static SluiceConn *connect_source(const char *source, const char *conninfo,
+								  bool replication, bool missing_ok);
 static void wait_socket(SluiceConn *sc, int io_flag, long timeout_ms,
 						const char *what);
 static char *scrub(SluiceConn *sc, const char *msg);
@@ -281,9 +283,6 @@ wait_socket(SluiceConn *sc, int io_flag, long timeout_ms, const char *what)
  * schema-qualified and nothing the source's users define can capture our
  * queries.
  */
-static SluiceConn *connect_source(const char *source, const char *conninfo,
-								  bool replication, bool missing_ok);
-
 SluiceConn *
 transport_connect(const char *source, const char *conninfo, bool replication)
 {
