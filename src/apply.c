@@ -1707,7 +1707,6 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	TimestampTz started = GetCurrentTimestamp();
 	ApplyState	st;
 	HASHCTL		ctl;
-	char		lsnbuf[32];
 	SluiceConn *cur;
 	bool		binary;
 	bool		header_done = false;
@@ -1752,15 +1751,15 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	{
 		char	   *tmp = psprintf("sluice_split_%d_%lx", MyProcPid,
 								   (unsigned long) GetCurrentTimestamp());
+		char	   *split = psprintf("%X/%X", LSN_FORMAT_ARGS(split_lsn));
 
-		snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(split_lsn));
 		transport_send(sc2,
 					   psprintf("SET logical_decoding_work_mem = '%dkB'; "
 								"SELECT 1 FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true); "
 								"SELECT 1 FROM pg_catalog.pg_replication_slot_advance(%s, %s); %s",
 								sluice_source_decoding_work_mem,
 								quote_literal_cstr(pipe->slot_name), quote_literal_cstr(tmp),
-								quote_literal_cstr(tmp), quote_literal_cstr(lsnbuf),
+								quote_literal_cstr(tmp), quote_literal_cstr(split),
 								peek_sql(pipe, tmp, upto_lsn, 0, binary)),
 					   "decode the second part of the slot's changes");
 		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, split_lsn, 0, binary),

@@ -403,9 +403,6 @@ connect_source(const char *source, const char *conninfo, bool replication,
 	return sc;
 }
 
-/*
- * Close a connection now (the transaction callback would do it at the end).
- */
 /* An LSN as the source prints it. */
 XLogRecPtr
 transport_parse_lsn(const char *s)
@@ -413,6 +410,9 @@ transport_parse_lsn(const char *s)
 	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(s)));
 }
 
+/*
+ * Close a connection now (the transaction callback would do it at the end).
+ */
 void
 transport_close(SluiceConn *sc)
 {
@@ -623,7 +623,7 @@ char *
 transport_copy_await(SluiceConn *sc, const char *what)
 {
 	PGresult   *res = get_result(sc, what, true);
-	char	   *err = NULL;
+	char	   *err;
 
 	if (res != NULL && PQresultStatus(res) == PGRES_COPY_OUT)
 	{
