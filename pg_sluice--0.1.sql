@@ -973,6 +973,20 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION sluice._length_between(text, bigint, bigint) IS
   'Private: lo <= length(s) <= hi, counted once; the predicate of expect_column_value_lengths_to_be_between.';
 
+CREATE FUNCTION sluice._regex_match(s text, pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_regex_match'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._regex_match(text, text) IS
+  'Private: s ~ pattern; row expectations call it for ~ and !~. Simple patterns (characters, bracket expressions, quantifiers, ^ and $) are matched without PostgreSQL''s regex engine, many times faster; the rest are passed to it.';
+
+CREATE FUNCTION sluice._regex_is_simple(pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_regex_is_simple'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._regex_is_simple(text) IS
+  'Private: whether sluice._regex_match matches this pattern itself (in a deterministic collation) rather than through PostgreSQL''s regex engine.';
+
 CREATE FUNCTION sluice._changed_here(xid)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_changed_here'

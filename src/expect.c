@@ -34,13 +34,16 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_coerce.h"
 #include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
+#include "parser/parse_func.h"
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -59,6 +62,37 @@ MemoryContext sluice_results_cxt = NULL;
 #define MAX_SAMPLE 5
 
 /*
+ * Replace text ~ pattern (and !~) by sluice._regex_match, which matches the
+ * common simple patterns much faster and hands the rest to PostgreSQL's
+ * engine (see regex.c).
+ */
+static Node *
+regex_mutator(Node *node, Oid *fn)
+{
+	OpExpr	   *op = (OpExpr *) node;
+	FuncExpr   *f;
+
+	if (node == NULL)
+		return NULL;
+	if (!IsA(node, OpExpr) || (op->opfuncid != F_TEXTREGEXEQ && op->opfuncid != F_TEXTREGEXNE))
+		return expression_tree_mutator(node, regex_mutator, fn);
+	if (!OidIsValid(*fn))
+	{
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+
+		*fn = LookupFuncName(list_make2(makeString("sluice"), makeString("_regex_match")),
+							 2, argtypes, false);
+	}
+	f = makeFuncExpr(*fn, BOOLOID,
+					 (List *) expression_tree_mutator((Node *) op->args, regex_mutator, fn),
+					 InvalidOid, op->inputcollid, COERCE_EXPLICIT_CALL);
+	f->location = op->location;
+	if (op->opfuncid == F_TEXTREGEXNE)
+		return (Node *) makeBoolExpr(NOT_EXPR, list_make1(f), op->location);
+	return (Node *) f;
+}
+
+/*
  * Parse and analyze a row predicate against a relation, as a CHECK
  * constraint would be.
  */
@@ -72,6 +106,7 @@ expect_parse_predicate(Relation rel, const char *predicate)
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
 	Node	   *expr;
+	Oid			regex_fn = InvalidOid;
 
 	raw = raw_parser(psprintf("SELECT (%s)", predicate), RAW_PARSE_DEFAULT);
 	if (list_length(raw) != 1)
@@ -101,7 +136,7 @@ expect_parse_predicate(Relation rel, const char *predicate)
 				 errdetail("A row's verdict must not change between evaluations."),
 				 errhint("Use immutable or stable functions only.")));
 	free_parsestate(pstate);
-	return (Expr *) expr;
+	return (Expr *) regex_mutator(expr, &regex_fn);
 }
 
 /*
