@@ -67,6 +67,10 @@ typedef struct FastRegex
 	uint64		first;			/* positions a match may begin with */
 	uint64		last;			/* positions a match may end with */
 	uint64		follow[FR_MAXPOS];	/* positions that may come after each */
+	bool		chain;			/* no optional position: position i is
+								 * followed by i + 1 and, if it loops, by
+								 * itself; follow[] is then not needed */
+	uint64		loops;			/* positions that may follow themselves */
 } FastRegex;
 
 /* One atom and its quantifier, before expansion into positions. */
@@ -325,6 +329,14 @@ fastre_compile(FastRegex *fr, const char *p, int len)
 			break;
 		}
 	}
+	fr->chain = true;
+	for (k = 0; k < npos; k++)
+	{
+		if (optional[k])
+			fr->chain = false;
+		if (loops[k])
+			fr->loops |= UINT64CONST(1) << k;
+	}
 	fr->simple = true;
 }
 
@@ -340,13 +352,20 @@ fastre_match(const FastRegex *fr, const char *s, int len)
 	while (i < len)
 	{
 		unsigned char c = (unsigned char) s[i];
-		uint64		reach = 0,
-					rest = d;
+		uint64		reach;
 
-		while (rest)
+		if (fr->chain)
+			reach = (d << 1) | (d & fr->loops);
+		else
 		{
-			reach |= fr->follow[pg_rightmost_one_pos64(rest)];
-			rest &= rest - 1;
+			uint64		rest = d;
+
+			reach = 0;
+			while (rest)
+			{
+				reach |= fr->follow[pg_rightmost_one_pos64(rest)];
+				rest &= rest - 1;
+			}
 		}
 		if (!fr->anchor_start || i == 0)
 			reach |= fr->first;
@@ -360,7 +379,7 @@ fastre_match(const FastRegex *fr, const char *s, int len)
 			d = reach & fr->nonascii;
 			i += pg_mblen(s + i);
 		}
-		if (d & fr->last && !fr->anchor_end)
+		if ((d & fr->last) && !fr->anchor_end)
 			return true;
 		if (d == 0 && fr->anchor_start)
 			return false;
