@@ -6,7 +6,7 @@
  * NOTES
  *	  Transport.  A refresh reads the slot through the SQL interface:
  *
- *		COPY (SELECT lsn, xid, data
+ *		COPY (SELECT data
  *				FROM pg_logical_slot_peek_binary_changes(slot, upto, NULL,
  *					 'proto_version', '1', 'publication_names', pub))
  *		  TO STDOUT (FORMAT binary)
@@ -1668,9 +1668,10 @@ read_int32(const char **p, const char *end)
 /*
  * The query that decodes a slot's changes up to upto (whole transactions:
  * the source stops at the first commit record ending at or past it), at
- * most max_messages of them when > 0.  COPY takes no parameters: the slot
- * name is a literal, the publication an identifier inside a literal, both
- * quoted.
+ * most max_messages of them when > 0.  Only the messages: the lsn and xid
+ * columns would cost the source two send functions a row, and the messages
+ * carry what apply needs.  COPY takes no parameters: the slot name is a
+ * literal, the publication an identifier inside a literal, both quoted.
  */
 static char *
 peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
@@ -1686,7 +1687,7 @@ peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
 	else
 		strcpy(nchanges, "NULL");
 	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
-	return psprintf("COPY (SELECT lsn, xid, data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
+	return psprintf("COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
 					"%s, %s, %s, 'proto_version', '1', 'publication_names', %s%s)) "
 					"TO STDOUT (FORMAT binary)",
 					quote_literal_cstr(slot), quote_literal_cstr(lsnbuf), nchanges,
@@ -1840,13 +1841,10 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 		p += 2;
 		if (nfields == -1)
 			continue;			/* trailer */
-		if (nfields != 3)
+		if (nfields != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg_internal("unexpected COPY row with %d fields", nfields)));
-		/* lsn and xid: skip, the messages carry what we need */
-		p += read_int32(&p, end);
-		p += read_int32(&p, end);
 		msg.len = read_int32(&p, end);
 		if (msg.len < 1 || end - p < msg.len)
 			ereport(ERROR,
