@@ -79,5 +79,23 @@ SELECT count(*) FILTER (WHERE pg) > 10000 AS many_matches, count(*) FILTER (WHER
 CREATE TABLE t (id int PRIMARY KEY, code text);
 SELECT sluice._compile_predicate('t', $$code ~ '^[A-Z]{2}$' AND code !~ 'Q'$$);
 
+-- inputs PostgreSQL's engine cannot convert (from 268,435,455 bytes on)
+-- fail as they do with ~, however simple the pattern
+SELECT sluice._regex_match(repeat('a', 268435455), '^a');
+
+-- a collation whose locale this machine lacks fails as with ~, and a
+-- collation version mismatch warns as with ~ (each in a fresh session: a
+-- session loads a collation's locale once)
+CREATE COLLATION sluice_gone (provider = libc, locale = 'C.utf8');
+UPDATE pg_collation SET collcollate = 'xx_XX.UTF-8', collctype = 'xx_XX.UTF-8' WHERE collname = 'sluice_gone';
+CREATE COLLATION sluice_old (provider = icu, locale = 'und');
+UPDATE pg_collation SET collversion = '0.0' WHERE collname = 'sluice_old';
+\c sluice_regex
+\set VERBOSITY terse
+SELECT sluice._regex_match('abc' COLLATE sluice_gone, '^a');
+\c sluice_regex
+\set VERBOSITY terse
+SELECT sluice._regex_match('abc' COLLATE sluice_old, '^a');
+
 \c contrib_regression
 DROP DATABASE sluice_regex;

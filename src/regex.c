@@ -45,7 +45,8 @@
 #include "mb/pg_wchar.h"
 #include "port/pg_bitutils.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_locale.h"
 
 #include "pg_sluice.h"
 
@@ -55,6 +56,12 @@ PG_FUNCTION_INFO_V1(sluice_regex_is_simple);
 #define FR_MAXPOS	64			/* positions: bits of a uint64 */
 #define FR_DUPMAX	255			/* PostgreSQL's RE_DUP_MAX */
 #define FR_INF		(-1)
+/*
+ * PostgreSQL's engine converts pattern and string to pg_wchar in one
+ * palloc, which fails from this length on: leave such inputs to it, so
+ * that they fail the same way.
+ */
+#define FR_MAXLEN	((int) (MaxAllocSize / sizeof(pg_wchar) - 1))
 
 typedef struct FastRegex
 {
@@ -388,6 +395,26 @@ fastre_match(const FastRegex *fr, const char *s, int len)
 }
 
 /*
+ * Would PostgreSQL match in this collation without a word?  Not without
+ * one, nor in a nondeterministic one (both errors); and the collation's
+ * locale is loaded as PostgreSQL's engine loads it, so that a locale
+ * missing on this machine fails the same way, and a collation version
+ * mismatch warns the same way.
+ */
+static bool
+collation_allows(Oid collid)
+{
+	pg_locale_t locale;
+
+	if (!OidIsValid(collid))
+		return false;
+	if (collid == DEFAULT_COLLATION_OID || lc_ctype_is_c(collid))
+		return true;
+	locale = pg_newlocale_from_collation(collid);
+	return locale == NULL || locale->deterministic;
+}
+
+/*
  * sluice._regex_match(s, pattern): s ~ pattern, with the collation of the
  * call.  Row expectations call it in place of the ~ operator (see
  * expect_parse_predicate).  The compiled pattern is kept in fn_extra, for
@@ -414,12 +441,10 @@ sluice_regex_match(PG_FUNCTION_ARGS)
 		cache->plen = plen;
 		memcpy(cache->pat, VARDATA_ANY(pat), plen);
 		cache->fr.simple = false;
-		/* no collation, or a nondeterministic one: PostgreSQL says no */
-		if (OidIsValid(collid) &&
-			(collid == C_COLLATION_OID || get_collation_isdeterministic(collid)))
+		if (collation_allows(collid) && plen < FR_MAXLEN)
 			fastre_compile(&cache->fr, cache->pat, plen);
 	}
-	if (!cache->fr.simple)
+	if (!cache->fr.simple || VARSIZE_ANY_EXHDR(s) >= FR_MAXLEN)
 		return DirectFunctionCall2Coll(textregexeq, collid,
 									   PointerGetDatum(s), PointerGetDatum(pat));
 	PG_RETURN_BOOL(fastre_match(&cache->fr, VARDATA_ANY(s), VARSIZE_ANY_EXHDR(s)));
