@@ -764,7 +764,7 @@ for sc in 2a 2b 2c 2d; do
             s=$(now)
             out=$(psql -X -At -v ON_ERROR_STOP=1 -h "$W" -p $LIVE_PORT -d bench \
                 -c "SET logical_decoding_work_mem = '$SDWM'" \
-                -c "\copy (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes('bench_peek', '$flush', NULL, 'proto_version', '1', 'publication_names', 'bench_pub', 'binary', 'true')) TO '/dev/null' (FORMAT binary)")
+                -c "\copy (SELECT data FROM pg_logical_slot_peek_binary_changes('bench_peek', '$flush', NULL, 'proto_version', '1', 'publication_names', 'bench_pub', 'binary', 'true')) TO '/dev/null' (FORMAT binary)")
             t=$(since "$s")
             got=$(sed -n 's/^COPY \([0-9]*\)$/\1/p' <<<"$out")
             [ "$got" = $((N + 3)) ] ||
