@@ -1027,9 +1027,12 @@ DECLARE
   smax boolean := coalesce((args->>'strict_max')::boolean, false);
   bad boolean;
   ename text;
-  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_in_set',
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
       'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
-      'expect_column_value_lengths_to_be_between', 'expect_row_to_satisfy'];
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
   set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
       'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
   keycols text;
@@ -1092,17 +1095,20 @@ BEGIN
   CASE kind
   WHEN 'expect_column_values_to_not_be_null' THEN
     pred := format('%I IS NOT NULL', col);
-  WHEN 'expect_column_values_to_be_in_set' THEN
+  WHEN 'expect_column_values_to_be_null' THEN
+    pred := format('%I IS NULL', col);
+  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
     IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
       RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    pred := format('%1$I IS NULL OR %1$I = ANY (%2$L::text[]::%3$s[])', col,
-                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ);
+    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
+                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
   WHEN 'expect_column_values_to_be_between' THEN
     pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
                    CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
                    CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
-  WHEN 'expect_column_values_to_match_regex' THEN
+  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
     IF args->>'regex' IS NULL THEN
       RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1112,7 +1118,23 @@ BEGIN
       RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
         DETAIL = SQLERRM;
     END;
-    pred := format('%1$I IS NULL OR %1$I::text ~ %2$L', col, args->>'regex');
+    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
+                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
+  WHEN 'expect_column_values_to_match_like_pattern' THEN
+    IF args->>'like_pattern' IS NULL THEN
+      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- LIKE's one error, raised only when matching reaches it: a trailing escape
+    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
+      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
+        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
+  WHEN 'expect_column_value_lengths_to_equal' THEN
+    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
+      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
   WHEN 'expect_column_value_lengths_to_be_between' THEN
     pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
                    coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
@@ -1208,6 +1230,25 @@ COMMENT ON FUNCTION sluice.drop_expectation(regclass, text) IS 'Removes an expec
 CREATE FUNCTION sluice.expect_column_values_to_not_be_null(target regclass, column_name name, severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_not_be_null', ARRAY[column_name], '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_null(target regclass, column_name name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_null', ARRAY[column_name], '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_not_be_in_set(target regclass, column_name name, value_set text[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_be_in_set', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
+CREATE FUNCTION sluice.expect_column_values_to_not_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_match_regex', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('regex', regex), severity);
+CREATE FUNCTION sluice.expect_column_values_to_match_like_pattern(target regclass, column_name name, like_pattern text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_match_like_pattern', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('like_pattern', like_pattern), severity);
+CREATE FUNCTION sluice.expect_column_value_lengths_to_equal(target regclass, column_name name, value integer, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_value_lengths_to_equal', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value', value), severity);
 CREATE FUNCTION sluice.expect_column_values_to_be_unique(target regclass, column_names name[], severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_be_unique', column_names, '{}', severity);
@@ -1873,6 +1914,11 @@ REVOKE ALL ON sluice.destinations, sluice.events FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
     sluice.drop_expectation(regclass, text),
     sluice.expect_column_values_to_not_be_null(regclass, name, text),
+    sluice.expect_column_values_to_be_null(regclass, name, text),
+    sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+    sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
     sluice.expect_column_values_to_be_unique(regclass, name[], text),
     sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
     sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),

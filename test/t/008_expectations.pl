@@ -185,6 +185,43 @@ is($mart->safe_psql('postgres', "SELECT string_agg(id::text, ',' ORDER BY id) FR
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'q' AND skipped_xid = '$xid'"), '1', 'the skip is recorded');
 is($mart->safe_psql('postgres', "SELECT skip_xid IS NULL FROM sluice._pipeline WHERE name = 'q'"), 't', 'and forgotten');
 
+# --- more Great Expectations names: to_be_null, not_be_in_set, not_match_regex,
+# match_like_pattern, value_lengths_to_equal ---
+foreach my $b (
+	["SELECT sluice.expect_column_values_to_match_like_pattern('q.orders', 'email', 'abc\\')", qr/invalid LIKE pattern abc\\: it ends with an escape character/],
+	["SELECT sluice.expect_column_value_lengths_to_equal('q.orders', 'status', -1)", qr/needs args value, a length of 0 or more/],
+	["SELECT sluice.expect_column_values_to_not_match_regex('q.orders', 'email', '(a')", qr/invalid regular expression/],
+	["SELECT sluice.expect_column_values_to_not_be_in_set('q.orders', 'qty', ARRAY['x'])", qr/invalid input syntax for type integer/])
+{
+	($ret, $out, $err) = $mart->psql('postgres', $b->[0]);
+	like($err, $b->[1], "refused: $b->[0]");
+}
+$mart->safe_psql('postgres', q{
+SELECT sluice.expect_column_values_to_be_null('q.orders', 'placed', severity => 'warn');
+SELECT sluice.expect_column_values_to_not_be_in_set('q.orders', 'status', ARRAY['shipped', 'void'], severity => 'warn');
+SELECT sluice.expect_column_values_to_not_match_regex('q.orders', 'email', '@spam\.example$', severity => 'warn');
+SELECT sluice.expect_column_values_to_match_like_pattern('q.orders', 'email', '%@%.com', severity => 'warn');
+SELECT sluice.expect_column_value_lengths_to_equal('q.orders', 'status', 3, severity => 'warn');
+});
+$live->safe_psql('postgres', q{
+INSERT INTO app.orders VALUES (312, 1, 'a312@spam.example', 'new', 5, 1);
+INSERT INTO app.orders VALUES (313, 1, 'b313@example.com', 'shipped', 5, 1);
+INSERT INTO app.orders VALUES (314, 1, 'c314@example.com', 'paid', 5, 1);
+});
+is($mart->safe_psql('postgres', "SELECT status || ':' || rows_inserted FROM sluice.refresh('q')"), 'succeeded:3', 'warn applies');
+is($mart->safe_psql('postgres', q{
+SELECT string_agg(expectation || '=' || failed || ':' || coalesce(sample_keys::text, '-'), ' ' ORDER BY expectation) FROM sluice.quality
+ WHERE run_id = (SELECT max(run_id) FROM sluice.runs WHERE pipeline = 'q')
+   AND expectation IN ('expect_column_values_to_be_null_placed_orders', 'expect_column_values_to_not_be_in_set_status_orders',
+                       'expect_column_values_to_not_match_regex_email_orders', 'expect_column_values_to_match_like_pattern_email_orders',
+                       'expect_column_value_lengths_to_equal_status_orders')}),
+	'expect_column_value_lengths_to_equal_status_orders=2:[{"id": "313"}, {"id": "314"}] '
+	. 'expect_column_values_to_be_null_placed_orders=3:[{"id": "312"}, {"id": "313"}, {"id": "314"}] '
+	. 'expect_column_values_to_match_like_pattern_email_orders=1:[{"id": "312"}] '
+	. 'expect_column_values_to_not_be_in_set_status_orders=1:[{"id": "313"}] '
+	. 'expect_column_values_to_not_match_regex_email_orders=1:[{"id": "312"}]',
+	'each fails on the rows it should');
+
 $mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('q', drop_tables => true)");
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice._expectation"), '0', 'expectations go with the pipeline');
 
