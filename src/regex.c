@@ -18,9 +18,8 @@
  *	- atoms: a literal character, '\' followed by a punctuation character,
  *	  '.', and bracket expressions of literal characters and ranges,
  *	  optionally negated;
- *	- quantifiers '*', '+', '?', '{n}', '{n,}', '{n,m}' (greedy or not: a
- *	  boolean match does not depend on it, so the lazy forms are refused
- *	  rather than told apart).
+ *	- the greedy quantifiers '*', '+', '?', '{n}', '{n,}', '{n,m}' (the
+ *	  lazy forms, such as '*?', go to PostgreSQL).
  * In it, PostgreSQL's advanced regular expressions mean exactly this: no
  * newline-sensitive mode unless asked for (so '.' and negated brackets match
  * a newline, '^' and '$' only the ends of the string), ranges by code point
@@ -28,8 +27,8 @@
  * set.  Anything else (alternation, groups, classes such as [[:alpha:]] or
  * \d, whose members depend on the locale, back references, embedded
  * options) is left to PostgreSQL, as are nondeterministic collations (which
- * it refuses).  The regression test compares both engines on every pattern
- * form and on random patterns.
+ * it refuses) and inputs too long for it.  The regression test compares both
+ * engines on every pattern form and on random patterns.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
