@@ -191,8 +191,7 @@ fastre_compile(FastRegex *fr, const char *p, int len)
 				npos = 0,
 				i = 0,
 				k;
-	bool		optional[FR_MAXPOS];
-	bool		loops[FR_MAXPOS];
+	uint64		optional = 0;	/* positions a match may skip */
 
 	memset(fr, 0, sizeof(*fr));
 	if (len > 0 && p[0] == '^')
@@ -299,8 +298,10 @@ fastre_compile(FastRegex *fr, const char *p, int len)
 					fr->cls[c] |= bit;
 			if (e->nonascii)
 				fr->nonascii |= bit;
-			optional[npos] = (j >= e->min);
-			loops[npos] = (e->max == FR_INF && j == copies - 1);
+			if (j >= e->min)
+				optional |= bit;
+			if (e->max == FR_INF && j == copies - 1)
+				fr->loops |= bit;
 			npos++;
 		}
 	}
@@ -317,32 +318,25 @@ fastre_compile(FastRegex *fr, const char *p, int len)
 		for (j = k + 1; j < npos; j++)
 		{
 			next |= UINT64CONST(1) << j;
-			if (!optional[j])
+			if (!(optional & (UINT64CONST(1) << j)))
 				break;
 		}
 		if (k < 0)
 			fr->first = next;
 		else
-			fr->follow[k] = next | (loops[k] ? UINT64CONST(1) << k : 0);
+			fr->follow[k] = next | (fr->loops & (UINT64CONST(1) << k));
 	}
 	fr->empty = true;
 	for (k = npos - 1; k >= 0; k--)
 	{
 		fr->last |= UINT64CONST(1) << k;
-		if (!optional[k])
+		if (!(optional & (UINT64CONST(1) << k)))
 		{
 			fr->empty = false;
 			break;
 		}
 	}
-	fr->chain = true;
-	for (k = 0; k < npos; k++)
-	{
-		if (optional[k])
-			fr->chain = false;
-		if (loops[k])
-			fr->loops |= UINT64CONST(1) << k;
-	}
+	fr->chain = (optional == 0);
 	fr->simple = true;
 }
 
@@ -426,6 +420,7 @@ sluice_regex_match(PG_FUNCTION_ARGS)
 	text	   *pat = PG_GETARG_TEXT_PP(1);
 	Oid			collid = PG_GET_COLLATION();
 	int			plen = VARSIZE_ANY_EXHDR(pat);
+	int			slen = VARSIZE_ANY_EXHDR(s);
 	FastRegexCache *cache = fcinfo->flinfo->fn_extra;
 
 	if (cache == NULL || cache->collid != collid || cache->plen != plen ||
@@ -443,10 +438,10 @@ sluice_regex_match(PG_FUNCTION_ARGS)
 		if (collation_allows(collid) && plen < FR_MAXLEN)
 			fastre_compile(&cache->fr, cache->pat, plen);
 	}
-	if (!cache->fr.simple || VARSIZE_ANY_EXHDR(s) >= FR_MAXLEN)
+	if (!cache->fr.simple || slen >= FR_MAXLEN)
 		return DirectFunctionCall2Coll(textregexeq, collid,
 									   PointerGetDatum(s), PointerGetDatum(pat));
-	PG_RETURN_BOOL(fastre_match(&cache->fr, VARDATA_ANY(s), VARSIZE_ANY_EXHDR(s)));
+	PG_RETURN_BOOL(fastre_match(&cache->fr, VARDATA_ANY(s), slen));
 }
 
 /*
