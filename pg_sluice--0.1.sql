@@ -598,7 +598,7 @@ COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
 COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
 COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
-COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format (every column of a built-in, non-enum type).';
+COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format: every column has the same binary form in the datamart, or no send function (pgoutput sends it as text).';
 COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
 COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
 COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
@@ -688,7 +688,7 @@ COMMENT ON COLUMN sluice.contracts.source_schema IS 'Schema of the source table.
 COMMENT ON COLUMN sluice.contracts.source_table IS 'Source table.';
 COMMENT ON COLUMN sluice.contracts.drift_policy IS 'freeze, evolve or ignore: what a change of the source table''s columns does.';
 COMMENT ON COLUMN sluice.contracts.contract_version IS 'Current contract version (each evolution or mapping adds one).';
-COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (added on the source under the ignore policy).';
+COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (generated columns, and columns added on the source under the ignore policy).';
 COMMENT ON COLUMN sluice.contracts.position IS 'Column position in the datamart table.';
 COMMENT ON COLUMN sluice.contracts.column_name IS 'Datamart column.';
 COMMENT ON COLUMN sluice.contracts.source_column IS 'Source column feeding it (differs after a rename on the source, see sluice.map_column).';

@@ -43,6 +43,7 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/wait_event.h"
 
 #include "pg_sluice.h"
@@ -61,12 +62,18 @@ typedef struct SourceTable
 	char	   *name;
 	char	   *target;			/* datamart table name */
 	char		replident;		/* d, f, i (n is refused) */
+	bool		partitioned;	/* a partitioned table: published via its root */
+	List	   *ancestors;		/* a partition: String "schema.name" of each */
 	List	   *keys;			/* String column names */
+	bool		key_deferrable; /* the source's key is DEFERRABLE */
 	List	   *columns;		/* String column names */
 	List	   *types;			/* String datamart type names */
 	List	   *notnull;		/* int: 1 when NOT NULL */
 	List	   *srctypes;		/* oid: type on the source, as pgoutput sends it */
-	bool		binary_safe;	/* every column's binary form is the same here */
+	bool		binary_safe;	/* every column's binary form is the same here:
+								 * the initial copy can be binary */
+	bool		stream_binary;	/* pgoutput's binary mode can send every column
+								 * (a type without a send function goes as text) */
 	Oid			adopted;		/* existing datamart table it feeds, or 0 */
 	List	   *ignored;		/* String: source columns the datamart table lacks */
 } SourceTable;
@@ -281,12 +288,121 @@ check_source(SluiceConn *sc, const char *slot_name)
 }
 
 /*
+ * Refuse a table live could no longer update or delete from once it is
+ * published.  A publication that publishes updates and deletes makes the
+ * source's own UPDATE and DELETE of a table without a usable replica
+ * identity fail ("does not have a replica identity and publishes updates"):
+ * REPLICA IDENTITY NOTHING, a default identity without a primary key or
+ * with a DEFERRABLE one (PostgreSQL cannot use it), an identity index that
+ * is gone.  pg_sluice must never make a write on live fail, so this runs
+ * for every table, and for a partitioned table for every partition (all
+ * are published), before anything is created.  Partitions also need an
+ * identity that carries the parent's key: the default one or FULL.
+ * Inheritance children are not published (the publication names plain
+ * tables with ONLY), so they need nothing.
+ */
+static void
+check_replica_identity(SluiceConn *sc, const char *oid)
+{
+	const char *params[1] = {oid};
+	PGresult   *res;
+	int			i;
+
+	res = transport_exec(sc,
+						 "WITH RECURSIVE tree(relid, parent) AS ( "
+						 "  SELECT $1::oid, NULL::oid "
+						 "  UNION ALL "
+						 "  SELECT i.inhrelid, tree.relid FROM pg_catalog.pg_inherits i "
+						 "    JOIN tree ON i.inhparent = tree.relid "
+						 "    JOIN pg_catalog.pg_class p ON p.oid = tree.relid AND p.relkind = 'p') "
+						 "SELECT n.nspname, c.relname, c.relreplident, c.relkind, "
+						 "       (SELECT pg_catalog.format('%I.%I', pn.nspname, pc.relname) "
+						 "          FROM pg_catalog.pg_class pc JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace "
+						 "         WHERE pc.oid = tree.parent), "
+						 "       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "
+						 "       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate), "
+						 "       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident "
+						 "                  AND i.indimmediate AND i.indisvalid) "
+						 "  FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid "
+						 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+						 " WHERE c.relkind IN ('r', 'p') "
+						 " ORDER BY tree.parent NULLS FIRST, c.relname",
+						 1, params, PGRES_TUPLES_OK, "describe a table's replica identity");
+	for (i = 0; i < PQntuples(res); i++)
+	{
+		char	   *qname = psprintf("%s.%s", quote_identifier(PQgetvalue(res, i, 0)),
+									 quote_identifier(PQgetvalue(res, i, 1)));
+		const char *name = psprintf("%s.%s", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+		char		ident = PQgetvalue(res, i, 2)[0];
+		bool		partitioned = PQgetvalue(res, i, 3)[0] == 'p';
+		bool		is_part = !PQgetisnull(res, i, 4);
+		bool		has_pk = PQgetvalue(res, i, 5)[0] == 't';
+		bool		pk_ok = PQgetvalue(res, i, 6)[0] == 't';
+		bool		index_ok = PQgetvalue(res, i, 7)[0] == 't';
+		char	   *where = is_part ?
+		psprintf("It is a partition of \"%s\", which publishes it. ", PQgetvalue(res, i, 4)) : "";
+
+		if (partitioned)
+		{
+			/* partitions created later get the parent's key, and only that */
+			if (!has_pk)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("partitioned table \"%s\" on source \"%s\" has no primary key", name, sc->source),
+						 errdetail("%sPartitions created later take their replica identity from the parent's primary key; without one, the source's own UPDATE and DELETE of them would fail once they are published.", where),
+						 errhint("Add a primary key to %s on the source, or list its partitions instead.", qname)));
+			if (!pk_ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("primary key of partitioned table \"%s\" on source \"%s\" is deferrable and cannot identify rows", name, sc->source),
+						 errdetail("%sPartitions created later take it as their replica identity, which PostgreSQL cannot use: the source's own UPDATE and DELETE of them would fail once they are published.", where),
+						 errhint("Make the primary key of %s on the source not deferrable, or list its partitions instead.", qname)));
+			continue;
+		}
+		if (ident == 'n')
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" on source \"%s\" has REPLICA IDENTITY NOTHING", name, sc->source),
+					 errdetail("%sPublishing it would make the source's own UPDATE and DELETE of it fail.", where),
+					 has_pk ?
+					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY DEFAULT.", qname) :
+					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY FULL, or add a primary key and run ALTER TABLE %s REPLICA IDENTITY DEFAULT.", qname, qname)));
+		if (ident == 'd' && !has_pk)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" on source \"%s\" has no primary key", name, sc->source),
+					 errdetail("%sUpdates and deletes can only be applied to rows pg_sluice can identify, and publishing it would make the source's own UPDATE and DELETE of it fail.", where),
+					 errhint("Add a primary key on the source, or run ALTER TABLE %s REPLICA IDENTITY FULL there.", qname)));
+		if (ident == 'd' && !pk_ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("primary key of table \"%s\" on source \"%s\" is deferrable and cannot identify rows", name, sc->source),
+					 errdetail("%sPostgreSQL cannot use a deferrable key as replica identity: publishing the table would make the source's own UPDATE and DELETE of it fail.", where),
+					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY FULL, or make the key not deferrable.", qname)));
+		if (ident == 'i' && (!index_ok || is_part))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("replica identity index of table \"%s\" on source \"%s\" cannot identify rows%s",
+							name, sc->source, index_ok ? " by the parent's key" : ""),
+					 errdetail("%s%s", where, index_ok ?
+							   "Rows of a partitioned table are identified by the parent's primary key." :
+							   "The index is missing, deferrable or invalid: publishing the table would make the source's own UPDATE and DELETE of it fail."),
+					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY %s.", qname,
+							 has_pk && pk_ok ? "DEFAULT" : "FULL")));
+	}
+	PQclear(res);
+}
+
+/*
  * Describe one source table: its key, columns and their datamart types.
  *
  * Type rule: built-in types keep their type; enums become text (their
  * label); domains become their base type (the source already enforced the
- * domain); arrays of those follow the same rule; any other type must exist
- * in the datamart under the same schema-qualified name.
+ * domain); arrays of those follow the same rule (an array of a domain is an
+ * array of its base type); any other type must exist in the datamart under
+ * the same schema-qualified name.  STORED generated columns are left out
+ * (pgoutput does not send them, COPY cannot name them) and recorded as
+ * ignored source columns.
  */
 static SourceTable *
 describe_table(SluiceConn *sc, const char *spec)
@@ -295,12 +411,13 @@ describe_table(SluiceConn *sc, const char *spec)
 	PGresult   *res;
 	SourceTable *t = palloc0(sizeof(SourceTable));
 	char	   *oid;
+	char		relkind;
 	int			i;
 
 	/* Unqualified names resolve as on the source with the default path. */
 	res = transport_exec(sc,
 						 "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident, "
-						 "       pg_catalog.has_table_privilege(c.oid, 'SELECT') "
+						 "       pg_catalog.has_table_privilege(c.oid, 'SELECT'), c.relispartition "
 						 "  FROM pg_catalog.pg_class c "
 						 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
 						 " WHERE c.oid = (SELECT pg_catalog.to_regclass($1) "
@@ -315,11 +432,20 @@ describe_table(SluiceConn *sc, const char *spec)
 	t->schema = getval(res, 0, 1);
 	t->name = getval(res, 0, 2);
 	t->target = t->name;
-	if (strcmp(PQgetvalue(res, 0, 3), "r") != 0)
+	relkind = PQgetvalue(res, 0, 3)[0];
+	if (relkind != 'r' && relkind != 'p')
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s.%s\" on source \"%s\" is not a plain table", t->schema, t->name, sc->source),
-				 errdetail("Views, foreign tables and partitioned tables cannot be replicated yet; list the partitions instead.")));
+				 errdetail("Views and foreign tables cannot be replicated.")));
+	t->partitioned = relkind == 'p';
+	if (t->partitioned && PQserverVersion(sc->conn) < 130000)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("partitioned table \"%s.%s\" on source \"%s\" cannot be published through its root",
+						t->schema, t->name, sc->source),
+				 errdetail("Publishing through the root needs PostgreSQL 13 or later on the source."),
+				 errhint("List the partitions instead.")));
 	if (strcmp(PQgetvalue(res, 0, 5), "t") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -328,12 +454,30 @@ describe_table(SluiceConn *sc, const char *spec)
 				 errhint("On the source, GRANT SELECT ON %s.%s to the role pg_sluice connects as.",
 						 quote_identifier(t->schema), quote_identifier(t->name))));
 	t->replident = PQgetvalue(res, 0, 4)[0];
+	if (PQgetvalue(res, 0, 6)[0] == 't')
+	{
+		PQclear(res);
+		params[0] = oid;
+		res = transport_exec(sc,
+							 "WITH RECURSIVE up(relid, depth) AS ( "
+							 "  SELECT i.inhparent, 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1::oid "
+							 "  UNION ALL "
+							 "  SELECT i.inhparent, up.depth + 1 FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid) "
+							 "SELECT n.nspname || '.' || c.relname "
+							 "  FROM up JOIN pg_catalog.pg_class c ON c.oid = up.relid "
+							 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY up.depth",
+							 1, params, PGRES_TUPLES_OK, "look up a partition's parents");
+		for (i = 0; i < PQntuples(res); i++)
+			t->ancestors = lappend(t->ancestors, makeString(getval(res, i, 0)));
+	}
 	PQclear(res);
+
+	check_replica_identity(sc, oid);
 
 	/* The key: the primary key for identity "default", the index for "index". */
 	params[0] = oid;
 	res = transport_exec(sc,
-						 "SELECT a.attname "
+						 "SELECT a.attname, NOT i.indimmediate "
 						 "  FROM pg_catalog.pg_index i "
 						 "  CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
 						 "  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
@@ -343,7 +487,10 @@ describe_table(SluiceConn *sc, const char *spec)
 						 " ORDER BY k.ord",
 						 1, params, PGRES_TUPLES_OK, "describe a table's key");
 	for (i = 0; i < PQntuples(res); i++)
+	{
 		t->keys = lappend(t->keys, makeString(getval(res, i, 0)));
+		t->key_deferrable = PQgetvalue(res, i, 1)[0] == 't';
+	}
 	PQclear(res);
 
 	if (t->keys == NIL && t->replident != 'f')
@@ -355,31 +502,81 @@ describe_table(SluiceConn *sc, const char *spec)
 				 errhint("Add a primary key on the source, or run ALTER TABLE %s.%s REPLICA IDENTITY FULL there.",
 						 quote_identifier(t->schema), quote_identifier(t->name))));
 
+	/*
+	 * Columns and their datamart types: the base type of a domain (col, then
+	 * base), and for an array the base type of its element (elem, then
+	 * ebase), so that an array of a domain becomes an array of its base
+	 * type.  Binary transfer, per column: the initial copy needs send and
+	 * receive functions all the way down (aclitem[] has an array_send, but
+	 * aclitem has none) and the same binary form here (built-in types, enums
+	 * read as text; not an array of a domain, whose element type OID is the
+	 * domain's); pgoutput sends a type without a send function as text by
+	 * itself.
+	 */
 	res = transport_exec(sc,
-						 "WITH RECURSIVE col AS ( "
-						 "  SELECT a.attnum, a.attname::text AS attname, a.attnotnull, "
-						 "         a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth, a.atttypid AS rawtyp "
-						 "    FROM pg_catalog.pg_attribute a "
-						 "   WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
-						 "  UNION ALL "
-						 "  SELECT col.attnum, col.attname, col.attnotnull, t.typbasetype, t.typtypmod, col.depth + 1, col.rawtyp "
-						 "    FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
-						 "   WHERE t.typtype = 'd') "
-						 "SELECT DISTINCT ON (col.attnum) col.attname, col.attnotnull, "
-						 "       CASE WHEN t.typtype = 'e' THEN 'text' "
-						 "            WHEN e.typtype = 'e' THEN 'text[]' "
-						 "            ELSE pg_catalog.format_type(col.typid, col.typmod) END, "
-						 "       t.typtype = 'e' OR col.typid < 16384, col.rawtyp "
-						 "  FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
-						 "  LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-						 " ORDER BY col.attnum, col.depth DESC",
+						 psprintf("WITH RECURSIVE col AS ( "
+								  "  SELECT a.attnum, a.attname::text AS attname, a.attnotnull, "
+								  "         a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth, a.atttypid AS rawtyp, "
+								  "         %s AS generated "
+								  "    FROM pg_catalog.pg_attribute a "
+								  "   WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+								  "  UNION ALL "
+								  "  SELECT col.attnum, col.attname, col.attnotnull, t.typbasetype, t.typtypmod, col.depth + 1, "
+								  "         col.rawtyp, col.generated "
+								  "    FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
+								  "   WHERE t.typtype = 'd'), "
+								  "base AS (SELECT DISTINCT ON (attnum) * FROM col ORDER BY attnum, depth DESC), "
+								  "elem AS ( "
+								  "  SELECT b.attnum, t.typelem AS typid, -1 AS typmod, 0 AS depth "
+								  "    FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.typid "
+								  "   WHERE t.typcategory = 'A' AND t.typelem <> 0 "
+								  "  UNION ALL "
+								  "  SELECT elem.attnum, t.typbasetype, t.typtypmod, elem.depth + 1 "
+								  "    FROM elem JOIN pg_catalog.pg_type t ON t.oid = elem.typid "
+								  "   WHERE t.typtype = 'd'), "
+								  "ebase AS (SELECT DISTINCT ON (attnum) * FROM elem ORDER BY attnum, depth DESC) "
+								  "SELECT b.attname, b.attnotnull, "
+								  "       CASE WHEN t.typtype = 'e' THEN 'text' "
+								  "            WHEN et.typtype = 'e' THEN 'text[]' "
+								  "            WHEN eb.depth > 0 THEN pg_catalog.format_type(eb.typid, eb.typmod) || '[]' "
+								  "            ELSE pg_catalog.format_type(b.typid, b.typmod) END, "
+								  "       (t.typtype = 'e' OR (b.typid < 16384 AND t.typsend <> 0 AND t.typreceive <> 0)) "
+								  "         AND (eb.attnum IS NULL OR (eb.depth = 0 AND eb.typid < 16384 "
+								  "                                    AND et.typsend <> 0 AND et.typreceive <> 0)), "
+								  "       b.rawtyp, b.generated, t.typsend = 0 "
+								  "  FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.typid "
+								  "  LEFT JOIN ebase eb ON eb.attnum = b.attnum "
+								  "  LEFT JOIN pg_catalog.pg_type et ON et.oid = eb.typid "
+								  " ORDER BY b.attnum",
+								  PQserverVersion(sc->conn) >= 120000 ? "a.attgenerated <> ''" : "false"),
 						 1, params, PGRES_TUPLES_OK, "describe a table's columns");
 	t->binary_safe = true;
+	t->stream_binary = true;
 	for (i = 0; i < PQntuples(res); i++)
 	{
+		char	   *attname = getval(res, i, 0);
+
+		if (strcmp(PQgetvalue(res, i, 5), "t") == 0)
+		{
+			ListCell   *lc;
+
+			foreach(lc, t->keys)
+				if (strcmp(strVal(lfirst(lc)), attname) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("key column \"%s\" of table \"%s.%s\" on source \"%s\" is a generated column",
+									attname, t->schema, t->name, sc->source),
+							 errdetail("Generated columns are not replicated, so rows could not be identified.")));
+			t->ignored = lappend(t->ignored, makeString(attname));
+			continue;
+		}
 		if (strcmp(PQgetvalue(res, i, 3), "t") != 0)
+		{
 			t->binary_safe = false;
-		t->columns = lappend(t->columns, makeString(getval(res, i, 0)));
+			if (strcmp(PQgetvalue(res, i, 6), "t") != 0)
+				t->stream_binary = false;
+		}
+		t->columns = lappend(t->columns, makeString(attname));
 		t->notnull = lappend_int(t->notnull, strcmp(PQgetvalue(res, i, 1), "t") == 0);
 		t->types = lappend(t->types, makeString(getval(res, i, 2)));
 		t->srctypes = lappend_oid(t->srctypes, (Oid) strtoul(PQgetvalue(res, i, 4), NULL, 10));
@@ -455,7 +652,7 @@ adopt_target(SourceTable *t, const char *target_schema, Oid relid)
 			notnull = lappend_int(notnull, att->attnotnull);
 			/* a different type is a cast through text: no binary transfer */
 			if (strcmp(strVal(lfirst(ty)), format_type_with_typemod(att->atttypid, att->atttypmod)) != 0)
-				t->binary_safe = false;
+				t->binary_safe = t->stream_binary = false;
 		}
 		if (!found)
 			ereport(ERROR,
@@ -533,6 +730,59 @@ adopt_target(SourceTable *t, const char *target_schema, Oid relid)
 	t->adopted = relid;
 }
 
+/*
+ * The type rule inside composite types.  A composite type must exist in the
+ * datamart; an enum in it (directly, in an array, through a domain) would
+ * make every refresh fail as soon as live adds a label, since the value
+ * arrives as text and the datamart's enum lacks the label.  Refuse it up
+ * front, with the ALTER TYPE that makes it text, as enums are elsewhere.
+ * Columns' own enums are already text (adopted tables may keep theirs:
+ * that was the user's choice).
+ */
+static void
+check_no_enum_inside(Oid typid, SourceTable *t, const char *column)
+{
+	Oid			elem;
+	TupleDesc	desc;
+	int			i;
+
+	typid = getBaseType(typid);
+	elem = get_element_type(typid);
+	if (OidIsValid(elem))
+	{
+		check_no_enum_inside(elem, t, column);
+		return;
+	}
+	if (get_typtype(typid) != TYPTYPE_COMPOSITE)
+		return;
+	desc = lookup_rowtype_tupdesc_copy(typid, -1);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			atype;
+		Oid			aelem;
+		Oid			leaf;
+
+		if (att->attisdropped)
+			continue;
+		atype = getBaseType(att->atttypid);
+		aelem = get_element_type(atype);
+		leaf = OidIsValid(aelem) ? getBaseType(aelem) : atype;
+		if (get_typtype(leaf) == TYPTYPE_ENUM)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("attribute \"%s\" of datamart type %s holds enum %s",
+							NameStr(att->attname), format_type_be_qualified(typid),
+							format_type_be_qualified(leaf)),
+					 errdetail("Column \"%s\" of source table \"%s.%s\" has this type; a label added on the source would make every refresh fail.",
+							   column, t->schema, t->name),
+					 errhint("In the datamart, run ALTER TYPE %s ALTER ATTRIBUTE %s TYPE %s: enums become text inside composite types too.",
+							 format_type_be_qualified(typid), quote_identifier(NameStr(att->attname)),
+							 OidIsValid(aelem) ? "text[]" : "text")));
+		check_no_enum_inside(att->atttypid, t, column);
+	}
+}
+
 static void
 check_target(SourceTable *t, const char *target_schema, bool adopt)
 {
@@ -547,10 +797,7 @@ check_target(SourceTable *t, const char *target_schema, bool adopt)
 				 errmsg("table \"%s.%s\" already exists in the datamart", target_schema, t->target),
 				 errhint("Choose another target_schema, drop the existing table, or pass adopt_tables => true to make it the table's contract.")));
 	if (OidIsValid(relid))
-	{
 		adopt_target(t, target_schema, relid);
-		return;
-	}
 
 	forboth(lc1, t->columns, lc2, t->types)
 	{
@@ -564,6 +811,7 @@ check_target(SourceTable *t, const char *target_schema, bool adopt)
 					 errmsg("type %s of column \"%s\" of source table \"%s.%s\" does not exist in the datamart",
 							strVal(lfirst(lc2)), strVal(lfirst(lc1)), t->schema, t->name),
 					 errhint("Create the type (or the extension providing it) in the datamart first; enums and domains are mapped to text and their base type automatically.")));
+		check_no_enum_inside(typid, t, strVal(lfirst(lc1)));
 	}
 }
 
@@ -677,7 +925,7 @@ record_pipeline(const char *name, const char *source, const char *publication,
 	args[6] = CStringGetDatum(target_schema);
 	args[7] = LSNGetDatum(consistent);
 	foreach(lc, tables)
-		binary &= ((SourceTable *) lfirst(lc))->binary_safe;
+		binary &= ((SourceTable *) lfirst(lc))->stream_binary;
 	args[8] = BoolGetDatum(binary);
 	spi_exec("INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, "
 			 "  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer) "
@@ -870,6 +1118,31 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		tables = lappend(tables, t);
 	}
 
+	/*
+	 * A partition and its parent: published through the root, the
+	 * partition's changes would all arrive as the parent's.
+	 */
+	foreach(lc, tables)
+	{
+		SourceTable *t = lfirst(lc);
+		ListCell   *ac;
+		ListCell   *oc;
+
+		foreach(ac, t->ancestors)
+			foreach(oc, tables)
+			{
+				SourceTable *o = lfirst(oc);
+
+				if (strcmp(psprintf("%s.%s", o->schema, o->name), strVal(lfirst(ac))) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("table \"%s.%s\" is a partition of \"%s.%s\", also listed",
+									t->schema, t->name, o->schema, o->name),
+							 errdetail("A partitioned table is published through its root: its partitions' rows all arrive as its own."),
+							 errhint("List either the partitioned table or its partitions, or put them in separate pipelines.")));
+			}
+	}
+
 	{
 		const char *params[1] = {publication};
 		PGresult   *res = transport_exec(sc,
@@ -890,6 +1163,26 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 				SourceTable *t = lfirst(lc);
 				const char *p3[3] = {publication, t->schema, t->name};
 
+				/*
+				 * Without publish_via_partition_root, a parent's changes
+				 * arrive under its partitions' names: none would be applied.
+				 */
+				if (t->partitioned)
+				{
+					res = transport_exec(sc,
+										 "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1 AND pubviaroot",
+										 1, p3, PGRES_TUPLES_OK, "look up the publication");
+					exists = PQntuples(res) > 0;
+					PQclear(res);
+					if (!exists)
+						ereport(ERROR,
+								(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+								 errmsg("publication \"%s\" on source \"%s\" does not publish partitioned table \"%s.%s\" through its root",
+										publication, source, t->schema, t->name),
+								 errdetail("Its partitions' changes would arrive under their own names, and none would be applied."),
+								 errhint("On the source, run ALTER PUBLICATION %s SET (publish_via_partition_root = true).",
+										 quote_identifier(publication))));
+				}
 				res = transport_exec(sc,
 									 "SELECT 1 FROM pg_catalog.pg_publication_tables "
 									 " WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
@@ -921,16 +1214,27 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		{
 			bool		first = true;
 
+			/*
+			 * ONLY: a plain table's inheritance children are not published
+			 * (their rows are not part of the datamart table, and publishing
+			 * them would need them to have a replica identity).  A
+			 * partitioned table is published through its root, so its
+			 * partitions, those created later included, arrive as it; a
+			 * partition listed without its parent is published as itself.
+			 */
 			initStringInfo(&sql);
 			appendStringInfo(&sql, "CREATE PUBLICATION %s FOR TABLE ", quote_identifier(publication));
 			foreach(lc, tables)
 			{
 				SourceTable *t = lfirst(lc);
 
-				appendStringInfo(&sql, "%s%s.%s", first ? "" : ", ",
+				appendStringInfo(&sql, "%s%s%s.%s", first ? "" : ", ",
+								 t->partitioned ? "" : "ONLY ",
 								 quote_identifier(t->schema), quote_identifier(t->name));
 				first = false;
 			}
+			if (PQserverVersion(sc->conn) >= 130000)
+				appendStringInfoString(&sql, " WITH (publish_via_partition_root = true)");
 			transport_command(sc, sql.data, "create the publication");
 		}
 
@@ -963,7 +1267,8 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 			SourceTable *t = lfirst(lc);
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, target_schema);
 
-			copied += copy_table(snap, t->schema, t->name, t->columns, relid, t->binary_safe);
+			copied += copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
+								 relid, t->binary_safe);
 			if (!t->adopted)
 				create_target_key(t, target_schema);
 		}

@@ -677,8 +677,20 @@ handle_relation(ApplyState *st, StringInfo s)
 		fmgr_info_cxt(func, &ar->infuncs[i], st->cxt);
 		if (st->binary)
 		{
-			getTypeBinaryInputInfo(att->atttypid, &func, &ioparam);
-			fmgr_info_cxt(func, &ar->recvfuncs[i], st->cxt);
+			int16		typlen;
+			bool		typbyval;
+			char		typalign;
+			char		typdelim;
+
+			/*
+			 * A type without a receive function (aclitem) is sent as text
+			 * even in binary mode: pgoutput does that for a type without a
+			 * send function, and here is the same type.
+			 */
+			get_type_io_data(att->atttypid, IOFunc_receive, &typlen, &typbyval,
+							 &typalign, &typdelim, &ioparam, &func);
+			if (OidIsValid(func))
+				fmgr_info_cxt(func, &ar->recvfuncs[i], st->cxt);
 			ar->rawts[i] = att->atttypmod < 0 &&
 				(att->atttypid == TIMESTAMPTZOID || att->atttypid == TIMESTAMPOID);
 		}

@@ -76,6 +76,9 @@ copy_read_cb(void *outbuf, int minread, int maxread)
  * Copy one table.  columns is a list of String column names, the same on
  * both sides.  Returns the number of rows copied.
  *
+ * partitioned: the source table is a partitioned table, which COPY TO
+ * refuses; COPY (SELECT ...) reads every partition's rows instead.
+ *
  * binary: every column has the same type on both sides (built-in types,
  * enums read as text), so COPY's binary format can be used.  It costs the
  * source no output functions and us no input parsing: about 40% less time
@@ -87,7 +90,7 @@ copy_read_cb(void *outbuf, int minread, int maxread)
  */
 int64
 copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
-		   List *columns, Oid target_relid, bool binary)
+		   bool partitioned, List *columns, Oid target_relid, bool binary)
 {
 	StringInfoData sql;
 	ListCell   *lc;
@@ -98,14 +101,19 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	bool		first = true;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "COPY %s.%s (",
-					 quote_identifier(src_schema), quote_identifier(src_table));
+	appendStringInfoString(&sql, partitioned ? "COPY (SELECT " : "COPY ");
+	if (!partitioned)
+		appendStringInfo(&sql, "%s.%s (",
+						 quote_identifier(src_schema), quote_identifier(src_table));
 	foreach(lc, columns)
 	{
 		appendStringInfo(&sql, "%s%s", first ? "" : ", ",
 						 quote_identifier(strVal(lfirst(lc))));
 		first = false;
 	}
+	if (partitioned)
+		appendStringInfo(&sql, " FROM %s.%s",
+						 quote_identifier(src_schema), quote_identifier(src_table));
 	binary = binary && pg_get_client_encoding() == GetDatabaseEncoding();
 	appendStringInfo(&sql, ") TO STDOUT%s", binary ? " (FORMAT binary)" : "");
 

@@ -271,7 +271,7 @@ extern void payload_free_lines(char **lines);
 /* ---------- copy.c: initial copy in one exported snapshot ---------- */
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
-						const char *src_table, List *columns,
-						Oid target_relid, bool binary);
+						const char *src_table, bool partitioned,
+						List *columns, Oid target_relid, bool binary);
 
 #endif							/* PG_SLUICE_H */
