@@ -378,7 +378,7 @@ check_replica_identity(SluiceConn *sc, const char *oid)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("primary key of table \"%s\" on source \"%s\" is deferrable and cannot identify rows", name, sc->source),
 					 errdetail("%sPostgreSQL cannot use a deferrable key as replica identity: publishing the table would make the source's own UPDATE and DELETE of it fail.", where),
-					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY FULL, or make the key not deferrable.", qname)));
+					 errhint("On the source, run ALTER TABLE %s REPLICA IDENTITY FULL (pg_sluice then gives the datamart table a deferred key), or make the key not deferrable.", qname)));
 		if (ident == 'i' && (!index_ok || is_part))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -839,7 +839,20 @@ create_target_table(SourceTable *t, const char *target_schema)
 	return get_relname_relid(t->target, get_namespace_oid(target_schema, false));
 }
 
-/* Build the key after loading, as pg_restore does: faster than inserting into an index. */
+/*
+ * Build the key after loading, as pg_restore does: faster than inserting
+ * into an index.
+ *
+ * The key takes whatever live's can.  Where the source's key is DEFERRABLE
+ * (its identity is then FULL: a deferrable key cannot be a replica
+ * identity), or its identity is FULL (rows are identified by every column,
+ * not by the key), a source transaction may swap keys (UPDATE t SET id =
+ * 11 - id) or hold two rows with one key between statements.
+ * Applied row by row, that would fail an immediate key; a DEFERRABLE
+ * INITIALLY DEFERRED one is checked when the batch commits (apply.c checks
+ * it before, see apply_stream), at which point the batch holds whole source
+ * transactions, so the key holds if it held on live.
+ */
 static void
 create_target_key(SourceTable *t, const char *target_schema)
 {
@@ -858,6 +871,9 @@ create_target_key(SourceTable *t, const char *target_schema)
 		first = false;
 	}
 	appendStringInfoChar(&sql, ')');
+	/* see the comment above */
+	if (t->key_deferrable || t->replident == 'f')
+		appendStringInfoString(&sql, " DEFERRABLE INITIALLY DEFERRED");
 	spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
 

@@ -60,6 +60,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am_d.h"
 #include "commands/tablecmds.h"
@@ -75,6 +76,7 @@
 #include "replication/logicalproto.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/fmgroids.h"
@@ -84,6 +86,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "pg_sluice.h"
 
@@ -109,6 +112,12 @@ typedef struct ApplyRel
 	bool	   *iskey;			/* per target attribute: a key column? */
 	IndexScanDesc keyscan;		/* opened at the first lookup */
 	SnapshotData dirty;			/* its snapshot: sees in-progress writes */
+	bool		matchall;		/* the key is deferred and the source sends
+								 * whole old rows: match every column too */
+	FmgrInfo   *eqfuncs;		/* matchall: per target attribute, equality
+								 * (fn_oid 0: compare the bytes) */
+	bool	   *fed;			/* matchall: per target attribute, fed by a
+								 * source column */
 	TupleTableSlot *newslot;	/* virtual: the tuple to write */
 	TupleTableSlot *searchslot; /* virtual: the key to look for */
 	TupleTableSlot *localslot;	/* the target's current row */
@@ -161,6 +170,8 @@ typedef struct ApplyState
 	ApplyStats *stats;
 	bool		binary;			/* pgoutput sends binary values */
 	ApplyRel   *pending;		/* relation with buffered inserts, or NULL */
+	List	   *deferred_keys;	/* RangeVar *: deferred keys written to, checked
+								 * before the batch ends (see apply_stream) */
 	/* error context */
 	char		action;
 	ApplyRel   *cur_rel;
@@ -203,6 +214,9 @@ apply_error_callback(void *arg)
 	else if (st->action)
 		errcontext("pipeline \"%s\" applying %s",
 				   st->pipe->name, logicalrep_message_type(st->action));
+	else if (st->deferred_keys != NIL)
+		errcontext("pipeline \"%s\" checking the deferred keys of the tables it wrote",
+				   st->pipe->name);
 }
 
 static SluiceTable *
@@ -704,6 +718,39 @@ handle_relation(ApplyState *st, StringInfo s)
 	InitResultRelInfo(ar->rri, ar->rel, 0, NULL, 0);
 	ExecOpenIndices(ar->rri, false);
 	init_key_lookups(st, ar);
+	if (ar->keyrel != NULL && !ar->keyrel->rd_index->indimmediate)
+	{
+		Oid			conoid = get_index_constraint(ar->keyidx);
+
+		/*
+		 * A deferred key (the source may swap keys, see api.c's
+		 * create_target_key): while a source transaction is half applied
+		 * two rows may share a key.  The source sends whole old rows under
+		 * identity FULL, so the row to change is the one equal to it.
+		 */
+		if (lr->replident == REPLICA_IDENTITY_FULL)
+		{
+			ar->matchall = true;
+			ar->eqfuncs = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
+			ar->fed = palloc0(sizeof(bool) * Max(desc->natts, 1));
+			for (i = 0; i < lr->natts; i++)
+			{
+				int			j = ar->attmap[i];
+				TypeCacheEntry *tc;
+
+				if (j < 0)
+					continue;
+				ar->fed[j] = true;
+				tc = lookup_type_cache(TupleDescAttr(desc, j)->atttypid, TYPECACHE_EQ_OPR_FINFO);
+				if (OidIsValid(tc->eq_opr_finfo.fn_oid))
+					fmgr_info_copy(&ar->eqfuncs[j], &tc->eq_opr_finfo, st->cxt);
+			}
+		}
+		if (OidIsValid(conoid))
+			st->deferred_keys = lappend(st->deferred_keys,
+										makeRangeVar(get_namespace_name(RelationGetNamespace(ar->rel)),
+													 get_constraint_name(conoid), -1));
+	}
 	ar->multi_ok = ar->rri->ri_TrigDesc == NULL &&
 		!(desc->constr && desc->constr->has_generated_stored) &&
 		ar->rel->rd_rel->relkind == RELKIND_RELATION;
@@ -995,7 +1042,7 @@ fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	/* a key to look up by keyrel: the other columns are not needed */
-	bool		keyonly = slot == ar->searchslot && ar->keyrel != NULL;
+	bool		keyonly = slot == ar->searchslot && ar->keyrel != NULL && !ar->matchall;
 	int			i;
 
 	ExecClearTuple(slot);
@@ -1187,6 +1234,52 @@ release_key_position(ApplyRel *ar)
 	index_rescan(ar->keyscan, ar->scankeys, ar->nscankeys, NULL, 0);
 }
 
+/*
+ * matchall: is found the row search describes?  Every column the source
+ * feeds, with the type's equality (as RelationFindReplTupleSeq does), or
+ * byte for byte for a type without one (json, point).
+ */
+static bool
+rows_match(ApplyRel *ar, TupleTableSlot *search, TupleTableSlot *found)
+{
+	TupleDesc	desc = RelationGetDescr(ar->rel);
+	int			j;
+
+	slot_getallattrs(found);
+	for (j = 0; j < desc->natts; j++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, j);
+		Datum		a = search->tts_values[j];
+		Datum		b = found->tts_values[j];
+
+		if (!ar->fed[j])
+			continue;
+		if (search->tts_isnull[j] || found->tts_isnull[j])
+		{
+			if (search->tts_isnull[j] != found->tts_isnull[j])
+				return false;
+			continue;
+		}
+		if (OidIsValid(ar->eqfuncs[j].fn_oid))
+		{
+			if (!DatumGetBool(FunctionCall2Coll(&ar->eqfuncs[j], att->attcollation, a, b)))
+				return false;
+		}
+		else if (att->attlen == -1)
+		{
+			struct varlena *va = PG_DETOAST_DATUM_PACKED(a);
+			struct varlena *vb = PG_DETOAST_DATUM_PACKED(b);
+
+			if (VARSIZE_ANY_EXHDR(va) != VARSIZE_ANY_EXHDR(vb) ||
+				memcmp(VARDATA_ANY(va), VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(va)) != 0)
+				return false;
+		}
+		else if (!datumIsEqual(a, b, att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
+
 static bool
 find_row_by_key(ApplyState *st, ApplyRel *ar)
 {
@@ -1221,16 +1314,27 @@ find_row_by_key(ApplyState *st, ApplyRel *ar)
 
 	for (;;)
 	{
-		TransactionId xwait;
+		TransactionId xwait = InvalidTransactionId;
 
 		index_rescan(ar->keyscan, ar->scankeys, ar->nscankeys, NULL, 0);
-		/* a unique index: the first row the dirty snapshot sees is it */
-		ret = index_getnext_slot(ar->keyscan, ForwardScanDirection, found);
+
+		/*
+		 * A unique index: the first row the dirty snapshot sees is it.  A
+		 * deferred one may hold two rows with the key in the middle of a
+		 * source transaction: the one equal to the old row is it.
+		 */
+		while ((ret = index_getnext_slot(ar->keyscan, ForwardScanDirection, found)))
+		{
+			xwait = TransactionIdIsValid(ar->dirty.xmin) ? ar->dirty.xmin : ar->dirty.xmax;
+			if (TransactionIdIsValid(xwait))
+				break;
+			if (!ar->matchall || rows_match(ar, search, found))
+				break;
+		}
 		if (!ret)
 			break;
 
 		/* another session is writing the row: wait for it, look again */
-		xwait = TransactionIdIsValid(ar->dirty.xmin) ? ar->dirty.xmin : ar->dirty.xmax;
 		if (!TransactionIdIsValid(xwait))
 		{
 			ExecMaterializeSlot(found);
@@ -1899,6 +2003,25 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	while ((ar = hash_seq_search(&hs)) != NULL)
 		close_rel(ar);
 	AfterTriggerEndQuery(st.estate);
+
+	/*
+	 * Deferred keys are checked now rather than at commit: the batch holds
+	 * whole source transactions, so each key holds again, and a violation
+	 * (a row written by hand, say) fails the batch here, where the refresh
+	 * or worker handles its errors, and with the pipeline named.
+	 */
+	if (st.deferred_keys != NIL)
+	{
+		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
+
+		cs->constraints = st.deferred_keys;
+		cs->deferred = false;
+		st.action = 0;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+		AfterTriggerSetState(cs);
+		error_context_stack = errcb.previous;
+	}
 	ExecResetTupleTable(st.estate->es_tupleTable, false);
 	FreeExecutorState(st.estate);
 	MemoryContextDelete(st.cxt);
