@@ -42,6 +42,7 @@ CREATE TABLE sluice._pipeline (
     skip_xid          xid,
     keep_history      boolean NOT NULL DEFAULT false,
     history_from      bigint,
+    owner             regrole NOT NULL DEFAULT CURRENT_USER::text::regrole,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL DEFAULT CURRENT_USER
 );
@@ -116,13 +117,15 @@ CREATE TABLE sluice._expectation (
     severity         text NOT NULL CHECK (severity IN ('error', 'warn', 'quarantine')),
     predicate        text,
     check_sql        text,
+    predicate_tree   pg_node_tree,
+    check_tree       pg_node_tree,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (pipeline_id, name),
     FOREIGN KEY (pipeline_id, source_schema, source_table)
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
 );
 COMMENT ON TABLE sluice._expectation IS
-  'Private: data-quality expectations per datamart table. predicate: row expectations (a boolean SQL expression over the row, compiled once per batch); check_sql: set expectations (run once per batch).';
+  'Private: data-quality expectations per datamart table. predicate_tree: row expectations, bound when declared (a boolean expression over the row, every name resolved to an OID); check_tree: set expectations, bound when declared (a query run once per batch). predicate and check_sql keep the text they were bound from, for reading only: it is never executed.';
 
 CREATE TABLE sluice._quarantine (
     quarantine_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -306,21 +309,24 @@ COMMENT ON FUNCTION sluice._mask_conninfo(text) IS
 CREATE FUNCTION sluice.create_source(name text, conninfo text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'sluice_create_source'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.create_source(text, text) IS
   'Declares a live server to read from. The connection string is validated, never echoed, and stored where only the owner can read it.';
 
 CREATE FUNCTION sluice.alter_source(name text, conninfo text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'sluice_alter_source'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.alter_source(text, text) IS
   'Replaces the connection string of a source (for example after a password rotation).';
 
 CREATE FUNCTION sluice.drop_source(name text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_drop_source'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.drop_source(text) IS
   'Forgets a source that no pipeline uses.';
 
@@ -334,28 +340,32 @@ CREATE FUNCTION sluice.create_pipeline(
     adopt_tables  boolean DEFAULT false)
 RETURNS sluice.refresh_result
 AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) IS
   'Creates a pipeline: publication (unless an existing one is named) and slot on the source, tables in the datamart, and the initial copy of every table in one consistent snapshot.';
 
 CREATE FUNCTION sluice.refresh(pipeline text)
 RETURNS sluice.refresh_result
 AS 'MODULE_PATHNAME', 'sluice_refresh'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.refresh(text) IS
   'Applies every change committed on the source up to the moment the call started, exactly once, and returns a summary.';
 
 CREATE FUNCTION sluice.start(pipeline text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_start'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.start(text) IS
   'Streams the pipeline continuously with a background worker (needs pg_sluice in shared_preload_libraries); survives restarts. Returns false if it already streamed.';
 
 CREATE FUNCTION sluice.stop(pipeline text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_stop'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.stop(text) IS
   'Stops continuous streaming: the worker exits (a batch in progress rolls back and is applied later), then sluice.refresh() works again. Returns false if it did not stream.';
 
@@ -551,7 +561,8 @@ CREATE FUNCTION sluice.drop_pipeline(
     force       boolean DEFAULT false)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_drop_pipeline'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) IS
   'Drops a pipeline: its slot (and the publication it created) on the source, its replication origin, optionally its datamart tables. force drops locally even when the source is unreachable.';
 
@@ -728,13 +739,27 @@ COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source co
 COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name and type OID).';
 
 
+CREATE FUNCTION sluice._readable(target_schema name, target_table name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- runs as whoever reads the view: views that show values of a table show
+  -- them only to roles that can SELECT it
+  SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = target_schema AND c.relname = target_table
+                    AND has_table_privilege(c.oid, 'SELECT'))
+$$;
+COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT this datamart table.';
+
 CREATE VIEW sluice.expectations AS
 SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,
        e.column_names, e.args, e.severity, e.created_at
   FROM sluice._expectation e
   JOIN sluice._pipeline p USING (pipeline_id)
-  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table);
-COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations.';
+  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table)
+ WHERE sluice._readable(pt.target_schema, pt.target_table);
+COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations (of the tables the current role can read).';
 COMMENT ON COLUMN sluice.expectations.expectation_id IS 'Expectation identifier.';
 COMMENT ON COLUMN sluice.expectations.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.expectations.target_schema IS 'Schema of the datamart table.';
@@ -755,8 +780,9 @@ SELECT r.run_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name A
   JOIN sluice._expectation e USING (expectation_id)
   JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) e.pipeline_id
   JOIN sluice._pipeline_table pt ON (pt.pipeline_id, pt.source_schema, pt.source_table)
-       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table);
-COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard.';
+       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table)
+ WHERE sluice._readable(pt.target_schema, pt.target_table);
+COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard (of the tables the current role can read: sample_keys holds their values).';
 COMMENT ON COLUMN sluice.quality.run_id IS 'Run (sluice.runs).';
 COMMENT ON COLUMN sluice.quality.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.quality.target_schema IS 'Schema of the datamart table.';
@@ -779,7 +805,9 @@ SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.n
   FROM sluice._quarantine q
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._expectation e USING (expectation_id);
-COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations; release or discard them.';
+-- read with the reader's rights: an operator sees its own pipelines' rows
+ALTER VIEW sluice.quarantine SET (security_invoker = true);
+COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations (of the pipelines the current role operates); release or discard them.';
 COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
 COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.quarantine.target_schema IS 'Schema of the datamart table.';
@@ -995,11 +1023,20 @@ COMMENT ON FUNCTION sluice._changed_here(xid) IS
   'Private: true when a row version (its xmin) was written by the current transaction: set expectations look at what the batch changed.';
 
 CREATE FUNCTION sluice._compile_predicate(target regclass, predicate text)
-RETURNS void
+RETURNS pg_node_tree
 AS 'MODULE_PATHNAME', 'sluice_compile_predicate'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice._compile_predicate(regclass, text) IS
-  'Private: checks that a row predicate is a valid boolean SQL expression over the table''s columns, without subqueries, aggregates or volatile functions.';
+  'Private: a row predicate bound to the table (names resolved in the caller''s search_path), or an error if it is not a valid boolean expression over the table''s columns without subqueries, aggregates or volatile functions.';
+
+CREATE FUNCTION sluice._compile_check(target regclass, query text)
+RETURNS pg_node_tree
+AS 'MODULE_PATHNAME', 'sluice_compile_check'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._compile_check(regclass, text) IS
+  'Private: a set expectation''s query, parsed and analyzed once (names resolved in the caller''s search_path).';
 
 CREATE FUNCTION sluice.add_expectation(
     target       regclass,
@@ -1021,6 +1058,8 @@ DECLARE
   qt text := target::text;
   pred text;
   chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
   lo text := args->>'min_value';
   hi text := args->>'max_value';
   smin boolean := coalesce((args->>'strict_min')::boolean, false);
@@ -1184,9 +1223,13 @@ BEGIN
                       FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
   END CASE;
 
+  -- bound now, in this function's search_path (pg_catalog): a refresh
+  -- never parses the text again, so nothing created later in anyone's
+  -- search_path can slip into it
   IF pred IS NOT NULL THEN
-    PERFORM sluice._compile_predicate(target, pred);
+    pred_tree := sluice._compile_predicate(target, pred);
   ELSE
+    chk_tree := sluice._compile_check(target, chk);
     -- the check runs here once, so a broken one fails now, not at refresh
     EXECUTE chk;
   END IF;
@@ -1195,8 +1238,9 @@ BEGIN
                                       WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
                                             = (t.pipeline_id, t.source_schema, t.source_table)));
   INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
-                                   args, severity, predicate, check_sql)
-  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk);
+                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
+          pred_tree, chk_tree);
   RETURN ename;
 EXCEPTION WHEN unique_violation THEN
   RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
@@ -1350,7 +1394,7 @@ COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row disc
 
 CREATE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
 RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1378,20 +1422,23 @@ BEGIN
    WHERE c.oid = target;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the bodies are quoted as literals (%L): schema and table names may hold
+  -- quotes of either kind
   EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE PARALLEL SAFE AS
-                    'SELECT %5$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%6$s, $1)
-                     UNION ALL
-                     SELECT %5$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
-                        AND sluice._version_ok(%6$s, $1)'$f$,
-                 t.target_schema, t.target_table, t.target_table || '_at', t.target_schema || '_history',
-                 replace(cols, chr(39), chr(39) || chr(39)), t.pipeline_id);
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at',
+                 format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
+                         UNION ALL
+                         SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                            AND sluice._version_ok(%5$s, $1)',
+                        t.target_schema, t.target_table, cols, t.target_schema || '_history', t.pipeline_id));
   EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
                  format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
   EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE PARALLEL SAFE
-                    AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
-                 t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', t.pipeline_id);
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at_time',
+                 format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))',
+                        t.target_schema, t.target_table || '_at', t.pipeline_id));
   EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
                  format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table));
 END
@@ -1432,8 +1479,10 @@ BEGIN
     EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
                    'pg_sluice: version (sluice.versions) that wrote this row.');
     EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', hs);
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I)', hs, t.target_table, t.target_schema, t.target_table);
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table);
     EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table);
+    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
+                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.');
     EXECUTE format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table);
     EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
                    format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
@@ -1449,7 +1498,7 @@ COMMENT ON FUNCTION sluice.keep_history(text) IS
 
 CREATE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
 RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1457,6 +1506,9 @@ DECLARE
   r record;
 BEGIN
   SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.pipeline_id = _version_check.pipeline_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline % does not exist', pipeline_id USING ERRCODE = 'undefined_object';
+  END IF;
   IF NOT p.keep_history THEN
     RAISE EXCEPTION 'pipeline "%" keeps no history', p.name USING ERRCODE = 'object_not_in_prerequisite_state',
       HINT = format('Call sluice.keep_history(%L).', p.name);
@@ -1473,37 +1525,9 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION sluice._as_of_sql(target regclass, version bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  t record;
-  cols text;
-BEGIN
-  t := sluice._contract_table(target);
-  PERFORM sluice._version_check(t.pipeline_id, version);
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
-    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
-      DETAIL = 'Tables without a key keep no history.';
-  END IF;
-  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
-    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
-  RETURN format('SELECT %1$s FROM %2$s WHERE _sluice_version <= %4$s '
-                'UNION ALL SELECT %1$s FROM %3$I.%5$I WHERE _sluice_version <= %4$s AND _sluice_superseded > %4$s',
-                cols, target::text,
-                (SELECT pt.target_schema || '_history' FROM sluice._pipeline_table pt
-                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
-                version,
-                (SELECT pt.target_table FROM sluice._pipeline_table pt
-                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)));
-END
-$$;
-
 CREATE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
@@ -1554,6 +1578,13 @@ BEGIN
                    t.target_schema, t.target_table || '_at', v);
     EXECUTE format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
                    format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name));
+    -- BI tools show column comments as descriptions: the table's own
+    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
+                                               col_description(a.attrelid, a.attnum)), '; ')
+                        FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
+                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
   END LOOP;
   INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
   RETURN sch;
@@ -1582,6 +1613,27 @@ END
 $$;
 COMMENT ON FUNCTION sluice.untag(text, text) IS 'Removes a tag and its schema of views.';
 
+CREATE FUNCTION sluice._history_of(target regclass,
+    OUT pipeline_id integer, OUT key_columns text[], OUT at_function text)
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT pt.pipeline_id, pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at')
+    INTO pipeline_id, key_columns, at_function
+    FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._history_of(regclass) IS
+  'Private: the pipeline, key and time-travel function of a datamart table (for sluice.diff, run by readers).';
+
 CREATE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
     OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)
 RETURNS SETOF record
@@ -1589,38 +1641,38 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  t record;
-  keys text[];
-  fn text;
-  joincond text;
+  h record;
   keyexpr text;
 BEGIN
-  t := sluice._contract_table(target);
-  PERFORM sluice._version_check(t.pipeline_id, from_version);
-  PERFORM sluice._version_check(t.pipeline_id, to_version);
+  -- runs as the caller: it reads the table's versions with the caller's rights
+  IF NOT has_table_privilege(target, 'SELECT') THEN
+    RAISE EXCEPTION 'permission denied for table %', target USING ERRCODE = 'insufficient_privilege',
+      HINT = 'sluice.diff reads the table''s versions: it needs SELECT on the table and its history table.';
+  END IF;
+  h := sluice._history_of(target);
+  PERFORM sluice._version_check(h.pipeline_id, from_version);
+  PERFORM sluice._version_check(h.pipeline_id, to_version);
   IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
     RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
       DETAIL = 'Tables without a key keep no history.';
   END IF;
-  SELECT pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at') INTO keys, fn
-    FROM sluice._pipeline_table pt
-   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
-  IF cardinality(keys) > 0 THEN
-    joincond := (SELECT string_agg(format('a.%1$I = b.%1$I', k), ' AND ') FROM unnest(keys) k);
+  -- Each side is reduced to (k, j): its key and its row as jsonb, read
+  -- through qualified column references only, so no column name (a, b, k,
+  -- j, key...) can be mistaken for an alias.
+  IF cardinality(h.key_columns) > 0 THEN
     keyexpr := format('jsonb_build_object(%s)',
-                      (SELECT string_agg(format('%1$L, coalesce(b.%1$I, a.%1$I)', k), ', ') FROM unnest(keys) k));
+                      (SELECT string_agg(format('%L, r.%I', k, k), ', ') FROM unnest(h.key_columns) k));
   ELSE
-    joincond := '(to_jsonb(a) - ''_sluice_version'') = (to_jsonb(b) - ''_sluice_version'')';
-    keyexpr := 'NULL::jsonb';
+    keyexpr := 'to_jsonb(r.*) - ''_sluice_version''';
   END IF;
   RETURN QUERY EXECUTE format(
-    'SELECT CASE WHEN a IS NULL THEN ''added'' WHEN b IS NULL THEN ''removed'' ELSE ''changed'' END, %s,
-            CASE WHEN a IS NULL THEN NULL ELSE to_jsonb(a) - ''_sluice_version'' END,
-            CASE WHEN b IS NULL THEN NULL ELSE to_jsonb(b) - ''_sluice_version'' END
-       FROM %s(%s) a FULL JOIN %s(%s) b ON %s
-      WHERE a IS NULL OR b IS NULL
-         OR (to_jsonb(a) - ''_sluice_version'') IS DISTINCT FROM (to_jsonb(b) - ''_sluice_version'')',
-    keyexpr, fn, from_version, fn, to_version, joincond);
+    'SELECT CASE WHEN f.k IS NULL THEN ''added'' WHEN t.k IS NULL THEN ''removed'' ELSE ''changed'' END,
+            CASE WHEN %5$s THEN coalesce(t.k, f.k) END, f.j, t.j
+       FROM (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%3$s) r) f
+       FULL JOIN (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%4$s) r) t ON f.k = t.k
+      WHERE f.k IS NULL OR t.k IS NULL OR f.j IS DISTINCT FROM t.j',
+    keyexpr, h.at_function, from_version, to_version,
+    CASE WHEN cardinality(h.key_columns) > 0 THEN 'true' ELSE 'false' END);
 END
 $$;
 COMMENT ON FUNCTION sluice.diff(regclass, bigint, bigint) IS
@@ -1885,9 +1937,178 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION sluice._emit(text, text, jsonb) IS 'Private: queue an event for every destination that wants it.';
 
+CREATE FUNCTION sluice._announce_failure(pipeline text, body jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- sluice.refresh calls this over a connection of its own, as the role
+  -- that called it: only someone who may operate the pipeline announces
+  -- its failure
+  IF NOT EXISTS (SELECT 1 FROM sluice._pipeline p
+                  WHERE p.name = _announce_failure.pipeline
+                    AND ((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
+                         OR pg_has_role(session_user, p.owner::oid, 'USAGE'))) THEN
+    RAISE EXCEPTION 'permission denied to announce a failure of pipeline "%"', pipeline
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  PERFORM sluice._emit(pipeline, 'refresh_failed', body);
+END
+$$;
+COMMENT ON FUNCTION sluice._announce_failure(text, jsonb) IS
+  'Private: queue the event of a failed refresh (called by sluice.refresh over its own connection, so the event survives the rollback).';
+
+CREATE FUNCTION sluice._operates(owner oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- (a role dropped since reads as no one's: pg_has_role would raise)
+  SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner)
+              THEN pg_has_role(owner, 'USAGE') ELSE false END
+$$;
+COMMENT ON FUNCTION sluice._operates(oid) IS
+  'Private: the current role has the privileges of this pipeline owner (row security of the catalog).';
+
+CREATE FUNCTION sluice.alter_pipeline_owner(pipeline text, new_owner regrole)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+    RAISE EXCEPTION 'permission denied to change the owner of pipeline "%"', pipeline
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Only a superuser may give a pipeline to another role.';
+  END IF;
+  UPDATE sluice._pipeline p SET owner = new_owner WHERE p.name = pipeline;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.alter_pipeline_owner(text, regrole) IS
+  'Gives a pipeline to another role (superusers only): its expectations, triggers and schema changes then run as that role, which must be able to write the pipeline''s tables (ALTER TABLE ... OWNER TO, or REASSIGN OWNED).';
+
 -------------------------------------------------------------------------------
--- Privileges: administration is for the extension owner and whom they grant.
+-- Privileges.
+--
+-- Three kinds of roles (README, "Roles and privileges"):
+--   the extension owner (a superuser) declares sources and destinations,
+--   the only secrets, kept in tables no one else can read;
+--   a pipeline's owner (the role that created it) and every role with its
+--   privileges (GRANT owner TO operator) operate it: refresh, start, stop,
+--   resume, expectations, quarantine, drift policy, history and tags.
+--   sluice.grant_operator(role) gives a role the EXECUTE and catalog rights
+--   for that; row security keeps each role to its own pipelines' rows, and
+--   column privileges keep it from rewriting what names slots, origins and
+--   tables.
+--   readers: the public views, and every read function (<t>_at, <t>_at_time,
+--   tag views, sluice.diff) on the tables they can SELECT.
 -------------------------------------------------------------------------------
+
+ALTER TABLE sluice._pipeline ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._pipeline USING (sluice._operates(owner::oid));
+ALTER TABLE sluice._pipeline_table ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._pipeline_table
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._contract_column ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._contract_column
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._drift_event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._drift_event
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._expectation ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._expectation
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._quarantine ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._quarantine
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._run ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._run
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._expectation_result ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._expectation_result
+  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
+ALTER TABLE sluice._run_table ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._run_table
+  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
+ALTER TABLE sluice._tag ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._tag
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
+       sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval)',
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, continuous, run_as,
+             last_error, last_error_at) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._drift_event, sluice._run, sluice._expectation_result,
+       sluice._run_table, sluice._tag, sluice._quarantine',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (status, error, source_flush_lsn, slot_restart_lsn, skipped_xid, history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'USAGE ON SEQUENCE sluice._run_run_id_seq'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+CREATE FUNCTION sluice.grant_operator(role regrole)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT sluice._operator_grants(role, 'GRANT');
+END;
+COMMENT ON FUNCTION sluice.grant_operator(regrole) IS
+  'Lets a role own and operate pipelines: refresh, start, stop, resume, expectations, quarantine, drift policy, history and tags, on the pipelines whose owner''s privileges it has. It never reads a source''s or destination''s secret.';
+
+CREATE FUNCTION sluice.revoke_operator(role regrole)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT sluice._operator_grants(role, 'REVOKE');
+END;
+COMMENT ON FUNCTION sluice.revoke_operator(regrole) IS 'Takes back what sluice.grant_operator gave.';
 
 REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
@@ -1929,9 +2150,17 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
     sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
-    sluice._compile_predicate(regclass, text) FROM PUBLIC;
+    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
     sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
 REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._operator_grants(regrole, text), sluice.grant_operator(regrole),
+    sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole) FROM PUBLIC;
+-- what BI readers call, through <t>_at, <t>_at_time, tag views and diff:
+-- they reveal versions, never rows (those are read with the reader's rights)
+REVOKE ALL ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
+    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
+    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) TO PUBLIC;

@@ -1331,14 +1331,16 @@ mart >"$W/poller.out" 2>&1 <<SQL &
 DO \$poll\$
 DECLARE
   deadline timestamptz := clock_timestamp() + interval '$POLL_SECS s';
-  ls int := 0; ln int := 0; m int; ts timestamptz;
+  ls int := 0; ln int := 0; m int;
 BEGIN
   LOOP
-    ts := clock_timestamp();
-    WITH i AS (INSERT INTO probe_seen SELECT 'sluice', id, ts FROM st.probe WHERE id > ls RETURNING id)
+    -- clock_timestamp() as each statement reads: after its snapshot, so
+    -- after the probe's commit (a time taken once before both reads made
+    -- the second copy's lag look up to one read shorter, even negative)
+    WITH i AS (INSERT INTO probe_seen SELECT 'sluice', id, clock_timestamp() FROM st.probe WHERE id > ls RETURNING id)
       SELECT max(id) INTO m FROM i;
     ls := greatest(ls, m);
-    WITH i AS (INSERT INTO probe_seen SELECT 'native', id, ts FROM bench.probe WHERE id > ln RETURNING id)
+    WITH i AS (INSERT INTO probe_seen SELECT 'native', id, clock_timestamp() FROM bench.probe WHERE id > ln RETURNING id)
       SELECT max(id) INTO m FROM i;
     ln := greatest(ln, m);
     EXIT WHEN (ls >= $NPROBES AND ln >= $NPROBES) OR clock_timestamp() > deadline;

@@ -170,8 +170,38 @@ drop_source_slot(SluiceConn *sc, const char *slot)
 
 /* ---------- sources ---------- */
 
-Datum
-sluice_create_source(PG_FUNCTION_ARGS)
+/*
+ * Run fn with errors that never show the statement: the statement that
+ * calls create_source or alter_source holds a connection string, maybe with
+ * a password, and log_min_error_statement would copy it into the server
+ * log.
+ */
+static Datum
+hiding_statement(PGFunction fn, FunctionCallInfo fcinfo)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = fn(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->hide_stmt = true;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static Datum
+create_source(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -196,7 +226,13 @@ sluice_create_source(PG_FUNCTION_ARGS)
 }
 
 Datum
-sluice_alter_source(PG_FUNCTION_ARGS)
+sluice_create_source(PG_FUNCTION_ARGS)
+{
+	return hiding_statement(create_source, fcinfo);
+}
+
+static Datum
+alter_source(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -216,6 +252,12 @@ sluice_alter_source(PG_FUNCTION_ARGS)
 				 errhint("sluice.sources lists the known sources.")));
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+Datum
+sluice_alter_source(PG_FUNCTION_ARGS)
+{
+	return hiding_statement(alter_source, fcinfo);
 }
 
 Datum
@@ -840,6 +882,51 @@ create_target_table(SourceTable *t, const char *target_schema)
 }
 
 /*
+ * Comment a new datamart table and its columns for BI tools, which show
+ * comments as descriptions: the source's own comments, or where a table or
+ * column has none, where it comes from.
+ */
+static void
+comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
+			   const char *pipeline, Oid relid)
+{
+	const char *params[2] = {t->schema, t->name};
+	PGresult   *res;
+	char	   *qual = psprintf("%s.%s", quote_identifier(target_schema), quote_identifier(t->target));
+	int			i;
+
+	res = transport_exec(sc,
+						 "SELECT a.attname, pg_catalog.col_description(c.oid, a.attnum), "
+						 "       pg_catalog.obj_description(c.oid, 'pg_class'), "
+						 "       pg_catalog.format_type(a.atttypid, a.atttypmod) "
+						 "  FROM pg_catalog.pg_class c "
+						 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+						 "  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+						 " WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped "
+						 " ORDER BY a.attnum",
+						 2, params, PGRES_TUPLES_OK, "read the table's comments");
+	spi_exec(psprintf("COMMENT ON TABLE %s IS %s", qual,
+					  quote_literal_cstr(PQntuples(res) > 0 && !PQgetisnull(res, 0, 2) ?
+										 PQgetvalue(res, 0, 2) :
+										 psprintf("pg_sluice: %s.%s on source %s (pipeline %s).",
+												  t->schema, t->name, sc->source, pipeline))),
+			 0, NULL, NULL, SPI_OK_UTILITY);
+	for (i = 0; i < PQntuples(res); i++)
+	{
+		const char *col = PQgetvalue(res, i, 0);
+
+		if (get_attnum(relid, col) == InvalidAttrNumber)
+			continue;			/* left out of the datamart table */
+		spi_exec(psprintf("COMMENT ON COLUMN %s.%s IS %s", qual, quote_identifier(col),
+						  quote_literal_cstr(!PQgetisnull(res, i, 1) ? PQgetvalue(res, i, 1) :
+											 psprintf("pg_sluice: source column %s (%s).", col,
+													  PQgetvalue(res, i, 3)))),
+				 0, NULL, NULL, SPI_OK_UTILITY);
+	}
+	PQclear(res);
+}
+
+/*
  * Build the key after loading, as pg_restore does: faster than inserting
  * into an index.
  *
@@ -922,10 +1009,10 @@ static void
 record_pipeline(const char *name, const char *source, const char *publication,
 				bool publication_owned, const char *slot_name,
 				const char *origin_name, const char *target_schema,
-				XLogRecPtr consistent, List *tables, int *pipeline_id)
+				XLogRecPtr consistent, List *tables, Oid owner, int *pipeline_id)
 {
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID, BOOLOID};
-	Datum		args[9];
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID, BOOLOID, OIDOID};
+	Datum		args[10];
 	bool		binary = true;
 	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
 	Datum		targs[7];
@@ -938,15 +1025,17 @@ record_pipeline(const char *name, const char *source, const char *publication,
 	args[3] = BoolGetDatum(publication_owned);
 	args[4] = CStringGetTextDatum(slot_name);
 	args[5] = CStringGetTextDatum(origin_name);
-	args[6] = CStringGetDatum(target_schema);
+	args[6] = catalog_name_datum(target_schema);
 	args[7] = LSNGetDatum(consistent);
 	foreach(lc, tables)
 		binary &= ((SourceTable *) lfirst(lc))->stream_binary;
 	args[8] = BoolGetDatum(binary);
+	args[9] = ObjectIdGetDatum(owner);
 	spi_exec("INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, "
-			 "  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer) "
-			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING pipeline_id",
-			 9, types, args, SPI_OK_INSERT_RETURNING);
+			 "  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer, owner, created_by) "
+			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+			 "        (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = $10)) RETURNING pipeline_id",
+			 10, types, args, SPI_OK_INSERT_RETURNING);
 	*pipeline_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
 
@@ -964,8 +1053,8 @@ record_pipeline(const char *name, const char *source, const char *publication,
 		targs[0] = Int32GetDatum(*pipeline_id);
 		targs[1] = CStringGetTextDatum(t->schema);
 		targs[2] = CStringGetTextDatum(t->name);
-		targs[3] = CStringGetDatum(target_schema);
-		targs[4] = CStringGetDatum(t->target);
+		targs[3] = catalog_name_datum(target_schema);
+		targs[4] = catalog_name_datum(t->target);
 		targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 		targs[6] = CStringGetTextDatum(ri);
 		spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
@@ -1058,6 +1147,8 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 	ApplyStats	stats;
 	int64		run_id = 0;
 	int			pipeline_id;
+	SluiceUser	save;
+	bool		exists;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -1102,7 +1193,10 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	conninfo = catalog_source_conninfo(source);
-	if (spi_exists("SELECT 1 FROM sluice._pipeline WHERE name = $1", name))
+	sluice_become_catalog(&save);
+	exists = spi_exists("SELECT 1 FROM sluice._pipeline WHERE name = $1", name);
+	sluice_restore_user(&save);
+	if (exists)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("pipeline \"%s\" already exists", name)));
@@ -1286,7 +1380,10 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 			copied += copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
 								 relid, t->binary_safe);
 			if (!t->adopted)
+			{
 				create_target_key(t, target_schema);
+				comment_target(snap, t, target_schema, name, relid);
+			}
 		}
 		transport_command(snap, "COMMIT", "end the initial copy transaction");
 		transport_close(snap);
@@ -1294,8 +1391,15 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		transport_close(repl);
 		repl = NULL;
 
+		/*
+		 * The catalog rows are written as the extension owner (operators may
+		 * not insert pipelines: a row names slots, origins and tables), for
+		 * the role creating the pipeline, which owns it.
+		 */
+		sluice_become_catalog(&save);
 		record_pipeline(name, source, publication, publication_owned, slot_name,
-						origin_name, target_schema, consistent, tables, &pipeline_id);
+						origin_name, target_schema, consistent, tables, save.userid,
+						&pipeline_id);
 		replorigin_create(origin_name);
 		CommandCounterIncrement();
 		origin_session_begin(origin_name);
@@ -1306,6 +1410,7 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
 		run_id = catalog_insert_run(0, pipeline_id, "initial_copy", started,
 									InvalidXLogRecPtr, consistent, 0, copied,
 									0, 0, 0, 0);
+		sluice_restore_user(&save);
 		outbox_emit_run(run_id, 0);
 	}
 	PG_CATCH();
@@ -1362,6 +1467,26 @@ sluice_create_pipeline(PG_FUNCTION_ARGS)
  * now, exactly once.
  */
 /*
+ * Append keyword='value' to a connection string, quoting the value as
+ * libpq wants (backslash and single quote escaped): names of databases and
+ * roles may hold any character.
+ */
+static void
+conninfo_append(StringInfo ci, const char *keyword, const char *value)
+{
+	const char *p;
+
+	appendStringInfo(ci, "%s%s='", ci->len > 0 ? " " : "", keyword);
+	for (p = value; *p; p++)
+	{
+		if (*p == '\\' || *p == '\'')
+			appendStringInfoChar(ci, '\\');
+		appendStringInfoChar(ci, *p);
+	}
+	appendStringInfoChar(ci, '\'');
+}
+
+/*
  * Announce a failed refresh through a separate connection to this database:
  * the failed refresh's rollback must not take its event with it.  Best
  * effort (a refused connection only costs the event, with a WARNING); the
@@ -1393,12 +1518,15 @@ announce_failure(const char *pipeline, ErrorData *edata)
 		SluiceConn *self;
 		const char *params[2] = {pipeline, body.data};
 
-		self = transport_connect("this datamart",
-								 psprintf("host='%s' port=%d dbname='%s' user='%s'", host, PostPortNumber,
-										  get_database_name(MyDatabaseId),
-										  GetUserNameFromId(GetUserId(), false)),
-								 false);
-		PQclear(transport_exec(self, "SELECT sluice._emit($1, 'refresh_failed', $2::jsonb)",
+		StringInfoData ci;
+
+		initStringInfo(&ci);
+		conninfo_append(&ci, "host", host);
+		conninfo_append(&ci, "port", psprintf("%d", PostPortNumber));
+		conninfo_append(&ci, "dbname", get_database_name(MyDatabaseId));
+		conninfo_append(&ci, "user", GetUserNameFromId(GetUserId(), false));
+		self = transport_connect("this datamart", ci.data, false);
+		PQclear(transport_exec(self, "SELECT sluice._announce_failure($1, $2::jsonb)",
 							   2, params, PGRES_TUPLES_OK, "queue the failure's event"));
 		transport_close(self);
 	}
@@ -1429,6 +1557,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "refresh");
 	if (pipe->continuous)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -1443,8 +1572,15 @@ sluice_refresh(PG_FUNCTION_ARGS)
 				 errdetail("%s", pipe->paused_reason),
 				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s'); sluice.drift_events has the details.", name)));
 
-	announce = spi_exists("SELECT 1 FROM sluice._destination WHERE $1 IS NOT NULL "
-						  "   AND ('*' = ANY (events) OR 'refresh_failed' = ANY (events))", "x");
+	{
+		SluiceUser	save;
+
+		/* destinations hold secrets: the extension owner's to read */
+		sluice_become_catalog(&save);
+		announce = spi_exists("SELECT 1 FROM sluice._destination WHERE $1 IS NOT NULL "
+							  "   AND ('*' = ANY (events) OR 'refresh_failed' = ANY (events))", "x");
+		sluice_restore_user(&save);
+	}
 	PG_TRY();
 	{
 		sc = transport_connect(pipe->source_name, pipe->conninfo, false);
@@ -1481,6 +1617,7 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	bool		drop_tables = PG_GETARG_BOOL(1);
 	bool		force = PG_GETARG_BOOL(2);
+	SluiceUser	save;
 	SluicePipeline *pipe;
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			types[1] = {INT4OID};
@@ -1492,6 +1629,7 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 	SPI_connect();
 	/* a continuous worker lets go of the pipeline first */
 	pipe = catalog_pipeline(name, false);
+	sluice_check_operator(pipe, "drop");
 	if (pipe->continuous)
 		(void) worker_stop_pipeline(MyDatabaseId, pipe->pipeline_id, 60000);
 	pipe = catalog_pipeline(name, true);
@@ -1578,7 +1716,9 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 					 0, NULL, NULL, SPI_OK_UTILITY);
 	}
 	args[0] = Int32GetDatum(pipe->pipeline_id);
+	sluice_become_catalog(&save);
 	spi_exec("DELETE FROM sluice._pipeline WHERE pipeline_id = $1", 1, types, args, SPI_OK_DELETE);
+	sluice_restore_user(&save);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }

@@ -75,6 +75,7 @@
 #include "storage/lmgr.h"
 #include "replication/logicalproto.h"
 #include "utils/array.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
@@ -445,9 +446,15 @@ evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *ne
 		if (rc != SPI_OK_UTILITY)
 			elog(ERROR, "could not evolve the history table: %s", SPI_result_code_string(rc));
 		/* the time-travel functions list the columns: rebuild them */
-		rc = SPI_execute(psprintf("SELECT sluice._make_at_functions('%s.%s'::regclass)",
-								  quote_identifier(t->target_schema), quote_identifier(t->target_table)),
-						 false, 0);
+		{
+			Oid			rtypes[1] = {REGCLASSOID};
+			Datum		rargs[1];
+
+			rargs[0] = ObjectIdGetDatum(get_relname_relid(t->target_table,
+														  get_namespace_oid(t->target_schema, false)));
+			rc = SPI_execute_with_args("SELECT sluice._make_at_functions($1)", 1, rtypes, rargs,
+									   NULL, false, 0);
+		}
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not rebuild the time-travel functions: %s", SPI_result_code_string(rc));
 	}
@@ -648,6 +655,20 @@ handle_relation(ApplyState *st, StringInfo s)
 						   RowExclusiveLock);
 	desc = RelationGetDescr(ar->rel);
 
+	/*
+	 * Rows are written below the executor, which would check no privilege:
+	 * the pipeline's owner (the current user, security.c) must hold them.
+	 */
+	if (pg_class_aclmask(RelationGetRelid(ar->rel), GetUserId(),
+						 ACL_INSERT | ACL_UPDATE | ACL_DELETE, ACLMASK_ALL) !=
+		(ACL_INSERT | ACL_UPDATE | ACL_DELETE))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table \"%s.%s\"", t->target_schema, t->target_table),
+				 errdetail("Pipeline \"%s\" writes it as its owner, role \"%s\", which lacks INSERT, UPDATE or DELETE on it.",
+						   st->pipe->name, GetUserNameFromId(GetUserId(), false)),
+				 errhint("Grant them to that role, or give the table to it with ALTER TABLE ... OWNER TO.")));
+
 	ar->attmap = palloc(sizeof(int) * Max(lr->natts, 1));
 	for (i = 0; i < lr->natts; i++)
 	{
@@ -817,7 +838,7 @@ handle_relation(ApplyState *st, StringInfo s)
 				continue;
 			rc = palloc0(sizeof(RowCheck));
 			rc->e = e;
-			expr = expect_parse_predicate(ar->rel, e->predicate);
+			expr = expect_bind_predicate(ar->rel, e);
 			exprs = lappend(exprs, expr);
 			rc->state = ExecPrepareExpr(expr, st->estate);
 			rc->result = expect_result(e);
@@ -937,8 +958,8 @@ quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
 
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
 	args[1] = Int32GetDatum(e->expectation_id);
-	args[2] = CStringGetDatum(ar->table->target_schema);
-	args[3] = CStringGetDatum(ar->table->target_table);
+	args[2] = catalog_name_datum(ar->table->target_schema);
+	args[3] = catalog_name_datum(ar->table->target_table);
 	args[4] = TransactionIdGetDatum(st->begin.xid);
 	args[5] = LSNGetDatum(st->begin.final_lsn);
 	args[6] = CStringGetTextDatum(change);

@@ -33,6 +33,16 @@ getstr(int row, int col)
 }
 
 /*
+ * A C string as a Datum of type name: a NAMEDATALEN buffer, as SPI reads
+ * NAMEOID parameters (CStringGetDatum would let it read past the string).
+ */
+Datum
+catalog_name_datum(const char *s)
+{
+	return DirectFunctionCall1(namein, CStringGetDatum(s));
+}
+
+/*
  * Return the connection string of a source, or raise UNDEFINED_OBJECT.
  */
 char *
@@ -42,9 +52,14 @@ catalog_source_conninfo(const char *source)
 	Oid			types[1] = {TEXTOID};
 	int			rc;
 
+	SluiceUser	save;
+
 	args[0] = CStringGetTextDatum(source);
+	/* the secret is the extension owner's: read it as them (security.c) */
+	sluice_become_catalog(&save);
 	rc = SPI_execute_with_args("SELECT conninfo FROM sluice._source WHERE name = $1",
 							   1, types, args, NULL, true, 1);
+	sluice_restore_user(&save);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -58,13 +73,16 @@ catalog_source_conninfo(const char *source)
 #define PIPELINE_QUERY \
 	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
 	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
-	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid, p.keep_history " \
+	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid, p.keep_history, " \
+	"       p.owner::pg_catalog.oid " \
 	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 
 static SluicePipeline *read_pipeline(void);
 
 /*
- * Look a pipeline up by name, with its source and tables.  With lock, the
+ * Look a pipeline up by name, with its source and tables, as the
+ * extension owner (the source's secret is theirs): the caller checks
+ * next that the current user may operate it.  With lock, the
  * pipeline's row is locked FOR UPDATE: a concurrent refresh or drop of the
  * same pipeline waits here until this transaction ends.
  */
@@ -75,7 +93,11 @@ catalog_pipeline(const char *name, bool lock)
 	Oid			types[1] = {TEXTOID};
 	int			rc;
 
+	SluiceUser	save;
+	SluicePipeline *p;
+
 	args[0] = CStringGetTextDatum(name);
+	sluice_become_catalog(&save);
 	rc = SPI_execute_with_args(lock ?
 							   PIPELINE_QUERY " WHERE p.name = $1 FOR UPDATE OF p" :
 							   PIPELINE_QUERY " WHERE p.name = $1",
@@ -87,7 +109,9 @@ catalog_pipeline(const char *name, bool lock)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("pipeline \"%s\" does not exist", name),
 				 errhint("sluice.pipelines lists the existing pipelines.")));
-	return read_pipeline();
+	p = read_pipeline();
+	sluice_restore_user(&save);
+	return p;
 }
 
 /*
@@ -100,16 +124,21 @@ catalog_pipeline_by_id(int pipeline_id, bool lock)
 	Oid			types[1] = {INT4OID};
 	int			rc;
 
+	SluiceUser	save;
+	SluicePipeline *p = NULL;
+
 	args[0] = Int32GetDatum(pipeline_id);
+	sluice_become_catalog(&save);
 	rc = SPI_execute_with_args(lock ?
 							   PIPELINE_QUERY " WHERE p.pipeline_id = $1 FOR UPDATE OF p" :
 							   PIPELINE_QUERY " WHERE p.pipeline_id = $1",
 							   1, types, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		return NULL;
-	return read_pipeline();
+	if (SPI_processed > 0)
+		p = read_pipeline();
+	sluice_restore_user(&save);
+	return p;
 }
 
 /* Build a SluicePipeline from the row SPI just read, and its tables. */
@@ -137,6 +166,7 @@ read_pipeline(void)
 	p->paused_reason = getstr(0, 12);
 	p->skip_xid = getstr(0, 13) ? (TransactionId) strtoul(getstr(0, 13), NULL, 10) : InvalidTransactionId;
 	p->keep_history = (strcmp(getstr(0, 14), "t") == 0);
+	p->owner = (Oid) strtoul(getstr(0, 15), NULL, 10);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table, "
@@ -203,7 +233,7 @@ read_pipeline(void)
 
 	/* expectations */
 	rc = SPI_execute_with_args("SELECT source_schema, source_table, expectation_id, name, kind, severity, "
-							   "       predicate, check_sql "
+							   "       predicate_tree, check_tree "
 							   "  FROM sluice._expectation WHERE pipeline_id = $1 ORDER BY expectation_id",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -218,7 +248,7 @@ read_pipeline(void)
 		e->kind = getstr(i, 5);
 		e->severity = getstr(i, 6)[0];
 		e->predicate = getstr(i, 7);
-		e->check_sql = getstr(i, 8);
+		e->check = getstr(i, 8);
 		foreach(lc, p->tables)
 		{
 			SluiceTable *t = lfirst(lc);

@@ -5,14 +5,22 @@
  *
  * Row expectations are boolean SQL expressions over a datamart row
  * (generated from the Great Expectations vocabulary by add_expectation, or
- * given by the user).  They are compiled once per batch and relation, the
+ * given by the user).  They are parsed once, when they are declared, the
  * way CHECK constraints are (no subqueries, aggregates or volatile
- * functions), and evaluated in C against every row the batch writes: no SQL
- * round trip per row.  A NULL result passes, as for CHECK constraints.
+ * functions), and stored as a bound expression tree (every function,
+ * operator, type and column resolved to its OID or number, as in
+ * pg_constraint.conbin); a batch only prepares that tree and evaluates it
+ * in C against every row it writes.  A NULL result passes, as for CHECK
+ * constraints.
  *
- * Set expectations (unique, row count, foreign key, freshness) are SQL
- * queries run once per batch, after the batch's rows are written and before
- * it commits; they look at the rows the batch changed through their xmin.
+ * Set expectations (unique, row count, foreign key, freshness) are queries
+ * run once per batch, after the batch's rows are written and before it
+ * commits; they look at the rows the batch changed through their xmin.
+ * They too are parsed and analyzed once at declaration and stored as a
+ * query tree, which a batch plans and executes: no SQL text stored in the
+ * catalog is ever parsed again, so a function or operator created later in
+ * someone's search_path cannot slip into a check.  Both kinds run as the
+ * pipeline's owner in a security-restricted operation (see security.c).
  *
  * Results accumulate in memory that survives the batch's subtransaction,
  * so a failing batch still records what failed.
@@ -27,12 +35,15 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/tupdesc.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "executor/tstoreReceiver.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -41,7 +52,11 @@
 #include "parser/parse_expr.h"
 #include "parser/parse_func.h"
 #include "parser/parse_relation.h"
+#include "parser/analyze.h"
 #include "parser/parser.h"
+#include "rewrite/rewriteHandler.h"
+#include "tcop/tcopprot.h"
+#include "utils/snapmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
@@ -53,6 +68,7 @@
 
 PG_FUNCTION_INFO_V1(sluice_changed_here);
 PG_FUNCTION_INFO_V1(sluice_compile_predicate);
+PG_FUNCTION_INFO_V1(sluice_compile_check);
 PG_FUNCTION_INFO_V1(sluice_length_between);
 
 List	   *sluice_results = NIL;
@@ -96,7 +112,7 @@ regex_mutator(Node *node, Oid *fn)
  * Parse and analyze a row predicate against a relation, as a CHECK
  * constraint would be.
  */
-Expr *
+static Expr *
 expect_parse_predicate(Relation rel, const char *predicate)
 {
 	List	   *raw;
@@ -140,8 +156,10 @@ expect_parse_predicate(Relation rel, const char *predicate)
 }
 
 /*
- * sluice._compile_predicate(target, predicate): error if the predicate is
- * not a valid row expectation for the table.
+ * sluice._compile_predicate(target, predicate): the predicate bound as a row
+ * expectation of the table (an expression tree, for the catalog), or an
+ * error if it is not a valid one.  Names are resolved here, once, in the
+ * caller's search_path (add_expectation fixes it to pg_catalog).
  */
 Datum
 sluice_compile_predicate(PG_FUNCTION_ARGS)
@@ -151,9 +169,156 @@ sluice_compile_predicate(PG_FUNCTION_ARGS)
 	Relation	rel = table_open(relid, AccessShareLock);
 	Expr	   *expr = expect_parse_predicate(rel, predicate);
 
-	(void) expression_planner(expr);
+	(void) expression_planner(copyObject(expr));
 	table_close(rel, AccessShareLock);
-	PG_RETURN_VOID();
+	PG_RETURN_TEXT_P(cstring_to_text(nodeToString(expr)));
+}
+
+/* Does the Var fit the relation's column of that number? */
+static bool
+var_fits_walker(Node *node, Relation rel)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *v = (Var *) node;
+		Form_pg_attribute att;
+
+		if (v->varno != 1 || v->varlevelsup != 0 || v->varattno <= 0 ||
+			v->varattno > RelationGetDescr(rel)->natts)
+			return true;
+		att = TupleDescAttr(RelationGetDescr(rel), v->varattno - 1);
+		return att->attisdropped || att->atttypid != v->vartype ||
+			att->atttypmod != v->vartypmod || att->attcollation != v->varcollid;
+	}
+	if (IsA(node, SubLink) || IsA(node, Query))
+		return true;
+	return expression_tree_walker(node, var_fits_walker, rel);
+}
+
+/*
+ * Bind a stored row expectation to the relation a batch writes: the tree
+ * stored at declaration, checked against the table as it is now (a column
+ * it reads may have been dropped or retyped since).
+ */
+Expr *
+expect_bind_predicate(Relation rel, SluiceExpectation *e)
+{
+	Node	   *expr = stringToNode(e->predicate);
+
+	if (exprType(expr) != BOOLOID || var_fits_walker(expr, rel) ||
+		contain_volatile_functions(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("expectation \"%s\" no longer fits table \"%s\"", e->name,
+						RelationGetRelationName(rel)),
+				 errdetail("A column it reads was dropped or changed type since it was declared."),
+				 errhint("Drop it with sluice.drop_expectation() and declare it again.")));
+	return (Expr *) expr;
+}
+
+/*
+ * sluice._compile_check(target, query): a set expectation's query, parsed
+ * and analyzed once (names resolved in the caller's search_path, which
+ * add_expectation fixes to pg_catalog), as a query tree for the catalog.
+ * The query returns one row: failed bigint, evaluated bigint, observed
+ * text, sample jsonb.
+ */
+Datum
+sluice_compile_check(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	List	   *raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	Query	   *q;
+	Oid			want[4] = {INT8OID, INT8OID, TEXTOID, JSONBOID};
+	ListCell   *lc;
+	int			i = 0;
+
+	if (list_length(raw) != 1)
+		elog(ERROR, "a set expectation is one query");
+	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), sql, NULL, 0, NULL);
+	if (q->commandType != CMD_SELECT || q->utilityStmt != NULL || q->hasModifyingCTE ||
+		q->rowMarks != NIL)
+		elog(ERROR, "a set expectation is one plain SELECT");
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *te = lfirst(lc);
+
+		if (te->resjunk)
+			continue;
+		if (i >= 4 || exprType((Node *) te->expr) != want[i])
+			elog(ERROR, "a set expectation returns failed, evaluated, observed and sample");
+		i++;
+	}
+	if (i != 4)
+		elog(ERROR, "a set expectation returns failed, evaluated, observed and sample");
+	PG_RETURN_TEXT_P(cstring_to_text(nodeToString(q)));
+}
+
+/* Error context: which expectation was running. */
+static void
+check_error_callback(void *arg)
+{
+	errcontext("set expectation \"%s\"", ((SluiceExpectation *) arg)->name);
+}
+
+/*
+ * Plan and run a stored set expectation's query tree, seeing the batch's
+ * own writes.  Returns its one row as a heap tuple, with its descriptor.
+ */
+static HeapTuple
+run_check(SluiceExpectation *e, TupleDesc *desc)
+{
+	Query	   *q = stringToNode(e->check);
+	List	   *rewritten;
+	PlannedStmt *plan;
+	QueryDesc  *qd;
+	DestReceiver *dest;
+	Tuplestorestate *ts;
+	TupleTableSlot *slot;
+	HeapTuple	tup = NULL;
+	ErrorContextCallback errcb;
+
+	errcb.callback = check_error_callback;
+	errcb.arg = e;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	if (!IsA(q, Query) || q->commandType != CMD_SELECT || q->utilityStmt != NULL)
+		elog(ERROR, "stored set expectation is not a query");
+	AcquireRewriteLocks(q, true, false);
+	rewritten = QueryRewrite(q);
+	if (list_length(rewritten) != 1)
+		elog(ERROR, "stored set expectation rewrote to %d queries", list_length(rewritten));
+	plan = pg_plan_query(linitial_node(Query, rewritten), NULL, 0, NULL);
+
+	CommandCounterIncrement();
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	ts = tuplestore_begin_heap(false, false, work_mem);
+	dest = CreateDestReceiver(DestTuplestore);
+	SetTuplestoreDestReceiverParams(dest, ts, CurrentMemoryContext, false, NULL, NULL);
+	qd = CreateQueryDesc(plan, "pg_sluice set expectation", GetActiveSnapshot(), InvalidSnapshot,
+						 dest, NULL, NULL, 0);
+	ExecutorStart(qd, 0);
+	ExecutorRun(qd, ForwardScanDirection, 2, true);
+	ExecutorFinish(qd);
+	*desc = CreateTupleDescCopy(qd->tupDesc);
+	ExecutorEnd(qd);
+	FreeQueryDesc(qd);
+	dest->rDestroy(dest);
+	PopActiveSnapshot();
+
+	slot = MakeSingleTupleTableSlot(*desc, &TTSOpsMinimalTuple);
+	if (tuplestore_gettupleslot(ts, true, false, slot))
+		tup = ExecCopySlotHeapTuple(slot);
+	if (tup == NULL || tuplestore_gettupleslot(ts, true, false, slot))
+		elog(ERROR, "set expectation \"%s\" did not return one row", e->name);
+	ExecDropSingleTupleTableSlot(slot);
+	tuplestore_end(ts);
+	error_context_stack = errcb.previous;
+	return tup;
 }
 
 /*
@@ -247,8 +412,8 @@ table_counts_record(int64 run_id)
 		if (c->inserted + c->updated + c->deleted + c->truncated == 0)
 			continue;
 		args[0] = Int64GetDatum(run_id);
-		args[1] = CStringGetDatum(c->target_schema);
-		args[2] = CStringGetDatum(c->target_table);
+		args[1] = catalog_name_datum(c->target_schema);
+		args[2] = catalog_name_datum(c->target_table);
 		args[3] = Int64GetDatum(c->inserted);
 		args[4] = Int64GetDatum(c->updated);
 		args[5] = Int64GetDatum(c->deleted);
@@ -320,16 +485,18 @@ expect_run_set_checks(SluicePipeline *pipe)
 			char	   *observed;
 			char	   *sample;
 
-			if (e->check_sql == NULL)
+			HeapTuple	tup;
+			TupleDesc	desc;
+
+			if (e->check == NULL)
 				continue;
-			if (SPI_execute(e->check_sql, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "could not run expectation \"%s\"", e->name);
+			tup = run_check(e, &desc);
 			r = expect_result(e);
-			failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			failed = DatumGetInt64(heap_getattr(tup, 1, desc, &isnull));
 			r->failed += failed;
-			r->evaluated += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-			observed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-			sample = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+			r->evaluated += DatumGetInt64(heap_getattr(tup, 2, desc, &isnull));
+			observed = SPI_getvalue(tup, desc, 3);
+			sample = SPI_getvalue(tup, desc, 4);
 			{
 				MemoryContext old = MemoryContextSwitchTo(sluice_results_cxt);
 

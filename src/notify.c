@@ -134,13 +134,17 @@ outbox_emit(const char *pipeline, const char *event, const char *json)
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
+	SluiceUser	save;
 
 	args[0] = pipeline ? CStringGetTextDatum(pipeline) : (Datum) 0;
 	nulls[0] = pipeline ? ' ' : 'n';
 	args[1] = CStringGetTextDatum(event);
 	args[2] = CStringGetTextDatum(json);
+	/* destinations are the extension owner's (they hold secrets) */
+	sluice_become_catalog(&save);
 	if (SPI_execute_with_args("SELECT sluice._emit($1, $2, $3::jsonb)", 3, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue event %s", event);
+	sluice_restore_user(&save);
 }
 
 /* Queue the events of a recorded run (started, completed or failed, quality). */
@@ -149,11 +153,14 @@ outbox_emit_run(int64 run_id, int64 quarantined)
 {
 	Oid			types[2] = {INT8OID, INT8OID};
 	Datum		args[2];
+	SluiceUser	save;
 
 	args[0] = Int64GetDatum(run_id);
 	args[1] = Int64GetDatum(quarantined);
+	sluice_become_catalog(&save);
 	if (SPI_execute_with_args("SELECT sluice._emit_run($1, $2)", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue the run's events");
+	sluice_restore_user(&save);
 }
 
 /* ---------- delivery ---------- */

@@ -86,6 +86,7 @@ typedef struct SluicePipeline
 	char	   *slot_name;
 	char	   *origin_name;
 	char	   *target_schema;
+	Oid			owner;			/* role that owns it: its tables' code runs as it */
 	bool		binary;			/* pgoutput binary transfer is safe */
 	bool		continuous;		/* streamed by a background worker */
 	char	   *paused_reason;	/* NULL unless paused (schema drift) */
@@ -111,8 +112,10 @@ typedef struct SluiceExpectation
 	char	   *name;
 	char	   *kind;
 	char		severity;		/* 'e'rror, 'w'arn, 'q'uarantine */
-	char	   *predicate;		/* row expectation: boolean SQL over the row */
-	char	   *check_sql;		/* set expectation: query run once per batch */
+	char	   *predicate;		/* row expectation: bound expression tree
+								 * (nodeToString of an Expr over the row) */
+	char	   *check;			/* set expectation: bound query tree
+								 * (nodeToString of a Query) run per batch */
 } SluiceExpectation;
 
 typedef struct SluiceTable
@@ -148,6 +151,7 @@ typedef struct SluiceDrift
 
 extern SluiceDrift *sluice_pending_drift;
 
+extern Datum catalog_name_datum(const char *s);
 extern char *catalog_source_conninfo(const char *source);
 extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
 extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
@@ -160,6 +164,21 @@ extern void catalog_run_paused(int64 run_id, const char *reason);
 extern void catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid);
 extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 										XLogRecPtr restart_lsn);
+
+/* ---------- security.c: who pg_sluice acts as ---------- */
+
+typedef struct SluiceUser
+{
+	Oid			userid;
+	int			sec_context;
+} SluiceUser;
+
+extern Oid	sluice_catalog_owner(void);
+extern void sluice_become_catalog(SluiceUser *save);
+extern void sluice_become_owner(SluicePipeline *pipe, SluiceUser *save);
+extern void sluice_restore_user(SluiceUser *save);
+extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
+extern void sluice_fix_search_path(void);
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
@@ -247,7 +266,7 @@ typedef struct TableCount
 extern List *sluice_results;
 extern TableCount *table_count(const char *schema, const char *table);
 extern void table_counts_record(int64 run_id);
-extern struct Expr *expect_parse_predicate(Relation rel, const char *predicate);
+extern struct Expr *expect_bind_predicate(Relation rel, SluiceExpectation *e);
 extern void expect_results_reset(void);
 extern ExpectResult *expect_result(SluiceExpectation *e);
 extern void expect_add_sample(ExpectResult *r, const char *json);

@@ -57,6 +57,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	PGresult   *res;
 	const char *params[2];
 	char		lsnbuf[32];
+	SluiceUser	owner_save;
 
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
@@ -184,6 +185,13 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		}
 	}
 
+	/*
+	 * Whatever can run code a user wrote (expectations, triggers and keys on
+	 * the datamart tables, schema evolution) runs as the pipeline's owner in
+	 * a security-restricted operation (security.c).  An error restores the
+	 * user when refresh_pipeline's subtransaction aborts.
+	 */
+	sluice_become_owner(pipe, &owner_save);
 	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
 	if (sc2 != NULL)
 		transport_close(sc2);
@@ -191,6 +199,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	/* set expectations, on what the batch changed, before it commits */
 	if (r->stats.transactions > 0)
 		expect_run_set_checks(pipe);
+	sluice_restore_user(&owner_save);
 	if (r->stats.stopped_early)
 	{
 		/* the source is still sending: cancel and close */

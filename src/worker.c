@@ -329,6 +329,7 @@ sluice_start(PG_FUNCTION_ARGS)
 	require_shared();
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "start");
 	was = pipe->continuous;
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	args[1] = ObjectIdGetDatum(GetUserId());
@@ -363,6 +364,7 @@ sluice_stop(PG_FUNCTION_ARGS)
 	PreventInTransactionBlock(true, "sluice.stop()");
 	SPI_connect();
 	pipe = catalog_pipeline(name, false);
+	sluice_check_operator(pipe, "stop");
 	if (!worker_stop_pipeline(MyDatabaseId, pipe->pipeline_id, 60000))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -529,6 +531,7 @@ sluice_launcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	sluice_fix_search_path();
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	shared->launcher_pid = MyProcPid;
@@ -634,6 +637,7 @@ sluice_resume_main(Datum arg)
 
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	sluice_fix_search_path();
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -743,6 +747,8 @@ worker_batch(int pipeline_id, bool *done)
 		*done = true;
 		return false;
 	}
+	/* the role that started the worker must still be allowed to */
+	sluice_check_operator(pipe, "stream");
 
 	if (pipe->paused_reason)
 	{
@@ -902,6 +908,7 @@ sluice_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+	sluice_fix_search_path();
 	pgstat_report_appname("pg_sluice worker");
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice worker",
