@@ -185,17 +185,24 @@ apply_error_callback(void *arg)
 {
 	ApplyState *st = (ApplyState *) arg;
 
-	if (st->cur_rel && st->cur_att >= 0 && st->cur_att < st->cur_rel->remote_natts)
+	/*
+	 * Between two messages (st->action is 0) we are waiting for the source:
+	 * no message type to name (logicalrep_message_type would say "???").
+	 */
+	if (st->cur_rel && st->action != 0 && st->cur_att >= 0 && st->cur_att < st->cur_rel->remote_natts)
 		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" column \"%s\" in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
 				   st->cur_rel->nspname, st->cur_rel->relname,
 				   st->cur_rel->remote_attnames[st->cur_att],
 				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
-	else if (st->cur_rel)
+	else if (st->cur_rel && st->action != 0)
 		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
 				   st->cur_rel->nspname, st->cur_rel->relname,
 				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
+	else if (st->in_xact && st->action == 0)
+		errcontext("pipeline \"%s\" reading the next change of source transaction %u committed at %X/%X",
+				   st->pipe->name, st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
 	else if (st->in_xact)
 		errcontext("pipeline \"%s\" applying %s in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
@@ -1883,10 +1890,19 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						st.begin.xid),
 				 errhint("Nothing was applied; run the refresh again.")));
 
+	/*
+	 * After-trigger events (foreign keys and user AFTER triggers of the
+	 * datamart tables) fire here, while our relations are still open, as in
+	 * core's finish_edata.  The trigger machinery opens a result relation of
+	 * its own for each table it fires on (es_trig_target_relations):
+	 * ExecCloseResultRelations closes those, or each would be reported as a
+	 * relcache reference leak at commit.
+	 */
+	AfterTriggerEndQuery(st.estate);
 	hash_seq_init(&hs, st.rels);
 	while ((ar = hash_seq_search(&hs)) != NULL)
 		close_rel(ar);
-	AfterTriggerEndQuery(st.estate);
+	ExecCloseResultRelations(st.estate);
 	ExecResetTupleTable(st.estate->es_tupleTable, false);
 	FreeExecutorState(st.estate);
 	MemoryContextDelete(st.cxt);

@@ -260,7 +260,7 @@ extern void expect_record_results(int64 run_id);
 
 extern void outbox_emit(const char *pipeline, const char *event, const char *json);
 extern void outbox_emit_run(int64 run_id, int64 quarantined);
-extern int	notifier_run_once(bool first);
+extern int	notifier_run_once(bool reclaim);
 
 /* payload.c (jansson) */
 extern char *payload_build(const char *kind, const char *event, const char *pipeline, int64 id,
