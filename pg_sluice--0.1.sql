@@ -44,10 +44,19 @@ CREATE TABLE sluice._pipeline (
     history_from      bigint,
     owner             regrole NOT NULL DEFAULT CURRENT_USER::text::regrole,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    created_by        name NOT NULL DEFAULT CURRENT_USER
+    created_by        name NOT NULL DEFAULT CURRENT_USER,
+    strict            boolean NOT NULL DEFAULT false,
+    rows_missing      bigint NOT NULL DEFAULT 0,
+    last_missing_at   timestamptz
 );
 COMMENT ON TABLE sluice._pipeline IS
   'Private: one row per pipeline (one source, one publication, one slot, one replication origin).';
+COMMENT ON COLUMN sluice._pipeline.strict IS
+  'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted (false); sluice.alter_pipeline sets it.';
+COMMENT ON COLUMN sluice._pipeline.rows_missing IS
+  'Updates and deletes the pipeline skipped since its creation because the datamart had no row for them (divergence).';
+COMMENT ON COLUMN sluice._pipeline.last_missing_at IS
+  'When the last such update or delete was skipped.';
 
 CREATE TABLE sluice._pipeline_table (
     pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
@@ -138,12 +147,29 @@ CREATE TABLE sluice._quarantine (
     change           text NOT NULL,
     row_data         jsonb NOT NULL,
     quarantined_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released', 'discarded')),
-    resolved_at      timestamptz
+    status           text NOT NULL DEFAULT 'held'
+                     CHECK (status IN ('held', 'released', 'discarded', 'superseded')),
+    resolved_at      timestamptz,
+    row_key          jsonb,
+    superseded_by    bigint REFERENCES sluice._quarantine ON DELETE SET NULL,
+    superseded_how   text CHECK (superseded_how IN ('applied', 'quarantined', 'deleted', 'truncated')),
+    superseded_xid   xid,
+    superseded_lsn   pg_lsn
 );
 CREATE INDEX ON sluice._quarantine (pipeline_id, status);
+-- the open entries of a table: the latest state of keys the datamart lacks on purpose
+CREATE INDEX ON sluice._quarantine (pipeline_id, target_schema, target_table)
+ WHERE status IN ('held', 'discarded') AND superseded_how IS NULL;
 COMMENT ON TABLE sluice._quarantine IS
-  'Private: rows held back by quarantine expectations, with the reason; release or discard them.';
+  'Private: rows held back by quarantine expectations, with the reason; release or discard them. A ledger of each key''s latest state: a later change of the key on the source supersedes the entry.';
+COMMENT ON COLUMN sluice._quarantine.row_key IS
+  'Key of the row (its key columns, or every column for a table without a key) as a JSON object of text values.';
+COMMENT ON COLUMN sluice._quarantine.superseded_by IS
+  'The entry that replaced this one when the later change of the key was quarantined too.';
+COMMENT ON COLUMN sluice._quarantine.superseded_how IS
+  'How a later change of the key on the source replaced this entry: applied (written to the datamart), quarantined (held again, see superseded_by), deleted, truncated. NULL while the entry is the key''s latest state.';
+COMMENT ON COLUMN sluice._quarantine.superseded_xid IS 'Source transaction of that later change.';
+COMMENT ON COLUMN sluice._quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
 
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -164,8 +190,11 @@ CREATE TABLE sluice._run (
     slot_restart_lsn  pg_lsn,
     error             text,
     skipped_xid       xid,
-    history_purged    boolean NOT NULL DEFAULT false
+    history_purged    boolean NOT NULL DEFAULT false,
+    rows_missing      bigint NOT NULL DEFAULT 0
 );
+COMMENT ON COLUMN sluice._run.rows_missing IS
+  'Updates and deletes of the run that found no row in the datamart and were skipped (divergence).';
 CREATE INDEX ON sluice._run (pipeline_id, run_id);
 CREATE INDEX ON sluice._run (finished_at);
 COMMENT ON TABLE sluice._run IS
@@ -251,9 +280,15 @@ CREATE TABLE sluice._run_table (
     rows_updated  bigint NOT NULL,
     rows_deleted  bigint NOT NULL,
     truncated     bigint NOT NULL,
+    rows_missing  bigint NOT NULL DEFAULT 0,
+    missing_keys  jsonb,
     PRIMARY KEY (run_id, target_schema, target_table)
 );
 COMMENT ON TABLE sluice._run_table IS 'Private: rows each run wrote per datamart table.';
+COMMENT ON COLUMN sluice._run_table.rows_missing IS
+  'Updates and deletes of the table that found no row in the datamart and were skipped.';
+COMMENT ON COLUMN sluice._run_table.missing_keys IS
+  'Up to 5 of them: {"change": "update" or "delete", "key": {...}, "source_xid": ...}.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._run_table', '');
 
 CREATE TABLE sluice._tag (
@@ -408,6 +443,30 @@ END
 $$;
 COMMENT ON FUNCTION sluice.resume(text, xid) IS
   'Lets a paused pipeline apply again, after the contract or the expectation was fixed: the changes it stopped at are applied by the next refresh or batch. With skip_xid, that source transaction is skipped once (recorded in sluice.runs.skipped_xid).';
+
+CREATE FUNCTION sluice.alter_pipeline(pipeline text, strict boolean DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  was boolean;
+BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  -- waits for a refresh or worker batch of the pipeline: the next one sees the change
+  SELECT p.strict INTO was FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  UPDATE sluice._pipeline p SET strict = coalesce(alter_pipeline.strict, p.strict) WHERE p.name = pipeline;
+  RETURN coalesce(alter_pipeline.strict, was);
+END
+$$;
+COMMENT ON FUNCTION sluice.alter_pipeline(text, boolean) IS
+  'Changes a pipeline''s settings (NULL: unchanged) and returns strict as it now is. strict: an update or delete that finds no row in the datamart pauses the pipeline instead of being skipped and counted.';
 
 CREATE FUNCTION sluice._contract_table(target regclass, lock boolean DEFAULT false,
     OUT pipeline_id integer, OUT source_schema text, OUT source_table text,
@@ -595,6 +654,7 @@ SELECT p.pipeline_id,
           FROM sluice._pipeline_table pt
          WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
        p.binary_transfer,
+       p.strict,
        r.finished_at AS last_refresh_at,
        r.end_lsn AS last_end_lsn,
        p.created_at
@@ -611,6 +671,7 @@ COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the
 COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
 COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format: every column has the same binary form in the datamart, or no send function (pgoutput sends it as text).';
 COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
+COMMENT ON COLUMN sluice.pipelines.strict IS 'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted in sluice.runs.rows_missing (false, the default); set with sluice.alter_pipeline.';
 COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
 COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
 COMMENT ON COLUMN sluice.pipelines.last_end_lsn IS 'Source LSN the datamart is consistent with.';
@@ -652,7 +713,12 @@ SELECT r.run_id,
        r.tables_truncated,
        r.last_source_commit,
        r.error,
-       r.skipped_xid
+       r.skipped_xid,
+       r.rows_missing,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                                          rt.rows_missing)
+          FROM sluice._run_table rt
+         WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id AND rt.rows_missing OPERATOR(pg_catalog.>) 0) AS missing_by_table
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id);
 COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
@@ -673,6 +739,8 @@ COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
 COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
 COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed, or why a paused run paused.';
 COMMENT ON COLUMN sluice.runs.skipped_xid IS 'Source transaction this run skipped on purpose (sluice.resume(pipeline, skip_xid)).';
+COMMENT ON COLUMN sluice.runs.rows_missing IS 'Updates and deletes that found no row in the datamart (divergence: the datamart lacked a row the source had), skipped and counted; a strict pipeline pauses instead.';
+COMMENT ON COLUMN sluice.runs.missing_by_table IS 'rows_missing per datamart table ({"schema.table": n}); the keys (up to 5 per table) are in the divergence event, not here: this view is readable by all.';
 
 CREATE VIEW sluice.contracts AS
 SELECT pt.target_schema,
@@ -801,7 +869,8 @@ COMMENT ON COLUMN sluice.quality.sample_keys IS 'Up to 5 keys (or values) that f
 
 CREATE VIEW sluice.quarantine AS
 SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.name AS expectation,
-       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at
+       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at,
+       q.row_key, q.superseded_by, q.superseded_how, q.superseded_xid, q.superseded_lsn
   FROM sluice._quarantine q
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._expectation e USING (expectation_id);
@@ -818,8 +887,13 @@ COMMENT ON COLUMN sluice.quarantine.row_data IS 'The row as it would have been w
 COMMENT ON COLUMN sluice.quarantine.source_xid IS 'Source transaction.';
 COMMENT ON COLUMN sluice.quarantine.source_lsn IS 'Commit LSN of the source transaction.';
 COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
-COMMENT ON COLUMN sluice.quarantine.status IS 'held, released or discarded.';
-COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released or discarded.';
+COMMENT ON COLUMN sluice.quarantine.status IS 'held, released, discarded, or superseded (a later change of the same key on the source replaced it: see superseded_how; releasing it needs force).';
+COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released, discarded or superseded.';
+COMMENT ON COLUMN sluice.quarantine.row_key IS 'Key of the row (every column for a table without a key).';
+COMMENT ON COLUMN sluice.quarantine.superseded_by IS 'The entry holding the key''s later state, when that was quarantined too.';
+COMMENT ON COLUMN sluice.quarantine.superseded_how IS 'applied (the later state was written to the datamart), quarantined (held again: superseded_by), deleted or truncated on the source; NULL while the entry is the key''s latest state.';
+COMMENT ON COLUMN sluice.quarantine.superseded_xid IS 'Source transaction of the later change.';
+COMMENT ON COLUMN sluice.quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
 
 
 CREATE VIEW sluice.versions AS
@@ -959,7 +1033,10 @@ SELECT p.name AS pipeline,
        COALESCE(w.rows_per_second,
            (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
            OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
-           AS rows_per_second
+           AS rows_per_second,
+       p.rows_missing,
+       p.last_missing_at,
+       p.strict
   FROM sluice._pipeline p
   CROSS JOIN limits
   LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
@@ -988,6 +1065,9 @@ COMMENT ON COLUMN sluice.status.retained_wal_bytes IS 'WAL the pipeline''s slot 
 COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is past pg_sluice.max_retained_wal: the source''s disk is at risk.';
 COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
 COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
+COMMENT ON COLUMN sluice.status.rows_missing IS 'Updates and deletes skipped since the pipeline was created because the datamart had no row for them: not 0 means the datamart diverged from the source (sluice.runs.missing_by_table says where).';
+COMMENT ON COLUMN sluice.status.last_missing_at IS 'When the last such update or delete was skipped.';
+COMMENT ON COLUMN sluice.status.strict IS 'A missing row pauses the pipeline instead of being skipped and counted.';
 
 
 -------------------------------------------------------------------------------
@@ -1330,7 +1410,8 @@ RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_row_to_satisfy', '{}',
                               pg_catalog.jsonb_build_object('predicate', predicate), severity);
 
-CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL)
+CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
+                                           force boolean DEFAULT false)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1340,15 +1421,46 @@ DECLARE
   keys text[];
   cols text;
   target text;
+  newrow jsonb;
+  keycol text;
 BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  -- a refresh or worker batch of the pipeline holds this row while it applies (and may supersede the entry)
+  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = q.pipeline_id FOR UPDATE;
   SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
-  IF NOT FOUND OR q.status <> 'held' THEN
+  IF q.status = 'superseded' AND NOT coalesce(force, false) THEN
+    RAISE EXCEPTION 'quarantined row % is superseded by a later change of its key', quarantine_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = format('Source transaction %s %s the row with key %s after it was quarantined%s; the datamart already holds the key''s later state, which releasing this row would overwrite.',
+                      q.superseded_xid,
+                      CASE q.superseded_how WHEN 'applied' THEN 'changed' WHEN 'quarantined' THEN 'changed' ELSE q.superseded_how END,
+                      q.row_key,
+                      CASE WHEN q.superseded_by IS NOT NULL THEN format(' (held again as quarantined row %s)', q.superseded_by) ELSE '' END),
+      HINT = CASE WHEN q.superseded_by IS NOT NULL
+                  THEN format('Release the latest entry, sluice.release_quarantined(%s), or pass force => true to write this stale row anyway.', q.superseded_by)
+                  ELSE 'Pass force => true to write this stale row anyway.' END;
+  END IF;
+  IF q.status NOT IN ('held', 'superseded') THEN
     RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
       HINT = 'sluice.quarantine lists the held rows.';
   END IF;
   target := format('%I.%I', q.target_schema, q.target_table);
   SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
    WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  -- a correction may give only the columns it changes: the rest come from the stored row
+  newrow := q.row_data || coalesce(corrected, '{}');
+  FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
+    IF newrow -> keycol IS DISTINCT FROM q.row_data -> keycol THEN
+      RAISE EXCEPTION 'the correction changes key column "%" of quarantined row %', keycol, quarantine_id
+        USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = format('The row was quarantined with key %s; the source has no row with the corrected key.', q.row_key),
+        HINT = 'Correct other columns only; fix the key on the source, and the next refresh applies it.';
+    END IF;
+  END LOOP;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
   IF cardinality(keys) > 0 THEN
@@ -1356,19 +1468,18 @@ BEGIN
                    target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
                    (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
                       FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped))
-      USING coalesce(corrected, q.row_data);
+      USING newrow;
   ELSE
     EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target)
-      USING coalesce(corrected, q.row_data);
+      USING newrow;
   END IF;
-  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(),
-         row_data = coalesce(corrected, row_data)
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   RETURN true;
 END
 $$;
-COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb) IS
-  'Writes a held row into its datamart table (as stored, or as corrected), replacing the row with the same key; marks it released.';
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb, boolean) IS
+  'Writes a held row into its datamart table (as stored, or merged with a correction that gives the columns it changes), replacing the row with the same key; marks it released. A row superseded by a later change of its key is refused unless force.';
 
 CREATE FUNCTION sluice.discard_quarantined(quarantine_id bigint)
 RETURNS boolean
@@ -1743,7 +1854,7 @@ CREATE FUNCTION sluice._event_names()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
-             'expectation_failed', 'quarantine', 'slot_lag'];
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence'];
 
 CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
 RETURNS text
@@ -2066,8 +2177,8 @@ BEGIN
        sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
        sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
        sluice.expect_row_to_satisfy(regclass, text, text),
-       sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
-       sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
        sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval)',
@@ -2075,14 +2186,16 @@ BEGIN
        sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
        sluice._tag, sluice.quarantine',
     'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, continuous, run_as,
-             last_error, last_error_at) ON sluice._pipeline',
+             last_error, last_error_at, strict, rows_missing, last_missing_at) ON sluice._pipeline',
     'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
     'INSERT ON sluice._contract_column, sluice._drift_event, sluice._run, sluice._expectation_result,
        sluice._run_table, sluice._tag, sluice._quarantine',
     'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
              predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
-    'UPDATE (status, error, source_flush_lsn, slot_restart_lsn, skipped_xid, history_purged) ON sluice._run',
-    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'UPDATE (status, error, source_flush_lsn, slot_restart_lsn, skipped_xid, history_purged, rows_missing)
+       ON sluice._run',
+    'UPDATE (status, resolved_at, row_data, superseded_by, superseded_how, superseded_xid, superseded_lsn)
+       ON sluice._quarantine',
     'DELETE ON sluice._expectation, sluice._run, sluice._tag',
     'USAGE ON SEQUENCE sluice._run_run_id_seq'] LOOP
     EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
@@ -2120,6 +2233,7 @@ REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.alter_pipeline(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text),
     sluice.create_lineage_endpoint(text, text, text, text), sluice.drop_destination(text),
     sluice._emit(text, text, jsonb), sluice._notifier_wanted(), sluice._emit_run(bigint, bigint),
@@ -2149,7 +2263,7 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
-    sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
+    sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
     sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,

@@ -14,7 +14,7 @@ SRC=$(pwd)
 RUN_USER=${SLUICE_USER:-pgsluice}
 PG_MAJOR=15
 
-SLUICE_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered" \
+SLUICE_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare" \
     bash scripts/setup.sh
 make -s check-version
 

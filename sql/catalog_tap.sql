@@ -24,7 +24,8 @@ SELECT has_view('sluice', 'pipeline_tables', 'pipeline_tables view');
 SELECT has_view('sluice', 'runs', 'runs view');
 SELECT columns_are('sluice', 'runs', ARRAY['run_id', 'pipeline', 'kind', 'status', 'started_at',
        'finished_at', 'duration', 'start_lsn', 'end_lsn', 'transactions', 'rows_inserted',
-       'rows_updated', 'rows_deleted', 'tables_truncated', 'last_source_commit', 'error', 'skipped_xid']);
+       'rows_updated', 'rows_deleted', 'tables_truncated', 'last_source_commit', 'error', 'skipped_xid',
+       'rows_missing', 'missing_by_table']);
 SELECT has_function('sluice', 'start', ARRAY['text']);
 SELECT has_function('sluice', 'stop', ARRAY['text']);
 SELECT has_function('sluice', 'purge_runs', ARRAY['interval']);

@@ -39,6 +39,23 @@
  *	  tables without one (RelationFindReplTupleSeq).  Unchanged TOASTed
  *	  values ('u' columns) keep the datamart's current value.
  *
+ *	  Quarantine ledger.  A row a quarantine expectation holds back is an
+ *	  entry of sluice._quarantine with its key (row_key); the entries of a
+ *	  table that are still the latest state of their key (held, or
+ *	  discarded on purpose) are kept in a hash per relation for the refresh.
+ *	  Any later change of such a key on the source supersedes the entry:
+ *	  written to the datamart ('applied'), held again ('quarantined', the new
+ *	  entry named), deleted or truncated; a superseded entry is never
+ *	  released by mistake (release_quarantined refuses it without force).
+ *	  An update of a key the datamart lacks because it is held is the one
+ *	  case where an update becomes an insert (checked again; columns the
+ *	  source did not send come from the held row).
+ *
+ *	  Divergence.  Any other update or delete that finds no row means the
+ *	  datamart lost a row the source has.  It is never turned into an
+ *	  insert: it is skipped and counted per run and table (refresh.c records
+ *	  it, with a divergence event), or, for a strict pipeline, pauses it.
+ *
  *	  Memory.  Every message is parsed in a context reset after it, and its
  *	  datums live in the executor's per-tuple context, also reset per
  *	  message: the backend's memory does not grow with the size of a source
@@ -63,6 +80,7 @@
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am_d.h"
+#include "common/hashfn.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
 #include "catalog/pg_type.h"
@@ -142,12 +160,27 @@ typedef struct ApplyRel
 	TupleTableSlot *histslot;
 	int		   *histmap;		/* history attno - 1 -> target attno - 1, -1:
 								 * _sluice_superseded */
+	/* quarantine ledger (see ledger_init) */
+	HTAB	   *held;			/* key text -> HeldEntry: open entries, or
+								 * NULL when the table has none and no
+								 * quarantine expectation */
+	int			nledgerkeys;
+	AttrNumber *ledgerkeys;		/* attributes of the ledger key, in jsonb
+								 * key order */
+	FmgrInfo   *ledgerout;		/* their output functions */
 	/* insert runs (see flush_inserts) */
 	bool		multi_ok;		/* no triggers or generated columns */
 	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
 	int			nbuffered;
 	Size		bufbytes;
 } ApplyRel;
+
+/* An open quarantine entry: the latest state of a key the datamart lacks. */
+typedef struct HeldEntry
+{
+	char	   *key;			/* hash key: the key as jsonb text */
+	int64		quarantine_id;
+} HeldEntry;
 
 /* A row expectation compiled for one relation and batch. */
 typedef struct RowCheck
@@ -188,6 +221,17 @@ static void apply_error_callback(void *arg);
 static void init_key_lookups(ApplyState *st, ApplyRel *ar);
 static void end_key_lookups(ApplyRel *ar);
 
+/* quarantine ledger and divergence */
+static void ledger_init(ApplyState *st, ApplyRel *ar);
+static char *ledger_key(ApplyRel *ar, TupleTableSlot *slot);
+static int64 ledger_find(ApplyRel *ar, const char *key);
+static void ledger_hold(ApplyState *st, ApplyRel *ar, const char *key, int64 quarantine_id);
+static void ledger_supersede(ApplyState *st, ApplyRel *ar, const char *key,
+							 const char *how, int64 by);
+static void ledger_truncated(ApplyState *st, ApplyRel *ar);
+static TupleTableSlot *ledger_held_row(ApplyState *st, ApplyRel *ar, int64 quarantine_id);
+static void apply_missing_row(ApplyState *st, ApplyRel *ar, const char *change);
+
 /*
  * Error context: say where we were, so any error (a type input function's
  * included) tells the user which table, column and source transaction.
@@ -197,17 +241,24 @@ apply_error_callback(void *arg)
 {
 	ApplyState *st = (ApplyState *) arg;
 
-	if (st->cur_rel && st->cur_att >= 0 && st->cur_att < st->cur_rel->remote_natts)
+	/*
+	 * Between two messages (st->action is 0) we are waiting for the source:
+	 * no message type to name (logicalrep_message_type would say "???").
+	 */
+	if (st->cur_rel && st->action != 0 && st->cur_att >= 0 && st->cur_att < st->cur_rel->remote_natts)
 		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" column \"%s\" in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
 				   st->cur_rel->nspname, st->cur_rel->relname,
 				   st->cur_rel->remote_attnames[st->cur_att],
 				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
-	else if (st->cur_rel)
+	else if (st->cur_rel && st->action != 0)
 		errcontext("pipeline \"%s\" applying %s for \"%s.%s\" in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
 				   st->cur_rel->nspname, st->cur_rel->relname,
 				   st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
+	else if (st->in_xact && st->action == 0)
+		errcontext("pipeline \"%s\" reading the next change of source transaction %u committed at %X/%X",
+				   st->pipe->name, st->begin.xid, LSN_FORMAT_ARGS(st->begin.final_lsn));
 	else if (st->in_xact)
 		errcontext("pipeline \"%s\" applying %s in source transaction %u committed at %X/%X",
 				   st->pipe->name, logicalrep_message_type(st->action),
@@ -858,6 +909,7 @@ handle_relation(ApplyState *st, StringInfo s)
 				ar->keyatts[ar->nkeys++] = get_attnum(RelationGetRelid(ar->rel), c->name);
 		}
 	}
+	ledger_init(st, ar);
 
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
@@ -947,13 +999,331 @@ row_key_json(ApplyRel *ar, TupleTableSlot *slot)
 	return buf.data;
 }
 
-/* Hold a row back: store it with the expectation it failed. */
+/* ---------- quarantine ledger and divergence ---------- */
+
+static uint32
+held_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+static int
+held_match(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* jsonb's order of object keys: shorter first, then bytewise */
+static int
+ledger_key_cmp(const void *a, const void *b, void *arg)
+{
+	TupleDesc	desc = (TupleDesc) arg;
+	const char *na = NameStr(TupleDescAttr(desc, *(const AttrNumber *) a - 1)->attname);
+	const char *nb = NameStr(TupleDescAttr(desc, *(const AttrNumber *) b - 1)->attname);
+	size_t		la = strlen(na);
+	size_t		lb = strlen(nb);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(na, nb, la);
+}
+
+static void
+ledger_create(ApplyState *st, ApplyRel *ar)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(HeldEntry);
+	ctl.hash = held_hash;
+	ctl.match = held_match;
+	ctl.hcxt = st->cxt;
+	ar->held = hash_create("pg_sluice quarantine ledger", 64, &ctl,
+						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+/*
+ * Set up a relation's quarantine ledger: the attributes of its key (the
+ * contract's key columns, or every column of a table without a key) and,
+ * when the table has quarantine expectations or open entries, the open
+ * entries.  Runs in st->cxt, at the table's RELATION message.
+ */
+static void
+ledger_init(ApplyState *st, ApplyRel *ar)
+{
+	TupleDesc	desc = RelationGetDescr(ar->rel);
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	uint64		i;
+	int			n = 0;
+
+	ar->ledgerkeys = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
+	for (i = 0; i < ar->nkeys; i++)
+		if (ar->keyatts[i] > 0)
+			ar->ledgerkeys[n++] = ar->keyatts[i];
+	if (n == 0)
+	{
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), "_sluice_version") != 0)
+				ar->ledgerkeys[n++] = att->attnum;
+		}
+	}
+	qsort_arg(ar->ledgerkeys, n, sizeof(AttrNumber), ledger_key_cmp, desc);
+	ar->nledgerkeys = n;
+	ar->ledgerout = palloc0(sizeof(FmgrInfo) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		Oid			out;
+		bool		varlena;
+
+		getTypeOutputInfo(TupleDescAttr(desc, ar->ledgerkeys[i] - 1)->atttypid, &out, &varlena);
+		fmgr_info_cxt(out, &ar->ledgerout[i], st->cxt);
+	}
+
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(ar->table->target_schema);
+	args[2] = CStringGetTextDatum(ar->table->target_table);
+	if (SPI_execute_with_args("SELECT quarantine_id, row_key::text FROM sluice._quarantine "
+							  " WHERE pipeline_id = $1 AND target_schema = $2 AND target_table = $3 "
+							  "   AND status IN ('held', 'discarded') AND superseded_how IS NULL "
+							  "   AND row_key IS NOT NULL",
+							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the quarantine ledger");
+	ar->held = NULL;
+	if (SPI_processed > 0 || ar->has_quarantine)
+		ledger_create(st, ar);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		ledger_hold(st, ar, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), id);
+	}
+}
+
+/*
+ * The ledger key of the row in a slot: a JSON object of its key columns'
+ * text values, keys in jsonb's order, so that it equals row_key::text.
+ */
+static char *
+ledger_key(ApplyRel *ar, TupleTableSlot *slot)
+{
+	StringInfoData buf;
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			i;
+
+	slot_getallattrs(slot);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (i = 0; i < ar->nledgerkeys; i++)
+	{
+		int			j = ar->ledgerkeys[i] - 1;
+
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, NameStr(TupleDescAttr(desc, j)->attname));
+		appendStringInfoString(&buf, ": ");
+		if (slot->tts_isnull[j])
+			appendStringInfoString(&buf, "null");
+		else
+			escape_json(&buf, OutputFunctionCall(&ar->ledgerout[i], slot->tts_values[j]));
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* The open quarantine entry of a key, or 0. */
+static int64
+ledger_find(ApplyRel *ar, const char *key)
+{
+	HeldEntry  *e;
+
+	if (ar->held == NULL)
+		return 0;
+	e = hash_search(ar->held, &key, HASH_FIND, NULL);
+	return e ? e->quarantine_id : 0;
+}
+
+/* Remember an open entry (the key's latest state). */
+static void
+ledger_hold(ApplyState *st, ApplyRel *ar, const char *key, int64 quarantine_id)
+{
+	char	   *k = MemoryContextStrdup(st->cxt, key);
+	HeldEntry  *e;
+
+	if (ar->held == NULL)
+		ledger_create(st, ar);
+	e = hash_search(ar->held, &k, HASH_ENTER, NULL);
+	e->quarantine_id = quarantine_id;
+}
+
+/*
+ * A change of the source transaction being applied replaced the latest
+ * state of a key: its open entry, if any, is superseded (a held entry can
+ * no longer be released without force), recorded with how and the entry
+ * that holds the new state (by, or 0).
+ */
+static void
+ledger_supersede(ApplyState *st, ApplyRel *ar, const char *key,
+				 const char *how, int64 by)
+{
+	Oid			types[5] = {INT8OID, INT8OID, TEXTOID, XIDOID, LSNOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int64		id = ledger_find(ar, key);
+
+	if (id == 0)
+		return;
+	args[0] = Int64GetDatum(id);
+	args[1] = Int64GetDatum(by);
+	nulls[1] = by ? ' ' : 'n';
+	args[2] = CStringGetTextDatum(how);
+	args[3] = TransactionIdGetDatum(st->begin.xid);
+	args[4] = LSNGetDatum(st->begin.final_lsn);
+	if (SPI_execute_with_args("UPDATE sluice._quarantine SET "
+							  "  status = CASE WHEN status = 'held' THEN 'superseded' ELSE status END, "
+							  "  resolved_at = CASE WHEN status = 'held' THEN pg_catalog.now() ELSE resolved_at END, "
+							  "  superseded_by = $2, superseded_how = $3, superseded_xid = $4, superseded_lsn = $5 "
+							  " WHERE quarantine_id = $1",
+							  5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not supersede a quarantined row");
+	(void) hash_search(ar->held, &key, HASH_REMOVE, NULL);
+}
+
+/* The source truncated the table: every open entry of it is superseded. */
+static void
+ledger_truncated(ApplyState *st, ApplyRel *ar)
+{
+	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID};
+	Datum		args[5];
+
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(ar->table->target_schema);
+	args[2] = CStringGetTextDatum(ar->table->target_table);
+	args[3] = TransactionIdGetDatum(st->begin.xid);
+	args[4] = LSNGetDatum(st->begin.final_lsn);
+	if (SPI_execute_with_args("UPDATE sluice._quarantine SET "
+							  "  status = CASE WHEN status = 'held' THEN 'superseded' ELSE status END, "
+							  "  resolved_at = CASE WHEN status = 'held' THEN pg_catalog.now() ELSE resolved_at END, "
+							  "  superseded_how = 'truncated', superseded_xid = $4, superseded_lsn = $5 "
+							  " WHERE pipeline_id = $1 AND target_schema = $2 AND target_table = $3 "
+							  "   AND status IN ('held', 'discarded') AND superseded_how IS NULL",
+							  5, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not supersede the truncated table's quarantined rows");
+	if (ar->held != NULL)
+	{
+		hash_destroy(ar->held);
+		ar->held = NULL;
+		if (ar->has_quarantine)
+			ledger_create(st, ar);
+	}
+}
+
+/*
+ * The row an open entry holds, as a tuple of the table in ar->localslot
+ * (free here: the row was not found), for the columns an update did not
+ * send.
+ */
+static TupleTableSlot *
+ledger_held_row(ApplyState *st, ApplyRel *ar, int64 quarantine_id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+	HeapTupleHeader th;
+	HeapTupleData tmp;
+
+	args[0] = Int64GetDatum(quarantine_id);
+	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s.%s, row_data) "
+									   "  FROM sluice._quarantine WHERE quarantine_id = $1",
+									   quote_identifier(ar->table->target_schema),
+									   quote_identifier(ar->table->target_table)),
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read quarantined row " INT64_FORMAT, quarantine_id);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	th = DatumGetHeapTupleHeader(d);
+	tmp.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tmp.t_self);
+	tmp.t_tableOid = RelationGetRelid(ar->rel);
+	tmp.t_data = th;
+	ExecForceStoreHeapTuple(heap_copytuple(&tmp), ar->localslot, true);
+	return ar->localslot;
+}
+
+/*
+ * An update or delete found no row, and no quarantine entry explains it:
+ * the datamart diverged from the source.  Never turned into an insert: a
+ * strict pipeline pauses (the batch rolls back, nothing is lost); otherwise
+ * the change is skipped and counted per run and table, with up to 5 keys
+ * (refresh.c records them and queues a divergence event).
+ */
+static void
+apply_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
+{
+	char	   *key = ledger_key(ar, ar->searchslot);
+	TableCount *c = ar->counts;
+
+	if (st->pipe->strict)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+
+		d->is_divergence = true;
+		d->source_schema = pstrdup(ar->table->source_schema);
+		d->source_table = pstrdup(ar->table->source_table);
+		d->detail = psprintf("Source transaction %u %s the row with key %s of \"%s.%s\", which datamart table \"%s.%s\" does not have.",
+							 st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes", key,
+							 ar->nspname, ar->relname, ar->table->target_schema, ar->table->target_table);
+		MemoryContextSwitchTo(old);
+		sluice_pending_drift = d;
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("row to %s is missing from datamart table \"%s.%s\"",
+						change, ar->table->target_schema, ar->table->target_table),
+				 errdetail("%s", d->detail),
+				 errhint("Nothing was applied and pipeline \"%s\" is paused (strict). Restore the row in the datamart, "
+						 "or let the pipeline skip and count missing rows with sluice.alter_pipeline('%s', strict => false), "
+						 "then call sluice.resume('%s').",
+						 st->pipe->name, st->pipe->name, st->pipe->name)));
+	}
+	st->stats->missing++;
+	c->missing++;
+	if (c->nmissing_keys < 5)
+	{
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(c));
+
+		if (c->missing_keys.data == NULL)
+			initStringInfo(&c->missing_keys);
+		appendStringInfo(&c->missing_keys, "%s{\"change\": \"%s\", \"key\": %s, \"source_xid\": %u}",
+						 c->nmissing_keys ? ", " : "", change, key, st->begin.xid);
+		c->nmissing_keys++;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * Hold a row back: store it with the expectation it failed and its key.
+ * The new entry is the key's latest state: it supersedes the key's open
+ * entry, and, for an update that moved the key (oldslot: the row's key
+ * before it), the old key's.
+ */
 static void
 quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
-			   TupleTableSlot *slot, const char *change)
+			   TupleTableSlot *slot, const char *change, TupleTableSlot *oldslot)
 {
-	Oid			types[8] = {INT4OID, INT4OID, NAMEOID, NAMEOID, XIDOID, LSNOID, TEXTOID, TEXTOID};
-	Datum		args[8];
+	Oid			types[9] = {INT4OID, INT4OID, NAMEOID, NAMEOID, XIDOID, LSNOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[9];
+	char	   *key = ledger_key(ar, slot);
+	char	   *oldkey = oldslot ? ledger_key(ar, oldslot) : NULL;
+	int64		id;
+	bool		isnull;
 	Datum		row = ExecFetchSlotHeapTupleDatum(slot);
 
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
@@ -964,20 +1334,29 @@ quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
 	args[5] = LSNGetDatum(st->begin.final_lsn);
 	args[6] = CStringGetTextDatum(change);
 	args[7] = DirectFunctionCall1(row_to_json, row);
+	args[8] = CStringGetTextDatum(key);
 	if (SPI_execute_with_args("INSERT INTO sluice._quarantine (pipeline_id, expectation_id, target_schema, "
-							  "  target_table, source_xid, source_lsn, change, row_data) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
-							  8, types, args, NULL, false, 0) != SPI_OK_INSERT)
+							  "  target_table, source_xid, source_lsn, change, row_data, row_key) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb) RETURNING quarantine_id",
+							  9, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
 		elog(ERROR, "could not quarantine a row");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (oldkey != NULL && strcmp(oldkey, key) != 0)
+		ledger_supersede(st, ar, oldkey, "quarantined", id);
+	ledger_supersede(st, ar, key, "quarantined", id);
+	ledger_hold(st, ar, key, id);
 }
 
 /*
  * Evaluate the row expectations on the row about to be written.  Returns
  * false when the row must not be written (quarantined); an error-severity
- * failure pauses the pipeline.
+ * failure pauses the pipeline.  oldslot: for an update, the row's key
+ * before it (see quarantine_row).
  */
 static bool
-check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change)
+check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change,
+		  TupleTableSlot *oldslot)
 {
 	ListCell   *lc;
 	ExprContext *econtext;
@@ -1026,7 +1405,7 @@ check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change
 								  strcmp(change, "insert") == 0 ? "inserted" : "updated", st->begin.xid));
 		if (rc->e->severity == 'q' && keep)
 		{
-			quarantine_row(st, ar, rc->e, slot, change);
+			quarantine_row(st, ar, rc->e, slot, change, oldslot);
 			keep = false;
 		}
 	}
@@ -1480,8 +1859,11 @@ handle_insert(ApplyState *st, StringInfo s)
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	fill_slot(st, ar, ar->newslot, &newtup, NULL);
 	set_version(st, ar, ar->newslot);
-	if (check_row(st, ar, ar->newslot, "insert"))
+	if (check_row(st, ar, ar->newslot, "insert", NULL))
 	{
+		/* a key held in quarantine comes back (deleted, inserted again) */
+		if (ar->held && hash_get_num_entries(ar->held) > 0)
+			ledger_supersede(st, ar, ledger_key(ar, ar->newslot), "applied", 0);
 		if (ar->multi_ok)
 			buffer_insert(st, ar);
 		else
@@ -1522,8 +1904,18 @@ handle_update(ApplyState *st, StringInfo s)
 	{
 		fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
 		set_version(st, ar, ar->newslot);
-		if (check_row(st, ar, ar->newslot, "update"))
+		if (check_row(st, ar, ar->newslot, "update", ar->searchslot))
 		{
+			/* the key's quarantined states are out of date now */
+			if (ar->held && hash_get_num_entries(ar->held) > 0)
+			{
+				char	   *newkey = ledger_key(ar, ar->newslot);
+				char	   *oldkey = ledger_key(ar, ar->searchslot);
+
+				ledger_supersede(st, ar, newkey, "applied", 0);
+				if (strcmp(oldkey, newkey) != 0)
+					ledger_supersede(st, ar, oldkey, "applied", 0);
+			}
 			save_history(st, ar, ar->localslot);
 			EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 			ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
@@ -1532,32 +1924,63 @@ handle_update(ApplyState *st, StringInfo s)
 			ar->counts->updated++;
 		}
 		else
-			st->stats->quarantined++;
-	}
-	else if (ar->has_quarantine)
-	{
-		/*
-		 * The row was quarantined when inserted: the update stands for it,
-		 * checked again.
-		 */
-		fill_slot(st, ar, ar->newslot, &newtup, NULL);
-		set_version(st, ar, ar->newslot);
-		if (check_row(st, ar, ar->newslot, "update"))
 		{
-			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
-			st->stats->updated++;
-			ar->counts->updated++;
-		}
-		else
 			st->stats->quarantined++;
+
+			/*
+			 * The new row is held; the old one stays, unless the update
+			 * moved its key: the source has no row under the old key any
+			 * more, so neither may the datamart.
+			 */
+			if (strcmp(ledger_key(ar, ar->searchslot), ledger_key(ar, ar->newslot)) != 0)
+			{
+				save_history(st, ar, ar->localslot);
+				EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+				ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
+				st->stats->deleted++;
+				ar->counts->deleted++;
+			}
+		}
 	}
 	else
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("row to update is missing from datamart table \"%s\"",
-						RelationGetRelationName(ar->rel)),
-				 errdetail("The datamart table no longer matches the source; it was probably changed by hand."),
-				 errhint("Do not write to pg_sluice's tables; drop the pipeline and create it again to resynchronize.")));
+	{
+		char	   *oldkey = ar->held ? ledger_key(ar, ar->searchslot) : NULL;
+		int64		qid = oldkey ? ledger_find(ar, oldkey) : 0;
+
+		if (qid != 0)
+		{
+			/*
+			 * The datamart lacks the row because its latest state is held
+			 * in quarantine: this update stands for it, checked again, and
+			 * is inserted if it passes (the documented release by the
+			 * source).  Columns the source did not send (unchanged TOAST)
+			 * come from the held row.
+			 */
+			TupleTableSlot *base = NULL;
+			int			i;
+
+			for (i = 0; i < newtup.ncols; i++)
+				if (newtup.colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+					base = ledger_held_row(st, ar, qid);
+			fill_slot(st, ar, ar->newslot, &newtup, base);
+			set_version(st, ar, ar->newslot);
+			if (check_row(st, ar, ar->newslot, "update", ar->searchslot))
+			{
+				char	   *newkey = ledger_key(ar, ar->newslot);
+
+				ledger_supersede(st, ar, oldkey, "applied", 0);
+				if (strcmp(oldkey, newkey) != 0)
+					ledger_supersede(st, ar, newkey, "applied", 0);
+				ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+				st->stats->updated++;
+				ar->counts->updated++;
+			}
+			else
+				st->stats->quarantined++;
+		}
+		else
+			apply_missing_row(st, ar, "update");
+	}
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
 }
@@ -1577,21 +2000,24 @@ handle_delete(ApplyState *st, StringInfo s)
 	fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
 	if (find_row(st, ar))
 	{
+		if (ar->held && hash_get_num_entries(ar->held) > 0)
+			ledger_supersede(st, ar, ledger_key(ar, ar->searchslot), "deleted", 0);
 		save_history(st, ar, ar->localslot);
 		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
 		st->stats->deleted++;
 		ar->counts->deleted++;
 	}
-	else if (ar->has_quarantine)
-		;						/* the row was quarantined: nothing to delete */
 	else
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("row to delete is missing from datamart table \"%s\"",
-						RelationGetRelationName(ar->rel)),
-				 errdetail("The datamart table no longer matches the source; it was probably changed by hand."),
-				 errhint("Do not write to pg_sluice's tables; drop the pipeline and create it again to resynchronize.")));
+	{
+		char	   *key = ar->held ? ledger_key(ar, ar->searchslot) : NULL;
+
+		/* held in quarantine (or discarded): the delete ends its story */
+		if (key != NULL && ledger_find(ar, key) != 0)
+			ledger_supersede(st, ar, key, "deleted", 0);
+		else
+			apply_missing_row(st, ar, "delete");
+	}
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
 }
@@ -1712,7 +2138,10 @@ handle_truncate(ApplyState *st, StringInfo s)
 		ApplyRel   *ar = hash_search(st->rels, &lfirst_oid(lc), HASH_FIND, NULL);
 
 		if (ar && ar->mapped)
+		{
 			ar->counts->truncated++;
+			ledger_truncated(st, ar);
+		}
 	}
 }
 
@@ -2020,10 +2449,18 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						st.begin.xid),
 				 errhint("Nothing was applied; run the refresh again.")));
 
+	/*
+	 * After-trigger events (foreign keys and user AFTER triggers of the
+	 * datamart tables) fire here, while our relations are still open, as in
+	 * core's finish_edata.  The trigger machinery opens a result relation of
+	 * its own for each table it fires on (es_trig_target_relations):
+	 * ExecCloseResultRelations closes those, or each would be reported as a
+	 * relcache reference leak at commit.
+	 */
+	AfterTriggerEndQuery(st.estate);
 	hash_seq_init(&hs, st.rels);
 	while ((ar = hash_seq_search(&hs)) != NULL)
 		close_rel(ar);
-	AfterTriggerEndQuery(st.estate);
 
 	/*
 	 * Deferred keys are checked now rather than at commit: the batch holds
@@ -2043,6 +2480,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 		AfterTriggerSetState(cs);
 		error_context_stack = errcb.previous;
 	}
+	ExecCloseResultRelations(st.estate);
 	ExecResetTupleTable(st.estate->es_tupleTable, false);
 	FreeExecutorState(st.estate);
 	MemoryContextDelete(st.cxt);

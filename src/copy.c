@@ -99,6 +99,7 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	CopyFromState cstate;
 	int64		rows;
 	bool		first = true;
+	volatile bool use_binary;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, partitioned ? "COPY (SELECT " : "COPY ");
@@ -114,8 +115,9 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	if (partitioned)
 		appendStringInfo(&sql, " FROM %s.%s",
 						 quote_identifier(src_schema), quote_identifier(src_table));
-	binary = binary && pg_get_client_encoding() == GetDatabaseEncoding();
-	appendStringInfo(&sql, ") TO STDOUT%s", binary ? " (FORMAT binary)" : "");
+	/* a copy the PG_TRY below cannot clobber (the argument is assigned) */
+	use_binary = binary && pg_get_client_encoding() == GetDatabaseEncoding();
+	appendStringInfo(&sql, ") TO STDOUT%s", use_binary ? " (FORMAT binary)" : "");
 
 	transport_copy_start(sc, sql.data, "start the initial copy");
 
@@ -133,7 +135,7 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 		/* the source sends this database's encoding (see transport.c) */
 		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read_cb,
 							   columns,
-							   binary ?
+							   use_binary ?
 							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)) :
 							   list_make1(makeDefElem("encoding",
 													  (Node *) makeString((char *) GetDatabaseEncodingName()),

@@ -406,10 +406,11 @@ table_counts_record(int64 run_id)
 	foreach(lc, table_counts)
 	{
 		TableCount *c = lfirst(lc);
-		Oid			types[7] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID, INT8OID, INT8OID};
-		Datum		args[7];
+		Oid			types[9] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+		Datum		args[9];
+		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-		if (c->inserted + c->updated + c->deleted + c->truncated == 0)
+		if (c->inserted + c->updated + c->deleted + c->truncated + c->missing == 0)
 			continue;
 		args[0] = Int64GetDatum(run_id);
 		args[1] = catalog_name_datum(c->target_schema);
@@ -418,8 +419,12 @@ table_counts_record(int64 run_id)
 		args[4] = Int64GetDatum(c->updated);
 		args[5] = Int64GetDatum(c->deleted);
 		args[6] = Int64GetDatum(c->truncated);
-		if (SPI_execute_with_args("INSERT INTO sluice._run_table VALUES ($1, $2, $3, $4, $5, $6, $7)",
-								  7, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		/* divergence: updates and deletes that found no row (apply.c) */
+		args[7] = Int64GetDatum(c->missing);
+		args[8] = c->nmissing_keys ? CStringGetTextDatum(psprintf("[%s]", c->missing_keys.data)) : (Datum) 0;
+		nulls[8] = c->nmissing_keys ? ' ' : 'n';
+		if (SPI_execute_with_args("INSERT INTO sluice._run_table VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+								  9, types, args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record per-table counts");
 	}
 }

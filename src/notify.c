@@ -93,7 +93,15 @@ sluice_check_url(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("URL \"%s\" has no host", url)));
 	}
-	curl_url_get(h, CURLUPART_URL, &norm, 0);
+	if (curl_url_get(h, CURLUPART_URL, &norm, 0) != CURLUE_OK || norm == NULL)
+	{
+		curl_free(host);
+		curl_free(scheme);
+		curl_url_cleanup(h);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid URL \"%s\"", url)));
+	}
 	result = cstring_to_text(norm);
 	curl_free(norm);
 	curl_free(host);
@@ -215,86 +223,143 @@ hmac_hex(const char *key, const char *data, char *out)
 	out[64] = '\0';
 }
 
-/*
- * Post one event.  Returns the HTTP status (0 if none) and sets *error on
- * failure.
- */
-static long
-post_event(Claimed *c, char **error)
+/* Append a header line; curl_slist_append returns NULL (list intact) when out of memory. */
+static struct curl_slist *
+append_header(struct curl_slist *hdrs, const char *line)
 {
-	char	   *text = payload_build(c->kind, c->event, c->pipeline, c->id, c->body,
-										 c->namespace ? c->namespace : "pg_sluice", c->created_at,
-										 c->format && strcmp(c->format, "slack") == 0);
-	CURL	   *curl;
-	struct curl_slist *hdrs = NULL;
+	struct curl_slist *l = curl_slist_append(hdrs, line);
+
+	if (l == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	return l;
+}
+
+/* What post_event allocates outside PostgreSQL's memory contexts. */
+typedef struct PostState
+{
+	CURL	   *curl;			/* libcurl easy handle */
+	struct curl_slist *hdrs;	/* its header list */
+	char	   *text;			/* the payload (jansson, malloc'd) */
+	char	  **lines;			/* extra header lines (malloc'd) */
+	long		status;			/* HTTP status, 0 if none */
+} PostState;
+
+/* Build and send the request; everything it allocates is recorded in ps. */
+static void
+perform_post(Claimed *c, char **error, PostState *ps)
+{
 	char		errbuf[CURL_ERROR_SIZE];
 	CURLcode	rc;
-	long		status = 0;
 
-	curl = curl_easy_init();
-	if (curl == NULL)
+	ps->text = payload_build(c->kind, c->event, c->pipeline, c->id, c->body,
+							 c->namespace ? c->namespace : "pg_sluice", c->created_at,
+							 c->format && strcmp(c->format, "slack") == 0);
+	ps->curl = curl_easy_init();
+	if (ps->curl == NULL)
 	{
-		free(text);
 		*error = pstrdup("could not initialise libcurl");
-		return 0;
+		return;
 	}
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-	hdrs = curl_slist_append(hdrs, psprintf("User-Agent: pg_sluice/%s", SLUICE_VERSION));
-	hdrs = curl_slist_append(hdrs, psprintf("X-Sluice-Event: %s", c->event));
-	hdrs = curl_slist_append(hdrs, psprintf("X-Sluice-Event-Id: " INT64_FORMAT, c->id));
+	ps->hdrs = append_header(ps->hdrs, "Content-Type: application/json");
+	ps->hdrs = append_header(ps->hdrs, psprintf("User-Agent: pg_sluice/%s", SLUICE_VERSION));
+	ps->hdrs = append_header(ps->hdrs, psprintf("X-Sluice-Event: %s", c->event));
+	ps->hdrs = append_header(ps->hdrs, psprintf("X-Sluice-Event-Id: " INT64_FORMAT, c->id));
 	if (c->secret && strcmp(c->kind, "webhook") == 0)
 	{
 		char		sig[65];
 
-		hmac_hex(c->secret, text, sig);
-		hdrs = curl_slist_append(hdrs, psprintf("X-Sluice-Signature: sha256=%s", sig));
+		hmac_hex(c->secret, ps->text, sig);
+		ps->hdrs = append_header(ps->hdrs, psprintf("X-Sluice-Signature: sha256=%s", sig));
 	}
 	if (c->secret && strcmp(c->kind, "openlineage") == 0)
-		hdrs = curl_slist_append(hdrs, psprintf("Authorization: Bearer %s", c->secret));
+		ps->hdrs = append_header(ps->hdrs, psprintf("Authorization: Bearer %s", c->secret));
 	if (c->headers)
 	{
-		char	  **lines = payload_header_lines(c->headers);
 		int			k;
 
-		for (k = 0; lines && lines[k]; k++)
-			hdrs = curl_slist_append(hdrs, lines[k]);
-		payload_free_lines(lines);
+		ps->lines = payload_header_lines(c->headers);
+		for (k = 0; ps->lines && ps->lines[k]; k++)
+			ps->hdrs = append_header(ps->hdrs, ps->lines[k]);
 	}
 	errbuf[0] = '\0';
-	curl_easy_setopt(curl, CURLOPT_URL, c->url);
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
-	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) strlen(text));
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) sluice_http_timeout);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) sluice_http_timeout);
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
-	rc = curl_easy_perform(curl);
+	curl_easy_setopt(ps->curl, CURLOPT_URL, c->url);
+	curl_easy_setopt(ps->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(ps->curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(ps->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(ps->curl, CURLOPT_HTTPHEADER, ps->hdrs);
+	curl_easy_setopt(ps->curl, CURLOPT_POSTFIELDS, ps->text);
+	curl_easy_setopt(ps->curl, CURLOPT_POSTFIELDSIZE, (long) strlen(ps->text));
+	curl_easy_setopt(ps->curl, CURLOPT_TIMEOUT_MS, (long) sluice_http_timeout);
+	curl_easy_setopt(ps->curl, CURLOPT_CONNECTTIMEOUT_MS, (long) sluice_http_timeout);
+	curl_easy_setopt(ps->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(ps->curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(ps->curl, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(ps->curl, CURLOPT_WRITEFUNCTION, discard_body);
+	rc = curl_easy_perform(ps->curl);
 	if (rc != CURLE_OK)
 		*error = pstrdup(errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	else
 	{
-		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-		if (status < 200 || status >= 300)
-			*error = psprintf("HTTP status %ld", status);
+		curl_easy_getinfo(ps->curl, CURLINFO_RESPONSE_CODE, &ps->status);
+		if (ps->status < 200 || ps->status >= 300)
+			*error = psprintf("HTTP status %ld", ps->status);
 	}
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(curl);
-	free(text);
-	return status;
+}
+
+/* Free what perform_post allocated. */
+static void
+release_post(PostState *ps)
+{
+	if (ps->hdrs != NULL)
+		curl_slist_free_all(ps->hdrs);
+	if (ps->curl != NULL)
+		curl_easy_cleanup(ps->curl);
+	if (ps->text != NULL)
+		free(ps->text);
+	if (ps->lines != NULL)
+		payload_free_lines(ps->lines);
+	ps->hdrs = NULL;
+	ps->curl = NULL;
+	ps->text = NULL;
+	ps->lines = NULL;
+}
+
+/*
+ * Post one event.  Returns the HTTP status (0 if none) and sets *error on
+ * failure.  The libcurl handle, its header list and the payload are
+ * malloc'd by their libraries: they are released on every way out,
+ * including an ERROR.
+ */
+static long
+post_event(Claimed *c, char **error)
+{
+	PostState	ps;
+
+	memset(&ps, 0, sizeof(ps));
+	PG_TRY();
+	{
+		perform_post(c, error, &ps);
+	}
+	PG_CATCH();
+	{
+		release_post(&ps);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	release_post(&ps);
+	return ps.status;
 }
 
 /*
  * One round of the notifier: claim due events, post them, record.  Returns
- * the number of events handled.  Runs outside any transaction.
+ * the number of events handled.  Runs outside any transaction.  With
+ * reclaim, events a failed round left claimed ('sending') are pending
+ * again first: the caller asks for it at start and after every error.
  */
 int
-notifier_run_once(bool first)
+notifier_run_once(bool reclaim)
 {
 	List	   *claimed = NIL;
 	ListCell   *lc;
@@ -306,8 +371,10 @@ notifier_run_once(bool first)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (first)
-		SPI_execute("UPDATE sluice._outbox SET status = 'pending' WHERE status = 'sending'", false, 0);
+	if (reclaim &&
+		SPI_execute("UPDATE sluice._outbox SET status = 'pending' WHERE status = 'sending'",
+					false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not hand back claimed events");
 	if (SPI_execute(psprintf("WITH c AS (UPDATE sluice._outbox o SET status = 'sending', attempts = attempts + 1 "
 							 "  WHERE event_id IN (SELECT event_id FROM sluice._outbox WHERE status = 'pending' "
 							 "    AND next_attempt_at <= pg_catalog.clock_timestamp() ORDER BY event_id "

@@ -162,14 +162,22 @@ payload_header_lines(const char *headers)
 	int			n = 0;
 
 	if (lines == NULL)
+	{
+		json_decref(h);
 		elog(ERROR, "out of memory");
+	}
 	json_object_foreach(h, k, v)
 	{
 		if (!json_is_string(v))
 			continue;
 		lines[n] = malloc(strlen(k) + strlen(json_string_value(v)) + 3);
 		if (lines[n] == NULL)
+		{
+			/* nothing malloc'd may outlive the error */
+			json_decref(h);
+			payload_free_lines(lines);
 			elog(ERROR, "out of memory");
+		}
 		sprintf(lines[n], "%s: %s", k, json_string_value(v));
 		n++;
 	}

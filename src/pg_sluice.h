@@ -92,6 +92,8 @@ typedef struct SluicePipeline
 	char	   *paused_reason;	/* NULL unless paused (schema drift) */
 	TransactionId skip_xid;		/* source transaction to skip once, or 0 */
 	bool		keep_history;	/* versions: superseded rows are kept */
+	bool		strict;			/* a missing row pauses instead of being
+								 * skipped and counted */
 	int64		version;		/* version (run id) the batch writes, or 0 */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
@@ -138,6 +140,7 @@ typedef struct SluiceTable
 typedef struct SluiceDrift
 {
 	bool		is_expectation; /* an error-severity expectation, not drift */
+	bool		is_divergence;	/* a missing row under strict, not drift */
 	char	   *source_schema;
 	char	   *source_table;
 	char	   *policy;
@@ -198,6 +201,8 @@ typedef struct ApplyStats
 	int64		truncated;
 	int64		skipped_transactions;	/* already applied before */
 	int64		quarantined;	/* rows held back by expectations */
+	int64		missing;		/* updates and deletes that found no row
+								 * (divergence), skipped */
 	TransactionId skipped_xid;	/* the skip_xid transaction, when met */
 	XLogRecPtr	last_end_lsn;	/* end of the last applied transaction */
 	TimestampTz last_commit_time;
@@ -261,6 +266,10 @@ typedef struct TableCount
 	int64		updated;
 	int64		deleted;
 	int64		truncated;
+	int64		missing;		/* updates and deletes that found no row */
+	StringInfoData missing_keys;	/* up to 5 of them, JSON objects,
+									 * comma-separated (data NULL: none) */
+	int			nmissing_keys;
 } TableCount;
 
 extern List *sluice_results;
@@ -279,7 +288,7 @@ extern void expect_record_results(int64 run_id);
 
 extern void outbox_emit(const char *pipeline, const char *event, const char *json);
 extern void outbox_emit_run(int64 run_id, int64 quarantined);
-extern int	notifier_run_once(bool first);
+extern int	notifier_run_once(bool reclaim);
 
 /* payload.c (jansson) */
 extern char *payload_build(const char *kind, const char *event, const char *pipeline, int64 id,

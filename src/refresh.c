@@ -224,6 +224,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 }
 
 static void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
+static void refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 missing);
 
 /*
  * Pull and apply, pausing the pipeline on schema drift.
@@ -281,7 +282,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		r->paused = true;
 		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
 		refresh_record_pause(pipe, r);
-		if (!d->is_expectation)
+		if (!d->is_expectation && !d->is_divergence)
 		{
 			Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
 			INT4OID, TEXTOID, TEXTOID, TEXTOID};
@@ -365,5 +366,54 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 	expect_record_results(run_id);
 	table_counts_record(run_id);
 	outbox_emit_run(run_id, r->stats.quarantined > sluice_quarantine_alert ? r->stats.quarantined : 0);
+	if (r->stats.missing > 0)
+		refresh_record_divergence(pipe, run_id, r->stats.missing);
 	return run_id;
+}
+
+/*
+ * Updates and deletes of the run found no row in the datamart and were
+ * skipped (apply.c; a strict pipeline pauses instead): count them on the
+ * run and the pipeline, queue a divergence event and warn.  The per-table
+ * counts and keys are in sluice._run_table (table_counts_record).
+ */
+static void
+refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 missing)
+{
+	Oid			types[3] = {INT8OID, INT8OID, INT4OID};
+	Datum		args[3];
+	Oid			etypes[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		eargs[3];
+
+	args[0] = Int64GetDatum(run_id);
+	args[1] = Int64GetDatum(missing);
+	args[2] = Int32GetDatum(pipe->pipeline_id);
+	if (SPI_execute_with_args("UPDATE sluice._run SET rows_missing = $2 WHERE run_id = $1",
+							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_execute_with_args("UPDATE sluice._pipeline SET rows_missing = rows_missing + $2, "
+							  "       last_missing_at = pg_catalog.now() WHERE pipeline_id = $3",
+							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the divergence");
+	eargs[0] = CStringGetTextDatum(pipe->name);
+	eargs[1] = Int64GetDatum(run_id);
+	eargs[2] = Int64GetDatum(missing);
+	if (SPI_execute_with_args("SELECT sluice._emit($1, 'divergence', pg_catalog.jsonb_build_object("
+							  "  'run_id', $2, 'rows_missing', $3, "
+							  "  'tables', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+							  "                'table', rt.target_schema || '.' || rt.target_table, "
+							  "                'rows_missing', rt.rows_missing, 'keys', rt.missing_keys) "
+							  "              ORDER BY rt.target_schema, rt.target_table) "
+							  "               FROM sluice._run_table rt WHERE rt.run_id = $2 AND rt.rows_missing > 0), "
+							  "  'summary', pg_catalog.format('%s update(s) or delete(s) found no row in the datamart in run %s and were skipped', $3, $2)))",
+							  3, etypes, eargs, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not queue the divergence event");
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("pipeline \"%s\": %lld %s found no row in the datamart",
+					pipe->name, (long long) missing,
+					missing == 1 ? "update or delete" : "updates or deletes"),
+			 errdetail("They were skipped: the datamart lacks rows the source has (run " INT64_FORMAT "; sluice.runs.missing_by_table counts them per table, the divergence event lists their keys).",
+					   run_id),
+			 errhint("Restore the missing rows or rebuild the pipeline. sluice.alter_pipeline('%s', strict => true) pauses the pipeline at the next one instead.",
+					 pipe->name)));
 }

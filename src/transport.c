@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "libpq-events.h"
 #include "mb/pg_wchar.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -43,7 +44,23 @@
 static SluiceConn *open_conns[MAX_OPEN_CONNS];
 static bool xact_callback_registered = false;
 
+/*
+ * Every PGresult our connections create, until it is PQclear()ed: libpq
+ * mallocs them, so one an ERROR skips past (a caller raising between
+ * transport_exec and PQclear, an interrupt while get_result holds one)
+ * would stay allocated for the life of the process.  A libpq event
+ * procedure registered on each connection keeps this list: results are
+ * added when created and removed when cleared, by whoever clears them.  No
+ * result outlives the transaction that made it, so whatever is still here
+ * at its end is cleared then.
+ */
+static PGresult **live_results = NULL;
+static int	nlive_results = 0;
+static int	maxlive_results = 0;
+
 static void transport_xact_callback(XactEvent event, void *arg);
+static int	transport_result_event(PGEventId id, void *info, void *arg);
+static void clear_live_results(void);
 static void forget_conn(SluiceConn *sc);
 static void free_conn(SluiceConn *sc);
 static SluiceConn *connect_source(const char *source, const char *conninfo,
@@ -55,8 +72,71 @@ static void report_failure(SluiceConn *sc, PGresult *res, const char *what)
 			pg_attribute_noreturn();
 
 /*
+ * libpq event procedure: track the results of our connections (see
+ * live_results).  Runs inside libpq: it must not raise an ERROR, so an
+ * allocation failure only leaves the result untracked.
+ */
+static int
+transport_result_event(PGEventId id, void *info, void *arg)
+{
+	int			i;
+
+	if (id == PGEVT_RESULTCREATE)
+	{
+		PGresult   *res = ((PGEventResultCreate *) info)->result;
+
+		if (nlive_results == maxlive_results)
+		{
+			int			n = maxlive_results ? maxlive_results * 2 : 16;
+			PGresult  **a = MemoryContextAllocExtended(TopMemoryContext, sizeof(PGresult *) * n,
+												   MCXT_ALLOC_NO_OOM);
+
+			if (a == NULL)
+				return 1;
+			if (live_results)
+			{
+				memcpy(a, live_results, sizeof(PGresult *) * nlive_results);
+				pfree(live_results);
+			}
+			live_results = a;
+			maxlive_results = n;
+		}
+		live_results[nlive_results++] = res;
+	}
+	else if (id == PGEVT_RESULTDESTROY)
+	{
+		PGresult   *res = ((PGEventResultDestroy *) info)->result;
+
+		for (i = nlive_results - 1; i >= 0; i--)
+		{
+			if (live_results[i] == res)
+			{
+				live_results[i] = live_results[--nlive_results];
+				break;
+			}
+		}
+	}
+	return 1;
+}
+
+/* Clear the results nobody cleared (each PQclear removes its entry). */
+static void
+clear_live_results(void)
+{
+	while (nlive_results > 0)
+	{
+		int			before = nlive_results;
+
+		PQclear(live_results[nlive_results - 1]);
+		if (nlive_results == before)
+			nlive_results--;	/* not ours after all: forget it */
+	}
+}
+
+/*
  * At the end of every transaction close what is still open: on commit this
- * is a no-op (callers close), on abort it is the only cleanup.
+ * is a no-op (callers close), on abort it is the only cleanup.  Results
+ * still allocated are cleared either way (see live_results).
  */
 static void
 transport_xact_callback(XactEvent event, void *arg)
@@ -102,6 +182,7 @@ transport_xact_callback(XactEvent event, void *arg)
 		}
 		free_conn(sc);
 	}
+	clear_live_results();
 }
 
 static void
@@ -355,7 +436,8 @@ connect_source(const char *source, const char *conninfo, bool replication,
 	}
 	PG_END_TRY();
 	sc->conn = PQconnectStartParams(keys, vals, 1);
-	if (sc->conn == NULL)
+	if (sc->conn == NULL ||
+		!PQregisterEventProc(sc->conn, transport_result_event, "pg_sluice results", NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while connecting to source \"%s\"", source)));

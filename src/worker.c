@@ -90,6 +90,8 @@ typedef struct WorkerSlot
 	bool		in_error;
 	char		last_error[ERROR_LEN];
 	TimestampTz last_error_at;
+	TimestampTz retry_at;		/* apply worker backing off after a failed
+								 * batch: its next attempt, else 0 */
 } WorkerSlot;
 
 typedef struct SluiceShared
@@ -424,8 +426,17 @@ sluice_worker_status(PG_FUNCTION_ARGS)
 		v[11] = Float8GetDatum(s->rows_per_sec);
 		v[12] = CStringGetTextDatum(s->last_error);
 		n[12] = !s->in_error;
-		v[13] = TimestampTzGetDatum(s->next_start);
-		n[13] = (s->next_start == 0 || s->pid != 0);
+		/* a live worker backing off, or the launcher's next start */
+		if (s->pid != 0)
+		{
+			v[13] = TimestampTzGetDatum(s->retry_at);
+			n[13] = (s->retry_at == 0);
+		}
+		else
+		{
+			v[13] = TimestampTzGetDatum(s->next_start);
+			n[13] = (s->next_start == 0);
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
 	LWLockRelease(shared->lock);
@@ -812,6 +823,8 @@ worker_batch(int pipeline_id, bool *done)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* table statistics, for autovacuum (at most once a second) */
+	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	/* what the status view shows */
@@ -822,6 +835,7 @@ worker_batch(int pipeline_id, bool *done)
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		s->failures = 0;
 		s->in_error = false;
+		s->retry_at = 0;
 		s->measured_at = now;
 		s->source_flush_lsn = r.source_flush_lsn;
 		s->applied_lsn = r.end_lsn;
@@ -917,7 +931,12 @@ sluice_worker_main(Datum arg)
 
 	if (pipeline_id == NOTIFIER_ID)
 	{
-		bool		first = true;
+		/*
+		 * Events claimed ('sending') by a round that failed are handed back
+		 * ('pending') by the next round: at start (a previous notifier died)
+		 * and after every error.
+		 */
+		volatile bool reclaim = true;
 
 		pgstat_report_appname("pg_sluice notifier");
 		curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -934,18 +953,22 @@ sluice_worker_main(Datum arg)
 			MemoryContextSwitchTo(worker_cxt);
 			PG_TRY();
 			{
-				n = notifier_run_once(first);
-				first = false;
+				n = notifier_run_once(reclaim);
+				reclaim = false;
 			}
 			PG_CATCH();
 			{
+				HOLD_INTERRUPTS();
 				EmitErrorReport();
 				FlushErrorState();
 				AbortOutOfAnyTransaction();
+				RESUME_INTERRUPTS();
+				reclaim = true;
 				n = 0;
 			}
 			PG_END_TRY();
 			MemoryContextReset(worker_cxt);
+			pgstat_report_stat(false);
 			if (n == 0)
 			{
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1004,9 +1027,11 @@ sluice_worker_main(Datum arg)
 			s->last_error_at = GetCurrentTimestamp();
 			wait = backoff_ms(failures);
 			s->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
+			s->retry_at = s->next_start;
 			LWLockRelease(shared->lock);
 
 			record_failure(pipeline_id, started, msg);
+			pgstat_report_stat(false);
 
 			/* back off, waking for SIGTERM */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
