@@ -1115,6 +1115,14 @@ RETURNS pg_node_tree
 AS 'MODULE_PATHNAME', 'sluice_compile_check'
 LANGUAGE C VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION sluice._exec_as_owner(pipeline_id integer, statement text, param jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_exec_as_owner'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._exec_as_owner(integer, text, jsonb) IS
+  'Private: runs one statement of pg_sluice''s SQL functions as the pipeline''s owner, restricted (the caller must operate the pipeline).';
+
 COMMENT ON FUNCTION sluice._compile_check(regclass, text) IS
   'Private: a set expectation''s query, parsed and analyzed once (names resolved in the caller''s search_path).';
 
@@ -1464,14 +1472,12 @@ BEGIN
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
   IF cardinality(keys) > 0 THEN
-    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
                    target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
                    (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
-                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped))
-      USING newrow;
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), newrow);
   ELSE
-    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target)
-      USING newrow;
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), newrow);
   END IF;
   UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
@@ -1535,23 +1541,23 @@ BEGIN
     FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
   -- the bodies are quoted as literals (%L): schema and table names may hold
   -- quotes of either kind
-  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
                     LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
                  t.target_schema, t.target_table, t.target_table || '_at',
                  format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
                          UNION ALL
                          SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
                             AND sluice._version_ok(%5$s, $1)',
-                        t.target_schema, t.target_table, cols, t.target_schema || '_history', t.pipeline_id));
-  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
-                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
-  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                        t.target_schema, t.target_table, cols, t.target_schema || '_history', t.pipeline_id)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
                     LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
                  t.target_schema, t.target_table, t.target_table || '_at_time',
                  format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))',
-                        t.target_schema, t.target_table || '_at', t.pipeline_id));
-  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
-                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table));
+                        t.target_schema, t.target_table || '_at', t.pipeline_id)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
+                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table)), NULL);
 END
 $mk$;
 COMMENT ON FUNCTION sluice._make_at_functions(regclass) IS 'Private: (re)creates a table''s time-travel functions.';
@@ -1584,20 +1590,20 @@ BEGIN
       CONTINUE;
     END IF;
     hs := t.target_schema || '_history';
-    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
-                   t.target_schema, t.target_table, v0);
-    EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table);
-    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
-                   'pg_sluice: version (sluice.versions) that wrote this row.');
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', hs);
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table);
-    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table);
-    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
-                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.');
-    EXECUTE format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table);
-    EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
+                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
                    format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
-                          t.target_schema, t.target_table));
+                          t.target_schema, t.target_table)), NULL);
     PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
   END LOOP;
   UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
@@ -1678,17 +1684,17 @@ BEGIN
   IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
     RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
   END IF;
-  EXECUTE format('CREATE SCHEMA %I', sch);
-  EXECUTE format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name));
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
               AND cardinality(pt.key_columns) > 0 LOOP
     SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
       FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
        AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
-    EXECUTE format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
-                   t.target_schema, t.target_table || '_at', v);
-    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
-                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name));
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
     -- BI tools show column comments as descriptions: the table's own
     EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
                                                col_description(a.attrelid, a.attnum)), '; ')
@@ -1717,7 +1723,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'tag "%" of pipeline "%" does not exist', name, pipeline USING ERRCODE = 'undefined_object';
   END IF;
-  EXECUTE format('DROP SCHEMA %I CASCADE', tg.schema_name);
+  PERFORM sluice._exec_as_owner(tg.pipeline_id, format('DROP SCHEMA %I CASCADE', tg.schema_name), NULL);
   DELETE FROM sluice._tag WHERE pipeline_id = tg.pipeline_id AND _tag.name = tg.name;
   RETURN true;
 END
@@ -1799,6 +1805,7 @@ DECLARE
   p record;
   t record;
   kept bigint[];
+  res text;
 BEGIN
   SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
   IF NOT FOUND THEN
@@ -1824,11 +1831,16 @@ BEGIN
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
               AND cardinality(pt.key_columns) > 0 LOOP
     target := format('%I.%I', t.target_schema, t.target_table);
-    EXECUTE format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (SELECT 1 FROM unnest($1) k
-                                 WHERE h._sluice_version <= k AND k < h._sluice_superseded)
-                               RETURNING pg_column_size(h.*) AS sz)
-                    SELECT count(*), coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table)
-      INTO rows_purged, bytes_purged USING kept;
+    -- as the owner (a trigger on the history table never runs with the caller's rights)
+    res := sluice._exec_as_owner(p.pipeline_id,
+             format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (
+                                  SELECT 1 FROM pg_catalog.jsonb_array_elements_text($1) k
+                                   WHERE h._sluice_version <= k::bigint AND k::bigint < h._sluice_superseded)
+                                RETURNING pg_catalog.pg_column_size(h.*) AS sz)
+                     SELECT count(*) || '' '' || coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table),
+             to_jsonb(kept));
+    rows_purged := split_part(res, ' ', 1)::bigint;
+    bytes_purged := split_part(res, ' ', 2)::bigint;
     RETURN NEXT;
   END LOOP;
   UPDATE sluice._run r SET history_purged = true
@@ -2179,7 +2191,7 @@ BEGIN
        sluice.expect_row_to_satisfy(regclass, text, text),
        sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
        sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
-       sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval)',
     'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
@@ -2264,7 +2276,8 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
     sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text) FROM PUBLIC;
+    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+    sluice._exec_as_owner(integer, text, jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
     sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;

@@ -2457,29 +2457,19 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	 * ExecCloseResultRelations closes those, or each would be reported as a
 	 * relcache reference leak at commit.
 	 */
+	st.action = 0;
+	if (st.deferred_keys != NIL)
+	{
+		/* the deferred keys' checks fire here: name the pipeline */
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+	}
 	AfterTriggerEndQuery(st.estate);
+	if (st.deferred_keys != NIL)
+		error_context_stack = errcb.previous;
 	hash_seq_init(&hs, st.rels);
 	while ((ar = hash_seq_search(&hs)) != NULL)
 		close_rel(ar);
-
-	/*
-	 * Deferred keys are checked now rather than at commit: the batch holds
-	 * whole source transactions, so each key holds again, and a violation
-	 * (a row written by hand, say) fails the batch here, where the refresh
-	 * or worker handles its errors, and with the pipeline named.
-	 */
-	if (st.deferred_keys != NIL)
-	{
-		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
-
-		cs->constraints = st.deferred_keys;
-		cs->deferred = false;
-		st.action = 0;
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
-		AfterTriggerSetState(cs);
-		error_context_stack = errcb.previous;
-	}
 	ExecCloseResultRelations(st.estate);
 	ExecResetTupleTable(st.estate->es_tupleTable, false);
 	FreeExecutorState(st.estate);

@@ -24,6 +24,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -191,6 +192,23 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 * a security-restricted operation (security.c).  An error restores the
 	 * user when refresh_pipeline's subtransaction aborts.
 	 */
+	/*
+	 * Every constraint is immediate for the batch: deferred keys (api.c's
+	 * create_target_key) and any deferred trigger on a datamart table are
+	 * checked when the batch's one query ends (apply_stream), as the owner,
+	 * when the batch holds whole source transactions.  PostgreSQL queues no
+	 * deferred trigger inside the security-restricted operation, and one
+	 * left for commit would run with the rights of whoever commits.  Set
+	 * before the switch: what the caller's own transaction had pending fires
+	 * now, as the caller.
+	 */
+	{
+		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
+
+		cs->constraints = NIL;
+		cs->deferred = false;
+		AfterTriggerSetState(cs);
+	}
 	sluice_become_owner(pipe, &owner_save);
 	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
 	if (sc2 != NULL)

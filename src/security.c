@@ -47,6 +47,9 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -150,4 +153,59 @@ void
 sluice_fix_search_path(void)
 {
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+PG_FUNCTION_INFO_V1(sluice_exec_as_owner);
+
+/*
+ * sluice._exec_as_owner(pipeline_id, statement, param jsonb): run one
+ * statement of pg_sluice's own SQL functions (release_quarantined,
+ * keep_history, tag, untag, purge_history: built there with %I and %L from
+ * the catalog, never stored) as the pipeline's owner, in a
+ * security-restricted operation, as a refresh writes.  So a superuser who
+ * releases a row or keeps history never runs a trigger the owner planted
+ * with the superuser's rights, and the tables, schemas and functions it
+ * creates belong to the owner.  The caller must be allowed to operate the
+ * pipeline.  $1 is param.  Returns the first column of the first row the
+ * statement returns, as text, or NULL.
+ */
+Datum
+sluice_exec_as_owner(PG_FUNCTION_ARGS)
+{
+	int			pipeline_id = PG_GETARG_INT32(0);
+	char	   *stmt = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			types[1] = {JSONBOID};
+	Datum		args[1];
+	char		nulls[1];
+	SluicePipeline *pipe;
+	SluiceUser	save;
+	char	   *result = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	int			rc;
+
+	args[0] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[0] = PG_ARGISNULL(2) ? 'n' : ' ';
+	SPI_connect();
+	pipe = catalog_pipeline_by_id(pipeline_id, false);
+	if (pipe == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline %d does not exist", pipeline_id)));
+	sluice_check_operator(pipe, "change");
+	sluice_become_owner(pipe, &save);
+	rc = SPI_execute_with_args(stmt, 1, types, args, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "could not run a statement as the pipeline's owner: %s", SPI_result_code_string(rc));
+	if (SPI_tuptable != NULL && SPI_processed > 0)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (v != NULL)
+			result = MemoryContextStrdup(outer, v);
+	}
+	sluice_restore_user(&save);
+	SPI_finish();
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
 }

@@ -629,6 +629,8 @@ sluice_launcher_main(Datum arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* absorb proc signal barriers (DROP DATABASE waits for every process) */
+		CHECK_FOR_INTERRUPTS();
 	}
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);

@@ -306,4 +306,58 @@ my $ev = $mart->safe_psql('postgres', "SELECT max(version) FROM sluice.versions 
 is($mart->safe_psql('postgres', "SET ROLE bi; SELECT count(*) FROM \"we\"\"ird's\".acct_at($ev) WHERE \"it's new\" IS NOT NULL"),
 	'5', 'and its time-travel functions are rebuilt with the new column');
 
+# --- 7. admin functions write the pipeline's tables as its owner ----------
+# A superuser releasing a quarantined row or purging history must not run a
+# trigger the owner planted with the superuser's rights.
+$mart->safe_psql('postgres', q{
+SET ROLE alice;
+SELECT sluice.expect_column_values_to_be_between('"we""ird''s".acct', 'v', '0', '1000000', severity => 'quarantine');
+});
+$live->safe_psql('postgres', "INSERT INTO app.acct (id, v, note) VALUES (60, -5, 'negative')");
+$mart->safe_psql('postgres', "SELECT sluice.refresh('acme')");
+my $qid = $mart->safe_psql('postgres', "SELECT quarantine_id FROM sluice.quarantine WHERE status = 'held' AND row_data->>'id' = '60'");
+ok($qid ne '', "the bad row is quarantined ($qid)");
+$mart->safe_psql('postgres', q{
+SET ROLE etl;
+CREATE TRIGGER escalate AFTER INSERT OR UPDATE ON "we""ird's".acct FOR EACH ROW EXECUTE FUNCTION etlfn.escalate();
+CREATE TRIGGER escalate AFTER DELETE ON "we""ird's_history".acct FOR EACH ROW EXECUTE FUNCTION etlfn.escalate();
+});
+($rc, $out, $err) = $mart->psql('postgres', "SELECT sluice.release_quarantined($qid, '{\"v\": 5}')");
+like($err, qr/must be superuser to alter superuser roles/, "a superuser's release_quarantined runs the owner's trigger as the owner");
+($rc, $out, $err) = $mart->psql('postgres', "SELECT * FROM sluice.purge_history('acme', keep_last => 1)");
+like($err, qr/must be superuser to alter superuser roles/, "a superuser's purge_history runs the owner's trigger as the owner");
+is($mart->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'etl'"), 'f',
+	'the owner did not become superuser through release or purge');
+$mart->safe_psql('postgres', q{SET ROLE etl; DROP TRIGGER escalate ON "we""ird's".acct; DROP TRIGGER escalate ON "we""ird's_history".acct});
+is($mart->safe_psql('postgres', "SELECT sluice.release_quarantined($qid, '{\"v\": 5}')"), 't', 'release works once the trigger is gone');
+like($mart->safe_psql('postgres', "SELECT string_agg(rows_purged::text, ',') FROM sluice.purge_history('acme', keep_last => 1)"),
+	qr/^\d+(,\d+)*$/, 'and so does purge_history');
+# a deferred trigger would fire at commit with the committer's rights: it fires
+# at the end of the batch instead, as the owner
+$mart->safe_psql('postgres', q{
+SET ROLE etl;
+CREATE CONSTRAINT TRIGGER escalate_late AFTER INSERT ON "we""ird's".acct
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION etlfn.escalate();
+});
+$live->safe_psql('postgres', "INSERT INTO app.acct (id, v, note) VALUES (61, 61, 'late')");
+($rc, $out, $err) = $mart->psql('postgres', "SELECT sluice.refresh('acme')");
+like($err, qr/must be superuser to alter superuser roles/,
+	"a deferred trigger of the owner's fires at the end of the batch, as the owner, not at the superuser's commit");
+is($mart->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'etl'"), 'f',
+	'the owner did not become superuser through a deferred trigger');
+$mart->safe_psql('postgres', q{SET ROLE etl; DROP TRIGGER escalate_late ON "we""ird's".acct});
+is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('acme')"), 'succeeded', 'the refresh applies once it is gone');
+
+# what tag and keep_history create belongs to the owner
+$mart->safe_psql('postgres', "SELECT sluice.tag('acme', 'by_superuser')");
+is($mart->safe_psql('postgres', "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'acme_by_superuser'"), 'etl',
+	"a superuser's tag creates the owner's schema");
+
+# (not security, but found while packaging: with pg_sluice preloaded, the
+# launcher must absorb the barrier DROP DATABASE waits for)
+$mart->safe_psql('postgres', 'CREATE DATABASE scratch');
+my $timed_out = 0;
+($rc, $out, $err) = $mart->psql('postgres', 'DROP DATABASE scratch', timeout => 60, timed_out => \$timed_out);
+ok(!$timed_out && $rc == 0, 'DROP DATABASE completes with pg_sluice preloaded') or diag("timed out: $timed_out; $err");
+
 done_testing();
