@@ -152,11 +152,11 @@ check_preloaded() {
     echo "   $name: CREATE EXTENSION with shared_preload_libraries, launcher running, sluice.version() = $VERSION"
 }
 
-# The pg_regress suite of DIR against a clean cluster with test/regress.conf's
-# settings (not preloaded, as the suite expects).
+# The pg_regress suite of DIR against a clean cluster with DIR's
+# test/regress.conf (what make installcheck's temporary instance gets).
 regress_on_cluster() {
     local name=$1 port=$2 dir=$3
-    new_cluster "$name" "$port" "wal_level = logical" "max_replication_slots = 10" "max_wal_senders = 10"
+    new_cluster "$name" "$port" "$(cat "$dir/test/regress.conf")"
     if ! as_user "cd '$dir' && PGHOST='$WORK/$name' PGPORT=$port PGUSER=postgres make -s installcheck PG_CONFIG=$PG_CONFIG REGRESS_OPTS=--dbname=contrib_regression" >"$WORK/$name.log" 2>&1; then
         cat "$WORK/$name.log"
         cat "$dir/regression.diffs" 2>/dev/null | head -100
