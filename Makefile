@@ -34,11 +34,27 @@ $(OBJS): src/pg_sluice.h
 
 PG_PROVE_FLAGS += -I $(srcdir)/test/perl
 
-# The SQL script, control file, META.json and the library must agree on one version.
+# One version, many places: the control file's default_version (EXTVERSION)
+# names the SQL script and is the library's sluice.version() (-DSLUICE_VERSION),
+# the Debian package's version and CHANGELOG.md's newest entry; META.json
+# carries its SemVer form (PGXN wants x.y.z: 0.1 is 0.1.0).  The built library
+# is checked when it exists; scripts/package.sh asks installed servers too.
+PGXN_VERSION = $(if $(word 3,$(subst ., ,$(EXTVERSION))),$(EXTVERSION),$(EXTVERSION).0)
+
 .PHONY: check-version
 check-version:
-	@grep -q '"version": "$(EXTVERSION)"' META.json || { echo "META.json version differs from $(EXTVERSION)"; exit 1; }
+	@grep -q '"version": "$(PGXN_VERSION)"' META.json || { echo "META.json version differs from $(PGXN_VERSION)"; exit 1; }
+	@test "$$(grep -c '"version": "$(PGXN_VERSION)"' META.json)" -ge 2 || { echo "META.json provides a version other than $(PGXN_VERSION)"; exit 1; }
 	@test -f pg_sluice--$(EXTVERSION).sql || { echo "pg_sluice--$(EXTVERSION).sql missing"; exit 1; }
+	@test ! -f debian/changelog || test "$$(sed -n '1s/^[^ ]* (\([^)-]*\).*/\1/p' debian/changelog)" = "$(EXTVERSION)" || { echo "debian/changelog version differs from $(EXTVERSION)"; exit 1; }
+	@test "$$(sed -n 's/^## \([^ ]*\).*/\1/p' CHANGELOG.md | head -1)" = "$(EXTVERSION)" || { echo "CHANGELOG.md's newest entry is not $(EXTVERSION)"; exit 1; }
+	@test ! -f pg_sluice.so || strings -n 3 pg_sluice.so | grep -qxF '$(EXTVERSION)' || { echo "pg_sluice.so was not built as version $(EXTVERSION): make clean all"; exit 1; }
+
+# A PGXN release of the committed tree (HEAD): pg_sluice-<x.y.z>.zip.  Files
+# marked export-ignore in .gitattributes (debian/, .ci/) stay out of it.
+.PHONY: dist
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(PGXN_VERSION)/ -o $(EXTENSION)-$(PGXN_VERSION).zip HEAD
 
 # The TAP suites alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck

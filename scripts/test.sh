@@ -7,6 +7,8 @@
 #   2. TAP suites (test/t/*.pl): two clusters, live and datamart, including
 #      the pgTAP behaviour tests (test/pgtap/*.sql) run with pg_prove
 #   3. a smoke run of the benchmark (bench/run.sh, SMOKE=1), so it never rots
+#   4. packaging (scripts/package.sh): the Debian package and the PGXN zip
+#      built from a clean clone, installed and tested on clean clusters
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,11 @@ fi
 
 echo "== benchmark smoke run (bench/run.sh with 10,000 rows; figures are not judged)"
 if ! SMOKE=1 BENCH_USER="$RUN_USER" bash "$SRC"/bench/run.sh; then
+    status=1
+fi
+
+echo "== packaging: .deb and PGXN zip from a clean clone, installed and tested (scripts/package.sh)"
+if ! bash "$SRC"/scripts/package.sh; then
     status=1
 fi
 
