@@ -876,6 +876,10 @@ SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.n
   LEFT JOIN sluice._expectation e USING (expectation_id);
 -- read with the reader's rights: an operator sees its own pipelines' rows
 ALTER VIEW sluice.quarantine SET (security_invoker = true);
+-- their filter (sluice._readable) must run before any function a reader
+-- adds to the query could see the values it hides
+ALTER VIEW sluice.quality SET (security_barrier = true);
+ALTER VIEW sluice.expectations SET (security_barrier = true);
 COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations (of the pipelines the current role operates); release or discard them.';
 COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
 COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
@@ -1459,6 +1463,10 @@ BEGIN
   target := format('%I.%I', q.target_schema, q.target_table);
   SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
    WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'quarantined row % is for table %, which pipeline % does not feed', quarantine_id, target, q.pipeline_id
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Discard it with sluice.discard_quarantined().';
+  END IF;
   -- a correction may give only the columns it changes: the rest come from the stored row
   newrow := q.row_data || coalesce(corrected, '{}');
   FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
@@ -2062,23 +2070,9 @@ COMMENT ON FUNCTION sluice._emit(text, text, jsonb) IS 'Private: queue an event 
 
 CREATE FUNCTION sluice._announce_failure(pipeline text, body jsonb)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  -- sluice.refresh calls this over a connection of its own, as the role
-  -- that called it: only someone who may operate the pipeline announces
-  -- its failure
-  IF NOT EXISTS (SELECT 1 FROM sluice._pipeline p
-                  WHERE p.name = _announce_failure.pipeline
-                    AND ((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
-                         OR pg_has_role(session_user, p.owner::oid, 'USAGE'))) THEN
-    RAISE EXCEPTION 'permission denied to announce a failure of pipeline "%"', pipeline
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
-  PERFORM sluice._emit(pipeline, 'refresh_failed', body);
-END
-$$;
+AS 'MODULE_PATHNAME', 'sluice_announce_failure'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice._announce_failure(text, jsonb) IS
   'Private: queue the event of a failed refresh (called by sluice.refresh over its own connection, so the event survives the rollback).';
 
@@ -2194,22 +2188,22 @@ BEGIN
        sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
     'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
        sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
        sluice._tag, sluice.quarantine',
-    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, continuous, run_as,
-             last_error, last_error_at, strict, rows_missing, last_missing_at) ON sluice._pipeline',
-    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
-    'INSERT ON sluice._contract_column, sluice._drift_event, sluice._run, sluice._expectation_result,
-       sluice._run_table, sluice._tag, sluice._quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag',
     'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
              predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
-    'UPDATE (status, error, source_flush_lsn, slot_restart_lsn, skipped_xid, history_purged, rows_missing)
-       ON sluice._run',
-    'UPDATE (status, resolved_at, row_data, superseded_by, superseded_how, superseded_xid, superseded_lsn)
-       ON sluice._quarantine',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
     'DELETE ON sluice._expectation, sluice._run, sluice._tag',
-    'USAGE ON SEQUENCE sluice._run_run_id_seq'] LOOP
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
     EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
   END LOOP;
 END
@@ -2284,7 +2278,8 @@ GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.st
 REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice._operator_grants(regrole, text), sluice.grant_operator(regrole),
-    sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole) FROM PUBLIC;
+    sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole),
+    sluice._announce_failure(text, jsonb) FROM PUBLIC;
 -- what BI readers call, through <t>_at, <t>_at_time, tag views and diff:
 -- they reveal versions, never rows (those are read with the reader's rights)
 REVOKE ALL ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),

@@ -40,6 +40,7 @@
 #include "utils/json.h"
 #include "utils/guc.h"
 #include "postmaster/postmaster.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -54,6 +55,7 @@ PG_FUNCTION_INFO_V1(sluice_drop_source);
 PG_FUNCTION_INFO_V1(sluice_create_pipeline);
 PG_FUNCTION_INFO_V1(sluice_refresh);
 PG_FUNCTION_INFO_V1(sluice_drop_pipeline);
+PG_FUNCTION_INFO_V1(sluice_announce_failure);
 
 /* A source table as described by the source, before anything is created. */
 typedef struct SourceTable
@@ -673,6 +675,23 @@ adopt_target(SourceTable *t, const char *target_schema, Oid relid)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s.%s\" is not a table", target_schema, t->target)));
+
+	/*
+	 * The initial copy writes below COPY's privilege checks, and its
+	 * triggers run as the pipeline's owner: only the table's own owner
+	 * adopts it (a superuser adopting someone else's table would run that
+	 * role's triggers with a superuser's rights).
+	 */
+	if (rel->rd_rel->relowner != GetUserId())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s.%s\" is owned by role \"%s\", not by the role creating the pipeline",
+						target_schema, t->target, GetUserNameFromId(rel->rd_rel->relowner, true) ?
+						GetUserNameFromId(rel->rd_rel->relowner, true) : "?"),
+				 errdetail("An adopted table becomes the pipeline's: the pipeline's owner writes it and runs its triggers."),
+				 errhint("Create the pipeline as the table's owner (SET ROLE %s), or give the table to your role with ALTER TABLE ... OWNER TO.",
+						 quote_identifier(GetUserNameFromId(rel->rd_rel->relowner, true) ?
+										  GetUserNameFromId(rel->rd_rel->relowner, true) : "?"))));
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -1543,6 +1562,33 @@ announce_failure(const char *pipeline, ErrorData *edata)
 	PG_END_TRY();
 }
 
+/*
+ * sluice._announce_failure(pipeline, body): queue a failed refresh's event.
+ * sluice.refresh calls it over its own connection, as the role that called
+ * the refresh.  Written in C rather than as a SECURITY DEFINER function,
+ * which would lose who calls it: that role must be allowed to operate the
+ * pipeline, and nothing running inside a refresh (a trigger of the
+ * owner's, in the security-restricted operation) may call it at all.
+ */
+Datum
+sluice_announce_failure(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *body = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1)));
+	SluicePipeline *pipe;
+
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot announce a failure of pipeline \"%s\" within a security-restricted operation", name)));
+	SPI_connect();
+	pipe = catalog_pipeline(name, false);
+	sluice_check_operator(pipe, "announce a failure of");
+	outbox_emit(name, "refresh_failed", body);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
 Datum
 sluice_refresh(PG_FUNCTION_ARGS)
 {
@@ -1675,7 +1721,11 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 		/* tags are schemas of views over the tables */
 		args[0] = Int32GetDatum(pipe->pipeline_id);
-		spi_exec("SELECT schema_name FROM sluice._tag WHERE pipeline_id = $1", 1, types, args, SPI_OK_SELECT);
+		/* only schemas the owner owns: a tag row names a schema to drop */
+		spi_exec("SELECT t.schema_name FROM sluice._tag t "
+				 "  JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name "
+				 "  JOIN sluice._pipeline p ON p.pipeline_id = t.pipeline_id AND n.nspowner = p.owner "
+				 " WHERE t.pipeline_id = $1", 1, types, args, SPI_OK_SELECT);
 		for (k = 0; k < SPI_processed; k++)
 		{
 			char	   *tag = SPI_getvalue(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1);

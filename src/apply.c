@@ -420,7 +420,7 @@ record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
 	args[8] = Int32GetDatum(t->contract_version);
 	args[9] = CStringGetTextDatum(columns_json(lr));
 	/* an ignored column is recorded once, not at every refresh */
-	rc = SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
+	rc = sluice_catalog_exec("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
 							   "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
 							   "  contract_columns) "
 							   "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb "
@@ -515,7 +515,7 @@ evolve_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, List *ne
 	args[1] = CStringGetTextDatum(t->source_schema);
 	args[2] = CStringGetTextDatum(t->source_table);
 	args[3] = Int32GetDatum(t->contract_version);
-	rc = SPI_execute_with_args("WITH pt AS (UPDATE sluice._pipeline_table SET contract_version = $4 + 1 "
+	rc = sluice_catalog_exec("WITH pt AS (UPDATE sluice._pipeline_table SET contract_version = $4 + 1 "
 							   "             WHERE (pipeline_id, source_schema, source_table) = ($1, $2, $3) "
 							   "             RETURNING target_schema, target_table) "
 							   "INSERT INTO sluice._contract_column "
@@ -624,7 +624,7 @@ check_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 			args[1] = CStringGetTextDatum(t->source_schema);
 			args[2] = CStringGetTextDatum(t->source_table);
 			args[3] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-			if (SPI_execute_with_args("UPDATE sluice._pipeline_table SET ignored_columns = ignored_columns || $4 "
+			if (sluice_catalog_exec("UPDATE sluice._pipeline_table SET ignored_columns = ignored_columns || $4 "
 									  " WHERE (pipeline_id, source_schema, source_table) = ($1, $2, $3)",
 									  4, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record ignored columns");
@@ -1186,7 +1186,7 @@ ledger_supersede(ApplyState *st, ApplyRel *ar, const char *key,
 	args[2] = CStringGetTextDatum(how);
 	args[3] = TransactionIdGetDatum(st->begin.xid);
 	args[4] = LSNGetDatum(st->begin.final_lsn);
-	if (SPI_execute_with_args("UPDATE sluice._quarantine SET "
+	if (sluice_catalog_exec("UPDATE sluice._quarantine SET "
 							  "  status = CASE WHEN status = 'held' THEN 'superseded' ELSE status END, "
 							  "  resolved_at = CASE WHEN status = 'held' THEN pg_catalog.now() ELSE resolved_at END, "
 							  "  superseded_by = $2, superseded_how = $3, superseded_xid = $4, superseded_lsn = $5 "
@@ -1208,7 +1208,7 @@ ledger_truncated(ApplyState *st, ApplyRel *ar)
 	args[2] = CStringGetTextDatum(ar->table->target_table);
 	args[3] = TransactionIdGetDatum(st->begin.xid);
 	args[4] = LSNGetDatum(st->begin.final_lsn);
-	if (SPI_execute_with_args("UPDATE sluice._quarantine SET "
+	if (sluice_catalog_exec("UPDATE sluice._quarantine SET "
 							  "  status = CASE WHEN status = 'held' THEN 'superseded' ELSE status END, "
 							  "  resolved_at = CASE WHEN status = 'held' THEN pg_catalog.now() ELSE resolved_at END, "
 							  "  superseded_how = 'truncated', superseded_xid = $4, superseded_lsn = $5 "
@@ -1278,8 +1278,9 @@ apply_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
 		d->is_divergence = true;
 		d->source_schema = pstrdup(ar->table->source_schema);
 		d->source_table = pstrdup(ar->table->source_table);
-		d->detail = psprintf("Source transaction %u %s the row with key %s of \"%s.%s\", which datamart table \"%s.%s\" does not have.",
-							 st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes", key,
+		/* (stored as the pause reason, which every role can read: no key) */
+		d->detail = psprintf("Source transaction %u %s a row of \"%s.%s\" which datamart table \"%s.%s\" does not have.",
+							 st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes",
 							 ar->nspname, ar->relname, ar->table->target_schema, ar->table->target_table);
 		MemoryContextSwitchTo(old);
 		sluice_pending_drift = d;
@@ -1287,7 +1288,7 @@ apply_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("row to %s is missing from datamart table \"%s.%s\"",
 						change, ar->table->target_schema, ar->table->target_table),
-				 errdetail("%s", d->detail),
+				 errdetail("%s Its key is %s.", d->detail, key),
 				 errhint("Nothing was applied and pipeline \"%s\" is paused (strict). Restore the row in the datamart, "
 						 "or let the pipeline skip and count missing rows with sluice.alter_pipeline('%s', strict => false), "
 						 "then call sluice.resume('%s').",
@@ -1335,7 +1336,7 @@ quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
 	args[6] = CStringGetTextDatum(change);
 	args[7] = DirectFunctionCall1(row_to_json, row);
 	args[8] = CStringGetTextDatum(key);
-	if (SPI_execute_with_args("INSERT INTO sluice._quarantine (pipeline_id, expectation_id, target_schema, "
+	if (sluice_catalog_exec("INSERT INTO sluice._quarantine (pipeline_id, expectation_id, target_schema, "
 							  "  target_table, source_xid, source_lsn, change, row_data, row_key) "
 							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb) RETURNING quarantine_id",
 							  9, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
@@ -1400,8 +1401,8 @@ check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change
 		expect_add_sample(r, row_key_json(ar, slot));
 		if (rc->e->severity == 'e')
 			expect_pause(st->pipe, ar->table, rc->e,
-						 psprintf("Expectation \"%s\" failed for the row %s %s by source transaction %u.",
-								  rc->e->name, row_key_json(ar, slot),
+						 psprintf("Expectation \"%s\" failed for a row %s by source transaction %u (sluice.quality has its key).",
+								  rc->e->name,
 								  strcmp(change, "insert") == 0 ? "inserted" : "updated", st->begin.xid));
 		if (rc->e->severity == 'q' && keep)
 		{

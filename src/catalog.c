@@ -299,7 +299,7 @@ catalog_insert_run(int64 run_id, int pipeline_id, const char *kind, TimestampTz 
 	args[12] = Int64GetDatum(run_id);
 
 	/* a batch that wrote versioned rows reserved its run id: they carry it */
-	rc = SPI_execute_with_args(run_id > 0 ?
+	rc = sluice_catalog_exec(run_id > 0 ?
 							   "INSERT INTO sluice._run (pipeline_id, kind, status, started_at, "
 							   "  start_lsn, end_lsn, transactions, rows_inserted, rows_updated, "
 							   "  rows_deleted, tables_truncated, last_source_commit, finished_at, run_id) "
@@ -336,7 +336,7 @@ catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 	args[2] = LSNGetDatum(restart_lsn);
 	if (restart_lsn == InvalidXLogRecPtr)
 		nulls[2] = 'n';
-	rc = SPI_execute_with_args("UPDATE sluice._run SET source_flush_lsn = $2, slot_restart_lsn = $3 "
+	rc = sluice_catalog_exec("UPDATE sluice._run SET source_flush_lsn = $2, slot_restart_lsn = $3 "
 							   " WHERE run_id = $1",
 							   3, types, args, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
@@ -352,7 +352,7 @@ catalog_run_paused(int64 run_id, const char *reason)
 
 	args[0] = Int64GetDatum(run_id);
 	args[1] = CStringGetTextDatum(reason);
-	if (SPI_execute_with_args("UPDATE sluice._run SET status = 'paused', error = $2 WHERE run_id = $1",
+	if (sluice_catalog_exec("UPDATE sluice._run SET status = 'paused', error = $2 WHERE run_id = $1",
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the paused run");
 }
@@ -367,9 +367,9 @@ catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid)
 	args[0] = Int64GetDatum(run_id);
 	args[1] = TransactionIdGetDatum(xid);
 	args[2] = Int32GetDatum(pipeline_id);
-	if (SPI_execute_with_args("UPDATE sluice._run SET skipped_xid = $2 WHERE run_id = $1",
+	if (sluice_catalog_exec("UPDATE sluice._run SET skipped_xid = $2 WHERE run_id = $1",
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
-		SPI_execute_with_args("UPDATE sluice._pipeline SET skip_xid = NULL WHERE pipeline_id = $3",
+		sluice_catalog_exec("UPDATE sluice._pipeline SET skip_xid = NULL WHERE pipeline_id = $3",
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the skipped transaction");
 }

@@ -218,6 +218,32 @@ expect_bind_predicate(Relation rel, SluiceExpectation *e)
 	return (Expr *) expr;
 }
 
+/* Is a query what a set expectation stores (see sluice_compile_check)? */
+static bool
+check_tree_ok(Query *q)
+{
+	Oid			want[4] = {INT8OID, INT8OID, TEXTOID, JSONBOID};
+	ListCell   *lc;
+	int			i = 0;
+
+	if (q->commandType != CMD_SELECT || q->utilityStmt != NULL || q->hasModifyingCTE ||
+		q->rowMarks != NIL)
+		return false;
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *te = lfirst(lc);
+
+		if (!IsA(te, TargetEntry))
+			return false;
+		if (te->resjunk)
+			continue;
+		if (i >= 4 || exprType((Node *) te->expr) != want[i])
+			return false;
+		i++;
+	}
+	return i == 4;
+}
+
 /*
  * sluice._compile_check(target, query): a set expectation's query, parsed
  * and analyzed once (names resolved in the caller's search_path, which
@@ -231,28 +257,12 @@ sluice_compile_check(PG_FUNCTION_ARGS)
 	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	List	   *raw = raw_parser(sql, RAW_PARSE_DEFAULT);
 	Query	   *q;
-	Oid			want[4] = {INT8OID, INT8OID, TEXTOID, JSONBOID};
-	ListCell   *lc;
-	int			i = 0;
 
 	if (list_length(raw) != 1)
 		elog(ERROR, "a set expectation is one query");
 	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), sql, NULL, 0, NULL);
-	if (q->commandType != CMD_SELECT || q->utilityStmt != NULL || q->hasModifyingCTE ||
-		q->rowMarks != NIL)
-		elog(ERROR, "a set expectation is one plain SELECT");
-	foreach(lc, q->targetList)
-	{
-		TargetEntry *te = lfirst(lc);
-
-		if (te->resjunk)
-			continue;
-		if (i >= 4 || exprType((Node *) te->expr) != want[i])
-			elog(ERROR, "a set expectation returns failed, evaluated, observed and sample");
-		i++;
-	}
-	if (i != 4)
-		elog(ERROR, "a set expectation returns failed, evaluated, observed and sample");
+	if (!check_tree_ok(q))
+		elog(ERROR, "a set expectation is one plain SELECT of failed, evaluated, observed and sample");
 	PG_RETURN_TEXT_P(cstring_to_text(nodeToString(q)));
 }
 
@@ -285,8 +295,16 @@ run_check(SluiceExpectation *e, TupleDesc *desc)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	if (!IsA(q, Query) || q->commandType != CMD_SELECT || q->utilityStmt != NULL)
-		elog(ERROR, "stored set expectation is not a query");
+	/*
+	 * The tree came from the catalog: trust nothing in it that the executor
+	 * would take on faith.  It must be what _compile_check stores, a plain
+	 * SELECT of (failed int8, evaluated int8, observed text, sample jsonb).
+	 */
+	if (!IsA(q, Query) || !check_tree_ok(q))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("set expectation \"%s\" is not a valid bound check", e->name),
+				 errhint("Drop it with sluice.drop_expectation() and declare it again.")));
 	AcquireRewriteLocks(q, true, false);
 	rewritten = QueryRewrite(q);
 	if (list_length(rewritten) != 1)
@@ -423,7 +441,7 @@ table_counts_record(int64 run_id)
 		args[7] = Int64GetDatum(c->missing);
 		args[8] = c->nmissing_keys ? CStringGetTextDatum(psprintf("[%s]", c->missing_keys.data)) : (Datum) 0;
 		nulls[8] = c->nmissing_keys ? ' ' : 'n';
-		if (SPI_execute_with_args("INSERT INTO sluice._run_table VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+		if (sluice_catalog_exec("INSERT INTO sluice._run_table VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
 								  9, types, args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record per-table counts");
 	}
@@ -576,7 +594,7 @@ expect_record_results(int64 run_id)
 		nulls[5] = r->observed ? ' ' : 'n';
 		args[6] = CStringGetTextDatum(psprintf("[%s]", r->sample.data));
 		nulls[6] = r->nsample ? ' ' : 'n';
-		if (SPI_execute_with_args("INSERT INTO sluice._expectation_result (run_id, expectation_id, evaluated, "
+		if (sluice_catalog_exec("INSERT INTO sluice._expectation_result (run_id, expectation_id, evaluated, "
 								  "  failed, success, observed, sample_keys) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
 								  "ON CONFLICT (run_id, expectation_id) DO NOTHING",
 								  7, types, args, nulls, false, 0) != SPI_OK_INSERT)

@@ -180,6 +180,8 @@ extern Oid	sluice_catalog_owner(void);
 extern void sluice_become_catalog(SluiceUser *save);
 extern void sluice_become_owner(SluicePipeline *pipe, SluiceUser *save);
 extern void sluice_restore_user(SluiceUser *save);
+extern int	sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
+								const char *nulls, bool read_only, long count);
 extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
 extern void sluice_fix_search_path(void);
 

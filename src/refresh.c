@@ -148,8 +148,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	{
 		bool		isnull;
 
-		if (SPI_execute("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
-						false, 1) != SPI_OK_SELECT)
+		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not reserve a version");
 		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		r->run_id = pipe->version;
@@ -318,7 +318,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 			args[7] = Int32GetDatum(d->contract_version);
 			args[8] = CStringGetTextDatum(d->source_columns);
 			args[9] = CStringGetTextDatum("paused");
-			if (SPI_execute_with_args("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
+			if (sluice_catalog_exec("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
 									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
 									  "  contract_columns) "
 									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb, $11::jsonb)",
@@ -355,7 +355,7 @@ refresh_record_pause(SluicePipeline *pipe, RefreshResult *r)
 
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(r->paused_reason);
-	if (SPI_execute_with_args("UPDATE sluice._pipeline SET paused_reason = $2, paused_at = pg_catalog.now() "
+	if (sluice_catalog_exec("UPDATE sluice._pipeline SET paused_reason = $2, paused_at = pg_catalog.now() "
 							  " WHERE pipeline_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the pause");
 }
@@ -406,9 +406,9 @@ refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 missing)
 	args[0] = Int64GetDatum(run_id);
 	args[1] = Int64GetDatum(missing);
 	args[2] = Int32GetDatum(pipe->pipeline_id);
-	if (SPI_execute_with_args("UPDATE sluice._run SET rows_missing = $2 WHERE run_id = $1",
+	if (sluice_catalog_exec("UPDATE sluice._run SET rows_missing = $2 WHERE run_id = $1",
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
-		SPI_execute_with_args("UPDATE sluice._pipeline SET rows_missing = rows_missing + $2, "
+		sluice_catalog_exec("UPDATE sluice._pipeline SET rows_missing = rows_missing + $2, "
 							  "       last_missing_at = pg_catalog.now() WHERE pipeline_id = $3",
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the divergence");

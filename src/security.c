@@ -114,6 +114,26 @@ sluice_become_owner(SluicePipeline *pipe, SluiceUser *save)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
+/*
+ * SPI_execute_with_args on the private catalog, as the extension owner:
+ * every write of pg_sluice's own bookkeeping (runs, results, quarantine,
+ * drift events, pipeline state) goes through here, so operators and owners
+ * need no write privilege on the catalog and cannot forge its rows.  The
+ * caller checked that the current user may operate the pipeline.
+ */
+int
+sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
+					const char *nulls, bool read_only, long count)
+{
+	SluiceUser	save;
+	int			rc;
+
+	sluice_become_catalog(&save);
+	rc = SPI_execute_with_args(sql, nargs, types, args, nulls, read_only, count);
+	sluice_restore_user(&save);
+	return rc;
+}
+
 void
 sluice_restore_user(SluiceUser *save)
 {

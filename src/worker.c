@@ -335,7 +335,7 @@ sluice_start(PG_FUNCTION_ARGS)
 	was = pipe->continuous;
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	args[1] = ObjectIdGetDatum(GetUserId());
-	if (SPI_execute_with_args("UPDATE sluice._pipeline SET continuous = true, run_as = $2, "
+	if (sluice_catalog_exec("UPDATE sluice._pipeline SET continuous = true, run_as = $2, "
 							  "       last_error = NULL, last_error_at = NULL WHERE pipeline_id = $1",
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark pipeline continuous");
@@ -374,7 +374,7 @@ sluice_stop(PG_FUNCTION_ARGS)
 				 errhint("Call sluice.stop() again; pg_stat_activity shows the worker.")));
 	pipe = catalog_pipeline(name, true);
 	args[0] = Int32GetDatum(pipe->pipeline_id);
-	if (SPI_execute_with_args("UPDATE sluice._pipeline SET continuous = false WHERE pipeline_id = $1",
+	if (sluice_catalog_exec("UPDATE sluice._pipeline SET continuous = false WHERE pipeline_id = $1",
 							  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark pipeline stopped");
 	SPI_finish();
@@ -794,7 +794,7 @@ worker_batch(int pipeline_id, bool *done)
 		Oid			types[1] = {INT4OID};
 		Datum		args[1] = {Int32GetDatum(pipeline_id)};
 
-		if (SPI_execute_with_args("UPDATE sluice._pipeline SET last_error = NULL, last_error_at = NULL "
+		if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = NULL, last_error_at = NULL "
 								  " WHERE pipeline_id = $1", 1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
@@ -879,9 +879,9 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
+	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
 							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
-		SPI_execute_with_args("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
+		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
 							  "SELECT $1, 'stream', 'failed', $3, pg_catalog.clock_timestamp(), $2 "
 							  "  FROM sluice._pipeline WHERE pipeline_id = $1",
 							  3, types, args, NULL, false, 0) != SPI_OK_INSERT)

@@ -137,7 +137,10 @@ my $before = checksum($mart, 'q.orders');
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT status || ':' || rows_inserted FROM sluice.refresh('q')");
 is($out, 'paused:0', 'an error expectation pauses');
 like($err, qr/WARNING:  pipeline "q" paused: expectation "expect_column_values_to_not_be_null_email_orders" failed on "q.orders"/, 'saying which');
-like($err, qr/failed for the row \{"id": "307"\} inserted by source transaction/, 'and which row');
+like($err, qr/failed for a row inserted by source transaction \d+ \(sluice.quality has its key\)/, 'and where to find the row');
+unlike($err, qr/307/, '(the key stays out of the pause reason, which every role can read)');
+like($mart->safe_psql('postgres', q{SELECT sample_keys::text FROM sluice.quality WHERE NOT success AND expectation = 'expect_column_values_to_not_be_null_email_orders' ORDER BY run_id DESC LIMIT 1}),
+	qr/"307"/, 'sluice.quality has the key');
 is(checksum($mart, 'q.orders'), $before, 'nothing of the batch applied');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM q.customers WHERE id = 51"), '0', 'not even the other table');
 is($mart->safe_psql('postgres', q{

@@ -96,8 +96,8 @@ my $before = checksum($mart, 'v.t');
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT status FROM sluice.refresh('v')");
 is($out, 'paused', 'a strict pipeline pauses');
 like($err, qr/WARNING:  pipeline "v" paused: row to update is missing from datamart table "v.t"/, 'saying why');
-like($err, qr/DETAIL:  Source transaction \d+ updates the row with key \{"id": "4"\} of "app.t", which datamart table "v.t" does not have\./,
-	'and which row');
+like($err, qr/DETAIL:  Source transaction \d+ updates a row of "app.t" which datamart table "v.t" does not have\./,
+	'and where (the key stays out of the pause reason, which every role can read)');
 like($err, qr/sluice.alter_pipeline\('v', strict => false\)/, 'with the way out');
 is(checksum($mart, 'v.t'), $before, 'nothing of the batch applied');
 is($mart->safe_psql('postgres', "SELECT state || ':' || rows_missing FROM sluice.status WHERE pipeline = 'v'"), 'paused:5',
