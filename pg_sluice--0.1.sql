@@ -90,6 +90,7 @@ CREATE TABLE sluice._contract_column (
     source_type      oid NOT NULL,
     source_dropped   boolean NOT NULL DEFAULT false,
     prior_types      oid[] NOT NULL DEFAULT '{}',
+    prior_sources    text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (pipeline_id, source_schema, source_table, contract_version, column_name),
     FOREIGN KEY (pipeline_id, source_schema, source_table)
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
@@ -658,12 +659,18 @@ BEGIN
       USING ERRCODE = 'duplicate_column';
   END IF;
   INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types)
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
   SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
          cc.column_name,
          CASE WHEN cc.column_name = map_column.column_name THEN map_column.source_column ELSE cc.source_column END,
          cc.data_type, cc.not_null, cc.is_key, cc.source_type,
-         cc.source_dropped AND cc.column_name <> map_column.column_name, cc.prior_types
+         cc.source_dropped AND cc.column_name <> map_column.column_name, cc.prior_types,
+         -- rows of the backlog sent before the rename still carry the old name
+         CASE WHEN cc.column_name = map_column.column_name AND cc.source_column IS NOT NULL
+                   AND cc.source_column <> map_column.source_column
+              THEN array_remove(cc.prior_sources, map_column.source_column) || cc.source_column
+              ELSE cc.prior_sources END
     FROM sluice._contract_column cc
    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
          = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version);
@@ -707,11 +714,12 @@ BEGIN
        AND c.source_column IS NOT NULL AND NOT c.source_column = ANY (pt.ignored_columns);
   END IF;
   INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types)
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
   SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
          cc.column_name, cc.source_column, cc.data_type,
          cc.not_null AND (cc.column_name <> drop_column.column_name OR a.atthasdef), cc.is_key, cc.source_type,
-         cc.source_dropped OR cc.column_name = drop_column.column_name, cc.prior_types
+         cc.source_dropped OR cc.column_name = drop_column.column_name, cc.prior_types, cc.prior_sources
     FROM sluice._contract_column cc
     LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
@@ -758,7 +766,8 @@ BEGIN
     src := typ::regtype::oid;
   END IF;
   INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types)
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
   SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
          cc.column_name, cc.source_column,
          CASE WHEN cc.column_name = accept_type_change.column_name THEN format_type(a.atttypid, a.atttypmod)
@@ -767,7 +776,8 @@ BEGIN
          CASE WHEN cc.column_name = accept_type_change.column_name THEN src ELSE cc.source_type END,
          cc.source_dropped,
          CASE WHEN cc.column_name = accept_type_change.column_name AND cc.source_type <> src
-              THEN cc.prior_types || cc.source_type ELSE cc.prior_types END
+              THEN cc.prior_types || cc.source_type ELSE cc.prior_types END,
+         cc.prior_sources
     FROM sluice._contract_column cc
     LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)

@@ -654,12 +654,12 @@ contract_new_version(ApplyState *st, SluiceTable *t)
 							   "             RETURNING target_schema, target_table) "
 							   "INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, "
 							   "       contract_version, position, column_name, source_column, data_type, not_null, "
-							   "       is_key, source_type, source_dropped, prior_types) "
+							   "       is_key, source_type, source_dropped, prior_types, prior_sources) "
 							   "SELECT $1, $2, $3, $4 + 1, a.attnum, a.attname, "
 							   "       CASE WHEN c.name IS NULL THEN a.attname::text ELSE c.src END, "
 							   "       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
 							   "       coalesce(c.key, false), coalesce(c.typ, a.atttypid), coalesce(c.dropped, false), "
-							   "       coalesce(cc.prior_types, '{}') "
+							   "       coalesce(cc.prior_types, '{}'), coalesce(cc.prior_sources, '{}') "
 							   "  FROM pt JOIN pg_catalog.pg_namespace n ON n.nspname = pt.target_schema "
 							   "  JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = pt.target_table "
 							   "  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped "
@@ -812,6 +812,7 @@ check_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 {
 	char	  **feeds = palloc0(sizeof(char *) * Max(lr->natts, 1));
 	List	   *unknown = NIL;
+	List	   *by_prior = NIL;	/* columns fed by a name before a rename */
 	StringInfoData problems;
 	StringInfoData hints;
 	StringInfoData names;
@@ -842,6 +843,33 @@ check_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 
 			if (c->source_column && strcmp(c->source_column, lr->attnames[i]) == 0)
 				found = c;
+		}
+		if (found == NULL)
+		{
+			/*
+			 * A name the column's source had before a rename (map_column):
+			 * rows of the backlog sent before the rename, as long as the
+			 * current name is not sent too.
+			 */
+			foreach(lc, t->columns)
+			{
+				SluiceColumn *c = lfirst(lc);
+				int			k;
+				bool		current_sent = false;
+
+				if (c->source_column == NULL ||
+					!list_member(c->prior_sources, makeString(lr->attnames[i])))
+					continue;
+				for (k = 0; k < lr->natts; k++)
+					if (strcmp(c->source_column, lr->attnames[k]) == 0)
+						current_sent = true;
+				if (!current_sent && !list_member_ptr(by_prior, c))
+				{
+					found = c;
+					by_prior = lappend(by_prior, c);
+					break;
+				}
+			}
 		}
 		if (found == NULL)
 		{
@@ -927,7 +955,7 @@ check_contract(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 		SluiceColumn *c = lfirst(lc);
 		bool		sent = false;
 
-		if (c->source_column == NULL || c->source_dropped)
+		if (c->source_column == NULL || c->source_dropped || list_member_ptr(by_prior, c))
 			continue;
 		for (i = 0; i < lr->natts; i++)
 			if (strcmp(c->source_column, lr->attnames[i]) == 0)

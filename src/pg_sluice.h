@@ -110,6 +110,8 @@ typedef struct SluiceColumn
 								 * not sent (sluice.drop_column) */
 	List	   *prior_types;	/* oid: earlier source types still accepted
 								 * (sluice.accept_type_change) */
+	List	   *prior_sources;	/* String: names the source column had before
+								 * a rename (sluice.map_column) */
 } SluiceColumn;
 
 typedef struct SluiceExpectation
