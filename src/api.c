@@ -31,6 +31,8 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_type.h"
+#include "parser/parser.h"
+#include "nodes/parsenodes.h"
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
@@ -1771,4 +1773,66 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 	sluice_restore_user(&save);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * sluice._type_name(type text): the canonical name of a type written by a
+ * user (format_type's, with its typmod), safe to splice into DDL.  Used
+ * by sluice.accept_type_change.
+ */
+PG_FUNCTION_INFO_V1(sluice__type_name);
+Datum
+sluice__type_name(PG_FUNCTION_ARGS)
+{
+	char	   *str = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			typid;
+	int32		typmod;
+
+	parseTypeString(str, &typid, &typmod, false);
+	PG_RETURN_TEXT_P(cstring_to_text(format_type_with_typemod(typid, typmod)));
+}
+
+/*
+ * sluice._one_expression(expr text): expr, checked to be one scalar
+ * expression (no statement after it, no FROM), before
+ * sluice.accept_type_change puts it in USING (...).
+ */
+PG_FUNCTION_INFO_V1(sluice__one_expression);
+Datum
+sluice__one_expression(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *str = text_to_cstring(t);
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *volatile parsed = NIL;
+	SelectStmt *sel = NULL;
+
+	/* a syntax error is reported as not one expression (parsing holds no resources) */
+	PG_TRY();
+	{
+		parsed = raw_parser(str, RAW_PARSE_PLPGSQL_EXPR);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		parsed = NIL;
+	}
+	PG_END_TRY();
+
+	if (list_length(parsed) == 1 && IsA(linitial(parsed), RawStmt) &&
+		IsA(((RawStmt *) linitial(parsed))->stmt, SelectStmt))
+		sel = (SelectStmt *) ((RawStmt *) linitial(parsed))->stmt;
+	if (sel == NULL || list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+		sel->whereClause != NULL || sel->groupClause != NIL || sel->havingClause != NULL ||
+		sel->windowClause != NIL || sel->sortClause != NIL || sel->limitCount != NULL ||
+		sel->limitOffset != NULL || sel->lockingClause != NIL || sel->distinctClause != NIL ||
+		((ResTarget *) linitial(sel->targetList))->name != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("using_expression must be one expression"),
+				 errdetail("It was \"%s\".", str),
+				 errhint("Write an expression of the column, such as %s.",
+						 "'amount::numeric(12,2)' or 'NULLIF(code, '''')::integer'")));
+	PG_RETURN_TEXT_P(t);
 }

@@ -204,7 +204,8 @@ read_pipeline(void)
 
 	/* the current contract of every table */
 	rc = SPI_execute_with_args("SELECT cc.source_schema, cc.source_table, cc.column_name, cc.source_column, "
-							   "       cc.data_type, cc.not_null, cc.is_key, cc.source_type "
+							   "       cc.data_type, cc.not_null, cc.is_key, cc.source_type, "
+							   "       cc.source_dropped, cc.prior_types::text, cc.prior_sources "
 							   "  FROM sluice._contract_column cc JOIN sluice._pipeline_table pt "
 							   "    USING (pipeline_id, source_schema, source_table, contract_version) "
 							   " WHERE cc.pipeline_id = $1 ORDER BY cc.source_schema, cc.source_table, cc.position",
@@ -222,6 +223,36 @@ read_pipeline(void)
 		c->not_null = (strcmp(getstr(i, 6), "t") == 0);
 		c->is_key = (strcmp(getstr(i, 7), "t") == 0);
 		c->source_type = (Oid) strtoul(getstr(i, 8), NULL, 10);
+		c->source_dropped = (strcmp(getstr(i, 9), "t") == 0);
+		{
+			bool		isnull;
+			Datum		arr = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 11, &isnull);
+			Datum	   *elems;
+			int			nelems;
+			int			k;
+
+			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, NULL, &nelems);
+			for (k = 0; k < nelems; k++)
+				c->prior_sources = lappend(c->prior_sources, makeString(TextDatumGetCString(elems[k])));
+		}
+		{
+			/* oid[] as text: {1,2} */
+			char	   *p = getstr(i, 10);
+
+			while (*p)
+			{
+				if (*p >= '0' && *p <= '9')
+				{
+					char	   *end;
+
+					c->prior_types = lappend_oid(c->prior_types, (Oid) strtoul(p, &end, 10));
+					p = end;
+				}
+				else
+					p++;
+			}
+		}
 		foreach(lc, p->tables)
 		{
 			SluiceTable *t = lfirst(lc);

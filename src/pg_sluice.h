@@ -106,6 +106,12 @@ typedef struct SluiceColumn
 	bool		not_null;
 	bool		is_key;
 	Oid			source_type;	/* type OID on the source, as pgoutput sends */
+	bool		source_dropped; /* dropped on the source: fed nothing when
+								 * not sent (sluice.drop_column) */
+	List	   *prior_types;	/* oid: earlier source types still accepted
+								 * (sluice.accept_type_change) */
+	List	   *prior_sources;	/* String: names the source column had before
+								 * a rename (sluice.map_column) */
 } SluiceColumn;
 
 typedef struct SluiceExpectation
