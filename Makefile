@@ -1,7 +1,7 @@
 # pg_sluice -- incremental, validated, versioned copies of a live PostgreSQL
 #
 # Build with PGXS:  make && make install
-# Tests:            make installcheck  (pg_regress, self-contained temp instance)
+# Tests:            make installcheck  (pg_regress and isolation specs, self-contained temp instances)
 #                   make tapcheck      (two-server TAP + pgTAP suites in test/t)
 # Everything:       sudo bash scripts/test.sh
 
@@ -16,6 +16,13 @@ PGFILEDESC  = "pg_sluice - incremental validated versioned replication into a da
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
+# Isolation specs (test/isolation/specs, expected outputs in
+# test/isolation/expected), run by "make installcheck" after pg_regress on a
+# temporary instance of their own: pg_sluice preloaded, wal_level = logical,
+# the server its own source.
+ISOLATION      = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=tmp_check_iso --temp-config=test/isolation/isolation.conf
+
 # TAP suites run with "make tapcheck" (not part of installcheck, which stays
 # pg_regress only and needs no second server).
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
@@ -24,7 +31,7 @@ PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir) -DSLUICE_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK  = -L$(shell $(PG_CONFIG) --libdir) -lpq -lcurl -ljansson
 
-EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out output_iso tmp_check_iso
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

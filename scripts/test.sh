@@ -3,7 +3,8 @@
 #   bash scripts/test.sh    # as root
 # Installs what it needs, builds with warnings as errors, then, as an
 # unprivileged user in a scratch copy of the tree:
-#   1. pg_regress (sql/, expected/) on a temporary instance
+#   1. pg_regress (sql/, expected/) and the isolation specs
+#      (test/isolation/) on temporary instances
 #   2. TAP suites (test/t/*.pl): two clusters, live and datamart, including
 #      the pgTAP behaviour tests (test/pgtap/*.sql) run with pg_prove
 #   3. a smoke run of the benchmark (bench/run.sh, SMOKE=1), so it never rots
@@ -30,10 +31,11 @@ chmod 755 "$WORK"
 status=0
 run() { su "$RUN_USER" -c "cd '$WORK' && PATH=/usr/lib/postgresql/$PG_MAJOR/bin:\$PATH $*"; }
 
-echo "== pg_regress"
+echo "== pg_regress and isolation specs"
 if ! run make -s installcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config; then
     status=1
     cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
+    cat "$WORK"/output_iso/regression.diffs 2>/dev/null | head -200 || true
 fi
 
 echo "== TAP (two clusters) and pgTAP"

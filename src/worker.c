@@ -45,6 +45,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "catalog/pg_authid.h"
+#include "utils/syscache.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -332,6 +334,21 @@ sluice_start(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "start");
+	{
+		/* the worker logs in as the role that starts it (a NOLOGIN role would die at once, in a loop) */
+		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
+		bool		canlogin = HeapTupleIsValid(tup) && ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+
+		if (HeapTupleIsValid(tup))
+			ReleaseSysCache(tup);
+		if (!canlogin)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("role \"%s\" cannot log in, and the worker of pipeline \"%s\" would run as it",
+							GetUserNameFromId(GetUserId(), false), name),
+					 errdetail("A pipeline's worker connects as the role that starts it."),
+					 errhint("Start it as a role that can log in and has the privileges of the pipeline's owner (for example after RESET ROLE).")));
+	}
 	was = pipe->continuous;
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	args[1] = ObjectIdGetDatum(GetUserId());

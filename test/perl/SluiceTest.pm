@@ -74,9 +74,9 @@ sub wait_same_tables
 	{
 		my ($l, $m) = @$p;
 		my $want = checksum($live, $l);
-		$mart->poll_query_until('postgres',
+		ok($mart->poll_query_until('postgres',
 			"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '-') FROM $m t",
-			$want) or diag("$m did not catch up with $l");
+			$want), "$label: $m caught up with live $l");
 		is(checksum($mart, $m), $want, "$label: $m equals live $l");
 	}
 }

@@ -88,7 +88,8 @@ $bg = $mart->background_psql('postgres', on_error_stop => 0);
 my $bpid = $bg->query_safe("SELECT pg_backend_pid()");
 $bg->query_until(qr/started/, "\\echo started\nSELECT transactions FROM sluice.refresh('f');\n\\echo done\n");
 my ($hwm, $anon) = (0, 0);
-while (1)
+my $finished = 0;
+while (time - $t0 < $PostgreSQL::Test::Utils::timeout_default)
 {
 	open(my $fh, '<', "/proc/$bpid/status") or last;
 	while (<$fh>)
@@ -98,9 +99,10 @@ while (1)
 	}
 	close $fh;
 	$bg->{run}->pump_nb;
-	last if $bg->{stdout} =~ /done/;
+	if ($bg->{stdout} =~ /done/) { $finished = 1; last; }
 	select(undef, undef, undef, 0.05);
 }
+ok($finished, 'the measured refresh finished in time');
 my $secs = time - $t0;
 $bg->quit;
 # VmHWM counts the shared buffers the backend touched; RssAnon is its own memory.

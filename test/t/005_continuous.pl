@@ -37,8 +37,8 @@ sub worker_pid
 sub wait_state
 {
 	my ($state) = @_;
-	$mart->poll_query_until('postgres', "SELECT state FROM sluice.status WHERE pipeline = 'c'", $state)
-	  or diag("pipeline c never reached state $state");
+	ok($mart->poll_query_until('postgres', "SELECT state FROM sluice.status WHERE pipeline = 'c'", $state),
+		"pipeline c reaches state $state");
 }
 
 # --- start: a worker streams, refresh is refused, status says running ---
@@ -53,14 +53,15 @@ my ($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.refresh('c')");
 like($err, qr/pipeline "c" is streaming continuously/, 'refresh refused while streaming');
 like($err, qr/sluice\.stop\('c'\)/, 'with a hint');
 
-$mart->poll_query_until('postgres', "SELECT lag_bytes = 0 AND worker_pid IS NOT NULL AND mode = 'continuous' "
-	. "AND last_error IS NULL AND NOT retained_wal_warning FROM sluice.status WHERE pipeline = 'c'")
-  or diag('status never showed a caught-up worker');
+ok($mart->poll_query_until('postgres', "SELECT lag_bytes = 0 AND worker_pid IS NOT NULL AND mode = 'continuous' "
+	. "AND last_error IS NULL AND NOT retained_wal_warning FROM sluice.status WHERE pipeline = 'c'"),
+	'status shows a caught-up worker');
 is($mart->safe_psql('postgres', "SELECT count(*) > 0 FROM sluice.runs WHERE pipeline = 'c' AND kind = 'stream' AND status = 'succeeded'"),
 	't', 'streamed batches are recorded as runs');
 
 # --- commit-to-visible lag under light load ---
 my @lags;
+my $lag_timeouts = 0;
 for my $i (1 .. 20)
 {
 	my $id = 100000 + $i;
@@ -70,19 +71,20 @@ for my $i (1 .. 20)
 	until ($mart->safe_psql('postgres', "SELECT count(*) FROM c.t WHERE id = $id") eq '1')
 	{
 		usleep(5_000);
-		last if time - $t0 > 30;
+		if (time - $t0 > 30) { $lag_timeouts++; last; }
 	}
 	push @lags, time - $t1;
 }
 @lags = sort { $a <=> $b } @lags;
 my ($p50, $p99) = ($lags[9], $lags[-1]);
 diag(sprintf("commit-to-visible lag over 20 single-row commits: p50 %.0f ms, max %.0f ms (naptime 50ms)", $p50 * 1000, $p99 * 1000));
+is($lag_timeouts, 0, 'every single-row commit became visible (none waited 30 s in vain)');
 ok($p50 < 1.0, 'changes visible within a second under light load');
 
 # --- kill -9 the worker in the middle of a large batch: exactly once ---
 $live->safe_psql('postgres', "INSERT INTO public.t (id, v) SELECT g, 'big ' || g FROM generate_series(200001, 700000) g");
-$mart->poll_query_until('postgres', "SELECT pg_relation_size('c.t') > 8 * 1024 * 1024")
-  or diag('worker did not start applying');
+ok($mart->poll_query_until('postgres', "SELECT pg_relation_size('c.t') > 8 * 1024 * 1024"),
+	'the worker starts applying the large batch');
 my $pid = worker_pid();
 ok($pid, 'worker running mid-batch');
 kill 'KILL', $pid;
@@ -92,16 +94,26 @@ isnt(worker_pid(), $pid, 'a new worker took over');
 wait_state('running');
 
 # --- the live server goes away: retries with backoff, says why, catches up ---
+my $last_run = $mart->safe_psql('postgres', "SELECT coalesce(max(run_id), 0) FROM sluice.runs WHERE pipeline = 'c'");
 $live->stop('fast');
 wait_state('error');
 like($mart->safe_psql('postgres', "SELECT last_error FROM sluice.status WHERE pipeline = 'c'"),
 	qr/could not connect|connection|server/i, 'status says why');
-$mart->poll_query_until('postgres', "SELECT count(*) >= 2 FROM sluice.runs WHERE pipeline = 'c' AND status = 'failed'")
-  or diag('failures not recorded');
-my $failures = $mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'c' AND status = 'failed'");
-sleep 3;
-my $failures2 = $mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'c' AND status = 'failed'");
-ok($failures2 - $failures <= 3, "retries back off ($failures then $failures2 failures)");
+# README: a failing batch is retried after 1 s, 2 s, 4 s ... (each failure a
+# 'failed' run): the gaps between the first four failures double
+ok($mart->poll_query_until('postgres',
+	"SELECT count(*) >= 4 FROM sluice.runs WHERE pipeline = 'c' AND status = 'failed' AND run_id > $last_run"),
+	'four failed batches recorded while live is down');
+my @fail_at = split /\n/, $mart->safe_psql('postgres',
+	"SELECT extract(epoch FROM started_at) FROM sluice.runs WHERE pipeline = 'c' AND status = 'failed' "
+	. "AND run_id > $last_run ORDER BY run_id LIMIT 4");
+my @gaps = map { $fail_at[$_] - $fail_at[$_ - 1] } 1 .. 3;
+for my $k (0 .. 2)
+{
+	my $want = 2**$k;
+	ok($gaps[$k] >= 0.95 * $want && $gaps[$k] < $want + 3,
+		sprintf('retry %d waits about %d s (%.2f s)', $k + 1, $want, $gaps[$k]));
+}
 $live->start;
 $live->safe_psql('postgres', "INSERT INTO public.t (id, v) SELECT g, 'after outage' FROM generate_series(800001, 801000) g");
 wait_same_tables($live, $mart, \@pairs, 'after the live outage');
@@ -118,8 +130,8 @@ wait_state('running');
 # --- stop during a large batch: prompt, and nothing lost ---
 $live->safe_psql('postgres', "INSERT INTO public.t (id, v) SELECT g, 'huge ' || g FROM generate_series(1000001, 2000000) g");
 my $size = $mart->safe_psql('postgres', "SELECT pg_relation_size('c.t')");
-$mart->poll_query_until('postgres', "SELECT pg_relation_size('c.t') > $size + 8 * 1024 * 1024")
-  or diag('worker did not start applying the large batch');
+ok($mart->poll_query_until('postgres', "SELECT pg_relation_size('c.t') > $size + 8 * 1024 * 1024"),
+	'the worker starts applying the 1,000,000-row batch');
 my $t0 = time;
 is($mart->safe_psql('postgres', "SELECT sluice.stop('c')"), 't', 'stop');
 my $stop_s = time - $t0;

@@ -32,9 +32,9 @@ $mart->safe_psql('postgres', q{SELECT cron.schedule('sluice-k', '* * * * *', $$S
 # --- the scheduled job applies what changed on live ---
 $live->safe_psql('postgres', "INSERT INTO public.orders (id, amount) SELECT g, g FROM generate_series(1001, 3000) g; "
 	. "UPDATE public.orders SET amount = 0 WHERE id <= 100; DELETE FROM public.orders WHERE id BETWEEN 500 AND 599;");
-$mart->poll_query_until('postgres',
-	"SELECT count(*) > 0 FROM cron.job_run_details WHERE status = 'succeeded'")
-  or diag('the cron job never succeeded');
+ok($mart->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM cron.job_run_details WHERE status = 'succeeded'"),
+	'the cron job succeeds');
 same_tables($live, $mart, \@pairs, 'after a pg_cron refresh');
 is($mart->safe_psql('postgres', "SELECT count(*) > 0 FROM sluice.runs WHERE pipeline = 'k' AND kind = 'refresh'"),
 	't', 'the cron refresh is in the runs log');
@@ -46,9 +46,9 @@ my $seen = $mart->safe_psql('postgres', "SELECT max(runid) FROM cron.job_run_det
 $mart->safe_psql('postgres', "SELECT sluice.start('k')");
 $live->safe_psql('postgres', "INSERT INTO public.orders (id, amount) SELECT g, g FROM generate_series(3001, 4000) g");
 wait_same_tables($live, $mart, \@pairs, 'streamed by the worker');
-$mart->poll_query_until('postgres',
-	"SELECT count(*) > 0 FROM cron.job_run_details WHERE runid > $seen AND status IN ('succeeded', 'failed')")
-  or diag('the cron job never ran again');
+ok($mart->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM cron.job_run_details WHERE runid > $seen AND status IN ('succeeded', 'failed')"),
+	'the cron job runs again');
 like($mart->safe_psql('postgres', "SELECT status || ': ' || return_message FROM cron.job_run_details WHERE runid > $seen ORDER BY runid LIMIT 1"),
 	qr/^failed: ERROR: +pipeline "k" is streaming continuously/, 'the cron refresh fails cleanly while the worker streams');
 same_tables($live, $mart, \@pairs, 'nothing applied twice');

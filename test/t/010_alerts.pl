@@ -63,8 +63,10 @@ sub wait_requests
 {
 	my ($path, $n) = @_;
 	my $t0 = time;
-	while (scalar(requests($path)) < $n && time - $t0 < 60) { usleep(50_000); }
-	return requests($path);
+	while (scalar(requests($path)) < $n && time - $t0 < $PostgreSQL::Test::Utils::timeout_default) { usleep(50_000); }
+	my @r = requests($path);
+	cmp_ok(scalar(@r), '>=', $n, "at least $n requests received on $path");
+	return @r;
 }
 
 my $live = new_live('live');
@@ -144,15 +146,15 @@ ok($complete->{eventTime} && $complete->{producer} && $complete->{schemaURL} =~ 
 is($ol[0]{headers}{authorization}, 'Bearer k3y', 'api key as a Bearer token');
 
 # --- retries: 500 twice, then delivered ---
-$mart->poll_query_until('postgres', "SELECT status FROM sluice.events WHERE destination = 'flaky'", 'sent')
-  or diag('flaky never delivered');
+ok($mart->poll_query_until('postgres', "SELECT status FROM sluice.events WHERE destination = 'flaky'", 'sent'),
+	'flaky delivered');
 is($mart->safe_psql('postgres', "SELECT attempts || ':' || status FROM sluice.events WHERE destination = 'flaky'"), '3:sent', 'retried until delivered');
 is($mart->safe_psql('postgres', "SELECT string_agg(coalesce(http_status::text, '-'), ',' ORDER BY attempt) FROM sluice._delivery JOIN sluice._outbox USING (event_id) WHERE destination = 'flaky'"),
 	'500,500,200', 'every attempt recorded');
 
 # --- unreachable: given up after the configured attempts, the reason visible ---
-$mart->poll_query_until('postgres', "SELECT status FROM sluice.events WHERE destination = 'down'", 'failed')
-  or diag('down never gave up');
+ok($mart->poll_query_until('postgres', "SELECT status FROM sluice.events WHERE destination = 'down'", 'failed'),
+	'down given up');
 like($mart->safe_psql('postgres', "SELECT attempts || ':' || last_error FROM sluice.events WHERE destination = 'down'"),
 	qr/^3:.*(connect|Connection refused)/i, 'gave up after 3 attempts, saying why');
 
