@@ -415,7 +415,7 @@ refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 missing)
 	eargs[0] = CStringGetTextDatum(pipe->name);
 	eargs[1] = Int64GetDatum(run_id);
 	eargs[2] = Int64GetDatum(missing);
-	if (SPI_execute_with_args("SELECT sluice._emit($1, 'divergence', pg_catalog.jsonb_build_object("
+	if (sluice_catalog_exec("SELECT sluice._emit($1, 'divergence', pg_catalog.jsonb_build_object("
 							  "  'run_id', $2, 'rows_missing', $3, "
 							  "  'tables', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
 							  "                'table', rt.target_schema || '.' || rt.target_table, "
