@@ -32,6 +32,24 @@ getstr(int row, int col)
 	return v;
 }
 
+/* A text[] column of the row SPI just read, as a List of String. */
+static List *
+text_array_list(uint64 row, int col)
+{
+	bool		isnull;
+	Datum		arr = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+	Datum	   *elems;
+	int			nelems;
+	int			k;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, NULL, &nelems);
+	for (k = 0; k < nelems; k++)
+		result = lappend(result, makeString(TextDatumGetCString(elems[k])));
+	return result;
+}
+
 /*
  * A C string as a Datum of type name: a NAMEDATALEN buffer, as SPI reads
  * NAMEOID parameters (CStringGetDatum would let it read past the string).
@@ -187,18 +205,7 @@ read_pipeline(void)
 		t->target_table = getstr(i, 4);
 		t->drift_policy = getstr(i, 5);
 		t->contract_version = atoi(getstr(i, 6));
-		{
-			bool		isnull;
-			Datum		arr = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull);
-			Datum	   *elems;
-			int			nelems;
-			int			k;
-
-			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, NULL, &nelems);
-			for (k = 0; k < nelems; k++)
-				t->ignored = lappend(t->ignored, makeString(TextDatumGetCString(elems[k])));
-		}
+		t->ignored = text_array_list(i, 7);
 		p->tables = lappend(p->tables, t);
 	}
 
@@ -224,18 +231,7 @@ read_pipeline(void)
 		c->is_key = (strcmp(getstr(i, 7), "t") == 0);
 		c->source_type = (Oid) strtoul(getstr(i, 8), NULL, 10);
 		c->source_dropped = (strcmp(getstr(i, 9), "t") == 0);
-		{
-			bool		isnull;
-			Datum		arr = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 11, &isnull);
-			Datum	   *elems;
-			int			nelems;
-			int			k;
-
-			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, NULL, &nelems);
-			for (k = 0; k < nelems; k++)
-				c->prior_sources = lappend(c->prior_sources, makeString(TextDatumGetCString(elems[k])));
-		}
+		c->prior_sources = text_array_list(i, 11);
 		{
 			/* oid[] as text: {1,2} */
 			char	   *p = getstr(i, 10);
