@@ -29,33 +29,48 @@ chown -R "$RUN_USER" "$WORK"
 chmod 755 "$WORK"
 
 status=0
+FAILURES="$WORK/failures.txt"
+: > "$FAILURES"
+note() { echo "== failed: $*" | tee -a "$FAILURES"; }
 run() { su "$RUN_USER" -c "cd '$WORK' && PATH=/usr/lib/postgresql/$PG_MAJOR/bin:\$PATH $*"; }
 
 echo "== pg_regress and isolation specs"
 if ! run make -s installcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config; then
     status=1
-    cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
-    cat "$WORK"/output_iso/regression.diffs 2>/dev/null | head -200 || true
+    note "pg_regress or isolation specs"
+    cat "$WORK"/regression.diffs "$WORK"/output_iso/regression.diffs 2>/dev/null | head -200 | tee -a "$FAILURES" || true
 fi
 
 echo "== TAP (two clusters) and pgTAP"
-if ! run make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config PROVE_FLAGS=--timer; then
+if ! run "make -s tapcheck PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config PROVE_FLAGS=--timer > '$WORK/prove.out' 2>&1; rc=\$?; cat '$WORK/prove.out'; exit \$rc"; then
     status=1
-    for f in "$WORK"/tmp_check/log/*; do
-        [ -f "$f" ] || continue
-        echo "---- $f (last 60 lines)"; tail -60 "$f"
+    # The failing suites' own logs, kept for the summary at the end (CI
+    # shows the tail of this output, after the benchmark and packaging).
+    for t in $(sed -n 's/^\(test\/t\/[^ ]*\.pl\).*\(Dubious\|Failed\|not ok\).*/\1/p; s/^\(test\/t\/[^ ]*\.pl\) *(Wstat.*/\1/p' "$WORK/prove.out" | sort -u); do
+        note "TAP suite $t failed"
+        log="$WORK/tmp_check/log/regress_log_$(basename "$t" .pl)"
+        [ -f "$log" ] && { echo "---- $log (last 80 lines)"; tail -80 "$log"; } >> "$FAILURES"
     done
+    grep -E '^(not ok|# +Failed test|# +at |# +got|# +expected|Failed|Dubious)' "$WORK/prove.out" | head -60 >> "$FAILURES" || true
 fi
 
 echo "== benchmark smoke run (bench/run.sh with 10,000 rows; figures are not judged)"
 if ! SMOKE=1 BENCH_USER="$RUN_USER" bash "$SRC"/bench/run.sh; then
     status=1
+    note "benchmark smoke run (bench/run.sh)"
 fi
 
 echo "== packaging: .deb and PGXN zip from a clean clone, installed and tested (scripts/package.sh)"
 if ! bash "$SRC"/scripts/package.sh; then
     status=1
+    note "packaging (scripts/package.sh)"
 fi
 
-if [ $status -eq 0 ]; then echo "== all suites passed"; else echo "== FAILED"; fi
+if [ $status -eq 0 ]; then
+    echo "== all suites passed"
+else
+    echo "== summary of failures"
+    cat "$FAILURES"
+    echo "== FAILED"
+fi
 exit $status
