@@ -9,7 +9,8 @@ PG_MAJOR=15
 RUN_USER=${SLUICE_USER:-pgsluice}
 PKGS="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
       libcurl4-openssl-dev libjansson-dev libpq-dev postgresql-$PG_MAJOR-pgtap pgtap
-      postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pglogical libipc-run-perl make gcc procps"
+      postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pglogical libipc-run-perl make gcc procps
+      prometheus-postgres-exporter"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/setup.sh: run as root (it installs packages)" >&2
@@ -24,8 +25,17 @@ if [ -n "$missing" ]; then
     echo "== installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # The Debian package creates and starts a default cluster; we never use it.
+    # Packages start their services (PostgreSQL's default cluster, the
+    # exporter on :9187); we use neither, so none is started while we install.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy=yes
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq $missing >/dev/null
+    if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 # Our servers are our own: stop the distribution's default cluster if any.
 if command -v pg_lsclusters >/dev/null; then
