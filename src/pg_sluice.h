@@ -73,9 +73,38 @@ extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
 
+/*
+ * A slot's changes as a stream of pgoutput messages: what apply consumes.
+ * The source SQL that decodes them and its binary COPY framing stay in
+ * transport.c.
+ */
+typedef struct SluicePipeline SluicePipeline;
+
+typedef struct SluiceStream
+{
+	SluicePipeline *pipe;
+	SluiceConn *sc;				/* first (or only) part */
+	SluiceConn *sc2;			/* second part, until the first ends; or NULL */
+	SluiceConn *cur;			/* the connection being read */
+	XLogRecPtr	split_lsn;
+	XLogRecPtr	upto_lsn;
+	bool		binary;			/* pgoutput sends binary values */
+	bool		header_done;	/* the current COPY's header was read */
+	XLogRecPtr	skip_before;	/* transactions committed before it were
+								 * delivered already (the second part decoded
+								 * after the first), or 0 */
+	int64		messages;		/* messages delivered */
+} SluiceStream;
+
+extern void transport_stream_begin(SluiceStream *ss, SluicePipeline *pipe,
+								   SluiceConn *sc, SluiceConn *sc2,
+								   XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
+								   int64 max_messages, bool binary);
+extern bool transport_stream_next(SluiceStream *ss, StringInfo msg);
+
 /* ---------- catalog.c: pg_sluice's own tables ---------- */
 
-typedef struct SluicePipeline
+struct SluicePipeline
 {
 	int			pipeline_id;
 	char	   *name;
@@ -96,7 +125,7 @@ typedef struct SluicePipeline
 								 * skipped and counted */
 	int64		version;		/* version (run id) the batch writes, or 0 */
 	List	   *tables;			/* list of SluiceTable * */
-} SluicePipeline;
+};
 
 typedef struct SluiceColumn
 {
