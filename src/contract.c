@@ -57,8 +57,6 @@
 #include "pg_sluice.h"
 #include "apply_internal.h"
 
-SluiceDrift *sluice_pending_drift = NULL;
-
 /*
  * A source type's name: built-in types have the same OID on both servers;
  * others are named by the TYPE message pgoutput sent before the RELATION.
@@ -156,7 +154,8 @@ contract_json(ApplyState *st, SluiceTable *t)
 }
 
 /*
- * Schema drift the policy cannot absorb: remember it for refresh.c, which
+ * Schema drift the policy cannot absorb: say so in the batch's stats
+ * (ApplyStats.pause) for refresh.c, which
  * rolls the batch back and pauses the pipeline, then raise.  hint says
  * which function accepts the change.
  */
@@ -177,7 +176,7 @@ drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *
 	d->xid = st->begin.xid;
 	d->lsn = st->begin.final_lsn;
 	MemoryContextSwitchTo(old);
-	sluice_pending_drift = d;
+	st->stats->pause = d;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("source table \"%s.%s\" drifted from its contract", t->source_schema, t->source_table),
@@ -188,36 +187,43 @@ drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *
 					 st->pipe->name)));
 }
 
-/* Record an absorbed drift event in the batch's transaction. */
-static void
-record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
-			 const char *action, const char *detail)
+/*
+ * Record a drift event of a pipeline's table (d: its table, policy,
+ * detail, source and contract columns, contract version, source
+ * transaction) and, when a row was written, queue its contract_drift event
+ * for the notifier, naming the table as table.  An 'ignored' event is
+ * recorded once per set of source columns, not at every refresh.  Absorbed
+ * drift is recorded in the batch's transaction, a pause in the caller's
+ * once the batch rolled back (refresh.c).
+ */
+void
+contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d, const char *action,
+					  const char *table)
 {
 	Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
 	TEXTOID, INT4OID, TEXTOID, TEXTOID};
 	Datum		args[11];
 	int			rc;
 
-	args[10] = CStringGetTextDatum(contract_json(st, t));
-	args[0] = Int32GetDatum(st->pipe->pipeline_id);
-	args[1] = CStringGetTextDatum(t->source_schema);
-	args[2] = CStringGetTextDatum(t->source_table);
-	args[3] = TransactionIdGetDatum(st->begin.xid);
-	args[4] = LSNGetDatum(st->begin.final_lsn);
-	args[5] = CStringGetTextDatum(t->drift_policy);
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(d->source_schema);
+	args[2] = CStringGetTextDatum(d->source_table);
+	args[3] = TransactionIdGetDatum(d->xid);
+	args[4] = LSNGetDatum(d->lsn);
+	args[5] = CStringGetTextDatum(d->policy);
 	args[6] = CStringGetTextDatum(action);
-	args[7] = CStringGetTextDatum(detail);
-	args[8] = Int32GetDatum(t->contract_version);
-	args[9] = CStringGetTextDatum(columns_json(st, lr));
-	/* an ignored column is recorded once, not at every refresh */
+	args[7] = CStringGetTextDatum(d->detail);
+	args[8] = Int32GetDatum(d->contract_version);
+	args[9] = CStringGetTextDatum(d->source_columns);
+	args[10] = CStringGetTextDatum(d->contract_columns);
 	rc = sluice_catalog_exec("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
-							   "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
-							   "  contract_columns) "
-							   "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb "
-							   " WHERE $7 <> 'ignored' OR NOT EXISTS (SELECT 1 FROM sluice._drift_event d "
-							   "   WHERE (d.pipeline_id, d.source_schema, d.source_table) = ($1, $2, $3) "
-							   "     AND d.source_columns = $10::jsonb)",
-							   11, types, args, NULL, false, 0);
+							 "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
+							 "  contract_columns) "
+							 "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb "
+							 " WHERE $7 <> 'ignored' OR NOT EXISTS (SELECT 1 FROM sluice._drift_event d "
+							 "   WHERE (d.pipeline_id, d.source_schema, d.source_table) = ($1, $2, $3) "
+							 "     AND d.source_columns = $10::jsonb)",
+							 11, types, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not record drift event: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)
@@ -226,14 +232,35 @@ record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
 
 		initStringInfo(&j);
 		appendStringInfoString(&j, "{\"table\": ");
-		escape_json(&j, psprintf("%s.%s", t->target_schema, t->target_table));
+		escape_json(&j, table);
 		appendStringInfoString(&j, ", \"action\": ");
 		escape_json(&j, action);
 		appendStringInfoString(&j, ", \"summary\": ");
-		escape_json(&j, detail);
+		escape_json(&j, d->detail);
 		appendStringInfoChar(&j, '}');
-		outbox_emit(st->pipe->name, "contract_drift", j.data);
+		outbox_emit(pipe->name, "contract_drift", j.data);
 	}
+}
+
+/* Record a drift event the policy absorbed, in the batch's transaction. */
+static void
+record_drift(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr,
+			 const char *action, const char *detail)
+{
+	SluiceDrift d;
+
+	memset(&d, 0, sizeof(d));
+	d.source_schema = t->source_schema;
+	d.source_table = t->source_table;
+	d.policy = t->drift_policy;
+	d.detail = (char *) detail;
+	d.contract_columns = contract_json(st, t);
+	d.source_columns = columns_json(st, lr);
+	d.contract_version = t->contract_version;
+	d.xid = st->begin.xid;
+	d.lsn = st->begin.final_lsn;
+	contract_record_drift(st->pipe, &d, action,
+						  psprintf("%s.%s", t->target_schema, t->target_table));
 }
 
 /* The datamart table of t, and its history table (InvalidOid: none). */

@@ -490,7 +490,7 @@ expect_add_sample(ExpectResult *r, const char *json)
  * An error-severity failure pauses the pipeline (the batch rolls back).
  */
 void
-expect_run_set_checks(SluicePipeline *pipe)
+expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause)
 {
 	ListCell   *lc;
 
@@ -538,7 +538,7 @@ expect_run_set_checks(SluicePipeline *pipe)
 												  e->name, (long long) failed,
 												  failed == 1 ? "value" : "values",
 												  observed ? ", observed " : "",
-												  observed ? observed : ""));
+												  observed ? observed : ""), pause);
 			if (failed > 0 && e->severity == 'w')
 				ereport(WARNING,
 						(errmsg("expectation \"%s\" of pipeline \"%s\" failed for %lld %s",
@@ -549,11 +549,12 @@ expect_run_set_checks(SluicePipeline *pipe)
 }
 
 /*
- * An error-severity expectation failed: remember why for refresh.c, which
- * rolls the batch back and pauses the pipeline, then raise.
+ * An error-severity expectation failed: say why in *pause for refresh.c,
+ * which rolls the batch back and pauses the pipeline, then raise.
  */
 void
-expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail)
+expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail,
+			 SluiceDrift **pause)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
@@ -563,7 +564,7 @@ expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const c
 	d->source_table = pstrdup(t->source_table);
 	d->detail = pstrdup(detail);
 	MemoryContextSwitchTo(old);
-	sluice_pending_drift = d;
+	*pause = d;
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("expectation \"%s\" failed on \"%s.%s\"", e->name, t->target_schema, t->target_table),

@@ -169,8 +169,10 @@ typedef struct SluiceTable
 } SluiceTable;
 
 /*
- * Schema drift that pauses the pipeline: apply.c fills it in just before
- * raising the error, refresh.c records it once the batch rolled back.
+ * Why a batch pauses the pipeline (schema drift, an error-severity
+ * expectation, a missing row under strict): whoever raises the error fills
+ * it in (in TopMemoryContext) and hangs it on the batch's ApplyStats.pause
+ * just before; refresh.c records it once the batch rolled back.
  */
 typedef struct SluiceDrift
 {
@@ -186,8 +188,6 @@ typedef struct SluiceDrift
 	TransactionId xid;
 	XLogRecPtr	lsn;
 } SluiceDrift;
-
-extern SluiceDrift *sluice_pending_drift;
 
 extern Datum catalog_name_datum(const char *s);
 extern char *catalog_source_conninfo(const char *source);
@@ -245,12 +245,19 @@ typedef struct ApplyStats
 	TimestampTz last_commit_time;
 	int64		messages;		/* pgoutput messages received */
 	bool		stopped_early;	/* stopped at a commit past max_ms */
+	SluiceDrift *pause;			/* set just before the ERROR that pauses the
+								 * pipeline, else NULL */
 } ApplyStats;
 
 extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						 XLogRecPtr start_lsn, XLogRecPtr split_lsn,
 						 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
 						 ApplyStats *stats);
+
+/* ---------- contract.c: contracts, drift and its events ---------- */
+
+extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
+								  const char *action, const char *table);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
 
@@ -316,9 +323,9 @@ extern struct Expr *expect_bind_predicate(Relation rel, SluiceExpectation *e);
 extern void expect_results_reset(void);
 extern ExpectResult *expect_result(SluiceExpectation *e);
 extern void expect_add_sample(ExpectResult *r, const char *json);
-extern void expect_run_set_checks(SluicePipeline *pipe);
+extern void expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
-						 const char *detail) pg_attribute_noreturn();
+						 const char *detail, SluiceDrift **pause) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
 
 /* ---------- notify.c: alerts and lineage over HTTP ---------- */

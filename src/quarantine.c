@@ -423,7 +423,7 @@ quarantine_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
 							 st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes",
 							 ar->nspname, ar->relname, ar->table->target_schema, ar->table->target_table);
 		MemoryContextSwitchTo(old);
-		sluice_pending_drift = d;
+		st->stats->pause = d;
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("row to %s is missing from datamart table \"%s.%s\"",
@@ -543,7 +543,8 @@ quarantine_check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const c
 			expect_pause(st->pipe, ar->table, rc->e,
 						 psprintf("Expectation \"%s\" failed for a row %s by source transaction %u (sluice.quality has its key).",
 								  rc->e->name,
-								  strcmp(change, "insert") == 0 ? "inserted" : "updated", st->begin.xid));
+								  strcmp(change, "insert") == 0 ? "inserted" : "updated", st->begin.xid),
+						 &st->stats->pause);
 		if (rc->e->severity == 'q' && keep)
 		{
 			quarantine_row(st, ar, rc->e, slot, change, oldslot);

@@ -216,7 +216,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 
 	/* set expectations, on what the batch changed, before it commits */
 	if (r->stats.transactions > 0)
-		expect_run_set_checks(pipe);
+		expect_run_set_checks(pipe, &r->stats.pause);
 	sluice_restore_user(&owner_save);
 	if (r->stats.stopped_early)
 	{
@@ -261,7 +261,6 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	ResourceOwner oldowner = CurrentResourceOwner;
 
 	memset(r, 0, sizeof(*r));
-	sluice_pending_drift = NULL;
 	expect_results_reset();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -274,10 +273,9 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	}
 	PG_CATCH();
 	{
-		SluiceDrift *d = sluice_pending_drift;
+		SluiceDrift *d = r->stats.pause;
 		ErrorData  *edata;
 
-		sluice_pending_drift = NULL;
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -301,41 +299,8 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
 		refresh_record_pause(pipe, r);
 		if (!d->is_expectation && !d->is_divergence)
-		{
-			Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
-			INT4OID, TEXTOID, TEXTOID, TEXTOID};
-			Datum		args[11];
-
-			args[10] = CStringGetTextDatum(d->contract_columns);
-
-			args[0] = Int32GetDatum(pipe->pipeline_id);
-			args[1] = CStringGetTextDatum(d->source_schema);
-			args[2] = CStringGetTextDatum(d->source_table);
-			args[3] = TransactionIdGetDatum(d->xid);
-			args[4] = LSNGetDatum(d->lsn);
-			args[5] = CStringGetTextDatum(d->policy);
-			args[6] = CStringGetTextDatum(d->detail);
-			args[7] = Int32GetDatum(d->contract_version);
-			args[8] = CStringGetTextDatum(d->source_columns);
-			args[9] = CStringGetTextDatum("paused");
-			if (sluice_catalog_exec("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
-									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
-									  "  contract_columns) "
-									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb, $11::jsonb)",
-									  11, types, args, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not record the drift event");
-			{
-				StringInfoData j;
-
-				initStringInfo(&j);
-				appendStringInfoString(&j, "{\"table\": ");
-				escape_json(&j, psprintf("%s.%s", d->source_schema, d->source_table));
-				appendStringInfoString(&j, ", \"action\": \"paused\", \"summary\": ");
-				escape_json(&j, d->detail);
-				appendStringInfoChar(&j, '}');
-				outbox_emit(pipe->name, "contract_drift", j.data);
-			}
-		}
+			contract_record_drift(pipe, d, "paused",
+								  psprintf("%s.%s", d->source_schema, d->source_table));
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
