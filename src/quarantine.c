@@ -103,9 +103,17 @@ quarantine_open(ApplyState *st, ApplyRel *ar, SluiceTable *t)
 	ledger_init(st, ar);
 }
 
-/* The key of the row in a slot, as a JSON object (for failure samples). */
+/*
+ * Some columns of the row in a slot as a JSON object of their text forms,
+ * {"id": "1", "region": null}, keys in the order of atts (an attribute
+ * number 0, a key column the table lacks, is left out).  outfuncs: the
+ * columns' output functions, or NULL to look them up.  The one builder of
+ * both key orders: a failure sample lists the contract's key columns in
+ * the contract's order; the ledger lists its key in jsonb's order, so that
+ * the text equals row_key::text of the stored entries (quarantine_key).
+ */
 static char *
-row_key_json(ApplyRel *ar, TupleTableSlot *slot)
+key_json(TupleTableSlot *slot, int natts, const AttrNumber *atts, FmgrInfo *outfuncs)
 {
 	StringInfoData buf;
 	TupleDesc	desc = slot->tts_tupleDescriptor;
@@ -114,9 +122,9 @@ row_key_json(ApplyRel *ar, TupleTableSlot *slot)
 	slot_getallattrs(slot);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
-	for (i = 0; i < ar->nkeys; i++)
+	for (i = 0; i < natts; i++)
 	{
-		int			j = ar->keyatts[i] - 1;
+		int			j = atts[i] - 1;
 		Form_pg_attribute att;
 
 		if (j < 0)
@@ -128,6 +136,8 @@ row_key_json(ApplyRel *ar, TupleTableSlot *slot)
 		appendStringInfoString(&buf, ": ");
 		if (slot->tts_isnull[j])
 			appendStringInfoString(&buf, "null");
+		else if (outfuncs != NULL)
+			escape_json(&buf, OutputFunctionCall(&outfuncs[i], slot->tts_values[j]));
 		else
 		{
 			Oid			out;
@@ -254,28 +264,7 @@ ledger_init(ApplyState *st, ApplyRel *ar)
 char *
 quarantine_key(ApplyRel *ar, TupleTableSlot *slot)
 {
-	StringInfoData buf;
-	TupleDesc	desc = slot->tts_tupleDescriptor;
-	int			i;
-
-	slot_getallattrs(slot);
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	for (i = 0; i < ar->nledgerkeys; i++)
-	{
-		int			j = ar->ledgerkeys[i] - 1;
-
-		if (i > 0)
-			appendStringInfoString(&buf, ", ");
-		escape_json(&buf, NameStr(TupleDescAttr(desc, j)->attname));
-		appendStringInfoString(&buf, ": ");
-		if (slot->tts_isnull[j])
-			appendStringInfoString(&buf, "null");
-		else
-			escape_json(&buf, OutputFunctionCall(&ar->ledgerout[i], slot->tts_values[j]));
-	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
+	return key_json(slot, ar->nledgerkeys, ar->ledgerkeys, ar->ledgerout);
 }
 
 /* The open quarantine entry of a key, or 0. */
@@ -538,7 +527,7 @@ quarantine_check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const c
 		if (isnull || DatumGetBool(d))
 			continue;
 		r->failed++;
-		expect_add_sample(r, row_key_json(ar, slot));
+		expect_add_sample(r, key_json(slot, ar->nkeys, ar->keyatts, NULL));
 		if (rc->e->severity == 'e')
 			expect_pause(st->pipe, ar->table, rc->e,
 						 psprintf("Expectation \"%s\" failed for a row %s by source transaction %u (sluice.quality has its key).",
