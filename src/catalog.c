@@ -400,3 +400,31 @@ catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid)
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the skipped transaction");
 }
+
+/*
+ * SPI as the current user, for the SQL entry points' own statements: run
+ * sql with parameters and raise unless SPI says expected.
+ */
+void
+sluice_spi_exec(const char *sql, int nargs, Oid *types, Datum *args, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+}
+
+/* Does the query (one text parameter) return a row? */
+bool
+sluice_spi_exists(const char *sql, const char *arg)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	int			rc;
+
+	args[0] = CStringGetTextDatum(arg);
+	rc = SPI_execute_with_args(sql, 1, types, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+	return SPI_processed > 0;
+}

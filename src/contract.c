@@ -767,3 +767,44 @@ contract_check(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 	}
 	return feeds;
 }
+
+/*
+ * Contract version 1 of a table: the datamart table as created, each column
+ * fed by the source column of the same name.  targs: pipeline id, source
+ * schema and table, target schema and table, key columns.
+ */
+void
+contract_record_first(SourceTable *t, const char *target_schema, Datum *targs)
+{
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, OIDARRAYOID, TEXTOID, TEXTARRAYOID};
+	Datum		args[7];
+	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(t->columns), 1));
+	Datum	   *oids = palloc(sizeof(Datum) * Max(list_length(t->columns), 1));
+	ListCell   *nc;
+	ListCell   *oc;
+	int			n = 0;
+
+	forboth(nc, t->columns, oc, t->srctypes)
+	{
+		names[n] = CStringGetTextDatum(strVal(lfirst(nc)));
+		oids[n++] = ObjectIdGetDatum(lfirst_oid(oc));
+	}
+	args[0] = targs[0];
+	args[1] = targs[1];
+	args[2] = targs[2];
+	args[3] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	args[5] = CStringGetTextDatum(psprintf("%s.%s", quote_identifier(target_schema),
+										   quote_identifier(t->target)));
+	args[6] = targs[5];
+	sluice_spi_exec("INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, "
+			 "  contract_version, position, column_name, source_column, data_type, not_null, "
+			 "  is_key, source_type) "
+			 "SELECT $1, $2, $3, 1, a.attnum, a.attname, a.attname, "
+			 "       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+			 "       a.attname::text = ANY ($7), s.typ "
+			 "  FROM pg_catalog.pg_attribute a "
+			 "  JOIN ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5)) AS s(name, typ) ON s.name = a.attname::text "
+			 " WHERE a.attrelid = $6::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+			 7, types, args, SPI_OK_INSERT);
+}

@@ -203,6 +203,69 @@ extern void catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid
 extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
 										XLogRecPtr restart_lsn);
 
+extern void sluice_spi_exec(const char *sql, int nargs, Oid *types, Datum *args,
+							int expected);
+extern bool sluice_spi_exists(const char *sql, const char *arg);
+
+/* ---------- source.c: the source's catalog, read and written at creation ---------- */
+
+/* A source table as described by the source, before anything is created. */
+typedef struct SourceTable
+{
+	char	   *schema;
+	char	   *name;
+	char	   *target;			/* datamart table name */
+	char		replident;		/* d, f, i (n is refused) */
+	bool		partitioned;	/* a partitioned table: published via its root */
+	List	   *ancestors;		/* a partition: String "schema.name" of each */
+	List	   *keys;			/* String column names */
+	bool		key_deferrable; /* the source's key is DEFERRABLE */
+	List	   *columns;		/* String column names */
+	List	   *types;			/* String datamart type names */
+	List	   *notnull;		/* int: 1 when NOT NULL */
+	List	   *srctypes;		/* oid: type on the source, as pgoutput sends it */
+	bool		binary_safe;	/* every column's binary form is the same here:
+								 * the initial copy can be binary */
+	bool		stream_binary;	/* pgoutput's binary mode can send every column
+								 * (a type without a send function goes as text) */
+	Oid			adopted;		/* existing datamart table it feeds, or 0 */
+	List	   *ignored;		/* String: source columns the datamart table lacks */
+} SourceTable;
+
+extern SourceTable *source_describe_table(SluiceConn *sc, const char *spec);
+extern void source_check(SluiceConn *sc, const char *slot_name);
+extern bool source_check_publication(SluiceConn *sc, const char *source,
+									 const char *publication, bool given,
+									 List *tables);
+extern bool source_drop_slot(SluiceConn *sc, const char *slot);
+extern void source_drop(SluiceConn *sc, const char *slot, const char *publication);
+
+/* ---------- pipeline.c: creating a pipeline, dropping its tables ---------- */
+
+/* A pipeline create_pipeline validated, and what creating it made. */
+typedef struct NewPipeline
+{
+	char	   *name;
+	char	   *source;
+	char	   *conninfo;
+	char	   *target_schema;
+	char	   *publication;
+	bool		publication_owned;	/* pg_sluice creates it (and drops it) */
+	char	   *slot_name;
+	char	   *origin_name;
+	List	   *tables;			/* SourceTable * */
+	TimestampTz started;
+	/* set by pipeline_create */
+	int			pipeline_id;
+	XLogRecPtr	consistent;		/* the slot's consistent point */
+	int64		copied;			/* rows of the initial copy */
+	int64		run_id;			/* the initial copy's run */
+} NewPipeline;
+
+extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
+extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
+extern void pipeline_drop_tables(SluicePipeline *pipe);
+
 /* ---------- security.c: who pg_sluice acts as ---------- */
 
 typedef struct SluiceUser
@@ -256,6 +319,7 @@ extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 
 /* ---------- contract.c: contracts, drift and its events ---------- */
 
+extern void contract_record_first(SourceTable *t, const char *target_schema, Datum *targs);
 extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
 								  const char *action, const char *table);
 
