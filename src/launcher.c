@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * worker.c
- *	  Continuous mode: a launcher background worker and one apply worker per
- *	  running pipeline.
+ * launcher.c
+ *	  Continuous mode: the launcher background worker, the shared state it
+ *	  acts on, and the SQL that starts and stops pipelines.
  *
  * The wish to stream lives in two places: the catalog
  * (sluice._pipeline.continuous, durable, per database) and a slot in shared
@@ -23,7 +23,7 @@
  * Copyright (c) 2026, pg_sluice developers
  *
  * IDENTIFICATION
- *	  src/worker.c
+ *	  src/launcher.c
  *
  *-------------------------------------------------------------------------
  */
@@ -65,60 +65,19 @@
 #include "utils/wait_event.h"
 
 #include "pg_sluice.h"
+#include "worker_internal.h"
 
-#define ERROR_LEN 512
-#define MAX_BACKOFF_MS 60000
-
-typedef struct WorkerSlot
-{
-	bool		in_use;
-	bool		wanted;			/* the pipeline should stream */
-	Oid			dboid;
-	Oid			roleoid;
-	int			pipeline_id;
-	char		pipeline[NAMEDATALEN];
-	pid_t		pid;			/* apply worker, 0 when none */
-	int			failures;		/* consecutive failed batches or deaths */
-	TimestampTz next_start;		/* launcher: not before */
-	TimestampTz started_at;		/* apply worker start */
-	TimestampTz last_batch_at;	/* last committed batch that applied rows */
-	TimestampTz measured_at;	/* last look at the source */
-	XLogRecPtr	source_flush_lsn;
-	XLogRecPtr	applied_lsn;
-	XLogRecPtr	slot_restart_lsn;
-	TimestampTz last_source_commit;
-	double		rows_per_sec;
-	int64		rows_applied;	/* since the worker started */
-	bool		in_error;
-	char		last_error[ERROR_LEN];
-	TimestampTz last_error_at;
-	TimestampTz retry_at;		/* apply worker backing off after a failed
-								 * batch: its next attempt, else 0 */
-} WorkerSlot;
-
-typedef struct SluiceShared
-{
-	LWLock	   *lock;
-	pid_t		launcher_pid;
-	Latch	   *launcher_latch;
-	int			nslots;
-	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
-} SluiceShared;
-
-static SluiceShared *shared = NULL;
+SluiceShared *sluice_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PGDLLEXPORT void sluice_launcher_main(Datum arg);
 PGDLLEXPORT void sluice_resume_main(Datum arg);
-PGDLLEXPORT void sluice_worker_main(Datum arg);
 
 PG_FUNCTION_INFO_V1(sluice_start);
 PG_FUNCTION_INFO_V1(sluice_stop);
 PG_FUNCTION_INFO_V1(sluice_worker_status);
 PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
-
-#define NOTIFIER_ID 0			/* the slot of a database's notifier */
 
 /* ---------- shared memory ---------- */
 
@@ -146,12 +105,12 @@ sluice_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("pg_sluice", shared_size(), &found);
+	sluice_shared = ShmemInitStruct("pg_sluice", shared_size(), &found);
 	if (!found)
 	{
-		memset(shared, 0, shared_size());
-		shared->lock = &(GetNamedLWLockTranche("pg_sluice"))->lock;
-		shared->nslots = sluice_max_workers;
+		memset(sluice_shared, 0, shared_size());
+		sluice_shared->lock = &(GetNamedLWLockTranche("pg_sluice"))->lock;
+		sluice_shared->nslots = sluice_max_workers;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -184,7 +143,7 @@ worker_shmem_init(void)
 static void
 require_shared(void)
 {
-	if (shared == NULL)
+	if (sluice_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("continuous mode needs pg_sluice in shared_preload_libraries"),
@@ -198,9 +157,9 @@ wake_launcher(void)
 {
 	Latch	   *latch;
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	latch = shared->launcher_latch;
-	LWLockRelease(shared->lock);
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	latch = sluice_shared->launcher_latch;
+	LWLockRelease(sluice_shared->lock);
 	if (latch)
 		SetLatch(latch);
 }
@@ -211,9 +170,9 @@ find_slot(Oid dboid, int pipeline_id)
 {
 	int			i;
 
-	for (i = 0; i < shared->nslots; i++)
+	for (i = 0; i < sluice_shared->nslots; i++)
 	{
-		WorkerSlot *s = &shared->slots[i];
+		WorkerSlot *s = &sluice_shared->slots[i];
 
 		if (s->in_use && s->dboid == dboid && s->pipeline_id == pipeline_id)
 			return s;
@@ -231,13 +190,13 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 	WorkerSlot *s;
 	int			i;
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	s = find_slot(dboid, pipeline_id);
-	for (i = 0; s == NULL && i < shared->nslots; i++)
+	for (i = 0; s == NULL && i < sluice_shared->nslots; i++)
 	{
-		if (!shared->slots[i].in_use)
+		if (!sluice_shared->slots[i].in_use)
 		{
-			s = &shared->slots[i];
+			s = &sluice_shared->slots[i];
 			memset(s, 0, sizeof(*s));
 			s->in_use = true;
 			s->dboid = dboid;
@@ -252,7 +211,7 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 		s->failures = 0;
 		s->next_start = 0;
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(sluice_shared->lock);
 	return s != NULL;
 }
 
@@ -265,14 +224,14 @@ worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	if (shared == NULL)
+	if (sluice_shared == NULL)
 		return true;
 	for (;;)
 	{
 		WorkerSlot *s;
 		pid_t		pid = 0;
 
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 		s = find_slot(dboid, pipeline_id);
 		if (s != NULL)
 		{
@@ -281,7 +240,7 @@ worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
 			if (pid == 0)
 				s->in_use = false;
 		}
-		LWLockRelease(shared->lock);
+		LWLockRelease(sluice_shared->lock);
 		if (pid == 0)
 			return true;
 		kill(pid, SIGTERM);
@@ -303,7 +262,7 @@ worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
 Datum
 sluice_notifier_wanted(PG_FUNCTION_ARGS)
 {
-	if (shared == NULL)
+	if (sluice_shared == NULL)
 	{
 		ereport(NOTICE,
 				(errmsg("events are queued but not delivered: pg_sluice is not in shared_preload_libraries"),
@@ -408,13 +367,13 @@ sluice_worker_status(PG_FUNCTION_ARGS)
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (shared == NULL)
+	if (sluice_shared == NULL)
 		return (Datum) 0;
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	for (i = 0; i < shared->nslots; i++)
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	for (i = 0; i < sluice_shared->nslots; i++)
 	{
-		WorkerSlot *s = &shared->slots[i];
+		WorkerSlot *s = &sluice_shared->slots[i];
 		Datum		v[14];
 		bool		n[14];
 
@@ -456,7 +415,7 @@ sluice_worker_status(PG_FUNCTION_ARGS)
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(sluice_shared->lock);
 	return (Datum) 0;
 }
 
@@ -540,8 +499,8 @@ resume_databases(void)
 	list_free(dbs);
 }
 
-static long
-backoff_ms(int failures)
+long
+launcher_backoff_ms(int failures)
 {
 	long		ms = 1000;
 
@@ -561,13 +520,13 @@ sluice_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	sluice_fix_search_path();
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->launcher_pid = MyProcPid;
-	shared->launcher_latch = MyLatch;
-	LWLockRelease(shared->lock);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	sluice_shared->launcher_pid = MyProcPid;
+	sluice_shared->launcher_latch = MyLatch;
+	LWLockRelease(sluice_shared->lock);
 
 	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * shared->nslots);
+									 sizeof(BackgroundWorkerHandle *) * sluice_shared->nslots);
 	resume_databases();
 
 	while (!ShutdownRequestPending)
@@ -582,9 +541,9 @@ sluice_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		for (i = 0; i < shared->nslots; i++)
+		for (i = 0; i < sluice_shared->nslots; i++)
 		{
-			WorkerSlot *s = &shared->slots[i];
+			WorkerSlot *s = &sluice_shared->slots[i];
 			pid_t		pid;
 			bool		start = false;
 
@@ -593,18 +552,18 @@ sluice_launcher_main(Datum arg)
 			{
 				pfree(handles[i]);
 				handles[i] = NULL;
-				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 				s->pid = 0;
 				if (s->in_use && s->wanted)
 				{
 					/* it died: try again later, later each time */
 					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
+					s->next_start = TimestampTzPlusMilliseconds(now, launcher_backoff_ms(s->failures));
 				}
-				LWLockRelease(shared->lock);
+				LWLockRelease(sluice_shared->lock);
 			}
 
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 			if (s->in_use && !s->wanted && handles[i] == NULL && s->pid == 0)
 				s->in_use = false;
 			else if (s->in_use && s->wanted && handles[i] == NULL)
@@ -620,7 +579,7 @@ sluice_launcher_main(Datum arg)
 					wait_ms = Min(wait_ms, secs * 1000 + usecs / 1000 + 1);
 				}
 			}
-			LWLockRelease(shared->lock);
+			LWLockRelease(sluice_shared->lock);
 
 			if (start)
 			{
@@ -631,14 +590,14 @@ sluice_launcher_main(Datum arg)
 											Int32GetDatum(i));
 				if (handles[i] == NULL)
 				{
-					LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+					LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
+					s->next_start = TimestampTzPlusMilliseconds(now, launcher_backoff_ms(s->failures));
 					snprintf(s->last_error, ERROR_LEN,
 							 "no background worker slot free (max_worker_processes)");
 					s->in_error = true;
 					s->last_error_at = now;
-					LWLockRelease(shared->lock);
+					LWLockRelease(sluice_shared->lock);
 				}
 			}
 		}
@@ -650,10 +609,10 @@ sluice_launcher_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->launcher_pid = 0;
-	shared->launcher_latch = NULL;
-	LWLockRelease(shared->lock);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	sluice_shared->launcher_pid = 0;
+	sluice_shared->launcher_latch = NULL;
+	LWLockRelease(sluice_shared->lock);
 	proc_exit(0);
 }
 
@@ -713,362 +672,3 @@ done:
 	proc_exit(0);
 }
 
-/* ---------- apply worker ---------- */
-
-static int	my_slot = -1;
-static SluiceConn *worker_conn = NULL;	/* kept across batches */
-static TimestampTz window_start = 0;	/* rows per second window */
-static int64 window_rows = 0;
-
-static void
-worker_detach(int code, Datum arg)
-{
-	WorkerSlot *s = &shared->slots[DatumGetInt32(arg)];
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (s->pid == MyProcPid)
-		s->pid = 0;
-	LWLockRelease(shared->lock);
-	if (shared->launcher_latch)
-		SetLatch(shared->launcher_latch);
-}
-
-static bool
-still_wanted(void)
-{
-	bool		w;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	w = shared->slots[my_slot].in_use && shared->slots[my_slot].wanted;
-	LWLockRelease(shared->lock);
-	return w;
-}
-
-/*
- * One batch in its own transaction.  Returns true when caught up (the
- * caller naps), sets *done when the pipeline no longer streams.
- */
-static bool
-worker_batch(int pipeline_id, bool *done)
-{
-	WorkerSlot *s = &shared->slots[my_slot];
-	SluicePipeline *pipe;
-	RefreshResult r;
-	TimestampTz started;
-	bool		had_error;
-	int64		rows;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "pg_sluice: applying a batch");
-	started = GetCurrentTimestamp();
-
-	pipe = catalog_pipeline_by_id(pipeline_id, true);
-	if (pipe == NULL || !pipe->continuous)
-	{
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		s->wanted = false;
-		LWLockRelease(shared->lock);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		*done = true;
-		return false;
-	}
-	/* the role that started the worker must still be allowed to */
-	sluice_check_operator(pipe, "stream");
-
-	if (pipe->paused_reason)
-	{
-		/* schema drift paused it: wait for sluice.resume() */
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return true;
-	}
-
-	if (worker_conn == NULL)
-	{
-		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-		worker_conn->persistent = true;
-	}
-	refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
-	if (r.conn_closed)
-		worker_conn = NULL;		/* abandoned mid-stream */
-
-	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
-	/* idle polls leave no run */
-	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
-		(void) refresh_record_run(pipe, "stream", started, &r);
-	LWLockAcquire(shared->lock, LW_SHARED);
-	had_error = s->in_error;
-	LWLockRelease(shared->lock);
-	if (had_error)
-	{
-		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(pipeline_id)};
-
-		if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = NULL, last_error_at = NULL "
-								  " WHERE pipeline_id = $1", 1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not clear the pipeline's error");
-	}
-
-	/* guard the source: WAL the slot keeps there */
-	if (sluice_max_retained_wal > 0 && r.slot_restart_lsn != InvalidXLogRecPtr &&
-		r.source_flush_lsn > r.slot_restart_lsn &&
-		(r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024) > (uint64) sluice_max_retained_wal)
-	{
-		static TimestampTz last_warned = 0;
-
-		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
-		{
-			outbox_emit(pipe->name, "slot_lag",
-						psprintf("{\"slot\": \"%s\", \"retained_bytes\": " UINT64_FORMAT ", \"summary\": \"slot %s keeps %llu MB of WAL on the source\"}",
-								 pipe->slot_name, (uint64) (r.source_flush_lsn - r.slot_restart_lsn), pipe->slot_name,
-								 (unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
-			ereport(WARNING,
-					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
-							pipe->slot_name,
-							(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024)),
-							pipe->source_name),
-					 errdetail("pg_sluice.max_retained_wal is %d MB.", sluice_max_retained_wal),
-					 errhint("A long transaction on the source, or a pipeline that falls behind, holds WAL; sluice.status shows the lag.")));
-			last_warned = GetCurrentTimestamp();
-		}
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* table statistics, for autovacuum (at most once a second) */
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	/* what the status view shows */
-	{
-		TimestampTz now = GetCurrentTimestamp();
-
-		window_rows += rows;
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		s->failures = 0;
-		s->in_error = false;
-		s->retry_at = 0;
-		s->measured_at = now;
-		s->source_flush_lsn = r.source_flush_lsn;
-		s->applied_lsn = r.end_lsn;
-		s->slot_restart_lsn = r.slot_restart_lsn;
-		if (r.stats.last_commit_time != 0)
-			s->last_source_commit = r.stats.last_commit_time;
-		if (rows > 0)
-			s->last_batch_at = now;
-		s->rows_applied += rows;
-		if (TimestampDifferenceExceeds(window_start, now, 5000))
-		{
-			long		secs;
-			int			usecs;
-			double		elapsed;
-
-			TimestampDifference(window_start, now, &secs, &usecs);
-			elapsed = secs + usecs / 1e6;
-			s->rows_per_sec = elapsed > 0 ? window_rows / elapsed : 0;
-			window_start = now;
-			window_rows = 0;
-		}
-		LWLockRelease(shared->lock);
-	}
-
-	return r.complete;
-}
-
-/* Record a failed batch: in the catalog (survives restarts) and the runs log. */
-static void
-record_failure(int pipeline_id, TimestampTz started, const char *message)
-{
-	Oid			types[3] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
-	Datum		args[3];
-
-	args[0] = Int32GetDatum(pipeline_id);
-	args[1] = CStringGetTextDatum(message);
-	args[2] = TimestampTzGetDatum(started);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
-							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
-		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
-							  "SELECT $1, 'stream', 'failed', $3, pg_catalog.clock_timestamp(), $2 "
-							  "  FROM sluice._pipeline WHERE pipeline_id = $1",
-							  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the failed batch");
-	/* (as the extension owner: destinations hold secrets; see notify.c) */
-	if (sluice_catalog_exec("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
-							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not queue the failure's events");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
-void
-sluice_worker_main(Datum arg)
-{
-	WorkerSlot *s;
-	Oid			dboid;
-	Oid			roleoid;
-	int			pipeline_id;
-	MemoryContext worker_cxt;
-
-	my_slot = DatumGetInt32(arg);
-	s = &shared->slots[my_slot];
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (!s->in_use || !s->wanted)
-	{
-		LWLockRelease(shared->lock);
-		proc_exit(0);
-	}
-	s->pid = MyProcPid;
-	s->started_at = GetCurrentTimestamp();
-	s->rows_per_sec = 0;
-	dboid = s->dboid;
-	roleoid = s->roleoid;
-	pipeline_id = s->pipeline_id;
-	LWLockRelease(shared->lock);
-	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
-
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
-	sluice_fix_search_path();
-	pgstat_report_appname("pg_sluice worker");
-
-	worker_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice worker",
-									   ALLOCSET_DEFAULT_SIZES);
-	window_start = GetCurrentTimestamp();
-
-	if (pipeline_id == NOTIFIER_ID)
-	{
-		/*
-		 * Events claimed ('sending') by a round that failed are handed back
-		 * ('pending') by the next round: at start (a previous notifier died)
-		 * and after every error.
-		 */
-		volatile bool reclaim = true;
-
-		pgstat_report_appname("pg_sluice notifier");
-		curl_global_init(CURL_GLOBAL_DEFAULT);
-		while (still_wanted())
-		{
-			int			n = 0;
-
-			CHECK_FOR_INTERRUPTS();
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
-			MemoryContextSwitchTo(worker_cxt);
-			PG_TRY();
-			{
-				n = notifier_run_once(reclaim);
-				reclaim = false;
-			}
-			PG_CATCH();
-			{
-				HOLD_INTERRUPTS();
-				EmitErrorReport();
-				FlushErrorState();
-				AbortOutOfAnyTransaction();
-				RESUME_INTERRUPTS();
-				reclaim = true;
-				n = 0;
-			}
-			PG_END_TRY();
-			MemoryContextReset(worker_cxt);
-			pgstat_report_stat(false);
-			if (n == 0)
-			{
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 Max(sluice_naptime, 200), PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-			}
-		}
-		proc_exit(0);
-	}
-	for (;;)
-	{
-		volatile bool done = false;
-		volatile bool idle = false;
-		ErrorData  *volatile edata = NULL;
-		TimestampTz started = GetCurrentTimestamp();
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		if (!still_wanted())
-			break;
-
-		MemoryContextSwitchTo(worker_cxt);
-		PG_TRY();
-		{
-			bool		d = false;
-
-			idle = worker_batch(pipeline_id, &d);
-			done = d;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(worker_cxt);
-			edata = CopyErrorData();
-			EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			worker_conn = NULL;	/* closed by the abort */
-		}
-		PG_END_TRY();
-
-		if (edata != NULL)
-		{
-			const char *msg = edata->message ? edata->message : "unknown error";
-			int			failures;
-			long		wait;
-
-			pgstat_report_activity(STATE_IDLE, NULL);
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			failures = ++s->failures;
-			s->in_error = true;
-			strlcpy(s->last_error, msg, ERROR_LEN);
-			s->last_error_at = GetCurrentTimestamp();
-			wait = backoff_ms(failures);
-			s->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
-			s->retry_at = s->next_start;
-			LWLockRelease(shared->lock);
-
-			record_failure(pipeline_id, started, msg);
-			pgstat_report_stat(false);
-
-			/* back off, waking for SIGTERM */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 wait, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		else if (done)
-			break;
-		else if (idle)
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sluice_naptime, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		MemoryContextReset(worker_cxt);
-	}
-	if (worker_conn != NULL)
-		transport_close(worker_conn);
-	proc_exit(0);
-}

@@ -31,6 +31,10 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -468,4 +472,62 @@ notifier_run_once(bool reclaim)
 		MemoryContextSwitchTo(cxt);
 	}
 	return list_length(claimed);
+}
+
+/* ---------- the notifier's loop ---------- */
+
+/*
+ * The notifier's loop, in the worker the launcher started for this
+ * database's notifier slot (worker.c): a round of deliveries, then a nap
+ * when there was nothing to send, until the launcher no longer wants it.
+ * cxt: the worker's context, reset after every round.
+ */
+void
+notifier_main(MemoryContext cxt)
+{
+	/*
+	 * Events claimed ('sending') by a round that failed are handed back
+	 * ('pending') by the next round: at start (a previous notifier died)
+	 * and after every error.
+	 */
+	volatile bool reclaim = true;
+
+	pgstat_report_appname("pg_sluice notifier");
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	while (worker_still_wanted())
+	{
+		int			n = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			n = notifier_run_once(reclaim);
+			reclaim = false;
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			RESUME_INTERRUPTS();
+			reclaim = true;
+			n = 0;
+		}
+		PG_END_TRY();
+		MemoryContextReset(cxt);
+		pgstat_report_stat(false);
+		if (n == 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(sluice_naptime, 200), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
 }

@@ -346,10 +346,14 @@ extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);
 
-/* ---------- worker.c: continuous mode ---------- */
+/* ---------- launcher.c: continuous mode's launcher and shared state ---------- */
 
 extern void worker_shmem_init(void);
 extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
+
+/* ---------- worker.c: a pipeline's (or the notifier's) background worker ---------- */
+
+extern bool worker_still_wanted(void);
 
 /* ---------- expect.c: data-quality expectations ---------- */
 
@@ -397,6 +401,7 @@ extern void expect_record_results(int64 run_id);
 extern void outbox_emit(const char *pipeline, const char *event, const char *json);
 extern void outbox_emit_run(int64 run_id, int64 quarantined);
 extern int	notifier_run_once(bool reclaim);
+extern void notifier_main(MemoryContext cxt);
 
 /* payload.c (jansson) */
 extern char *payload_build(const char *kind, const char *event, const char *pipeline, int64 id,

@@ -1,0 +1,369 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Continuous mode: the background worker of one running pipeline (or of
+ *	  a database's notifier), started by the launcher (launcher.c).
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "catalog/pg_authid.h"
+#include "utils/syscache.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "pg_sluice.h"
+#include "worker_internal.h"
+
+PGDLLEXPORT void sluice_worker_main(Datum arg);
+
+static int	my_slot = -1;
+static SluiceConn *worker_conn = NULL;	/* kept across batches */
+static TimestampTz window_start = 0;	/* rows per second window */
+static int64 window_rows = 0;
+
+static void
+worker_detach(int code, Datum arg)
+{
+	WorkerSlot *s = &sluice_shared->slots[DatumGetInt32(arg)];
+
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	if (s->pid == MyProcPid)
+		s->pid = 0;
+	LWLockRelease(sluice_shared->lock);
+	if (sluice_shared->launcher_latch)
+		SetLatch(sluice_shared->launcher_latch);
+}
+
+/* Does the launcher still want this worker to run? */
+bool
+worker_still_wanted(void)
+{
+	bool		w;
+
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	w = sluice_shared->slots[my_slot].in_use && sluice_shared->slots[my_slot].wanted;
+	LWLockRelease(sluice_shared->lock);
+	return w;
+}
+
+/*
+ * One batch in its own transaction.  Returns true when caught up (the
+ * caller naps), sets *done when the pipeline no longer streams.
+ */
+static bool
+worker_batch(int pipeline_id, bool *done)
+{
+	WorkerSlot *s = &sluice_shared->slots[my_slot];
+	SluicePipeline *pipe;
+	RefreshResult r;
+	TimestampTz started;
+	bool		had_error;
+	int64		rows;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pg_sluice: applying a batch");
+	started = GetCurrentTimestamp();
+
+	pipe = catalog_pipeline_by_id(pipeline_id, true);
+	if (pipe == NULL || !pipe->continuous)
+	{
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+		s->wanted = false;
+		LWLockRelease(sluice_shared->lock);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		*done = true;
+		return false;
+	}
+	/* the role that started the worker must still be allowed to */
+	sluice_check_operator(pipe, "stream");
+
+	if (pipe->paused_reason)
+	{
+		/* schema drift paused it: wait for sluice.resume() */
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return true;
+	}
+
+	if (worker_conn == NULL)
+	{
+		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		worker_conn->persistent = true;
+	}
+	refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
+	if (r.conn_closed)
+		worker_conn = NULL;		/* abandoned mid-stream */
+
+	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
+	/* idle polls leave no run */
+	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
+		(void) refresh_record_run(pipe, "stream", started, &r);
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	had_error = s->in_error;
+	LWLockRelease(sluice_shared->lock);
+	if (had_error)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(pipeline_id)};
+
+		if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = NULL, last_error_at = NULL "
+								  " WHERE pipeline_id = $1", 1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not clear the pipeline's error");
+	}
+
+	/* guard the source: WAL the slot keeps there */
+	if (sluice_max_retained_wal > 0 && r.slot_restart_lsn != InvalidXLogRecPtr &&
+		r.source_flush_lsn > r.slot_restart_lsn &&
+		(r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024) > (uint64) sluice_max_retained_wal)
+	{
+		static TimestampTz last_warned = 0;
+
+		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
+		{
+			outbox_emit(pipe->name, "slot_lag",
+						psprintf("{\"slot\": \"%s\", \"retained_bytes\": " UINT64_FORMAT ", \"summary\": \"slot %s keeps %llu MB of WAL on the source\"}",
+								 pipe->slot_name, (uint64) (r.source_flush_lsn - r.slot_restart_lsn), pipe->slot_name,
+								 (unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
+			ereport(WARNING,
+					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
+							pipe->slot_name,
+							(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024)),
+							pipe->source_name),
+					 errdetail("pg_sluice.max_retained_wal is %d MB.", sluice_max_retained_wal),
+					 errhint("A long transaction on the source, or a pipeline that falls behind, holds WAL; sluice.status shows the lag.")));
+			last_warned = GetCurrentTimestamp();
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	/* table statistics, for autovacuum (at most once a second) */
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/* what the status view shows */
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		window_rows += rows;
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+		s->failures = 0;
+		s->in_error = false;
+		s->retry_at = 0;
+		s->measured_at = now;
+		s->source_flush_lsn = r.source_flush_lsn;
+		s->applied_lsn = r.end_lsn;
+		s->slot_restart_lsn = r.slot_restart_lsn;
+		if (r.stats.last_commit_time != 0)
+			s->last_source_commit = r.stats.last_commit_time;
+		if (rows > 0)
+			s->last_batch_at = now;
+		s->rows_applied += rows;
+		if (TimestampDifferenceExceeds(window_start, now, 5000))
+		{
+			long		secs;
+			int			usecs;
+			double		elapsed;
+
+			TimestampDifference(window_start, now, &secs, &usecs);
+			elapsed = secs + usecs / 1e6;
+			s->rows_per_sec = elapsed > 0 ? window_rows / elapsed : 0;
+			window_start = now;
+			window_rows = 0;
+		}
+		LWLockRelease(sluice_shared->lock);
+	}
+
+	return r.complete;
+}
+
+/* Record a failed batch: in the catalog (survives restarts) and the runs log. */
+static void
+record_failure(int pipeline_id, TimestampTz started, const char *message)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(message);
+	args[2] = TimestampTzGetDatum(started);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
+							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
+							  "SELECT $1, 'stream', 'failed', $3, pg_catalog.clock_timestamp(), $2 "
+							  "  FROM sluice._pipeline WHERE pipeline_id = $1",
+							  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the failed batch");
+	/* (as the extension owner: destinations hold secrets; see notify.c) */
+	if (sluice_catalog_exec("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
+							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not queue the failure's events");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+void
+sluice_worker_main(Datum arg)
+{
+	WorkerSlot *s;
+	Oid			dboid;
+	Oid			roleoid;
+	int			pipeline_id;
+	MemoryContext worker_cxt;
+
+	my_slot = DatumGetInt32(arg);
+	s = &sluice_shared->slots[my_slot];
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	if (!s->in_use || !s->wanted)
+	{
+		LWLockRelease(sluice_shared->lock);
+		proc_exit(0);
+	}
+	s->pid = MyProcPid;
+	s->started_at = GetCurrentTimestamp();
+	s->rows_per_sec = 0;
+	dboid = s->dboid;
+	roleoid = s->roleoid;
+	pipeline_id = s->pipeline_id;
+	LWLockRelease(sluice_shared->lock);
+	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+	sluice_fix_search_path();
+	pgstat_report_appname("pg_sluice worker");
+
+	worker_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice worker",
+									   ALLOCSET_DEFAULT_SIZES);
+	window_start = GetCurrentTimestamp();
+
+	if (pipeline_id == NOTIFIER_ID)
+	{
+		notifier_main(worker_cxt);
+		proc_exit(0);
+	}
+	for (;;)
+	{
+		volatile bool done = false;
+		volatile bool idle = false;
+		ErrorData  *volatile edata = NULL;
+		TimestampTz started = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!worker_still_wanted())
+			break;
+
+		MemoryContextSwitchTo(worker_cxt);
+		PG_TRY();
+		{
+			bool		d = false;
+
+			idle = worker_batch(pipeline_id, &d);
+			done = d;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(worker_cxt);
+			edata = CopyErrorData();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			worker_conn = NULL;	/* closed by the abort */
+		}
+		PG_END_TRY();
+
+		if (edata != NULL)
+		{
+			const char *msg = edata->message ? edata->message : "unknown error";
+			int			failures;
+			long		wait;
+
+			pgstat_report_activity(STATE_IDLE, NULL);
+			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+			failures = ++s->failures;
+			s->in_error = true;
+			strlcpy(s->last_error, msg, ERROR_LEN);
+			s->last_error_at = GetCurrentTimestamp();
+			wait = launcher_backoff_ms(failures);
+			s->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
+			s->retry_at = s->next_start;
+			LWLockRelease(sluice_shared->lock);
+
+			record_failure(pipeline_id, started, msg);
+			pgstat_report_stat(false);
+
+			/* back off, waking for SIGTERM */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		else if (done)
+			break;
+		else if (idle)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sluice_naptime, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		MemoryContextReset(worker_cxt);
+	}
+	if (worker_conn != NULL)
+		transport_close(worker_conn);
+	proc_exit(0);
+}
