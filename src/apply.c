@@ -687,14 +687,14 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	st.estate = CreateExecutorState();
 	AfterTriggerBeginQuery();
 
-	transport_stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, binary);
+	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, binary);
 
 	errcb.callback = apply_error_callback;
 	errcb.arg = &st;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	while (transport_stream_next(&stream, &msg))
+	while (stream_next(&stream, &msg))
 	{
 		/* a part decoded again from the slot: skip what came already */
 		st.start_lsn = Max(st.start_lsn, stream.skip_before);

@@ -73,11 +73,8 @@ extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
 
-/*
- * A slot's changes as a stream of pgoutput messages: what apply consumes.
- * The source SQL that decodes them and its binary COPY framing stay in
- * transport.c.
- */
+/* ---------- stream.c: a slot's changes as pgoutput messages (what apply consumes) ---------- */
+
 typedef struct SluicePipeline SluicePipeline;
 
 typedef struct SluiceStream
@@ -96,11 +93,10 @@ typedef struct SluiceStream
 	int64		messages;		/* messages delivered */
 } SluiceStream;
 
-extern void transport_stream_begin(SluiceStream *ss, SluicePipeline *pipe,
-								   SluiceConn *sc, SluiceConn *sc2,
-								   XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
-								   int64 max_messages, bool binary);
-extern bool transport_stream_next(SluiceStream *ss, StringInfo msg);
+extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
+						 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
+						 int64 max_messages, bool binary);
+extern bool stream_next(SluiceStream *ss, StringInfo msg);
 
 /* ---------- catalog.c: pg_sluice's own tables ---------- */
 
