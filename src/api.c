@@ -131,7 +131,7 @@ create_source(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(name);
 	args[1] = CStringGetTextDatum(conninfo);
 	sluice_spi_exec("INSERT INTO sluice._source (name, conninfo) VALUES ($1, $2)",
-			 2, types, args, SPI_OK_INSERT);
+					2, types, args, SPI_OK_INSERT);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(name));
 }
@@ -155,7 +155,7 @@ alter_source(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(name);
 	args[1] = CStringGetTextDatum(conninfo);
 	sluice_spi_exec("UPDATE sluice._source SET conninfo = $2 WHERE name = $1",
-			 2, types, args, SPI_OK_UPDATE);
+					2, types, args, SPI_OK_UPDATE);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -530,7 +530,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 		/* destinations hold secrets: the extension owner's to read */
 		sluice_become_catalog(&save);
 		announce = sluice_spi_exists("SELECT 1 FROM sluice._destination WHERE $1 IS NOT NULL "
-							  "   AND ('*' = ANY (events) OR 'refresh_failed' = ANY (events))", "x");
+									 "   AND ('*' = ANY (events) OR 'refresh_failed' = ANY (events))", "x");
 		sluice_restore_user(&save);
 	}
 	PG_TRY();

@@ -798,13 +798,13 @@ contract_record_first(SourceTable *t, const char *target_schema, Datum *targs)
 										   quote_identifier(t->target)));
 	args[6] = targs[5];
 	sluice_spi_exec("INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, "
-			 "  contract_version, position, column_name, source_column, data_type, not_null, "
-			 "  is_key, source_type) "
-			 "SELECT $1, $2, $3, 1, a.attnum, a.attname, a.attname, "
-			 "       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-			 "       a.attname::text = ANY ($7), s.typ "
-			 "  FROM pg_catalog.pg_attribute a "
-			 "  JOIN ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5)) AS s(name, typ) ON s.name = a.attname::text "
-			 " WHERE a.attrelid = $6::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
-			 7, types, args, SPI_OK_INSERT);
+					"  contract_version, position, column_name, source_column, data_type, not_null, "
+					"  is_key, source_type) "
+					"SELECT $1, $2, $3, 1, a.attnum, a.attname, a.attname, "
+					"       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+					"       a.attname::text = ANY ($7), s.typ "
+					"  FROM pg_catalog.pg_attribute a "
+					"  JOIN ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5)) AS s(name, typ) ON s.name = a.attname::text "
+					" WHERE a.attrelid = $6::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+					7, types, args, SPI_OK_INSERT);
 }

@@ -343,7 +343,7 @@ comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
 										 PQgetvalue(res, 0, 2) :
 										 psprintf("pg_sluice: %s.%s on source %s (pipeline %s).",
 												  t->schema, t->name, sc->source, pipeline))),
-			 0, NULL, NULL, SPI_OK_UTILITY);
+					0, NULL, NULL, SPI_OK_UTILITY);
 	for (i = 0; i < PQntuples(res); i++)
 	{
 		const char *col = PQgetvalue(res, i, 0);
@@ -354,7 +354,7 @@ comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
 						  quote_literal_cstr(!PQgetisnull(res, i, 1) ? PQgetvalue(res, i, 1) :
 											 psprintf("pg_sluice: source column %s (%s).", col,
 													  PQgetvalue(res, i, 3)))),
-				 0, NULL, NULL, SPI_OK_UTILITY);
+						0, NULL, NULL, SPI_OK_UTILITY);
 	}
 	PQclear(res);
 }
@@ -424,10 +424,10 @@ record_pipeline(const char *name, const char *source, const char *publication,
 	args[8] = BoolGetDatum(binary);
 	args[9] = ObjectIdGetDatum(owner);
 	sluice_spi_exec("INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, "
-			 "  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer, owner, created_by) "
-			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-			 "        (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = $10)) RETURNING pipeline_id",
-			 10, types, args, SPI_OK_INSERT_RETURNING);
+					"  slot_name, origin_name, target_schema, consistent_lsn, binary_transfer, owner, created_by) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+					"        (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = $10)) RETURNING pipeline_id",
+					10, types, args, SPI_OK_INSERT_RETURNING);
 	*pipeline_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
 
@@ -450,9 +450,9 @@ record_pipeline(const char *name, const char *source, const char *publication,
 		targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 		targs[6] = CStringGetTextDatum(ri);
 		sluice_spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
-				 "  target_schema, target_table, key_columns, replica_identity) "
-				 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-				 7, ttypes, targs, SPI_OK_INSERT);
+						"  target_schema, target_table, key_columns, replica_identity) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+						7, ttypes, targs, SPI_OK_INSERT);
 		contract_record_first(t, target_schema, targs);
 		if (t->ignored != NIL)
 		{
@@ -469,7 +469,7 @@ record_pipeline(const char *name, const char *source, const char *publication,
 			sluice_spi_exec(psprintf("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
 							  " WHERE pipeline_id = $1 AND target_table = %s",
 							  quote_literal_cstr(t->target)),
-					 2, itypes, iargs, SPI_OK_UPDATE);
+							2, itypes, iargs, SPI_OK_UPDATE);
 		}
 	}
 }
@@ -552,7 +552,7 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 						  "import the slot's snapshot");
 
 		sluice_spi_exec(psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(np->target_schema)),
-				 0, NULL, NULL, SPI_OK_UTILITY);
+						0, NULL, NULL, SPI_OK_UTILITY);
 		foreach(lc, np->tables)
 		{
 			SourceTable *t = lfirst(lc);
@@ -648,9 +648,9 @@ pipeline_drop_tables(SluicePipeline *pipe)
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	/* only schemas the owner owns: a tag row names a schema to drop */
 	sluice_spi_exec("SELECT t.schema_name FROM sluice._tag t "
-			 "  JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name "
-			 "  JOIN sluice._pipeline p ON p.pipeline_id = t.pipeline_id AND n.nspowner = p.owner "
-			 " WHERE t.pipeline_id = $1", 1, types, args, SPI_OK_SELECT);
+					"  JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name "
+					"  JOIN sluice._pipeline p ON p.pipeline_id = t.pipeline_id AND n.nspowner = p.owner "
+					" WHERE t.pipeline_id = $1", 1, types, args, SPI_OK_SELECT);
 	for (k = 0; k < SPI_processed; k++)
 	{
 		char	   *tag = SPI_getvalue(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1);
@@ -666,27 +666,27 @@ pipeline_drop_tables(SluicePipeline *pipe)
 		sluice_spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s CASCADE",
 						  quote_identifier(t->target_schema),
 						  quote_identifier(t->target_table)),
-				 0, NULL, NULL, SPI_OK_UTILITY);
+						0, NULL, NULL, SPI_OK_UTILITY);
 		/* (looked up first: IF EXISTS would still say the schema is missing) */
 		if (OidIsValid(get_namespace_oid(hist, true)))
 			sluice_spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
 							  quote_identifier(hist),
 							  quote_identifier(t->target_table)),
-					 0, NULL, NULL, SPI_OK_UTILITY);
+							0, NULL, NULL, SPI_OK_UTILITY);
 	}
 	if (OidIsValid(get_namespace_oid(psprintf("%s_history", pipe->target_schema), true)) &&
 		!sluice_spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
-					"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
-					"   AND d.refobjid = n.oid WHERE n.nspname = $1",
-					psprintf("%s_history", pipe->target_schema)))
+						   "    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
+						   "   AND d.refobjid = n.oid WHERE n.nspname = $1",
+						   psprintf("%s_history", pipe->target_schema)))
 		sluice_spi_exec(psprintf("DROP SCHEMA %s RESTRICT",
 						  quote_identifier(psprintf("%s_history", pipe->target_schema))),
-				 0, NULL, NULL, SPI_OK_UTILITY);
+						0, NULL, NULL, SPI_OK_UTILITY);
 	/* and the target schema, when nothing else lives in it */
 	if (!sluice_spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
-					"    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
-					"   AND d.refobjid = n.oid WHERE n.nspname = $1", pipe->target_schema))
+						   "    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
+						   "   AND d.refobjid = n.oid WHERE n.nspname = $1", pipe->target_schema))
 		sluice_spi_exec(psprintf("DROP SCHEMA IF EXISTS %s RESTRICT",
 						  quote_identifier(pipe->target_schema)),
-				 0, NULL, NULL, SPI_OK_UTILITY);
+						0, NULL, NULL, SPI_OK_UTILITY);
 }

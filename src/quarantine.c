@@ -300,7 +300,7 @@ ledger_hold(ApplyState *st, ApplyRel *ar, const char *key, int64 quarantine_id)
  */
 void
 quarantine_supersede(ApplyState *st, ApplyRel *ar, const char *key,
-				 const char *how, int64 by)
+					 const char *how, int64 by)
 {
 	Oid			types[5] = {INT8OID, INT8OID, TEXTOID, XIDOID, LSNOID};
 	Datum		args[5];
@@ -486,7 +486,7 @@ quarantine_row(ApplyState *st, ApplyRel *ar, SluiceExpectation *e,
  */
 bool
 quarantine_check_row(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot, const char *change,
-		  TupleTableSlot *oldslot)
+					 TupleTableSlot *oldslot)
 {
 	ListCell   *lc;
 	ExprContext *econtext;

@@ -383,7 +383,7 @@ relmap_get(ApplyState *st, LogicalRepRelId relid)
  */
 void
 relmap_fill_slot(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot,
-		  LogicalRepTupleData *tup, TupleTableSlot *base)
+				 LogicalRepTupleData *tup, TupleTableSlot *base)
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	/* a key to look up by keyrel: the other columns are not needed */
