@@ -3,10 +3,28 @@
  * api.c
  *	  SQL-callable entry points: sources, pipelines, refresh.
  *
- * Each function validates everything it can before it changes anything,
- * on the source or here; a failure part-way through pipeline creation
- * drops what it created on the source before the error propagates (the
- * local part rolls back with the transaction).
+ * NOTES
+ *	  What this file owns.  The C functions behind sluice.create_source,
+ *	  alter_source, drop_source, create_pipeline, refresh, drop_pipeline and
+ *	  their private helpers (_announce_failure, _type_name, _one_expression):
+ *	  argument checks, permission checks, and the result rows.  Each function
+ *	  validates everything it can before it changes anything, on the source or
+ *	  here; then it calls the file that does the work: source.c to ask the
+ *	  source, pipeline.c to create or drop, refresh.c to apply.  A failure
+ *	  part-way through pipeline creation drops what it created on the source
+ *	  before the error propagates (pipeline_create); the local part rolls back
+ *	  with the transaction.  A failed refresh is announced over a separate
+ *	  connection to this database, so that its event survives the rollback.
+ *
+ *	  What it never does.  Build DDL for a datamart table, read the source's
+ *	  catalog, or apply a change itself.  The SQL functions of continuous mode
+ *	  (launcher.c), of expectations (expect.c) and of the notifier (notify.c)
+ *	  live with the shared state or the code they drive.
+ *
+ *	  Rejected.  SECURITY DEFINER wrappers around the entry points (see
+ *	  security.c: the caller's identity would be lost).  Writing
+ *	  create_pipeline in PL/pgSQL: it talks to the source over libpq and must
+ *	  undo there what it did when a later step fails.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

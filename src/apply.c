@@ -1,65 +1,62 @@
 /*-------------------------------------------------------------------------
  *
  * apply.c
- *	  Read pgoutput messages from the source and apply them to the datamart.
+ *	  Apply a batch: the pgoutput messages of a slot, dispatched to their
+ *	  handlers and written to the datamart.
  *
  * NOTES
- *	  Transport.  A refresh reads the slot through the SQL interface:
+ *	  What this file owns.  One batch (apply_stream): its state (ApplyState:
+ *	  the executor state, the relations met, the memory contexts), the
+ *	  dispatch of each pgoutput message (apply_dispatch) to its handler
+ *	  (BEGIN, COMMIT, RELATION, TYPE, INSERT, UPDATE, DELETE, TRUNCATE), the
+ *	  insert runs, and the error context that says where an error happened.
+ *	  The handlers decide what a change does; the family does the rest:
+ *	  relation.c maps a source relation to its datamart table and finds rows,
+ *	  contract.c judges a RELATION message against the table's contract,
+ *	  quarantine.c checks rows against expectations and keeps the quarantine
+ *	  ledger, version.c keeps superseded rows.  The structs they share are in
+ *	  apply_internal.h.
  *
- *		COPY (SELECT data
- *				FROM pg_logical_slot_peek_binary_changes(slot, upto, NULL,
- *					 'proto_version', '1', 'publication_names', pub))
- *		  TO STDOUT (FORMAT binary)
+ *	  What it never does.  It never writes SQL for the source nor reads its
+ *	  bytes: stream.c delivers one pgoutput message at a time and apply parses
+ *	  it with the server's own logicalrep_read_* functions
+ *	  (replication/logicalproto.h).  It never commits, and never touches the
+ *	  slot or the catalog's run rows: refresh.c owns the transaction, the
+ *	  replication origin and the run.
  *
- *	  over a normal libpq connection.  It yields exactly the messages the
- *	  walsender would send (the pgoutput plugin runs either way), without the
- *	  walsender's per-message socket flushes, and "peek" consumes nothing: the
- *	  slot only moves when a later refresh tells it the position the datamart
- *	  has durably committed (see origin.c).  upto is a position captured
- *	  when the refresh starts (see refresh.c), so a refresh always ends, even
- *	  while the source keeps writing.  A big backlog comes in two parts, the
- *	  second decoded on a second connection while the first is applied (see
- *	  refresh_inner).
+ *	  Exactly once.  Source transactions whose commit record starts before the
+ *	  origin's position were applied by an earlier batch whose slot advance
+ *	  did not happen yet (a crash between the two): they are skipped, as is
+ *	  the one transaction sluice.resume(skip_xid) names.
  *
- *	  Decoding.  Each row is one pgoutput message; it is parsed with the
- *	  server's own logicalrep_read_* functions (replication/logicalproto.h),
- *	  never by a home-made parser.
- *
- *	  Exactly once.  Source transactions whose commit record starts before
- *	  the origin's position were applied by an earlier refresh whose slot
- *	  advance did not happen yet (a crash between the two): they are skipped.
- *
- *	  Apply.  Relations are opened once per refresh, with their indexes and
+ *	  Apply.  Relations are opened once per batch, with their indexes and
  *	  input functions; rows go through the executor's replication helpers
  *	  (ExecSimpleRelationInsert/Update/Delete), so constraints, indexes and
- *	  user triggers behave as for any write.  Updates and deletes find the
- *	  row by the datamart table's primary key (the source's primary key or
- *	  replica identity index) through one index scan kept open for the
- *	  refresh (find_row_by_key), or by all columns for REPLICA IDENTITY FULL
- *	  tables without one (RelationFindReplTupleSeq).  Unchanged TOASTed
- *	  values ('u' columns) keep the datamart's current value.
+ *	  user triggers behave as for any write.  Updates and deletes find the row
+ *	  by the datamart table's key (relation.c).  Unchanged TOASTed values ('u'
+ *	  columns) keep the datamart's current value.  Constraints are immediate
+ *	  for the batch; deferred keys and after-triggers fire when the batch's
+ *	  one query ends, before the relations close.
  *
- *	  Quarantine ledger.  A row a quarantine expectation holds back is an
- *	  entry of sluice._quarantine with its key (row_key); the entries of a
- *	  table that are still the latest state of their key (held, or
- *	  discarded on purpose) are kept in a hash per relation for the refresh.
- *	  Any later change of such a key on the source supersedes the entry:
- *	  written to the datamart ('applied'), held again ('quarantined', the new
- *	  entry named), deleted or truncated; a superseded entry is never
- *	  released by mistake (release_quarantined refuses it without force).
- *	  An update of a key the datamart lacks because it is held is the one
- *	  case where an update becomes an insert (checked again; columns the
- *	  source did not send come from the held row).
- *
- *	  Divergence.  Any other update or delete that finds no row means the
- *	  datamart lost a row the source has.  It is never turned into an
- *	  insert: it is skipped and counted per run and table (refresh.c records
- *	  it, with a divergence event), or, for a strict pipeline, pauses it.
+ *	  Insert runs.  Consecutive inserts into one table are written as COPY
+ *	  writes them: buffered (APPLY_MAX_BUFFERED rows or
+ *	  APPLY_MAX_BUFFERED_BYTES), then one table_multi_insert, the indexes row
+ *	  by row.  Any other message flushes the buffer first, so nothing can see
+ *	  a table with rows missing.  Tables with triggers or stored generated
+ *	  columns take the row-by-row path, where the executor fires and computes
+ *	  them.
  *
  *	  Memory.  Every message is parsed in a context reset after it, and its
- *	  datums live in the executor's per-tuple context, also reset per
- *	  message: the backend's memory does not grow with the size of a source
- *	  transaction (a 1,000,000-row transaction streams through row by row).
+ *	  datums live in the executor's per-tuple context, also reset per message:
+ *	  the backend's memory does not grow with the size of a source transaction
+ *	  (a 1,000,000-row transaction streams through row by row).
+ *
+ *	  Rejected.  Applying through SQL statements (SPI): a parse and plan per
+ *	  change, for the same constraint and trigger behaviour.  A
+ *	  function-pointer table of apply strategies, as pglogical has: there is
+ *	  one strategy.  One file for the whole apply, as until 0.1: at 3,000
+ *	  lines a reader of a handler had to wade through drift policy, ledger SQL
+ *	  and COPY framing, and nothing kept apply from writing source SQL.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -2,7 +2,24 @@
  *
  * apply_internal.h
  *	  Declarations shared by the apply family: apply.c, relation.c,
- *	  contract.c, quarantine.c, version.c.
+ *	  contract.c, quarantine.c and version.c.
+ *
+ * NOTES
+ *	  Why a private header.  The family shares the state of one batch
+ *	  (ApplyState) and of each relation in it (ApplyRel), whose fields are
+ *	  executor types (ResultRelInfo, EPQState, IndexScanDesc, SnapshotData,
+ *	  ExprState) and pgoutput's (LogicalRepRelation).  pg_sluice.h is included
+ *	  by every module, payload.c too, next to jansson.h, whose json_* names
+ *	  clash with PostgreSQL's: it stays light, and only the family sees this.
+ *	  Nothing outside the family may call what is declared here; the family's
+ *	  entry point for everyone else is apply_stream (pg_sluice.h).
+ *
+ *	  Build note.  The Makefile names pg_sluice.h as every object's
+ *	  dependency, not this file: after changing it, rebuild from clean (make
+ *	  clean).
+ *
+ *	  Rejected.  Opaque handles with accessor functions: the family reads and
+ *	  writes these fields per row, in the hottest loop of pg_sluice.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

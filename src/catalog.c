@@ -3,8 +3,21 @@
  * catalog.c
  *	  Reads and writes of pg_sluice's own catalog tables (schema sluice).
  *
- * Everything goes through SPI with parameters; no value is ever spliced
- * into SQL text.  The caller must be connected to SPI.
+ * NOTES
+ *	  What this file owns.  The catalog's rows as C structs (catalog_pipeline
+ *	  reads a pipeline with its tables, contracts and expectations), the run
+ *	  rows, and the SPI helpers the SQL entry points use for their own
+ *	  statements (sluice_spi_exec, sluice_spi_exists).  Everything goes
+ *	  through SPI with parameters; no value is ever spliced into SQL text.
+ *	  The caller must be connected to SPI.
+ *
+ *	  What it never does.  Change who runs the statements: the caller decides;
+ *	  sluice_catalog_exec (security.c) is the one way to run one as the
+ *	  extension owner.
+ *
+ *	  Rejected.  A syscache-like cache of pipelines across transactions: every
+ *	  batch reads its pipeline once, under the pipeline's row lock, which is
+ *	  cheaper than keeping a cache valid.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -2,7 +2,35 @@
  *
  * contract.c
  *	  Contracts: a RELATION message checked against the table's contract,
- *	  drift handled by policy, the contract evolved.
+ *	  drift handled by policy, the contract evolved and recorded.
+ *
+ * NOTES
+ *	  What this file owns.  Every contract version and every drift event.
+ *	  contract_check compares the source's columns, as a RELATION message
+ *	  announces them, with the contract before any row of the relation is
+ *	  applied, and acts by the table's drift policy: freeze pauses, evolve
+ *	  adds new source columns of built-in types and widens column types safely
+ *	  (type_fits lists the widenings), ignore leaves new columns out; a
+ *	  dropped source column is kept fed nothing, or pauses.  Evolving alters
+ *	  the datamart table and its history table and records a new contract
+ *	  version; contract_record_first records version 1 at creation
+ *	  (pipeline.c).  contract_record_drift writes the drift event and its
+ *	  contract_drift alert, for drift the policy absorbed (in the batch's
+ *	  transaction) and for a pause (refresh.c, in the caller's, after the
+ *	  batch rolled back).
+ *
+ *	  What it never does.  It never maps or writes rows (relation.c, apply.c),
+ *	  and never records a pause itself: drift_pause hangs a SluiceDrift on the
+ *	  batch's ApplyStats and raises; the batch rolls back, nothing of it
+ *	  stays, and refresh.c records the pause and its event where they survive.
+ *
+ *	  Rejected.  Comparing at every row: pgoutput sends a RELATION message
+ *	  before a relation's first change in a decoding session and again after
+ *	  its schema changed, which is exactly when the answer can change.
+ *	  Recording a pause in the batch's own transaction: the rollback would
+ *	  take it along.  Carrying the pause to refresh.c in a global
+ *	  (sluice_pending_drift, until 0.1): a field of the batch's own result
+ *	  says in the signature who may set it, and cannot outlive its batch.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -1,29 +1,39 @@
 /*-------------------------------------------------------------------------
  *
  * expect.c
- *	  Data-quality expectations, checked inside the applying transaction.
+ *	  Data-quality expectations: bound when declared, run inside the applying
+ *	  transaction.
  *
- * Row expectations are boolean SQL expressions over a datamart row
- * (generated from the Great Expectations vocabulary by add_expectation, or
- * given by the user).  They are parsed once, when they are declared, the
- * way CHECK constraints are (no subqueries, aggregates or volatile
- * functions), and stored as a bound expression tree (every function,
- * operator, type and column resolved to its OID or number, as in
- * pg_constraint.conbin); a batch only prepares that tree and evaluates it
- * in C against every row it writes.  A NULL result passes, as for CHECK
- * constraints.
+ * NOTES
+ *	  What this file owns.  Row expectations are boolean SQL expressions over
+ *	  a datamart row (generated from the Great Expectations vocabulary by
+ *	  add_expectation, or given by the user).  They are parsed once, when they
+ *	  are declared, the way CHECK constraints are (no subqueries, aggregates
+ *	  or volatile functions), and stored as a bound expression tree (every
+ *	  function, operator, type and column resolved to its OID or number, as in
+ *	  pg_constraint.conbin); a batch only prepares that tree (quarantine.c)
+ *	  and evaluates it in C against every row it writes.  A NULL result
+ *	  passes, as for CHECK constraints.
  *
- * Set expectations (unique, row count, foreign key, freshness) are queries
- * run once per batch, after the batch's rows are written and before it
- * commits; they look at the rows the batch changed through their xmin.
- * They too are parsed and analyzed once at declaration and stored as a
- * query tree, which a batch plans and executes: no SQL text stored in the
- * catalog is ever parsed again, so a function or operator created later in
- * someone's search_path cannot slip into a check.  Both kinds run as the
- * pipeline's owner in a security-restricted operation (see security.c).
+ *	  Set expectations (unique, row count, foreign key, freshness) are queries
+ *	  run once per batch, after the batch's rows are written and before it
+ *	  commits; they look at the rows the batch changed through their xmin.
+ *	  They too are parsed and analyzed once at declaration and stored as a
+ *	  query tree, which a batch plans and executes.  Both kinds run as the
+ *	  pipeline's owner in a security-restricted operation (see security.c).
  *
- * Results accumulate in memory that survives the batch's subtransaction,
- * so a failing batch still records what failed.
+ *	  Results accumulate in memory that survives the batch's subtransaction,
+ *	  so a failing batch still records what failed; so do the per-table counts
+ *	  of a run.  An error-severity failure pauses the pipeline through
+ *	  expect_pause, which hangs the reason on the batch's ApplyStats for
+ *	  refresh.c.
+ *
+ *	  What it never does.  Evaluate a row expectation per row (quarantine.c
+ *	  does, in the apply family) or hold a row back.
+ *
+ *	  Rejected.  Storing the expectations' SQL text and parsing it at each
+ *	  batch: a function or operator created later in someone's search_path
+ *	  could slip into a check, and every batch would pay the parse.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

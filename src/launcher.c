@@ -4,21 +4,30 @@
  *	  Continuous mode: the launcher background worker, the shared state it
  *	  acts on, and the SQL that starts and stops pipelines.
  *
- * The wish to stream lives in two places: the catalog
- * (sluice._pipeline.continuous, durable, per database) and a slot in shared
- * memory (what the launcher acts on).  sluice.start() sets both; the
- * launcher starts an apply worker for every wanted slot and restarts it with
- * exponential backoff when it dies.  After a server restart shared memory is
- * empty: the launcher starts a short-lived "resume" worker in every database,
- * which re-registers the pipelines its catalog says are continuous.
+ * NOTES
+ *	  What this file owns.  The wish to stream, which lives in two places: the
+ *	  catalog (sluice._pipeline.continuous, durable, per database) and a slot
+ *	  in shared memory (what the launcher acts on).  sluice.start() sets both;
+ *	  the launcher starts a worker (worker.c) for every wanted slot and
+ *	  restarts it with exponential backoff when it dies.  After a server
+ *	  restart shared memory is empty: the launcher starts a short-lived
+ *	  "resume" worker in every database, which re-registers the pipelines its
+ *	  catalog says are continuous, and the notifier where events have
+ *	  destinations.  sluice.stop() takes the wish back and waits for the
+ *	  worker to exit; sluice._worker_status() shows the slots.
  *
- * An apply worker loops over refresh_pipeline() (refresh.c), one local
- * transaction per batch, holding the pipeline's row lock for the batch: a
- * manual sluice.refresh() refuses continuous pipelines, and sluice.stop()
- * signals the worker before it touches the row, so both exclude each other
- * without waiting on a long batch.  An error in a batch rolls it back (the
- * replication origin, hence the slot, does not move), is recorded in the
- * catalog and the runs log, and the batch is retried after a backoff.
+ *	  Shape.  PostgreSQL's own: one static launcher registered by _PG_init,
+ *	  dynamic workers registered with bgw_notify_pid and BGW_NEVER_RESTART,
+ *	  restarts decided here, slots and their lock in shared memory
+ *	  (worker_internal.h).
+ *
+ *	  What it never does.  Apply anything or connect to a source: that is the
+ *	  workers'.
+ *
+ *	  Rejected.  bgw_restart_time for the pipeline workers: the postmaster
+ *	  would restart them blindly, without backoff or a status anyone can read.
+ *	  One worker per database applying its pipelines in turn: one slow
+ *	  pipeline would delay all the others.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -1,17 +1,32 @@
 /*-------------------------------------------------------------------------
  *
  * notify.c
- *	  Alerts and lineage over HTTP: webhooks and OpenLineage RunEvents.
+ *	  Alerts and lineage over HTTP: webhooks and OpenLineage RunEvents, and
+ *	  the notifier that delivers them.
  *
- * Events are written to sluice._outbox in the same transaction as what they
- * describe (a pause or a worker failure is recorded in the transaction that
- * survives the rollback of the failed work).  A notifier background worker
- * per database delivers them in three short steps, never holding locks
- * across network I/O: claim a batch (status 'sending', commit), post each
- * with libcurl (timeouts, TLS verification on), record the attempt (sent, or
- * pending again with exponential backoff, or failed after
- * pg_sluice.http_max_attempts).  Payloads are built with jansson; webhooks
- * with a secret carry an HMAC-SHA256 signature of the body.
+ * NOTES
+ *	  What this file owns.  The outbox and its delivery.  Events are written
+ *	  to sluice._outbox in the same transaction as what they describe (a pause
+ *	  or a worker failure is recorded in the transaction that survives the
+ *	  rollback of the failed work).  A notifier per database (notifier_main,
+ *	  in a worker slot of its own) delivers them in three short steps, never
+ *	  holding locks across network I/O: claim a batch (status 'sending',
+ *	  commit), post each with libcurl (timeouts, TLS verification on), record
+ *	  the attempt (sent, or pending again with exponential backoff, or failed
+ *	  after pg_sluice.http_max_attempts).  Payloads are built with jansson
+ *	  (payload.c); webhooks with a secret carry an HMAC-SHA256 signature of
+ *	  the body.  Events a failed round left claimed are handed back at the
+ *	  next round.
+ *
+ *	  What it never does.  Make the apply wait on HTTP: apply and refresh only
+ *	  insert outbox rows.
+ *
+ *	  Rejected.  Posting from the applying transaction (pg_net's batch loop):
+ *	  its locks would be held across the network.  A private epoll loop for
+ *	  curl's sockets: each post is one curl_easy_perform bounded by
+ *	  pg_sluice.http_timeout, and the notifier serves interrupts and naps on
+ *	  its latch between rounds, so SIGTERM and postmaster death wait for one
+ *	  round at most.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -1,7 +1,44 @@
 /*-------------------------------------------------------------------------
  *
  * quarantine.c
- *	  Row expectations and the quarantine ledger.
+ *	  Row expectations checked in the apply, and the quarantine ledger.
+ *
+ * NOTES
+ *	  What this file owns.  Row expectations as the apply evaluates them:
+ *	  compiled once per relation and batch (quarantine_open: ExecPrepareExpr
+ *	  of each bound predicate, and of all of them ANDed, so that a row passing
+ *	  every one costs one evaluation) and checked on every row about to be
+ *	  written (quarantine_check_row): an error-severity failure pauses through
+ *	  expect_pause, a quarantine one holds the row back.  The quarantine
+ *	  ledger: sluice._quarantine holds each held row with its key (row_key);
+ *	  the entries of a table that are still the latest state of their key
+ *	  (held, or discarded on purpose) are kept in a hash per relation for the
+ *	  batch.  Any later change of such a key on the source supersedes the
+ *	  entry: written to the datamart ('applied'), held again ('quarantined',
+ *	  the new entry named), deleted or truncated; a superseded entry is never
+ *	  released by mistake (release_quarantined refuses it without force).  An
+ *	  update of a key the datamart lacks because it is held is the one case
+ *	  where an update becomes an insert (checked again; columns the source did
+ *	  not send come from the held row).  And divergence: any other update or
+ *	  delete that finds no row means the datamart lost a row the source has;
+ *	  it is never turned into an insert, but skipped and counted per run and
+ *	  table (refresh.c records it, with a divergence event), or, for a strict
+ *	  pipeline, it pauses the pipeline.
+ *
+ *	  Keys.  key_json builds the JSON object of a row's key columns for both
+ *	  uses: in the contract's key order for failure samples, in jsonb's key
+ *	  order (shorter names first) for the ledger, so that its text equals
+ *	  row_key::text of the stored entries and a hash lookup on text finds
+ *	  them.
+ *
+ *	  What it never does.  Release, discard or purge entries: the SQL API
+ *	  does, outside any batch.  Parse or bind an expectation: expect.c did
+ *	  that when it was declared.
+ *
+ *	  Rejected.  Looking each change's key up in sluice._quarantine: a query
+ *	  per change of every table with a quarantine expectation.  Comparing keys
+ *	  as jsonb: a jsonb built and compared per change, where the ledger's text
+ *	  in jsonb's key order compares as bytes.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

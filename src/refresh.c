@@ -4,13 +4,30 @@
  *	  One bounded pull-and-apply of a pipeline: what sluice.refresh() does
  *	  once, and what a continuous worker does in a loop.
  *
- * The source's flushed WAL position is read first; everything committed
- * before it is decoded through the SQL interface
- * (pg_logical_slot_peek_binary_changes) and applied in the caller's
- * transaction.  The slot is only told positions the datamart has durably
- * committed: at the start of each batch it is advanced to the replication
- * origin's progress, which the previous batch committed atomically with its
- * data.
+ * NOTES
+ *	  What this file owns.  A batch from start to recorded run.  The source's
+ *	  flushed WAL position is read first; everything committed before it is
+ *	  decoded (stream.c) and applied (apply.c) in the caller's transaction, as
+ *	  the pipeline's owner, in a subtransaction.  The slot is only told
+ *	  positions the datamart has durably committed: at the start of each batch
+ *	  it is advanced to the replication origin's progress, which the previous
+ *	  batch committed atomically with its data.  Whether a big backlog is
+ *	  decoded in two parts at once is decided here.  Set expectations run
+ *	  after the batch's rows are written and before it commits.  When the
+ *	  batch must pause the pipeline (drift, an error-severity expectation, a
+ *	  missing row under strict), the error carries a SluiceDrift in the
+ *	  batch's ApplyStats: the subtransaction rolls back, and the pause, its
+ *	  drift event and its alert are recorded in the caller's transaction,
+ *	  where they survive.  refresh_record_run writes the run, its expectation
+ *	  results, per-table counts, divergence and events.
+ *
+ *	  What it never does.  Parse or apply a message, or write the decoding
+ *	  query.
+ *
+ *	  Rejected.  Advancing the slot at the end of the batch, before its commit
+ *	  is durable: a crash in between would lose changes on the source side.
+ *	  Pausing from inside the batch's transaction: the rollback would take the
+ *	  pause along.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -1,8 +1,45 @@
 /*-------------------------------------------------------------------------
  *
  * relation.c
- *	  A source relation mapped to its datamart table: slots, input
- *	  functions, key lookups.
+ *	  A source relation mapped to its datamart table: the table opened for
+ *	  the batch, tuples filled from pgoutput, rows found by key.
+ *
+ * NOTES
+ *	  What this file owns.  The life of an ApplyRel.  relmap_open, at a
+ *	  RELATION message, takes the contract's verdict (contract_check: which
+ *	  datamart column each source column feeds), opens the target for the
+ *	  batch with RowExclusiveLock, checks the owner may write it, and prepares
+ *	  everything a row needs: the column map, input and receive functions,
+ *	  conversions for source columns whose type changed but still fits,
+ *	  defaults for columns no source column feeds, the key index and its
+ *	  lookups (deferred keys included), the slots; then version.c and
+ *	  quarantine.c set up their part.  relmap_fill_slot turns a pgoutput tuple
+ *	  into a slot (text, binary and unchanged columns); relmap_find_row finds
+ *	  the datamart row a change is about; relmap_close undoes relmap_open.
+ *
+ *	  What it never does.  It never decides whether a source column may feed a
+ *	  column (contract.c does, before anything here runs), and never writes a
+ *	  row (apply.c and version.c do).
+ *
+ *	  Key lookups.  RelationFindReplTupleByIndex, which native apply uses,
+ *	  looks up the key's operators and begins and ends an index scan for every
+ *	  row, and locks the row it finds (a WAL record per row); for a
+ *	  100,000-row UPDATE on the source that was a third of the apply.  Here
+ *	  the scan keys are built once per relation and one index scan stays open
+ *	  for the batch, rescanned for each row, with a dirty snapshot as core's.
+ *	  Tables without a usable btree key fall back to
+ *	  RelationFindReplTupleByIndex or, without any key,
+ *	  RelationFindReplTupleSeq.
+ *
+ *	  Names.  The exported functions are prefixed relmap_: relation_open and
+ *	  relation_close are the backend's, and a global symbol of this library
+ *	  with a backend function's name would be bound to the backend's.
+ *
+ *	  Rejected.  Core's logicalrep_rel_open and its relation map: they map by
+ *	  name and live across transactions, kept valid by invalidation callbacks
+ *	  of a subscription.  Here names go through the contract (renamed and
+ *	  left-out columns, type changes) and a mapping lives for one batch, whose
+ *	  lock on the target keeps it valid, so nothing needs invalidating.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

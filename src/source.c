@@ -1,8 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * source.c
- *	  What pg_sluice reads from and does to a source's catalog when a
+ *	  What pg_sluice asks of a source's catalog, and drops there, when a
  *	  pipeline is created or dropped.
+ *
+ * NOTES
+ *	  What this file owns.  The checks that decide whether a source can feed a
+ *	  pipeline, run before anything is created: logical WAL, a role allowed to
+ *	  create slots, a free slot name (source_check); every table's replica
+ *	  identity, for a partitioned table every partition's
+ *	  (check_replica_identity: pg_sluice must never make a write on the source
+ *	  fail); each table's key, columns and their datamart types
+ *	  (source_describe_table); the publication it is given, or the free name
+ *	  of the one it will own (source_check_publication).  All of it is one
+ *	  shape, a query on the source with parameters and a refusal that says
+ *	  what to run there: source_exists.  And what a pipeline leaves on the
+ *	  source to drop: its slot, waiting for an exiting walsender
+ *	  (source_drop_slot), and its publication (source_drop), for
+ *	  sluice.drop_pipeline and for the undo of a failed creation alike.
+ *
+ *	  What it never does.  Write to the datamart, or create anything on the
+ *	  source: the publication and the slot are created by pipeline_create,
+ *	  next to the undo that drops them.
+ *
+ *	  Rejected.  Creating first and checking after (CREATE PUBLICATION refuses
+ *	  nothing): a published table without a usable replica identity makes the
+ *	  source's own UPDATE and DELETE fail.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

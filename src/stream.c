@@ -2,7 +2,43 @@
  *
  * stream.c
  *	  A slot's changes as a stream of pgoutput messages, decoded on the
- *	  source and read over transport.c's connections.
+ *	  source through the SQL interface and read over transport.c.
+ *
+ * NOTES
+ *	  What this file owns.  The decoding query and its framing.  A batch reads
+ *	  the slot through the SQL interface:
+ *
+ *		COPY (SELECT data
+ *				FROM pg_logical_slot_peek_binary_changes(slot, upto, NULL,
+ *					 'proto_version', '1', 'publication_names', pub))
+ *		  TO STDOUT (FORMAT binary)
+ *
+ *	  over a normal libpq connection.  It yields exactly the messages the
+ *	  walsender would send (the pgoutput plugin runs either way), and "peek"
+ *	  consumes nothing: the slot only moves when a later batch tells it the
+ *	  position the datamart has durably committed (see origin.c).  upto is a
+ *	  position captured when the batch starts (refresh.c), so a batch always
+ *	  ends, even while the source keeps writing.  A big backlog comes in two
+ *	  parts, the second decoded on a second connection, from a temporary copy
+ *	  of the slot moved to the split point, while the first is applied; if no
+ *	  second slot can be had, the second part is decoded after the first and
+ *	  the transactions the first delivered are skipped (skip_before).
+ *	  stream_next unwraps the binary COPY (header, one bytea field per row,
+ *	  trailer) and hands apply one message at a time.
+ *
+ *	  What it never does.  Parse a pgoutput message (apply.c does), commit, or
+ *	  move the slot (refresh.c advances it to the origin's progress).  It is
+ *	  the transport layer's one protocol; transport.c underneath stays generic
+ *	  libpq, used by every module.
+ *
+ *	  Rejected.  The walsender stream (START_REPLICATION) for batches: the
+ *	  walsender flushes its socket once per change, and a 1,000-transaction
+ *	  backlog reached the client in 3.15 s through it against 1.02 s this way
+ *	  (measured on PostgreSQL 15, 1,000 transactions of 1,000 rows).
+ *	  pg_logical_slot_get_binary_changes: it consumes, so a crash between
+ *	  decoding and the datamart's commit would lose changes.  Selecting the
+ *	  lsn and xid columns too: two send functions per row on the source, for
+ *	  nothing apply needs.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

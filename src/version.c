@@ -1,7 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * version.c
- *	  Versions: the row version stamp and the history of superseded rows.
+ *	  Versions: rows stamped with the batch's version, and the rows it
+ *	  replaced or deleted kept in the history tables.
+ *
+ * NOTES
+ *	  What this file owns.  For a pipeline that keeps history
+ *	  (sluice.keep_history): the _sluice_version stamp of every row written
+ *	  (version_stamp), the copy of each row version an update or delete
+ *	  replaces into <target_schema>_history.<table> with _sluice_superseded
+ *	  set to the batch's version, so that it covers [_sluice_version,
+ *	  _sluice_superseded) (version_save), all current rows at once when the
+ *	  source truncates (version_truncated), and the history table's setup for
+ *	  the batch, which checks it still matches the datamart table column for
+ *	  column (version_open).  version_history_relid tells contract.c whether
+ *	  DDL must follow on a history table.
+ *
+ *	  What it never does.  Read history (the views and the <table>_at
+ *	  functions of the extension script do) or prune it (retention is SQL
+ *	  too).  The version number itself is the run id refresh.c reserves for
+ *	  the batch.
+ *
+ *	  Rejected.  Triggers on the datamart tables keeping history: they would
+ *	  fire for the DBA's own writes too, and any trigger sends a table down
+ *	  the row-by-row insert path.  A validity range on the current table
+ *	  closed by an UPDATE of the old row: two writes of the table BI reads per
+ *	  change, and a table that grows with its history.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -4,6 +4,27 @@
  *	  Continuous mode: the background worker of one running pipeline (or of
  *	  a database's notifier), started by the launcher (launcher.c).
  *
+ * NOTES
+ *	  What this file owns.  A pipeline worker loops over refresh_pipeline()
+ *	  (refresh.c), one local transaction per batch, holding the pipeline's row
+ *	  lock for the batch: a manual sluice.refresh() refuses continuous
+ *	  pipelines, and sluice.stop() signals the worker before it touches the
+ *	  row, so both exclude each other without waiting on a long batch.  An
+ *	  error in a batch rolls it back (the replication origin, hence the slot,
+ *	  does not move), is recorded in the catalog and the runs log, and the
+ *	  batch is retried after a backoff.  Between batches it reports to its
+ *	  shared slot what sluice.status shows (lag, rows per second, last error)
+ *	  and warns when the slot holds too much WAL on the source.  The slot of a
+ *	  database's notifier (NOTIFIER_ID) runs notify.c's loop instead.
+ *
+ *	  What it never does.  Decide whether it should run (the launcher does;
+ *	  the worker only asks, worker_still_wanted) or read the source other than
+ *	  through refresh_pipeline.
+ *
+ *	  Rejected.  Exiting on an error and letting the launcher restart the
+ *	  process: the connection to the source and the rate window would be lost
+ *	  at every failed batch, for the same backoff.
+ *
  * Copyright (c) 2026, pg_sluice developers
  *
  * IDENTIFICATION

@@ -4,6 +4,17 @@
  *	  The shared state of continuous mode, between the launcher
  *	  (launcher.c) and the workers it starts (worker.c).
  *
+ * NOTES
+ *	  Why a private header.  Only launcher.c and worker.c touch the slots in
+ *	  shared memory, under the lock they hold; everyone else goes through
+ *	  worker_stop_pipeline, worker_still_wanted and the SQL functions.  The
+ *	  slots hold no process-local pointer: a launcher latch and a lock only,
+ *	  both in shared memory.
+ *
+ *	  Build note.  The Makefile names pg_sluice.h as every object's
+ *	  dependency, not this file: after changing it, rebuild from clean (make
+ *	  clean).
+ *
  * Copyright (c) 2026, pg_sluice developers
  *
  * IDENTIFICATION
