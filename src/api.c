@@ -448,13 +448,15 @@ announce_failure(const char *pipeline, ErrorData *edata)
 	if (comma)
 		*comma = '\0';
 	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"status\": \"failed\", \"kind\": \"refresh\", \"job\": ");
-	escape_json(&body, psprintf("pg_sluice.%s", pipeline));
-	appendStringInfoString(&body, ", \"error\": ");
-	escape_json(&body, edata->message ? edata->message : "unknown error");
-	appendStringInfoString(&body, ", \"summary\": ");
-	escape_json(&body, psprintf("refresh failed: %s", edata->message ? edata->message : "unknown error"));
-	appendStringInfoString(&body, ", \"tables\": []}");
+	sluice_json_begin(&body);
+	sluice_json_string(&body, "status", "failed");
+	sluice_json_string(&body, "kind", "refresh");
+	sluice_json_string(&body, "job", psprintf("pg_sluice.%s", pipeline));
+	sluice_json_string(&body, "error", edata->message ? edata->message : "unknown error");
+	sluice_json_string(&body, "summary",
+					   psprintf("refresh failed: %s", edata->message ? edata->message : "unknown error"));
+	sluice_json_raw(&body, "tables", "[]");
+	sluice_json_end(&body);
 
 	PG_TRY();
 	{

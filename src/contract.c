@@ -119,11 +119,12 @@ columns_json(ApplyState *st, LogicalRepRelation *lr)
 	{
 		if (i > 0)
 			appendStringInfoString(&buf, ", ");
-		appendStringInfoString(&buf, "{\"name\": ");
-		escape_json(&buf, lr->attnames[i]);
-		appendStringInfo(&buf, ", \"type\": %u, \"type_name\": ", lr->atttyps[i]);
-		escape_json(&buf, source_type_name(st, lr->atttyps[i], st->typmods ? st->typmods[i] : -1));
-		appendStringInfoChar(&buf, '}');
+		sluice_json_begin(&buf);
+		sluice_json_string(&buf, "name", lr->attnames[i]);
+		sluice_json_raw(&buf, "type", psprintf("%u", lr->atttyps[i]));
+		sluice_json_string(&buf, "type_name",
+						   source_type_name(st, lr->atttyps[i], st->typmods ? st->typmods[i] : -1));
+		sluice_json_end(&buf);
 	}
 	appendStringInfoChar(&buf, ']');
 	return buf.data;
@@ -165,17 +166,15 @@ contract_json(ApplyState *st, SluiceTable *t)
 			continue;
 		if (buf.len > 1)
 			appendStringInfoString(&buf, ", ");
-		appendStringInfoString(&buf, "{\"name\": ");
-		escape_json(&buf, c->source_column);
-		appendStringInfoString(&buf, ", \"column\": ");
-		escape_json(&buf, c->name);
-		appendStringInfo(&buf, ", \"type\": %u, \"type_name\": ", c->source_type);
-		escape_json(&buf, contract_type_name(st, c));
-		appendStringInfoString(&buf, ", \"data_type\": ");
-		escape_json(&buf, c->data_type);
+		sluice_json_begin(&buf);
+		sluice_json_string(&buf, "name", c->source_column);
+		sluice_json_string(&buf, "column", c->name);
+		sluice_json_raw(&buf, "type", psprintf("%u", c->source_type));
+		sluice_json_string(&buf, "type_name", contract_type_name(st, c));
+		sluice_json_string(&buf, "data_type", c->data_type);
 		if (c->source_dropped)
-			appendStringInfoString(&buf, ", \"source_dropped\": true");
-		appendStringInfoChar(&buf, '}');
+			sluice_json_raw(&buf, "source_dropped", "true");
+		sluice_json_end(&buf);
 	}
 	appendStringInfoChar(&buf, ']');
 	return buf.data;
@@ -259,13 +258,11 @@ contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d, const char *ac
 		StringInfoData j;
 
 		initStringInfo(&j);
-		appendStringInfoString(&j, "{\"table\": ");
-		escape_json(&j, table);
-		appendStringInfoString(&j, ", \"action\": ");
-		escape_json(&j, action);
-		appendStringInfoString(&j, ", \"summary\": ");
-		escape_json(&j, d->detail);
-		appendStringInfoChar(&j, '}');
+		sluice_json_begin(&j);
+		sluice_json_string(&j, "table", table);
+		sluice_json_string(&j, "action", action);
+		sluice_json_string(&j, "summary", d->detail);
+		sluice_json_end(&j);
 		outbox_emit(pipe->name, "contract_drift", j.data);
 	}
 }
@@ -318,7 +315,7 @@ alter_target(ApplyState *st, SluiceTable *t, const char *clause)
 		Datum		rargs[1];
 
 		rc = SPI_execute(psprintf("ALTER TABLE %s.%s %s",
-								  quote_identifier(psprintf("%s_history", t->target_schema)),
+								  quote_identifier(version_history_schema(t->target_schema)),
 								  quote_identifier(t->target_table), clause), false, 0);
 		if (rc != SPI_OK_UTILITY)
 			elog(ERROR, "could not alter the history table: %s", SPI_result_code_string(rc));

@@ -153,6 +153,13 @@ extern void sluice_spi_exec(const char *sql, int nargs, Oid *types, Datum *args,
 							int expected);
 extern bool sluice_spi_exists(const char *sql, const char *arg);
 
+/* ---------- jsonout.c: small JSON objects as text (jsonb's spacing) ---------- */
+
+extern void sluice_json_begin(StringInfo buf);
+extern void sluice_json_string(StringInfo buf, const char *key, const char *value);
+extern void sluice_json_raw(StringInfo buf, const char *key, const char *json);
+extern void sluice_json_end(StringInfo buf);
+
 /* ---------- security.c: who pg_sluice acts as ---------- */
 
 typedef struct SluiceUser
@@ -340,9 +347,13 @@ extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						 ApplyStats *stats);
 
 /*
- * relation.c, quarantine.c and version.c export only to the apply family:
- * see apply_internal.h.
+ * relation.c and quarantine.c export only to the apply family, and
+ * version.c all but one function: see apply_internal.h.
  */
+
+/* ---------- version.c: row versions and history (the rest in apply_internal.h) ---------- */
+
+extern char *version_history_schema(const char *target_schema);
 
 /* ---------- contract.c: contracts, drift and drift events ---------- */
 

@@ -208,7 +208,7 @@ adopt_target(SourceTable *t, const char *target_schema, Oid relid)
 	}
 	table_close(rel, AccessShareLock);
 	if (sluice_spi_exists(psprintf("SELECT 1 FROM %s.%s LIMIT 1 -- $1",
-							quote_identifier(target_schema), quote_identifier(t->target)), ""))
+								   quote_identifier(target_schema), quote_identifier(t->target)), ""))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("datamart table \"%s.%s\" is not empty", target_schema, t->target),
@@ -365,7 +365,7 @@ comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
 						 " ORDER BY a.attnum",
 						 2, params, PGRES_TUPLES_OK, "read the table's comments");
 	sluice_spi_exec(psprintf("COMMENT ON TABLE %s IS %s", qual,
-					  quote_literal_cstr(PQntuples(res) > 0 && !PQgetisnull(res, 0, 2) ?
+							 quote_literal_cstr(PQntuples(res) > 0 && !PQgetisnull(res, 0, 2) ?
 										 PQgetvalue(res, 0, 2) :
 										 psprintf("pg_sluice: %s.%s on source %s (pipeline %s).",
 												  t->schema, t->name, sc->source, pipeline))),
@@ -377,7 +377,7 @@ comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
 		if (get_attnum(relid, col) == InvalidAttrNumber)
 			continue;			/* left out of the datamart table */
 		sluice_spi_exec(psprintf("COMMENT ON COLUMN %s.%s IS %s", qual, quote_identifier(col),
-						  quote_literal_cstr(!PQgetisnull(res, i, 1) ? PQgetvalue(res, i, 1) :
+								 quote_literal_cstr(!PQgetisnull(res, i, 1) ? PQgetvalue(res, i, 1) :
 											 psprintf("pg_sluice: source column %s (%s).", col,
 													  PQgetvalue(res, i, 3)))),
 						0, NULL, NULL, SPI_OK_UTILITY);
@@ -493,8 +493,8 @@ record_pipeline(const char *name, const char *source, const char *publication,
 			iargs[0] = targs[0];
 			iargs[1] = PointerGetDatum(construct_array(ig, m, TEXTOID, -1, false, TYPALIGN_INT));
 			sluice_spi_exec(psprintf("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
-							  " WHERE pipeline_id = $1 AND target_table = %s",
-							  quote_literal_cstr(t->target)),
+									 " WHERE pipeline_id = $1 AND target_table = %s",
+									 quote_literal_cstr(t->target)),
 							2, itypes, iargs, SPI_OK_UPDATE);
 		}
 	}
@@ -686,33 +686,33 @@ pipeline_drop_tables(SluicePipeline *pipe)
 	foreach(lc, pipe->tables)
 	{
 		SluiceTable *t = lfirst(lc);
-		char	   *hist = psprintf("%s_history", t->target_schema);
+		char	   *hist = version_history_schema(t->target_schema);
 
 		/* CASCADE: the table's time-travel functions return its row type */
 		sluice_spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s CASCADE",
-						  quote_identifier(t->target_schema),
-						  quote_identifier(t->target_table)),
+								 quote_identifier(t->target_schema),
+								 quote_identifier(t->target_table)),
 						0, NULL, NULL, SPI_OK_UTILITY);
 		/* (looked up first: IF EXISTS would still say the schema is missing) */
 		if (OidIsValid(get_namespace_oid(hist, true)))
 			sluice_spi_exec(psprintf("DROP TABLE IF EXISTS %s.%s",
-							  quote_identifier(hist),
-							  quote_identifier(t->target_table)),
+									 quote_identifier(hist),
+									 quote_identifier(t->target_table)),
 							0, NULL, NULL, SPI_OK_UTILITY);
 	}
-	if (OidIsValid(get_namespace_oid(psprintf("%s_history", pipe->target_schema), true)) &&
+	if (OidIsValid(get_namespace_oid(version_history_schema(pipe->target_schema), true)) &&
 		!sluice_spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
 						   "    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
 						   "   AND d.refobjid = n.oid WHERE n.nspname = $1",
-						   psprintf("%s_history", pipe->target_schema)))
+						   version_history_schema(pipe->target_schema)))
 		sluice_spi_exec(psprintf("DROP SCHEMA %s RESTRICT",
-						  quote_identifier(psprintf("%s_history", pipe->target_schema))),
+								 quote_identifier(version_history_schema(pipe->target_schema))),
 						0, NULL, NULL, SPI_OK_UTILITY);
 	/* and the target schema, when nothing else lives in it */
 	if (!sluice_spi_exists("SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n "
 						   "    ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
 						   "   AND d.refobjid = n.oid WHERE n.nspname = $1", pipe->target_schema))
 		sluice_spi_exec(psprintf("DROP SCHEMA IF EXISTS %s RESTRICT",
-						  quote_identifier(pipe->target_schema)),
+								 quote_identifier(pipe->target_schema)),
 						0, NULL, NULL, SPI_OK_UTILITY);
 }

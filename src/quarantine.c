@@ -158,33 +158,31 @@ key_json(TupleTableSlot *slot, int natts, const AttrNumber *atts, FmgrInfo *outf
 
 	slot_getallattrs(slot);
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
+	sluice_json_begin(&buf);
 	for (i = 0; i < natts; i++)
 	{
 		int			j = atts[i] - 1;
 		Form_pg_attribute att;
+		char	   *value = NULL;
 
 		if (j < 0)
 			continue;
 		att = TupleDescAttr(desc, j);
-		if (buf.len > 1)
-			appendStringInfoString(&buf, ", ");
-		escape_json(&buf, NameStr(att->attname));
-		appendStringInfoString(&buf, ": ");
 		if (slot->tts_isnull[j])
-			appendStringInfoString(&buf, "null");
+			value = NULL;
 		else if (outfuncs != NULL)
-			escape_json(&buf, OutputFunctionCall(&outfuncs[i], slot->tts_values[j]));
+			value = OutputFunctionCall(&outfuncs[i], slot->tts_values[j]);
 		else
 		{
 			Oid			out;
 			bool		varlena;
 
 			getTypeOutputInfo(att->atttypid, &out, &varlena);
-			escape_json(&buf, OidOutputFunctionCall(out, slot->tts_values[j]));
+			value = OidOutputFunctionCall(out, slot->tts_values[j]);
 		}
+		sluice_json_string(&buf, NameStr(att->attname), value);
 	}
-	appendStringInfoChar(&buf, '}');
+	sluice_json_end(&buf);
 	return buf.data;
 }
 
@@ -468,8 +466,13 @@ quarantine_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
 
 		if (c->missing_keys.data == NULL)
 			initStringInfo(&c->missing_keys);
-		appendStringInfo(&c->missing_keys, "%s{\"change\": \"%s\", \"key\": %s, \"source_xid\": %u}",
-						 c->nmissing_keys ? ", " : "", change, key, st->begin.xid);
+		if (c->nmissing_keys > 0)
+			appendStringInfoString(&c->missing_keys, ", ");
+		sluice_json_begin(&c->missing_keys);
+		sluice_json_string(&c->missing_keys, "change", change);
+		sluice_json_raw(&c->missing_keys, "key", key);
+		sluice_json_raw(&c->missing_keys, "source_xid", psprintf("%u", st->begin.xid));
+		sluice_json_end(&c->missing_keys);
 		c->nmissing_keys++;
 		MemoryContextSwitchTo(old);
 	}

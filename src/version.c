@@ -96,7 +96,7 @@ version_open(ApplyState *st, ApplyRel *ar, SluiceTable *t)
 	{
 		TupleDesc	hdesc;
 
-		ar->histrel = table_openrv(makeRangeVar(psprintf("%s_history", t->target_schema),
+		ar->histrel = table_openrv(makeRangeVar(version_history_schema(t->target_schema),
 												 t->target_table, -1), RowExclusiveLock);
 		hdesc = RelationGetDescr(ar->histrel);
 		ar->histmap = palloc(sizeof(int) * Max(hdesc->natts, 1));
@@ -200,6 +200,16 @@ version_save(ApplyState *st, ApplyRel *ar, TupleTableSlot *old)
 	ExecSimpleRelationInsert(ar->histrri, st->estate, ar->histslot);
 }
 
+/*
+ * The schema of a target schema's history tables: <target_schema>_history
+ * (the extension script's views and functions use the same name).
+ */
+char *
+version_history_schema(const char *target_schema)
+{
+	return psprintf("%s_history", target_schema);
+}
+
 /* The history table of t (InvalidOid: none). */
 Oid
 version_history_relid(ApplyState *st, SluiceTable *t)
@@ -208,7 +218,7 @@ version_history_relid(ApplyState *st, SluiceTable *t)
 
 	if (!st->pipe->keep_history)
 		return InvalidOid;
-	nsp = get_namespace_oid(psprintf("%s_history", t->target_schema), true);
+	nsp = get_namespace_oid(version_history_schema(t->target_schema), true);
 	return OidIsValid(nsp) ? get_relname_relid(t->target_table, nsp) : InvalidOid;
 }
 

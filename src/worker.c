@@ -185,10 +185,18 @@ worker_batch(int pipeline_id, bool *done)
 
 		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
 		{
-			outbox_emit(pipe->name, "slot_lag",
-						psprintf("{\"slot\": \"%s\", \"retained_bytes\": " UINT64_FORMAT ", \"summary\": \"slot %s keeps %llu MB of WAL on the source\"}",
-								 pipe->slot_name, (uint64) (r.source_flush_lsn - r.slot_restart_lsn), pipe->slot_name,
-								 (unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
+			StringInfoData j;
+
+			initStringInfo(&j);
+			sluice_json_begin(&j);
+			sluice_json_string(&j, "slot", pipe->slot_name);
+			sluice_json_raw(&j, "retained_bytes",
+							psprintf(UINT64_FORMAT, (uint64) (r.source_flush_lsn - r.slot_restart_lsn)));
+			sluice_json_string(&j, "summary",
+							   psprintf("slot %s keeps %llu MB of WAL on the source", pipe->slot_name,
+										(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
+			sluice_json_end(&j);
+			outbox_emit(pipe->name, "slot_lag", j.data);
 			ereport(WARNING,
 					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
 							pipe->slot_name,
