@@ -102,7 +102,7 @@ typedef struct ApplyRel
 	TupleTableSlot *histslot;
 	int		   *histmap;		/* history attno - 1 -> target attno - 1, -1:
 								 * _sluice_superseded */
-	/* quarantine ledger (see ledger_init) */
+	/* quarantine ledger (see quarantine.c) */
 	HTAB	   *held;			/* key text -> HeldEntry: open entries, or
 								 * NULL when the table has none and no
 								 * quarantine expectation */

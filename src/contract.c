@@ -622,7 +622,7 @@ contract_check(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 			if (att != InvalidAttrNumber)
 				get_atttypetypmodcoll(relid, att, &moid, &mmod, &coll);
 			if (att == InvalidAttrNumber)
-				feeds[i] = found->name; /* handle_relation says it is missing */
+				feeds[i] = found->name; /* relmap_open says it is missing */
 			else if (soid == found->source_type || list_member_oid(found->prior_types, soid))
 			{
 				/*

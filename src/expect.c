@@ -447,7 +447,7 @@ table_counts_record(int64 run_id)
 		args[4] = Int64GetDatum(c->updated);
 		args[5] = Int64GetDatum(c->deleted);
 		args[6] = Int64GetDatum(c->truncated);
-		/* divergence: updates and deletes that found no row (apply.c) */
+		/* divergence: updates and deletes that found no row (quarantine.c) */
 		args[7] = Int64GetDatum(c->missing);
 		args[8] = c->nmissing_keys ? CStringGetTextDatum(psprintf("[%s]", c->missing_keys.data)) : (Datum) 0;
 		nulls[8] = c->nmissing_keys ? ' ' : 'n';

@@ -210,7 +210,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 * user when refresh_pipeline's subtransaction aborts.
 	 */
 	/*
-	 * Every constraint is immediate for the batch: deferred keys (api.c's
+	 * Every constraint is immediate for the batch: deferred keys (pipeline.c's
 	 * create_target_key) and any deferred trigger on a datamart table are
 	 * checked when the batch's one query ends (apply_stream), as the owner,
 	 * when the batch holds whole source transactions.  PostgreSQL queues no
@@ -264,7 +264,7 @@ static void refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 
 /*
  * Pull and apply, pausing the pipeline on schema drift.
  *
- * The batch runs in a subtransaction: when apply.c meets drift its policy
+ * The batch runs in a subtransaction: when contract.c meets drift its policy
  * cannot absorb, the subtransaction rolls back (nothing of the batch stays,
  * the origin does not move), and the pause and the drift event are recorded
  * in the caller's transaction, so they survive.  Any other error propagates.
@@ -373,7 +373,7 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 
 /*
  * Updates and deletes of the run found no row in the datamart and were
- * skipped (apply.c; a strict pipeline pauses instead): count them on the
+ * skipped (quarantine.c; a strict pipeline pauses instead): count them on the
  * run and the pipeline, queue a divergence event and warn.  The per-table
  * counts and keys are in sluice._run_table (table_counts_record).
  */

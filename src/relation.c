@@ -308,7 +308,7 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 		Oid			conoid = get_index_constraint(ar->keyidx);
 
 		/*
-		 * A deferred key (the source may swap keys, see api.c's
+		 * A deferred key (the source may swap keys, see pipeline.c's
 		 * create_target_key): while a source transaction is half applied
 		 * two rows may share a key.  The source sends whole old rows under
 		 * identity FULL, so the row to change is the one equal to it.
