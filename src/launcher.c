@@ -637,10 +637,7 @@ sluice_resume_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	sluice_fix_search_path();
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
@@ -675,9 +672,7 @@ sluice_resume_main(Datum arg)
 		}
 	}
 done:
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	proc_exit(0);
 }
 

@@ -386,10 +386,7 @@ notifier_run_once(bool reclaim)
 	uint64		i;
 
 	/* 1. claim */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	if (reclaim &&
 		SPI_execute("UPDATE sluice._outbox SET status = 'pending' WHERE status = 'sending'",
 					false, 0) != SPI_OK_UPDATE)
@@ -431,9 +428,7 @@ notifier_run_once(bool reclaim)
 		claimed = lappend(claimed, c);
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	MemoryContextSwitchTo(cxt);
 
 	/* 2. send, 3. record, one event at a time */
@@ -467,10 +462,7 @@ notifier_run_once(bool reclaim)
 		nulls[4] = error ? ' ' : 'n';
 		args[5] = Int32GetDatum((int32) backoff);
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		worker_xact_begin();
 		if (SPI_execute_with_args("INSERT INTO sluice._delivery VALUES ($1, $2, $3, pg_catalog.clock_timestamp() - $3, $4, $5)",
 								  6, types, args, nulls, false, 0) != SPI_OK_INSERT ||
 			SPI_execute_with_args(psprintf("UPDATE sluice._outbox SET "
@@ -481,9 +473,7 @@ notifier_run_once(bool reclaim)
 										   " WHERE event_id = $1", sluice_http_max_attempts),
 								  6, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record a delivery");
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		MemoryContextSwitchTo(cxt);
 	}
 	return list_length(claimed);

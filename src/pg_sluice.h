@@ -440,6 +440,8 @@ extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
 /* ---------- worker.c: a pipeline's (or the notifier's) background worker ---------- */
 
 extern bool worker_still_wanted(void);
+extern void worker_xact_begin(void);
+extern void worker_xact_commit(void);
 
 /* ---------- notify.c: alerts and lineage over HTTP, the notifier ---------- */
 

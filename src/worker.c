@@ -79,6 +79,29 @@ static SluiceConn *worker_conn = NULL;	/* kept across batches */
 static TimestampTz window_start = 0;	/* rows per second window */
 static int64 window_rows = 0;
 
+/*
+ * Start a transaction of a background worker's own, with SPI and a
+ * snapshot: the launcher's resume worker, the pipeline workers and the
+ * notifier run every step of theirs in one.
+ */
+void
+worker_xact_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/* Commit what worker_xact_begin started. */
+void
+worker_xact_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 static void
 worker_detach(int code, Datum arg)
 {
@@ -118,10 +141,7 @@ worker_batch(int pipeline_id, bool *done)
 	bool		had_error;
 	int64		rows;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	pgstat_report_activity(STATE_RUNNING, "pg_sluice: applying a batch");
 	started = GetCurrentTimestamp();
 
@@ -131,9 +151,7 @@ worker_batch(int pipeline_id, bool *done)
 		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 		s->wanted = false;
 		LWLockRelease(sluice_shared->lock);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		*done = true;
 		return false;
 	}
@@ -143,9 +161,7 @@ worker_batch(int pipeline_id, bool *done)
 	if (pipe->paused_reason)
 	{
 		/* schema drift paused it: wait for sluice.resume() */
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return true;
 	}
@@ -207,9 +223,7 @@ worker_batch(int pipeline_id, bool *done)
 			last_warned = GetCurrentTimestamp();
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	/* table statistics, for autovacuum (at most once a second) */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -260,10 +274,7 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	args[0] = Int32GetDatum(pipeline_id);
 	args[1] = CStringGetTextDatum(message);
 	args[2] = TimestampTzGetDatum(started);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
 							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
 		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
@@ -275,9 +286,7 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	if (sluice_catalog_exec("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
 							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue the failure's events");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 }
 
 void
