@@ -614,8 +614,8 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 
 		np->copied = copied;
 		np->run_id = catalog_insert_run(0, np->pipeline_id, "initial_copy", np->started,
-									InvalidXLogRecPtr, np->consistent, 0, copied,
-									0, 0, 0, 0);
+										InvalidXLogRecPtr, np->consistent, 0, copied,
+										0, 0, 0, 0);
 		sluice_restore_user(&save);
 		outbox_emit_run(np->run_id, 0);
 	}
