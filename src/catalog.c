@@ -3,8 +3,21 @@
  * catalog.c
  *	  Reads and writes of pg_sluice's own catalog tables (schema sluice).
  *
- * Everything goes through SPI with parameters; no value is ever spliced
- * into SQL text.  The caller must be connected to SPI.
+ * NOTES
+ *	  What this file owns.  The catalog's rows as C structs (catalog_pipeline
+ *	  reads a pipeline with its tables, contracts and expectations), the run
+ *	  rows, and the SPI helpers the SQL entry points use for their own
+ *	  statements (sluice_spi_exec, sluice_spi_exists).  Everything goes
+ *	  through SPI with parameters; no value is ever spliced into SQL text.
+ *	  The caller must be connected to SPI.
+ *
+ *	  What it never does.  Change who runs the statements: the caller decides;
+ *	  sluice_catalog_exec (security.c) is the one way to run one as the
+ *	  extension owner.
+ *
+ *	  Rejected.  A syscache-like cache of pipelines across transactions: every
+ *	  batch reads its pipeline once, under the pipeline's row lock, which is
+ *	  cheaper than keeping a cache valid.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -399,4 +412,32 @@ catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid)
 		sluice_catalog_exec("UPDATE sluice._pipeline SET skip_xid = NULL WHERE pipeline_id = $3",
 							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the skipped transaction");
+}
+
+/*
+ * SPI as the current user, for the SQL entry points' own statements: run
+ * sql with parameters and raise unless SPI says expected.
+ */
+void
+sluice_spi_exec(const char *sql, int nargs, Oid *types, Datum *args, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+}
+
+/* Does the query (one text parameter) return a row? */
+bool
+sluice_spi_exists(const char *sql, const char *arg)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	int			rc;
+
+	args[0] = CStringGetTextDatum(arg);
+	rc = SPI_execute_with_args(sql, 1, types, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI failed (%s) for: %s", SPI_result_code_string(rc), sql);
+	return SPI_processed > 0;
 }

@@ -3,12 +3,22 @@
  * copy.c
  *	  Initial copy of one source table into its datamart table.
  *
- * The source connection already runs a REPEATABLE READ transaction on the
- * snapshot exported by the slot's creation, so every table is copied as of
- * the slot's consistent point.  Rows stream from the source's COPY TO STDOUT
- * straight into the local COPY FROM machinery (BeginCopyFrom with a read
- * callback), which batches them through table_multi_insert: memory does not
- * grow with the table.
+ * NOTES
+ *	  What this file owns.  The source connection already runs a REPEATABLE
+ *	  READ transaction on the snapshot exported by the slot's creation
+ *	  (pipeline.c), so every table is copied as of the slot's consistent
+ *	  point.  Rows stream from the source's COPY TO STDOUT straight into the
+ *	  local COPY FROM machinery (BeginCopyFrom with a read callback), which
+ *	  batches them through table_multi_insert: memory does not grow with the
+ *	  table.  Binary when every column's binary form is the same on both
+ *	  sides, text otherwise.
+ *
+ *	  What it never does.  Create the table, its key or its catalog rows
+ *	  (pipeline.c), or record the run.
+ *
+ *	  Rejected.  Inserting the rows one by one through the executor, or SPI:
+ *	  COPY FROM's multi-insert buffers are what makes the copy as fast as
+ *	  pg_dump | psql, as PostgreSQL's own tablesync does.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

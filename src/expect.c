@@ -1,29 +1,39 @@
 /*-------------------------------------------------------------------------
  *
  * expect.c
- *	  Data-quality expectations, checked inside the applying transaction.
+ *	  Data-quality expectations: bound when declared, run inside the applying
+ *	  transaction.
  *
- * Row expectations are boolean SQL expressions over a datamart row
- * (generated from the Great Expectations vocabulary by add_expectation, or
- * given by the user).  They are parsed once, when they are declared, the
- * way CHECK constraints are (no subqueries, aggregates or volatile
- * functions), and stored as a bound expression tree (every function,
- * operator, type and column resolved to its OID or number, as in
- * pg_constraint.conbin); a batch only prepares that tree and evaluates it
- * in C against every row it writes.  A NULL result passes, as for CHECK
- * constraints.
+ * NOTES
+ *	  What this file owns.  Row expectations are boolean SQL expressions over
+ *	  a datamart row (generated from the Great Expectations vocabulary by
+ *	  add_expectation, or given by the user).  They are parsed once, when they
+ *	  are declared, the way CHECK constraints are (no subqueries, aggregates
+ *	  or volatile functions), and stored as a bound expression tree (every
+ *	  function, operator, type and column resolved to its OID or number, as in
+ *	  pg_constraint.conbin); a batch only prepares that tree (quarantine.c)
+ *	  and evaluates it in C against every row it writes.  A NULL result
+ *	  passes, as for CHECK constraints.
  *
- * Set expectations (unique, row count, foreign key, freshness) are queries
- * run once per batch, after the batch's rows are written and before it
- * commits; they look at the rows the batch changed through their xmin.
- * They too are parsed and analyzed once at declaration and stored as a
- * query tree, which a batch plans and executes: no SQL text stored in the
- * catalog is ever parsed again, so a function or operator created later in
- * someone's search_path cannot slip into a check.  Both kinds run as the
- * pipeline's owner in a security-restricted operation (see security.c).
+ *	  Set expectations (unique, row count, foreign key, freshness) are queries
+ *	  run once per batch, after the batch's rows are written and before it
+ *	  commits; they look at the rows the batch changed through their xmin.
+ *	  They too are parsed and analyzed once at declaration and stored as a
+ *	  query tree, which a batch plans and executes.  Both kinds run as the
+ *	  pipeline's owner in a security-restricted operation (see security.c).
  *
- * Results accumulate in memory that survives the batch's subtransaction,
- * so a failing batch still records what failed.
+ *	  Results accumulate in memory that survives the batch's subtransaction,
+ *	  so a failing batch still records what failed; so do the per-table counts
+ *	  of a run.  An error-severity failure pauses the pipeline through
+ *	  expect_pause, which hangs the reason on the batch's ApplyStats for
+ *	  refresh.c.
+ *
+ *	  What it never does.  Evaluate a row expectation per row (quarantine.c
+ *	  does, in the apply family) or hold a row back.
+ *
+ *	  Rejected.  Storing the expectations' SQL text and parsing it at each
+ *	  batch: a function or operator created later in someone's search_path
+ *	  could slip into a check, and every batch would pay the parse.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -437,7 +447,7 @@ table_counts_record(int64 run_id)
 		args[4] = Int64GetDatum(c->updated);
 		args[5] = Int64GetDatum(c->deleted);
 		args[6] = Int64GetDatum(c->truncated);
-		/* divergence: updates and deletes that found no row (apply.c) */
+		/* divergence: updates and deletes that found no row (quarantine.c) */
 		args[7] = Int64GetDatum(c->missing);
 		args[8] = c->nmissing_keys ? CStringGetTextDatum(psprintf("[%s]", c->missing_keys.data)) : (Datum) 0;
 		nulls[8] = c->nmissing_keys ? ' ' : 'n';
@@ -490,7 +500,7 @@ expect_add_sample(ExpectResult *r, const char *json)
  * An error-severity failure pauses the pipeline (the batch rolls back).
  */
 void
-expect_run_set_checks(SluicePipeline *pipe)
+expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause)
 {
 	ListCell   *lc;
 
@@ -538,7 +548,7 @@ expect_run_set_checks(SluicePipeline *pipe)
 												  e->name, (long long) failed,
 												  failed == 1 ? "value" : "values",
 												  observed ? ", observed " : "",
-												  observed ? observed : ""));
+												  observed ? observed : ""), pause);
 			if (failed > 0 && e->severity == 'w')
 				ereport(WARNING,
 						(errmsg("expectation \"%s\" of pipeline \"%s\" failed for %lld %s",
@@ -549,11 +559,12 @@ expect_run_set_checks(SluicePipeline *pipe)
 }
 
 /*
- * An error-severity expectation failed: remember why for refresh.c, which
- * rolls the batch back and pauses the pipeline, then raise.
+ * An error-severity expectation failed: say why in *pause for refresh.c,
+ * which rolls the batch back and pauses the pipeline, then raise.
  */
 void
-expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail)
+expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail,
+			 SluiceDrift **pause)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
@@ -563,7 +574,7 @@ expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const c
 	d->source_table = pstrdup(t->source_table);
 	d->detail = pstrdup(detail);
 	MemoryContextSwitchTo(old);
-	sluice_pending_drift = d;
+	*pause = d;
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("expectation \"%s\" failed on \"%s.%s\"", e->name, t->target_schema, t->target_table),

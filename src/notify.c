@@ -1,17 +1,32 @@
 /*-------------------------------------------------------------------------
  *
  * notify.c
- *	  Alerts and lineage over HTTP: webhooks and OpenLineage RunEvents.
+ *	  Alerts and lineage over HTTP: webhooks and OpenLineage RunEvents, and
+ *	  the notifier that delivers them.
  *
- * Events are written to sluice._outbox in the same transaction as what they
- * describe (a pause or a worker failure is recorded in the transaction that
- * survives the rollback of the failed work).  A notifier background worker
- * per database delivers them in three short steps, never holding locks
- * across network I/O: claim a batch (status 'sending', commit), post each
- * with libcurl (timeouts, TLS verification on), record the attempt (sent, or
- * pending again with exponential backoff, or failed after
- * pg_sluice.http_max_attempts).  Payloads are built with jansson; webhooks
- * with a secret carry an HMAC-SHA256 signature of the body.
+ * NOTES
+ *	  What this file owns.  The outbox and its delivery.  Events are written
+ *	  to sluice._outbox in the same transaction as what they describe (a pause
+ *	  or a worker failure is recorded in the transaction that survives the
+ *	  rollback of the failed work).  A notifier per database (notifier_main,
+ *	  in a worker slot of its own) delivers them in three short steps, never
+ *	  holding locks across network I/O: claim a batch (status 'sending',
+ *	  commit), post each with libcurl (timeouts, TLS verification on), record
+ *	  the attempt (sent, or pending again with exponential backoff, or failed
+ *	  after pg_sluice.http_max_attempts).  Payloads are built with jansson
+ *	  (payload.c); webhooks with a secret carry an HMAC-SHA256 signature of
+ *	  the body.  Events a failed round left claimed are handed back at the
+ *	  next round.
+ *
+ *	  What it never does.  Make the apply wait on HTTP: apply and refresh only
+ *	  insert outbox rows.
+ *
+ *	  Rejected.  Posting from the applying transaction (pg_net's batch loop):
+ *	  its locks would be held across the network.  A private epoll loop for
+ *	  curl's sockets: each post is one curl_easy_perform bounded by
+ *	  pg_sluice.http_timeout, and the notifier serves interrupts and naps on
+ *	  its latch between rounds, so SIGTERM and postmaster death wait for one
+ *	  round at most.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -31,6 +46,10 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -367,10 +386,7 @@ notifier_run_once(bool reclaim)
 	uint64		i;
 
 	/* 1. claim */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	if (reclaim &&
 		SPI_execute("UPDATE sluice._outbox SET status = 'pending' WHERE status = 'sending'",
 					false, 0) != SPI_OK_UPDATE)
@@ -412,9 +428,7 @@ notifier_run_once(bool reclaim)
 		claimed = lappend(claimed, c);
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	MemoryContextSwitchTo(cxt);
 
 	/* 2. send, 3. record, one event at a time */
@@ -448,10 +462,7 @@ notifier_run_once(bool reclaim)
 		nulls[4] = error ? ' ' : 'n';
 		args[5] = Int32GetDatum((int32) backoff);
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		worker_xact_begin();
 		if (SPI_execute_with_args("INSERT INTO sluice._delivery VALUES ($1, $2, $3, pg_catalog.clock_timestamp() - $3, $4, $5)",
 								  6, types, args, nulls, false, 0) != SPI_OK_INSERT ||
 			SPI_execute_with_args(psprintf("UPDATE sluice._outbox SET "
@@ -462,10 +473,66 @@ notifier_run_once(bool reclaim)
 										   " WHERE event_id = $1", sluice_http_max_attempts),
 								  6, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record a delivery");
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		MemoryContextSwitchTo(cxt);
 	}
 	return list_length(claimed);
+}
+
+/* ---------- the notifier's loop ---------- */
+
+/*
+ * The notifier's loop, in the worker the launcher started for this
+ * database's notifier slot (worker.c): a round of deliveries, then a nap
+ * when there was nothing to send, until the launcher no longer wants it.
+ * cxt: the worker's context, reset after every round.
+ */
+void
+notifier_main(MemoryContext cxt)
+{
+	/*
+	 * Events claimed ('sending') by a round that failed are handed back
+	 * ('pending') by the next round: at start (a previous notifier died)
+	 * and after every error.
+	 */
+	volatile bool reclaim = true;
+
+	pgstat_report_appname("pg_sluice notifier");
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	while (worker_still_wanted())
+	{
+		int			n = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			n = notifier_run_once(reclaim);
+			reclaim = false;
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			RESUME_INTERRUPTS();
+			reclaim = true;
+			n = 0;
+		}
+		PG_END_TRY();
+		MemoryContextReset(cxt);
+		pgstat_report_stat(false);
+		if (n == 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(sluice_naptime, 200), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
 }

@@ -10,10 +10,9 @@
  *	  and the commit record carries it: the data and the position commit
  *	  atomically, and crash recovery restores both or neither.
  *
- *	  The source is only told positions read back from the origin with
- *	  flush = true (pg_replication_slot_advance at the start of the next
- *	  refresh), so it never forgets a change the datamart has not durably
- *	  committed.
+ *	  The source is only told positions read back from the origin with flush =
+ *	  true (pg_replication_slot_advance at the start of the next refresh), so
+ *	  it never forgets a change the datamart has not durably committed.
  *
  *	  The session is released when the transaction ends, by a transaction
  *	  callback, whatever the outcome.  A second refresh of the same pipeline
@@ -21,6 +20,14 @@
  *	  already reached (origin_session_progress returns it); a refresh of
  *	  another pipeline in the same transaction is refused, as one session can
  *	  only track one origin.
+ *
+ *	  What it never does.  Talk to the source: refresh.c moves the slot, with
+ *	  the position read here.
+ *
+ *	  Rejected.  Keeping the applied position in a table of pg_sluice's own:
+ *	  it would commit with the data too, but the origin also lets the commit
+ *	  record carry the source's commit time, and is what PostgreSQL's own
+ *	  subscriptions use and its tools show.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

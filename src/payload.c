@@ -4,8 +4,19 @@
  *	  Event payloads built with jansson: the webhook JSON (documented in the
  *	  README), a Slack-compatible text body, and OpenLineage RunEvents.
  *
- *	  Kept apart from PostgreSQL's fmgr headers, whose json_* names clash
- *	  with jansson's.  Strings returned are malloc'd: free() them.
+ * NOTES
+ *	  What this file owns.  The JSON a destination receives, built from an
+ *	  outbox row by payload_build, and the parsing of a destination's extra
+ *	  header lines.
+ *
+ *	  What it never does.  Send anything (notify.c does) or include
+ *	  PostgreSQL's fmgr and json headers, whose json_* names clash with
+ *	  jansson's: it sees only pg_sluice.h, which is kept light for it.
+ *	  Strings returned are malloc'd: free() them.
+ *
+ *	  Rejected.  Building payloads with StringInfo and escape_json, as the
+ *	  apply's small JSON objects are: OpenLineage events nest deeply, and
+ *	  jansson keeps them well-formed.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -3,10 +3,21 @@
  * pg_sluice.c
  *	  Module magic, settings (GUCs) and trivial SQL-callable helpers.
  *
- * pg_sluice copies tables from a live PostgreSQL server ("source") into
- * this server (the "datamart"): a consistent initial copy, then incremental
- * changes read from a logical replication slot with the built-in pgoutput
- * plugin, applied exactly once.  See README.md for the vocabulary.
+ * NOTES
+ *	  pg_sluice copies tables from a live PostgreSQL server ("source") into
+ *	  this server (the "datamart"): a consistent initial copy, then
+ *	  incremental changes read from a logical replication slot with the
+ *	  built-in pgoutput plugin, applied exactly once.  See README.md and
+ *	  pg_sluice.h for the vocabulary, and pg_sluice.h for the files in the
+ *	  order data flows through them.
+ *
+ *	  What this file owns.  _PG_init: the GUCs, and, only when pg_sluice is in
+ *	  shared_preload_libraries, pg_sluice.max_workers and continuous mode's
+ *	  shared memory and launcher (launcher.c); the GUCs' variables;
+ *	  sluice.version() and sluice._mask_conninfo().
+ *
+ *	  What it never does.  Anything per pipeline: per-pipeline settings are
+ *	  catalog columns set through the SQL API, never GUCs.
  *
  * Copyright (c) 2026, pg_sluice developers
  *

@@ -10,6 +10,27 @@
  *				into a target schema of the datamart
  *	run			one initial copy or refresh of a pipeline; it commits as a
  *				whole together with the source position it reached
+ *	batch		the changes one run applies, in one local transaction
+ *	contract	per datamart table: its columns (name, type, nullable, key),
+ *				the source column feeding each, and a drift policy (freeze,
+ *				evolve, ignore); versioned, one version per change
+ *	drift		a source table that no longer matches its contract, seen
+ *				in a RELATION message before any of its rows is applied
+ *	expectation	a named data-quality check on a table with a severity:
+ *				error (the batch rolls back and the pipeline pauses), warn
+ *				(recorded), quarantine (the failing row is held back)
+ *	quarantine	the rows quarantine expectations held back, with their
+ *				key, until released, discarded or superseded by a later
+ *				change of the same key on the source
+ *	version		one committed run (its run id); with keep_history the rows
+ *				it replaced or deleted go to the history tables, stamped
+ *				[version they were written, version that superseded them)
+ *	divergence	an update or delete that found no row in the datamart
+ *
+ * Declarations are grouped by the file that defines them, in the order
+ * data flows: the catalog and the roles first (everyone uses them), then
+ * the source side (transport, stream, creation), the apply side (apply,
+ * contract, expect, origin), refresh, the workers and the notifier.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -43,6 +64,119 @@ extern int	sluice_http_max_attempts;
 extern int	sluice_http_retry_base;
 extern int	sluice_quarantine_alert;
 
+/* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
+
+/* A pipeline, as its catalog rows describe it (catalog_pipeline). */
+typedef struct SluicePipeline
+{
+	int			pipeline_id;
+	char	   *name;
+	char	   *source_name;
+	char	   *conninfo;
+	char	   *publication;
+	bool		publication_owned;
+	char	   *slot_name;
+	char	   *origin_name;
+	char	   *target_schema;
+	Oid			owner;			/* role that owns it: its tables' code runs as it */
+	bool		binary;			/* pgoutput binary transfer is safe */
+	bool		continuous;		/* streamed by a background worker */
+	char	   *paused_reason;	/* NULL unless paused (schema drift) */
+	TransactionId skip_xid;		/* source transaction to skip once, or 0 */
+	bool		keep_history;	/* versions: superseded rows are kept */
+	bool		strict;			/* a missing row pauses instead of being
+								 * skipped and counted */
+	int64		version;		/* version (run id) the batch writes, or 0 */
+	List	   *tables;			/* list of SluiceTable * */
+} SluicePipeline;
+
+/* A column of a contract. */
+typedef struct SluiceColumn
+{
+	char	   *name;			/* datamart column */
+	char	   *source_column;	/* source column feeding it, or NULL */
+	char	   *data_type;
+	bool		not_null;
+	bool		is_key;
+	Oid			source_type;	/* type OID on the source, as pgoutput sends */
+	bool		source_dropped; /* dropped on the source: fed nothing when
+								 * not sent (sluice.drop_column) */
+	List	   *prior_types;	/* oid: earlier source types still accepted
+								 * (sluice.accept_type_change) */
+	List	   *prior_sources;	/* String: names the source column had before
+								 * a rename (sluice.map_column) */
+} SluiceColumn;
+
+/* An expectation declared on a table. */
+typedef struct SluiceExpectation
+{
+	int			expectation_id;
+	char	   *name;
+	char	   *kind;
+	char		severity;		/* 'e'rror, 'w'arn, 'q'uarantine */
+	char	   *predicate;		/* row expectation: bound expression tree
+								 * (nodeToString of an Expr over the row) */
+	char	   *check;			/* set expectation: bound query tree
+								 * (nodeToString of a Query) run per batch */
+} SluiceExpectation;
+
+/* A table of a pipeline: its contract (current version) and expectations. */
+typedef struct SluiceTable
+{
+	char	   *source_schema;
+	char	   *source_table;
+	char	   *target_schema;
+	char	   *target_table;
+	char	   *drift_policy;	/* freeze, evolve or ignore */
+	int			contract_version;
+	List	   *columns;		/* SluiceColumn *, the current contract */
+	List	   *ignored;		/* String: source columns left out */
+	List	   *expectations;	/* SluiceExpectation * */
+} SluiceTable;
+
+extern Datum catalog_name_datum(const char *s);
+extern char *catalog_source_conninfo(const char *source);
+extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
+extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
+extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
+								TimestampTz started, XLogRecPtr start_lsn,
+								XLogRecPtr end_lsn, int64 xacts, int64 ins,
+								int64 upd, int64 del, int64 trunc,
+								TimestampTz last_commit);
+extern void catalog_run_paused(int64 run_id, const char *reason);
+extern void catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid);
+extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
+										XLogRecPtr restart_lsn);
+
+/* SPI as the current user, for the SQL entry points' own statements */
+extern void sluice_spi_exec(const char *sql, int nargs, Oid *types, Datum *args,
+							int expected);
+extern bool sluice_spi_exists(const char *sql, const char *arg);
+
+/* ---------- jsonout.c: small JSON objects as text (jsonb's spacing) ---------- */
+
+extern void sluice_json_begin(StringInfo buf);
+extern void sluice_json_string(StringInfo buf, const char *key, const char *value);
+extern void sluice_json_raw(StringInfo buf, const char *key, const char *json);
+extern void sluice_json_end(StringInfo buf);
+
+/* ---------- security.c: who pg_sluice acts as ---------- */
+
+typedef struct SluiceUser
+{
+	Oid			userid;
+	int			sec_context;
+} SluiceUser;
+
+extern Oid	sluice_catalog_owner(void);
+extern void sluice_become_catalog(SluiceUser *save);
+extern void sluice_become_owner(SluicePipeline *pipe, SluiceUser *save);
+extern void sluice_restore_user(SluiceUser *save);
+extern int	sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
+								const char *nulls, bool read_only, long count);
+extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
+extern void sluice_fix_search_path(void);
+
 /* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
 
 typedef struct SluiceConn
@@ -73,75 +207,103 @@ extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
 
-/* ---------- catalog.c: pg_sluice's own tables ---------- */
+/* ---------- stream.c: a slot's changes as pgoutput messages, what apply consumes ---------- */
 
-typedef struct SluicePipeline
+typedef struct SluiceStream
 {
-	int			pipeline_id;
+	SluicePipeline *pipe;
+	SluiceConn *sc;				/* first (or only) part */
+	SluiceConn *sc2;			/* second part, until the first ends; or NULL */
+	SluiceConn *cur;			/* the connection being read */
+	XLogRecPtr	split_lsn;
+	XLogRecPtr	upto_lsn;
+	bool		binary;			/* pgoutput sends binary values */
+	bool		header_done;	/* the current COPY's header was read */
+	XLogRecPtr	skip_before;	/* transactions committed before it were
+								 * delivered already (the second part decoded
+								 * after the first), or 0 */
+	int64		messages;		/* messages delivered */
+} SluiceStream;
+
+extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
+						 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
+						 int64 max_messages, bool binary);
+extern bool stream_next(SluiceStream *ss, StringInfo msg);
+
+/* ---------- api.c: SQL-callable entry points (PG_FUNCTION_INFO_V1 only) ---------- */
+
+/* ---------- source.c: the source's catalog, read and written at creation and drop ---------- */
+
+/* A source table as described by the source, before anything is created. */
+typedef struct SourceTable
+{
+	char	   *schema;
 	char	   *name;
-	char	   *source_name;
+	char	   *target;			/* datamart table name */
+	char		replident;		/* d, f, i (n is refused) */
+	bool		partitioned;	/* a partitioned table: published via its root */
+	List	   *ancestors;		/* a partition: String "schema.name" of each */
+	List	   *keys;			/* String column names */
+	bool		key_deferrable; /* the source's key is DEFERRABLE */
+	List	   *columns;		/* String column names */
+	List	   *types;			/* String datamart type names */
+	List	   *notnull;		/* int: 1 when NOT NULL */
+	List	   *srctypes;		/* oid: type on the source, as pgoutput sends it */
+	bool		binary_safe;	/* every column's binary form is the same here:
+								 * the initial copy can be binary */
+	bool		stream_binary;	/* pgoutput's binary mode can send every column
+								 * (a type without a send function goes as text) */
+	Oid			adopted;		/* existing datamart table it feeds, or 0 */
+	List	   *ignored;		/* String: source columns the datamart table lacks */
+} SourceTable;
+
+extern SourceTable *source_describe_table(SluiceConn *sc, const char *spec);
+extern void source_check(SluiceConn *sc, const char *slot_name);
+extern bool source_check_publication(SluiceConn *sc, const char *source,
+									 const char *publication, bool given,
+									 List *tables);
+extern bool source_drop_slot(SluiceConn *sc, const char *slot);
+extern void source_drop(SluiceConn *sc, const char *slot, const char *publication);
+
+/* ---------- pipeline.c: creating a pipeline, dropping its datamart objects ---------- */
+
+/* A pipeline create_pipeline validated, and what creating it made. */
+typedef struct NewPipeline
+{
+	char	   *name;
+	char	   *source;
 	char	   *conninfo;
+	char	   *target_schema;
 	char	   *publication;
-	bool		publication_owned;
+	bool		publication_owned;	/* pg_sluice creates it (and drops it) */
 	char	   *slot_name;
 	char	   *origin_name;
-	char	   *target_schema;
-	Oid			owner;			/* role that owns it: its tables' code runs as it */
-	bool		binary;			/* pgoutput binary transfer is safe */
-	bool		continuous;		/* streamed by a background worker */
-	char	   *paused_reason;	/* NULL unless paused (schema drift) */
-	TransactionId skip_xid;		/* source transaction to skip once, or 0 */
-	bool		keep_history;	/* versions: superseded rows are kept */
-	bool		strict;			/* a missing row pauses instead of being
-								 * skipped and counted */
-	int64		version;		/* version (run id) the batch writes, or 0 */
-	List	   *tables;			/* list of SluiceTable * */
-} SluicePipeline;
+	List	   *tables;			/* SourceTable * */
+	TimestampTz started;
+	/* set by pipeline_create */
+	int			pipeline_id;
+	XLogRecPtr	consistent;		/* the slot's consistent point */
+	int64		copied;			/* rows of the initial copy */
+	int64		run_id;			/* the initial copy's run */
+} NewPipeline;
 
-typedef struct SluiceColumn
-{
-	char	   *name;			/* datamart column */
-	char	   *source_column;	/* source column feeding it, or NULL */
-	char	   *data_type;
-	bool		not_null;
-	bool		is_key;
-	Oid			source_type;	/* type OID on the source, as pgoutput sends */
-	bool		source_dropped; /* dropped on the source: fed nothing when
-								 * not sent (sluice.drop_column) */
-	List	   *prior_types;	/* oid: earlier source types still accepted
-								 * (sluice.accept_type_change) */
-	List	   *prior_sources;	/* String: names the source column had before
-								 * a rename (sluice.map_column) */
-} SluiceColumn;
+extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
+extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
+extern void pipeline_drop_tables(SluicePipeline *pipe);
 
-typedef struct SluiceExpectation
-{
-	int			expectation_id;
-	char	   *name;
-	char	   *kind;
-	char		severity;		/* 'e'rror, 'w'arn, 'q'uarantine */
-	char	   *predicate;		/* row expectation: bound expression tree
-								 * (nodeToString of an Expr over the row) */
-	char	   *check;			/* set expectation: bound query tree
-								 * (nodeToString of a Query) run per batch */
-} SluiceExpectation;
+/* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 
-typedef struct SluiceTable
-{
-	char	   *source_schema;
-	char	   *source_table;
-	char	   *target_schema;
-	char	   *target_table;
-	char	   *drift_policy;	/* freeze, evolve or ignore */
-	int			contract_version;
-	List	   *columns;		/* SluiceColumn *, the current contract */
-	List	   *ignored;		/* String: source columns left out */
-	List	   *expectations;	/* SluiceExpectation * */
-} SluiceTable;
+extern int64 copy_table(SluiceConn *sc, const char *src_schema,
+						const char *src_table, bool partitioned,
+						List *columns, Oid target_relid, bool binary);
+
+/* ---------- apply.c: pgoutput messages applied to the datamart (a batch) ---------- */
 
 /*
- * Schema drift that pauses the pipeline: apply.c fills it in just before
- * raising the error, refresh.c records it once the batch rolled back.
+ * Why a batch pauses the pipeline (schema drift, an error-severity
+ * expectation, a missing row under strict): whoever raises the error fills
+ * it in (in TopMemoryContext) and hangs it on the batch's ApplyStats.pause
+ * just before; refresh.c records it once the batch rolled back.
  */
 typedef struct SluiceDrift
 {
@@ -158,48 +320,7 @@ typedef struct SluiceDrift
 	XLogRecPtr	lsn;
 } SluiceDrift;
 
-extern SluiceDrift *sluice_pending_drift;
-
-extern Datum catalog_name_datum(const char *s);
-extern char *catalog_source_conninfo(const char *source);
-extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
-extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
-extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
-								TimestampTz started, XLogRecPtr start_lsn,
-								XLogRecPtr end_lsn, int64 xacts, int64 ins,
-								int64 upd, int64 del, int64 trunc,
-								TimestampTz last_commit);
-extern void catalog_run_paused(int64 run_id, const char *reason);
-extern void catalog_run_skipped(int pipeline_id, int64 run_id, TransactionId xid);
-extern void catalog_run_source_position(int64 run_id, XLogRecPtr flush_lsn,
-										XLogRecPtr restart_lsn);
-
-/* ---------- security.c: who pg_sluice acts as ---------- */
-
-typedef struct SluiceUser
-{
-	Oid			userid;
-	int			sec_context;
-} SluiceUser;
-
-extern Oid	sluice_catalog_owner(void);
-extern void sluice_become_catalog(SluiceUser *save);
-extern void sluice_become_owner(SluicePipeline *pipe, SluiceUser *save);
-extern void sluice_restore_user(SluiceUser *save);
-extern int	sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
-								const char *nulls, bool read_only, long count);
-extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
-extern void sluice_fix_search_path(void);
-
-/* ---------- origin.c: exactly-once bookkeeping ---------- */
-
-extern void origin_init(void);
-extern void origin_session_begin(const char *origin_name);
-extern XLogRecPtr origin_session_progress(void);
-extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
-
-/* ---------- apply.c: decode pgoutput and apply it ---------- */
-
+/* What a batch did. */
 typedef struct ApplyStats
 {
 	int64		transactions;
@@ -216,6 +337,8 @@ typedef struct ApplyStats
 	TimestampTz last_commit_time;
 	int64		messages;		/* pgoutput messages received */
 	bool		stopped_early;	/* stopped at a commit past max_ms */
+	SluiceDrift *pause;			/* set just before the ERROR that pauses the
+								 * pipeline, else NULL */
 } ApplyStats;
 
 extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
@@ -223,35 +346,22 @@ extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
 						 ApplyStats *stats);
 
-/* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
+/*
+ * relation.c and quarantine.c export only to the apply family, and
+ * version.c all but one function: see apply_internal.h.
+ */
 
-typedef struct RefreshResult
-{
-	ApplyStats	stats;
-	XLogRecPtr	start_lsn;		/* position the batch started from */
-	XLogRecPtr	end_lsn;		/* position the datamart is consistent with */
-	XLogRecPtr	source_flush_lsn;	/* source's flushed WAL at the start */
-	XLogRecPtr	slot_restart_lsn;	/* oldest WAL the slot keeps on the source */
-	bool		complete;		/* reached source_flush_lsn */
-	bool		conn_closed;	/* the connection was abandoned mid-stream */
-	bool		paused;			/* schema drift paused the pipeline: nothing
-								 * was applied */
-	int64		run_id;			/* reserved for the batch (history), or 0 */
-	char	   *paused_reason;
-} RefreshResult;
+/* ---------- version.c: row versions and history (the rest in apply_internal.h) ---------- */
 
-extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
-							 int64 max_messages, int max_ms,
-							 RefreshResult *r);
-extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
-								TimestampTz started, RefreshResult *r);
+extern char *version_history_schema(const char *target_schema);
 
-/* ---------- worker.c: continuous mode ---------- */
+/* ---------- contract.c: contracts, drift and drift events ---------- */
 
-extern void worker_shmem_init(void);
-extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
+extern void contract_record_first(SourceTable *t, const char *target_schema, Datum *targs);
+extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
+								  const char *action, const char *table);
 
-/* ---------- expect.c: data-quality expectations ---------- */
+/* ---------- expect.c: expectations (row ones compiled, set ones run per batch) ---------- */
 
 typedef struct ExpectResult
 {
@@ -287,27 +397,64 @@ extern struct Expr *expect_bind_predicate(Relation rel, SluiceExpectation *e);
 extern void expect_results_reset(void);
 extern ExpectResult *expect_result(SluiceExpectation *e);
 extern void expect_add_sample(ExpectResult *r, const char *json);
-extern void expect_run_set_checks(SluicePipeline *pipe);
+extern void expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
-						 const char *detail) pg_attribute_noreturn();
+						 const char *detail, SluiceDrift **pause) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
 
-/* ---------- notify.c: alerts and lineage over HTTP ---------- */
+/* ---------- origin.c: exactly-once bookkeeping ---------- */
+
+extern void origin_init(void);
+extern void origin_session_begin(const char *origin_name);
+extern XLogRecPtr origin_session_progress(void);
+extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
+
+/* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
+
+typedef struct RefreshResult
+{
+	ApplyStats	stats;
+	XLogRecPtr	start_lsn;		/* position the batch started from */
+	XLogRecPtr	end_lsn;		/* position the datamart is consistent with */
+	XLogRecPtr	source_flush_lsn;	/* source's flushed WAL at the start */
+	XLogRecPtr	slot_restart_lsn;	/* oldest WAL the slot keeps on the source */
+	bool		complete;		/* reached source_flush_lsn */
+	bool		conn_closed;	/* the connection was abandoned mid-stream */
+	bool		paused;			/* schema drift paused the pipeline: nothing
+								 * was applied */
+	int64		run_id;			/* reserved for the batch (history), or 0 */
+	char	   *paused_reason;
+} RefreshResult;
+
+extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
+							 int64 max_messages, int max_ms,
+							 RefreshResult *r);
+extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
+								TimestampTz started, RefreshResult *r);
+
+/* ---------- launcher.c: continuous mode's launcher and shared state ---------- */
+
+extern void worker_shmem_init(void);
+extern bool worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms);
+
+/* ---------- worker.c: a pipeline's (or the notifier's) background worker ---------- */
+
+extern bool worker_still_wanted(void);
+extern void worker_xact_begin(void);
+extern void worker_xact_commit(void);
+
+/* ---------- notify.c: alerts and lineage over HTTP, the notifier ---------- */
 
 extern void outbox_emit(const char *pipeline, const char *event, const char *json);
 extern void outbox_emit_run(int64 run_id, int64 quarantined);
 extern int	notifier_run_once(bool reclaim);
+extern void notifier_main(MemoryContext cxt);
 
-/* payload.c (jansson) */
+/* ---------- payload.c: event payloads (jansson) ---------- */
+
 extern char *payload_build(const char *kind, const char *event, const char *pipeline, int64 id,
 						   const char *body_text, const char *namespace, const char *when, bool slack);
 extern char **payload_header_lines(const char *headers);
 extern void payload_free_lines(char **lines);
-
-/* ---------- copy.c: initial copy in one exported snapshot ---------- */
-
-extern int64 copy_table(SluiceConn *sc, const char *src_schema,
-						const char *src_table, bool partitioned,
-						List *columns, Oid target_relid, bool binary);
 
 #endif							/* PG_SLUICE_H */

@@ -4,13 +4,30 @@
  *	  One bounded pull-and-apply of a pipeline: what sluice.refresh() does
  *	  once, and what a continuous worker does in a loop.
  *
- * The source's flushed WAL position is read first; everything committed
- * before it is decoded through the SQL interface
- * (pg_logical_slot_peek_binary_changes) and applied in the caller's
- * transaction.  The slot is only told positions the datamart has durably
- * committed: at the start of each batch it is advanced to the replication
- * origin's progress, which the previous batch committed atomically with its
- * data.
+ * NOTES
+ *	  What this file owns.  A batch from start to recorded run.  The source's
+ *	  flushed WAL position is read first; everything committed before it is
+ *	  decoded (stream.c) and applied (apply.c) in the caller's transaction, as
+ *	  the pipeline's owner, in a subtransaction.  The slot is only told
+ *	  positions the datamart has durably committed: at the start of each batch
+ *	  it is advanced to the replication origin's progress, which the previous
+ *	  batch committed atomically with its data.  Whether a big backlog is
+ *	  decoded in two parts at once is decided here.  Set expectations run
+ *	  after the batch's rows are written and before it commits.  When the
+ *	  batch must pause the pipeline (drift, an error-severity expectation, a
+ *	  missing row under strict), the error carries a SluiceDrift in the
+ *	  batch's ApplyStats: the subtransaction rolls back, and the pause, its
+ *	  drift event and its alert are recorded in the caller's transaction,
+ *	  where they survive.  refresh_record_run writes the run, its expectation
+ *	  results, per-table counts, divergence and events.
+ *
+ *	  What it never does.  Parse or apply a message, or write the decoding
+ *	  query.
+ *
+ *	  Rejected.  Advancing the slot at the end of the batch, before its commit
+ *	  is durable: a crash in between would lose changes on the source side.
+ *	  Pausing from inside the batch's transaction: the rollback would take the
+ *	  pause along.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -193,7 +210,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 * user when refresh_pipeline's subtransaction aborts.
 	 */
 	/*
-	 * Every constraint is immediate for the batch: deferred keys (api.c's
+	 * Every constraint is immediate for the batch: deferred keys (pipeline.c's
 	 * create_target_key) and any deferred trigger on a datamart table are
 	 * checked when the batch's one query ends (apply_stream), as the owner,
 	 * when the batch holds whole source transactions.  PostgreSQL queues no
@@ -216,7 +233,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 
 	/* set expectations, on what the batch changed, before it commits */
 	if (r->stats.transactions > 0)
-		expect_run_set_checks(pipe);
+		expect_run_set_checks(pipe, &r->stats.pause);
 	sluice_restore_user(&owner_save);
 	if (r->stats.stopped_early)
 	{
@@ -247,7 +264,7 @@ static void refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 
 /*
  * Pull and apply, pausing the pipeline on schema drift.
  *
- * The batch runs in a subtransaction: when apply.c meets drift its policy
+ * The batch runs in a subtransaction: when contract.c meets drift its policy
  * cannot absorb, the subtransaction rolls back (nothing of the batch stays,
  * the origin does not move), and the pause and the drift event are recorded
  * in the caller's transaction, so they survive.  Any other error propagates.
@@ -261,7 +278,6 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	ResourceOwner oldowner = CurrentResourceOwner;
 
 	memset(r, 0, sizeof(*r));
-	sluice_pending_drift = NULL;
 	expect_results_reset();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -274,10 +290,9 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	}
 	PG_CATCH();
 	{
-		SluiceDrift *d = sluice_pending_drift;
+		SluiceDrift *d = r->stats.pause;
 		ErrorData  *edata;
 
-		sluice_pending_drift = NULL;
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -301,41 +316,8 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
 		refresh_record_pause(pipe, r);
 		if (!d->is_expectation && !d->is_divergence)
-		{
-			Oid			types[11] = {INT4OID, TEXTOID, TEXTOID, XIDOID, LSNOID, TEXTOID, TEXTOID,
-			INT4OID, TEXTOID, TEXTOID, TEXTOID};
-			Datum		args[11];
-
-			args[10] = CStringGetTextDatum(d->contract_columns);
-
-			args[0] = Int32GetDatum(pipe->pipeline_id);
-			args[1] = CStringGetTextDatum(d->source_schema);
-			args[2] = CStringGetTextDatum(d->source_table);
-			args[3] = TransactionIdGetDatum(d->xid);
-			args[4] = LSNGetDatum(d->lsn);
-			args[5] = CStringGetTextDatum(d->policy);
-			args[6] = CStringGetTextDatum(d->detail);
-			args[7] = Int32GetDatum(d->contract_version);
-			args[8] = CStringGetTextDatum(d->source_columns);
-			args[9] = CStringGetTextDatum("paused");
-			if (sluice_catalog_exec("INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, "
-									  "  source_xid, source_lsn, policy, action, detail, contract_version, source_columns, "
-									  "  contract_columns) "
-									  "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9::jsonb, $11::jsonb)",
-									  11, types, args, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not record the drift event");
-			{
-				StringInfoData j;
-
-				initStringInfo(&j);
-				appendStringInfoString(&j, "{\"table\": ");
-				escape_json(&j, psprintf("%s.%s", d->source_schema, d->source_table));
-				appendStringInfoString(&j, ", \"action\": \"paused\", \"summary\": ");
-				escape_json(&j, d->detail);
-				appendStringInfoChar(&j, '}');
-				outbox_emit(pipe->name, "contract_drift", j.data);
-			}
-		}
+			contract_record_drift(pipe, d, "paused",
+								  psprintf("%s.%s", d->source_schema, d->source_table));
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
@@ -391,7 +373,7 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 
 /*
  * Updates and deletes of the run found no row in the datamart and were
- * skipped (apply.c; a strict pipeline pauses instead): count them on the
+ * skipped (quarantine.c; a strict pipeline pauses instead): count them on the
  * run and the pipeline, queue a divergence event and warn.  The per-table
  * counts and keys are in sluice._run_table (table_counts_record).
  */

@@ -3,17 +3,28 @@
  * transport.c
  *	  libpq connections from a datamart backend to a source server.
  *
- * Every wait on the network goes through WaitLatchOrSocket, so a query
- * cancel, statement_timeout, SIGTERM or postmaster death interrupts it
- * promptly.  Connections are remembered in a small registry and closed at
- * the end of the transaction whatever happens: an ERROR thrown in the
- * middle of a COPY leaves no socket and no busy query on the source (a busy
- * query gets a cancel request first, so the source stops decoding and the
- * slot is free for the next refresh at once).
+ * NOTES
+ *	  What this file owns.  Every libpq connection pg_sluice opens and every
+ *	  wait on one.  Every wait on the network goes through WaitLatchOrSocket,
+ *	  so a query cancel, statement_timeout, SIGTERM or postmaster death
+ *	  interrupts it promptly.  Connections are remembered in a small registry
+ *	  and closed at the end of the transaction whatever happens: an ERROR
+ *	  thrown in the middle of a COPY leaves no socket and no busy query on the
+ *	  source (a busy query gets a cancel request first, so the source stops
+ *	  decoding and the slot is free for the next batch at once).  PGresults
+ *	  are tracked by a libpq event procedure and cleared at the end of the
+ *	  transaction, so none leaks past an ERROR.
  *
- * No password ever leaves this file: messages from libpq are scrubbed of
- * the password before they reach errdetail, and connection strings shown to
- * users are masked.
+ *	  What it never does.  Let a password out: messages from libpq are
+ *	  scrubbed of it before they reach errdetail, and connection strings shown
+ *	  to users are masked.  Know what a pipeline or a pgoutput message is: the
+ *	  decoding query and its framing are stream.c's.
+ *
+ *	  Rejected.  PQexec and blocking PQgetCopyData: nothing interrupts them
+ *	  until the source answers.  Closing connections in a PG_CATCH at every
+ *	  call site: the registry closes them at the end of the transaction
+ *	  wherever the ERROR came from, and the call sites stay straight-line
+ *	  code.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -760,3 +771,4 @@ transport_copy_next(SluiceConn *sc, char **buf, const char *what)
 		report_failure(sc, NULL, what);
 	}
 }
+

@@ -1,24 +1,29 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  Continuous mode: a launcher background worker and one apply worker per
- *	  running pipeline.
+ *	  Continuous mode: the background worker of one running pipeline (or of
+ *	  a database's notifier), started by the launcher (launcher.c).
  *
- * The wish to stream lives in two places: the catalog
- * (sluice._pipeline.continuous, durable, per database) and a slot in shared
- * memory (what the launcher acts on).  sluice.start() sets both; the
- * launcher starts an apply worker for every wanted slot and restarts it with
- * exponential backoff when it dies.  After a server restart shared memory is
- * empty: the launcher starts a short-lived "resume" worker in every database,
- * which re-registers the pipelines its catalog says are continuous.
+ * NOTES
+ *	  What this file owns.  A pipeline worker loops over refresh_pipeline()
+ *	  (refresh.c), one local transaction per batch, holding the pipeline's row
+ *	  lock for the batch: a manual sluice.refresh() refuses continuous
+ *	  pipelines, and sluice.stop() signals the worker before it touches the
+ *	  row, so both exclude each other without waiting on a long batch.  An
+ *	  error in a batch rolls it back (the replication origin, hence the slot,
+ *	  does not move), is recorded in the catalog and the runs log, and the
+ *	  batch is retried after a backoff.  Between batches it reports to its
+ *	  shared slot what sluice.status shows (lag, rows per second, last error)
+ *	  and warns when the slot holds too much WAL on the source.  The slot of a
+ *	  database's notifier (NOTIFIER_ID) runs notify.c's loop instead.
  *
- * An apply worker loops over refresh_pipeline() (refresh.c), one local
- * transaction per batch, holding the pipeline's row lock for the batch: a
- * manual sluice.refresh() refuses continuous pipelines, and sluice.stop()
- * signals the worker before it touches the row, so both exclude each other
- * without waiting on a long batch.  An error in a batch rolls it back (the
- * replication origin, hence the slot, does not move), is recorded in the
- * catalog and the runs log, and the batch is retried after a backoff.
+ *	  What it never does.  Decide whether it should run (the launcher does;
+ *	  the worker only asks, worker_still_wanted) or read the source other than
+ *	  through refresh_pipeline.
+ *
+ *	  Rejected.  Exiting on an error and letting the launcher restart the
+ *	  process: the connection to the source and the rate window would be lost
+ *	  at every failed batch, for the same backoff.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -65,682 +70,60 @@
 #include "utils/wait_event.h"
 
 #include "pg_sluice.h"
+#include "worker_internal.h"
 
-#define ERROR_LEN 512
-#define MAX_BACKOFF_MS 60000
-
-typedef struct WorkerSlot
-{
-	bool		in_use;
-	bool		wanted;			/* the pipeline should stream */
-	Oid			dboid;
-	Oid			roleoid;
-	int			pipeline_id;
-	char		pipeline[NAMEDATALEN];
-	pid_t		pid;			/* apply worker, 0 when none */
-	int			failures;		/* consecutive failed batches or deaths */
-	TimestampTz next_start;		/* launcher: not before */
-	TimestampTz started_at;		/* apply worker start */
-	TimestampTz last_batch_at;	/* last committed batch that applied rows */
-	TimestampTz measured_at;	/* last look at the source */
-	XLogRecPtr	source_flush_lsn;
-	XLogRecPtr	applied_lsn;
-	XLogRecPtr	slot_restart_lsn;
-	TimestampTz last_source_commit;
-	double		rows_per_sec;
-	int64		rows_applied;	/* since the worker started */
-	bool		in_error;
-	char		last_error[ERROR_LEN];
-	TimestampTz last_error_at;
-	TimestampTz retry_at;		/* apply worker backing off after a failed
-								 * batch: its next attempt, else 0 */
-} WorkerSlot;
-
-typedef struct SluiceShared
-{
-	LWLock	   *lock;
-	pid_t		launcher_pid;
-	Latch	   *launcher_latch;
-	int			nslots;
-	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
-} SluiceShared;
-
-static SluiceShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-PGDLLEXPORT void sluice_launcher_main(Datum arg);
-PGDLLEXPORT void sluice_resume_main(Datum arg);
 PGDLLEXPORT void sluice_worker_main(Datum arg);
-
-PG_FUNCTION_INFO_V1(sluice_start);
-PG_FUNCTION_INFO_V1(sluice_stop);
-PG_FUNCTION_INFO_V1(sluice_worker_status);
-PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
-
-#define NOTIFIER_ID 0			/* the slot of a database's notifier */
-
-/* ---------- shared memory ---------- */
-
-static Size
-shared_size(void)
-{
-	return add_size(offsetof(SluiceShared, slots),
-					mul_size(sizeof(WorkerSlot), sluice_max_workers));
-}
-
-static void
-sluice_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(shared_size());
-	RequestNamedLWLockTranche("pg_sluice", 1);
-}
-
-static void
-sluice_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("pg_sluice", shared_size(), &found);
-	if (!found)
-	{
-		memset(shared, 0, shared_size());
-		shared->lock = &(GetNamedLWLockTranche("pg_sluice"))->lock;
-		shared->nslots = sluice_max_workers;
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/*
- * Called from _PG_init when loaded by shared_preload_libraries: reserve
- * shared memory and register the launcher.
- */
-void
-worker_shmem_init(void)
-{
-	BackgroundWorker bgw;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = sluice_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = sluice_shmem_startup;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_sluice");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "sluice_launcher_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_sluice launcher");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_sluice launcher");
-	RegisterBackgroundWorker(&bgw);
-}
-
-static void
-require_shared(void)
-{
-	if (shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("continuous mode needs pg_sluice in shared_preload_libraries"),
-				 errdetail("Background workers and their shared state are set up when the server starts."),
-				 errhint("Add pg_sluice to shared_preload_libraries in postgresql.conf and restart the server, "
-						 "or refresh on a schedule with sluice.refresh() from pg_cron.")));
-}
-
-static void
-wake_launcher(void)
-{
-	Latch	   *latch;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	latch = shared->launcher_latch;
-	LWLockRelease(shared->lock);
-	if (latch)
-		SetLatch(latch);
-}
-
-/* The slot of a pipeline, or NULL; caller holds the lock. */
-static WorkerSlot *
-find_slot(Oid dboid, int pipeline_id)
-{
-	int			i;
-
-	for (i = 0; i < shared->nslots; i++)
-	{
-		WorkerSlot *s = &shared->slots[i];
-
-		if (s->in_use && s->dboid == dboid && s->pipeline_id == pipeline_id)
-			return s;
-	}
-	return NULL;
-}
-
-/*
- * Mark a pipeline as wanted; the launcher starts its worker.  Returns false
- * when no slot is free.
- */
-static bool
-want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
-{
-	WorkerSlot *s;
-	int			i;
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	s = find_slot(dboid, pipeline_id);
-	for (i = 0; s == NULL && i < shared->nslots; i++)
-	{
-		if (!shared->slots[i].in_use)
-		{
-			s = &shared->slots[i];
-			memset(s, 0, sizeof(*s));
-			s->in_use = true;
-			s->dboid = dboid;
-			s->pipeline_id = pipeline_id;
-		}
-	}
-	if (s != NULL)
-	{
-		s->wanted = true;
-		s->roleoid = roleoid;
-		strlcpy(s->pipeline, name, NAMEDATALEN);
-		s->failures = 0;
-		s->next_start = 0;
-	}
-	LWLockRelease(shared->lock);
-	return s != NULL;
-}
-
-/*
- * Stop a pipeline's worker and wait until it has exited (its batch rolled
- * back).  Returns false when it did not exit within timeout_ms.
- */
-bool
-worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	if (shared == NULL)
-		return true;
-	for (;;)
-	{
-		WorkerSlot *s;
-		pid_t		pid = 0;
-
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		s = find_slot(dboid, pipeline_id);
-		if (s != NULL)
-		{
-			s->wanted = false;
-			pid = s->pid;
-			if (pid == 0)
-				s->in_use = false;
-		}
-		LWLockRelease(shared->lock);
-		if (pid == 0)
-			return true;
-		kill(pid, SIGTERM);
-		if (GetCurrentTimestamp() >= deadline)
-			return false;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 20, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/* ---------- SQL: start, stop, status ---------- */
-
-/*
- * sluice._notifier_wanted(): make sure this database's notifier runs
- * (false, with a NOTICE, when pg_sluice is not preloaded).
- */
-Datum
-sluice_notifier_wanted(PG_FUNCTION_ARGS)
-{
-	if (shared == NULL)
-	{
-		ereport(NOTICE,
-				(errmsg("events are queued but not delivered: pg_sluice is not in shared_preload_libraries"),
-				 errhint("The notifier is a background worker; add pg_sluice to shared_preload_libraries and restart.")));
-		PG_RETURN_BOOL(false);
-	}
-	if (!want_pipeline(MyDatabaseId, NOTIFIER_ID, GetUserId(), "notifier"))
-		ereport(WARNING,
-				(errmsg("no free worker slot for the notifier"),
-				 errhint("Raise pg_sluice.max_workers and restart the server.")));
-	wake_launcher();
-	PG_RETURN_BOOL(true);
-}
-
-/*
- * sluice.start(pipeline): stream the pipeline continuously.
- */
-Datum
-sluice_start(PG_FUNCTION_ARGS)
-{
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	SluicePipeline *pipe;
-	Oid			types[2] = {INT4OID, OIDOID};
-	Datum		args[2];
-	bool		was;
-
-	require_shared();
-	SPI_connect();
-	pipe = catalog_pipeline(name, true);
-	sluice_check_operator(pipe, "start");
-	{
-		/* the worker logs in as the role that starts it (a NOLOGIN role would die at once, in a loop) */
-		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
-		bool		canlogin = HeapTupleIsValid(tup) && ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
-
-		if (HeapTupleIsValid(tup))
-			ReleaseSysCache(tup);
-		if (!canlogin)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-					 errmsg("role \"%s\" cannot log in, and the worker of pipeline \"%s\" would run as it",
-							GetUserNameFromId(GetUserId(), false), name),
-					 errdetail("A pipeline's worker connects as the role that starts it."),
-					 errhint("Start it as a role that can log in and has the privileges of the pipeline's owner (for example after RESET ROLE).")));
-	}
-	was = pipe->continuous;
-	args[0] = Int32GetDatum(pipe->pipeline_id);
-	args[1] = ObjectIdGetDatum(GetUserId());
-	if (sluice_catalog_exec("UPDATE sluice._pipeline SET continuous = true, run_as = $2, "
-							  "       last_error = NULL, last_error_at = NULL WHERE pipeline_id = $1",
-							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark pipeline continuous");
-	if (!want_pipeline(MyDatabaseId, pipe->pipeline_id, GetUserId(), pipe->name))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("no free worker slot for pipeline \"%s\"", name),
-				 errdetail("%d pipelines already stream continuously on this server.", sluice_max_workers),
-				 errhint("Stop one with sluice.stop(), or raise pg_sluice.max_workers (and max_worker_processes) and restart the server.")));
-	SPI_finish();
-	wake_launcher();
-	PG_RETURN_BOOL(!was);
-}
-
-/*
- * sluice.stop(pipeline): stop streaming.  The worker is stopped first (its
- * batch in progress rolls back and is applied again later), then the
- * catalog is updated.
- */
-Datum
-sluice_stop(PG_FUNCTION_ARGS)
-{
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	SluicePipeline *pipe;
-	Oid			types[1] = {INT4OID};
-	Datum		args[1];
-
-	PreventInTransactionBlock(true, "sluice.stop()");
-	SPI_connect();
-	pipe = catalog_pipeline(name, false);
-	sluice_check_operator(pipe, "stop");
-	if (!worker_stop_pipeline(MyDatabaseId, pipe->pipeline_id, 60000))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("the worker of pipeline \"%s\" did not stop within 60 seconds", name),
-				 errhint("Call sluice.stop() again; pg_stat_activity shows the worker.")));
-	pipe = catalog_pipeline(name, true);
-	args[0] = Int32GetDatum(pipe->pipeline_id);
-	if (sluice_catalog_exec("UPDATE sluice._pipeline SET continuous = false WHERE pipeline_id = $1",
-							  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark pipeline stopped");
-	SPI_finish();
-	PG_RETURN_BOOL(pipe->continuous);
-}
-
-/*
- * sluice._worker_status(): what the workers of this database report.
- */
-Datum
-sluice_worker_status(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			i;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (shared == NULL)
-		return (Datum) 0;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	for (i = 0; i < shared->nslots; i++)
-	{
-		WorkerSlot *s = &shared->slots[i];
-		Datum		v[14];
-		bool		n[14];
-
-		if (!s->in_use || s->dboid != MyDatabaseId)
-			continue;
-		memset(n, 0, sizeof(n));
-		v[0] = Int32GetDatum(s->pipeline_id);
-		v[1] = Int32GetDatum(s->pid);
-		n[1] = (s->pid == 0);
-		v[2] = BoolGetDatum(s->wanted);
-		v[3] = Int32GetDatum(s->failures);
-		v[4] = TimestampTzGetDatum(s->started_at);
-		n[4] = (s->started_at == 0 || s->pid == 0);
-		v[5] = TimestampTzGetDatum(s->last_batch_at);
-		n[5] = (s->last_batch_at == 0);
-		v[6] = TimestampTzGetDatum(s->measured_at);
-		n[6] = (s->measured_at == 0);
-		v[7] = LSNGetDatum(s->source_flush_lsn);
-		n[7] = (s->source_flush_lsn == InvalidXLogRecPtr);
-		v[8] = LSNGetDatum(s->applied_lsn);
-		n[8] = (s->applied_lsn == InvalidXLogRecPtr);
-		v[9] = LSNGetDatum(s->slot_restart_lsn);
-		n[9] = (s->slot_restart_lsn == InvalidXLogRecPtr);
-		v[10] = TimestampTzGetDatum(s->last_source_commit);
-		n[10] = (s->last_source_commit == 0);
-		v[11] = Float8GetDatum(s->rows_per_sec);
-		v[12] = CStringGetTextDatum(s->last_error);
-		n[12] = !s->in_error;
-		/* a live worker backing off, or the launcher's next start */
-		if (s->pid != 0)
-		{
-			v[13] = TimestampTzGetDatum(s->retry_at);
-			n[13] = (s->retry_at == 0);
-		}
-		else
-		{
-			v[13] = TimestampTzGetDatum(s->next_start);
-			n[13] = (s->next_start == 0);
-		}
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
-	}
-	LWLockRelease(shared->lock);
-	return (Datum) 0;
-}
-
-/* ---------- launcher ---------- */
-
-static BackgroundWorkerHandle *
-start_bgworker(const char *function, const char *name, Oid dboid, Datum arg)
-{
-	BackgroundWorker bgw;
-	BackgroundWorkerHandle *handle;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_sluice");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "%s", strcmp(function, "sluice_worker_main") == 0 ?
-			 "pg_sluice worker" : "pg_sluice resume");
-	bgw.bgw_main_arg = arg;
-	memcpy(bgw.bgw_extra, &dboid, sizeof(Oid));
-	bgw.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
-		return NULL;
-	return handle;
-}
-
-/*
- * After a server start: let each database re-register its continuous
- * pipelines.  One short-lived worker per database, one at a time.
- */
-static void
-resume_databases(void)
-{
-	List	   *dbs = NIL;
-	ListCell   *lc;
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		if (db->datallowconn && !db->datistemplate)
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-			dbs = lappend_oid(dbs, db->oid);
-			MemoryContextSwitchTo(old);
-		}
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
-
-	foreach(lc, dbs)
-	{
-		Oid			dboid = lfirst_oid(lc);
-		BackgroundWorkerHandle *h;
-		pid_t		pid;
-
-		h = start_bgworker("sluice_resume_main", "pg_sluice resume", dboid,
-						   ObjectIdGetDatum(dboid));
-		if (h == NULL)
-		{
-			ereport(WARNING,
-					(errmsg("pg_sluice launcher could not start a worker to resume continuous pipelines"),
-					 errhint("Raise max_worker_processes.")));
-			break;
-		}
-		if (WaitForBackgroundWorkerStartup(h, &pid) == BGWH_STARTED)
-			(void) WaitForBackgroundWorkerShutdown(h);
-		pfree(h);
-	}
-	list_free(dbs);
-}
-
-static long
-backoff_ms(int failures)
-{
-	long		ms = 1000;
-
-	while (--failures > 0 && ms < MAX_BACKOFF_MS)
-		ms *= 2;
-	return Min(ms, MAX_BACKOFF_MS);
-}
-
-void
-sluice_launcher_main(Datum arg)
-{
-	BackgroundWorkerHandle **handles;
-
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	sluice_fix_search_path();
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->launcher_pid = MyProcPid;
-	shared->launcher_latch = MyLatch;
-	LWLockRelease(shared->lock);
-
-	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * shared->nslots);
-	resume_databases();
-
-	while (!ShutdownRequestPending)
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		wait_ms = 1000;
-		int			i;
-
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		for (i = 0; i < shared->nslots; i++)
-		{
-			WorkerSlot *s = &shared->slots[i];
-			pid_t		pid;
-			bool		start = false;
-
-			if (handles[i] != NULL &&
-				GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
-			{
-				pfree(handles[i]);
-				handles[i] = NULL;
-				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-				s->pid = 0;
-				if (s->in_use && s->wanted)
-				{
-					/* it died: try again later, later each time */
-					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
-				}
-				LWLockRelease(shared->lock);
-			}
-
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			if (s->in_use && !s->wanted && handles[i] == NULL && s->pid == 0)
-				s->in_use = false;
-			else if (s->in_use && s->wanted && handles[i] == NULL)
-			{
-				if (s->next_start <= now)
-					start = true;
-				else
-				{
-					long		secs;
-					int			usecs;
-
-					TimestampDifference(now, s->next_start, &secs, &usecs);
-					wait_ms = Min(wait_ms, secs * 1000 + usecs / 1000 + 1);
-				}
-			}
-			LWLockRelease(shared->lock);
-
-			if (start)
-			{
-				char		name[BGW_MAXLEN];
-
-				snprintf(name, sizeof(name), "pg_sluice worker for %s", s->pipeline);
-				handles[i] = start_bgworker("sluice_worker_main", name, s->dboid,
-											Int32GetDatum(i));
-				if (handles[i] == NULL)
-				{
-					LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, backoff_ms(s->failures));
-					snprintf(s->last_error, ERROR_LEN,
-							 "no background worker slot free (max_worker_processes)");
-					s->in_error = true;
-					s->last_error_at = now;
-					LWLockRelease(shared->lock);
-				}
-			}
-		}
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		/* absorb proc signal barriers (DROP DATABASE waits for every process) */
-		CHECK_FOR_INTERRUPTS();
-	}
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->launcher_pid = 0;
-	shared->launcher_latch = NULL;
-	LWLockRelease(shared->lock);
-	proc_exit(0);
-}
-
-/* ---------- resume: re-register a database's continuous pipelines ---------- */
-
-void
-sluice_resume_main(Datum arg)
-{
-	Oid			dboid = DatumGetObjectId(arg);
-	uint64		i;
-
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	sluice_fix_search_path();
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_sluice'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		/* events to deliver: this database needs its notifier */
-		if (SPI_execute("SELECT 1 FROM sluice._destination LIMIT 1", true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1 &&
-			!want_pipeline(dboid, NOTIFIER_ID, InvalidOid, "notifier"))
-			ereport(WARNING,
-					(errmsg("no free worker slot for the notifier"),
-					 errhint("Raise pg_sluice.max_workers and restart the server.")));
-	}
-	else
-		goto done;				/* pg_sluice is not installed here */
-
-	if (SPI_execute("SELECT pipeline_id, run_as, name FROM sluice._pipeline "
-					" WHERE continuous AND run_as IS NOT NULL ORDER BY pipeline_id",
-					true, 0) == SPI_OK_SELECT)
-	{
-		for (i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			int			id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-			Oid			role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-															  SPI_tuptable->tupdesc, 2, &isnull));
-			char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-
-			if (!want_pipeline(dboid, id, role, name))
-				ereport(WARNING,
-						(errmsg("pipeline \"%s\" cannot stream: no free worker slot", name),
-						 errhint("Raise pg_sluice.max_workers and restart the server.")));
-		}
-	}
-done:
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	proc_exit(0);
-}
-
-/* ---------- apply worker ---------- */
 
 static int	my_slot = -1;
 static SluiceConn *worker_conn = NULL;	/* kept across batches */
 static TimestampTz window_start = 0;	/* rows per second window */
 static int64 window_rows = 0;
 
+/*
+ * Start a transaction of a background worker's own, with SPI and a
+ * snapshot: the launcher's resume worker, the pipeline workers and the
+ * notifier run every step of theirs in one.
+ */
+void
+worker_xact_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/* Commit what worker_xact_begin started. */
+void
+worker_xact_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 static void
 worker_detach(int code, Datum arg)
 {
-	WorkerSlot *s = &shared->slots[DatumGetInt32(arg)];
+	WorkerSlot *s = &sluice_shared->slots[DatumGetInt32(arg)];
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	if (s->pid == MyProcPid)
 		s->pid = 0;
-	LWLockRelease(shared->lock);
-	if (shared->launcher_latch)
-		SetLatch(shared->launcher_latch);
+	LWLockRelease(sluice_shared->lock);
+	if (sluice_shared->launcher_latch)
+		SetLatch(sluice_shared->launcher_latch);
 }
 
-static bool
-still_wanted(void)
+/* Does the launcher still want this worker to run? */
+bool
+worker_still_wanted(void)
 {
 	bool		w;
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	w = shared->slots[my_slot].in_use && shared->slots[my_slot].wanted;
-	LWLockRelease(shared->lock);
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	w = sluice_shared->slots[my_slot].in_use && sluice_shared->slots[my_slot].wanted;
+	LWLockRelease(sluice_shared->lock);
 	return w;
 }
 
@@ -751,29 +134,24 @@ still_wanted(void)
 static bool
 worker_batch(int pipeline_id, bool *done)
 {
-	WorkerSlot *s = &shared->slots[my_slot];
+	WorkerSlot *s = &sluice_shared->slots[my_slot];
 	SluicePipeline *pipe;
 	RefreshResult r;
 	TimestampTz started;
 	bool		had_error;
 	int64		rows;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	pgstat_report_activity(STATE_RUNNING, "pg_sluice: applying a batch");
 	started = GetCurrentTimestamp();
 
 	pipe = catalog_pipeline_by_id(pipeline_id, true);
 	if (pipe == NULL || !pipe->continuous)
 	{
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 		s->wanted = false;
-		LWLockRelease(shared->lock);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		LWLockRelease(sluice_shared->lock);
+		worker_xact_commit();
 		*done = true;
 		return false;
 	}
@@ -783,9 +161,7 @@ worker_batch(int pipeline_id, bool *done)
 	if (pipe->paused_reason)
 	{
 		/* schema drift paused it: wait for sluice.resume() */
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return true;
 	}
@@ -803,9 +179,9 @@ worker_batch(int pipeline_id, bool *done)
 	/* idle polls leave no run */
 	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
 		(void) refresh_record_run(pipe, "stream", started, &r);
-	LWLockAcquire(shared->lock, LW_SHARED);
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
 	had_error = s->in_error;
-	LWLockRelease(shared->lock);
+	LWLockRelease(sluice_shared->lock);
 	if (had_error)
 	{
 		Oid			types[1] = {INT4OID};
@@ -825,10 +201,18 @@ worker_batch(int pipeline_id, bool *done)
 
 		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
 		{
-			outbox_emit(pipe->name, "slot_lag",
-						psprintf("{\"slot\": \"%s\", \"retained_bytes\": " UINT64_FORMAT ", \"summary\": \"slot %s keeps %llu MB of WAL on the source\"}",
-								 pipe->slot_name, (uint64) (r.source_flush_lsn - r.slot_restart_lsn), pipe->slot_name,
-								 (unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
+			StringInfoData j;
+
+			initStringInfo(&j);
+			sluice_json_begin(&j);
+			sluice_json_string(&j, "slot", pipe->slot_name);
+			sluice_json_raw(&j, "retained_bytes",
+							psprintf(UINT64_FORMAT, (uint64) (r.source_flush_lsn - r.slot_restart_lsn)));
+			sluice_json_string(&j, "summary",
+							   psprintf("slot %s keeps %llu MB of WAL on the source", pipe->slot_name,
+										(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
+			sluice_json_end(&j);
+			outbox_emit(pipe->name, "slot_lag", j.data);
 			ereport(WARNING,
 					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
 							pipe->slot_name,
@@ -839,9 +223,7 @@ worker_batch(int pipeline_id, bool *done)
 			last_warned = GetCurrentTimestamp();
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	/* table statistics, for autovacuum (at most once a second) */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -851,7 +233,7 @@ worker_batch(int pipeline_id, bool *done)
 		TimestampTz now = GetCurrentTimestamp();
 
 		window_rows += rows;
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 		s->failures = 0;
 		s->in_error = false;
 		s->retry_at = 0;
@@ -876,7 +258,7 @@ worker_batch(int pipeline_id, bool *done)
 			window_start = now;
 			window_rows = 0;
 		}
-		LWLockRelease(shared->lock);
+		LWLockRelease(sluice_shared->lock);
 	}
 
 	return r.complete;
@@ -892,10 +274,7 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	args[0] = Int32GetDatum(pipeline_id);
 	args[1] = CStringGetTextDatum(message);
 	args[2] = TimestampTzGetDatum(started);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	worker_xact_begin();
 	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
 							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
 		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
@@ -907,9 +286,7 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	if (sluice_catalog_exec("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
 							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue the failure's events");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 }
 
 void
@@ -922,11 +299,11 @@ sluice_worker_main(Datum arg)
 	MemoryContext worker_cxt;
 
 	my_slot = DatumGetInt32(arg);
-	s = &shared->slots[my_slot];
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	s = &sluice_shared->slots[my_slot];
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	if (!s->in_use || !s->wanted)
 	{
-		LWLockRelease(shared->lock);
+		LWLockRelease(sluice_shared->lock);
 		proc_exit(0);
 	}
 	s->pid = MyProcPid;
@@ -935,7 +312,7 @@ sluice_worker_main(Datum arg)
 	dboid = s->dboid;
 	roleoid = s->roleoid;
 	pipeline_id = s->pipeline_id;
-	LWLockRelease(shared->lock);
+	LWLockRelease(sluice_shared->lock);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
 	pqsignal(SIGTERM, die);
@@ -951,51 +328,7 @@ sluice_worker_main(Datum arg)
 
 	if (pipeline_id == NOTIFIER_ID)
 	{
-		/*
-		 * Events claimed ('sending') by a round that failed are handed back
-		 * ('pending') by the next round: at start (a previous notifier died)
-		 * and after every error.
-		 */
-		volatile bool reclaim = true;
-
-		pgstat_report_appname("pg_sluice notifier");
-		curl_global_init(CURL_GLOBAL_DEFAULT);
-		while (still_wanted())
-		{
-			int			n = 0;
-
-			CHECK_FOR_INTERRUPTS();
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
-			MemoryContextSwitchTo(worker_cxt);
-			PG_TRY();
-			{
-				n = notifier_run_once(reclaim);
-				reclaim = false;
-			}
-			PG_CATCH();
-			{
-				HOLD_INTERRUPTS();
-				EmitErrorReport();
-				FlushErrorState();
-				AbortOutOfAnyTransaction();
-				RESUME_INTERRUPTS();
-				reclaim = true;
-				n = 0;
-			}
-			PG_END_TRY();
-			MemoryContextReset(worker_cxt);
-			pgstat_report_stat(false);
-			if (n == 0)
-			{
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 Max(sluice_naptime, 200), PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-			}
-		}
+		notifier_main(worker_cxt);
 		proc_exit(0);
 	}
 	for (;;)
@@ -1011,7 +344,7 @@ sluice_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (!still_wanted())
+		if (!worker_still_wanted())
 			break;
 
 		MemoryContextSwitchTo(worker_cxt);
@@ -1040,15 +373,15 @@ sluice_worker_main(Datum arg)
 			long		wait;
 
 			pgstat_report_activity(STATE_IDLE, NULL);
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 			failures = ++s->failures;
 			s->in_error = true;
 			strlcpy(s->last_error, msg, ERROR_LEN);
 			s->last_error_at = GetCurrentTimestamp();
-			wait = backoff_ms(failures);
+			wait = launcher_backoff_ms(failures);
 			s->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
 			s->retry_at = s->next_start;
-			LWLockRelease(shared->lock);
+			LWLockRelease(sluice_shared->lock);
 
 			record_failure(pipeline_id, started, msg);
 			pgstat_report_stat(false);
