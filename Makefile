@@ -37,7 +37,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every module includes the shared header
-$(OBJS): src/pg_sluice.h
+$(OBJS): $(wildcard src/*.h)
 
 PG_PROVE_FLAGS += -I $(srcdir)/test/perl
 
