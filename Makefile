@@ -67,9 +67,23 @@ check-version:
 	@test "$$(grep -c '"version": "$(PGXN_VERSION)"' META.json)" -ge 2 || { echo "META.json provides a version other than $(PGXN_VERSION)"; exit 1; }
 	@test -n "$(SQL_PARTS)" || { echo "src/sql/*.sql missing: nothing to build pg_sluice--$(EXTVERSION).sql from"; exit 1; }
 	@test -z "$$(git ls-files pg_sluice--$(EXTVERSION).sql 2>/dev/null)" || { echo "pg_sluice--$(EXTVERSION).sql is built from src/sql/*.sql and must not be committed"; exit 1; }
+	@test -f pg_sluice--$(UPGRADE_FROM).sql || { echo "pg_sluice--$(UPGRADE_FROM).sql (the released script) missing"; exit 1; }
+	@test -f pg_sluice--$(UPGRADE_FROM)--$(EXTVERSION).sql || { echo "no upgrade script pg_sluice--$(UPGRADE_FROM)--$(EXTVERSION).sql"; exit 1; }
 	@test ! -f debian/changelog || test "$$(sed -n '1s/^[^ ]* (\([^)-]*\).*/\1/p' debian/changelog)" = "$(EXTVERSION)" || { echo "debian/changelog version differs from $(EXTVERSION)"; exit 1; }
 	@test "$$(sed -n 's/^## \([^ ]*\).*/\1/p' CHANGELOG.md | head -1)" = "$(EXTVERSION)" || { echo "CHANGELOG.md's newest entry is not $(EXTVERSION)"; exit 1; }
 	@test ! -f pg_sluice.so || strings -n 3 pg_sluice.so | grep -qxF '$(EXTVERSION)' || { echo "pg_sluice.so was not built as version $(EXTVERSION): make clean all"; exit 1; }
+
+# test/t/060_upgrade.pl updates a datamart made by the previous release, whose
+# library it builds from that release's sources: git archive of the commit
+# that released it, written by "make upgrade-sources" in a git clone
+# (scripts/test.sh runs it; without them, as in a PGXN zip, the test skips).
+UPGRADE_FROM        = 0.1
+UPGRADE_FROM_COMMIT = 32ca14d
+
+.PHONY: upgrade-sources
+upgrade-sources:
+	@mkdir -p test/upgrade
+	git archive --format=tar -o test/upgrade/pg_sluice-$(UPGRADE_FROM).tar $(UPGRADE_FROM_COMMIT)
 
 # A PGXN release of the committed tree (HEAD): pg_sluice-<x.y.z>.zip.  Files
 # marked export-ignore in .gitattributes (debian/, .ci/) stay out of it.

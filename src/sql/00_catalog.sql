@@ -4,6 +4,8 @@
  * Part of the extension script: make concatenates the parts in src/sql/ in
  * name order into pg_sluice--<default_version>.sql (see src/sql/README.md;
  * no part may hold a slash-star inside a comment: block comments nest).
+ * Every catalog change ships its upgrade script, pg_sluice--<released>--
+ * <next>.sql, in the same commit (src/sql/README.md).
  * Tables sluice._source .. sluice._tag, their indexes, their
  * pg_extension_config_dump registrations and the type sluice.refresh_result.
  */

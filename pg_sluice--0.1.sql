@@ -1,0 +1,1937 @@
+/* pg_sluice--0.1.sql -- pg_sluice catalog and SQL API, version 0.1 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_sluice" to load this file. \quit
+
+COMMENT ON SCHEMA sluice IS
+  'pg_sluice: incremental, validated, versioned copies of a live PostgreSQL database';
+
+-------------------------------------------------------------------------------
+-- Catalog (private tables; read the views below)
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._source (
+    name        text PRIMARY KEY
+                CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    conninfo    text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by  name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._source IS
+  'Private: live servers pg_sluice reads from. Holds connection strings with secrets: readable by the extension owner only.';
+REVOKE ALL ON sluice._source FROM PUBLIC;
+
+CREATE TABLE sluice._pipeline (
+    pipeline_id       integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name              text NOT NULL UNIQUE
+                      CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    source_name       text NOT NULL REFERENCES sluice._source (name),
+    publication       text NOT NULL,
+    publication_owned boolean NOT NULL,
+    slot_name         text NOT NULL,
+    origin_name       text NOT NULL UNIQUE,
+    target_schema     name NOT NULL,
+    consistent_lsn    pg_lsn NOT NULL,
+    binary_transfer   boolean NOT NULL DEFAULT false,
+    continuous        boolean NOT NULL DEFAULT false,
+    run_as            oid,
+    last_error        text,
+    last_error_at     timestamptz,
+    paused_reason     text,
+    paused_at         timestamptz,
+    skip_xid          xid,
+    keep_history      boolean NOT NULL DEFAULT false,
+    history_from      bigint,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by        name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._pipeline IS
+  'Private: one row per pipeline (one source, one publication, one slot, one replication origin).';
+
+CREATE TABLE sluice._pipeline_table (
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    target_schema    name NOT NULL,
+    target_table     name NOT NULL,
+    key_columns      text[] NOT NULL,
+    replica_identity text NOT NULL,
+    drift_policy     text NOT NULL DEFAULT 'freeze'
+                     CHECK (drift_policy IN ('freeze', 'evolve', 'ignore')),
+    contract_version integer NOT NULL DEFAULT 1,
+    ignored_columns  text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (pipeline_id, source_schema, source_table),
+    UNIQUE (target_schema, target_table)
+);
+COMMENT ON TABLE sluice._pipeline_table IS
+  'Private: source tables of each pipeline and the datamart tables they feed.';
+
+CREATE TABLE sluice._contract_column (
+    pipeline_id      integer NOT NULL,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    contract_version integer NOT NULL,
+    position         integer NOT NULL,
+    column_name      name NOT NULL,
+    source_column    text,
+    data_type        text NOT NULL,
+    not_null         boolean NOT NULL,
+    is_key           boolean NOT NULL,
+    source_type      oid NOT NULL,
+    PRIMARY KEY (pipeline_id, source_schema, source_table, contract_version, column_name),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._contract_column IS
+  'Private: the columns of every version of every table contract.';
+
+CREATE TABLE sluice._drift_event (
+    event_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    detected_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    source_xid       xid,
+    source_lsn       pg_lsn,
+    policy           text NOT NULL,
+    action           text NOT NULL CHECK (action IN ('paused', 'evolved', 'ignored')),
+    detail           text NOT NULL,
+    contract_version integer NOT NULL,
+    contract_columns jsonb NOT NULL,
+    source_columns   jsonb NOT NULL
+);
+CREATE INDEX ON sluice._drift_event (pipeline_id, event_id);
+COMMENT ON TABLE sluice._drift_event IS
+  'Private: every schema drift detected on a source table, and what pg_sluice did about it.';
+
+CREATE TABLE sluice._expectation (
+    expectation_id   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL,
+    source_schema    text NOT NULL,
+    source_table     text NOT NULL,
+    name             text NOT NULL,
+    kind             text NOT NULL,
+    column_names     name[] NOT NULL DEFAULT '{}',
+    args             jsonb NOT NULL DEFAULT '{}',
+    severity         text NOT NULL CHECK (severity IN ('error', 'warn', 'quarantine')),
+    predicate        text,
+    check_sql        text,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (pipeline_id, name),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._expectation IS
+  'Private: data-quality expectations per datamart table. predicate: row expectations (a boolean SQL expression over the row, compiled once per batch); check_sql: set expectations (run once per batch).';
+
+CREATE TABLE sluice._quarantine (
+    quarantine_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    expectation_id   integer REFERENCES sluice._expectation ON DELETE SET NULL,
+    target_schema    name NOT NULL,
+    target_table     name NOT NULL,
+    source_xid       xid,
+    source_lsn       pg_lsn,
+    change           text NOT NULL,
+    row_data         jsonb NOT NULL,
+    quarantined_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released', 'discarded')),
+    resolved_at      timestamptz
+);
+CREATE INDEX ON sluice._quarantine (pipeline_id, status);
+COMMENT ON TABLE sluice._quarantine IS
+  'Private: rows held back by quarantine expectations, with the reason; release or discard them.';
+
+CREATE TABLE sluice._run (
+    run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh', 'stream')),
+    status            text NOT NULL CHECK (status IN ('succeeded', 'failed', 'paused')),
+    started_at        timestamptz NOT NULL,
+    finished_at       timestamptz NOT NULL,
+    start_lsn         pg_lsn,
+    end_lsn           pg_lsn,
+    transactions      bigint NOT NULL DEFAULT 0,
+    rows_inserted     bigint NOT NULL DEFAULT 0,
+    rows_updated      bigint NOT NULL DEFAULT 0,
+    rows_deleted      bigint NOT NULL DEFAULT 0,
+    tables_truncated  bigint NOT NULL DEFAULT 0,
+    last_source_commit timestamptz,
+    source_flush_lsn  pg_lsn,
+    slot_restart_lsn  pg_lsn,
+    error             text,
+    skipped_xid       xid,
+    history_purged    boolean NOT NULL DEFAULT false
+);
+CREATE INDEX ON sluice._run (pipeline_id, run_id);
+CREATE INDEX ON sluice._run (finished_at);
+COMMENT ON TABLE sluice._run IS
+  'Private: one row per committed initial copy, refresh or streamed batch, and per failed streamed batch.';
+
+SELECT pg_catalog.pg_extension_config_dump('sluice._source', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._pipeline_table', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._run', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._contract_column', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._drift_event', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._expectation', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._quarantine', '');
+
+CREATE TABLE sluice._expectation_result (
+    run_id           bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
+    expectation_id   integer NOT NULL REFERENCES sluice._expectation ON DELETE CASCADE,
+    evaluated        bigint NOT NULL,
+    failed           bigint NOT NULL,
+    success          boolean NOT NULL,
+    observed         text,
+    sample_keys      jsonb,
+    PRIMARY KEY (run_id, expectation_id)
+);
+CREATE INDEX ON sluice._expectation_result (expectation_id);
+COMMENT ON TABLE sluice._expectation_result IS
+  'Private: the result of every expectation in every run.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._expectation_result', '');
+
+
+CREATE TABLE sluice._destination (
+    name         text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    kind         text NOT NULL CHECK (kind IN ('webhook', 'openlineage')),
+    url          text NOT NULL,
+    events       text[] NOT NULL,
+    headers      jsonb NOT NULL DEFAULT '{}',
+    secret       text,
+    format       text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'slack')),
+    namespace    text,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by   name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE sluice._destination IS
+  'Private: where events go (webhooks, OpenLineage receivers). Holds secrets: readable by the extension owner only.';
+REVOKE ALL ON sluice._destination FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('sluice._destination', '');
+
+CREATE TABLE sluice._outbox (
+    event_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination     text NOT NULL REFERENCES sluice._destination ON DELETE CASCADE,
+    pipeline        text,
+    event           text NOT NULL,
+    body            jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    last_error      text,
+    sent_at         timestamptz
+);
+CREATE INDEX ON sluice._outbox (next_attempt_at) WHERE status = 'pending';
+COMMENT ON TABLE sluice._outbox IS
+  'Private: events written in the same transaction as what they describe; the notifier worker posts them.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._outbox', '');
+
+CREATE TABLE sluice._delivery (
+    event_id     bigint NOT NULL REFERENCES sluice._outbox ON DELETE CASCADE,
+    attempt      integer NOT NULL,
+    attempted_at timestamptz NOT NULL,
+    duration     interval NOT NULL,
+    http_status  integer,
+    error        text,
+    PRIMARY KEY (event_id, attempt)
+);
+COMMENT ON TABLE sluice._delivery IS 'Private: every delivery attempt.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._delivery', '');
+
+CREATE TABLE sluice._run_table (
+    run_id        bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
+    target_schema name NOT NULL,
+    target_table  name NOT NULL,
+    rows_inserted bigint NOT NULL,
+    rows_updated  bigint NOT NULL,
+    rows_deleted  bigint NOT NULL,
+    truncated     bigint NOT NULL,
+    PRIMARY KEY (run_id, target_schema, target_table)
+);
+COMMENT ON TABLE sluice._run_table IS 'Private: rows each run wrote per datamart table.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._run_table', '');
+
+CREATE TABLE sluice._tag (
+    pipeline_id  integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    name         text NOT NULL CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,30}$'),
+    version      bigint NOT NULL,
+    schema_name  name NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (pipeline_id, name)
+);
+COMMENT ON TABLE sluice._tag IS 'Private: named versions, each exposed as a schema of views.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._tag', '');
+
+-------------------------------------------------------------------------------
+-- Result type
+-------------------------------------------------------------------------------
+
+CREATE TYPE sluice.refresh_result AS (
+    pipeline          text,
+    run_id            bigint,
+    kind              text,
+    transactions      bigint,
+    rows_inserted     bigint,
+    rows_updated      bigint,
+    rows_deleted      bigint,
+    tables_truncated  bigint,
+    start_lsn         pg_lsn,
+    end_lsn           pg_lsn,
+    duration          interval,
+    status            text
+);
+COMMENT ON TYPE sluice.refresh_result IS
+  'Summary of one initial copy or refresh: what was applied and the source LSN range it covers.';
+
+-------------------------------------------------------------------------------
+-- Functions
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice.version()
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_version'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice.version() IS
+  'Version of the loaded pg_sluice library.';
+
+CREATE FUNCTION sluice._mask_conninfo(conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_mask_conninfo'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._mask_conninfo(text) IS
+  'Private: a connection string with its password replaced by ********.';
+
+CREATE FUNCTION sluice.create_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_create_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.create_source(text, text) IS
+  'Declares a live server to read from. The connection string is validated, never echoed, and stored where only the owner can read it.';
+
+CREATE FUNCTION sluice.alter_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_alter_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.alter_source(text, text) IS
+  'Replaces the connection string of a source (for example after a password rotation).';
+
+CREATE FUNCTION sluice.drop_source(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_source'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.drop_source(text) IS
+  'Forgets a source that no pipeline uses.';
+
+CREATE FUNCTION sluice.create_pipeline(
+    name          text,
+    source        text,
+    tables        text[],
+    target_schema name DEFAULT NULL,
+    publication   text DEFAULT NULL,
+    slot_name     text DEFAULT NULL,
+    adopt_tables  boolean DEFAULT false)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) IS
+  'Creates a pipeline: publication (unless an existing one is named) and slot on the source, tables in the datamart, and the initial copy of every table in one consistent snapshot.';
+
+CREATE FUNCTION sluice.refresh(pipeline text)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_refresh'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.refresh(text) IS
+  'Applies every change committed on the source up to the moment the call started, exactly once, and returns a summary.';
+
+CREATE FUNCTION sluice.start(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_start'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.start(text) IS
+  'Streams the pipeline continuously with a background worker (needs pg_sluice in shared_preload_libraries); survives restarts. Returns false if it already streamed.';
+
+CREATE FUNCTION sluice.stop(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_stop'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.stop(text) IS
+  'Stops continuous streaming: the worker exits (a batch in progress rolls back and is applied later), then sluice.refresh() works again. Returns false if it did not stream.';
+
+CREATE FUNCTION sluice._worker_status(
+    OUT pipeline_id integer, OUT pid integer, OUT wanted boolean, OUT failures integer,
+    OUT started_at timestamptz, OUT last_batch_at timestamptz, OUT measured_at timestamptz,
+    OUT source_flush_lsn pg_lsn, OUT applied_lsn pg_lsn, OUT slot_restart_lsn pg_lsn,
+    OUT last_source_commit timestamptz, OUT rows_per_second double precision,
+    OUT last_error text, OUT next_retry_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sluice_worker_status'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._worker_status() IS
+  'Private: what the continuous workers of this database report (shared memory); read sluice.status.';
+
+CREATE FUNCTION sluice.resume(pipeline text, skip_xid xid DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  reason text;
+BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT p.paused_reason INTO reason FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  IF reason IS NULL THEN
+    RAISE NOTICE 'pipeline "%" is not paused', pipeline;
+    RETURN false;
+  END IF;
+  UPDATE sluice._pipeline p SET paused_reason = NULL, paused_at = NULL, skip_xid = resume.skip_xid
+   WHERE p.name = pipeline;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.resume(text, xid) IS
+  'Lets a paused pipeline apply again, after the contract or the expectation was fixed: the changes it stopped at are applied by the next refresh or batch. With skip_xid, that source transaction is skipped once (recorded in sluice.runs.skipped_xid).';
+
+CREATE FUNCTION sluice._contract_table(target regclass, lock boolean DEFAULT false,
+    OUT pipeline_id integer, OUT source_schema text, OUT source_table text,
+    OUT contract_version integer)
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version
+    INTO pipeline_id, source_schema, source_table, contract_version
+    FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
+  END IF;
+  IF lock THEN
+    -- a refresh or worker batch of the pipeline holds this row while it applies
+    PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = _contract_table.pipeline_id FOR UPDATE;
+  END IF;
+END
+$$;
+
+CREATE FUNCTION sluice.set_drift_policy(target regclass, policy text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  old text;
+BEGIN
+  IF policy NOT IN ('freeze', 'evolve', 'ignore') THEN
+    RAISE EXCEPTION 'unknown drift policy "%"', policy USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'freeze: any incompatible change on the source pauses the pipeline; evolve: new source columns are added to the datamart table; ignore: new source columns are left out.',
+      HINT = 'Use freeze, evolve or ignore.';
+  END IF;
+  t := sluice._contract_table(target, true);
+  SELECT pt.drift_policy INTO old FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  UPDATE sluice._pipeline_table pt SET drift_policy = policy
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN old;
+END
+$$;
+COMMENT ON FUNCTION sluice.set_drift_policy(regclass, text) IS
+  'Sets what happens when the source table''s columns change (freeze, evolve or ignore); returns the previous policy.';
+
+CREATE FUNCTION sluice.map_column(target regclass, column_name name, source_column text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  other name;
+BEGIN
+  t := sluice._contract_table(target, true);
+  IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                  WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                        = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                    AND cc.column_name = map_column.column_name) THEN
+    RAISE EXCEPTION 'column "%" is not in the contract of %', column_name, target
+      USING ERRCODE = 'undefined_column', HINT = 'sluice.contracts lists the contract''s columns.';
+  END IF;
+  SELECT cc.column_name INTO other FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+     AND cc.source_column = map_column.source_column AND cc.column_name <> map_column.column_name;
+  IF FOUND THEN
+    RAISE EXCEPTION 'source column "%" already feeds column "%" of %', source_column, other, target
+      USING ERRCODE = 'duplicate_column';
+  END IF;
+  INSERT INTO sluice._contract_column
+  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
+         cc.column_name,
+         CASE WHEN cc.column_name = map_column.column_name THEN map_column.source_column ELSE cc.source_column END,
+         cc.data_type, cc.not_null, cc.is_key, cc.source_type
+    FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version);
+  UPDATE sluice._pipeline_table pt SET contract_version = t.contract_version + 1
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN t.contract_version + 1;
+END
+$$;
+COMMENT ON FUNCTION sluice.map_column(regclass, name, text) IS
+  'Feeds a datamart column from a (renamed) source column; records and returns a new contract version.';
+
+CREATE FUNCTION sluice.contract_diff(target regclass, from_version integer, to_version integer,
+    OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  t := sluice._contract_table(target);
+  IF from_version < 1 OR to_version > t.contract_version OR from_version > to_version THEN
+    RAISE EXCEPTION 'no contract versions % to % for %', from_version, to_version, target
+      USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('Versions 1 to %s exist.', t.contract_version);
+  END IF;
+  RETURN QUERY
+  WITH a AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, from_version)),
+       b AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, to_version))
+  SELECT CASE WHEN a.column_name IS NULL THEN 'added'
+              WHEN b.column_name IS NULL THEN 'removed'
+              ELSE 'changed' END,
+         coalesce(a.column_name, b.column_name),
+         CASE WHEN a.column_name IS NOT NULL THEN jsonb_build_object('source_column', a.source_column,
+              'data_type', a.data_type, 'not_null', a.not_null, 'is_key', a.is_key) END,
+         CASE WHEN b.column_name IS NOT NULL THEN jsonb_build_object('source_column', b.source_column,
+              'data_type', b.data_type, 'not_null', b.not_null, 'is_key', b.is_key) END
+    FROM a FULL JOIN b ON a.column_name = b.column_name
+   WHERE a.column_name IS NULL OR b.column_name IS NULL
+      OR (a.source_column, a.data_type, a.not_null, a.is_key) IS DISTINCT FROM
+         (b.source_column, b.data_type, b.not_null, b.is_key)
+   ORDER BY coalesce(b.position, a.position);
+END
+$$;
+COMMENT ON FUNCTION sluice.contract_diff(regclass, integer, integer) IS
+  'Columns added, removed or changed between two versions of a table''s contract.';
+
+CREATE FUNCTION sluice.purge_runs(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  WITH purged AS (
+    DELETE FROM sluice._run r
+     WHERE r.finished_at < now() - older_than
+       AND r.run_id <> (SELECT max(l.run_id) FROM sluice._run l
+                         WHERE l.pipeline_id = r.pipeline_id AND l.status = 'succeeded')
+    RETURNING 1)
+  SELECT count(*) FROM purged;
+END;
+COMMENT ON FUNCTION sluice.purge_runs(interval) IS
+  'Deletes runs finished longer ago than older_than, keeping each pipeline''s last successful run; returns how many were deleted. Schedule it with pg_cron.';
+
+CREATE FUNCTION sluice.drop_pipeline(
+    pipeline    text,
+    drop_tables boolean DEFAULT false,
+    force       boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_pipeline'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) IS
+  'Drops a pipeline: its slot (and the publication it created) on the source, its replication origin, optionally its datamart tables. force drops locally even when the source is unreachable.';
+
+-------------------------------------------------------------------------------
+-- Views
+-------------------------------------------------------------------------------
+
+CREATE VIEW sluice.sources AS
+SELECT s.name,
+       sluice._mask_conninfo(s.conninfo) AS conninfo,
+       s.created_at,
+       s.created_by
+  FROM sluice._source s;
+COMMENT ON VIEW sluice.sources IS 'Live servers pg_sluice reads from (passwords masked).';
+COMMENT ON COLUMN sluice.sources.name IS 'Source name.';
+COMMENT ON COLUMN sluice.sources.conninfo IS 'Connection string, password replaced by ********.';
+COMMENT ON COLUMN sluice.sources.created_at IS 'When the source was declared.';
+COMMENT ON COLUMN sluice.sources.created_by IS 'Role that declared it.';
+
+CREATE VIEW sluice.pipelines AS
+SELECT p.pipeline_id,
+       p.name,
+       p.source_name AS source,
+       p.target_schema,
+       p.publication,
+       p.slot_name,
+       (SELECT pg_catalog.array_agg(pt.source_schema OPERATOR(pg_catalog.||) '.'
+                                   OPERATOR(pg_catalog.||) pt.source_table
+                                   ORDER BY pt.source_schema, pt.source_table)
+          FROM sluice._pipeline_table pt
+         WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
+       p.binary_transfer,
+       r.finished_at AS last_refresh_at,
+       r.end_lsn AS last_end_lsn,
+       p.created_at
+  FROM sluice._pipeline p
+  LEFT JOIN LATERAL (SELECT r.finished_at, r.end_lsn
+                       FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                      ORDER BY r.run_id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW sluice.pipelines IS 'Pipelines: one source, one publication and slot on it, a set of tables copied into a target schema.';
+COMMENT ON COLUMN sluice.pipelines.pipeline_id IS 'Pipeline identifier.';
+COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
+COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
+COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
+COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format (every column of a built-in, non-enum type).';
+COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
+COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
+COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
+COMMENT ON COLUMN sluice.pipelines.last_end_lsn IS 'Source LSN the datamart is consistent with.';
+COMMENT ON COLUMN sluice.pipelines.created_at IS 'When the pipeline was created.';
+
+CREATE VIEW sluice.pipeline_tables AS
+SELECT p.name AS pipeline,
+       pt.source_schema,
+       pt.source_table,
+       pt.target_schema,
+       pt.target_table,
+       pt.key_columns,
+       pt.replica_identity
+  FROM sluice._pipeline_table pt
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.pipeline_tables IS 'Which source table feeds which datamart table, and by which key.';
+COMMENT ON COLUMN sluice.pipeline_tables.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.pipeline_tables.source_schema IS 'Schema of the table on the source.';
+COMMENT ON COLUMN sluice.pipeline_tables.source_table IS 'Table on the source.';
+COMMENT ON COLUMN sluice.pipeline_tables.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.pipeline_tables.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.pipeline_tables.key_columns IS 'Columns identifying a row (primary key or replica identity index); empty for REPLICA IDENTITY FULL without a key.';
+COMMENT ON COLUMN sluice.pipeline_tables.replica_identity IS 'Replica identity of the source table: default, index or full.';
+
+CREATE VIEW sluice.runs AS
+SELECT r.run_id,
+       p.name AS pipeline,
+       r.kind,
+       r.status,
+       r.started_at,
+       r.finished_at,
+       r.finished_at OPERATOR(pg_catalog.-) r.started_at AS duration,
+       r.start_lsn,
+       r.end_lsn,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       r.last_source_commit,
+       r.error,
+       r.skipped_xid
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
+COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
+COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh) or stream (a continuous worker''s batch).';
+COMMENT ON COLUMN sluice.runs.status IS 'succeeded or failed (a failed batch rolled back and is retried; a failed sluice.refresh() rolls back entirely and leaves no row).';
+COMMENT ON COLUMN sluice.runs.started_at IS 'When the run started.';
+COMMENT ON COLUMN sluice.runs.finished_at IS 'When the run finished applying (it committed with its transaction).';
+COMMENT ON COLUMN sluice.runs.duration IS 'finished_at - started_at.';
+COMMENT ON COLUMN sluice.runs.start_lsn IS 'Source LSN the run started from (exclusive).';
+COMMENT ON COLUMN sluice.runs.end_lsn IS 'Source LSN the datamart is consistent with after the run.';
+COMMENT ON COLUMN sluice.runs.transactions IS 'Source transactions applied.';
+COMMENT ON COLUMN sluice.runs.rows_inserted IS 'Rows inserted (initial copy: rows copied).';
+COMMENT ON COLUMN sluice.runs.rows_updated IS 'Rows updated.';
+COMMENT ON COLUMN sluice.runs.rows_deleted IS 'Rows deleted.';
+COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
+COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
+COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed, or why a paused run paused.';
+COMMENT ON COLUMN sluice.runs.skipped_xid IS 'Source transaction this run skipped on purpose (sluice.resume(pipeline, skip_xid)).';
+
+CREATE VIEW sluice.contracts AS
+SELECT pt.target_schema,
+       pt.target_table,
+       pt.source_schema,
+       pt.source_table,
+       pt.drift_policy,
+       pt.contract_version,
+       pt.ignored_columns AS ignored_source_columns,
+       cc.position,
+       cc.column_name,
+       cc.source_column,
+       cc.data_type,
+       cc.not_null,
+       cc.is_key
+  FROM sluice._pipeline_table pt
+  JOIN sluice._contract_column cc
+    ON (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+       OPERATOR(pg_catalog.=) (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version);
+COMMENT ON VIEW sluice.contracts IS 'The current contract of every datamart table pg_sluice feeds: one row per column.';
+COMMENT ON COLUMN sluice.contracts.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.contracts.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.contracts.source_schema IS 'Schema of the source table.';
+COMMENT ON COLUMN sluice.contracts.source_table IS 'Source table.';
+COMMENT ON COLUMN sluice.contracts.drift_policy IS 'freeze, evolve or ignore: what a change of the source table''s columns does.';
+COMMENT ON COLUMN sluice.contracts.contract_version IS 'Current contract version (each evolution or mapping adds one).';
+COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (added on the source under the ignore policy).';
+COMMENT ON COLUMN sluice.contracts.position IS 'Column position in the datamart table.';
+COMMENT ON COLUMN sluice.contracts.column_name IS 'Datamart column.';
+COMMENT ON COLUMN sluice.contracts.source_column IS 'Source column feeding it (differs after a rename on the source, see sluice.map_column).';
+COMMENT ON COLUMN sluice.contracts.data_type IS 'Datamart type.';
+COMMENT ON COLUMN sluice.contracts.not_null IS 'The datamart column refuses NULL.';
+COMMENT ON COLUMN sluice.contracts.is_key IS 'Part of the key rows are matched on.';
+
+CREATE VIEW sluice.drift_events AS
+SELECT d.event_id,
+       p.name AS pipeline,
+       d.source_schema,
+       d.source_table,
+       d.detected_at,
+       d.source_xid,
+       d.source_lsn,
+       d.policy,
+       d.action,
+       d.detail,
+       d.contract_version,
+       d.contract_columns,
+       d.source_columns
+  FROM sluice._drift_event d
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.drift_events IS 'Every change of a source table''s columns pg_sluice detected, and what it did.';
+COMMENT ON COLUMN sluice.drift_events.event_id IS 'Event identifier, increasing.';
+COMMENT ON COLUMN sluice.drift_events.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.drift_events.source_schema IS 'Schema of the source table.';
+COMMENT ON COLUMN sluice.drift_events.source_table IS 'Source table whose columns changed.';
+COMMENT ON COLUMN sluice.drift_events.detected_at IS 'When pg_sluice saw the change (the RELATION message, before any row).';
+COMMENT ON COLUMN sluice.drift_events.source_xid IS 'Source transaction that first carried the new definition.';
+COMMENT ON COLUMN sluice.drift_events.source_lsn IS 'Commit LSN of that source transaction.';
+COMMENT ON COLUMN sluice.drift_events.policy IS 'Drift policy in force.';
+COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (datamart table and contract changed) or ignored (new columns left out).';
+COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
+COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
+COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source columns the contract expected (source name, datamart column, type OID).';
+COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name and type OID).';
+
+
+CREATE VIEW sluice.expectations AS
+SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,
+       e.column_names, e.args, e.severity, e.created_at
+  FROM sluice._expectation e
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table);
+COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations.';
+COMMENT ON COLUMN sluice.expectations.expectation_id IS 'Expectation identifier.';
+COMMENT ON COLUMN sluice.expectations.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.expectations.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.expectations.target_table IS 'Datamart table it checks.';
+COMMENT ON COLUMN sluice.expectations.name IS 'Expectation name, unique in the pipeline.';
+COMMENT ON COLUMN sluice.expectations.kind IS 'Great Expectations name of the check.';
+COMMENT ON COLUMN sluice.expectations.column_names IS 'Columns it checks.';
+COMMENT ON COLUMN sluice.expectations.args IS 'Its parameters (min_value, max_value, value_set, regex, ...).';
+COMMENT ON COLUMN sluice.expectations.severity IS 'error (roll the batch back, pause), warn (apply, record) or quarantine (hold the failing row back).';
+COMMENT ON COLUMN sluice.expectations.created_at IS 'When it was declared.';
+
+CREATE VIEW sluice.quality AS
+SELECT r.run_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name AS expectation, e.kind,
+       e.column_names, e.severity, r.finished_at, r.status AS run_status,
+       er.evaluated, er.failed, er.success, er.observed, er.sample_keys
+  FROM sluice._expectation_result er
+  JOIN sluice._run r USING (run_id)
+  JOIN sluice._expectation e USING (expectation_id)
+  JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) e.pipeline_id
+  JOIN sluice._pipeline_table pt ON (pt.pipeline_id, pt.source_schema, pt.source_table)
+       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table);
+COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard.';
+COMMENT ON COLUMN sluice.quality.run_id IS 'Run (sluice.runs).';
+COMMENT ON COLUMN sluice.quality.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.quality.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.quality.target_table IS 'Datamart table.';
+COMMENT ON COLUMN sluice.quality.expectation IS 'Expectation name.';
+COMMENT ON COLUMN sluice.quality.kind IS 'Great Expectations name of the check.';
+COMMENT ON COLUMN sluice.quality.column_names IS 'Columns checked.';
+COMMENT ON COLUMN sluice.quality.severity IS 'error, warn or quarantine.';
+COMMENT ON COLUMN sluice.quality.finished_at IS 'When the run finished.';
+COMMENT ON COLUMN sluice.quality.run_status IS 'succeeded, or paused when an error-severity expectation failed.';
+COMMENT ON COLUMN sluice.quality.evaluated IS 'Rows checked (row expectations: rows written; set expectations: rows the run changed, or 1 for table-level checks).';
+COMMENT ON COLUMN sluice.quality.failed IS 'Rows (or values) that failed.';
+COMMENT ON COLUMN sluice.quality.success IS 'No failure.';
+COMMENT ON COLUMN sluice.quality.observed IS 'Observed value of table-level checks (row count, max).';
+COMMENT ON COLUMN sluice.quality.sample_keys IS 'Up to 5 keys (or values) that failed.';
+
+CREATE VIEW sluice.quarantine AS
+SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.name AS expectation,
+       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at
+  FROM sluice._quarantine q
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._expectation e USING (expectation_id);
+COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations; release or discard them.';
+COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
+COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.quarantine.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.quarantine.target_table IS 'Datamart table the row was for.';
+COMMENT ON COLUMN sluice.quarantine.expectation IS 'Expectation the row failed.';
+COMMENT ON COLUMN sluice.quarantine.change IS 'insert or update.';
+COMMENT ON COLUMN sluice.quarantine.row_data IS 'The row as it would have been written.';
+COMMENT ON COLUMN sluice.quarantine.source_xid IS 'Source transaction.';
+COMMENT ON COLUMN sluice.quarantine.source_lsn IS 'Commit LSN of the source transaction.';
+COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
+COMMENT ON COLUMN sluice.quarantine.status IS 'held, released or discarded.';
+COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released or discarded.';
+
+
+CREATE VIEW sluice.versions AS
+SELECT r.run_id AS version,
+       p.name AS pipeline,
+       r.kind,
+       r.start_lsn,
+       r.end_lsn,
+       r.last_source_commit,
+       r.finished_at AS committed_at,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       (SELECT count(*) FROM sluice._expectation_result er WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id) AS expectations,
+       (SELECT count(*) FROM sluice._expectation_result er
+         WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id AND NOT er.success) AS expectations_failed,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                 pg_catalog.jsonb_build_object('inserted', rt.rows_inserted, 'updated', rt.rows_updated,
+                                               'deleted', rt.rows_deleted, 'truncated', rt.truncated))
+          FROM sluice._run_table rt WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id) AS tables,
+       (SELECT pg_catalog.array_agg(tg.name ORDER BY tg.name) FROM sluice._tag tg
+         WHERE tg.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id AND tg.version OPERATOR(pg_catalog.=) r.run_id) AS tags,
+       COALESCE(p.keep_history AND r.run_id OPERATOR(pg_catalog.>=) p.history_from AND NOT r.history_purged, false) AS queryable
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id)
+ WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
+   AND (r.kind OPERATOR(pg_catalog.=) 'initial_copy' OR r.transactions OPERATOR(pg_catalog.>) 0);
+COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes), with its metadata.';
+COMMENT ON COLUMN sluice.versions.version IS 'Version number (the run id): <table>_at(version) reads a table as of it.';
+COMMENT ON COLUMN sluice.versions.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh or stream.';
+COMMENT ON COLUMN sluice.versions.start_lsn IS 'Source LSN the version starts after.';
+COMMENT ON COLUMN sluice.versions.end_lsn IS 'Source LSN the version is consistent with.';
+COMMENT ON COLUMN sluice.versions.last_source_commit IS 'Commit time on the source of the last transaction in the version.';
+COMMENT ON COLUMN sluice.versions.committed_at IS 'When the version committed in the datamart: <table>_at_time(t) reads the last version committed at t.';
+COMMENT ON COLUMN sluice.versions.transactions IS 'Source transactions in the version.';
+COMMENT ON COLUMN sluice.versions.rows_inserted IS 'Rows inserted.';
+COMMENT ON COLUMN sluice.versions.rows_updated IS 'Rows updated.';
+COMMENT ON COLUMN sluice.versions.rows_deleted IS 'Rows deleted.';
+COMMENT ON COLUMN sluice.versions.tables_truncated IS 'Tables truncated.';
+COMMENT ON COLUMN sluice.versions.tables IS 'Rows written per datamart table: {"schema.table": {"inserted", "updated", "deleted", "truncated"}}.';
+COMMENT ON COLUMN sluice.versions.expectations IS 'Expectations evaluated.';
+COMMENT ON COLUMN sluice.versions.expectations_failed IS 'Expectations that failed (warn or quarantine: the version still committed).';
+COMMENT ON COLUMN sluice.versions.tags IS 'Tags naming this version.';
+COMMENT ON COLUMN sluice.versions.queryable IS 'Its history is kept: it can be read with <table>_at, tagged and diffed.';
+
+CREATE VIEW sluice.tags AS
+SELECT p.name AS pipeline, tg.name AS tag, tg.version, tg.schema_name, tg.created_at
+  FROM sluice._tag tg JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.tags IS 'Named versions and the schema of views exposing each.';
+COMMENT ON COLUMN sluice.tags.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.tags.tag IS 'Tag name.';
+COMMENT ON COLUMN sluice.tags.version IS 'The version it pins.';
+COMMENT ON COLUMN sluice.tags.schema_name IS 'Schema with one view per table at that version (for BI tools).';
+COMMENT ON COLUMN sluice.tags.created_at IS 'When it was tagged.';
+
+
+CREATE VIEW sluice.destinations AS
+SELECT d.name, d.kind, d.url, d.events, d.format, d.namespace,
+       (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(d.headers) k) AS header_names,
+       d.secret IS NOT NULL AS signed, d.created_at,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status IN ('pending', 'sending')) AS pending,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status OPERATOR(pg_catalog.=) 'failed') AS failed
+  FROM sluice._destination d;
+COMMENT ON VIEW sluice.destinations IS 'Webhooks and OpenLineage endpoints (secrets and header values are never shown).';
+COMMENT ON COLUMN sluice.destinations.name IS 'Destination name.';
+COMMENT ON COLUMN sluice.destinations.kind IS 'webhook or openlineage.';
+COMMENT ON COLUMN sluice.destinations.url IS 'Where events are posted.';
+COMMENT ON COLUMN sluice.destinations.events IS 'Events it receives (* for all).';
+COMMENT ON COLUMN sluice.destinations.format IS 'json or slack (webhooks).';
+COMMENT ON COLUMN sluice.destinations.namespace IS 'OpenLineage job namespace.';
+COMMENT ON COLUMN sluice.destinations.header_names IS 'Extra HTTP headers sent (names only).';
+COMMENT ON COLUMN sluice.destinations.signed IS 'Requests carry an HMAC-SHA256 signature (webhooks) or a Bearer token (OpenLineage).';
+COMMENT ON COLUMN sluice.destinations.created_at IS 'When it was created.';
+COMMENT ON COLUMN sluice.destinations.pending IS 'Events waiting to be delivered.';
+COMMENT ON COLUMN sluice.destinations.failed IS 'Events given up on.';
+
+CREATE VIEW sluice.events AS
+SELECT o.event_id, o.destination, o.pipeline, o.event, o.body, o.created_at, o.status, o.attempts,
+       o.next_attempt_at, o.last_error, o.sent_at
+  FROM sluice._outbox o;
+COMMENT ON VIEW sluice.events IS 'The event outbox: what was sent where, what is pending, and why delivery failed.';
+COMMENT ON COLUMN sluice.events.event_id IS 'Event identifier.';
+COMMENT ON COLUMN sluice.events.destination IS 'Destination name.';
+COMMENT ON COLUMN sluice.events.pipeline IS 'Pipeline the event is about.';
+COMMENT ON COLUMN sluice.events.event IS 'Event name.';
+COMMENT ON COLUMN sluice.events.body IS 'Event data (the documented payload is built from it when sent).';
+COMMENT ON COLUMN sluice.events.created_at IS 'When it happened (committed with what it describes).';
+COMMENT ON COLUMN sluice.events.status IS 'pending, sending, sent or failed (given up).';
+COMMENT ON COLUMN sluice.events.attempts IS 'Delivery attempts so far.';
+COMMENT ON COLUMN sluice.events.next_attempt_at IS 'When the next attempt is due (exponential backoff).';
+COMMENT ON COLUMN sluice.events.last_error IS 'Why the last attempt failed.';
+COMMENT ON COLUMN sluice.events.sent_at IS 'When it was delivered.';
+
+CREATE VIEW sluice.status AS
+WITH w AS (SELECT * FROM sluice._worker_status()),
+     limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
+                         pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
+SELECT p.name AS pipeline,
+       CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
+       CASE WHEN p.paused_reason IS NOT NULL THEN 'paused'
+            WHEN NOT p.continuous THEN 'stopped'
+            WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
+            WHEN w.pid IS NULL THEN 'starting'
+            ELSE 'running' END AS state,
+       CASE WHEN p.continuous THEN COALESCE(w.last_error, p.last_error,
+                 CASE WHEN w.pipeline_id IS NULL
+                      THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
+       END AS last_error,
+       CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       p.paused_reason,
+       p.paused_at,
+       w.next_retry_at,
+       w.pid AS worker_pid,
+       ok.run_id AS last_run_id,
+       ok.finished_at AS last_success_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) ok.finished_at AS staleness,
+       COALESCE(w.applied_lsn, ok.end_lsn) AS applied_lsn,
+       COALESCE(w.source_flush_lsn, ok.source_flush_lsn) AS source_lsn,
+       GREATEST(0, pg_catalog.pg_wal_lsn_diff(
+           COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+           COALESCE(w.applied_lsn, ok.end_lsn)))::bigint AS lag_bytes,
+       CASE WHEN COALESCE(w.source_flush_lsn, ok.source_flush_lsn) OPERATOR(pg_catalog.<=)
+                 COALESCE(w.applied_lsn, ok.end_lsn) THEN 0
+            ELSE pg_catalog.date_part('epoch', COALESCE(w.measured_at, ok.started_at)
+                     OPERATOR(pg_catalog.-) COALESCE(w.last_source_commit, ok.last_source_commit))
+       END::double precision AS lag_seconds,
+       pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))::bigint AS retained_wal_bytes,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))
+                           OPERATOR(pg_catalog.>) limits.max_wal AND limits.max_wal OPERATOR(pg_catalog.>) 0, false)
+           AS retained_wal_warning,
+       COALESCE(w.measured_at, ok.started_at) AS measured_at,
+       COALESCE(w.rows_per_second,
+           (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
+           OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
+           AS rows_per_second
+  FROM sluice._pipeline p
+  CROSS JOIN limits
+  LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+  LEFT JOIN LATERAL (SELECT r.* FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                        AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+COMMENT ON VIEW sluice.status IS 'One row per pipeline for DBAs and dashboards: mode, state, freshness, lag and WAL kept on the source.';
+COMMENT ON COLUMN sluice.status.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.status.mode IS 'continuous (a background worker streams it, sluice.start) or scheduled (sluice.refresh on demand or from pg_cron).';
+COMMENT ON COLUMN sluice.status.state IS 'paused (see paused_reason); running, starting, error (retrying with backoff: see last_error) for continuous pipelines; stopped for scheduled ones.';
+COMMENT ON COLUMN sluice.status.paused_reason IS 'Why the pipeline is paused (schema drift): nothing is applied until sluice.resume().';
+COMMENT ON COLUMN sluice.status.paused_at IS 'When the pipeline paused.';
+COMMENT ON COLUMN sluice.status.last_error IS 'Why the continuous worker last failed; cleared by its next successful batch.';
+COMMENT ON COLUMN sluice.status.last_error_at IS 'When the continuous worker last failed.';
+COMMENT ON COLUMN sluice.status.next_retry_at IS 'When a failing worker tries again (backoff doubles up to one minute).';
+COMMENT ON COLUMN sluice.status.worker_pid IS 'Process id of the continuous worker, if running.';
+COMMENT ON COLUMN sluice.status.last_run_id IS 'Last successful run (sluice.runs).';
+COMMENT ON COLUMN sluice.status.last_success_at IS 'When the last successful run committed.';
+COMMENT ON COLUMN sluice.status.staleness IS 'Time since the last successful run committed.';
+COMMENT ON COLUMN sluice.status.applied_lsn IS 'Source position the datamart is consistent with.';
+COMMENT ON COLUMN sluice.status.source_lsn IS 'Source''s flushed WAL position when last measured (measured_at).';
+COMMENT ON COLUMN sluice.status.lag_bytes IS 'Source WAL not yet applied, when last measured.';
+COMMENT ON COLUMN sluice.status.lag_seconds IS 'Age of the last applied source commit when last measured, if behind; 0 when caught up.';
+COMMENT ON COLUMN sluice.status.retained_wal_bytes IS 'WAL the pipeline''s slot keeps on the source, when last measured.';
+COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is past pg_sluice.max_retained_wal: the source''s disk is at risk.';
+COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
+COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
+
+
+-------------------------------------------------------------------------------
+-- Expectations (Great Expectations names; see README for the dbt mapping)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._length_between(s text, lo bigint, hi bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_length_between'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._length_between(text, bigint, bigint) IS
+  'Private: lo <= length(s) <= hi, counted once; the predicate of expect_column_value_lengths_to_be_between.';
+
+CREATE FUNCTION sluice._regex_match(s text, pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_regex_match'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._regex_match(text, text) IS
+  'Private: s ~ pattern; row expectations call it for ~ and !~. Simple patterns (characters, bracket expressions, quantifiers, ^ and $) are matched without PostgreSQL''s regex engine, many times faster; the rest are passed to it.';
+
+CREATE FUNCTION sluice._regex_is_simple(pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_regex_is_simple'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._regex_is_simple(text) IS
+  'Private: whether sluice._regex_match matches this pattern itself (in a deterministic collation) rather than through PostgreSQL''s regex engine.';
+
+CREATE FUNCTION sluice._changed_here(xid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_changed_here'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._changed_here(xid) IS
+  'Private: true when a row version (its xmin) was written by the current transaction: set expectations look at what the batch changed.';
+
+CREATE FUNCTION sluice._compile_predicate(target regclass, predicate text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sluice_compile_predicate'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._compile_predicate(regclass, text) IS
+  'Private: checks that a row predicate is a valid boolean SQL expression over the table''s columns, without subqueries, aggregates or volatile functions.';
+
+CREATE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  qt text := target::text;
+  pred text;
+  chk text;
+  lo text := args->>'min_value';
+  hi text := args->>'max_value';
+  smin boolean := coalesce((args->>'strict_min')::boolean, false);
+  smax boolean := coalesce((args->>'strict_max')::boolean, false);
+  bad boolean;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+  keycols text;
+  other regclass;
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
+              'expect_table_row_count_to_be_between') THEN
+    IF lo IS NULL AND hi IS NULL THEN
+      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lo IS NOT NULL AND hi IS NOT NULL THEN
+      EXECUTE format('SELECT %L::%s > %L::%s', lo,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
+      IF bad THEN
+        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+    END IF;
+  END IF;
+
+  CASE kind
+  WHEN 'expect_column_values_to_not_be_null' THEN
+    pred := format('%I IS NOT NULL', col);
+  WHEN 'expect_column_values_to_be_null' THEN
+    pred := format('%I IS NULL', col);
+  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
+    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
+                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
+  WHEN 'expect_column_values_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
+  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
+    IF args->>'regex' IS NULL THEN
+      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+      PERFORM '' ~ (args->>'regex');
+    EXCEPTION WHEN invalid_regular_expression THEN
+      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
+        DETAIL = SQLERRM;
+    END;
+    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
+                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
+  WHEN 'expect_column_values_to_match_like_pattern' THEN
+    IF args->>'like_pattern' IS NULL THEN
+      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- LIKE's one error, raised only when matching reaches it: a trailing escape
+    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
+      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
+        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
+  WHEN 'expect_column_value_lengths_to_equal' THEN
+    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
+      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
+  WHEN 'expect_column_value_lengths_to_be_between' THEN
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
+                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
+  WHEN 'expect_row_to_satisfy' THEN
+    IF args->>'predicate' IS NULL THEN
+      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := args->>'predicate';
+  WHEN 'expect_column_values_to_be_unique' THEN
+    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
+    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
+      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
+               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
+      keycols, qt,
+      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
+      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
+  WHEN 'expect_table_row_count_to_be_between' THEN
+    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
+                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
+                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
+  WHEN 'expect_column_values_to_be_in_table' THEN
+    BEGIN
+      other := (args->>'table')::regclass;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
+    END;
+    IF other IS NULL OR args->>'column' IS NULL THEN
+      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
+      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
+    END IF;
+    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
+      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
+      col, qt, other::text, args->>'column');
+  WHEN 'expect_column_max_to_be_fresh' THEN
+    IF args->>'max_age' IS NULL THEN
+      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM (args->>'max_age')::interval;
+    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
+                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
+  END CASE;
+
+  IF pred IS NOT NULL THEN
+    PERFORM sluice._compile_predicate(target, pred);
+  ELSE
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+COMMENT ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text) IS
+  'Declares a data-quality expectation on a datamart table, checked in every refresh''s transaction; returns its name.';
+
+CREATE FUNCTION sluice.drop_expectation(target regclass, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  t := sluice._contract_table(target, true);
+  DELETE FROM sluice._expectation e
+   WHERE (e.pipeline_id, e.source_schema, e.source_table) = (t.pipeline_id, t.source_schema, t.source_table)
+     AND e.name = drop_expectation.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'expectation "%" does not exist on %', name, target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.expectations lists them.';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_expectation(regclass, text) IS 'Removes an expectation (its past results go with it).';
+
+CREATE FUNCTION sluice.expect_column_values_to_not_be_null(target regclass, column_name name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_be_null', ARRAY[column_name], '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_null(target regclass, column_name name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_null', ARRAY[column_name], '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_not_be_in_set(target regclass, column_name name, value_set text[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_be_in_set', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
+CREATE FUNCTION sluice.expect_column_values_to_not_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_not_match_regex', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('regex', regex), severity);
+CREATE FUNCTION sluice.expect_column_values_to_match_like_pattern(target regclass, column_name name, like_pattern text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_match_like_pattern', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('like_pattern', like_pattern), severity);
+CREATE FUNCTION sluice.expect_column_value_lengths_to_equal(target regclass, column_name name, value integer, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_value_lengths_to_equal', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value', value), severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_unique(target regclass, column_names name[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_unique', column_names, '{}', severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_in_set(target regclass, column_name name, value_set text[], severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_set', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name, min_value text, max_value text,
+    strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value, 'strict_min', strict_min, 'strict_max', strict_max), severity);
+CREATE FUNCTION sluice.expect_column_values_to_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_match_regex', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('regex', regex), severity);
+CREATE FUNCTION sluice.expect_column_value_lengths_to_be_between(target regclass, column_name name, min_value integer, max_value integer, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_value_lengths_to_be_between', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value), severity);
+CREATE FUNCTION sluice.expect_table_row_count_to_be_between(target regclass, min_value bigint, max_value bigint, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_table_row_count_to_be_between', '{}',
+                              pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value), severity);
+CREATE FUNCTION sluice.expect_column_values_to_be_in_table(target regclass, column_name name, other_table regclass, other_column name, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_table', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('table', other_table::text, 'column', other_column), severity);
+CREATE FUNCTION sluice.expect_column_max_to_be_fresh(target regclass, column_name name, max_age interval, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_column_max_to_be_fresh', ARRAY[column_name],
+                              pg_catalog.jsonb_build_object('max_age', max_age), severity);
+CREATE FUNCTION sluice.expect_row_to_satisfy(target regclass, predicate text, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+RETURN sluice.add_expectation(target, 'expect_row_to_satisfy', '{}',
+                              pg_catalog.jsonb_build_object('predicate', predicate), severity);
+
+CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  q record;
+  keys text[];
+  cols text;
+  target text;
+BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
+  IF NOT FOUND OR q.status <> 'held' THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  target := format('%I.%I', q.target_schema, q.target_table);
+  SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
+   WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  IF cardinality(keys) > 0 THEN
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
+                   (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped))
+      USING coalesce(corrected, q.row_data);
+  ELSE
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target)
+      USING coalesce(corrected, q.row_data);
+  END IF;
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(),
+         row_data = coalesce(corrected, row_data)
+   WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb) IS
+  'Writes a held row into its datamart table (as stored, or as corrected), replacing the row with the same key; marks it released.';
+
+CREATE FUNCTION sluice.discard_quarantined(quarantine_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  UPDATE sluice._quarantine SET status = 'discarded', resolved_at = now()
+   WHERE _quarantine.quarantine_id = discard_quarantined.quarantine_id AND status = 'held';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row discarded: it never reaches the datamart.';
+
+
+-------------------------------------------------------------------------------
+-- Versions: history, time travel, tags, diff, retention
+-------------------------------------------------------------------------------
+
+
+CREATE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM sluice._version_check(pipeline_id, version);
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice._version_ok(integer, bigint) IS 'Private: true, or an error saying why the version cannot be read.';
+
+-- (Re)creates <table>_at(version) and <table>_at_time(timestamptz): plain SQL
+-- functions the planner inlines into the calling query, so "as of" reads
+-- stream (and run in parallel) like any UNION ALL of two tables.
+CREATE FUNCTION sluice._make_at_functions(target regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $mk$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  SELECT pt.* INTO t FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS
+                    'SELECT %5$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%6$s, $1)
+                     UNION ALL
+                     SELECT %5$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                        AND sluice._version_ok(%6$s, $1)'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at', t.target_schema || '_history',
+                 replace(cols, chr(39), chr(39) || chr(39)), t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE
+                    AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
+                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table));
+END
+$mk$;
+COMMENT ON FUNCTION sluice._make_at_functions(regclass) IS 'Private: (re)creates a table''s time-travel functions.';
+
+CREATE FUNCTION sluice.keep_history(pipeline text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $kh$
+DECLARE
+  p record;
+  t record;
+  v0 bigint;
+  hs name;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  IF p.keep_history THEN
+    RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
+    RETURN p.history_from;
+  END IF;
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    IF cardinality(t.key_columns) = 0 THEN
+      -- rows without a key cannot be told apart across versions
+      RAISE NOTICE 'table %.% has no key (REPLICA IDENTITY FULL): no history is kept for it', t.target_schema, t.target_table;
+      CONTINUE;
+    END IF;
+    hs := t.target_schema || '_history';
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0);
+    EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table);
+    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.');
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', hs);
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I)', hs, t.target_table, t.target_schema, t.target_table);
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table);
+    EXECUTE format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table);
+    EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+                   format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
+                          t.target_schema, t.target_table));
+    PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
+  END LOOP;
+  UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
+  RETURN v0;
+END
+$kh$;
+COMMENT ON FUNCTION sluice.keep_history(text) IS
+  'Keeps every version of the pipeline''s tables from now on: adds _sluice_version to each table, a <schema>_history table of superseded rows and the functions <table>_at(version) and <table>_at_time(timestamptz); returns the first version kept.';
+
+CREATE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  r record;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.pipeline_id = _version_check.pipeline_id;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', p.name USING ERRCODE = 'object_not_in_prerequisite_state',
+      HINT = format('Call sluice.keep_history(%L).', p.name);
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE run_id = version AND _run.pipeline_id = p.pipeline_id AND status = 'succeeded';
+  IF version IS NULL OR NOT FOUND OR version < p.history_from THEN
+    RAISE EXCEPTION 'version % of pipeline "%" is not kept', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('History starts at version %s; sluice.versions lists the versions.', p.history_from);
+  END IF;
+  IF r.history_purged THEN
+    RAISE EXCEPTION 'version % of pipeline "%" was purged', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'sluice.versions shows which versions can still be read (queryable).';
+  END IF;
+END
+$$;
+
+CREATE FUNCTION sluice._as_of_sql(target regclass, version bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  RETURN format('SELECT %1$s FROM %2$s WHERE _sluice_version <= %4$s '
+                'UNION ALL SELECT %1$s FROM %3$I.%5$I WHERE _sluice_version <= %4$s AND _sluice_superseded > %4$s',
+                cols, target::text,
+                (SELECT pt.target_schema || '_history' FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
+                version,
+                (SELECT pt.target_table FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)));
+END
+$$;
+
+CREATE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE r.pipeline_id = _version_at.pipeline_id AND r.status = 'succeeded'
+     AND r.run_id >= p.history_from AND r.finished_at <= at
+$$;
+
+CREATE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.name = pipeline;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  EXECUTE format('CREATE SCHEMA %I', sch);
+  EXECUTE format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name));
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    EXECUTE format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v);
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name));
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+COMMENT ON FUNCTION sluice.tag(text, text, bigint) IS
+  'Names a version (default: the latest) and exposes it as schema <pipeline>_<tag> with one view per table; tagged versions survive purges. Returns the schema.';
+
+CREATE FUNCTION sluice.untag(pipeline text, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  tg record;
+BEGIN
+  SELECT tg2.* INTO tg FROM sluice._tag tg2 JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE p.name = pipeline AND tg2.name = untag.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" does not exist', name, pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  EXECUTE format('DROP SCHEMA %I CASCADE', tg.schema_name);
+  DELETE FROM sluice._tag WHERE pipeline_id = tg.pipeline_id AND _tag.name = tg.name;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.untag(text, text) IS 'Removes a tag and its schema of views.';
+
+CREATE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
+    OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  keys text[];
+  fn text;
+  joincond text;
+  keyexpr text;
+BEGIN
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, from_version);
+  PERFORM sluice._version_check(t.pipeline_id, to_version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
+  SELECT pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at') INTO keys, fn
+    FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  IF cardinality(keys) > 0 THEN
+    joincond := (SELECT string_agg(format('a.%1$I = b.%1$I', k), ' AND ') FROM unnest(keys) k);
+    keyexpr := format('jsonb_build_object(%s)',
+                      (SELECT string_agg(format('%1$L, coalesce(b.%1$I, a.%1$I)', k), ', ') FROM unnest(keys) k));
+  ELSE
+    joincond := '(to_jsonb(a) - ''_sluice_version'') = (to_jsonb(b) - ''_sluice_version'')';
+    keyexpr := 'NULL::jsonb';
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT CASE WHEN a IS NULL THEN ''added'' WHEN b IS NULL THEN ''removed'' ELSE ''changed'' END, %s,
+            CASE WHEN a IS NULL THEN NULL ELSE to_jsonb(a) - ''_sluice_version'' END,
+            CASE WHEN b IS NULL THEN NULL ELSE to_jsonb(b) - ''_sluice_version'' END
+       FROM %s(%s) a FULL JOIN %s(%s) b ON %s
+      WHERE a IS NULL OR b IS NULL
+         OR (to_jsonb(a) - ''_sluice_version'') IS DISTINCT FROM (to_jsonb(b) - ''_sluice_version'')',
+    keyexpr, fn, from_version, fn, to_version, joincond);
+END
+$$;
+COMMENT ON FUNCTION sluice.diff(regclass, bigint, bigint) IS
+  'Rows added, removed and changed in a table between two versions, with their key and both row images.';
+
+CREATE FUNCTION sluice.purge_history(pipeline text, keep_last integer DEFAULT NULL, keep_for interval DEFAULT NULL,
+    OUT target text, OUT rows_purged bigint, OUT bytes_purged bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  kept bigint[];
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', pipeline USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  IF keep_last IS NULL AND keep_for IS NULL THEN
+    RAISE EXCEPTION 'say what to keep: keep_last, keep_for or both' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF keep_last < 1 THEN
+    RAISE EXCEPTION 'keep_last must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- kept: the last N, the young, every tagged version, and always the latest
+  SELECT array_agg(v.run_id) INTO kept FROM (
+    SELECT r.run_id, row_number() OVER (ORDER BY r.run_id DESC) AS n, r.finished_at
+      FROM sluice._run r
+     WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+       AND NOT r.history_purged) v
+   WHERE v.n = 1 OR v.n <= coalesce(keep_last, 0) OR v.finished_at >= now() - keep_for
+      OR v.run_id IN (SELECT tg.version FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    target := format('%I.%I', t.target_schema, t.target_table);
+    EXECUTE format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (SELECT 1 FROM unnest($1) k
+                                 WHERE h._sluice_version <= k AND k < h._sluice_superseded)
+                               RETURNING pg_column_size(h.*) AS sz)
+                    SELECT count(*), coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table)
+      INTO rows_purged, bytes_purged USING kept;
+    RETURN NEXT;
+  END LOOP;
+  UPDATE sluice._run r SET history_purged = true
+   WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+     AND NOT (r.run_id = ANY (kept));
+END
+$$;
+COMMENT ON FUNCTION sluice.purge_history(text, integer, interval) IS
+  'Deletes superseded rows no kept version can see (kept: the last keep_last versions, those younger than keep_for, every tagged one, and the latest); reports rows and bytes freed per table. VACUUM returns the space.';
+
+
+-------------------------------------------------------------------------------
+-- Alerts and lineage over HTTP
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._check_url(url text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_check_url'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION sluice._check_url(text) IS 'Private: the URL normalised by libcurl, or an error if it is not an http(s) URL.';
+
+CREATE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag'];
+
+CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  e text;
+  h record;
+BEGIN
+  IF name IS NULL OR url IS NULL OR events IS NULL THEN
+    RAISE EXCEPTION 'name, url and events must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF EXISTS (SELECT 1 FROM sluice._destination d WHERE d.name = _check_destination.name) THEN
+    RAISE EXCEPTION 'destination "%" already exists', name USING ERRCODE = 'duplicate_object';
+  END IF;
+  FOREACH e IN ARRAY events LOOP
+    IF e IS NULL OR NOT (e = '*' OR e = ANY (sluice._event_names())) THEN
+      RAISE EXCEPTION 'unknown event "%"', e USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Known: * (all), ' || array_to_string(sluice._event_names(), ', ') || '.';
+    END IF;
+  END LOOP;
+  IF jsonb_typeof(coalesce(headers, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'headers must be a JSON object of strings' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  FOR h IN SELECT * FROM jsonb_each(coalesce(headers, '{}')) LOOP
+    IF jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
+       OR (h.value #>> '{}') ~ '[\r\n\x01-\x08\x0b\x0c\x0e-\x1f\x7f]' THEN
+      RAISE EXCEPTION 'invalid HTTP header "%"', h.key USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = 'Header names are tokens; values are strings without CR, LF or other control characters.';
+    END IF;
+  END LOOP;
+  RETURN sluice._check_url(url);
+END
+$$;
+
+CREATE FUNCTION sluice.create_webhook(name text, url text, events text[] DEFAULT ARRAY['*'],
+    headers jsonb DEFAULT '{}', secret text DEFAULT NULL, format text DEFAULT 'json')
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  u text := sluice._check_destination(name, url, events, headers);
+BEGIN
+  IF format IS NULL OR format NOT IN ('json', 'slack') THEN
+    RAISE EXCEPTION 'unknown format "%"', format USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'json (the documented event payload) or slack (a Slack-compatible {"text": ...} body).';
+  END IF;
+  INSERT INTO sluice._destination (name, kind, url, events, headers, secret, format)
+  VALUES (name, 'webhook', u, events, coalesce(headers, '{}'), secret, format);
+  PERFORM sluice._notifier_wanted();
+  RETURN name;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text) IS
+  'Posts the chosen events (default all) as JSON (or Slack text) to a URL; with a secret, each request is signed (X-Sluice-Signature: sha256=HMAC of the body).';
+
+CREATE FUNCTION sluice.create_lineage_endpoint(name text, url text, namespace text DEFAULT 'pg_sluice',
+    api_key text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  u text := sluice._check_destination(name, url, ARRAY['refresh_started', 'refresh_completed', 'refresh_failed'], '{}');
+BEGIN
+  IF namespace IS NULL OR namespace = '' THEN
+    RAISE EXCEPTION 'namespace must not be empty' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  INSERT INTO sluice._destination (name, kind, url, events, secret, namespace)
+  VALUES (name, 'openlineage', u, ARRAY['refresh_started', 'refresh_completed', 'refresh_failed'], api_key, namespace);
+  PERFORM sluice._notifier_wanted();
+  RETURN name;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_lineage_endpoint(text, text, text, text) IS
+  'Posts OpenLineage RunEvents (START, COMPLETE, FAIL) for every run to an OpenLineage receiver (api_key sent as a Bearer token).';
+
+CREATE FUNCTION sluice.drop_destination(name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM sluice._destination d WHERE d.name = drop_destination.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'destination "%" does not exist', name USING ERRCODE = 'undefined_object';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_destination(text) IS 'Removes a destination and its undelivered events.';
+
+
+CREATE FUNCTION sluice._conninfo_part(conninfo text, keyword text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_conninfo_part'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION sluice._conninfo_part(text, text) IS 'Private: one value of a connection string (never the password).';
+
+CREATE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._emit_run(bigint, bigint) IS 'Private: queue the events of a recorded run.';
+
+CREATE FUNCTION sluice._notifier_wanted()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_notifier_wanted'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION sluice._emit(pipeline text, event text, body jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  INSERT INTO sluice._outbox (destination, pipeline, event, body)
+  SELECT d.name, pipeline, event, body FROM sluice._destination d
+   WHERE '*' = ANY (d.events) OR event = ANY (d.events);
+END;
+COMMENT ON FUNCTION sluice._emit(text, text, jsonb) IS 'Private: queue an event for every destination that wants it.';
+
+-------------------------------------------------------------------------------
+-- Privileges: administration is for the extension owner and whom they grant.
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_source(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.refresh(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text),
+    sluice.create_lineage_endpoint(text, text, text, text), sluice.drop_destination(text),
+    sluice._emit(text, text, jsonb), sluice._notifier_wanted(), sluice._emit_run(bigint, bigint),
+    sluice._conninfo_part(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.keep_history(text), sluice.tag(text, text, bigint), sluice.untag(text, text),
+    sluice.purge_history(text, integer, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
+REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag, sluice._run_table, sluice._outbox, sluice._delivery FROM PUBLIC;
+REVOKE ALL ON sluice.destinations, sluice.events FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
+    sluice.drop_expectation(regclass, text),
+    sluice.expect_column_values_to_not_be_null(regclass, name, text),
+    sluice.expect_column_values_to_be_null(regclass, name, text),
+    sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+    sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+    sluice.expect_column_values_to_be_unique(regclass, name[], text),
+    sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+    sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+    sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+    sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+    sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+    sluice.expect_row_to_satisfy(regclass, text, text),
+    sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
+    sluice._compile_predicate(regclass, text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA sluice TO PUBLIC;
+GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
+    sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
+REVOKE ALL ON sluice.quarantine FROM PUBLIC;
+REVOKE ALL ON sluice.sources FROM PUBLIC;
