@@ -42,21 +42,11 @@ CREATE TABLE sluice._pipeline (
     skip_xid          xid,
     keep_history      boolean NOT NULL DEFAULT false,
     history_from      bigint,
-    owner             regrole NOT NULL DEFAULT CURRENT_USER::text::regrole,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    created_by        name NOT NULL DEFAULT CURRENT_USER,
-    strict            boolean NOT NULL DEFAULT false,
-    rows_missing      bigint NOT NULL DEFAULT 0,
-    last_missing_at   timestamptz
+    created_by        name NOT NULL DEFAULT CURRENT_USER
 );
 COMMENT ON TABLE sluice._pipeline IS
   'Private: one row per pipeline (one source, one publication, one slot, one replication origin).';
-COMMENT ON COLUMN sluice._pipeline.strict IS
-  'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted (false); sluice.alter_pipeline sets it.';
-COMMENT ON COLUMN sluice._pipeline.rows_missing IS
-  'Updates and deletes the pipeline skipped since its creation because the datamart had no row for them (divergence).';
-COMMENT ON COLUMN sluice._pipeline.last_missing_at IS
-  'When the last such update or delete was skipped.';
 
 CREATE TABLE sluice._pipeline_table (
     pipeline_id      integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
@@ -88,9 +78,6 @@ CREATE TABLE sluice._contract_column (
     not_null         boolean NOT NULL,
     is_key           boolean NOT NULL,
     source_type      oid NOT NULL,
-    source_dropped   boolean NOT NULL DEFAULT false,
-    prior_types      oid[] NOT NULL DEFAULT '{}',
-    prior_sources    text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (pipeline_id, source_schema, source_table, contract_version, column_name),
     FOREIGN KEY (pipeline_id, source_schema, source_table)
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
@@ -107,8 +94,7 @@ CREATE TABLE sluice._drift_event (
     source_xid       xid,
     source_lsn       pg_lsn,
     policy           text NOT NULL,
-    action           text NOT NULL CHECK (action IN ('paused', 'evolved', 'ignored', 'widened', 'accepted',
-                                                     'kept', 'dropped', 'mapped')),
+    action           text NOT NULL CHECK (action IN ('paused', 'evolved', 'ignored')),
     detail           text NOT NULL,
     contract_version integer NOT NULL,
     contract_columns jsonb NOT NULL,
@@ -130,15 +116,13 @@ CREATE TABLE sluice._expectation (
     severity         text NOT NULL CHECK (severity IN ('error', 'warn', 'quarantine')),
     predicate        text,
     check_sql        text,
-    predicate_tree   pg_node_tree,
-    check_tree       pg_node_tree,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (pipeline_id, name),
     FOREIGN KEY (pipeline_id, source_schema, source_table)
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
 );
 COMMENT ON TABLE sluice._expectation IS
-  'Private: data-quality expectations per datamart table. predicate_tree: row expectations, bound when declared (a boolean expression over the row, every name resolved to an OID); check_tree: set expectations, bound when declared (a query run once per batch). predicate and check_sql keep the text they were bound from, for reading only: it is never executed.';
+  'Private: data-quality expectations per datamart table. predicate: row expectations (a boolean SQL expression over the row, compiled once per batch); check_sql: set expectations (run once per batch).';
 
 CREATE TABLE sluice._quarantine (
     quarantine_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -151,29 +135,12 @@ CREATE TABLE sluice._quarantine (
     change           text NOT NULL,
     row_data         jsonb NOT NULL,
     quarantined_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    status           text NOT NULL DEFAULT 'held'
-                     CHECK (status IN ('held', 'released', 'discarded', 'superseded')),
-    resolved_at      timestamptz,
-    row_key          jsonb,
-    superseded_by    bigint REFERENCES sluice._quarantine ON DELETE SET NULL,
-    superseded_how   text CHECK (superseded_how IN ('applied', 'quarantined', 'deleted', 'truncated')),
-    superseded_xid   xid,
-    superseded_lsn   pg_lsn
+    status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released', 'discarded')),
+    resolved_at      timestamptz
 );
 CREATE INDEX ON sluice._quarantine (pipeline_id, status);
--- the open entries of a table: the latest state of keys the datamart lacks on purpose
-CREATE INDEX ON sluice._quarantine (pipeline_id, target_schema, target_table)
- WHERE status IN ('held', 'discarded') AND superseded_how IS NULL;
 COMMENT ON TABLE sluice._quarantine IS
-  'Private: rows held back by quarantine expectations, with the reason; release or discard them. A ledger of each key''s latest state: a later change of the key on the source supersedes the entry.';
-COMMENT ON COLUMN sluice._quarantine.row_key IS
-  'Key of the row (its key columns, or every column for a table without a key) as a JSON object of text values.';
-COMMENT ON COLUMN sluice._quarantine.superseded_by IS
-  'The entry that replaced this one when the later change of the key was quarantined too.';
-COMMENT ON COLUMN sluice._quarantine.superseded_how IS
-  'How a later change of the key on the source replaced this entry: applied (written to the datamart), quarantined (held again, see superseded_by), deleted, truncated. NULL while the entry is the key''s latest state.';
-COMMENT ON COLUMN sluice._quarantine.superseded_xid IS 'Source transaction of that later change.';
-COMMENT ON COLUMN sluice._quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
+  'Private: rows held back by quarantine expectations, with the reason; release or discard them.';
 
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -194,11 +161,8 @@ CREATE TABLE sluice._run (
     slot_restart_lsn  pg_lsn,
     error             text,
     skipped_xid       xid,
-    history_purged    boolean NOT NULL DEFAULT false,
-    rows_missing      bigint NOT NULL DEFAULT 0
+    history_purged    boolean NOT NULL DEFAULT false
 );
-COMMENT ON COLUMN sluice._run.rows_missing IS
-  'Updates and deletes of the run that found no row in the datamart and were skipped (divergence).';
 CREATE INDEX ON sluice._run (pipeline_id, run_id);
 CREATE INDEX ON sluice._run (finished_at);
 COMMENT ON TABLE sluice._run IS
@@ -284,15 +248,9 @@ CREATE TABLE sluice._run_table (
     rows_updated  bigint NOT NULL,
     rows_deleted  bigint NOT NULL,
     truncated     bigint NOT NULL,
-    rows_missing  bigint NOT NULL DEFAULT 0,
-    missing_keys  jsonb,
     PRIMARY KEY (run_id, target_schema, target_table)
 );
 COMMENT ON TABLE sluice._run_table IS 'Private: rows each run wrote per datamart table.';
-COMMENT ON COLUMN sluice._run_table.rows_missing IS
-  'Updates and deletes of the table that found no row in the datamart and were skipped.';
-COMMENT ON COLUMN sluice._run_table.missing_keys IS
-  'Up to 5 of them: {"change": "update" or "delete", "key": {...}, "source_xid": ...}.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._run_table', '');
 
 CREATE TABLE sluice._tag (
@@ -348,24 +306,21 @@ COMMENT ON FUNCTION sluice._mask_conninfo(text) IS
 CREATE FUNCTION sluice.create_source(name text, conninfo text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'sluice_create_source'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.create_source(text, text) IS
   'Declares a live server to read from. The connection string is validated, never echoed, and stored where only the owner can read it.';
 
 CREATE FUNCTION sluice.alter_source(name text, conninfo text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'sluice_alter_source'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.alter_source(text, text) IS
   'Replaces the connection string of a source (for example after a password rotation).';
 
 CREATE FUNCTION sluice.drop_source(name text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_drop_source'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.drop_source(text) IS
   'Forgets a source that no pipeline uses.';
 
@@ -379,32 +334,28 @@ CREATE FUNCTION sluice.create_pipeline(
     adopt_tables  boolean DEFAULT false)
 RETURNS sluice.refresh_result
 AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
 COMMENT ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) IS
   'Creates a pipeline: publication (unless an existing one is named) and slot on the source, tables in the datamart, and the initial copy of every table in one consistent snapshot.';
 
 CREATE FUNCTION sluice.refresh(pipeline text)
 RETURNS sluice.refresh_result
 AS 'MODULE_PATHNAME', 'sluice_refresh'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.refresh(text) IS
   'Applies every change committed on the source up to the moment the call started, exactly once, and returns a summary.';
 
 CREATE FUNCTION sluice.start(pipeline text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_start'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.start(text) IS
   'Streams the pipeline continuously with a background worker (needs pg_sluice in shared_preload_libraries); survives restarts. Returns false if it already streamed.';
 
 CREATE FUNCTION sluice.stop(pipeline text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_stop'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.stop(text) IS
   'Stops continuous streaming: the worker exits (a batch in progress rolls back and is applied later), then sluice.refresh() works again. Returns false if it did not stream.';
 
@@ -447,30 +398,6 @@ END
 $$;
 COMMENT ON FUNCTION sluice.resume(text, xid) IS
   'Lets a paused pipeline apply again, after the contract or the expectation was fixed: the changes it stopped at are applied by the next refresh or batch. With skip_xid, that source transaction is skipped once (recorded in sluice.runs.skipped_xid).';
-
-CREATE FUNCTION sluice.alter_pipeline(pipeline text, strict boolean DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  was boolean;
-BEGIN
-  IF pipeline IS NULL THEN
-    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  -- waits for a refresh or worker batch of the pipeline: the next one sees the change
-  SELECT p.strict INTO was FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
-  UPDATE sluice._pipeline p SET strict = coalesce(alter_pipeline.strict, p.strict) WHERE p.name = pipeline;
-  RETURN coalesce(alter_pipeline.strict, was);
-END
-$$;
-COMMENT ON FUNCTION sluice.alter_pipeline(text, boolean) IS
-  'Changes a pipeline''s settings (NULL: unchanged) and returns strict as it now is. strict: an update or delete that finds no row in the datamart pauses the pipeline instead of being skipped and counted.';
 
 CREATE FUNCTION sluice._contract_table(target regclass, lock boolean DEFAULT false,
     OUT pipeline_id integer, OUT source_schema text, OUT source_table text,
@@ -521,285 +448,49 @@ $$;
 COMMENT ON FUNCTION sluice.set_drift_policy(regclass, text) IS
   'Sets what happens when the source table''s columns change (freeze, evolve or ignore); returns the previous policy.';
 
-CREATE FUNCTION sluice._contract_json(pipeline_id integer, source_schema text, source_table text,
-    contract_version integer)
-RETURNS jsonb
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-  SELECT coalesce(jsonb_agg(jsonb_build_object('name', cc.source_column, 'column', cc.column_name,
-           'type', cc.source_type,
-           'type_name', CASE WHEN cc.source_type >= 16384 THEN cc.data_type
-                             WHEN starts_with(cc.data_type, format_type(cc.source_type, NULL)) THEN cc.data_type
-                             ELSE format_type(cc.source_type, NULL) END,
-           'data_type', cc.data_type, 'source_dropped', cc.source_dropped) ORDER BY cc.position), '[]')
-    FROM sluice._contract_column cc
-   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (_contract_json.pipeline_id, _contract_json.source_schema, _contract_json.source_table,
-            _contract_json.contract_version);
-END;
-COMMENT ON FUNCTION sluice._contract_json(integer, text, text, integer) IS
-  'Private: a contract version''s columns as drift events show them.';
-
-CREATE FUNCTION sluice._contract_changed(target regclass, action text, detail text)
+CREATE FUNCTION sluice.map_column(target regclass, column_name name, source_column text)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  t record;
-BEGIN
-  -- called after a function recorded contract version n + 1 of target
-  t := sluice._contract_table(target);
-  UPDATE sluice._pipeline_table pt SET contract_version = t.contract_version + 1
-   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
-  INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, policy, action, detail,
-         contract_version, contract_columns, source_columns)
-  SELECT t.pipeline_id, t.source_schema, t.source_table, pt.drift_policy, action, detail,
-         t.contract_version + 1,
-         sluice._contract_json(t.pipeline_id, t.source_schema, t.source_table, t.contract_version),
-         sluice._contract_json(t.pipeline_id, t.source_schema, t.source_table, t.contract_version + 1)
-    FROM sluice._pipeline_table pt
-   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
-  RETURN t.contract_version + 1;
-END
-$$;
-COMMENT ON FUNCTION sluice._contract_changed(regclass, text, text) IS
-  'Private: makes the contract version a function just wrote current and records the drift event.';
-
-CREATE FUNCTION sluice._alter_target(target regclass, clause text)
-RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  nsp name;
-  rel name;
-  hist regclass;
   t record;
+  other name;
 BEGIN
-  -- clause is built by the callers from quoted identifiers and a canonical type name;
-  -- run as the pipeline's owner (a USING expression, a rewrite) like every change pg_sluice makes
-  t := sluice._contract_table(target);
-  SELECT n.nspname, c.relname INTO nsp, rel
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
-  PERFORM sluice._exec_as_owner(t.pipeline_id, format('ALTER TABLE %I.%I ', nsp, rel) || clause, NULL);
-  hist := to_regclass(format('%I.%I', nsp || '_history', rel));
-  IF hist IS NOT NULL THEN
-    PERFORM sluice._exec_as_owner(t.pipeline_id, format('ALTER TABLE %I.%I ', nsp || '_history', rel) || clause, NULL);
-    PERFORM sluice._make_at_functions(target);
-  END IF;
-END
-$$;
-COMMENT ON FUNCTION sluice._alter_target(regclass, text) IS
-  'Private: alters a datamart table and its history table alike, then rebuilds its time-travel functions.';
-
-CREATE FUNCTION sluice._type_name(type text)
-RETURNS text
-LANGUAGE c STABLE STRICT
-AS 'MODULE_PATHNAME', 'sluice__type_name';
-COMMENT ON FUNCTION sluice._type_name(text) IS 'Private: the canonical name of a type (with its modifier).';
-
-CREATE FUNCTION sluice._one_expression(expression text)
-RETURNS text
-LANGUAGE c IMMUTABLE STRICT
-AS 'MODULE_PATHNAME', 'sluice__one_expression';
-COMMENT ON FUNCTION sluice._one_expression(text) IS 'Private: checks that a text is one scalar expression.';
-
-CREATE FUNCTION sluice._contract_column_of(target regclass, column_name name, caller text,
-    OUT pipeline_id integer, OUT source_schema text, OUT source_table text, OUT contract_version integer,
-    OUT source_column text, OUT is_key boolean, OUT source_type oid)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  t record;
-BEGIN
-  IF target IS NULL OR column_name IS NULL THEN
-    RAISE EXCEPTION '% needs a table and a column, not NULL', caller USING ERRCODE = 'null_value_not_allowed',
-      HINT = 'sluice.contracts lists the tables and columns pg_sluice feeds.';
-  END IF;
   t := sluice._contract_table(target, true);
-  SELECT t.pipeline_id, t.source_schema, t.source_table, t.contract_version, cc.source_column, cc.is_key, cc.source_type
-    INTO pipeline_id, source_schema, source_table, contract_version, source_column, is_key, source_type
-    FROM sluice._contract_column cc
-   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
-     AND cc.column_name = _contract_column_of.column_name;
-  IF NOT FOUND THEN
+  IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                  WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                        = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                    AND cc.column_name = map_column.column_name) THEN
     RAISE EXCEPTION 'column "%" is not in the contract of %', column_name, target
       USING ERRCODE = 'undefined_column', HINT = 'sluice.contracts lists the contract''s columns.';
   END IF;
-END
-$$;
-COMMENT ON FUNCTION sluice._contract_column_of(regclass, name, text) IS
-  'Private: the current contract column a function changes, locked against refreshes; errors for unknown ones.';
-
-CREATE FUNCTION sluice.map_column(target regclass, column_name name, source_column text)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  c record;
-  other name;
-BEGIN
-  c := sluice._contract_column_of(target, column_name, 'sluice.map_column');
-  IF source_column IS NULL OR source_column = '' THEN
-    RAISE EXCEPTION 'source column must be named'
-      USING ERRCODE = CASE WHEN source_column IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-      DETAIL = format('sluice.map_column(%L, %L, %L) names no source column to feed "%s".',
-                      target, column_name, source_column, column_name),
-      HINT = format('If the source column was dropped, call sluice.drop_column(%L, %L) to keep "%s" (NULL from now on), or sluice.drop_column(%L, %L, keep => false) to drop it.',
-                    target, column_name, column_name, target, column_name);
-  END IF;
   SELECT cc.column_name INTO other FROM sluice._contract_column cc
    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
      AND cc.source_column = map_column.source_column AND cc.column_name <> map_column.column_name;
   IF FOUND THEN
     RAISE EXCEPTION 'source column "%" already feeds column "%" of %', source_column, other, target
       USING ERRCODE = 'duplicate_column';
   END IF;
-  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
-         prior_sources)
+  INSERT INTO sluice._contract_column
   SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
          cc.column_name,
          CASE WHEN cc.column_name = map_column.column_name THEN map_column.source_column ELSE cc.source_column END,
-         cc.data_type, cc.not_null, cc.is_key, cc.source_type,
-         cc.source_dropped AND cc.column_name <> map_column.column_name, cc.prior_types,
-         -- rows of the backlog sent before the rename still carry the old name
-         CASE WHEN cc.column_name = map_column.column_name AND cc.source_column IS NOT NULL
-                   AND cc.source_column <> map_column.source_column
-              THEN array_remove(cc.prior_sources, map_column.source_column) || cc.source_column
-              ELSE cc.prior_sources END
+         cc.data_type, cc.not_null, cc.is_key, cc.source_type
     FROM sluice._contract_column cc
    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version);
-  RETURN sluice._contract_changed(target, 'mapped',
-    format('column "%s" fed by source column "%s" (was "%s")', column_name, source_column, c.source_column));
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version);
+  UPDATE sluice._pipeline_table pt SET contract_version = t.contract_version + 1
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN t.contract_version + 1;
 END
 $$;
 COMMENT ON FUNCTION sluice.map_column(regclass, name, text) IS
   'Feeds a datamart column from a (renamed) source column; records and returns a new contract version.';
 
-CREATE FUNCTION sluice.drop_column(target regclass, column_name name, keep boolean DEFAULT true)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  c record;
-BEGIN
-  c := sluice._contract_column_of(target, column_name, 'sluice.drop_column');
-  IF keep IS NULL THEN
-    RAISE EXCEPTION 'keep must be true or false' USING ERRCODE = 'null_value_not_allowed',
-      HINT = 'keep => true keeps the datamart column (NULL or its default from now on); keep => false drops it.';
-  END IF;
-  IF c.is_key THEN
-    RAISE EXCEPTION 'column "%" of % is part of the key', column_name, target
-      USING ERRCODE = 'object_not_in_prerequisite_state',
-      DETAIL = 'Rows are matched on the key, so it must keep being fed.',
-      HINT = 'Restore the column on the source, or drop and re-create the pipeline.';
-  END IF;
-  IF keep THEN
-    -- fed nothing once the source stops sending it: a NOT NULL without a default must go
-    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = column_name
-                  AND a.attnotnull AND NOT a.atthasdef) THEN
-      PERFORM sluice._alter_target(target, format('ALTER COLUMN %I DROP NOT NULL', column_name));
-    END IF;
-  ELSE
-    PERFORM sluice._alter_target(target, format('DROP COLUMN %I', column_name));
-    -- rows of the backlog sent before the drop still carry it: leave it out
-    UPDATE sluice._pipeline_table pt SET ignored_columns = pt.ignored_columns || c.source_column
-     WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (c.pipeline_id, c.source_schema, c.source_table)
-       AND c.source_column IS NOT NULL AND NOT c.source_column = ANY (pt.ignored_columns);
-  END IF;
-  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
-         prior_sources)
-  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
-         cc.column_name, cc.source_column, cc.data_type,
-         cc.not_null AND (cc.column_name <> drop_column.column_name OR a.atthasdef), cc.is_key, cc.source_type,
-         cc.source_dropped OR cc.column_name = drop_column.column_name, cc.prior_types, cc.prior_sources
-    FROM sluice._contract_column cc
-    LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
-   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
-     AND (keep OR cc.column_name <> drop_column.column_name);
-  RETURN sluice._contract_changed(target, CASE WHEN keep THEN 'kept' ELSE 'dropped' END,
-    CASE WHEN keep THEN format('column "%s" kept, fed nothing once the source stops sending "%s"', column_name, c.source_column)
-         ELSE format('column "%s" dropped from the contract and the datamart table', column_name) END);
-END
-$$;
-COMMENT ON FUNCTION sluice.drop_column(regclass, name, boolean) IS
-  'After a column was dropped on the source: keep => true keeps the datamart column (NULL or its default in new rows, fed while the backlog still sends it), keep => false drops it from the contract and the table; records and returns a new contract version.';
-
-CREATE FUNCTION sluice.accept_type_change(target regclass, column_name name, new_type text,
-    using_expression text DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  c record;
-  typ text;
-  src oid;
-  clause text;
-BEGIN
-  c := sluice._contract_column_of(target, column_name, 'sluice.accept_type_change');
-  IF new_type IS NULL OR new_type = '' THEN
-    RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = 'invalid_parameter_value',
-      HINT = 'Name the type the source now sends, as the pause''s detail says, such as ''bigint'' or ''varchar(20)''.';
-  END IF;
-  typ := sluice._type_name(new_type);
-  clause := format('ALTER COLUMN %I TYPE ', column_name) || typ;
-  IF using_expression IS NOT NULL THEN
-    clause := clause || ' USING (' || sluice._one_expression(using_expression) || ')';
-  END IF;
-  PERFORM sluice._alter_target(target, clause);
-  -- the type as the source sends it: its OID in the pause's drift event (types not built in differ)
-  SELECT (e->>'type')::oid INTO src
-    FROM sluice._drift_event d, jsonb_array_elements(d.source_columns) e
-   WHERE (d.pipeline_id, d.source_schema, d.source_table) = (c.pipeline_id, c.source_schema, c.source_table)
-     AND d.action = 'paused' AND e->>'name' = c.source_column
-   ORDER BY d.event_id DESC LIMIT 1;
-  IF src IS NULL OR (src < 16384 AND src <> typ::regtype::oid) THEN
-    src := typ::regtype::oid;
-  END IF;
-  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
-         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
-         prior_sources)
-  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
-         cc.column_name, cc.source_column,
-         CASE WHEN cc.column_name = accept_type_change.column_name THEN format_type(a.atttypid, a.atttypmod)
-              ELSE cc.data_type END,
-         cc.not_null, cc.is_key,
-         CASE WHEN cc.column_name = accept_type_change.column_name THEN src ELSE cc.source_type END,
-         cc.source_dropped,
-         CASE WHEN cc.column_name = accept_type_change.column_name AND cc.source_type <> src
-              THEN cc.prior_types || cc.source_type ELSE cc.prior_types END,
-         cc.prior_sources
-    FROM sluice._contract_column cc
-    LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
-   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version);
-  RETURN sluice._contract_changed(target, 'accepted',
-    format('column "%s" altered to %s%s', column_name, typ,
-           CASE WHEN using_expression IS NOT NULL THEN ' using ' || using_expression ELSE '' END));
-END
-$$;
-COMMENT ON FUNCTION sluice.accept_type_change(regclass, name, text, text) IS
-  'After a type change on the source: alters the datamart column (and its history table''s) to new_type, with using_expression as the cast when given; rows of the backlog of the old type are still read; records and returns a new contract version.';
-
-REVOKE ALL ON FUNCTION sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
-  sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
-  sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
-  sluice._contract_json(integer, text, text, integer) FROM PUBLIC;
-
 CREATE FUNCTION sluice.contract_diff(target regclass, from_version integer, to_version integer,
-    OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb, OUT action text)
+    OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb)
 RETURNS SETOF record
 LANGUAGE plpgsql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -814,45 +505,29 @@ BEGIN
       DETAIL = format('Versions 1 to %s exist.', t.contract_version);
   END IF;
   RETURN QUERY
-  WITH v AS (SELECT cc.*, CASE WHEN cc.source_type >= 16384 THEN cc.data_type
-                               WHEN starts_with(cc.data_type, format_type(cc.source_type, NULL)) THEN cc.data_type
-                               ELSE format_type(cc.source_type, NULL) END AS source_type_name
-               FROM sluice._contract_column cc
-              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
-       a AS (SELECT * FROM v WHERE v.contract_version = from_version),
-       b AS (SELECT * FROM v WHERE v.contract_version = to_version)
+  WITH a AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, from_version)),
+       b AS (SELECT * FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                    = (t.pipeline_id, t.source_schema, t.source_table, to_version))
   SELECT CASE WHEN a.column_name IS NULL THEN 'added'
               WHEN b.column_name IS NULL THEN 'removed'
               ELSE 'changed' END,
          coalesce(a.column_name, b.column_name),
          CASE WHEN a.column_name IS NOT NULL THEN jsonb_build_object('source_column', a.source_column,
-              'data_type', a.data_type, 'source_type', a.source_type_name, 'not_null', a.not_null,
-              'is_key', a.is_key, 'source_dropped', a.source_dropped) END,
+              'data_type', a.data_type, 'not_null', a.not_null, 'is_key', a.is_key) END,
          CASE WHEN b.column_name IS NOT NULL THEN jsonb_build_object('source_column', b.source_column,
-              'data_type', b.data_type, 'source_type', b.source_type_name, 'not_null', b.not_null,
-              'is_key', b.is_key, 'source_dropped', b.source_dropped) END,
-         -- what changed it: the events of the versions in between where this column changed
-         (SELECT string_agg(DISTINCT d.action, ', ')
-            FROM sluice._drift_event d
-           WHERE (d.pipeline_id, d.source_schema, d.source_table) = (t.pipeline_id, t.source_schema, t.source_table)
-             AND d.action NOT IN ('paused', 'ignored')
-             AND d.contract_version > from_version AND d.contract_version <= to_version
-             AND (SELECT row(x.source_column, x.data_type, x.source_type, x.not_null, x.is_key, x.source_dropped)
-                    FROM v x WHERE x.contract_version = d.contract_version
-                     AND x.column_name = coalesce(a.column_name, b.column_name))
-                 IS DISTINCT FROM
-                 (SELECT row(x.source_column, x.data_type, x.source_type, x.not_null, x.is_key, x.source_dropped)
-                    FROM v x WHERE x.contract_version = d.contract_version - 1
-                     AND x.column_name = coalesce(a.column_name, b.column_name)))
+              'data_type', b.data_type, 'not_null', b.not_null, 'is_key', b.is_key) END
     FROM a FULL JOIN b ON a.column_name = b.column_name
    WHERE a.column_name IS NULL OR b.column_name IS NULL
-      OR (a.source_column, a.data_type, a.source_type, a.not_null, a.is_key, a.source_dropped) IS DISTINCT FROM
-         (b.source_column, b.data_type, b.source_type, b.not_null, b.is_key, b.source_dropped)
+      OR (a.source_column, a.data_type, a.not_null, a.is_key) IS DISTINCT FROM
+         (b.source_column, b.data_type, b.not_null, b.is_key)
    ORDER BY coalesce(b.position, a.position);
 END
 $$;
 COMMENT ON FUNCTION sluice.contract_diff(regclass, integer, integer) IS
-  'Columns added, removed or changed between two versions of a table''s contract: source column, datamart and source type names, before and after, and the action that changed each (evolved, widened, accepted, kept, dropped, mapped).';
+  'Columns added, removed or changed between two versions of a table''s contract.';
 
 CREATE FUNCTION sluice.purge_runs(older_than interval)
 RETURNS bigint
@@ -876,8 +551,7 @@ CREATE FUNCTION sluice.drop_pipeline(
     force       boolean DEFAULT false)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'sluice_drop_pipeline'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) IS
   'Drops a pipeline: its slot (and the publication it created) on the source, its replication origin, optionally its datamart tables. force drops locally even when the source is unreachable.';
 
@@ -910,7 +584,6 @@ SELECT p.pipeline_id,
           FROM sluice._pipeline_table pt
          WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
        p.binary_transfer,
-       p.strict,
        r.finished_at AS last_refresh_at,
        r.end_lsn AS last_end_lsn,
        p.created_at
@@ -925,9 +598,8 @@ COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
 COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
 COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
-COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format: every column has the same binary form in the datamart, or no send function (pgoutput sends it as text).';
+COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format (every column of a built-in, non-enum type).';
 COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
-COMMENT ON COLUMN sluice.pipelines.strict IS 'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted in sluice.runs.rows_missing (false, the default); set with sluice.alter_pipeline.';
 COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
 COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
 COMMENT ON COLUMN sluice.pipelines.last_end_lsn IS 'Source LSN the datamart is consistent with.';
@@ -969,12 +641,7 @@ SELECT r.run_id,
        r.tables_truncated,
        r.last_source_commit,
        r.error,
-       r.skipped_xid,
-       r.rows_missing,
-       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
-                                          rt.rows_missing)
-          FROM sluice._run_table rt
-         WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id AND rt.rows_missing OPERATOR(pg_catalog.>) 0) AS missing_by_table
+       r.skipped_xid
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id);
 COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
@@ -995,8 +662,6 @@ COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
 COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
 COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed, or why a paused run paused.';
 COMMENT ON COLUMN sluice.runs.skipped_xid IS 'Source transaction this run skipped on purpose (sluice.resume(pipeline, skip_xid)).';
-COMMENT ON COLUMN sluice.runs.rows_missing IS 'Updates and deletes that found no row in the datamart (divergence: the datamart lacked a row the source had), skipped and counted; a strict pipeline pauses instead.';
-COMMENT ON COLUMN sluice.runs.missing_by_table IS 'rows_missing per datamart table ({"schema.table": n}); the keys (up to 5 per table) are in the divergence event, not here: this view is readable by all.';
 
 CREATE VIEW sluice.contracts AS
 SELECT pt.target_schema,
@@ -1023,7 +688,7 @@ COMMENT ON COLUMN sluice.contracts.source_schema IS 'Schema of the source table.
 COMMENT ON COLUMN sluice.contracts.source_table IS 'Source table.';
 COMMENT ON COLUMN sluice.contracts.drift_policy IS 'freeze, evolve or ignore: what a change of the source table''s columns does.';
 COMMENT ON COLUMN sluice.contracts.contract_version IS 'Current contract version (each evolution or mapping adds one).';
-COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (generated columns, and columns added on the source under the ignore policy).';
+COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (added on the source under the ignore policy).';
 COMMENT ON COLUMN sluice.contracts.position IS 'Column position in the datamart table.';
 COMMENT ON COLUMN sluice.contracts.column_name IS 'Datamart column.';
 COMMENT ON COLUMN sluice.contracts.source_column IS 'Source column feeding it (differs after a rename on the source, see sluice.map_column).';
@@ -1056,34 +721,20 @@ COMMENT ON COLUMN sluice.drift_events.detected_at IS 'When pg_sluice saw the cha
 COMMENT ON COLUMN sluice.drift_events.source_xid IS 'Source transaction that first carried the new definition.';
 COMMENT ON COLUMN sluice.drift_events.source_lsn IS 'Commit LSN of that source transaction.';
 COMMENT ON COLUMN sluice.drift_events.policy IS 'Drift policy in force.';
-COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (columns added), widened (datamart column type widened as on the source), accepted (a new source type the datamart column holds), kept (source column dropped, datamart column kept), dropped (column dropped from the contract and the table), mapped (fed by another source column) or ignored (new columns left out).';
+COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (datamart table and contract changed) or ignored (new columns left out).';
 COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
 COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
-COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source columns the contract expected (name, datamart column, type OID, type_name, data_type).';
-COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name, type OID, type_name); for an event a function recorded, the contract''s columns after it.';
+COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source columns the contract expected (source name, datamart column, type OID).';
+COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name and type OID).';
 
-
-CREATE FUNCTION sluice._readable(target_schema name, target_table name)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  -- runs as whoever reads the view: views that show values of a table show
-  -- them only to roles that can SELECT it
-  SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE n.nspname = target_schema AND c.relname = target_table
-                    AND has_table_privilege(c.oid, 'SELECT'))
-$$;
-COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT this datamart table.';
 
 CREATE VIEW sluice.expectations AS
 SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,
        e.column_names, e.args, e.severity, e.created_at
   FROM sluice._expectation e
   JOIN sluice._pipeline p USING (pipeline_id)
-  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table)
- WHERE sluice._readable(pt.target_schema, pt.target_table);
-COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations (of the tables the current role can read).';
+  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table);
+COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations.';
 COMMENT ON COLUMN sluice.expectations.expectation_id IS 'Expectation identifier.';
 COMMENT ON COLUMN sluice.expectations.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.expectations.target_schema IS 'Schema of the datamart table.';
@@ -1104,9 +755,8 @@ SELECT r.run_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name A
   JOIN sluice._expectation e USING (expectation_id)
   JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) e.pipeline_id
   JOIN sluice._pipeline_table pt ON (pt.pipeline_id, pt.source_schema, pt.source_table)
-       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table)
- WHERE sluice._readable(pt.target_schema, pt.target_table);
-COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard (of the tables the current role can read: sample_keys holds their values).';
+       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table);
+COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard.';
 COMMENT ON COLUMN sluice.quality.run_id IS 'Run (sluice.runs).';
 COMMENT ON COLUMN sluice.quality.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.quality.target_schema IS 'Schema of the datamart table.';
@@ -1125,18 +775,11 @@ COMMENT ON COLUMN sluice.quality.sample_keys IS 'Up to 5 keys (or values) that f
 
 CREATE VIEW sluice.quarantine AS
 SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.name AS expectation,
-       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at,
-       q.row_key, q.superseded_by, q.superseded_how, q.superseded_xid, q.superseded_lsn
+       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at
   FROM sluice._quarantine q
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._expectation e USING (expectation_id);
--- read with the reader's rights: an operator sees its own pipelines' rows
-ALTER VIEW sluice.quarantine SET (security_invoker = true);
--- their filter (sluice._readable) must run before any function a reader
--- adds to the query could see the values it hides
-ALTER VIEW sluice.quality SET (security_barrier = true);
-ALTER VIEW sluice.expectations SET (security_barrier = true);
-COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations (of the pipelines the current role operates); release or discard them.';
+COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations; release or discard them.';
 COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
 COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.quarantine.target_schema IS 'Schema of the datamart table.';
@@ -1147,13 +790,8 @@ COMMENT ON COLUMN sluice.quarantine.row_data IS 'The row as it would have been w
 COMMENT ON COLUMN sluice.quarantine.source_xid IS 'Source transaction.';
 COMMENT ON COLUMN sluice.quarantine.source_lsn IS 'Commit LSN of the source transaction.';
 COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
-COMMENT ON COLUMN sluice.quarantine.status IS 'held, released, discarded, or superseded (a later change of the same key on the source replaced it: see superseded_how; releasing it needs force).';
-COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released, discarded or superseded.';
-COMMENT ON COLUMN sluice.quarantine.row_key IS 'Key of the row (every column for a table without a key).';
-COMMENT ON COLUMN sluice.quarantine.superseded_by IS 'The entry holding the key''s later state, when that was quarantined too.';
-COMMENT ON COLUMN sluice.quarantine.superseded_how IS 'applied (the later state was written to the datamart), quarantined (held again: superseded_by), deleted or truncated on the source; NULL while the entry is the key''s latest state.';
-COMMENT ON COLUMN sluice.quarantine.superseded_xid IS 'Source transaction of the later change.';
-COMMENT ON COLUMN sluice.quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
+COMMENT ON COLUMN sluice.quarantine.status IS 'held, released or discarded.';
+COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released or discarded.';
 
 
 CREATE VIEW sluice.versions AS
@@ -1293,10 +931,7 @@ SELECT p.name AS pipeline,
        COALESCE(w.rows_per_second,
            (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
            OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
-           AS rows_per_second,
-       p.rows_missing,
-       p.last_missing_at,
-       p.strict
+           AS rows_per_second
   FROM sluice._pipeline p
   CROSS JOIN limits
   LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
@@ -1325,9 +960,6 @@ COMMENT ON COLUMN sluice.status.retained_wal_bytes IS 'WAL the pipeline''s slot 
 COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is past pg_sluice.max_retained_wal: the source''s disk is at risk.';
 COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
 COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
-COMMENT ON COLUMN sluice.status.rows_missing IS 'Updates and deletes skipped since the pipeline was created because the datamart had no row for them: not 0 means the datamart diverged from the source (sluice.runs.missing_by_table says where).';
-COMMENT ON COLUMN sluice.status.last_missing_at IS 'When the last such update or delete was skipped.';
-COMMENT ON COLUMN sluice.status.strict IS 'A missing row pauses the pipeline instead of being skipped and counted.';
 
 
 -------------------------------------------------------------------------------
@@ -1363,28 +995,11 @@ COMMENT ON FUNCTION sluice._changed_here(xid) IS
   'Private: true when a row version (its xmin) was written by the current transaction: set expectations look at what the batch changed.';
 
 CREATE FUNCTION sluice._compile_predicate(target regclass, predicate text)
-RETURNS pg_node_tree
+RETURNS void
 AS 'MODULE_PATHNAME', 'sluice_compile_predicate'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice._compile_predicate(regclass, text) IS
-  'Private: a row predicate bound to the table (names resolved in the caller''s search_path), or an error if it is not a valid boolean expression over the table''s columns without subqueries, aggregates or volatile functions.';
-
-CREATE FUNCTION sluice._compile_check(target regclass, query text)
-RETURNS pg_node_tree
-AS 'MODULE_PATHNAME', 'sluice_compile_check'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
-CREATE FUNCTION sluice._exec_as_owner(pipeline_id integer, statement text, param jsonb)
-RETURNS text
-AS 'MODULE_PATHNAME', 'sluice_exec_as_owner'
-LANGUAGE C VOLATILE
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION sluice._exec_as_owner(integer, text, jsonb) IS
-  'Private: runs one statement of pg_sluice''s SQL functions as the pipeline''s owner, restricted (the caller must operate the pipeline).';
-
-COMMENT ON FUNCTION sluice._compile_check(regclass, text) IS
-  'Private: a set expectation''s query, parsed and analyzed once (names resolved in the caller''s search_path).';
+  'Private: checks that a row predicate is a valid boolean SQL expression over the table''s columns, without subqueries, aggregates or volatile functions.';
 
 CREATE FUNCTION sluice.add_expectation(
     target       regclass,
@@ -1406,8 +1021,6 @@ DECLARE
   qt text := target::text;
   pred text;
   chk text;
-  pred_tree pg_node_tree;
-  chk_tree pg_node_tree;
   lo text := args->>'min_value';
   hi text := args->>'max_value';
   smin boolean := coalesce((args->>'strict_min')::boolean, false);
@@ -1571,13 +1184,9 @@ BEGIN
                       FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
   END CASE;
 
-  -- bound now, in this function's search_path (pg_catalog): a refresh
-  -- never parses the text again, so nothing created later in anyone's
-  -- search_path can slip into it
   IF pred IS NOT NULL THEN
-    pred_tree := sluice._compile_predicate(target, pred);
+    PERFORM sluice._compile_predicate(target, pred);
   ELSE
-    chk_tree := sluice._compile_check(target, chk);
     -- the check runs here once, so a broken one fails now, not at refresh
     EXECUTE chk;
   END IF;
@@ -1586,9 +1195,8 @@ BEGIN
                                       WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
                                             = (t.pipeline_id, t.source_schema, t.source_table)));
   INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
-                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
-  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
-          pred_tree, chk_tree);
+                                   args, severity, predicate, check_sql)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk);
   RETURN ename;
 EXCEPTION WHEN unique_violation THEN
   RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
@@ -1678,8 +1286,7 @@ RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_row_to_satisfy', '{}',
                               pg_catalog.jsonb_build_object('predicate', predicate), severity);
 
-CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
-                                           force boolean DEFAULT false)
+CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1689,67 +1296,35 @@ DECLARE
   keys text[];
   cols text;
   target text;
-  newrow jsonb;
-  keycol text;
 BEGIN
-  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.quarantine lists the held rows.';
-  END IF;
-  -- a refresh or worker batch of the pipeline holds this row while it applies (and may supersede the entry)
-  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = q.pipeline_id FOR UPDATE;
   SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
-  IF q.status = 'superseded' AND NOT coalesce(force, false) THEN
-    RAISE EXCEPTION 'quarantined row % is superseded by a later change of its key', quarantine_id
-      USING ERRCODE = 'object_not_in_prerequisite_state',
-      DETAIL = format('Source transaction %s %s the row with key %s after it was quarantined%s; the datamart already holds the key''s later state, which releasing this row would overwrite.',
-                      q.superseded_xid,
-                      CASE q.superseded_how WHEN 'applied' THEN 'changed' WHEN 'quarantined' THEN 'changed' ELSE q.superseded_how END,
-                      q.row_key,
-                      CASE WHEN q.superseded_by IS NOT NULL THEN format(' (held again as quarantined row %s)', q.superseded_by) ELSE '' END),
-      HINT = CASE WHEN q.superseded_by IS NOT NULL
-                  THEN format('Release the latest entry, sluice.release_quarantined(%s), or pass force => true to write this stale row anyway.', q.superseded_by)
-                  ELSE 'Pass force => true to write this stale row anyway.' END;
-  END IF;
-  IF q.status NOT IN ('held', 'superseded') THEN
+  IF NOT FOUND OR q.status <> 'held' THEN
     RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
       HINT = 'sluice.quarantine lists the held rows.';
   END IF;
   target := format('%I.%I', q.target_schema, q.target_table);
   SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
    WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'quarantined row % is for table %, which pipeline % does not feed', quarantine_id, target, q.pipeline_id
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Discard it with sluice.discard_quarantined().';
-  END IF;
-  -- a correction may give only the columns it changes: the rest come from the stored row
-  newrow := q.row_data || coalesce(corrected, '{}');
-  FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
-    IF newrow -> keycol IS DISTINCT FROM q.row_data -> keycol THEN
-      RAISE EXCEPTION 'the correction changes key column "%" of quarantined row %', keycol, quarantine_id
-        USING ERRCODE = 'invalid_parameter_value',
-        DETAIL = format('The row was quarantined with key %s; the source has no row with the corrected key.', q.row_key),
-        HINT = 'Correct other columns only; fix the key on the source, and the next refresh applies it.';
-    END IF;
-  END LOOP;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
   IF cardinality(keys) > 0 THEN
-    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
                    target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
                    (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
-                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), newrow);
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped))
+      USING coalesce(corrected, q.row_data);
   ELSE
-    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), newrow);
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target)
+      USING coalesce(corrected, q.row_data);
   END IF;
-  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(),
+         row_data = coalesce(corrected, row_data)
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   RETURN true;
 END
 $$;
-COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb, boolean) IS
-  'Writes a held row into its datamart table (as stored, or merged with a correction that gives the columns it changes), replacing the row with the same key; marks it released. A row superseded by a later change of its key is refused unless force.';
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb) IS
+  'Writes a held row into its datamart table (as stored, or as corrected), replacing the row with the same key; marks it released.';
 
 CREATE FUNCTION sluice.discard_quarantined(quarantine_id bigint)
 RETURNS boolean
@@ -1775,7 +1350,7 @@ COMMENT ON FUNCTION sluice.discard_quarantined(bigint) IS 'Marks a held row disc
 
 CREATE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
 RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1803,25 +1378,22 @@ BEGIN
    WHERE c.oid = target;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
-  -- the bodies are quoted as literals (%L): schema and table names may hold
-  -- quotes of either kind
-  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
-                 t.target_schema, t.target_table, t.target_table || '_at',
-                 format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
-                         UNION ALL
-                         SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
-                            AND sluice._version_ok(%5$s, $1)',
-                        t.target_schema, t.target_table, cols, t.target_schema || '_history', t.pipeline_id)), NULL);
-  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
-                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table)), NULL);
-  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
-                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
-                 t.target_schema, t.target_table, t.target_table || '_at_time',
-                 format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))',
-                        t.target_schema, t.target_table || '_at', t.pipeline_id)), NULL);
-  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
-                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table)), NULL);
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS
+                    'SELECT %5$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%6$s, $1)
+                     UNION ALL
+                     SELECT %5$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                        AND sluice._version_ok(%6$s, $1)'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at', t.target_schema || '_history',
+                 replace(cols, chr(39), chr(39) || chr(39)), t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table));
+  EXECUTE format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE
+                    AS 'SELECT * FROM %1$I.%4$I(sluice._version_at(%5$s, $1))'$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at_time', t.target_table || '_at', t.pipeline_id);
+  EXECUTE format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
+                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table));
 END
 $mk$;
 COMMENT ON FUNCTION sluice._make_at_functions(regclass) IS 'Private: (re)creates a table''s time-travel functions.';
@@ -1854,20 +1426,18 @@ BEGIN
       CONTINUE;
     END IF;
     hs := t.target_schema || '_history';
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
-                   t.target_schema, t.target_table, v0), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
-                   'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
-                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.'), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0);
+    EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table);
+    EXECUTE format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.');
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', hs);
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I)', hs, t.target_table, t.target_schema, t.target_table);
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table);
+    EXECUTE format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table);
+    EXECUTE format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
                    format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
-                          t.target_schema, t.target_table)), NULL);
+                          t.target_schema, t.target_table));
     PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
   END LOOP;
   UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
@@ -1879,7 +1449,7 @@ COMMENT ON FUNCTION sluice.keep_history(text) IS
 
 CREATE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
 RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1887,9 +1457,6 @@ DECLARE
   r record;
 BEGIN
   SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.pipeline_id = _version_check.pipeline_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline % does not exist', pipeline_id USING ERRCODE = 'undefined_object';
-  END IF;
   IF NOT p.keep_history THEN
     RAISE EXCEPTION 'pipeline "%" keeps no history', p.name USING ERRCODE = 'object_not_in_prerequisite_state',
       HINT = format('Call sluice.keep_history(%L).', p.name);
@@ -1906,9 +1473,37 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION sluice._as_of_sql(target regclass, version bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  RETURN format('SELECT %1$s FROM %2$s WHERE _sluice_version <= %4$s '
+                'UNION ALL SELECT %1$s FROM %3$I.%5$I WHERE _sluice_version <= %4$s AND _sluice_superseded > %4$s',
+                cols, target::text,
+                (SELECT pt.target_schema || '_history' FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
+                version,
+                (SELECT pt.target_table FROM sluice._pipeline_table pt
+                  WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table)));
+END
+$$;
+
 CREATE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
@@ -1948,24 +1543,17 @@ BEGIN
   IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
     RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
   END IF;
-  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
-  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
+  EXECUTE format('CREATE SCHEMA %I', sch);
+  EXECUTE format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name));
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
               AND cardinality(pt.key_columns) > 0 LOOP
     SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
       FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
        AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
-                   t.target_schema, t.target_table || '_at', v), NULL);
-    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
-                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
-    -- BI tools show column comments as descriptions: the table's own
-    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
-                                               col_description(a.attrelid, a.attnum)), '; ')
-                        FROM pg_attribute a
-                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
-                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
-                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
+    EXECUTE format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v);
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name));
   END LOOP;
   INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
   RETURN sch;
@@ -1987,33 +1575,12 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'tag "%" of pipeline "%" does not exist', name, pipeline USING ERRCODE = 'undefined_object';
   END IF;
-  PERFORM sluice._exec_as_owner(tg.pipeline_id, format('DROP SCHEMA %I CASCADE', tg.schema_name), NULL);
+  EXECUTE format('DROP SCHEMA %I CASCADE', tg.schema_name);
   DELETE FROM sluice._tag WHERE pipeline_id = tg.pipeline_id AND _tag.name = tg.name;
   RETURN true;
 END
 $$;
 COMMENT ON FUNCTION sluice.untag(text, text) IS 'Removes a tag and its schema of views.';
-
-CREATE FUNCTION sluice._history_of(target regclass,
-    OUT pipeline_id integer, OUT key_columns text[], OUT at_function text)
-LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  SELECT pt.pipeline_id, pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at')
-    INTO pipeline_id, key_columns, at_function
-    FROM sluice._pipeline_table pt
-    JOIN pg_class c ON c.relname = pt.target_table
-    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
-   WHERE c.oid = target;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
-  END IF;
-END
-$$;
-COMMENT ON FUNCTION sluice._history_of(regclass) IS
-  'Private: the pipeline, key and time-travel function of a datamart table (for sluice.diff, run by readers).';
 
 CREATE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
     OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)
@@ -2022,38 +1589,38 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  h record;
+  t record;
+  keys text[];
+  fn text;
+  joincond text;
   keyexpr text;
 BEGIN
-  -- runs as the caller: it reads the table's versions with the caller's rights
-  IF NOT has_table_privilege(target, 'SELECT') THEN
-    RAISE EXCEPTION 'permission denied for table %', target USING ERRCODE = 'insufficient_privilege',
-      HINT = 'sluice.diff reads the table''s versions: it needs SELECT on the table and its history table.';
-  END IF;
-  h := sluice._history_of(target);
-  PERFORM sluice._version_check(h.pipeline_id, from_version);
-  PERFORM sluice._version_check(h.pipeline_id, to_version);
+  t := sluice._contract_table(target);
+  PERFORM sluice._version_check(t.pipeline_id, from_version);
+  PERFORM sluice._version_check(t.pipeline_id, to_version);
   IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
     RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
       DETAIL = 'Tables without a key keep no history.';
   END IF;
-  -- Each side is reduced to (k, j): its key and its row as jsonb, read
-  -- through qualified column references only, so no column name (a, b, k,
-  -- j, key...) can be mistaken for an alias.
-  IF cardinality(h.key_columns) > 0 THEN
+  SELECT pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at') INTO keys, fn
+    FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  IF cardinality(keys) > 0 THEN
+    joincond := (SELECT string_agg(format('a.%1$I = b.%1$I', k), ' AND ') FROM unnest(keys) k);
     keyexpr := format('jsonb_build_object(%s)',
-                      (SELECT string_agg(format('%L, r.%I', k, k), ', ') FROM unnest(h.key_columns) k));
+                      (SELECT string_agg(format('%1$L, coalesce(b.%1$I, a.%1$I)', k), ', ') FROM unnest(keys) k));
   ELSE
-    keyexpr := 'to_jsonb(r.*) - ''_sluice_version''';
+    joincond := '(to_jsonb(a) - ''_sluice_version'') = (to_jsonb(b) - ''_sluice_version'')';
+    keyexpr := 'NULL::jsonb';
   END IF;
   RETURN QUERY EXECUTE format(
-    'SELECT CASE WHEN f.k IS NULL THEN ''added'' WHEN t.k IS NULL THEN ''removed'' ELSE ''changed'' END,
-            CASE WHEN %5$s THEN coalesce(t.k, f.k) END, f.j, t.j
-       FROM (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%3$s) r) f
-       FULL JOIN (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%4$s) r) t ON f.k = t.k
-      WHERE f.k IS NULL OR t.k IS NULL OR f.j IS DISTINCT FROM t.j',
-    keyexpr, h.at_function, from_version, to_version,
-    CASE WHEN cardinality(h.key_columns) > 0 THEN 'true' ELSE 'false' END);
+    'SELECT CASE WHEN a IS NULL THEN ''added'' WHEN b IS NULL THEN ''removed'' ELSE ''changed'' END, %s,
+            CASE WHEN a IS NULL THEN NULL ELSE to_jsonb(a) - ''_sluice_version'' END,
+            CASE WHEN b IS NULL THEN NULL ELSE to_jsonb(b) - ''_sluice_version'' END
+       FROM %s(%s) a FULL JOIN %s(%s) b ON %s
+      WHERE a IS NULL OR b IS NULL
+         OR (to_jsonb(a) - ''_sluice_version'') IS DISTINCT FROM (to_jsonb(b) - ''_sluice_version'')',
+    keyexpr, fn, from_version, fn, to_version, joincond);
 END
 $$;
 COMMENT ON FUNCTION sluice.diff(regclass, bigint, bigint) IS
@@ -2069,7 +1636,6 @@ DECLARE
   p record;
   t record;
   kept bigint[];
-  res text;
 BEGIN
   SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
   IF NOT FOUND THEN
@@ -2095,16 +1661,11 @@ BEGIN
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
               AND cardinality(pt.key_columns) > 0 LOOP
     target := format('%I.%I', t.target_schema, t.target_table);
-    -- as the owner (a trigger on the history table never runs with the caller's rights)
-    res := sluice._exec_as_owner(p.pipeline_id,
-             format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (
-                                  SELECT 1 FROM pg_catalog.jsonb_array_elements_text($1) k
-                                   WHERE h._sluice_version <= k::bigint AND k::bigint < h._sluice_superseded)
-                                RETURNING pg_catalog.pg_column_size(h.*) AS sz)
-                     SELECT count(*) || '' '' || coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table),
-             to_jsonb(kept));
-    rows_purged := split_part(res, ' ', 1)::bigint;
-    bytes_purged := split_part(res, ' ', 2)::bigint;
+    EXECUTE format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (SELECT 1 FROM unnest($1) k
+                                 WHERE h._sluice_version <= k AND k < h._sluice_superseded)
+                               RETURNING pg_column_size(h.*) AS sz)
+                    SELECT count(*), coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table)
+      INTO rows_purged, bytes_purged USING kept;
     RETURN NEXT;
   END LOOP;
   UPDATE sluice._run r SET history_purged = true
@@ -2130,7 +1691,7 @@ CREATE FUNCTION sluice._event_names()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
-             'expectation_failed', 'quarantine', 'slot_lag', 'divergence'];
+             'expectation_failed', 'quarantine', 'slot_lag'];
 
 CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
 RETURNS text
@@ -2324,170 +1885,9 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION sluice._emit(text, text, jsonb) IS 'Private: queue an event for every destination that wants it.';
 
-CREATE FUNCTION sluice._announce_failure(pipeline text, body jsonb)
-RETURNS void
-AS 'MODULE_PATHNAME', 'sluice_announce_failure'
-LANGUAGE C VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION sluice._announce_failure(text, jsonb) IS
-  'Private: queue the event of a failed refresh (called by sluice.refresh over its own connection, so the event survives the rollback).';
-
-CREATE FUNCTION sluice._operates(owner oid)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  -- (a role dropped since reads as no one's: pg_has_role would raise)
-  SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner)
-              THEN pg_has_role(owner, 'USAGE') ELSE false END
-$$;
-COMMENT ON FUNCTION sluice._operates(oid) IS
-  'Private: the current role has the privileges of this pipeline owner (row security of the catalog).';
-
-CREATE FUNCTION sluice.alter_pipeline_owner(pipeline text, new_owner regrole)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
-    RAISE EXCEPTION 'permission denied to change the owner of pipeline "%"', pipeline
-      USING ERRCODE = 'insufficient_privilege', HINT = 'Only a superuser may give a pipeline to another role.';
-  END IF;
-  UPDATE sluice._pipeline p SET owner = new_owner WHERE p.name = pipeline;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
-  RETURN true;
-END
-$$;
-COMMENT ON FUNCTION sluice.alter_pipeline_owner(text, regrole) IS
-  'Gives a pipeline to another role (superusers only): its expectations, triggers and schema changes then run as that role, which must be able to write the pipeline''s tables (ALTER TABLE ... OWNER TO, or REASSIGN OWNED).';
-
 -------------------------------------------------------------------------------
--- Privileges.
---
--- Three kinds of roles (README, "Roles and privileges"):
---   the extension owner (a superuser) declares sources and destinations,
---   the only secrets, kept in tables no one else can read;
---   a pipeline's owner (the role that created it) and every role with its
---   privileges (GRANT owner TO operator) operate it: refresh, start, stop,
---   resume, expectations, quarantine, drift policy, history and tags.
---   sluice.grant_operator(role) gives a role the EXECUTE and catalog rights
---   for that; row security keeps each role to its own pipelines' rows, and
---   column privileges keep it from rewriting what names slots, origins and
---   tables.
---   readers: the public views, and every read function (<t>_at, <t>_at_time,
---   tag views, sluice.diff) on the tables they can SELECT.
+-- Privileges: administration is for the extension owner and whom they grant.
 -------------------------------------------------------------------------------
-
-ALTER TABLE sluice._pipeline ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._pipeline USING (sluice._operates(owner::oid));
-ALTER TABLE sluice._pipeline_table ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._pipeline_table
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._contract_column ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._contract_column
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._drift_event ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._drift_event
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._expectation ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._expectation
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._quarantine ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._quarantine
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._run ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._run
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-ALTER TABLE sluice._expectation_result ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._expectation_result
-  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
-ALTER TABLE sluice._run_table ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._run_table
-  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
-ALTER TABLE sluice._tag ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._tag
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-
-CREATE FUNCTION sluice._operator_grants(grantee regrole, verb text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
-  stmt text;
-BEGIN
-  FOREACH stmt IN ARRAY ARRAY[
-    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
-       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
-       sluice.expect_column_values_to_not_be_null(regclass, name, text),
-       sluice.expect_column_values_to_be_null(regclass, name, text),
-       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
-       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
-       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
-       sluice.expect_column_values_to_be_unique(regclass, name[], text),
-       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
-       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
-       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
-       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
-       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
-       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
-       sluice.expect_row_to_satisfy(regclass, text, text),
-       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
-       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
-       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
-       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
-       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
-       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
-       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
-       sluice._contract_json(integer, text, text, integer)',
-    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
-    -- worker state) is written by its C code as the extension owner; an
-    -- operator writes only what its SQL functions change, row security
-    -- keeping it to its own pipelines
-    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
-       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
-       sluice._tag, sluice.quarantine',
-    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
-    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
-    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
-    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
-             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
-    'UPDATE (history_purged) ON sluice._run',
-    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
-    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
-    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
-    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
-  END LOOP;
-END
-$$;
-COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
-
-CREATE FUNCTION sluice.grant_operator(role regrole)
-RETURNS void
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-  SELECT sluice._operator_grants(role, 'GRANT');
-END;
-COMMENT ON FUNCTION sluice.grant_operator(regrole) IS
-  'Lets a role own and operate pipelines: refresh, start, stop, resume, expectations, quarantine, drift policy, history and tags, on the pipelines whose owner''s privileges it has. It never reads a source''s or destination''s secret.';
-
-CREATE FUNCTION sluice.revoke_operator(role regrole)
-RETURNS void
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-  SELECT sluice._operator_grants(role, 'REVOKE');
-END;
-COMMENT ON FUNCTION sluice.revoke_operator(regrole) IS 'Takes back what sluice.grant_operator gave.';
 
 REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
@@ -2499,7 +1899,6 @@ REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION sluice.alter_pipeline(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text),
     sluice.create_lineage_endpoint(text, text, text, text), sluice.drop_destination(text),
     sluice._emit(text, text, jsonb), sluice._notifier_wanted(), sluice._emit_run(bigint, bigint),
@@ -2529,20 +1928,10 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
-    sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
-    sluice._exec_as_owner(integer, text, jsonb) FROM PUBLIC;
+    sluice.release_quarantined(bigint, jsonb), sluice.discard_quarantined(bigint),
+    sluice._compile_predicate(regclass, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
     sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
 REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;
-REVOKE ALL ON FUNCTION sluice._operator_grants(regrole, text), sluice.grant_operator(regrole),
-    sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole),
-    sluice._announce_failure(text, jsonb) FROM PUBLIC;
--- what BI readers call, through <t>_at, <t>_at_time, tag views and diff:
--- they reveal versions, never rows (those are read with the reader's rights)
-REVOKE ALL ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
-    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
-    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) TO PUBLIC;

@@ -20,6 +20,11 @@ PG_MAJOR=15
 SLUICE_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare" \
     bash scripts/setup.sh
 make -s check-version
+# the previous release's sources, for the upgrade test (test/t/060_upgrade.pl),
+# which the scratch copy below cannot take from git
+if [ -e .git ]; then
+    make -s upgrade-sources
+fi
 
 WORK=$(mktemp -d /tmp/pg_sluice-test.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

@@ -1,0 +1,2140 @@
+/* pg_sluice--0.1--0.2.sql -- ALTER EXTENSION pg_sluice UPDATE from 0.1 to 0.2
+ *
+ * Takes a 0.1 datamart (the script of 0.1 as released: pg_sluice--0.1.sql)
+ * to the catalog a fresh CREATE EXTENSION of 0.2 makes, data included.
+ * test/t/060_upgrade.pl runs it on a datamart built by the 0.1 library and
+ * compares the result, object by object, with a fresh 0.2 install.
+ *
+ *   1. views are dropped (they are recreated as 0.2 defines them; their
+ *      privileges are those of a fresh install), with the functions 0.2
+ *      drops or whose signature or result type changes;
+ *   2. catalog tables: new columns in 0.2's column order, new and widened
+ *      checks, the quarantine ledger's index, comments;
+ *   3. functions: new ones created, changed ones replaced (same OID, so
+ *      grants made to roles since stay), views recreated;
+ *   4. row security, its policies, and the privileges of 0.2;
+ *   5. data: expectations' bound trees, quarantine keys (pipeline owners
+ *      are set in step 2).
+ */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION pg_sluice UPDATE TO '0.2'" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- 1. What is recreated or goes
+-------------------------------------------------------------------------------
+
+DROP VIEW sluice.status, sluice.events, sluice.destinations, sluice.tags, sluice.versions,
+    sluice.quarantine, sluice.quality, sluice.expectations, sluice.drift_events, sluice.contracts,
+    sluice.runs, sluice.pipeline_tables, sluice.pipelines, sluice.sources;
+
+-- replaced by sluice._history_of and the time-travel functions
+DROP FUNCTION sluice._as_of_sql(regclass, bigint);
+-- now returns the bound tree (pg_node_tree) instead of void
+DROP FUNCTION sluice._compile_predicate(regclass, text);
+-- gains force (for superseded entries of the quarantine ledger)
+DROP FUNCTION sluice.release_quarantined(bigint, jsonb);
+-- returns the source type names and the action that changed each column
+DROP FUNCTION sluice.contract_diff(regclass, integer, integer);
+
+-------------------------------------------------------------------------------
+-- 2. Catalog tables
+-------------------------------------------------------------------------------
+
+-- _pipeline: owner (between history_from and created_at), then strict,
+-- rows_missing, last_missing_at at the end.  created_at and created_by are
+-- moved after owner (added anew, values copied) so that the columns come
+-- in the order of a fresh 0.2 install.
+--
+-- The owner of a 0.1 pipeline is the role that created it (created_by) if
+-- that role still exists, else the extension's owner.
+ALTER TABLE sluice._pipeline ADD COLUMN owner regrole;
+UPDATE sluice._pipeline p
+   SET owner = coalesce((SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) p.created_by),
+                        (SELECT e.extowner FROM pg_catalog.pg_extension e
+                          WHERE e.extname OPERATOR(pg_catalog.=) 'pg_sluice'))::pg_catalog.regrole;
+ALTER TABLE sluice._pipeline ALTER COLUMN owner SET DEFAULT CURRENT_USER::text::regrole,
+    ALTER COLUMN owner SET NOT NULL;
+ALTER TABLE sluice._pipeline RENAME COLUMN created_at TO created_at_0_1;
+ALTER TABLE sluice._pipeline RENAME COLUMN created_by TO created_by_0_1;
+ALTER TABLE sluice._pipeline
+    ADD COLUMN created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    ADD COLUMN created_by name NOT NULL DEFAULT CURRENT_USER;
+UPDATE sluice._pipeline SET created_at = created_at_0_1, created_by = created_by_0_1;
+ALTER TABLE sluice._pipeline DROP COLUMN created_at_0_1, DROP COLUMN created_by_0_1;
+ALTER TABLE sluice._pipeline
+    ADD COLUMN strict boolean NOT NULL DEFAULT false,
+    ADD COLUMN rows_missing bigint NOT NULL DEFAULT 0,
+    ADD COLUMN last_missing_at timestamptz;
+
+-- _contract_column: what drift_column, accept_type_change and map_column
+-- record (a 0.1 contract has none of it: the defaults are right)
+ALTER TABLE sluice._contract_column
+    ADD COLUMN source_dropped boolean NOT NULL DEFAULT false,
+    ADD COLUMN prior_types oid[] NOT NULL DEFAULT '{}',
+    ADD COLUMN prior_sources text[] NOT NULL DEFAULT '{}';
+
+-- _drift_event: the actions of the drift ways forward
+ALTER TABLE sluice._drift_event DROP CONSTRAINT _drift_event_action_check,
+    ADD CONSTRAINT _drift_event_action_check
+        CHECK (action IN ('paused', 'evolved', 'ignored', 'widened', 'accepted', 'kept', 'dropped', 'mapped'));
+
+-- _expectation: the bound trees (filled in step 4), before created_at
+ALTER TABLE sluice._expectation RENAME COLUMN created_at TO created_at_0_1;
+ALTER TABLE sluice._expectation
+    ADD COLUMN predicate_tree pg_node_tree,
+    ADD COLUMN check_tree pg_node_tree,
+    ADD COLUMN created_at timestamptz NOT NULL DEFAULT pg_catalog.now();
+UPDATE sluice._expectation SET created_at = created_at_0_1;
+ALTER TABLE sluice._expectation DROP COLUMN created_at_0_1;
+
+-- _quarantine: the ledger (row_key filled in step 4)
+ALTER TABLE sluice._quarantine DROP CONSTRAINT _quarantine_status_check,
+    ADD CONSTRAINT _quarantine_status_check
+        CHECK (status IN ('held', 'released', 'discarded', 'superseded'));
+ALTER TABLE sluice._quarantine
+    ADD COLUMN row_key jsonb,
+    ADD COLUMN superseded_by bigint REFERENCES sluice._quarantine ON DELETE SET NULL,
+    ADD COLUMN superseded_how text CHECK (superseded_how IN ('applied', 'quarantined', 'deleted', 'truncated')),
+    ADD COLUMN superseded_xid xid,
+    ADD COLUMN superseded_lsn pg_lsn;
+-- the open entries of a table: the latest state of keys the datamart lacks on purpose
+CREATE INDEX ON sluice._quarantine (pipeline_id, target_schema, target_table)
+ WHERE status IN ('held', 'discarded') AND superseded_how IS NULL;
+
+-- _run, _run_table: divergence counts
+ALTER TABLE sluice._run ADD COLUMN rows_missing bigint NOT NULL DEFAULT 0;
+ALTER TABLE sluice._run_table
+    ADD COLUMN rows_missing bigint NOT NULL DEFAULT 0,
+    ADD COLUMN missing_keys jsonb;
+
+COMMENT ON COLUMN sluice._pipeline.strict IS
+  'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted (false); sluice.alter_pipeline sets it.';
+COMMENT ON COLUMN sluice._pipeline.rows_missing IS
+  'Updates and deletes the pipeline skipped since its creation because the datamart had no row for them (divergence).';
+COMMENT ON COLUMN sluice._pipeline.last_missing_at IS
+  'When the last such update or delete was skipped.';
+COMMENT ON TABLE sluice._expectation IS
+  'Private: data-quality expectations per datamart table. predicate_tree: row expectations, bound when declared (a boolean expression over the row, every name resolved to an OID); check_tree: set expectations, bound when declared (a query run once per batch). predicate and check_sql keep the text they were bound from, for reading only: it is never executed.';
+COMMENT ON TABLE sluice._quarantine IS
+  'Private: rows held back by quarantine expectations, with the reason; release or discard them. A ledger of each key''s latest state: a later change of the key on the source supersedes the entry.';
+COMMENT ON COLUMN sluice._quarantine.row_key IS
+  'Key of the row (its key columns, or every column for a table without a key) as a JSON object of text values.';
+COMMENT ON COLUMN sluice._quarantine.superseded_by IS
+  'The entry that replaced this one when the later change of the key was quarantined too.';
+COMMENT ON COLUMN sluice._quarantine.superseded_how IS
+  'How a later change of the key on the source replaced this entry: applied (written to the datamart), quarantined (held again, see superseded_by), deleted, truncated. NULL while the entry is the key''s latest state.';
+COMMENT ON COLUMN sluice._quarantine.superseded_xid IS 'Source transaction of that later change.';
+COMMENT ON COLUMN sluice._quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
+COMMENT ON COLUMN sluice._run.rows_missing IS
+  'Updates and deletes of the run that found no row in the datamart and were skipped (divergence).';
+COMMENT ON COLUMN sluice._run_table.rows_missing IS
+  'Updates and deletes of the table that found no row in the datamart and were skipped.';
+COMMENT ON COLUMN sluice._run_table.missing_keys IS
+  'Up to 5 of them: {"change": "update" or "delete", "key": {...}, "source_xid": ...}.';
+
+-------------------------------------------------------------------------------
+-- 3. Functions (new, or replaced where they changed) and views, in the order of
+--    pg_sluice--0.2.sql
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sluice.create_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_create_source'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.alter_source(name text, conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_alter_source'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.drop_source(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_source'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.create_pipeline(
+    name          text,
+    source        text,
+    tables        text[],
+    target_schema name DEFAULT NULL,
+    publication   text DEFAULT NULL,
+    slot_name     text DEFAULT NULL,
+    adopt_tables  boolean DEFAULT false)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_create_pipeline'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.refresh(pipeline text)
+RETURNS sluice.refresh_result
+AS 'MODULE_PATHNAME', 'sluice_refresh'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.start(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_start'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION sluice.stop(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_stop'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION sluice.alter_pipeline(pipeline text, strict boolean DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  was boolean;
+BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  -- waits for a refresh or worker batch of the pipeline: the next one sees the change
+  SELECT p.strict INTO was FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  UPDATE sluice._pipeline p SET strict = coalesce(alter_pipeline.strict, p.strict) WHERE p.name = pipeline;
+  RETURN coalesce(alter_pipeline.strict, was);
+END
+$$;
+
+COMMENT ON FUNCTION sluice.alter_pipeline(text, boolean) IS
+  'Changes a pipeline''s settings (NULL: unchanged) and returns strict as it now is. strict: an update or delete that finds no row in the datamart pauses the pipeline instead of being skipped and counted.';
+
+CREATE OR REPLACE FUNCTION sluice.drop_pipeline(
+    pipeline    text,
+    drop_tables boolean DEFAULT false,
+    force       boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_drop_pipeline'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION sluice._contract_json(pipeline_id integer, source_schema text, source_table text,
+    contract_version integer)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', cc.source_column, 'column', cc.column_name,
+           'type', cc.source_type,
+           'type_name', CASE WHEN cc.source_type >= 16384 THEN cc.data_type
+                             WHEN starts_with(cc.data_type, format_type(cc.source_type, NULL)) THEN cc.data_type
+                             ELSE format_type(cc.source_type, NULL) END,
+           'data_type', cc.data_type, 'source_dropped', cc.source_dropped) ORDER BY cc.position), '[]')
+    FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (_contract_json.pipeline_id, _contract_json.source_schema, _contract_json.source_table,
+            _contract_json.contract_version);
+END;
+
+COMMENT ON FUNCTION sluice._contract_json(integer, text, text, integer) IS
+  'Private: a contract version''s columns as drift events show them.';
+
+CREATE FUNCTION sluice._contract_changed(target regclass, action text, detail text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  -- called after a function recorded contract version n + 1 of target
+  t := sluice._contract_table(target);
+  UPDATE sluice._pipeline_table pt SET contract_version = t.contract_version + 1
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  INSERT INTO sluice._drift_event (pipeline_id, source_schema, source_table, policy, action, detail,
+         contract_version, contract_columns, source_columns)
+  SELECT t.pipeline_id, t.source_schema, t.source_table, pt.drift_policy, action, detail,
+         t.contract_version + 1,
+         sluice._contract_json(t.pipeline_id, t.source_schema, t.source_table, t.contract_version),
+         sluice._contract_json(t.pipeline_id, t.source_schema, t.source_table, t.contract_version + 1)
+    FROM sluice._pipeline_table pt
+   WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  RETURN t.contract_version + 1;
+END
+$$;
+
+COMMENT ON FUNCTION sluice._contract_changed(regclass, text, text) IS
+  'Private: makes the contract version a function just wrote current and records the drift event.';
+
+CREATE FUNCTION sluice._alter_target(target regclass, clause text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  nsp name;
+  rel name;
+  hist regclass;
+  t record;
+BEGIN
+  -- clause is built by the callers from quoted identifiers and a canonical type name;
+  -- run as the pipeline's owner (a USING expression, a rewrite) like every change pg_sluice makes
+  t := sluice._contract_table(target);
+  SELECT n.nspname, c.relname INTO nsp, rel
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format('ALTER TABLE %I.%I ', nsp, rel) || clause, NULL);
+  hist := to_regclass(format('%I.%I', nsp || '_history', rel));
+  IF hist IS NOT NULL THEN
+    PERFORM sluice._exec_as_owner(t.pipeline_id, format('ALTER TABLE %I.%I ', nsp || '_history', rel) || clause, NULL);
+    PERFORM sluice._make_at_functions(target);
+  END IF;
+END
+$$;
+
+COMMENT ON FUNCTION sluice._alter_target(regclass, text) IS
+  'Private: alters a datamart table and its history table alike, then rebuilds its time-travel functions.';
+
+CREATE FUNCTION sluice._type_name(type text)
+RETURNS text
+LANGUAGE c STABLE STRICT
+AS 'MODULE_PATHNAME', 'sluice__type_name';
+
+COMMENT ON FUNCTION sluice._type_name(text) IS 'Private: the canonical name of a type (with its modifier).';
+
+CREATE FUNCTION sluice._one_expression(expression text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'sluice__one_expression';
+
+COMMENT ON FUNCTION sluice._one_expression(text) IS 'Private: checks that a text is one scalar expression.';
+
+CREATE FUNCTION sluice._contract_column_of(target regclass, column_name name, caller text,
+    OUT pipeline_id integer, OUT source_schema text, OUT source_table text, OUT contract_version integer,
+    OUT source_column text, OUT is_key boolean, OUT source_type oid)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  IF target IS NULL OR column_name IS NULL THEN
+    RAISE EXCEPTION '% needs a table and a column, not NULL', caller USING ERRCODE = 'null_value_not_allowed',
+      HINT = 'sluice.contracts lists the tables and columns pg_sluice feeds.';
+  END IF;
+  t := sluice._contract_table(target, true);
+  SELECT t.pipeline_id, t.source_schema, t.source_table, t.contract_version, cc.source_column, cc.is_key, cc.source_type
+    INTO pipeline_id, source_schema, source_table, contract_version, source_column, is_key, source_type
+    FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+     AND cc.column_name = _contract_column_of.column_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" is not in the contract of %', column_name, target
+      USING ERRCODE = 'undefined_column', HINT = 'sluice.contracts lists the contract''s columns.';
+  END IF;
+END
+$$;
+
+COMMENT ON FUNCTION sluice._contract_column_of(regclass, name, text) IS
+  'Private: the current contract column a function changes, locked against refreshes; errors for unknown ones.';
+
+CREATE OR REPLACE FUNCTION sluice.map_column(target regclass, column_name name, source_column text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  c record;
+  other name;
+BEGIN
+  c := sluice._contract_column_of(target, column_name, 'sluice.map_column');
+  IF source_column IS NULL OR source_column = '' THEN
+    RAISE EXCEPTION 'source column must be named'
+      USING ERRCODE = CASE WHEN source_column IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+      DETAIL = format('sluice.map_column(%L, %L, %L) names no source column to feed "%s".',
+                      target, column_name, source_column, column_name),
+      HINT = format('If the source column was dropped, call sluice.drop_column(%L, %L) to keep "%s" (NULL from now on), or sluice.drop_column(%L, %L, keep => false) to drop it.',
+                    target, column_name, column_name, target, column_name);
+  END IF;
+  SELECT cc.column_name INTO other FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+     AND cc.source_column = map_column.source_column AND cc.column_name <> map_column.column_name;
+  IF FOUND THEN
+    RAISE EXCEPTION 'source column "%" already feeds column "%" of %', source_column, other, target
+      USING ERRCODE = 'duplicate_column';
+  END IF;
+  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
+  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
+         cc.column_name,
+         CASE WHEN cc.column_name = map_column.column_name THEN map_column.source_column ELSE cc.source_column END,
+         cc.data_type, cc.not_null, cc.is_key, cc.source_type,
+         cc.source_dropped AND cc.column_name <> map_column.column_name, cc.prior_types,
+         -- rows of the backlog sent before the rename still carry the old name
+         CASE WHEN cc.column_name = map_column.column_name AND cc.source_column IS NOT NULL
+                   AND cc.source_column <> map_column.source_column
+              THEN array_remove(cc.prior_sources, map_column.source_column) || cc.source_column
+              ELSE cc.prior_sources END
+    FROM sluice._contract_column cc
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version);
+  RETURN sluice._contract_changed(target, 'mapped',
+    format('column "%s" fed by source column "%s" (was "%s")', column_name, source_column, c.source_column));
+END
+$$;
+
+CREATE FUNCTION sluice.drop_column(target regclass, column_name name, keep boolean DEFAULT true)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  c record;
+BEGIN
+  c := sluice._contract_column_of(target, column_name, 'sluice.drop_column');
+  IF keep IS NULL THEN
+    RAISE EXCEPTION 'keep must be true or false' USING ERRCODE = 'null_value_not_allowed',
+      HINT = 'keep => true keeps the datamart column (NULL or its default from now on); keep => false drops it.';
+  END IF;
+  IF c.is_key THEN
+    RAISE EXCEPTION 'column "%" of % is part of the key', column_name, target
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Rows are matched on the key, so it must keep being fed.',
+      HINT = 'Restore the column on the source, or drop and re-create the pipeline.';
+  END IF;
+  IF keep THEN
+    -- fed nothing once the source stops sending it: a NOT NULL without a default must go
+    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = column_name
+                  AND a.attnotnull AND NOT a.atthasdef) THEN
+      PERFORM sluice._alter_target(target, format('ALTER COLUMN %I DROP NOT NULL', column_name));
+    END IF;
+  ELSE
+    PERFORM sluice._alter_target(target, format('DROP COLUMN %I', column_name));
+    -- rows of the backlog sent before the drop still carry it: leave it out
+    UPDATE sluice._pipeline_table pt SET ignored_columns = pt.ignored_columns || c.source_column
+     WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (c.pipeline_id, c.source_schema, c.source_table)
+       AND c.source_column IS NOT NULL AND NOT c.source_column = ANY (pt.ignored_columns);
+  END IF;
+  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
+  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
+         cc.column_name, cc.source_column, cc.data_type,
+         cc.not_null AND (cc.column_name <> drop_column.column_name OR a.atthasdef), cc.is_key, cc.source_type,
+         cc.source_dropped OR cc.column_name = drop_column.column_name, cc.prior_types, cc.prior_sources
+    FROM sluice._contract_column cc
+    LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+     AND (keep OR cc.column_name <> drop_column.column_name);
+  RETURN sluice._contract_changed(target, CASE WHEN keep THEN 'kept' ELSE 'dropped' END,
+    CASE WHEN keep THEN format('column "%s" kept, fed nothing once the source stops sending "%s"', column_name, c.source_column)
+         ELSE format('column "%s" dropped from the contract and the datamart table', column_name) END);
+END
+$$;
+
+COMMENT ON FUNCTION sluice.drop_column(regclass, name, boolean) IS
+  'After a column was dropped on the source: keep => true keeps the datamart column (NULL or its default in new rows, fed while the backlog still sends it), keep => false drops it from the contract and the table; records and returns a new contract version.';
+
+CREATE FUNCTION sluice.accept_type_change(target regclass, column_name name, new_type text,
+    using_expression text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  c record;
+  typ text;
+  src oid;
+  clause text;
+BEGIN
+  c := sluice._contract_column_of(target, column_name, 'sluice.accept_type_change');
+  IF new_type IS NULL OR new_type = '' THEN
+    RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Name the type the source now sends, as the pause''s detail says, such as ''bigint'' or ''varchar(20)''.';
+  END IF;
+  typ := sluice._type_name(new_type);
+  clause := format('ALTER COLUMN %I TYPE ', column_name) || typ;
+  IF using_expression IS NOT NULL THEN
+    clause := clause || ' USING (' || sluice._one_expression(using_expression) || ')';
+  END IF;
+  PERFORM sluice._alter_target(target, clause);
+  -- the type as the source sends it: its OID in the pause's drift event (types not built in differ)
+  SELECT (e->>'type')::oid INTO src
+    FROM sluice._drift_event d, jsonb_array_elements(d.source_columns) e
+   WHERE (d.pipeline_id, d.source_schema, d.source_table) = (c.pipeline_id, c.source_schema, c.source_table)
+     AND d.action = 'paused' AND e->>'name' = c.source_column
+   ORDER BY d.event_id DESC LIMIT 1;
+  IF src IS NULL OR (src < 16384 AND src <> typ::regtype::oid) THEN
+    src := typ::regtype::oid;
+  END IF;
+  INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
+         column_name, source_column, data_type, not_null, is_key, source_type, source_dropped, prior_types,
+         prior_sources)
+  SELECT cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version + 1, cc.position,
+         cc.column_name, cc.source_column,
+         CASE WHEN cc.column_name = accept_type_change.column_name THEN format_type(a.atttypid, a.atttypmod)
+              ELSE cc.data_type END,
+         cc.not_null, cc.is_key,
+         CASE WHEN cc.column_name = accept_type_change.column_name THEN src ELSE cc.source_type END,
+         cc.source_dropped,
+         CASE WHEN cc.column_name = accept_type_change.column_name AND cc.source_type <> src
+              THEN cc.prior_types || cc.source_type ELSE cc.prior_types END,
+         cc.prior_sources
+    FROM sluice._contract_column cc
+    LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attname = cc.column_name
+   WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+         = (c.pipeline_id, c.source_schema, c.source_table, c.contract_version);
+  RETURN sluice._contract_changed(target, 'accepted',
+    format('column "%s" altered to %s%s', column_name, typ,
+           CASE WHEN using_expression IS NOT NULL THEN ' using ' || using_expression ELSE '' END));
+END
+$$;
+
+COMMENT ON FUNCTION sluice.accept_type_change(regclass, name, text, text) IS
+  'After a type change on the source: alters the datamart column (and its history table''s) to new_type, with using_expression as the cast when given; rows of the backlog of the old type are still read; records and returns a new contract version.';
+
+CREATE FUNCTION sluice.contract_diff(target regclass, from_version integer, to_version integer,
+    OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb, OUT action text)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  t := sluice._contract_table(target);
+  IF from_version < 1 OR to_version > t.contract_version OR from_version > to_version THEN
+    RAISE EXCEPTION 'no contract versions % to % for %', from_version, to_version, target
+      USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('Versions 1 to %s exist.', t.contract_version);
+  END IF;
+  RETURN QUERY
+  WITH v AS (SELECT cc.*, CASE WHEN cc.source_type >= 16384 THEN cc.data_type
+                               WHEN starts_with(cc.data_type, format_type(cc.source_type, NULL)) THEN cc.data_type
+                               ELSE format_type(cc.source_type, NULL) END AS source_type_name
+               FROM sluice._contract_column cc
+              WHERE (cc.pipeline_id, cc.source_schema, cc.source_table) = (t.pipeline_id, t.source_schema, t.source_table)),
+       a AS (SELECT * FROM v WHERE v.contract_version = from_version),
+       b AS (SELECT * FROM v WHERE v.contract_version = to_version)
+  SELECT CASE WHEN a.column_name IS NULL THEN 'added'
+              WHEN b.column_name IS NULL THEN 'removed'
+              ELSE 'changed' END,
+         coalesce(a.column_name, b.column_name),
+         CASE WHEN a.column_name IS NOT NULL THEN jsonb_build_object('source_column', a.source_column,
+              'data_type', a.data_type, 'source_type', a.source_type_name, 'not_null', a.not_null,
+              'is_key', a.is_key, 'source_dropped', a.source_dropped) END,
+         CASE WHEN b.column_name IS NOT NULL THEN jsonb_build_object('source_column', b.source_column,
+              'data_type', b.data_type, 'source_type', b.source_type_name, 'not_null', b.not_null,
+              'is_key', b.is_key, 'source_dropped', b.source_dropped) END,
+         -- what changed it: the events of the versions in between where this column changed
+         (SELECT string_agg(DISTINCT d.action, ', ')
+            FROM sluice._drift_event d
+           WHERE (d.pipeline_id, d.source_schema, d.source_table) = (t.pipeline_id, t.source_schema, t.source_table)
+             AND d.action NOT IN ('paused', 'ignored')
+             AND d.contract_version > from_version AND d.contract_version <= to_version
+             AND (SELECT row(x.source_column, x.data_type, x.source_type, x.not_null, x.is_key, x.source_dropped)
+                    FROM v x WHERE x.contract_version = d.contract_version
+                     AND x.column_name = coalesce(a.column_name, b.column_name))
+                 IS DISTINCT FROM
+                 (SELECT row(x.source_column, x.data_type, x.source_type, x.not_null, x.is_key, x.source_dropped)
+                    FROM v x WHERE x.contract_version = d.contract_version - 1
+                     AND x.column_name = coalesce(a.column_name, b.column_name)))
+    FROM a FULL JOIN b ON a.column_name = b.column_name
+   WHERE a.column_name IS NULL OR b.column_name IS NULL
+      OR (a.source_column, a.data_type, a.source_type, a.not_null, a.is_key, a.source_dropped) IS DISTINCT FROM
+         (b.source_column, b.data_type, b.source_type, b.not_null, b.is_key, b.source_dropped)
+   ORDER BY coalesce(b.position, a.position);
+END
+$$;
+
+COMMENT ON FUNCTION sluice.contract_diff(regclass, integer, integer) IS
+  'Columns added, removed or changed between two versions of a table''s contract: source column, datamart and source type names, before and after, and the action that changed each (evolved, widened, accepted, kept, dropped, mapped).';
+
+CREATE VIEW sluice.sources AS
+SELECT s.name,
+       sluice._mask_conninfo(s.conninfo) AS conninfo,
+       s.created_at,
+       s.created_by
+  FROM sluice._source s;
+
+COMMENT ON VIEW sluice.sources IS 'Live servers pg_sluice reads from (passwords masked).';
+
+COMMENT ON COLUMN sluice.sources.name IS 'Source name.';
+
+COMMENT ON COLUMN sluice.sources.conninfo IS 'Connection string, password replaced by ********.';
+
+COMMENT ON COLUMN sluice.sources.created_at IS 'When the source was declared.';
+
+COMMENT ON COLUMN sluice.sources.created_by IS 'Role that declared it.';
+
+CREATE VIEW sluice.pipelines AS
+SELECT p.pipeline_id,
+       p.name,
+       p.source_name AS source,
+       p.target_schema,
+       p.publication,
+       p.slot_name,
+       (SELECT pg_catalog.array_agg(pt.source_schema OPERATOR(pg_catalog.||) '.'
+                                   OPERATOR(pg_catalog.||) pt.source_table
+                                   ORDER BY pt.source_schema, pt.source_table)
+          FROM sluice._pipeline_table pt
+         WHERE pt.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS tables,
+       p.binary_transfer,
+       p.strict,
+       r.finished_at AS last_refresh_at,
+       r.end_lsn AS last_end_lsn,
+       p.created_at
+  FROM sluice._pipeline p
+  LEFT JOIN LATERAL (SELECT r.finished_at, r.end_lsn
+                       FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                      ORDER BY r.run_id DESC LIMIT 1) r ON true;
+
+COMMENT ON VIEW sluice.pipelines IS 'Pipelines: one source, one publication and slot on it, a set of tables copied into a target schema.';
+
+COMMENT ON COLUMN sluice.pipelines.pipeline_id IS 'Pipeline identifier.';
+
+COMMENT ON COLUMN sluice.pipelines.name IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.pipelines.source IS 'Source the pipeline reads from.';
+
+COMMENT ON COLUMN sluice.pipelines.target_schema IS 'Datamart schema holding the copied tables.';
+
+COMMENT ON COLUMN sluice.pipelines.publication IS 'Publication on the source.';
+
+COMMENT ON COLUMN sluice.pipelines.binary_transfer IS 'Changes arrive in pgoutput binary format: every column has the same binary form in the datamart, or no send function (pgoutput sends it as text).';
+
+COMMENT ON COLUMN sluice.pipelines.slot_name IS 'Logical replication slot on the source.';
+
+COMMENT ON COLUMN sluice.pipelines.strict IS 'An update or delete that finds no row in the datamart pauses the pipeline (true) or is skipped and counted in sluice.runs.rows_missing (false, the default); set with sluice.alter_pipeline.';
+
+COMMENT ON COLUMN sluice.pipelines.tables IS 'Source tables, schema-qualified.';
+
+COMMENT ON COLUMN sluice.pipelines.last_refresh_at IS 'When the last initial copy or refresh committed.';
+
+COMMENT ON COLUMN sluice.pipelines.last_end_lsn IS 'Source LSN the datamart is consistent with.';
+
+COMMENT ON COLUMN sluice.pipelines.created_at IS 'When the pipeline was created.';
+
+CREATE VIEW sluice.pipeline_tables AS
+SELECT p.name AS pipeline,
+       pt.source_schema,
+       pt.source_table,
+       pt.target_schema,
+       pt.target_table,
+       pt.key_columns,
+       pt.replica_identity
+  FROM sluice._pipeline_table pt
+  JOIN sluice._pipeline p USING (pipeline_id);
+
+COMMENT ON VIEW sluice.pipeline_tables IS 'Which source table feeds which datamart table, and by which key.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.source_schema IS 'Schema of the table on the source.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.source_table IS 'Table on the source.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.target_schema IS 'Schema of the datamart table.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.target_table IS 'Datamart table.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.key_columns IS 'Columns identifying a row (primary key or replica identity index); empty for REPLICA IDENTITY FULL without a key.';
+
+COMMENT ON COLUMN sluice.pipeline_tables.replica_identity IS 'Replica identity of the source table: default, index or full.';
+
+CREATE VIEW sluice.runs AS
+SELECT r.run_id,
+       p.name AS pipeline,
+       r.kind,
+       r.status,
+       r.started_at,
+       r.finished_at,
+       r.finished_at OPERATOR(pg_catalog.-) r.started_at AS duration,
+       r.start_lsn,
+       r.end_lsn,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       r.last_source_commit,
+       r.error,
+       r.skipped_xid,
+       r.rows_missing,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                                          rt.rows_missing)
+          FROM sluice._run_table rt
+         WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id AND rt.rows_missing OPERATOR(pg_catalog.>) 0) AS missing_by_table
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id);
+
+COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
+
+COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
+
+COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh) or stream (a continuous worker''s batch).';
+
+COMMENT ON COLUMN sluice.runs.status IS 'succeeded or failed (a failed batch rolled back and is retried; a failed sluice.refresh() rolls back entirely and leaves no row).';
+
+COMMENT ON COLUMN sluice.runs.started_at IS 'When the run started.';
+
+COMMENT ON COLUMN sluice.runs.finished_at IS 'When the run finished applying (it committed with its transaction).';
+
+COMMENT ON COLUMN sluice.runs.duration IS 'finished_at - started_at.';
+
+COMMENT ON COLUMN sluice.runs.start_lsn IS 'Source LSN the run started from (exclusive).';
+
+COMMENT ON COLUMN sluice.runs.end_lsn IS 'Source LSN the datamart is consistent with after the run.';
+
+COMMENT ON COLUMN sluice.runs.transactions IS 'Source transactions applied.';
+
+COMMENT ON COLUMN sluice.runs.rows_inserted IS 'Rows inserted (initial copy: rows copied).';
+
+COMMENT ON COLUMN sluice.runs.rows_updated IS 'Rows updated.';
+
+COMMENT ON COLUMN sluice.runs.rows_deleted IS 'Rows deleted.';
+
+COMMENT ON COLUMN sluice.runs.tables_truncated IS 'Tables truncated.';
+
+COMMENT ON COLUMN sluice.runs.last_source_commit IS 'Commit time on the source of the last applied transaction.';
+
+COMMENT ON COLUMN sluice.runs.error IS 'Why a failed run failed, or why a paused run paused.';
+
+COMMENT ON COLUMN sluice.runs.skipped_xid IS 'Source transaction this run skipped on purpose (sluice.resume(pipeline, skip_xid)).';
+
+COMMENT ON COLUMN sluice.runs.rows_missing IS 'Updates and deletes that found no row in the datamart (divergence: the datamart lacked a row the source had), skipped and counted; a strict pipeline pauses instead.';
+
+COMMENT ON COLUMN sluice.runs.missing_by_table IS 'rows_missing per datamart table ({"schema.table": n}); the keys (up to 5 per table) are in the divergence event, not here: this view is readable by all.';
+
+CREATE VIEW sluice.contracts AS
+SELECT pt.target_schema,
+       pt.target_table,
+       pt.source_schema,
+       pt.source_table,
+       pt.drift_policy,
+       pt.contract_version,
+       pt.ignored_columns AS ignored_source_columns,
+       cc.position,
+       cc.column_name,
+       cc.source_column,
+       cc.data_type,
+       cc.not_null,
+       cc.is_key
+  FROM sluice._pipeline_table pt
+  JOIN sluice._contract_column cc
+    ON (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+       OPERATOR(pg_catalog.=) (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version);
+
+COMMENT ON VIEW sluice.contracts IS 'The current contract of every datamart table pg_sluice feeds: one row per column.';
+
+COMMENT ON COLUMN sluice.contracts.target_schema IS 'Schema of the datamart table.';
+
+COMMENT ON COLUMN sluice.contracts.target_table IS 'Datamart table.';
+
+COMMENT ON COLUMN sluice.contracts.source_schema IS 'Schema of the source table.';
+
+COMMENT ON COLUMN sluice.contracts.source_table IS 'Source table.';
+
+COMMENT ON COLUMN sluice.contracts.drift_policy IS 'freeze, evolve or ignore: what a change of the source table''s columns does.';
+
+COMMENT ON COLUMN sluice.contracts.contract_version IS 'Current contract version (each evolution or mapping adds one).';
+
+COMMENT ON COLUMN sluice.contracts.ignored_source_columns IS 'Source columns left out of the datamart table (generated columns, and columns added on the source under the ignore policy).';
+
+COMMENT ON COLUMN sluice.contracts.position IS 'Column position in the datamart table.';
+
+COMMENT ON COLUMN sluice.contracts.column_name IS 'Datamart column.';
+
+COMMENT ON COLUMN sluice.contracts.source_column IS 'Source column feeding it (differs after a rename on the source, see sluice.map_column).';
+
+COMMENT ON COLUMN sluice.contracts.data_type IS 'Datamart type.';
+
+COMMENT ON COLUMN sluice.contracts.not_null IS 'The datamart column refuses NULL.';
+
+COMMENT ON COLUMN sluice.contracts.is_key IS 'Part of the key rows are matched on.';
+
+CREATE VIEW sluice.drift_events AS
+SELECT d.event_id,
+       p.name AS pipeline,
+       d.source_schema,
+       d.source_table,
+       d.detected_at,
+       d.source_xid,
+       d.source_lsn,
+       d.policy,
+       d.action,
+       d.detail,
+       d.contract_version,
+       d.contract_columns,
+       d.source_columns
+  FROM sluice._drift_event d
+  JOIN sluice._pipeline p USING (pipeline_id);
+
+COMMENT ON VIEW sluice.drift_events IS 'Every change of a source table''s columns pg_sluice detected, and what it did.';
+
+COMMENT ON COLUMN sluice.drift_events.event_id IS 'Event identifier, increasing.';
+
+COMMENT ON COLUMN sluice.drift_events.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.drift_events.source_schema IS 'Schema of the source table.';
+
+COMMENT ON COLUMN sluice.drift_events.source_table IS 'Source table whose columns changed.';
+
+COMMENT ON COLUMN sluice.drift_events.detected_at IS 'When pg_sluice saw the change (the RELATION message, before any row).';
+
+COMMENT ON COLUMN sluice.drift_events.source_xid IS 'Source transaction that first carried the new definition.';
+
+COMMENT ON COLUMN sluice.drift_events.source_lsn IS 'Commit LSN of that source transaction.';
+
+COMMENT ON COLUMN sluice.drift_events.policy IS 'Drift policy in force.';
+
+COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (columns added), widened (datamart column type widened as on the source), accepted (a new source type the datamart column holds), kept (source column dropped, datamart column kept), dropped (column dropped from the contract and the table), mapped (fed by another source column) or ignored (new columns left out).';
+
+COMMENT ON COLUMN sluice.drift_events.detail IS 'What changed, in words.';
+
+COMMENT ON COLUMN sluice.drift_events.contract_version IS 'Contract version in force after the event.';
+
+COMMENT ON COLUMN sluice.drift_events.contract_columns IS 'Before: the source columns the contract expected (name, datamart column, type OID, type_name, data_type).';
+
+COMMENT ON COLUMN sluice.drift_events.source_columns IS 'After: the source table''s columns as the source now sends them (name, type OID, type_name); for an event a function recorded, the contract''s columns after it.';
+
+CREATE FUNCTION sluice._readable(target_schema name, target_table name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- runs as whoever reads the view: views that show values of a table show
+  -- them only to roles that can SELECT it
+  SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = target_schema AND c.relname = target_table
+                    AND has_table_privilege(c.oid, 'SELECT'))
+$$;
+
+COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT this datamart table.';
+
+CREATE VIEW sluice.expectations AS
+SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,
+       e.column_names, e.args, e.severity, e.created_at
+  FROM sluice._expectation e
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table)
+ WHERE sluice._readable(pt.target_schema, pt.target_table);
+
+COMMENT ON VIEW sluice.expectations IS 'Declared data-quality expectations (of the tables the current role can read).';
+
+COMMENT ON COLUMN sluice.expectations.expectation_id IS 'Expectation identifier.';
+
+COMMENT ON COLUMN sluice.expectations.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.expectations.target_schema IS 'Schema of the datamart table.';
+
+COMMENT ON COLUMN sluice.expectations.target_table IS 'Datamart table it checks.';
+
+COMMENT ON COLUMN sluice.expectations.name IS 'Expectation name, unique in the pipeline.';
+
+COMMENT ON COLUMN sluice.expectations.kind IS 'Great Expectations name of the check.';
+
+COMMENT ON COLUMN sluice.expectations.column_names IS 'Columns it checks.';
+
+COMMENT ON COLUMN sluice.expectations.args IS 'Its parameters (min_value, max_value, value_set, regex, ...).';
+
+COMMENT ON COLUMN sluice.expectations.severity IS 'error (roll the batch back, pause), warn (apply, record) or quarantine (hold the failing row back).';
+
+COMMENT ON COLUMN sluice.expectations.created_at IS 'When it was declared.';
+
+CREATE VIEW sluice.quality AS
+SELECT r.run_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name AS expectation, e.kind,
+       e.column_names, e.severity, r.finished_at, r.status AS run_status,
+       er.evaluated, er.failed, er.success, er.observed, er.sample_keys
+  FROM sluice._expectation_result er
+  JOIN sluice._run r USING (run_id)
+  JOIN sluice._expectation e USING (expectation_id)
+  JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) e.pipeline_id
+  JOIN sluice._pipeline_table pt ON (pt.pipeline_id, pt.source_schema, pt.source_table)
+       OPERATOR(pg_catalog.=) (e.pipeline_id, e.source_schema, e.source_table)
+ WHERE sluice._readable(pt.target_schema, pt.target_table);
+
+COMMENT ON VIEW sluice.quality IS 'Data-quality history: every expectation''s result in every run, for a BI dashboard (of the tables the current role can read: sample_keys holds their values).';
+
+COMMENT ON COLUMN sluice.quality.run_id IS 'Run (sluice.runs).';
+
+COMMENT ON COLUMN sluice.quality.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.quality.target_schema IS 'Schema of the datamart table.';
+
+COMMENT ON COLUMN sluice.quality.target_table IS 'Datamart table.';
+
+COMMENT ON COLUMN sluice.quality.expectation IS 'Expectation name.';
+
+COMMENT ON COLUMN sluice.quality.kind IS 'Great Expectations name of the check.';
+
+COMMENT ON COLUMN sluice.quality.column_names IS 'Columns checked.';
+
+COMMENT ON COLUMN sluice.quality.severity IS 'error, warn or quarantine.';
+
+COMMENT ON COLUMN sluice.quality.finished_at IS 'When the run finished.';
+
+COMMENT ON COLUMN sluice.quality.run_status IS 'succeeded, or paused when an error-severity expectation failed.';
+
+COMMENT ON COLUMN sluice.quality.evaluated IS 'Rows checked (row expectations: rows written; set expectations: rows the run changed, or 1 for table-level checks).';
+
+COMMENT ON COLUMN sluice.quality.failed IS 'Rows (or values) that failed.';
+
+COMMENT ON COLUMN sluice.quality.success IS 'No failure.';
+
+COMMENT ON COLUMN sluice.quality.observed IS 'Observed value of table-level checks (row count, max).';
+
+COMMENT ON COLUMN sluice.quality.sample_keys IS 'Up to 5 keys (or values) that failed.';
+
+CREATE VIEW sluice.quarantine AS
+SELECT q.quarantine_id, p.name AS pipeline, q.target_schema, q.target_table, e.name AS expectation,
+       q.change, q.row_data, q.source_xid, q.source_lsn, q.quarantined_at, q.status, q.resolved_at,
+       q.row_key, q.superseded_by, q.superseded_how, q.superseded_xid, q.superseded_lsn
+  FROM sluice._quarantine q
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._expectation e USING (expectation_id);
+
+ALTER VIEW sluice.quarantine SET (security_invoker = true);
+
+ALTER VIEW sluice.quality SET (security_barrier = true);
+
+ALTER VIEW sluice.expectations SET (security_barrier = true);
+
+COMMENT ON VIEW sluice.quarantine IS 'Rows held back by quarantine expectations (of the pipelines the current role operates); release or discard them.';
+
+COMMENT ON COLUMN sluice.quarantine.quarantine_id IS 'Identifier, for release_quarantined / discard_quarantined.';
+
+COMMENT ON COLUMN sluice.quarantine.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.quarantine.target_schema IS 'Schema of the datamart table.';
+
+COMMENT ON COLUMN sluice.quarantine.target_table IS 'Datamart table the row was for.';
+
+COMMENT ON COLUMN sluice.quarantine.expectation IS 'Expectation the row failed.';
+
+COMMENT ON COLUMN sluice.quarantine.change IS 'insert or update.';
+
+COMMENT ON COLUMN sluice.quarantine.row_data IS 'The row as it would have been written.';
+
+COMMENT ON COLUMN sluice.quarantine.source_xid IS 'Source transaction.';
+
+COMMENT ON COLUMN sluice.quarantine.source_lsn IS 'Commit LSN of the source transaction.';
+
+COMMENT ON COLUMN sluice.quarantine.quarantined_at IS 'When it was held back.';
+
+COMMENT ON COLUMN sluice.quarantine.status IS 'held, released, discarded, or superseded (a later change of the same key on the source replaced it: see superseded_how; releasing it needs force).';
+
+COMMENT ON COLUMN sluice.quarantine.resolved_at IS 'When it was released, discarded or superseded.';
+
+COMMENT ON COLUMN sluice.quarantine.row_key IS 'Key of the row (every column for a table without a key).';
+
+COMMENT ON COLUMN sluice.quarantine.superseded_by IS 'The entry holding the key''s later state, when that was quarantined too.';
+
+COMMENT ON COLUMN sluice.quarantine.superseded_how IS 'applied (the later state was written to the datamart), quarantined (held again: superseded_by), deleted or truncated on the source; NULL while the entry is the key''s latest state.';
+
+COMMENT ON COLUMN sluice.quarantine.superseded_xid IS 'Source transaction of the later change.';
+
+COMMENT ON COLUMN sluice.quarantine.superseded_lsn IS 'Commit LSN of that source transaction.';
+
+CREATE VIEW sluice.versions AS
+SELECT r.run_id AS version,
+       p.name AS pipeline,
+       r.kind,
+       r.start_lsn,
+       r.end_lsn,
+       r.last_source_commit,
+       r.finished_at AS committed_at,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       (SELECT count(*) FROM sluice._expectation_result er WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id) AS expectations,
+       (SELECT count(*) FROM sluice._expectation_result er
+         WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id AND NOT er.success) AS expectations_failed,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                 pg_catalog.jsonb_build_object('inserted', rt.rows_inserted, 'updated', rt.rows_updated,
+                                               'deleted', rt.rows_deleted, 'truncated', rt.truncated))
+          FROM sluice._run_table rt WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id) AS tables,
+       (SELECT pg_catalog.array_agg(tg.name ORDER BY tg.name) FROM sluice._tag tg
+         WHERE tg.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id AND tg.version OPERATOR(pg_catalog.=) r.run_id) AS tags,
+       COALESCE(p.keep_history AND r.run_id OPERATOR(pg_catalog.>=) p.history_from AND NOT r.history_purged, false) AS queryable
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id)
+ WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
+   AND (r.kind OPERATOR(pg_catalog.=) 'initial_copy' OR r.transactions OPERATOR(pg_catalog.>) 0);
+
+COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes), with its metadata.';
+
+COMMENT ON COLUMN sluice.versions.version IS 'Version number (the run id): <table>_at(version) reads a table as of it.';
+
+COMMENT ON COLUMN sluice.versions.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh or stream.';
+
+COMMENT ON COLUMN sluice.versions.start_lsn IS 'Source LSN the version starts after.';
+
+COMMENT ON COLUMN sluice.versions.end_lsn IS 'Source LSN the version is consistent with.';
+
+COMMENT ON COLUMN sluice.versions.last_source_commit IS 'Commit time on the source of the last transaction in the version.';
+
+COMMENT ON COLUMN sluice.versions.committed_at IS 'When the version committed in the datamart: <table>_at_time(t) reads the last version committed at t.';
+
+COMMENT ON COLUMN sluice.versions.transactions IS 'Source transactions in the version.';
+
+COMMENT ON COLUMN sluice.versions.rows_inserted IS 'Rows inserted.';
+
+COMMENT ON COLUMN sluice.versions.rows_updated IS 'Rows updated.';
+
+COMMENT ON COLUMN sluice.versions.rows_deleted IS 'Rows deleted.';
+
+COMMENT ON COLUMN sluice.versions.tables_truncated IS 'Tables truncated.';
+
+COMMENT ON COLUMN sluice.versions.tables IS 'Rows written per datamart table: {"schema.table": {"inserted", "updated", "deleted", "truncated"}}.';
+
+COMMENT ON COLUMN sluice.versions.expectations IS 'Expectations evaluated.';
+
+COMMENT ON COLUMN sluice.versions.expectations_failed IS 'Expectations that failed (warn or quarantine: the version still committed).';
+
+COMMENT ON COLUMN sluice.versions.tags IS 'Tags naming this version.';
+
+COMMENT ON COLUMN sluice.versions.queryable IS 'Its history is kept: it can be read with <table>_at, tagged and diffed.';
+
+CREATE VIEW sluice.tags AS
+SELECT p.name AS pipeline, tg.name AS tag, tg.version, tg.schema_name, tg.created_at
+  FROM sluice._tag tg JOIN sluice._pipeline p USING (pipeline_id);
+
+COMMENT ON VIEW sluice.tags IS 'Named versions and the schema of views exposing each.';
+
+COMMENT ON COLUMN sluice.tags.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.tags.tag IS 'Tag name.';
+
+COMMENT ON COLUMN sluice.tags.version IS 'The version it pins.';
+
+COMMENT ON COLUMN sluice.tags.schema_name IS 'Schema with one view per table at that version (for BI tools).';
+
+COMMENT ON COLUMN sluice.tags.created_at IS 'When it was tagged.';
+
+CREATE VIEW sluice.destinations AS
+SELECT d.name, d.kind, d.url, d.events, d.format, d.namespace,
+       (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(d.headers) k) AS header_names,
+       d.secret IS NOT NULL AS signed, d.created_at,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status IN ('pending', 'sending')) AS pending,
+       (SELECT count(*) FROM sluice._outbox o WHERE o.destination OPERATOR(pg_catalog.=) d.name AND o.status OPERATOR(pg_catalog.=) 'failed') AS failed
+  FROM sluice._destination d;
+
+COMMENT ON VIEW sluice.destinations IS 'Webhooks and OpenLineage endpoints (secrets and header values are never shown).';
+
+COMMENT ON COLUMN sluice.destinations.name IS 'Destination name.';
+
+COMMENT ON COLUMN sluice.destinations.kind IS 'webhook or openlineage.';
+
+COMMENT ON COLUMN sluice.destinations.url IS 'Where events are posted.';
+
+COMMENT ON COLUMN sluice.destinations.events IS 'Events it receives (* for all).';
+
+COMMENT ON COLUMN sluice.destinations.format IS 'json or slack (webhooks).';
+
+COMMENT ON COLUMN sluice.destinations.namespace IS 'OpenLineage job namespace.';
+
+COMMENT ON COLUMN sluice.destinations.header_names IS 'Extra HTTP headers sent (names only).';
+
+COMMENT ON COLUMN sluice.destinations.signed IS 'Requests carry an HMAC-SHA256 signature (webhooks) or a Bearer token (OpenLineage).';
+
+COMMENT ON COLUMN sluice.destinations.created_at IS 'When it was created.';
+
+COMMENT ON COLUMN sluice.destinations.pending IS 'Events waiting to be delivered.';
+
+COMMENT ON COLUMN sluice.destinations.failed IS 'Events given up on.';
+
+CREATE VIEW sluice.events AS
+SELECT o.event_id, o.destination, o.pipeline, o.event, o.body, o.created_at, o.status, o.attempts,
+       o.next_attempt_at, o.last_error, o.sent_at
+  FROM sluice._outbox o;
+
+COMMENT ON VIEW sluice.events IS 'The event outbox: what was sent where, what is pending, and why delivery failed.';
+
+COMMENT ON COLUMN sluice.events.event_id IS 'Event identifier.';
+
+COMMENT ON COLUMN sluice.events.destination IS 'Destination name.';
+
+COMMENT ON COLUMN sluice.events.pipeline IS 'Pipeline the event is about.';
+
+COMMENT ON COLUMN sluice.events.event IS 'Event name.';
+
+COMMENT ON COLUMN sluice.events.body IS 'Event data (the documented payload is built from it when sent).';
+
+COMMENT ON COLUMN sluice.events.created_at IS 'When it happened (committed with what it describes).';
+
+COMMENT ON COLUMN sluice.events.status IS 'pending, sending, sent or failed (given up).';
+
+COMMENT ON COLUMN sluice.events.attempts IS 'Delivery attempts so far.';
+
+COMMENT ON COLUMN sluice.events.next_attempt_at IS 'When the next attempt is due (exponential backoff).';
+
+COMMENT ON COLUMN sluice.events.last_error IS 'Why the last attempt failed.';
+
+COMMENT ON COLUMN sluice.events.sent_at IS 'When it was delivered.';
+
+CREATE VIEW sluice.status AS
+WITH w AS (SELECT * FROM sluice._worker_status()),
+     limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
+                         pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
+SELECT p.name AS pipeline,
+       CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
+       CASE WHEN p.paused_reason IS NOT NULL THEN 'paused'
+            WHEN NOT p.continuous THEN 'stopped'
+            WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
+            WHEN w.pid IS NULL THEN 'starting'
+            ELSE 'running' END AS state,
+       CASE WHEN p.continuous THEN COALESCE(w.last_error, p.last_error,
+                 CASE WHEN w.pipeline_id IS NULL
+                      THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
+       END AS last_error,
+       CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       p.paused_reason,
+       p.paused_at,
+       w.next_retry_at,
+       w.pid AS worker_pid,
+       ok.run_id AS last_run_id,
+       ok.finished_at AS last_success_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) ok.finished_at AS staleness,
+       COALESCE(w.applied_lsn, ok.end_lsn) AS applied_lsn,
+       COALESCE(w.source_flush_lsn, ok.source_flush_lsn) AS source_lsn,
+       GREATEST(0, pg_catalog.pg_wal_lsn_diff(
+           COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+           COALESCE(w.applied_lsn, ok.end_lsn)))::bigint AS lag_bytes,
+       CASE WHEN COALESCE(w.source_flush_lsn, ok.source_flush_lsn) OPERATOR(pg_catalog.<=)
+                 COALESCE(w.applied_lsn, ok.end_lsn) THEN 0
+            ELSE pg_catalog.date_part('epoch', COALESCE(w.measured_at, ok.started_at)
+                     OPERATOR(pg_catalog.-) COALESCE(w.last_source_commit, ok.last_source_commit))
+       END::double precision AS lag_seconds,
+       pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))::bigint AS retained_wal_bytes,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))
+                           OPERATOR(pg_catalog.>) limits.max_wal AND limits.max_wal OPERATOR(pg_catalog.>) 0, false)
+           AS retained_wal_warning,
+       COALESCE(w.measured_at, ok.started_at) AS measured_at,
+       COALESCE(w.rows_per_second,
+           (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
+           OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
+           AS rows_per_second,
+       p.rows_missing,
+       p.last_missing_at,
+       p.strict
+  FROM sluice._pipeline p
+  CROSS JOIN limits
+  LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+  LEFT JOIN LATERAL (SELECT r.* FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                        AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+
+COMMENT ON VIEW sluice.status IS 'One row per pipeline for DBAs and dashboards: mode, state, freshness, lag and WAL kept on the source.';
+
+COMMENT ON COLUMN sluice.status.pipeline IS 'Pipeline name.';
+
+COMMENT ON COLUMN sluice.status.mode IS 'continuous (a background worker streams it, sluice.start) or scheduled (sluice.refresh on demand or from pg_cron).';
+
+COMMENT ON COLUMN sluice.status.state IS 'paused (see paused_reason); running, starting, error (retrying with backoff: see last_error) for continuous pipelines; stopped for scheduled ones.';
+
+COMMENT ON COLUMN sluice.status.paused_reason IS 'Why the pipeline is paused (schema drift): nothing is applied until sluice.resume().';
+
+COMMENT ON COLUMN sluice.status.paused_at IS 'When the pipeline paused.';
+
+COMMENT ON COLUMN sluice.status.last_error IS 'Why the continuous worker last failed; cleared by its next successful batch.';
+
+COMMENT ON COLUMN sluice.status.last_error_at IS 'When the continuous worker last failed.';
+
+COMMENT ON COLUMN sluice.status.next_retry_at IS 'When a failing worker tries again (backoff doubles up to one minute).';
+
+COMMENT ON COLUMN sluice.status.worker_pid IS 'Process id of the continuous worker, if running.';
+
+COMMENT ON COLUMN sluice.status.last_run_id IS 'Last successful run (sluice.runs).';
+
+COMMENT ON COLUMN sluice.status.last_success_at IS 'When the last successful run committed.';
+
+COMMENT ON COLUMN sluice.status.staleness IS 'Time since the last successful run committed.';
+
+COMMENT ON COLUMN sluice.status.applied_lsn IS 'Source position the datamart is consistent with.';
+
+COMMENT ON COLUMN sluice.status.source_lsn IS 'Source''s flushed WAL position when last measured (measured_at).';
+
+COMMENT ON COLUMN sluice.status.lag_bytes IS 'Source WAL not yet applied, when last measured.';
+
+COMMENT ON COLUMN sluice.status.lag_seconds IS 'Age of the last applied source commit when last measured, if behind; 0 when caught up.';
+
+COMMENT ON COLUMN sluice.status.retained_wal_bytes IS 'WAL the pipeline''s slot keeps on the source, when last measured.';
+
+COMMENT ON COLUMN sluice.status.retained_wal_warning IS 'retained_wal_bytes is past pg_sluice.max_retained_wal: the source''s disk is at risk.';
+
+COMMENT ON COLUMN sluice.status.measured_at IS 'When the source was last looked at (continuous: every batch or naptime; scheduled: at the last refresh).';
+
+COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (continuous: over the last seconds; scheduled: during the last run).';
+
+COMMENT ON COLUMN sluice.status.rows_missing IS 'Updates and deletes skipped since the pipeline was created because the datamart had no row for them: not 0 means the datamart diverged from the source (sluice.runs.missing_by_table says where).';
+
+COMMENT ON COLUMN sluice.status.last_missing_at IS 'When the last such update or delete was skipped.';
+
+COMMENT ON COLUMN sluice.status.strict IS 'A missing row pauses the pipeline instead of being skipped and counted.';
+
+CREATE FUNCTION sluice._compile_predicate(target regclass, predicate text)
+RETURNS pg_node_tree
+AS 'MODULE_PATHNAME', 'sluice_compile_predicate'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION sluice._compile_predicate(regclass, text) IS
+  'Private: a row predicate bound to the table (names resolved in the caller''s search_path), or an error if it is not a valid boolean expression over the table''s columns without subqueries, aggregates or volatile functions.';
+
+CREATE FUNCTION sluice._compile_check(target regclass, query text)
+RETURNS pg_node_tree
+AS 'MODULE_PATHNAME', 'sluice_compile_check'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION sluice._exec_as_owner(pipeline_id integer, statement text, param jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_exec_as_owner'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION sluice._exec_as_owner(integer, text, jsonb) IS
+  'Private: runs one statement of pg_sluice''s SQL functions as the pipeline''s owner, restricted (the caller must operate the pipeline).';
+
+COMMENT ON FUNCTION sluice._compile_check(regclass, text) IS
+  'Private: a set expectation''s query, parsed and analyzed once (names resolved in the caller''s search_path).';
+
+CREATE OR REPLACE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  qt text := target::text;
+  pred text;
+  chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
+  lo text := args->>'min_value';
+  hi text := args->>'max_value';
+  smin boolean := coalesce((args->>'strict_min')::boolean, false);
+  smax boolean := coalesce((args->>'strict_max')::boolean, false);
+  bad boolean;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+  keycols text;
+  other regclass;
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
+              'expect_table_row_count_to_be_between') THEN
+    IF lo IS NULL AND hi IS NULL THEN
+      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lo IS NOT NULL AND hi IS NOT NULL THEN
+      EXECUTE format('SELECT %L::%s > %L::%s', lo,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
+      IF bad THEN
+        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+    END IF;
+  END IF;
+
+  CASE kind
+  WHEN 'expect_column_values_to_not_be_null' THEN
+    pred := format('%I IS NOT NULL', col);
+  WHEN 'expect_column_values_to_be_null' THEN
+    pred := format('%I IS NULL', col);
+  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
+    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
+                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
+  WHEN 'expect_column_values_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
+  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
+    IF args->>'regex' IS NULL THEN
+      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+      PERFORM '' ~ (args->>'regex');
+    EXCEPTION WHEN invalid_regular_expression THEN
+      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
+        DETAIL = SQLERRM;
+    END;
+    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
+                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
+  WHEN 'expect_column_values_to_match_like_pattern' THEN
+    IF args->>'like_pattern' IS NULL THEN
+      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- LIKE's one error, raised only when matching reaches it: a trailing escape
+    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
+      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
+        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
+  WHEN 'expect_column_value_lengths_to_equal' THEN
+    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
+      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
+  WHEN 'expect_column_value_lengths_to_be_between' THEN
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
+                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
+  WHEN 'expect_row_to_satisfy' THEN
+    IF args->>'predicate' IS NULL THEN
+      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := args->>'predicate';
+  WHEN 'expect_column_values_to_be_unique' THEN
+    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
+    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
+      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
+               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
+      keycols, qt,
+      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
+      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
+  WHEN 'expect_table_row_count_to_be_between' THEN
+    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
+                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
+                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
+  WHEN 'expect_column_values_to_be_in_table' THEN
+    BEGIN
+      other := (args->>'table')::regclass;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
+    END;
+    IF other IS NULL OR args->>'column' IS NULL THEN
+      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
+      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
+    END IF;
+    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
+      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
+      col, qt, other::text, args->>'column');
+  WHEN 'expect_column_max_to_be_fresh' THEN
+    IF args->>'max_age' IS NULL THEN
+      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM (args->>'max_age')::interval;
+    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
+                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
+  END CASE;
+
+  -- bound now, in this function's search_path (pg_catalog): a refresh
+  -- never parses the text again, so nothing created later in anyone's
+  -- search_path can slip into it
+  IF pred IS NOT NULL THEN
+    pred_tree := sluice._compile_predicate(target, pred);
+  ELSE
+    chk_tree := sluice._compile_check(target, chk);
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
+          pred_tree, chk_tree);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+
+CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
+                                           force boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  q record;
+  keys text[];
+  cols text;
+  target text;
+  newrow jsonb;
+  keycol text;
+BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  -- a refresh or worker batch of the pipeline holds this row while it applies (and may supersede the entry)
+  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = q.pipeline_id FOR UPDATE;
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
+  IF q.status = 'superseded' AND NOT coalesce(force, false) THEN
+    RAISE EXCEPTION 'quarantined row % is superseded by a later change of its key', quarantine_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = format('Source transaction %s %s the row with key %s after it was quarantined%s; the datamart already holds the key''s later state, which releasing this row would overwrite.',
+                      q.superseded_xid,
+                      CASE q.superseded_how WHEN 'applied' THEN 'changed' WHEN 'quarantined' THEN 'changed' ELSE q.superseded_how END,
+                      q.row_key,
+                      CASE WHEN q.superseded_by IS NOT NULL THEN format(' (held again as quarantined row %s)', q.superseded_by) ELSE '' END),
+      HINT = CASE WHEN q.superseded_by IS NOT NULL
+                  THEN format('Release the latest entry, sluice.release_quarantined(%s), or pass force => true to write this stale row anyway.', q.superseded_by)
+                  ELSE 'Pass force => true to write this stale row anyway.' END;
+  END IF;
+  IF q.status NOT IN ('held', 'superseded') THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  target := format('%I.%I', q.target_schema, q.target_table);
+  SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
+   WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'quarantined row % is for table %, which pipeline % does not feed', quarantine_id, target, q.pipeline_id
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Discard it with sluice.discard_quarantined().';
+  END IF;
+  -- a correction may give only the columns it changes: the rest come from the stored row
+  newrow := q.row_data || coalesce(corrected, '{}');
+  FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
+    IF newrow -> keycol IS DISTINCT FROM q.row_data -> keycol THEN
+      RAISE EXCEPTION 'the correction changes key column "%" of quarantined row %', keycol, quarantine_id
+        USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = format('The row was quarantined with key %s; the source has no row with the corrected key.', q.row_key),
+        HINT = 'Correct other columns only; fix the key on the source, and the next refresh applies it.';
+    END IF;
+  END LOOP;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  IF cardinality(keys) > 0 THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
+                   (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), newrow);
+  ELSE
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), newrow);
+  END IF;
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
+   WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb, boolean) IS
+  'Writes a held row into its datamart table (as stored, or merged with a correction that gives the columns it changes), replacing the row with the same key; marks it released. A row superseded by a later change of its key is refused unless force.';
+
+CREATE OR REPLACE FUNCTION sluice._version_ok(pipeline_id integer, version bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM sluice._version_check(pipeline_id, version);
+  RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice._make_at_functions(target regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $mk$
+DECLARE
+  t record;
+  cols text;
+BEGIN
+  SELECT pt.* INTO t FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the bodies are quoted as literals (%L): schema and table names may hold
+  -- quotes of either kind
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at',
+                 format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
+                         UNION ALL
+                         SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                            AND sluice._version_ok(%5$s, $1)',
+                        t.target_schema, t.target_table, cols, t.target_schema || '_history', t.pipeline_id)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, t.target_schema, t.target_table || '_at',
+                 format('pg_sluice: %I.%I as it was at a version (sluice.versions).', t.target_schema, t.target_table)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 t.target_schema, t.target_table, t.target_table || '_at_time',
+                 format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))',
+                        t.target_schema, t.target_table || '_at', t.pipeline_id)), NULL);
+  PERFORM sluice._exec_as_owner(t.pipeline_id, format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, t.target_schema, t.target_table || '_at_time',
+                 format('pg_sluice: %I.%I as it was at a moment (the last version committed then).', t.target_schema, t.target_table)), NULL);
+END
+$mk$;
+
+CREATE OR REPLACE FUNCTION sluice.keep_history(pipeline text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $kh$
+DECLARE
+  p record;
+  t record;
+  v0 bigint;
+  hs name;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  IF p.keep_history THEN
+    RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
+    RETURN p.history_from;
+  END IF;
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    IF cardinality(t.key_columns) = 0 THEN
+      -- rows without a key cannot be told apart across versions
+      RAISE NOTICE 'table %.% has no key (REPLICA IDENTITY FULL): no history is kept for it', t.target_schema, t.target_table;
+      CONTINUE;
+    END IF;
+    hs := t.target_schema || '_history';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
+                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+                   format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
+                          t.target_schema, t.target_table)), NULL);
+    PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
+  END LOOP;
+  UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
+  RETURN v0;
+END
+$kh$;
+
+CREATE OR REPLACE FUNCTION sluice._version_check(pipeline_id integer, version bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  r record;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.pipeline_id = _version_check.pipeline_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline % does not exist', pipeline_id USING ERRCODE = 'undefined_object';
+  END IF;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', p.name USING ERRCODE = 'object_not_in_prerequisite_state',
+      HINT = format('Call sluice.keep_history(%L).', p.name);
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE run_id = version AND _run.pipeline_id = p.pipeline_id AND status = 'succeeded';
+  IF version IS NULL OR NOT FOUND OR version < p.history_from THEN
+    RAISE EXCEPTION 'version % of pipeline "%" is not kept', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('History starts at version %s; sluice.versions lists the versions.', p.history_from);
+  END IF;
+  IF r.history_purged THEN
+    RAISE EXCEPTION 'version % of pipeline "%" was purged', version, p.name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'sluice.versions shows which versions can still be read (queryable).';
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice._version_at(pipeline_id integer, at timestamptz)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT max(r.run_id) FROM sluice._run r JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE r.pipeline_id = _version_at.pipeline_id AND r.status = 'succeeded'
+     AND r.run_id >= p.history_from AND r.finished_at <= at
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.name = pipeline;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+    -- BI tools show column comments as descriptions: the table's own
+    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
+                                               col_description(a.attrelid, a.attnum)), '; ')
+                        FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
+                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.untag(pipeline text, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  tg record;
+BEGIN
+  SELECT tg2.* INTO tg FROM sluice._tag tg2 JOIN sluice._pipeline p USING (pipeline_id)
+   WHERE p.name = pipeline AND tg2.name = untag.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" does not exist', name, pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  PERFORM sluice._exec_as_owner(tg.pipeline_id, format('DROP SCHEMA %I CASCADE', tg.schema_name), NULL);
+  DELETE FROM sluice._tag WHERE pipeline_id = tg.pipeline_id AND _tag.name = tg.name;
+  RETURN true;
+END
+$$;
+
+CREATE FUNCTION sluice._history_of(target regclass,
+    OUT pipeline_id integer, OUT key_columns text[], OUT at_function text)
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT pt.pipeline_id, pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at')
+    INTO pipeline_id, key_columns, at_function
+    FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
+  END IF;
+END
+$$;
+
+COMMENT ON FUNCTION sluice._history_of(regclass) IS
+  'Private: the pipeline, key and time-travel function of a datamart table (for sluice.diff, run by readers).';
+
+CREATE OR REPLACE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
+    OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  h record;
+  keyexpr text;
+BEGIN
+  -- runs as the caller: it reads the table's versions with the caller's rights
+  IF NOT has_table_privilege(target, 'SELECT') THEN
+    RAISE EXCEPTION 'permission denied for table %', target USING ERRCODE = 'insufficient_privilege',
+      HINT = 'sluice.diff reads the table''s versions: it needs SELECT on the table and its history table.';
+  END IF;
+  h := sluice._history_of(target);
+  PERFORM sluice._version_check(h.pipeline_id, from_version);
+  PERFORM sluice._version_check(h.pipeline_id, to_version);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target AND a.attname = '_sluice_version' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'no history is kept for %', target USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = 'Tables without a key keep no history.';
+  END IF;
+  -- Each side is reduced to (k, j): its key and its row as jsonb, read
+  -- through qualified column references only, so no column name (a, b, k,
+  -- j, key...) can be mistaken for an alias.
+  IF cardinality(h.key_columns) > 0 THEN
+    keyexpr := format('jsonb_build_object(%s)',
+                      (SELECT string_agg(format('%L, r.%I', k, k), ', ') FROM unnest(h.key_columns) k));
+  ELSE
+    keyexpr := 'to_jsonb(r.*) - ''_sluice_version''';
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT CASE WHEN f.k IS NULL THEN ''added'' WHEN t.k IS NULL THEN ''removed'' ELSE ''changed'' END,
+            CASE WHEN %5$s THEN coalesce(t.k, f.k) END, f.j, t.j
+       FROM (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%3$s) r) f
+       FULL JOIN (SELECT %1$s AS k, to_jsonb(r.*) - ''_sluice_version'' AS j FROM %2$s(%4$s) r) t ON f.k = t.k
+      WHERE f.k IS NULL OR t.k IS NULL OR f.j IS DISTINCT FROM t.j',
+    keyexpr, h.at_function, from_version, to_version,
+    CASE WHEN cardinality(h.key_columns) > 0 THEN 'true' ELSE 'false' END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.purge_history(pipeline text, keep_last integer DEFAULT NULL, keep_for interval DEFAULT NULL,
+    OUT target text, OUT rows_purged bigint, OUT bytes_purged bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  kept bigint[];
+  res text;
+BEGIN
+  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
+  END IF;
+  IF NOT p.keep_history THEN
+    RAISE EXCEPTION 'pipeline "%" keeps no history', pipeline USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  IF keep_last IS NULL AND keep_for IS NULL THEN
+    RAISE EXCEPTION 'say what to keep: keep_last, keep_for or both' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF keep_last < 1 THEN
+    RAISE EXCEPTION 'keep_last must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- kept: the last N, the young, every tagged version, and always the latest
+  SELECT array_agg(v.run_id) INTO kept FROM (
+    SELECT r.run_id, row_number() OVER (ORDER BY r.run_id DESC) AS n, r.finished_at
+      FROM sluice._run r
+     WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+       AND NOT r.history_purged) v
+   WHERE v.n = 1 OR v.n <= coalesce(keep_last, 0) OR v.finished_at >= now() - keep_for
+      OR v.run_id IN (SELECT tg.version FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    target := format('%I.%I', t.target_schema, t.target_table);
+    -- as the owner (a trigger on the history table never runs with the caller's rights)
+    res := sluice._exec_as_owner(p.pipeline_id,
+             format('WITH d AS (DELETE FROM %I.%I h WHERE NOT EXISTS (
+                                  SELECT 1 FROM pg_catalog.jsonb_array_elements_text($1) k
+                                   WHERE h._sluice_version <= k::bigint AND k::bigint < h._sluice_superseded)
+                                RETURNING pg_catalog.pg_column_size(h.*) AS sz)
+                     SELECT count(*) || '' '' || coalesce(sum(sz), 0) FROM d', t.target_schema || '_history', t.target_table),
+             to_jsonb(kept));
+    rows_purged := split_part(res, ' ', 1)::bigint;
+    bytes_purged := split_part(res, ' ', 2)::bigint;
+    RETURN NEXT;
+  END LOOP;
+  UPDATE sluice._run r SET history_purged = true
+   WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded' AND r.run_id >= p.history_from
+     AND NOT (r.run_id = ANY (kept));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence'];
+
+CREATE FUNCTION sluice._announce_failure(pipeline text, body jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sluice_announce_failure'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION sluice._announce_failure(text, jsonb) IS
+  'Private: queue the event of a failed refresh (called by sluice.refresh over its own connection, so the event survives the rollback).';
+
+CREATE FUNCTION sluice._operates(owner oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- (a role dropped since reads as no one's: pg_has_role would raise)
+  SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner)
+              THEN pg_has_role(owner, 'USAGE') ELSE false END
+$$;
+
+COMMENT ON FUNCTION sluice._operates(oid) IS
+  'Private: the current role has the privileges of this pipeline owner (row security of the catalog).';
+
+CREATE FUNCTION sluice.alter_pipeline_owner(pipeline text, new_owner regrole)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+    RAISE EXCEPTION 'permission denied to change the owner of pipeline "%"', pipeline
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Only a superuser may give a pipeline to another role.';
+  END IF;
+  UPDATE sluice._pipeline p SET owner = new_owner WHERE p.name = pipeline;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION sluice.alter_pipeline_owner(text, regrole) IS
+  'Gives a pipeline to another role (superusers only): its expectations, triggers and schema changes then run as that role, which must be able to write the pipeline''s tables (ALTER TABLE ... OWNER TO, or REASSIGN OWNED).';
+
+CREATE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+CREATE FUNCTION sluice.grant_operator(role regrole)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT sluice._operator_grants(role, 'GRANT');
+END;
+
+COMMENT ON FUNCTION sluice.grant_operator(regrole) IS
+  'Lets a role own and operate pipelines: refresh, start, stop, resume, expectations, quarantine, drift policy, history and tags, on the pipelines whose owner''s privileges it has. It never reads a source''s or destination''s secret.';
+
+CREATE FUNCTION sluice.revoke_operator(role regrole)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT sluice._operator_grants(role, 'REVOKE');
+END;
+
+COMMENT ON FUNCTION sluice.revoke_operator(regrole) IS 'Takes back what sluice.grant_operator gave.';
+
+-------------------------------------------------------------------------------
+-- 4. Row security and privileges (every GRANT and REVOKE of 0.2: the views are
+--    new objects, and so are the new functions)
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+  sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+  sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+  sluice._contract_json(integer, text, text, integer) FROM PUBLIC;
+ALTER TABLE sluice._pipeline ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._pipeline USING (sluice._operates(owner::oid));
+ALTER TABLE sluice._pipeline_table ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._pipeline_table
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._contract_column ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._contract_column
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._drift_event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._drift_event
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._expectation ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._expectation
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._quarantine ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._quarantine
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._run ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._run
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+ALTER TABLE sluice._expectation_result ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._expectation_result
+  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
+ALTER TABLE sluice._run_table ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._run_table
+  USING (run_id IN (SELECT r.run_id FROM sluice._run r));
+ALTER TABLE sluice._tag ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._tag
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+REVOKE ALL ON FUNCTION sluice.create_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.alter_source(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_source(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.refresh(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.start(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.stop(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.purge_runs(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.resume(text, xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.alter_pipeline(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_webhook(text, text, text[], jsonb, text, text),
+    sluice.create_lineage_endpoint(text, text, text, text), sluice.drop_destination(text),
+    sluice._emit(text, text, jsonb), sluice._notifier_wanted(), sluice._emit_run(bigint, bigint),
+    sluice._conninfo_part(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.keep_history(text), sluice.tag(text, text, bigint), sluice.untag(text, text),
+    sluice.purge_history(text, integer, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._contract_table(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.set_drift_policy(regclass, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.map_column(regclass, name, text) FROM PUBLIC;
+REVOKE ALL ON sluice._pipeline, sluice._pipeline_table, sluice._run, sluice._contract_column,
+    sluice._drift_event, sluice._expectation, sluice._quarantine, sluice._expectation_result, sluice._tag, sluice._run_table, sluice._outbox, sluice._delivery FROM PUBLIC;
+REVOKE ALL ON sluice.destinations, sluice.events FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text),
+    sluice.drop_expectation(regclass, text),
+    sluice.expect_column_values_to_not_be_null(regclass, name, text),
+    sluice.expect_column_values_to_be_null(regclass, name, text),
+    sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+    sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+    sluice.expect_column_values_to_be_unique(regclass, name[], text),
+    sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+    sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+    sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+    sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+    sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+    sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+    sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+    sluice.expect_row_to_satisfy(regclass, text, text),
+    sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+    sluice._exec_as_owner(integer, text, jsonb) FROM PUBLIC;
+GRANT USAGE ON SCHEMA sluice TO PUBLIC;
+GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
+    sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
+REVOKE ALL ON sluice.quarantine FROM PUBLIC;
+REVOKE ALL ON sluice.sources FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._operator_grants(regrole, text), sluice.grant_operator(regrole),
+    sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole),
+    sluice._announce_failure(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
+    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sluice._version_ok(integer, bigint), sluice._version_check(integer, bigint),
+    sluice._version_at(integer, timestamptz), sluice._history_of(regclass) TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- 5. Data: expectations' bound trees, quarantine keys
+-------------------------------------------------------------------------------
+
+-- (pipeline owners were set in step 2)
+CREATE FUNCTION sluice._upgrade_0_1_data()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  e record;
+  t record;
+  target regclass;
+  keys text[];
+BEGIN
+  -- 0.1 stored an expectation's text and parsed it at every batch; 0.2
+  -- binds it once, when declared, with sluice._compile_predicate or
+  -- sluice._compile_check in add_expectation's search_path (pg_catalog,
+  -- as here).  The text 0.1's add_expectation generated is the text 0.2's
+  -- generates, so the trees are those a declaration under 0.2 stores.
+  FOR e IN SELECT x.expectation_id, x.name, x.predicate, x.check_sql, pt.target_schema, pt.target_table
+             FROM sluice._expectation x
+             JOIN sluice._pipeline_table pt USING (pipeline_id, source_schema, source_table)
+            ORDER BY x.expectation_id LOOP
+    target := to_regclass(format('%I.%I', e.target_schema, e.target_table));
+    BEGIN
+      IF target IS NULL THEN
+        RAISE EXCEPTION 'table %.% does not exist', quote_ident(e.target_schema), quote_ident(e.target_table);
+      END IF;
+      IF e.predicate IS NOT NULL THEN
+        UPDATE sluice._expectation SET predicate_tree = sluice._compile_predicate(target, e.predicate)
+         WHERE expectation_id = e.expectation_id;
+      ELSE
+        UPDATE sluice._expectation SET check_tree = sluice._compile_check(target, e.check_sql)
+         WHERE expectation_id = e.expectation_id;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'expectation "%" of %.% cannot be bound for pg_sluice 0.2: %', e.name,
+            quote_ident(e.target_schema), quote_ident(e.target_table), SQLERRM
+        USING ERRCODE = 'invalid_object_definition',
+              HINT = 'It no longer fits its table (0.1 failed every refresh with it too): drop it with sluice.drop_expectation() and update again.';
+    END;
+  END LOOP;
+
+  -- The quarantine ledger: each entry's key as 0.2's apply writes it (the
+  -- key columns' text values, or every column's for a table without a
+  -- key), read from the row as it was held.
+  FOR t IN SELECT DISTINCT q.pipeline_id, q.target_schema, q.target_table, pt.key_columns
+             FROM sluice._quarantine q
+             JOIN sluice._pipeline_table pt
+               ON (pt.pipeline_id, pt.target_schema, pt.target_table) = (q.pipeline_id, q.target_schema, q.target_table) LOOP
+    target := to_regclass(format('%I.%I', t.target_schema, t.target_table));
+    CONTINUE WHEN target IS NULL;
+    keys := CASE WHEN cardinality(t.key_columns) > 0 THEN t.key_columns::text[]
+                 ELSE ARRAY(SELECT a.attname::text FROM pg_attribute a
+                             WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped
+                               AND a.attname <> '_sluice_version' ORDER BY a.attnum) END;
+    EXECUTE format('UPDATE sluice._quarantine q SET row_key = (SELECT pg_catalog.jsonb_build_object(%s)
+                      FROM pg_catalog.jsonb_populate_record(NULL::%s, q.row_data) r)
+                     WHERE q.pipeline_id = $1 AND q.target_schema = $2 AND q.target_table = $3',
+                   (SELECT string_agg(format('%L, r.%I::text', k, k), ', ') FROM unnest(keys) k), target)
+      USING t.pipeline_id, t.target_schema, t.target_table;
+  END LOOP;
+
+  -- A key held more than once under 0.1 has several open entries; 0.2
+  -- keeps one, the latest: the others are superseded by the next one.
+  UPDATE sluice._quarantine q
+     SET status = CASE WHEN q.status = 'held' THEN 'superseded' ELSE q.status END,
+         resolved_at = CASE WHEN q.status = 'held' THEN now() ELSE q.resolved_at END,
+         superseded_by = n.next_id, superseded_how = 'quarantined',
+         superseded_xid = n.next_xid, superseded_lsn = n.next_lsn
+    FROM (SELECT x.quarantine_id,
+                 lead(x.quarantine_id) OVER w AS next_id,
+                 lead(x.source_xid) OVER w AS next_xid,
+                 lead(x.source_lsn) OVER w AS next_lsn
+            FROM sluice._quarantine x
+           WHERE x.status IN ('held', 'discarded') AND x.row_key IS NOT NULL
+          WINDOW w AS (PARTITION BY x.pipeline_id, x.target_schema, x.target_table, x.row_key
+                       ORDER BY x.quarantine_id)) n
+   WHERE q.quarantine_id = n.quarantine_id AND n.next_id IS NOT NULL;
+END
+$$;
+SELECT sluice._upgrade_0_1_data();
+DROP FUNCTION sluice._upgrade_0_1_data();
