@@ -43,7 +43,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every module includes the shared header
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h) pg_sluice.control
 
 # the extension script: a generated header, then the parts
 $(DATA_built): $(SQL_PARTS) pg_sluice.control

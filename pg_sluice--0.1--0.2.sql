@@ -2138,3 +2138,66 @@ END
 $$;
 SELECT sluice._upgrade_0_1_data();
 DROP FUNCTION sluice._upgrade_0_1_data();
+
+-- sluice.metrics (new in 0.2)
+-- Metrics in Prometheus terms: one row per pipeline, a column per metric,
+-- named as Prometheus names them (base units, _total for counters).  Read by
+-- monitoring/postgres_exporter.yaml through prometheus-postgres-exporter.
+-- Counters are sums over the runs kept: sluice.purge_runs() lowers them,
+-- which Prometheus reads as a counter reset (rate() and increase() handle it).
+CREATE VIEW sluice.metrics AS
+SELECT s.pipeline,
+       s.mode,
+       s.state,
+       (s.state OPERATOR(pg_catalog.=) 'paused')::int AS paused,
+       (s.state OPERATOR(pg_catalog.=) 'error')::int AS failing,
+       COALESCE(r.runs, 0) AS runs_total,
+       COALESCE(r.runs_failed, 0) AS runs_failed_total,
+       COALESCE(r.runs_paused, 0) AS runs_paused_total,
+       COALESCE(r.transactions, 0) AS transactions_total,
+       COALESCE(r.rows_inserted, 0) AS rows_inserted_total,
+       COALESCE(r.rows_updated, 0) AS rows_updated_total,
+       COALESCE(r.rows_deleted, 0) AS rows_deleted_total,
+       COALESCE(s.rows_missing, 0) AS rows_missing_total,
+       pg_catalog.date_part('epoch', s.last_success_at) AS last_success_timestamp_seconds,
+       pg_catalog.date_part('epoch', s.staleness) AS staleness_seconds,
+       s.lag_bytes,
+       s.lag_seconds,
+       s.retained_wal_bytes,
+       s.retained_wal_warning::int AS retained_wal_warning,
+       COALESCE(q.evaluated, 0) AS expectation_rows_evaluated_total,
+       COALESCE(q.failed, 0) AS expectation_failures_total,
+       COALESCE(f.failing, 0) AS expectations_failing,
+       COALESCE(h.held, 0) AS quarantine_rows
+  FROM sluice.status s
+  JOIN sluice._pipeline p ON p.name OPERATOR(pg_catalog.=) s.pipeline
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS runs,
+              pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.=) 'failed') AS runs_failed,
+              pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.=) 'paused') AS runs_paused,
+              pg_catalog.sum(transactions) AS transactions,
+              pg_catalog.sum(rows_inserted) AS rows_inserted,
+              pg_catalog.sum(rows_updated) AS rows_updated,
+              pg_catalog.sum(rows_deleted) AS rows_deleted
+         FROM sluice._run
+        WHERE pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) r ON true
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.sum(er.evaluated) AS evaluated,
+              pg_catalog.sum(er.failed) AS failed
+         FROM sluice._expectation_result er
+         JOIN sluice._expectation e USING (expectation_id)
+        WHERE e.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) q ON true
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) FILTER (WHERE NOT z.success) AS failing
+         FROM (SELECT DISTINCT ON (er.expectation_id) er.success
+                 FROM sluice._expectation_result er
+                 JOIN sluice._expectation e USING (expectation_id)
+                WHERE e.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                ORDER BY er.expectation_id, er.run_id DESC) z) f ON true
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS held FROM sluice._quarantine
+        WHERE pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+          AND status OPERATOR(pg_catalog.=) 'held') h ON true;
+COMMENT ON VIEW sluice.metrics IS 'One row per pipeline, a column per metric in Prometheus terms (monitoring/postgres_exporter.yaml serves it through prometheus-postgres-exporter); readable by pg_monitor.';
+REVOKE ALL ON sluice.metrics FROM PUBLIC;
+GRANT SELECT ON sluice.metrics TO pg_monitor;

@@ -213,6 +213,9 @@ GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.st
     sluice.contracts, sluice.drift_events, sluice.expectations, sluice.quality, sluice.versions, sluice.tags TO PUBLIC;
 REVOKE ALL ON sluice.quarantine FROM PUBLIC;
 REVOKE ALL ON sluice.sources FROM PUBLIC;
+-- metrics: for monitoring agents (prometheus-postgres-exporter) in pg_monitor
+REVOKE ALL ON sluice.metrics FROM PUBLIC;
+GRANT SELECT ON sluice.metrics TO pg_monitor;
 REVOKE ALL ON FUNCTION sluice._operator_grants(regrole, text), sluice.grant_operator(regrole),
     sluice.revoke_operator(regrole), sluice.alter_pipeline_owner(text, regrole),
     sluice._announce_failure(text, jsonb) FROM PUBLIC;
