@@ -513,3 +513,26 @@ SELECT s.pipeline,
         WHERE pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
           AND status OPERATOR(pg_catalog.=) 'held') h ON true;
 COMMENT ON VIEW sluice.metrics IS 'One row per pipeline, a column per metric in Prometheus terms (monitoring/postgres_exporter.yaml serves it through prometheus-postgres-exporter); readable by pg_monitor.';
+COMMENT ON COLUMN sluice.metrics.pipeline IS 'Label: Pipeline name.';
+COMMENT ON COLUMN sluice.metrics.mode IS 'Label: continuous (a background worker streams it) or scheduled (sluice.refresh).';
+COMMENT ON COLUMN sluice.metrics.state IS 'running, starting, error, paused or stopped (sluice.status.state); not exported (a changing label starts a new series): see paused and failing.';
+COMMENT ON COLUMN sluice.metrics.paused IS 'Gauge: 1 if the pipeline is paused (drift or an error expectation) and applies nothing until sluice.resume().';
+COMMENT ON COLUMN sluice.metrics.failing IS 'Gauge: 1 if the continuous worker is failing and retrying (sluice.status.last_error).';
+COMMENT ON COLUMN sluice.metrics.runs_total IS 'Counter: Runs recorded (initial copies, refreshes, continuous batches).';
+COMMENT ON COLUMN sluice.metrics.runs_failed_total IS 'Counter: Runs that failed.';
+COMMENT ON COLUMN sluice.metrics.runs_paused_total IS 'Counter: Runs that paused the pipeline.';
+COMMENT ON COLUMN sluice.metrics.transactions_total IS 'Counter: Source transactions applied.';
+COMMENT ON COLUMN sluice.metrics.rows_inserted_total IS 'Counter: Rows inserted into the datamart.';
+COMMENT ON COLUMN sluice.metrics.rows_updated_total IS 'Counter: Rows updated in the datamart.';
+COMMENT ON COLUMN sluice.metrics.rows_deleted_total IS 'Counter: Rows deleted from the datamart.';
+COMMENT ON COLUMN sluice.metrics.rows_missing_total IS 'Counter: Updates and deletes that found no row in the datamart (divergence from the source).';
+COMMENT ON COLUMN sluice.metrics.last_success_timestamp_seconds IS 'Gauge: When the last successful run committed (Unix time).';
+COMMENT ON COLUMN sluice.metrics.staleness_seconds IS 'Gauge: Seconds since the last successful run committed.';
+COMMENT ON COLUMN sluice.metrics.lag_bytes IS 'Gauge: Source WAL not yet applied, when last measured.';
+COMMENT ON COLUMN sluice.metrics.lag_seconds IS 'Gauge: Age of the last applied source commit when last measured, if behind; 0 when caught up.';
+COMMENT ON COLUMN sluice.metrics.retained_wal_bytes IS 'Gauge: WAL the pipeline''s replication slot keeps on the source.';
+COMMENT ON COLUMN sluice.metrics.retained_wal_warning IS 'Gauge: 1 when retained_wal_bytes is past pg_sluice.max_retained_wal.';
+COMMENT ON COLUMN sluice.metrics.expectation_rows_evaluated_total IS 'Counter: Rows (or values) checked by expectations.';
+COMMENT ON COLUMN sluice.metrics.expectation_failures_total IS 'Counter: Rows (or values) that failed an expectation.';
+COMMENT ON COLUMN sluice.metrics.expectations_failing IS 'Gauge: Expectations whose latest result is a failure.';
+COMMENT ON COLUMN sluice.metrics.quarantine_rows IS 'Gauge: Rows held in quarantine (sluice.quarantine, status held).';
