@@ -1717,6 +1717,10 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	replorigin_drop_by_name(pipe->origin_name, true, false);
 
+	/* views publishing its contract versions (sluice.publish_contract) */
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	spi_exec("SELECT sluice._unpublish_pipeline($1)", 1, types, args, SPI_OK_SELECT);
+
 	if (drop_tables)
 	{
 		uint64		k;

@@ -310,4 +310,9 @@ extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, bool partitioned,
 						List *columns, Oid target_relid, bool binary);
 
+/* ---------- interface.c: published contract versions ---------- */
+
+extern void interface_before_alter(SluiceTable *t);
+extern void interface_contract_settled(SluicePipeline *pipe, SluiceTable *t);
+
 #endif							/* PG_SLUICE_H */
