@@ -2704,8 +2704,9 @@ BEGIN
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
   -- the columns of that version, matched by attribute number: a column keeps
   -- it through renames and type changes, and a dropped one never returns
-  SELECT string_agg(CASE WHEN a.attnum IS NULL THEN format('NULL::%s AS %I', cc.data_type, cc.column_name)
-                         ELSE sluice._interface_column(format('t.%I', a.attname), cc.data_type, a.atttypid,
+  -- (types through sluice._type_name: a canonical name, whatever the catalog row says)
+  SELECT string_agg(CASE WHEN a.attnum IS NULL THEN format('NULL::%s AS %I', sluice._type_name(cc.data_type), cc.column_name)
+                         ELSE sluice._interface_column(format('t.%I', a.attname), sluice._type_name(cc.data_type), a.atttypid,
                                                        a.atttypmod, label, cc.column_name, pc.contract_version)
                               || format(' AS %I', cc.column_name) END,
                     ', ' ORDER BY cc.position)
@@ -2732,6 +2733,18 @@ BEGIN
   PERFORM sluice._exec_as_owner(pc.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', pc.schema_name, pc.view_name,
       format('pg_sluice: %I.%I as contract version %s declares it (sluice.published_contracts).',
              tnsp, trel, pc.contract_version)), NULL);
+  -- BI tools show column comments as descriptions: the table's own, or what the column is
+  FOR g IN SELECT cc.column_name,
+                  coalesce(col_description(target, a.attnum),
+                           format('%s as contract version %s of %I.%I declares it: %s.', cc.column_name,
+                                  pc.contract_version, tnsp, trel, cc.data_type)) AS description
+             FROM sluice._contract_column cc
+             LEFT JOIN pg_attribute a ON a.attrelid = target AND a.attnum = cc.position AND NOT a.attisdropped
+            WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                  = (pc.pipeline_id, pc.source_schema, pc.source_table, pc.contract_version) LOOP
+    PERFORM sluice._exec_as_owner(pc.pipeline_id, format('COMMENT ON COLUMN %I.%I.%I IS %L', pc.schema_name, pc.view_name,
+                                  g.column_name, g.description), NULL);
+  END LOOP;
   -- the grants it had, given again by its owner
   FOR g IN SELECT x.privilege_type, x.is_grantable,
                   CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS who

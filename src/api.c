@@ -1717,10 +1717,6 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	replorigin_drop_by_name(pipe->origin_name, true, false);
 
-	/* views publishing its contract versions (sluice.publish_contract) */
-	args[0] = Int32GetDatum(pipe->pipeline_id);
-	spi_exec("SELECT sluice._unpublish_pipeline($1)", 1, types, args, SPI_OK_SELECT);
-
 	if (drop_tables)
 	{
 		uint64		k;
@@ -1773,6 +1769,8 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 	}
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	sluice_become_catalog(&save);
+	/* views publishing its contract versions (sluice.publish_contract) */
+	spi_exec("SELECT sluice._unpublish_pipeline($1)", 1, types, args, SPI_OK_SELECT);
 	spi_exec("DELETE FROM sluice._pipeline WHERE pipeline_id = $1", 1, types, args, SPI_OK_DELETE);
 	sluice_restore_user(&save);
 	SPI_finish();

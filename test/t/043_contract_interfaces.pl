@@ -60,6 +60,10 @@ is($mart->safe_psql('postgres', q{SELECT pipeline || ' ' || target_table || ' v'
 	'ifc Order Lines v1 api v1.Order Lines', 'sluice.published_contracts shows it');
 is($mart->safe_psql('postgres', q{SELECT c.relowner::regrole FROM pg_class c WHERE c.oid = '"api v1"."Order Lines"'::regclass}),
 	'etl', 'the view belongs to the pipeline owner');
+is($mart->safe_psql('postgres', q{SELECT obj_description('"api v1"."Order Lines"'::regclass, 'pg_class') IS NOT NULL
+	AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = '"api v1"."Order Lines"'::regclass AND a.attnum > 0
+	                   AND col_description(a.attrelid, a.attnum) IS NULL)}),
+	't', 'the view and every column of it have a comment (BI tools show them)');
 
 my $v1_types = q{id integer, Qty integer, note's character varying(10), gone text, old name text, price numeric(8,2)};
 sub interface_types
