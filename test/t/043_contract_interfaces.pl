@@ -260,6 +260,11 @@ is($out, 'succeeded', 'ignore: the backlog applies') or diag($err);
 check_same('ignored');
 check_interface('ignored');
 
+# a view dropped by hand comes back, with its grants, at the next contract change
+$mart->safe_psql('postgres', q{DROP VIEW "api v1"."Order Lines"});
+$mart->safe_psql('postgres', qq{SET ROLE alice; SELECT sluice.map_column($tabl, 'old name', 'new name')});
+check_interface('dropped by hand, rebuilt');
+
 # --- unpublish, and drop_pipeline with an interface still published ---
 is($mart->safe_psql('postgres', qq{SET ROLE alice; SELECT sluice.unpublish_contract($tabl, 'api v2')}), $v2, 'unpublish returns the version');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_namespace WHERE nspname = 'api v2'}), '0',
@@ -269,5 +274,17 @@ $mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('ifc')");
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname = 'Order Lines' AND relkind = 'v'}), '0',
 	'drop_pipeline drops the interfaces');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM sluice._published_contract}), '0', 'and their catalog rows');
+
+# drop_tables => true: the interfaces go with the tables, the drop does not fail
+$mart->safe_psql('postgres', q{
+SET ROLE etl;
+SELECT sluice.create_pipeline('ifc2', 'live', ARRAY['"App"."Order Lines"'], target_schema => 'm2');
+SELECT sluice.publish_contract('m2."Order Lines"', 'api3');
+});
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM "api3"."Order Lines"}),
+	$live->safe_psql('postgres', q{SELECT count(*) FROM "App"."Order Lines"}), 'a new pipeline, published');
+$mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('ifc2', drop_tables => true)");
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_namespace WHERE nspname IN ('api3', 'm2')}), '0',
+	'drop_pipeline(drop_tables => true) drops the tables, the interface and its schema');
 
 done_testing();
