@@ -640,6 +640,8 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 		pipeline_drop_tables(pipe);
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	sluice_become_catalog(&save);
+	/* views publishing its contract versions (sluice.publish_contract) */
+	sluice_spi_exec("SELECT sluice._unpublish_pipeline($1)", 1, types, args, SPI_OK_SELECT);
 	sluice_spi_exec("DELETE FROM sluice._pipeline WHERE pipeline_id = $1", 1, types, args, SPI_OK_DELETE);
 	sluice_restore_user(&save);
 	SPI_finish();

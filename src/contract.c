@@ -305,6 +305,8 @@ alter_target(ApplyState *st, SluiceTable *t, const char *clause)
 {
 	int			rc;
 
+	/* views publishing its contract versions pin its columns (interface.c) */
+	interface_before_alter(t);
 	rc = SPI_execute(psprintf("ALTER TABLE %s.%s %s", quote_identifier(t->target_schema),
 							  quote_identifier(t->target_table), clause), false, 0);
 	if (rc != SPI_OK_UTILITY)
@@ -412,6 +414,8 @@ contract_new_version(ApplyState *st, SluiceTable *t)
 		get_atttypetypmodcoll(target_relid(t), att, &typid, &typmod, &coll);
 		c->data_type = format_type_with_typemod(typid, typmod);
 	}
+	/* published interfaces and bound expectations follow (interface.c) */
+	interface_contract_settled(st->pipe, t);
 }
 
 /*

@@ -457,4 +457,9 @@ extern char *payload_build(const char *kind, const char *event, const char *pipe
 extern char **payload_header_lines(const char *headers);
 extern void payload_free_lines(char **lines);
 
+/* ---------- interface.c: published contract versions follow the contract ---------- */
+
+extern void interface_before_alter(SluiceTable *t);
+extern void interface_contract_settled(SluicePipeline *pipe, SluiceTable *t);
+
 #endif							/* PG_SLUICE_H */

@@ -33,13 +33,14 @@ $$;
 
 CREATE FUNCTION sluice.set_drift_policy(target regclass, policy text)
 RETURNS text
-LANGUAGE plpgsql VOLATILE STRICT
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   t record;
   old text;
 BEGIN
+  PERFORM sluice._require_arguments('sluice.set_drift_policy', ARRAY['target', 'policy'], ARRAY[target IS NULL, policy IS NULL], 'Name a datamart table pg_sluice feeds (sluice.contracts) and a policy: freeze, evolve or ignore.');
   IF policy NOT IN ('freeze', 'evolve', 'ignore') THEN
     RAISE EXCEPTION 'unknown drift policy "%"', policy USING ERRCODE = 'invalid_parameter_value',
       DETAIL = 'freeze: any incompatible change on the source pauses the pipeline; evolve: new source columns are added to the datamart table; ignore: new source columns are left out.',
@@ -96,6 +97,7 @@ BEGIN
          sluice._contract_json(t.pipeline_id, t.source_schema, t.source_table, t.contract_version + 1)
     FROM sluice._pipeline_table pt
    WHERE (pt.pipeline_id, pt.source_schema, pt.source_table) = (t.pipeline_id, t.source_schema, t.source_table);
+  PERFORM sluice._contract_settled(target);
   RETURN t.contract_version + 1;
 END
 $$;
@@ -118,6 +120,7 @@ BEGIN
   t := sluice._contract_table(target);
   SELECT n.nspname, c.relname INTO nsp, rel
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
+  PERFORM sluice._interfaces_detach(target);
   PERFORM sluice._exec_as_owner(t.pipeline_id, format('ALTER TABLE %I.%I ', nsp, rel) || clause, NULL);
   hist := to_regclass(format('%I.%I', nsp || '_history', rel));
   IF hist IS NOT NULL THEN
@@ -285,7 +288,7 @@ DECLARE
 BEGIN
   c := sluice._contract_column_of(target, column_name, 'sluice.accept_type_change');
   IF new_type IS NULL OR new_type = '' THEN
-    RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = 'invalid_parameter_value',
+    RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = CASE WHEN new_type IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
       HINT = 'Name the type the source now sends, as the pause''s detail says, such as ''bigint'' or ''varchar(20)''.';
   END IF;
   typ := sluice._type_name(new_type);
@@ -336,12 +339,13 @@ REVOKE ALL ON FUNCTION sluice.drop_column(regclass, name, boolean), sluice.accep
 CREATE FUNCTION sluice.contract_diff(target regclass, from_version integer, to_version integer,
     OUT change text, OUT column_name name, OUT before jsonb, OUT after jsonb, OUT action text)
 RETURNS SETOF record
-LANGUAGE plpgsql STABLE STRICT
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   t record;
 BEGIN
+  PERFORM sluice._require_arguments('sluice.contract_diff', ARRAY['target', 'from_version', 'to_version'], ARRAY[target IS NULL, from_version IS NULL, to_version IS NULL], 'Name a datamart table pg_sluice feeds (sluice.contracts) and two of its contract versions (sluice.drift_events lists them).');
   t := sluice._contract_table(target);
   IF from_version < 1 OR to_version > t.contract_version OR from_version > to_version THEN
     RAISE EXCEPTION 'no contract versions % to % for %', from_version, to_version, target

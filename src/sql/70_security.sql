@@ -142,6 +142,7 @@ BEGIN
     'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
     EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
   END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
 END
 $$;
 COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
