@@ -2625,6 +2625,51 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.verify(text, regclass[], integer, integer) IS
   'Compares the pipeline''s datamart tables (or those listed) with the source at one exact source position, bringing the datamart to it first; returns and records (sluice.verifications) the rows compared and the differing keys per table.';
 
+CREATE FUNCTION sluice.repair(pipeline text, tables regclass[] DEFAULT NULL,
+                              rows_per_second integer DEFAULT NULL)
+RETURNS TABLE (run_id bigint, target_schema name, target_table name, at_lsn pg_lsn,
+               differences bigint, rows_deleted bigint, rows_inserted bigint)
+AS 'MODULE_PATHNAME', 'sluice_repair'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.repair(text, regclass[], integer) IS
+  'Compares as sluice.verify does and re-copies every differing key from the source (delete, then insert the source''s row), in one transaction at one exact source position; recorded as a run of kind repair, a version whose history keeps the rows it replaced. run_id is NULL when nothing differed.';
+
+-- a repair is a run, and a version
+ALTER TABLE sluice._run DROP CONSTRAINT _run_kind_check;
+ALTER TABLE sluice._run ADD CONSTRAINT _run_kind_check
+  CHECK (kind IN ('initial_copy', 'refresh', 'stream', 'repair'));
+CREATE OR REPLACE VIEW sluice.versions AS
+SELECT r.run_id AS version,
+       p.name AS pipeline,
+       r.kind,
+       r.start_lsn,
+       r.end_lsn,
+       r.last_source_commit,
+       r.finished_at AS committed_at,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       (SELECT count(*) FROM sluice._expectation_result er WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id) AS expectations,
+       (SELECT count(*) FROM sluice._expectation_result er
+         WHERE er.run_id OPERATOR(pg_catalog.=) r.run_id AND NOT er.success) AS expectations_failed,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                 pg_catalog.jsonb_build_object('inserted', rt.rows_inserted, 'updated', rt.rows_updated,
+                                               'deleted', rt.rows_deleted, 'truncated', rt.truncated))
+          FROM sluice._run_table rt WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id) AS tables,
+       (SELECT pg_catalog.array_agg(tg.name ORDER BY tg.name) FROM sluice._tag tg
+         WHERE tg.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id AND tg.version OPERATOR(pg_catalog.=) r.run_id) AS tags,
+       COALESCE(p.keep_history AND r.run_id OPERATOR(pg_catalog.>=) p.history_from AND NOT r.history_purged, false) AS queryable
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id)
+ WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
+   AND (r.kind OPERATOR(pg_catalog.=) ANY (ARRAY['initial_copy', 'repair']) OR r.transactions OPERATOR(pg_catalog.>) 0);
+COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes, repair), with its metadata.';
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh, stream or repair.';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh), stream (a continuous worker''s batch) or repair (sluice.repair).';
+
 -- operators verify the pipelines they operate: grant_operator and
 -- revoke_operator also give and take this
 CREATE FUNCTION sluice._verify_operator_grants(grantee regrole, verb text)
@@ -2635,7 +2680,8 @@ AS $$
 DECLARE
   to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
 BEGIN
-  EXECUTE format('%s EXECUTE ON FUNCTION sluice.verify(text, regclass[], integer, integer) %s %s', verb, to_from, grantee);
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.verify(text, regclass[], integer, integer), sluice.repair(text, regclass[], integer) %s %s',
+                 verb, to_from, grantee);
   EXECUTE format('%s SELECT ON sluice._verification %s %s', verb, to_from, grantee);
 END
 $$;
@@ -2666,7 +2712,7 @@ LANGUAGE sql IMMUTABLE
 RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
              'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification'];
 
-REVOKE ALL ON FUNCTION sluice.verify(text, regclass[], integer, integer),
+REVOKE ALL ON FUNCTION sluice.verify(text, regclass[], integer, integer), sluice.repair(text, regclass[], integer),
     sluice._verify_operator_grants(regrole, text) FROM PUBLIC;
 REVOKE ALL ON sluice._verification FROM PUBLIC;
 GRANT SELECT ON sluice.verifications TO PUBLIC;

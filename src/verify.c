@@ -123,6 +123,7 @@
 #include "pg_sluice.h"
 
 PG_FUNCTION_INFO_V1(sluice_verify);
+PG_FUNCTION_INFO_V1(sluice_repair);
 
 #define VERIFY_MAX_BUCKETS	65536	/* buckets one level may ask for */
 #define VERIFY_LEAF_ROWS	64		/* rows per bucket listed key by key */
@@ -136,6 +137,8 @@ typedef struct VerifyColumn
 	char	   *mart_expr;		/* quoted datamart column */
 	char	   *live_expr;		/* source column, cast when widened */
 	bool		is_key;
+	Oid			typid;			/* datamart type (repair's inserts) */
+	int32		typmod;
 } VerifyColumn;
 
 /* A bucket that differs: its number and the larger side's row count. */
@@ -167,7 +170,24 @@ typedef struct VerifyTable
 	char	   *pend_rh;
 	char	   *pend_key;
 	int64		pend_count;
+	/* repair (sluice.repair): the differing keys are re-copied */
+	bool		repair;
+	int64		version;		/* _sluice_version of the copied rows, or 0 */
+	char	   *live_key_row;	/* key columns, source side */
+	char	   *mart_key_row;	/* key columns, datamart side */
+	char	   *live_cols;		/* contract columns, source side */
+	char	   *mart_table;		/* schema.table here, without ONLY */
+	char	   *hist_table;		/* its history table, or NULL */
+	char	   *all_cols;		/* every column of the datamart table */
+	SPIPlanPtr	insert_plan;	/* INSERT of one row from the source */
+	int			nbatch;			/* differing keys waiting */
+	char	  **batch_kh;		/* their key hashes */
+	const char **batch_kind;
+	int64		rows_deleted;
+	int64		rows_inserted;
 } VerifyTable;
+
+#define REPAIR_BATCH 1000
 
 /* Average rate limit on source rows read. */
 typedef struct VerifyThrottle
@@ -204,6 +224,11 @@ static void verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 						int64 modulus, VerifyBucket *buckets, int nbuckets, int max_keys);
 static void verify_throttle(VerifyThrottle *th, int64 rows);
 static void verify_set_output_settings(void);
+static void repair_prepare(VerifyTable *vt, SluicePipeline *pipe);
+static void repair_flush(VerifyTable *vt);
+
+/* The connection whose transaction holds the source's snapshot. */
+static SluiceConn *repair_snap = NULL;
 
 /* ---------- helpers ---------- */
 
@@ -538,6 +563,8 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		vc->name = c->name;
 		vc->is_key = c->is_key;
 		vc->mart_expr = pstrdup(quote_identifier(c->name));
+		vc->typid = typid;
+		vc->typmod = typmod;
 		vc->live_expr = pstrdup(quote_identifier(c->source_column));
 		/* a widened column: print the source's value as the datamart's type */
 		if (strcmp(mart_type, live_type) != 0 && type_is_builtin(typid))
@@ -585,6 +612,9 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 				first = false;
 			}
 		}
+		*(live ? &vt->live_key_row : &vt->mart_key_row) = pstrdup(key.data);
+		if (live)
+			vt->live_cols = pstrdup(row.data);
 		*(live ? &vt->live_inner : &vt->mart_inner) =
 			psprintf("SELECT pg_catalog.md5((ROW(%s))::pg_catalog.text) AS kh, "
 					 "pg_catalog.md5((ROW(%s))::pg_catalog.text) AS rh, "
@@ -754,10 +784,17 @@ flush_difference(VerifyTable *vt, int max_keys)
  * several times make one entry with their count.
  */
 static void
-add_difference(VerifyTable *vt, const char *kind, const char *rh,
+add_difference(VerifyTable *vt, const char *kind, const char *kh, const char *rh,
 			   const char *key, int max_keys)
 {
 	vt->differences++;
+	if (vt->repair)
+	{
+		vt->batch_kh[vt->nbatch] = pstrdup(kh);
+		vt->batch_kind[vt->nbatch] = kind;
+		if (++vt->nbatch == REPAIR_BATCH)
+			repair_flush(vt);
+	}
 	if (vt->pend_kind != NULL && vt->keyless &&
 		strcmp(vt->pend_kind, kind) == 0 && strcmp(vt->pend_rh, rh) == 0)
 	{
@@ -825,22 +862,24 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 		if (c == 0)
 		{
 			if (strcmp(leaf_value(&l, 1), leaf_value(&m, 1)) != 0)
-				add_difference(vt, "different", leaf_value(&l, 1), leaf_value(&l, 2), max_keys);
+				add_difference(vt, "different", leaf_value(&l, 0), leaf_value(&l, 1), leaf_value(&l, 2), max_keys);
 			leaf_next(&l);
 			leaf_next(&m);
 		}
 		else if (c < 0)
 		{
-			add_difference(vt, "missing", leaf_value(&l, 1), leaf_value(&l, 2), max_keys);
+			add_difference(vt, "missing", leaf_value(&l, 0), leaf_value(&l, 1), leaf_value(&l, 2), max_keys);
 			leaf_next(&l);
 		}
 		else
 		{
-			add_difference(vt, "extra", leaf_value(&m, 1), leaf_value(&m, 2), max_keys);
+			add_difference(vt, "extra", leaf_value(&m, 0), leaf_value(&m, 1), leaf_value(&m, 2), max_keys);
 			leaf_next(&m);
 		}
 	}
 	flush_difference(vt, max_keys);
+	if (vt->repair)
+		repair_flush(vt);
 	if (l.res)
 		PQclear(l.res);
 	if (m.tt)
@@ -893,6 +932,205 @@ verify_compare(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th, int max_ke
 		diff = verify_level(vt, snap, th, modulus * fanout, modulus, diff, ndiff, &ndiff);
 		modulus *= fanout;
 	}
+}
+
+/* ---------- repair ---------- */
+
+/*
+ * Ready a table for repair: its history table, every column (for the
+ * history rows), the INSERT of one row from the source.
+ */
+static void
+repair_prepare(VerifyTable *vt, SluicePipeline *pipe)
+{
+	SluiceTable *t = vt->t;
+	bool		has_version = get_attnum(vt->relid, "_sluice_version") != InvalidAttrNumber;
+	Oid			hnsp = get_namespace_oid(psprintf("%s_history", t->target_schema), true);
+	Oid		   *types;
+	Oid			args[1];
+	Datum		vals[1];
+	StringInfoData cols;
+	StringInfoData params;
+	ListCell   *lc;
+	int			n = 0;
+
+	vt->repair = true;
+	vt->version = has_version ? pipe->version : 0;
+	vt->mart_table = psprintf("%s.%s", quote_identifier(t->target_schema), quote_identifier(t->target_table));
+	if (has_version && OidIsValid(hnsp) && OidIsValid(get_relname_relid(t->target_table, hnsp)))
+		vt->hist_table = psprintf("%s.%s", quote_identifier(psprintf("%s_history", t->target_schema)),
+								  quote_identifier(t->target_table));
+	vt->batch_kh = palloc(sizeof(char *) * REPAIR_BATCH);
+	vt->batch_kind = palloc(sizeof(char *) * REPAIR_BATCH);
+
+	args[0] = OIDOID;
+	vals[0] = ObjectIdGetDatum(vt->relid);
+	if (SPI_execute_with_args("SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) "
+							  "  FROM pg_catalog.pg_attribute a "
+							  " WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 "
+							  "   AND NOT a.attisdropped",
+							  1, args, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the columns of the datamart table");
+	vt->all_cols = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	types = palloc(sizeof(Oid) * (list_length(vt->columns) + 1));
+	initStringInfo(&cols);
+	initStringInfo(&params);
+	foreach(lc, vt->columns)
+	{
+		VerifyColumn *vc = lfirst(lc);
+
+		types[n++] = vc->typid;
+		appendStringInfo(&cols, "%s%s", n > 1 ? ", " : "", vc->mart_expr);
+		appendStringInfo(&params, "%s$%d", n > 1 ? ", " : "", n);
+	}
+	if (vt->version > 0)
+	{
+		types[n++] = INT8OID;
+		appendStringInfo(&cols, ", _sluice_version");
+		appendStringInfo(&params, ", $%d", n);
+	}
+	vt->insert_plan = SPI_prepare(psprintf("INSERT INTO %s (%s) VALUES (%s)", vt->mart_table, cols.data, params.data),
+								  n, types);
+	if (vt->insert_plan == NULL)
+		elog(ERROR, "could not prepare the repair's insert: %s", SPI_result_code_string(SPI_result));
+}
+
+/* Insert the source's rows of res (the contract's columns) here. */
+static void
+repair_insert_rows(VerifyTable *vt, PGresult *res)
+{
+	int			ncols = list_length(vt->columns);
+	Datum	   *values = palloc(sizeof(Datum) * (ncols + 1));
+	char	   *nulls = palloc(ncols + 2);
+	int			i;
+
+	memset(nulls, ' ', ncols + 1);
+	nulls[ncols + 1] = '\0';
+	for (i = 0; i < PQntuples(res); i++)
+	{
+		ListCell   *lc;
+		int			j = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		foreach(lc, vt->columns)
+		{
+			VerifyColumn *vc = lfirst(lc);
+			Oid			infunc;
+			Oid			ioparam;
+
+			if (PQgetisnull(res, i, j))
+			{
+				values[j] = (Datum) 0;
+				nulls[j] = 'n';
+			}
+			else
+			{
+				getTypeInputInfo(vc->typid, &infunc, &ioparam);
+				values[j] = OidInputFunctionCall(infunc, PQgetvalue(res, i, j), ioparam, vc->typmod);
+				nulls[j] = ' ';
+			}
+			j++;
+		}
+		values[ncols] = Int64GetDatum(vt->version);
+		if (SPI_execute_plan(vt->insert_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert a repaired row");
+		vt->rows_inserted++;
+	}
+}
+
+/*
+ * Re-copy the waiting differing keys: delete them here (their rows go to
+ * the history table, superseded by the repair's version), then insert the
+ * source's rows of those keys, read in the verification's snapshot.  A
+ * table without a key: each extra row deletes one copy, each missing row
+ * inserts one.
+ */
+static void
+repair_flush(VerifyTable *vt)
+{
+	SluiceConn *snap = repair_snap;
+	int			i;
+
+	if (vt->nbatch == 0)
+		return;
+	if (!vt->keyless)
+	{
+		StringInfoData arr;
+		Oid			types[2] = {TEXTOID, INT8OID};
+		Datum		args[2];
+		const char *params[1];
+		PGresult   *res;
+		int			rc;
+
+		initStringInfo(&arr);
+		appendStringInfoChar(&arr, '{');
+		for (i = 0; i < vt->nbatch; i++)
+			appendStringInfo(&arr, "%s%s", i ? "," : "", vt->batch_kh[i]);
+		appendStringInfoChar(&arr, '}');
+		args[0] = CStringGetTextDatum(arr.data);
+		args[1] = Int64GetDatum(vt->version);
+		if (vt->hist_table)
+			rc = SPI_execute_with_args(psprintf("WITH d AS (DELETE FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
+												"OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) RETURNING *) "
+												"INSERT INTO %s (%s, _sluice_superseded) SELECT %s, $2 FROM d",
+												vt->mart_rel, vt->mart_key_row, vt->hist_table, vt->all_cols, vt->all_cols),
+									   2, types, args, NULL, false, 0);
+		else
+			rc = SPI_execute_with_args(psprintf("DELETE FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
+												"OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+												vt->mart_rel, vt->mart_key_row),
+									   1, types, args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT && rc != SPI_OK_DELETE)
+			elog(ERROR, "could not delete the rows to repair: %s", SPI_result_code_string(rc));
+		vt->rows_deleted += SPI_processed;
+
+		params[0] = arr.data;
+		res = transport_exec(snap,
+							 psprintf("SELECT %s FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
+									  "OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+									  vt->live_cols, vt->live_rel, vt->live_key_row),
+							 1, params, PGRES_TUPLES_OK, "read the rows to repair");
+		repair_insert_rows(vt, res);
+		PQclear(res);
+	}
+	else
+	{
+		for (i = 0; i < vt->nbatch; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (strcmp(vt->batch_kind[i], "extra") == 0)
+			{
+				Oid			types[1] = {TEXTOID};
+				Datum		args[1];
+
+				args[0] = CStringGetTextDatum(vt->batch_kh[i]);
+				if (SPI_execute_with_args(psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) "
+												   "(SELECT ctid FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
+												   "OPERATOR(pg_catalog.=) $1 LIMIT 1)",
+												   vt->mart_rel, vt->mart_rel, vt->mart_key_row),
+										  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+					elog(ERROR, "could not delete an extra row");
+				vt->rows_deleted += SPI_processed;
+			}
+			else
+			{
+				const char *params[1] = {vt->batch_kh[i]};
+				PGresult   *res;
+
+				res = transport_exec(snap,
+									 psprintf("SELECT %s FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
+											  "OPERATOR(pg_catalog.=) $1 LIMIT 1",
+											  vt->live_cols, vt->live_rel, vt->live_key_row),
+									 1, params, PGRES_TUPLES_OK, "read the rows to repair");
+				repair_insert_rows(vt, res);
+				PQclear(res);
+			}
+		}
+	}
+	for (i = 0; i < vt->nbatch; i++)
+		pfree(vt->batch_kh[i]);
+	vt->nbatch = 0;
 }
 
 /* ---------- entry point ---------- */
@@ -958,9 +1196,13 @@ verify_tables(SluicePipeline *pipe, ArrayType *arr)
  * sluice.verify(pipeline, tables, rows_per_second, max_keys): compare the
  * pipeline's datamart tables with the source at one exact source position,
  * record and return one row per table.
+ *
+ * sluice.repair(pipeline, tables, rows_per_second): the same comparison,
+ * re-copying each differing key from the source's snapshot, all in this
+ * transaction; recorded as a run of kind repair (a version).
  */
-Datum
-sluice_verify(PG_FUNCTION_ARGS)
+static Datum
+verify_run(FunctionCallInfo fcinfo, bool repair)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *name;
@@ -979,7 +1221,11 @@ sluice_verify(PG_FUNCTION_ARGS)
 	int			nestlevel;
 	StringInfoData ev;
 	int64		total_diff = 0;
+	int64		total_del = 0;
+	int64		total_ins = 0;
+	int64		run_id = 0;
 	char		atbuf[32];
+	const char *verb = repair ? "repair" : "verify";
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -988,7 +1234,7 @@ sluice_verify(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	arr = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
 	rate = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
-	max_keys = PG_ARGISNULL(3) ? 1000 : PG_GETARG_INT32(3);
+	max_keys = repair ? 0 : (PG_ARGISNULL(3) ? 1000 : PG_GETARG_INT32(3));
 	if (rate < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1004,7 +1250,7 @@ sluice_verify(PG_FUNCTION_ARGS)
 
 	/* who may, and which tables, before anything touches the source */
 	pipe = catalog_pipeline(name, false);
-	sluice_check_operator(pipe, "verify");
+	sluice_check_operator(pipe, verb);
 	tables = verify_tables(pipe, arr);
 
 	verify_position(name, &pipe, &at, &snap);
@@ -1014,11 +1260,24 @@ sluice_verify(PG_FUNCTION_ARGS)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pipeline \"%s\" paused while the datamart was brought to the verification's position: nothing was verified", name),
-				 errhint("sluice.drift_events has the details; resume the pipeline, then verify again.")));
+				 errmsg("pipeline \"%s\" paused while the datamart was brought to the source position: nothing was compared", name),
+				 errhint("sluice.drift_events has the details; resume the pipeline, then call sluice.%s('%s') again.",
+						 verb, name)));
 		transport_close(snap);
 		SPI_finish();
 		return (Datum) 0;
+	}
+	if (repair)
+	{
+		bool		isnull;
+
+		/* the repaired rows carry the repair's run id as their version */
+		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not reserve a version");
+		run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		pipe->version = run_id;
+		repair_snap = snap;
 	}
 
 	memset(&th, 0, sizeof(th));
@@ -1032,18 +1291,76 @@ sluice_verify(PG_FUNCTION_ARGS)
 		SluiceTable *t = lfirst(lc);
 		VerifyTable *vt = verify_prepare(pipe, t, snap);
 
-		/* the datamart's tables are read as their owner (see NOTES) */
+		if (repair)
+			repair_prepare(vt, pipe);
+		/* the datamart's tables are read and written as their owner */
 		sluice_become_owner(pipe, &save);
 		verify_compare(vt, snap, &th, max_keys);
 		sluice_restore_user(&save);
 		results = lappend(results, vt);
 	}
 	AtEOXact_GUC(true, nestlevel);
+	repair_snap = NULL;
 	transport_command(snap, "COMMIT", "end the verification's transaction");
 	transport_close(snap);
 
-	/* record, announce, return */
 	snprintf(atbuf, sizeof(atbuf), "%X/%X", LSN_FORMAT_ARGS(at));
+	if (repair)
+	{
+		foreach(lc, results)
+		{
+			VerifyTable *vt = lfirst(lc);
+
+			total_del += vt->rows_deleted;
+			total_ins += vt->rows_inserted;
+		}
+		if (total_del + total_ins > 0)
+		{
+			(void) catalog_insert_run(run_id, pipe->pipeline_id, "repair", started, at, at,
+									  0, total_ins, 0, total_del, 0, 0);
+			foreach(lc, results)
+			{
+				VerifyTable *vt = lfirst(lc);
+				Oid			types[5] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID};
+				Datum		args[5];
+
+				if (vt->rows_deleted + vt->rows_inserted == 0)
+					continue;
+				args[0] = Int64GetDatum(run_id);
+				args[1] = catalog_name_datum(vt->t->target_schema);
+				args[2] = catalog_name_datum(vt->t->target_table);
+				args[3] = Int64GetDatum(vt->rows_inserted);
+				args[4] = Int64GetDatum(vt->rows_deleted);
+				if (sluice_catalog_exec("INSERT INTO sluice._run_table (run_id, target_schema, target_table, "
+										"  rows_inserted, rows_updated, rows_deleted, truncated) "
+										"VALUES ($1, $2, $3, $4, 0, $5, 0)",
+										5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+					elog(ERROR, "could not record the repair's rows");
+			}
+			outbox_emit_run(run_id, 0);
+		}
+		foreach(lc, results)
+		{
+			VerifyTable *vt = lfirst(lc);
+			Datum		values[7];
+			bool		nulls[7];
+
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = Int64GetDatum(run_id);
+			nulls[0] = (total_del + total_ins == 0);
+			values[1] = catalog_name_datum(vt->t->target_schema);
+			values[2] = catalog_name_datum(vt->t->target_table);
+			values[3] = LSNGetDatum(at);
+			values[4] = Int64GetDatum(vt->differences);
+			values[5] = Int64GetDatum(vt->rows_deleted);
+			values[6] = Int64GetDatum(vt->rows_inserted);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		SPI_finish();
+		return (Datum) 0;
+	}
+
+	/* record, announce, return */
 	initStringInfo(&ev);
 	appendStringInfo(&ev, "{\"at_lsn\": \"%s\", \"tables\": [", atbuf);
 	foreach(lc, results)
@@ -1105,4 +1422,16 @@ sluice_verify(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	return (Datum) 0;
+}
+
+Datum
+sluice_verify(PG_FUNCTION_ARGS)
+{
+	return verify_run(fcinfo, false);
+}
+
+Datum
+sluice_repair(PG_FUNCTION_ARGS)
+{
+	return verify_run(fcinfo, true);
 }

@@ -126,21 +126,29 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT count(*) FROM sluice.veri
 ok($mart->safe_psql('postgres', "SELECT count(*) FROM sluice._outbox WHERE event = 'verification' AND pipeline = 'v' AND (body->>'differences')::int = 7") >= 1,
 	'a verification event is queued with the number of differences');
 
-# put the mart back for the next steps
-$mart->safe_psql('postgres', qq{
-UPDATE $acct SET owner = 'owner 10' WHERE id = 10;
-DELETE FROM $acct WHERE id = 99999;
-UPDATE $acct SET note = left(note, -1) WHERE id = 100;
-DELETE FROM "Mart ""V""".nokey WHERE ctid = (SELECT min(ctid) FROM "Mart ""V""".nokey WHERE x = 5);
-INSERT INTO "Mart ""V""".nokey VALUES (7, 'y7');
-UPDATE $odd SET "Value's" = 'v''7' WHERE "Key Col" = 7;
-});
-my $row20 = $live->safe_psql('postgres', "SELECT owner || '|' || balance || '|' || note FROM app.acct WHERE id = 20");
-my ($o, $b, $n) = split /\|/, $row20;
-$mart->safe_psql('postgres', "INSERT INTO $acct (id, owner, balance, note, _sluice_version) SELECT 20, '$o', $b, '$n', _sluice_version FROM $acct WHERE id = 1");
-is(verify('v'), join("\n", 'Odd "Name" T:200:0', 'acct:2989:0', 'busy:500:0', 'nokey:101:0'), 'fixed by hand: zero differences');
+# --- 3. repair: the differing keys re-copied, as a version ---
+$live->safe_psql('postgres', "UPDATE app.acct SET note = 'n1 again' WHERE id = 1");   # a backlog too
+is($mart->safe_psql('postgres', q{SET ROLE ops;
+SELECT string_agg(target_table || ':' || differences || ':' || rows_deleted || ':' || rows_inserted, ' ' ORDER BY target_table)
+  FROM sluice.repair('v')}),
+	'Odd "Name" T:1:1:1 acct:4:3:3 busy:0:0:0 nokey:2:1:1', 'repair deletes and re-copies only the differing keys');
+my $repair_run = $mart->safe_psql('postgres', "SELECT max(version) FROM sluice.versions WHERE pipeline = 'v' AND kind = 'repair'");
+ok($repair_run > 0, 'the repair is a version');
+is($mart->safe_psql('postgres', qq{SELECT string_agg(id || ':' || owner, ',' ORDER BY id) FROM "Mart ""V""_history".acct WHERE _sluice_superseded = $repair_run}),
+	'10:hacked,100:owner 100,99999:extra', 'the history table keeps the rows the repair replaced');
+is($mart->safe_psql('postgres', qq{SELECT count(*) FROM $acct WHERE _sluice_version = $repair_run}), '3', 'the re-copied rows carry the repair\'s version');
+is($mart->safe_psql('postgres', qq{SELECT owner FROM "Mart ""V""".acct_at($repair_run - 1) WHERE id = 10}), 'hacked',
+	'time travel before the repair still reads what the datamart had');
+is(acct_sum($mart, $acct, 'owner'), acct_sum($live, 'app.acct', 'owner'), 'after repair: acct equals live');
+same_tables($live, $mart, [['app.nokey', '"Mart ""V""".nokey']], 'after repair');
+is($mart->safe_psql('postgres', qq{SELECT count(*) || ':' || md5(string_agg(r::text, '|' ORDER BY r::text COLLATE "C")) FROM (SELECT "Key Col", "key", "Value's" FROM $odd) r}),
+	$live->safe_psql('postgres', q{SELECT count(*) || ':' || md5(string_agg(r::text, '|' ORDER BY r::text COLLATE "C")) FROM (SELECT "Key Col", "key", "Value's" FROM app."Odd ""Name"" T") r}),
+	'after repair: the quoted table equals live');
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT count(*) FROM sluice.repair('v') WHERE run_id IS NULL AND differences = 0}), '4',
+	'a second repair finds nothing and records no run');
+is(verify('v'), join("\n", 'Odd "Name" T:200:0', 'acct:2989:0', 'busy:500:0', 'nokey:101:0'), 'after repair: re-verify reports zero differences');
 
-# --- 3. live written during verifications: no false difference ---
+# --- 4. live written during verifications: no false difference ---
 my $bg = $live->background_psql('postgres', on_error_stop => 0);
 $bg->query_until(qr/writing/, q{\echo writing
 DO $$
@@ -173,7 +181,7 @@ $live->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity W
   or die 'the writing loop did not stop';
 $bg->quit;
 
-# --- 4. a renamed column: paused with a backlog, then mapped ---
+# --- 5. a renamed column: paused with a backlog, then mapped ---
 $live->safe_psql('postgres', q{
 ALTER TABLE app.acct RENAME COLUMN owner TO holder;
 UPDATE app.acct SET holder = holder || '!' WHERE id <= 5;
@@ -194,7 +202,7 @@ is($mart->safe_psql('postgres', "SET ROLE ops; SELECT keys FROM sluice.verify('v
 	'[{"key": {"id": "3"}, "kind": "different"}]', 'a difference in the renamed column is found');
 $mart->safe_psql('postgres', "UPDATE $acct SET owner = 'owner 3!' WHERE id = 3");
 
-# --- 5. statement_timeout in the middle leaves nothing ---
+# --- 6. statement_timeout in the middle leaves nothing ---
 $live->safe_psql('postgres', "UPDATE app.acct SET balance = 0 WHERE id = 1");
 my $before = acct_sum($mart, $acct, 'owner');
 my $nv = $mart->safe_psql('postgres', "SELECT count(*) FROM sluice.verifications");
@@ -210,12 +218,12 @@ ok($live->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activit
 	'no verification query left running on live');
 is(verify('v', ", ARRAY['$acct'::regclass]"), 'acct:2989:0', 'the next verification works');
 
-# --- 6. throttled: the rate holds ---
+# --- 7. throttled: the rate holds ---
 my $t0 = time;
 is(verify('v', ", ARRAY['$odd'::regclass], rows_per_second => 400"), 'Odd "Name" T:200:0', 'a throttled verification');
 ok(time - $t0 >= 0.4, 'it took at least rows / rate');
 
-# --- 7. who may ---
+# --- 8. who may ---
 is($mart->safe_psql('postgres', "SET ROLE bi; SELECT count(*) FROM sluice.verifications"), '0', 'a reader sees no verification');
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE bi; SELECT * FROM sluice.verify('v')");
 like($err, qr/permission denied for function verify/, 'a reader cannot verify');
@@ -223,7 +231,7 @@ like($err, qr/permission denied for function verify/, 'a reader cannot verify');
 like($err, qr/permission denied for table _verification/, 'nor read the private table');
 ok($mart->safe_psql('postgres', "SET ROLE ops; SELECT count(*) FROM sluice.verifications") > 0, 'an operator sees its pipelines\' verifications');
 
-# --- 8. clear errors ---
+# --- 9. clear errors ---
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT * FROM sluice.verify('nope')");
 like($err, qr/pipeline "nope" does not exist/, 'unknown pipeline');
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT * FROM sluice.verify('v', ARRAY['w.wide'::regclass])");
