@@ -2625,6 +2625,23 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.verify(text, regclass[], integer, integer) IS
   'Compares the pipeline''s datamart tables (or those listed) with the source at one exact source position, bringing the datamart to it first; returns and records (sluice.verifications) the rows compared and the differing keys per table.';
 
+CREATE FUNCTION sluice.purge_verifications(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  WITH purged AS (
+    DELETE FROM sluice._verification v
+     WHERE v.finished_at < now() - older_than
+       AND v.verification_id <> (SELECT max(l.verification_id) FROM sluice._verification l
+                                  WHERE (l.pipeline_id, l.target_schema, l.target_table)
+                                        = (v.pipeline_id, v.target_schema, v.target_table))
+    RETURNING 1)
+  SELECT count(*) FROM purged;
+END;
+COMMENT ON FUNCTION sluice.purge_verifications(interval) IS
+  'Deletes verifications finished longer ago than older_than, keeping the last one of each table; returns how many were deleted. Schedule it with pg_cron.';
+
 CREATE FUNCTION sluice.repair(pipeline text, tables regclass[] DEFAULT NULL,
                               rows_per_second integer DEFAULT NULL)
 RETURNS TABLE (run_id bigint, target_schema name, target_table name, at_lsn pg_lsn,
@@ -2682,7 +2699,8 @@ DECLARE
 BEGIN
   EXECUTE format('%s EXECUTE ON FUNCTION sluice.verify(text, regclass[], integer, integer), sluice.repair(text, regclass[], integer) %s %s',
                  verb, to_from, grantee);
-  EXECUTE format('%s SELECT ON sluice._verification %s %s', verb, to_from, grantee);
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.purge_verifications(interval) %s %s', verb, to_from, grantee);
+  EXECUTE format('%s SELECT, DELETE ON sluice._verification %s %s', verb, to_from, grantee);
 END
 $$;
 COMMENT ON FUNCTION sluice._verify_operator_grants(regrole, text) IS 'Private: what an operator is granted for verifications.';
@@ -2713,6 +2731,7 @@ RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline
              'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification'];
 
 REVOKE ALL ON FUNCTION sluice.verify(text, regclass[], integer, integer), sluice.repair(text, regclass[], integer),
+    sluice.purge_verifications(interval),
     sluice._verify_operator_grants(regrole, text) FROM PUBLIC;
 REVOKE ALL ON sluice._verification FROM PUBLIC;
 GRANT SELECT ON sluice.verifications TO PUBLIC;

@@ -231,6 +231,10 @@ like($err, qr/permission denied for function verify/, 'a reader cannot verify');
 like($err, qr/permission denied for table _verification/, 'nor read the private table');
 ok($mart->safe_psql('postgres', "SET ROLE ops; SELECT count(*) FROM sluice.verifications") > 0, 'an operator sees its pipelines\' verifications');
 
+# retention: the last verification of each table stays
+is($mart->safe_psql('postgres', "SET ROLE ops; SELECT sluice.purge_verifications('0 seconds') > 0"), 't', 'purge_verifications deletes old verifications');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.verifications WHERE pipeline = 'v'"), '4', '... keeping the last of each table');
+
 # --- 9. clear errors ---
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT * FROM sluice.verify('nope')");
 like($err, qr/pipeline "nope" does not exist/, 'unknown pipeline');
