@@ -115,6 +115,7 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -185,6 +186,8 @@ typedef struct VerifyTable
 	const char **batch_kind;
 	int64		rows_deleted;
 	int64		rows_inserted;
+	MemoryContext cxt;			/* what lives as long as the comparison */
+	MemoryContext flushcxt;		/* one repair batch, reset after it */
 } VerifyTable;
 
 #define REPAIR_BATCH 1000
@@ -502,6 +505,7 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 	int			nkey = 0;
 
 	vt->t = t;
+	vt->cxt = CurrentMemoryContext;
 	initStringInfo(&vt->keys);
 	nsp = get_namespace_oid(t->target_schema, true);
 	vt->relid = OidIsValid(nsp) ? get_relname_relid(t->target_table, nsp) : InvalidOid;
@@ -649,6 +653,8 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	int			maxdiff;
 	int			n = 0;
 	int64		live_rows = 0;
+	MemoryContext rowcxt;
+	MemoryContext outer;
 
 	if (parents != NULL)
 		filter = psprintf(" WHERE (x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
@@ -670,6 +676,9 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 
 	maxdiff = nl + (int) nm;
 	diff = palloc(sizeof(VerifyBucket) * Max(maxdiff, 1));
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice verify bucket",
+								   ALLOCSET_DEFAULT_SIZES);
+	outer = MemoryContextSwitchTo(rowcxt);
 	while (i < nl || j < nm)
 	{
 		int64		bl = i < nl ? strtoll(PQgetvalue(lres, i, 0), NULL, 10) : PG_INT64_MAX;
@@ -706,7 +715,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			i++;
 		if (bm <= bl)
 			j++;
+		MemoryContextReset(rowcxt);
 	}
+	MemoryContextSwitchTo(outer);
+	MemoryContextDelete(rowcxt);
 	PQclear(lres);
 	SPI_freetuptable(mt);
 	verify_throttle(th, parents == NULL ? live_rows : vt->rows_live);
@@ -787,6 +799,8 @@ static void
 add_difference(VerifyTable *vt, const char *kind, const char *kh, const char *rh,
 			   const char *key, int max_keys)
 {
+	MemoryContext old = MemoryContextSwitchTo(vt->cxt);
+
 	vt->differences++;
 	if (vt->repair)
 	{
@@ -797,15 +811,16 @@ add_difference(VerifyTable *vt, const char *kind, const char *kh, const char *rh
 	}
 	if (vt->pend_kind != NULL && vt->keyless &&
 		strcmp(vt->pend_kind, kind) == 0 && strcmp(vt->pend_rh, rh) == 0)
-	{
 		vt->pend_count++;
-		return;
+	else
+	{
+		flush_difference(vt, max_keys);
+		vt->pend_kind = kind;
+		vt->pend_rh = pstrdup(rh);
+		vt->pend_key = pstrdup(key);
+		vt->pend_count = 1;
 	}
-	flush_difference(vt, max_keys);
-	vt->pend_kind = kind;
-	vt->pend_rh = pstrdup(rh);
-	vt->pend_key = pstrdup(key);
-	vt->pend_count = 1;
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -821,6 +836,8 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	LeafStream	l;
 	LeafStream	m;
 	SPIPlanPtr	plan;
+	MemoryContext rowcxt;
+	MemoryContext outer;
 
 	for (int side = 0; side < 2; side++)
 		sql[side] = psprintf("SELECT y.kh, y.rh, y.kj FROM (%s) y "
@@ -843,10 +860,15 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	leaf_fetch(&l);
 	leaf_fetch(&m);
 
+	/* what one row of the merge allocates (SPI_getvalue) goes at its end */
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice verify row",
+								   ALLOCSET_DEFAULT_SIZES);
+	outer = MemoryContextSwitchTo(rowcxt);
 	while (!l.done || !m.done)
 	{
 		int			c;
 
+		MemoryContextReset(rowcxt);
 		CHECK_FOR_INTERRUPTS();
 		if (l.done)
 			c = 1;
@@ -877,6 +899,8 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			leaf_next(&m);
 		}
 	}
+	MemoryContextSwitchTo(outer);
+	MemoryContextDelete(rowcxt);
 	flush_difference(vt, max_keys);
 	if (vt->repair)
 		repair_flush(vt);
@@ -1051,9 +1075,14 @@ repair_flush(VerifyTable *vt)
 {
 	SluiceConn *snap = repair_snap;
 	int			i;
+	MemoryContext old;
 
 	if (vt->nbatch == 0)
 		return;
+	if (vt->flushcxt == NULL)
+		vt->flushcxt = AllocSetContextCreate(vt->cxt, "pg_sluice repair batch",
+											 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(vt->flushcxt);
 	if (!vt->keyless)
 	{
 		StringInfoData arr;
@@ -1128,6 +1157,8 @@ repair_flush(VerifyTable *vt)
 			}
 		}
 	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(vt->flushcxt);
 	for (i = 0; i < vt->nbatch; i++)
 		pfree(vt->batch_kh[i]);
 	vt->nbatch = 0;
