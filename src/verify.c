@@ -643,7 +643,11 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 {
 	char	   *filter = "";
 	char	   *sql[2];
-	PGresult   *lres;
+	char	  **lval[4];		/* the source's rows: b, count, sum, sum */
+	int			lmax = 64;
+	char	   *err;
+	char	   *buf;
+	int			len;
 	SPITupleTable *mt;
 	uint64		nm;
 	int			nl;
@@ -667,12 +671,45 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 							 modulus, hex60("y.kh", 1), hex60("y.rh", 1), hex60("y.rh", 16),
 							 side == 0 ? vt->live_inner : vt->mart_inner, filter);
 
-	lres = transport_exec(snap, sql[0], 0, NULL, PGRES_TUPLES_OK, "compute the verification's hashes");
-	nl = PQntuples(lres);
+	/* the source computes its buckets while the datamart computes its own */
+	transport_send(snap, psprintf("COPY (%s) TO STDOUT", sql[0]), "compute the verification's hashes");
 	if (SPI_execute(sql[1], false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not compute the datamart's hashes");
 	mt = SPI_tuptable;
 	nm = SPI_processed;
+	err = transport_copy_await(snap, "compute the verification's hashes");
+	if (err != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the source refused to compute the verification's hashes of table \"%s.%s\": %s",
+						vt->t->source_schema, vt->t->source_table, err)));
+	for (int k = 0; k < 4; k++)
+		lval[k] = palloc(sizeof(char *) * lmax);
+	nl = 0;
+	/* rows of four integers, tab-separated: nothing to unescape */
+	while ((len = transport_copy_next(snap, &buf, "send the verification's hashes")) >= 0)
+	{
+		char	   *line = pnstrdup(buf, len);
+		char	   *f = line;
+
+		if (nl == lmax)
+		{
+			lmax *= 2;
+			for (int k = 0; k < 4; k++)
+				lval[k] = repalloc(lval[k], sizeof(char *) * lmax);
+		}
+		for (int k = 0; k < 4; k++)
+		{
+			char	   *end = strpbrk(f, "\t\n");
+
+			if (end != NULL)
+				*end = '\0';
+			lval[k][nl] = f;
+			f = end ? end + 1 : f + strlen(f);
+		}
+		nl++;
+		CHECK_FOR_INTERRUPTS();
+	}
 
 	maxdiff = nl + (int) nm;
 	diff = palloc(sizeof(VerifyBucket) * Max(maxdiff, 1));
@@ -681,7 +718,7 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	outer = MemoryContextSwitchTo(rowcxt);
 	while (i < nl || j < nm)
 	{
-		int64		bl = i < nl ? strtoll(PQgetvalue(lres, i, 0), NULL, 10) : PG_INT64_MAX;
+		int64		bl = i < nl ? strtoll(lval[0][i], NULL, 10) : PG_INT64_MAX;
 		int64		bm = j < nm ? strtoll(SPI_getvalue(mt->vals[j], mt->tupdesc, 1), NULL, 10) : PG_INT64_MAX;
 		int64		cl = 0;
 		int64		cm = 0;
@@ -689,13 +726,13 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 
 		CHECK_FOR_INTERRUPTS();
 		if (bl <= bm)
-			cl = strtoll(PQgetvalue(lres, i, 1), NULL, 10);
+			cl = strtoll(lval[1][i], NULL, 10);
 		if (bm <= bl)
 			cm = strtoll(SPI_getvalue(mt->vals[j], mt->tupdesc, 2), NULL, 10);
 		if (bl == bm)
 			differs = cl != cm ||
-				strcmp(PQgetvalue(lres, i, 2), SPI_getvalue(mt->vals[j], mt->tupdesc, 3)) != 0 ||
-				strcmp(PQgetvalue(lres, i, 3), SPI_getvalue(mt->vals[j], mt->tupdesc, 4)) != 0;
+				strcmp(lval[2][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 3)) != 0 ||
+				strcmp(lval[3][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 4)) != 0;
 		else
 			differs = true;
 		vt->ranges++;
@@ -719,7 +756,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	}
 	MemoryContextSwitchTo(outer);
 	MemoryContextDelete(rowcxt);
-	PQclear(lres);
+	for (int k = 0; k < nl; k++)
+		pfree(lval[0][k]);
+	for (int k = 0; k < 4; k++)
+		pfree(lval[k]);
 	SPI_freetuptable(mt);
 	verify_throttle(th, parents == NULL ? live_rows : vt->rows_live);
 	*ndiff = n;
