@@ -663,10 +663,14 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	if (parents != NULL)
 		filter = psprintf(" WHERE (x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
 						  parent_modulus, bucket_array(parents, nparents));
+	/*
+	 * OFFSET 0 keeps the row's hash a column computed once: pulled up, its
+	 * expression would be computed again for each of the two sums.
+	 */
 	for (int side = 0; side < 2; side++)
 		sql[side] = psprintf("SELECT x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), "
 							 "pg_catalog.sum(x.r1), pg_catalog.sum(x.r2) "
-							 "FROM (SELECT %s AS h, %s AS r1, %s AS r2 FROM (%s) y) x%s "
+							 "FROM (SELECT %s AS h, %s AS r1, %s AS r2 FROM (%s OFFSET 0) y) x%s "
 							 "GROUP BY 1 ORDER BY 1",
 							 modulus, hex60("y.kh", 1), hex60("y.rh", 1), hex60("y.rh", 16),
 							 side == 0 ? vt->live_inner : vt->mart_inner, filter);
@@ -1126,7 +1130,7 @@ repair_flush(VerifyTable *vt)
 	if (!vt->keyless)
 	{
 		StringInfoData arr;
-		Oid			types[2] = {TEXTOID, INT8OID};
+		Oid			types[2] = {TEXTARRAYOID, INT8OID};
 		Datum		args[2];
 		const char *params[1];
 		PGresult   *res;
@@ -1137,17 +1141,24 @@ repair_flush(VerifyTable *vt)
 		for (i = 0; i < vt->nbatch; i++)
 			appendStringInfo(&arr, "%s%s", i ? "," : "", vt->batch_kh[i]);
 		appendStringInfoChar(&arr, '}');
-		args[0] = CStringGetTextDatum(arr.data);
+		/* a text[] parameter: a text one cast in the query would be parsed per row */
+		{
+			Datum	   *elems = palloc(sizeof(Datum) * vt->nbatch);
+
+			for (i = 0; i < vt->nbatch; i++)
+				elems[i] = CStringGetTextDatum(vt->batch_kh[i]);
+			args[0] = PointerGetDatum(construct_array(elems, vt->nbatch, TEXTOID, -1, false, TYPALIGN_INT));
+		}
 		args[1] = Int64GetDatum(vt->version);
 		if (vt->hist_table)
 			rc = SPI_execute_with_args(psprintf("WITH d AS (DELETE FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
-												"OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) RETURNING *) "
+												"OPERATOR(pg_catalog.=) ANY ($1) RETURNING *) "
 												"INSERT INTO %s (%s, _sluice_superseded) SELECT %s, $2 FROM d",
 												vt->mart_rel, vt->mart_key_row, vt->hist_table, vt->all_cols, vt->all_cols),
 									   2, types, args, NULL, false, 0);
 		else
 			rc = SPI_execute_with_args(psprintf("DELETE FROM %s WHERE pg_catalog.md5((ROW(%s))::pg_catalog.text) "
-												"OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+												"OPERATOR(pg_catalog.=) ANY ($1)",
 												vt->mart_rel, vt->mart_key_row),
 									   1, types, args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT && rc != SPI_OK_DELETE)
