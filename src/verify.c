@@ -71,7 +71,17 @@
  *	  and merged here: a key only on the source is missing in the mart, one
  *	  only in the mart is extra, one on both with another row hash is
  *	  different.  The cost is one scan of each side when they are equal,
- *	  plus one per level of bisection when they are not.
+ *	  plus one per level of bisection when they are not; the two sides scan
+ *	  at the same time (the source's aggregate is read as a COPY while the
+ *	  datamart computes its own).  Measured on the 2-core test machine,
+ *	  1,000,000 rows of five columns: 6.4 s when equal (pg_dump -t of the
+ *	  table alone: 0.9-1.8 s), 21 s with 110 differing rows (two levels of
+ *	  bisection and the rows of the differing buckets), repair 24 s.
+ *
+ *	  Rejected: shipping every row's (key, hash) and merging here (the
+ *	  wire would carry a row per row); hashtextextended instead of md5
+ *	  (about twice as cheap, but its result depends on the byte order of
+ *	  the server); ranges of keys (see above).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
  *	  for), batches of 1000 rows of the leaf cursors, and at most max_keys
