@@ -18,7 +18,7 @@
 # cheap ones; runs after 3), 6 versions (keep_history: scans as of a version,
 # storage, apply cost; runs after 5), 7 refresh after 1% of a table changed vs
 # pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
-# 6), 4 streaming lag (continuous worker vs native subscription; the datamart
+# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 4 streaming lag (continuous worker vs native subscription; the datamart
 # is restarted with shared_preload_libraries = pg_sluice for it).
 # pglogical (if installed) is a second reference in 1 and 2a-2d; it is
 # preloaded on both servers from the start and unloaded from the datamart
@@ -1255,6 +1255,25 @@ SQL
         done
         quiesce7
     done
+    # 7v: sluice.verify of the table (both sides hashed at one source
+    # position, equal: one scan each) vs pg_dump -t of it to /dev/null (what
+    # a dump-and-compare check would at least cost)
+    for run in $(seq 1 "$RUNS"); do
+        STEP="7v sluice.verify b, $size rows (run $run)"
+        live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+        s=$(now)
+        row=$(mart -c "SELECT rows_compared || '|' || differences FROM sluice.verify('b')")
+        t=$(since "$s")
+        [ "$row" = "$size|0" ] || die "7v: sluice.verify b returned '$row', expected '$size|0'"
+        add "7_${size}_verify" "$t"
+        log "   run $run  sluice.verify  ${t}s"
+        STEP="7v pg_dump -t bench.big > /dev/null, $size rows (run $run)"
+        s=$(now)
+        pg_dump -h "$W" -p $LIVE_PORT -t bench.big bench >/dev/null
+        t=$(since "$s")
+        add "7_${size}_pgdump" "$t"
+        log "   run $run  pg_dump -t bench.big > /dev/null  ${t}s"
+    done
     STEP="7 cleanup ($size rows)"
     mart -c "SELECT sluice.drop_pipeline('b', drop_tables => true)" >/dev/null
     mart -c "DROP SCHEMA IF EXISTS sb CASCADE" 2>/dev/null
@@ -1524,6 +1543,8 @@ for size in $BIG_SIZES; do
     row "     next refresh (slot advance, s)" "$(cell ${k}_adv)" "" "" ""
     row "     refresh, 1% clustered: newest ids (s)" "$(cell ${k}_clu)" "" "" "$(faster7 "$size" clu) faster dump/restore ÷ refresh"
     row "     once: initial copy; load on live / scenario total (s)" "$(one ${k}_copy)" "" "load $(one ${k}_load) / total $(one ${k}_total)" ""
+    row "     sluice.verify (equal tables; s)" "$(cell ${k}_verify)" "" "pg_dump -t > /dev/null $(cell ${k}_pgdump)" \
+        "$(ratio ${k}_verify ${k}_pgdump) (verify/pg_dump)"
 done
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."

@@ -429,6 +429,9 @@ typedef struct RefreshResult
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
+extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
+								  int64 max_messages, int max_ms,
+								  XLogRecPtr bound, RefreshResult *r);
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);
 

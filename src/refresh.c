@@ -64,7 +64,7 @@
  */
 static void
 refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
-			  int max_ms, RefreshResult *r)
+			  int max_ms, XLogRecPtr bound, RefreshResult *r)
 {
 	XLogRecPtr	start_lsn;
 	XLogRecPtr	upto;
@@ -97,7 +97,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 * or a failure leaves the flush position.  Workers skip it: they poll often and would write
 	 * a transaction each time.
 	 */
-	if (max_messages <= 0)
+	if (max_messages <= 0 && XLogRecPtrIsInvalid(bound))
 	{
 		char	   *may = transport_try_value(sc,
 											  "SELECT pg_catalog.has_function_privilege("
@@ -134,6 +134,14 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	upto = transport_parse_lsn(PQgetvalue(res, 0, 0));
 	if (!XLogRecPtrIsInvalid(marked) && marked < upto)
 		upto = marked;
+	/* a verification brings the datamart to exactly its position (verify.c) */
+	if (!XLogRecPtrIsInvalid(bound))
+	{
+		if (bound > upto)
+			elog(ERROR, "position %X/%X is not flushed on source \"%s\"",
+				 LSN_FORMAT_ARGS(bound), pipe->source_name);
+		upto = bound;
+	}
 	confirmed = PQgetisnull(res, 0, 1) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 1));
 	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 3));
 	r->source_flush_lsn = upto;
@@ -274,6 +282,17 @@ void
 refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 				 int max_ms, RefreshResult *r)
 {
+	refresh_pipeline_upto(pipe, sc, max_messages, max_ms, InvalidXLogRecPtr, r);
+}
+
+/*
+ * The same, ending at bound exactly when it is valid (a source position
+ * already flushed there) instead of at the source's flush position.
+ */
+void
+refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
+					  int max_ms, XLogRecPtr bound, RefreshResult *r)
+{
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
@@ -283,7 +302,7 @@ refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		refresh_inner(pipe, sc, max_messages, max_ms, r);
+		refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;

@@ -143,6 +143,7 @@ BEGIN
     EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
   END LOOP;
   PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
 END
 $$;
 COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
