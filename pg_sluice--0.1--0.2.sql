@@ -193,17 +193,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  was boolean;
-BEGIN
-  IF pipeline IS NULL THEN
-    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
   -- waits for a refresh or worker batch of the pipeline: the next one sees the change
-  SELECT p.strict INTO was FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
+  was boolean := (sluice._pipeline_row(pipeline)).strict;
+BEGIN
   UPDATE sluice._pipeline p SET strict = coalesce(alter_pipeline.strict, p.strict) WHERE p.name = pipeline;
   RETURN coalesce(alter_pipeline.strict, was);
 END
@@ -1562,11 +1554,7 @@ DECLARE
   v0 bigint;
   hs name;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
+  p := sluice._pipeline_row(pipeline);
   IF p.keep_history THEN
     RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
     RETURN p.history_from;
@@ -1651,10 +1639,7 @@ DECLARE
   sch name;
   cols text;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.name = pipeline;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
-  END IF;
+  p := sluice._pipeline_row(pipeline, false);
   IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
     RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
@@ -1790,10 +1775,7 @@ DECLARE
   kept bigint[];
   res text;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
-  END IF;
+  p := sluice._pipeline_row(pipeline);
   IF NOT p.keep_history THEN
     RAISE EXCEPTION 'pipeline "%" keeps no history', pipeline USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
@@ -2894,3 +2876,50 @@ REVOKE ALL ON FUNCTION sluice.verify(text, regclass[], integer, integer), sluice
     sluice._verify_operator_grants(regrole, text) FROM PUBLIC;
 REVOKE ALL ON sluice._verification FROM PUBLIC;
 GRANT SELECT ON sluice.verifications TO PUBLIC;
+
+-- one look-up of a pipeline by name, with its errors (new in 0.2)
+CREATE FUNCTION sluice._pipeline_row(pipeline text, lock boolean DEFAULT true)
+RETURNS sluice._pipeline
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p sluice._pipeline;
+BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF lock THEN
+    -- waits for a refresh or worker batch of the pipeline
+    SELECT * INTO p FROM sluice._pipeline x WHERE x.name = pipeline FOR UPDATE;
+  ELSE
+    SELECT * INTO p FROM sluice._pipeline x WHERE x.name = pipeline;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  RETURN p;
+END
+$$;
+COMMENT ON FUNCTION sluice._pipeline_row(text, boolean) IS
+  'Private: a pipeline''s catalog row by name, locked against refreshes unless lock is false; the errors for a NULL or unknown name.';
+
+-- resume: the look-up above
+CREATE OR REPLACE FUNCTION sluice.resume(pipeline text, skip_xid xid DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  reason text := (sluice._pipeline_row(pipeline)).paused_reason;
+BEGIN
+  IF reason IS NULL THEN
+    RAISE NOTICE 'pipeline "%" is not paused', pipeline;
+    RETURN false;
+  END IF;
+  UPDATE sluice._pipeline p SET paused_reason = NULL, paused_at = NULL, skip_xid = resume.skip_xid
+   WHERE p.name = pipeline;
+  RETURN true;
+END
+$$;

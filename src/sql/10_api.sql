@@ -99,22 +99,41 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION sluice._worker_status() IS
   'Private: what the continuous workers of this database report (shared memory); read sluice.status.';
 
+CREATE FUNCTION sluice._pipeline_row(pipeline text, lock boolean DEFAULT true)
+RETURNS sluice._pipeline
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p sluice._pipeline;
+BEGIN
+  IF pipeline IS NULL THEN
+    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF lock THEN
+    -- waits for a refresh or worker batch of the pipeline
+    SELECT * INTO p FROM sluice._pipeline x WHERE x.name = pipeline FOR UPDATE;
+  ELSE
+    SELECT * INTO p FROM sluice._pipeline x WHERE x.name = pipeline;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipelines lists the existing pipelines.';
+  END IF;
+  RETURN p;
+END
+$$;
+COMMENT ON FUNCTION sluice._pipeline_row(text, boolean) IS
+  'Private: a pipeline''s catalog row by name, locked against refreshes unless lock is false; the errors for a NULL or unknown name.';
+
 CREATE FUNCTION sluice.resume(pipeline text, skip_xid xid DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  reason text;
+  reason text := (sluice._pipeline_row(pipeline)).paused_reason;
 BEGIN
-  IF pipeline IS NULL THEN
-    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  SELECT p.paused_reason INTO reason FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
   IF reason IS NULL THEN
     RAISE NOTICE 'pipeline "%" is not paused', pipeline;
     RETURN false;
@@ -133,17 +152,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  was boolean;
-BEGIN
-  IF pipeline IS NULL THEN
-    RAISE EXCEPTION 'pipeline must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
   -- waits for a refresh or worker batch of the pipeline: the next one sees the change
-  SELECT p.strict INTO was FROM sluice._pipeline p WHERE p.name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
+  was boolean := (sluice._pipeline_row(pipeline)).strict;
+BEGIN
   UPDATE sluice._pipeline p SET strict = coalesce(alter_pipeline.strict, p.strict) WHERE p.name = pipeline;
   RETURN coalesce(alter_pipeline.strict, was);
 END

@@ -74,11 +74,7 @@ DECLARE
   v0 bigint;
   hs name;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipelines lists the existing pipelines.';
-  END IF;
+  p := sluice._pipeline_row(pipeline);
   IF p.keep_history THEN
     RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
     RETURN p.history_from;
@@ -165,10 +161,7 @@ DECLARE
   sch name;
   cols text;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE _pipeline.name = pipeline;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
-  END IF;
+  p := sluice._pipeline_row(pipeline, false);
   IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
     RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
@@ -308,10 +301,7 @@ DECLARE
   kept bigint[];
   res text;
 BEGIN
-  SELECT * INTO p FROM sluice._pipeline WHERE name = pipeline FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'pipeline "%" does not exist', pipeline USING ERRCODE = 'undefined_object';
-  END IF;
+  p := sluice._pipeline_row(pipeline);
   IF NOT p.keep_history THEN
     RAISE EXCEPTION 'pipeline "%" keeps no history', pipeline USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
