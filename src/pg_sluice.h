@@ -429,6 +429,7 @@ typedef struct RefreshResult
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
+extern void refresh_slot_gone(SluicePipeline *pipe) pg_attribute_noreturn();
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);

@@ -53,6 +53,20 @@
 #include "pg_sluice.h"
 
 /*
+ * The pipeline's slot is gone from the source: nothing can say what changed
+ * since the last refresh (refresh and verify both look for it).
+ */
+void
+refresh_slot_gone(SluicePipeline *pipe)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
+					pipe->slot_name, pipe->name, pipe->source_name),
+			 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+}
+
+/*
  * Pull and apply the pipeline's changes committed on the source up to now.
  *
  * max_messages > 0 bounds the batch (in pgoutput messages, whole source
@@ -119,11 +133,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
 	if (PQntuples(res) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+		refresh_slot_gone(pipe);
 	if (!PQgetisnull(res, 0, 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),

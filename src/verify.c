@@ -194,11 +194,7 @@ verify_check_backlog(SluicePipeline *pipe, XLogRecPtr from, XLogRecPtr at)
 	res = transport_exec(sc, "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
 	if (PQntuples(res) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+		refresh_slot_gone(pipe);
 	confirmed = PQgetisnull(res, 0, 0) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	if (from > confirmed)
