@@ -80,7 +80,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -345,6 +344,7 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 	SluiceUser	save;
 	int			nestlevel;
 	StringInfoData ev;
+	StringInfoData tablejson;
 	int64		total_diff = 0;
 	int64		total_del = 0;
 	int64		total_ins = 0;
@@ -484,8 +484,7 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 	}
 
 	/* record, announce, return */
-	initStringInfo(&ev);
-	appendStringInfo(&ev, "{\"at_lsn\": \"%s\", \"tables\": [", atbuf);
+	initStringInfo(&tablejson);
 	foreach(lc, results)
 	{
 		VerifyTable *vt = lfirst(lc);
@@ -520,11 +519,14 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		total_diff += vt->differences;
 
-		appendStringInfo(&ev, "%s{\"verification_id\": " INT64_FORMAT ", \"table\": ",
-						 lc == list_head(results) ? "" : ", ", id);
-		escape_json(&ev, psprintf("%s.%s", vt->t->target_schema, vt->t->target_table));
-		appendStringInfo(&ev, ", \"rows_compared\": " INT64_FORMAT ", \"differences\": " INT64_FORMAT "}",
-						 Max(vt->rows_live, vt->rows_mart), vt->differences);
+		if (tablejson.len > 0)
+			appendStringInfoString(&tablejson, ", ");
+		sluice_json_begin(&tablejson);
+		sluice_json_raw(&tablejson, "verification_id", psprintf(INT64_FORMAT, id));
+		sluice_json_string(&tablejson, "table", psprintf("%s.%s", vt->t->target_schema, vt->t->target_table));
+		sluice_json_raw(&tablejson, "rows_compared", psprintf(INT64_FORMAT, Max(vt->rows_live, vt->rows_mart)));
+		sluice_json_raw(&tablejson, "differences", psprintf(INT64_FORMAT, vt->differences));
+		sluice_json_end(&tablejson);
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int64GetDatum(id);
@@ -537,10 +539,14 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 		values[7] = DirectFunctionCall1(jsonb_in, CStringGetDatum(keys));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	appendStringInfo(&ev, "], \"differences\": " INT64_FORMAT ", \"summary\": ", total_diff);
-	escape_json(&ev, psprintf("verified %d table(s) at %s: " INT64_FORMAT " difference(s)",
-							  list_length(results), atbuf, total_diff));
-	appendStringInfoChar(&ev, '}');
+	initStringInfo(&ev);
+	sluice_json_begin(&ev);
+	sluice_json_string(&ev, "at_lsn", atbuf);
+	sluice_json_raw(&ev, "tables", psprintf("[%s]", tablejson.data));
+	sluice_json_raw(&ev, "differences", psprintf(INT64_FORMAT, total_diff));
+	sluice_json_string(&ev, "summary", psprintf("verified %d table(s) at %s: " INT64_FORMAT " difference(s)",
+												 list_length(results), atbuf, total_diff));
+	sluice_json_end(&ev);
 	outbox_emit(pipe->name, "verification", ev.data);
 
 	SPI_finish();

@@ -84,7 +84,6 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -541,12 +540,12 @@ flush_difference(VerifyTable *vt, int max_keys)
 	{
 		if (vt->nkeys > 0)
 			appendStringInfoString(&vt->keys, ", ");
-		appendStringInfoString(&vt->keys, "{\"kind\": ");
-		escape_json(&vt->keys, vt->pend_kind);
-		appendStringInfo(&vt->keys, ", \"key\": %s", vt->pend_key);
+		sluice_json_begin(&vt->keys);
+		sluice_json_string(&vt->keys, "kind", vt->pend_kind);
+		sluice_json_raw(&vt->keys, "key", vt->pend_key);
 		if (vt->keyless)
-			appendStringInfo(&vt->keys, ", \"count\": " INT64_FORMAT, vt->pend_count);
-		appendStringInfoChar(&vt->keys, '}');
+			sluice_json_raw(&vt->keys, "count", psprintf(INT64_FORMAT, vt->pend_count));
+		sluice_json_end(&vt->keys);
 		vt->nkeys++;
 	}
 	pfree(vt->pend_rh);
