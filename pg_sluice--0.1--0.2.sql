@@ -1421,6 +1421,18 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+-- expect_column_values_to_be_between: bounds of any type (0.1 took text only, so 10 did not resolve)
+DROP FUNCTION sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text);
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name,
+    min_value anycompatible, max_value anycompatible,
+    strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- a quoted body: a polymorphic SQL function cannot have a standard one
+AS $$SELECT sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value::pg_catalog.text, 'max_value', max_value::pg_catalog.text,
+                                  'strict_min', strict_min, 'strict_max', strict_max), severity)$$;
+
 CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
                                            force boolean DEFAULT false)
 RETURNS boolean
@@ -1884,7 +1896,7 @@ BEGIN
        sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
        sluice.expect_column_values_to_be_unique(regclass, name[], text),
        sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
        sluice.expect_column_values_to_match_regex(regclass, name, text, text),
        sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
        sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
@@ -2017,7 +2029,7 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
     sluice.expect_column_values_to_be_unique(regclass, name[], text),
     sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-    sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+    sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
     sluice.expect_column_values_to_match_regex(regclass, name, text, text),
     sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
     sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),

@@ -325,11 +325,17 @@ CREATE FUNCTION sluice.expect_column_values_to_be_in_set(target regclass, column
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_set', ARRAY[column_name],
                               pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
-CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name, min_value text, max_value text,
+-- min_value and max_value take any type (10, 2.5, '2020-01-01', now() - '1 day'::interval):
+-- they are stored as text and cast to the column's type when the expectation is bound.
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name,
+    min_value anycompatible, max_value anycompatible,
     strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
-RETURN sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
-    pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value, 'strict_min', strict_min, 'strict_max', strict_max), severity);
+SET search_path = pg_catalog, pg_temp
+-- a quoted body: a polymorphic SQL function cannot have a standard one
+AS $$SELECT sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value::pg_catalog.text, 'max_value', max_value::pg_catalog.text,
+                                  'strict_min', strict_min, 'strict_max', strict_max), severity)$$;
 CREATE FUNCTION sluice.expect_column_values_to_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_match_regex', ARRAY[column_name],
