@@ -116,7 +116,7 @@ BEGIN
        sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
        sluice.expect_row_to_satisfy(regclass, text, text),
        sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
        sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
@@ -208,7 +208,7 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
     sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+    sluice._release_version(integer, name, name, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
     sluice._exec_as_owner(integer, text, jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
