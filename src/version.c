@@ -288,8 +288,8 @@ sluice_release_version(PG_FUNCTION_ARGS)
 	XLogRecPtr	at = InvalidXLogRecPtr;
 	int64		run_id;
 	bool		isnull;
-	Oid			types[5] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID};
-	Datum		args[5];
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
 
 	SPI_connect();
 	pipe = catalog_pipeline_by_id(pipeline_id, false);
@@ -307,7 +307,6 @@ sluice_release_version(PG_FUNCTION_ARGS)
 
 	/* the source position does not move: the last one the pipeline reached */
 	args[0] = Int32GetDatum(pipeline_id);
-	types[0] = INT4OID;
 	if (sluice_catalog_exec("SELECT end_lsn FROM sluice._run WHERE pipeline_id OPERATOR(pg_catalog.=) $1 "
 							"   AND status OPERATOR(pg_catalog.=) 'succeeded' AND end_lsn IS NOT NULL "
 							" ORDER BY run_id DESC LIMIT 1",
@@ -318,17 +317,7 @@ sluice_release_version(PG_FUNCTION_ARGS)
 
 	(void) catalog_insert_run(run_id, pipeline_id, "release", GetCurrentTimestamp(), at, at,
 							  0, replaced ? 0 : 1, replaced ? 1 : 0, 0, 0, 0);
-	types[0] = INT8OID;
-	args[0] = Int64GetDatum(run_id);
-	args[1] = catalog_name_datum(schema);
-	args[2] = catalog_name_datum(table);
-	args[3] = Int64GetDatum(replaced ? 0 : 1);
-	args[4] = Int64GetDatum(replaced ? 1 : 0);
-	if (sluice_catalog_exec("INSERT INTO sluice._run_table (run_id, target_schema, target_table, "
-							"  rows_inserted, rows_updated, rows_deleted, truncated) "
-							"VALUES ($1, $2, $3, $4, $5, 0, 0)",
-							5, types, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the release's row");
+	catalog_insert_run_table(run_id, schema, table, replaced ? 0 : 1, replaced ? 1 : 0, 0);
 	outbox_emit_run(run_id, 0);
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
