@@ -312,7 +312,10 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
+		if (pipe->http)
+			http_refresh(pipe, r);	/* an HTTP source: no slot, no sc */
+		else
+			refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -332,7 +335,7 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		if (d == NULL)
 			ReThrowError(edata);
 
-		if (!r->conn_closed)
+		if (!r->conn_closed && sc != NULL)
 		{
 			transport_abandon(sc);
 			r->conn_closed = true;
