@@ -38,6 +38,12 @@
  *	  for the batch; deferred keys and after-triggers fire when the batch's
  *	  one query ends, before the relations close.
  *
+ *	  Sources without a change stream.  An HTTP pipeline (httpapply.c) has
+ *	  no pgoutput messages: it opens relations with relmap_open and writes
+ *	  each row with apply_upsert (an update by key when the row differs,
+ *	  nothing when it is the same, else an insert), between apply_begin and
+ *	  apply_flush/apply_close, through the same insert and update bodies.
+ *
  *	  Insert runs.  Consecutive inserts into one table are written as COPY
  *	  writes them: buffered (APPLY_MAX_BUFFERED rows or
  *	  APPLY_MAX_BUFFERED_BYTES), then one table_multi_insert, the indexes row
@@ -445,27 +451,59 @@ handle_update(ApplyState *st, StringInfo s)
 
 /*
  * A row by its key, from a source without a change stream (an HTTP API,
- * httpapply.c): an update when the datamart has the key, else an insert,
- * written at once (a later row of the same refresh may carry the key
- * again).  Every check of the insert and update handlers applies.
+ * httpapply.c): an update when the datamart has the key and the row
+ * differs, nothing when it is the same (an API sends unchanged rows again:
+ * a re-pulled collection, overlapping pages), else an insert, written at
+ * once (a later row of the same refresh may carry the key again).  Every
+ * check of the insert and update handlers applies.  Returns false when the
+ * row was the datamart's already.
  */
-void
+bool
 apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup)
 {
 	MemoryContext old;
 	bool		found;
+	bool		same = false;
 
 	flush_inserts(st);
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	relmap_fill_slot(st, ar, ar->searchslot, newtup, NULL);
 	found = relmap_find_row(st, ar);
+	if (found)
+	{
+		TupleDesc	desc = RelationGetDescr(ar->rel);
+		int			i;
+
+		relmap_fill_slot(st, ar, ar->newslot, newtup, ar->localslot);
+		slot_getallattrs(ar->localslot);
+		same = true;
+		for (i = 0; i < desc->natts && same; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || att->attgenerated || i + 1 == ar->verattno)
+				continue;
+			if (ar->newslot->tts_isnull[i] != ar->localslot->tts_isnull[i])
+				same = false;
+			else if (!ar->newslot->tts_isnull[i])
+				same = datum_image_eq(ar->newslot->tts_values[i], ar->localslot->tts_values[i],
+									  att->attbyval, att->attlen);
+		}
+	}
 	MemoryContextSwitchTo(old);
+	ExecClearTuple(ar->newslot);
 	ExecClearTuple(ar->searchslot);
 	ExecClearTuple(ar->localslot);
+	if (same)
+	{
+		ResetPerTupleExprContext(st->estate);
+		return false;
+	}
 	if (found)
 		update_tuple(st, ar, NULL, newtup);
 	else
 		insert_tuple(st, ar, newtup, false);
+	return true;
 }
 
 static void

@@ -170,7 +170,7 @@ typedef struct RemoteType
 
 /* apply.c: a batch's state, and rows from a source without a change stream */
 extern void apply_begin(ApplyState *st, SluicePipeline *pipe, ApplyStats *stats, bool binary);
-extern void apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup);
+extern bool apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup);
 extern void apply_flush(ApplyState *st);
 extern void apply_close(ApplyState *st);
 

@@ -298,6 +298,7 @@ sluice_start(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	bool		was;
 
+	require_shared();
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "start");
@@ -307,7 +308,6 @@ sluice_start(PG_FUNCTION_ARGS)
 				 errmsg("pipeline \"%s\" reads an HTTP source and cannot stream continuously", name),
 				 errdetail("An HTTP API has no change stream; its pipeline is pulled by sluice.refresh()."),
 				 errhint("Schedule sluice.refresh('%s') with pg_cron instead.", name)));
-	require_shared();
 	{
 		/* the worker logs in as the role that starts it (a NOLOGIN role would die at once, in a loop) */
 		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));

@@ -21,6 +21,10 @@
  *	  where they survive.  refresh_record_run writes the run, its expectation
  *	  results, per-table counts, divergence and events.
  *
+ *	  An HTTP pipeline (no slot, no connection) runs http_refresh
+ *	  (httpapply.c) in the same subtransaction, with the same pause, run and
+ *	  event handling.
+ *
  *	  What it never does.  Parse or apply a message, or write the decoding
  *	  query.
  *

@@ -2,7 +2,8 @@
 # source tests (test/t/072_http_source.pl) and the demo.
 #
 # It serves, under /api:
-#   /students  rows {"data": [...]} of the "students" collection, 2 a page,
+#   /students  rows {"data": [...]} of the "students" collection, 2 a page
+#              (or ?limit=),
 #              those with updated_at > ?since (in updated_at, id order),
 #              the next page in a Link: rel="next" header (?offset=);
 #   /courses   rows {"items": [...], "next": <token>} of "courses", 2 a
@@ -29,25 +30,26 @@ use POSIX ();
 
 my $json = JSON::PP->new->canonical(1);
 
-# Start the server in a child; returns (pid, port).
+# Start the server in a child (on port => $n, or any free port); returns
+# (pid, port).  data => {...} sets the collections at once.
 sub start
 {
 	my (%opts) = @_;
-	my $d = HTTP::Daemon->new(LocalAddr => '127.0.0.1', LocalPort => 0, ReuseAddr => 1, Listen => 64)
+	my $d = HTTP::Daemon->new(LocalAddr => '127.0.0.1', LocalPort => $opts{port} // 0, ReuseAddr => 1, Listen => 64)
 	  or die "cannot listen: $!";
 	my $port = $d->sockport;
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
 	return ($pid, $port) if $pid;
 	$SIG{CHLD} = 'IGNORE';
-	serve($d, $opts{token});
+	serve($d, $opts{token}, $opts{data});
 	POSIX::_exit(0);
 }
 
 sub serve
 {
-	my ($d, $token) = @_;
-	my %data = (students => [], courses => []);
+	my ($d, $token, $initial) = @_;
+	my %data = $initial ? %$initial : (students => [], courses => []);
 	my @faults;
 	my @log;
 	while (my $c = $d->accept)
@@ -108,12 +110,13 @@ sub serve
 				my @rows = sort { $a->{updated_at} cmp $b->{updated_at} || $a->{id} <=> $b->{id} }
 				  grep { !defined $q{since} || $_->{updated_at} gt $q{since} } @{ $data{students} };
 				my $off = $q{offset} // 0;
-				my @page = grep { defined } @rows[$off .. $off + 1];
+				my $size = $q{limit} // 2;
+				my @page = grep { defined } @rows[$off .. $off + $size - 1];
 				$res = HTTP::Response->new(200);
-				if ($off + 2 < @rows)
+				if ($off + $size < @rows)
 				{
 					my $next = $req->uri->clone;
-					$next->query_form(%q, offset => $off + 2);
+					$next->query_form(%q, offset => $off + $size);
 					$res->header(Link => '<' . $next->path_query . '>; rel="next"');
 				}
 				$res->content($json->encode({ data => \@page, total => scalar @rows }));

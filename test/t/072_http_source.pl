@@ -48,6 +48,7 @@ my %data = (
 put_ctl('data', \%data);
 
 my $mart = new_mart('mart', conf => qq{
+shared_preload_libraries = 'pg_sluice'
 pg_sluice.http_timeout = 3s
 pg_sluice.http_retry_base = 100ms
 pg_sluice.http_max_attempts = 3
@@ -107,6 +108,7 @@ is(refresh(), '1/1/succeeded', 'change 1: one insert, one update, nothing applie
 is(mart_students(), expected_students(), 'change 1: students equal the server');
 my @log = @{ server_log() };
 like($log[0]{uri}, qr/since=2026-01-01T14%3A00%3A00Z/i, 'the pull starts from the committed since-cursor');
+is(refresh(), '0/0/succeeded', 'a refresh with nothing new on the server applies nothing');
 my ($c304) = grep { $_->{uri} =~ m{/api/courses} } @log;
 is($c304->{status}, 304, 'unchanged courses: If-None-Match answered 304');
 is(mart_courses(), expected_courses(), 'courses still equal the server');
@@ -119,7 +121,7 @@ put_ctl('data', \%data);
 put_ctl('faults', [ { match => '/api/students', kind => '429', times => 1 },
 					{ match => '/api/courses', kind => '500', times => 1 } ]);
 my $t0 = time;
-is(refresh(), '1/3/succeeded', 'change 2: applied once despite a 429 and a 500');
+is(refresh(), '1/1/succeeded', 'change 2: applied once despite a 429 and a 500 (unchanged courses rewrite nothing)');
 my $took = time - $t0;
 cmp_ok($took, '>=', 1, sprintf('Retry-After: 1 was honoured (%.2f s)', $took));
 is(join(',', map { $_->{status} } grep { $_->{uri} =~ m{/api/students} } @{ server_log() }), '429,200',
@@ -189,6 +191,9 @@ is(refresh(), '3/1/succeeded', 'change 3: three inserts and one update, once');
 is(mart_students(), expected_students(), 'change 3: students equal the server');
 is(cursor(), '2026-01-04T12:00:00Z', 'the cursor moved with the committed refresh');
 
+# versions: every refresh from now on is a queryable version
+$mart->safe_psql('postgres', "SELECT sluice.keep_history('web')");
+
 # drift: a new field under freeze pauses; evolve adds it
 push @{ $data{students} }, { id => 11, name => 'Kim', grade => 80, email => 'kim@example.org', updated_at => '2026-01-05T10:00:00Z' };
 put_ctl('data', \%data);
@@ -202,12 +207,16 @@ is($mart->safe_psql('postgres', q{SELECT email FROM "Web Mart"."Students" WHERE 
 
 # expectations and quarantine on HTTP rows
 $mart->safe_psql('postgres', q{SELECT sluice.expect_column_values_to_be_between('"Web Mart"."Students"', 'grade', '0', '100', severity => 'quarantine')});
+my $v_before = $mart->safe_psql('postgres', "SELECT max(version) FROM sluice.versions WHERE pipeline = 'web'");
 push @{ $data{students} }, { id => 12, name => 'Lou', grade => 150, updated_at => '2026-01-06T10:00:00Z' },
   { id => 13, name => 'Max', grade => 65, updated_at => '2026-01-06T11:00:00Z' };
 put_ctl('data', \%data);
 is(refresh(), '1/0/succeeded', 'the good row is applied');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM sluice.quarantine WHERE row_data->>'id' = '12' AND status = 'held'}), '1',
 	'the row failing its expectation is held in quarantine');
+my $v_after = $mart->safe_psql('postgres', "SELECT max(version) FROM sluice.versions WHERE pipeline = 'web'");
+is($mart->safe_psql('postgres', qq{SELECT string_agg(change || ' ' || (key->>'id'), ',') FROM sluice.diff('"Web Mart"."Students"', $v_before, $v_after)}),
+	'added 13', 'the refresh is a version: diff shows the row it added');
 is(mart_students('id <> 12'), join(',', map { "$_->{id}|$_->{name}|$_->{grade}" } grep { $_->{id} != 12 } sort { $a->{id} <=> $b->{id} } @{ $data{students} }),
 	'the datamart equals the server but for the quarantined row');
 
@@ -220,7 +229,7 @@ is($mart->safe_psql('postgres', qq{
 SELECT count(*) FROM (SELECT body::text AS t FROM sluice._outbox UNION ALL SELECT r::text FROM sluice.runs r
                       UNION ALL SELECT d::text FROM sluice.drift_events d UNION ALL SELECT e::text FROM sluice.http_endpoints e) x
  WHERE t LIKE '%topsecret%' OR t LIKE '%$token%'}), '0', 'no secret in events, runs, drift events or endpoints');
-is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'web' AND status = 'succeeded'"), '6',
+is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'web' AND status = 'succeeded'"), '7',
 	'every successful refresh is a run');
 
 # pg_cron-style scheduling needs nothing else; continuous mode is refused
