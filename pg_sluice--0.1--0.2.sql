@@ -3177,7 +3177,7 @@ SELECT p.name AS pipeline,
        e.path,
        e.rows_path,
        e.cursor_kind,
-       e.cursor_value,
+       CASE WHEN e.cursor_kind = 'etag' THEN e.etag ELSE e.cursor_value END AS cursor_value,
        e.paging,
        e.pulled_at
   FROM sluice._http_endpoint e
@@ -3192,7 +3192,90 @@ COMMENT ON COLUMN sluice.http_endpoints.target_table IS 'The datamart table.';
 COMMENT ON COLUMN sluice.http_endpoints.path IS 'Path appended to the source''s base URL.';
 COMMENT ON COLUMN sluice.http_endpoints.rows_path IS 'Dotted path of the array of rows in a page (NULL: the page is the array).';
 COMMENT ON COLUMN sluice.http_endpoints.cursor_kind IS 'none, since (updated_at parameter), id (high-water mark) or etag (If-None-Match).';
-COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from; moved only by a refresh that committed.';
+COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed.';
 COMMENT ON COLUMN sluice.http_endpoints.paging IS 'none, link (Link: rel="next"), page (page number parameter) or cursor (a token in the body).';
 COMMENT ON COLUMN sluice.http_endpoints.pulled_at IS 'When the last committed refresh pulled the endpoint.';
 GRANT SELECT ON sluice.http_endpoints TO PUBLIC;
+
+-- OpenLineage: an HTTP pipeline's runs name the API (scheme, host, port) and each endpoint's path
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  api text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;

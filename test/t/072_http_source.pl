@@ -111,6 +111,8 @@ like($log[0]{uri}, qr/since=2026-01-01T14%3A00%3A00Z/i, 'the pull starts from th
 is(refresh(), '0/0/succeeded', 'a refresh with nothing new on the server applies nothing');
 my ($c304) = grep { $_->{uri} =~ m{/api/courses} } @log;
 is($c304->{status}, 304, 'unchanged courses: If-None-Match answered 304');
+like($mart->safe_psql('postgres', q{SELECT cursor_value FROM sluice.http_endpoints WHERE endpoint = 'courses'}),
+	qr/^"[0-9a-f]{32}"$/, 'the ETag is the courses endpoint\'s cursor');
 is(mart_courses(), expected_courses(), 'courses still equal the server');
 
 # change 2: a course changes (new ETag), and a 429 then a 500 on the way
@@ -220,6 +222,20 @@ is($mart->safe_psql('postgres', qq{SELECT string_agg(change || ' ' || (key->>'id
 is(mart_students('id <> 12'), join(',', map { "$_->{id}|$_->{name}|$_->{grade}" } grep { $_->{id} != 12 } sort { $a->{id} <=> $b->{id} } @{ $data{students} }),
 	'the datamart equals the server but for the quarantined row');
 
+# lineage: the run's event names the API and the endpoint, never a secret
+$mart->safe_psql('postgres', "SELECT sluice.create_webhook('hook', 'http://127.0.0.1:$port/hook', ARRAY['refresh_completed'])");
+$data{students}[2]{grade} = 86;
+$data{students}[2]{updated_at} = '2026-01-07T10:00:00Z';
+put_ctl('data', \%data);
+is(refresh(), '0/1/succeeded', 'change 6: one update');
+is($mart->safe_psql('postgres', q{
+SELECT (o.body->>'source_namespace') || ' ' || (t->>'input')
+  FROM sluice._outbox o, jsonb_array_elements(o.body->'tables') t
+ WHERE o.event = 'refresh_completed' AND (t->>'output') LIKE '%Students' ORDER BY o.event_id DESC LIMIT 1}),
+	"http://127.0.0.1:$port /api/students", 'OpenLineage: the namespace is the API, the input the endpoint');
+is(mart_students('id <> 12'), join(',', map { "$_->{id}|$_->{name}|$_->{grade}" } grep { $_->{id} != 12 } sort { $a->{id} <=> $b->{id} } @{ $data{students} }),
+	'change 6: the datamart equals the server but for the quarantined row');
+
 # secrets: never in a view, an event or a run
 is($mart->safe_psql('postgres', "SELECT secret || ' ' || base_url FROM sluice.http_sources"),
 	"******** http://127.0.0.1:$port/?api_key=********", 'http_sources masks the token and the query');
@@ -229,7 +245,7 @@ is($mart->safe_psql('postgres', qq{
 SELECT count(*) FROM (SELECT body::text AS t FROM sluice._outbox UNION ALL SELECT r::text FROM sluice.runs r
                       UNION ALL SELECT d::text FROM sluice.drift_events d UNION ALL SELECT e::text FROM sluice.http_endpoints e) x
  WHERE t LIKE '%topsecret%' OR t LIKE '%$token%'}), '0', 'no secret in events, runs, drift events or endpoints');
-is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'web' AND status = 'succeeded'"), '7',
+is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline = 'web' AND status = 'succeeded'"), '8',
 	'every successful refresh is a run');
 
 # pg_cron-style scheduling needs nothing else; continuous mode is refused
