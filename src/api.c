@@ -555,9 +555,10 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	}
 	PG_TRY();
 	{
-		sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		/* an HTTP pipeline has no PostgreSQL source (httpapply.c) */
+		sc = pipe->http ? NULL : transport_connect(pipe->source_name, pipe->conninfo, false);
 		refresh_pipeline(pipe, sc, 0, 0, &r);
-		if (!r.conn_closed)
+		if (!r.conn_closed && sc != NULL)
 			transport_close(sc);
 	}
 	PG_CATCH();
@@ -607,10 +608,14 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		/* an HTTP pipeline has no slot nor publication anywhere */
+		if (!pipe->http)
+		{
+			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 
-		source_drop(sc, pipe->slot_name, pipe->publication_owned ? pipe->publication : NULL);
-		transport_close(sc);
+			source_drop(sc, pipe->slot_name, pipe->publication_owned ? pipe->publication : NULL);
+			transport_close(sc);
+		}
 	}
 	PG_CATCH();
 	{

@@ -38,6 +38,12 @@
  *	  for the batch; deferred keys and after-triggers fire when the batch's
  *	  one query ends, before the relations close.
  *
+ *	  Sources without a change stream.  An HTTP pipeline (httpapply.c) has
+ *	  no pgoutput messages: it opens relations with relmap_open and writes
+ *	  each row with apply_upsert (an update by key when the row differs,
+ *	  nothing when it is the same, else an insert), between apply_begin and
+ *	  apply_flush/apply_close, through the same insert and update bodies.
+ *
  *	  Insert runs.  Consecutive inserts into one table are written as COPY
  *	  writes them: buffered (APPLY_MAX_BUFFERED rows or
  *	  APPLY_MAX_BUFFERED_BYTES), then one table_multi_insert, the indexes row
@@ -279,22 +285,22 @@ buffer_insert(ApplyState *st, ApplyRel *ar)
 		flush_inserts(st);
 }
 
+/*
+ * Write an inserted row: checked, then buffered into an insert run when
+ * buffered and the table allows it, else written at once.
+ */
 static void
-handle_insert(ApplyState *st, StringInfo s)
+insert_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup, bool buffered)
 {
-	LogicalRepTupleData newtup;
-	LogicalRepRelId relid = logicalrep_read_insert(s, &newtup);
-	ApplyRel   *ar;
 	MemoryContext old;
+	bool		multi = buffered && ar->multi_ok;
 
-	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
-		return;
 	/* another table's run ends (before this row's datums exist) */
-	if (st->pending != NULL && st->pending != ar)
+	if (st->pending != NULL && (st->pending != ar || !multi))
 		flush_inserts(st);
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
-	relmap_fill_slot(st, ar, ar->newslot, &newtup, NULL);
+	relmap_fill_slot(st, ar, ar->newslot, newtup, NULL);
 	relmap_fill_defaults(st, ar, ar->newslot);
 	version_stamp(st, ar, ar->newslot);
 	if (quarantine_check_row(st, ar, ar->newslot, "insert", NULL))
@@ -302,7 +308,7 @@ handle_insert(ApplyState *st, StringInfo s)
 		/* a key held in quarantine comes back (deleted, inserted again) */
 		if (ar->held && hash_get_num_entries(ar->held) > 0)
 			quarantine_supersede(st, ar, quarantine_key(ar, ar->newslot), "applied", 0);
-		if (ar->multi_ok)
+		if (multi)
 			buffer_insert(st, ar);
 		else
 			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
@@ -312,7 +318,7 @@ handle_insert(ApplyState *st, StringInfo s)
 	else
 		st->stats->quarantined++;
 	MemoryContextSwitchTo(old);
-	if (ar->multi_ok)
+	if (multi)
 	{
 		/* nothing written yet: no command to count */
 		ExecClearTuple(ar->newslot);
@@ -324,23 +330,29 @@ handle_insert(ApplyState *st, StringInfo s)
 }
 
 static void
-handle_update(ApplyState *st, StringInfo s)
+handle_insert(ApplyState *st, StringInfo s)
 {
-	LogicalRepTupleData oldtup;
 	LogicalRepTupleData newtup;
-	bool		has_oldtup;
-	LogicalRepRelId relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	LogicalRepRelId relid = logicalrep_read_insert(s, &newtup);
 	ApplyRel   *ar;
-	MemoryContext old;
 
 	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
 		return;
+	insert_tuple(st, ar, &newtup, true);
+}
+
+/* Write an updated row, found by oldtup's key (newtup's without oldtup). */
+static void
+update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
+			 LogicalRepTupleData *newtup)
+{
+	MemoryContext old;
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
-	relmap_fill_slot(st, ar, ar->searchslot, has_oldtup ? &oldtup : &newtup, NULL);
+	relmap_fill_slot(st, ar, ar->searchslot, oldtup ? oldtup : newtup, NULL);
 	if (relmap_find_row(st, ar))
 	{
-		relmap_fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
+		relmap_fill_slot(st, ar, ar->newslot, newtup, ar->localslot);
 		version_stamp(st, ar, ar->newslot);
 		if (quarantine_check_row(st, ar, ar->newslot, "update", ar->searchslot))
 		{
@@ -397,10 +409,10 @@ handle_update(ApplyState *st, StringInfo s)
 			TupleTableSlot *base = NULL;
 			int			i;
 
-			for (i = 0; i < newtup.ncols; i++)
-				if (newtup.colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+			for (i = 0; i < newtup->ncols; i++)
+				if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
 					base = quarantine_held_row(st, ar, qid);
-			relmap_fill_slot(st, ar, ar->newslot, &newtup, base);
+			relmap_fill_slot(st, ar, ar->newslot, newtup, base);
 			version_stamp(st, ar, ar->newslot);
 			if (quarantine_check_row(st, ar, ar->newslot, "update", ar->searchslot))
 			{
@@ -421,6 +433,77 @@ handle_update(ApplyState *st, StringInfo s)
 	}
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
+}
+
+static void
+handle_update(ApplyState *st, StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	LogicalRepTupleData newtup;
+	bool		has_oldtup;
+	LogicalRepRelId relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	ApplyRel   *ar;
+
+	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
+		return;
+	update_tuple(st, ar, has_oldtup ? &oldtup : NULL, &newtup);
+}
+
+/*
+ * A row by its key, from a source without a change stream (an HTTP API,
+ * httpapply.c): an update when the datamart has the key and the row
+ * differs, nothing when it is the same (an API sends unchanged rows again:
+ * a re-pulled collection, overlapping pages), else an insert, written at
+ * once (a later row of the same refresh may carry the key again).  Every
+ * check of the insert and update handlers applies.  Returns false when the
+ * row was the datamart's already.
+ */
+bool
+apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup)
+{
+	MemoryContext old;
+	bool		found;
+	bool		same = false;
+
+	flush_inserts(st);
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	relmap_fill_slot(st, ar, ar->searchslot, newtup, NULL);
+	found = relmap_find_row(st, ar);
+	if (found)
+	{
+		TupleDesc	desc = RelationGetDescr(ar->rel);
+		int			i;
+
+		relmap_fill_slot(st, ar, ar->newslot, newtup, ar->localslot);
+		slot_getallattrs(ar->localslot);
+		same = true;
+		for (i = 0; i < desc->natts && same; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || att->attgenerated || i + 1 == ar->verattno)
+				continue;
+			if (ar->newslot->tts_isnull[i] != ar->localslot->tts_isnull[i])
+				same = false;
+			else if (!ar->newslot->tts_isnull[i])
+				same = datum_image_eq(ar->newslot->tts_values[i], ar->localslot->tts_values[i],
+									  att->attbyval, att->attlen);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	ExecClearTuple(ar->newslot);
+	ExecClearTuple(ar->searchslot);
+	ExecClearTuple(ar->localslot);
+	if (same)
+	{
+		ResetPerTupleExprContext(st->estate);
+		return false;
+	}
+	if (found)
+		update_tuple(st, ar, NULL, newtup);
+	else
+		insert_tuple(st, ar, newtup, false);
+	return true;
 }
 
 static void
@@ -650,13 +733,10 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 {
 	TimestampTz started = GetCurrentTimestamp();
 	ApplyState	st;
-	HASHCTL		ctl;
 	SluiceStream stream;
 	StringInfoData msg;
 	bool		binary;
 	ErrorContextCallback errcb;
-	HASH_SEQ_STATUS hs;
-	ApplyRel   *ar;
 
 	/*
 	 * Binary transfer: when every column's binary form is the same on both
@@ -665,24 +745,8 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	 */
 	binary = pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
 
-	memset(&st, 0, sizeof(st));
-	st.binary = binary;
-	st.pipe = pipe;
-	st.stats = stats;
+	apply_begin(&st, pipe, stats, binary);
 	st.start_lsn = start_lsn;
-	st.cur_att = -1;
-	st.cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
-								   ALLOCSET_DEFAULT_SIZES);
-	st.msgcxt = AllocSetContextCreate(st.cxt, "pg_sluice apply message",
-									  ALLOCSET_DEFAULT_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(LogicalRepRelId);
-	ctl.entrysize = sizeof(ApplyRel);
-	ctl.hcxt = st.cxt;
-	st.rels = hash_create("pg_sluice relations", 32, &ctl,
-						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	st.estate = CreateExecutorState();
-	AfterTriggerBeginQuery();
 
 	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, binary);
 
@@ -742,11 +806,57 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	AfterTriggerEndQuery(st.estate);
 	if (st.deferred_keys != NIL)
 		error_context_stack = errcb.previous;
-	hash_seq_init(&hs, st.rels);
+	apply_close(&st);
+}
+
+/*
+ * A batch's state, its executor state and the query its after-triggers
+ * belong to (apply_stream's, and httpapply.c's for an HTTP pipeline).
+ */
+void
+apply_begin(ApplyState *st, SluicePipeline *pipe, ApplyStats *stats, bool binary)
+{
+	HASHCTL		ctl;
+
+	memset(st, 0, sizeof(*st));
+	st->binary = binary;
+	st->pipe = pipe;
+	st->stats = stats;
+	st->cur_att = -1;
+	st->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
+									ALLOCSET_DEFAULT_SIZES);
+	st->msgcxt = AllocSetContextCreate(st->cxt, "pg_sluice apply message",
+									   ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = st->cxt;
+	st->rels = hash_create("pg_sluice relations", 32, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	st->estate = CreateExecutorState();
+	AfterTriggerBeginQuery();
+}
+
+/* Write what is buffered and fire the after-triggers (before apply_close). */
+void
+apply_flush(ApplyState *st)
+{
+	flush_inserts(st);
+	AfterTriggerEndQuery(st->estate);
+}
+
+/* Close the batch's relations and free its state (after AfterTriggerEndQuery). */
+void
+apply_close(ApplyState *st)
+{
+	HASH_SEQ_STATUS hs;
+	ApplyRel   *ar;
+
+	hash_seq_init(&hs, st->rels);
 	while ((ar = hash_seq_search(&hs)) != NULL)
 		relmap_close(ar);
-	ExecCloseResultRelations(st.estate);
-	ExecResetTupleTable(st.estate->es_tupleTable, false);
-	FreeExecutorState(st.estate);
-	MemoryContextDelete(st.cxt);
+	ExecCloseResultRelations(st->estate);
+	ExecResetTupleTable(st->estate->es_tupleTable, false);
+	FreeExecutorState(st->estate);
+	MemoryContextDelete(st->cxt);
 }

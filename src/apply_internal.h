@@ -2,7 +2,8 @@
  *
  * apply_internal.h
  *	  Declarations shared by the apply family: apply.c, relation.c,
- *	  contract.c, quarantine.c and version.c.
+ *	  contract.c, quarantine.c, version.c, and httpapply.c (an HTTP
+ *	  pipeline's rows, written through the same handlers).
  *
  * NOTES
  *	  Why a private header.  The family shares the state of one batch
@@ -166,6 +167,12 @@ typedef struct RemoteType
 /* insert runs: at most this many rows, or bytes, wait for one multi-insert */
 #define APPLY_MAX_BUFFERED			1000
 #define APPLY_MAX_BUFFERED_BYTES	(64 * 1024)
+
+/* apply.c: a batch's state, and rows from a source without a change stream */
+extern void apply_begin(ApplyState *st, SluicePipeline *pipe, ApplyStats *stats, bool binary);
+extern bool apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup);
+extern void apply_flush(ApplyState *st);
+extern void apply_close(ApplyState *st);
 
 /* relation.c: a source relation mapped to its target */
 extern void relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods);

@@ -87,6 +87,7 @@ typedef struct SluicePipeline
 	bool		strict;			/* a missing row pauses instead of being
 								 * skipped and counted */
 	int64		version;		/* version (run id) the batch writes, or 0 */
+	bool		http;			/* its source is an HTTP JSON API (httpapply.c) */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 
@@ -438,6 +439,10 @@ extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  XLogRecPtr bound, RefreshResult *r);
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);
+
+/* ---------- httpapply.c: an HTTP pipeline's refresh, through the apply family ---------- */
+
+extern void http_refresh(SluicePipeline *pipe, RefreshResult *r);
 
 /* ---------- launcher.c: continuous mode's launcher and shared state ---------- */
 

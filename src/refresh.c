@@ -21,6 +21,10 @@
  *	  where they survive.  refresh_record_run writes the run, its expectation
  *	  results, per-table counts, divergence and events.
  *
+ *	  An HTTP pipeline (no slot, no connection) runs http_refresh
+ *	  (httpapply.c) in the same subtransaction, with the same pause, run and
+ *	  event handling.
+ *
  *	  What it never does.  Parse or apply a message, or write the decoding
  *	  query.
  *
@@ -312,7 +316,10 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
+		if (pipe->http)
+			http_refresh(pipe, r);	/* an HTTP source: no slot, no sc */
+		else
+			refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -332,7 +339,7 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		if (d == NULL)
 			ReThrowError(edata);
 
-		if (!r->conn_closed)
+		if (!r->conn_closed && sc != NULL)
 		{
 			transport_abandon(sc);
 			r->conn_closed = true;

@@ -131,6 +131,7 @@ DECLARE
   r record;
   p record;
   ci text;
+  api text;
   body jsonb;
   bad jsonb;
 BEGIN
@@ -140,6 +141,9 @@ BEGIN
   SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
   SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
   SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
   body := jsonb_build_object(
     'run_id', r.run_id,
     'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
@@ -153,11 +157,14 @@ BEGIN
     'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
                       r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
                 || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
-    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
-                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
     'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
     'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
          'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
          'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
                       FROM sluice._contract_column c
