@@ -139,6 +139,9 @@ typedef struct ApplyState
 	HTAB	   *rels;			/* LogicalRepRelId -> ApplyRel */
 	MemoryContext cxt;			/* lives for the refresh */
 	MemoryContext msgcxt;		/* reset after every message */
+	MemoryContext replaycxt;	/* reset after every spooled message */
+	StringInfoData spoolbuf;	/* a spooled message being applied */
+	WalStream  *ws;				/* walsender transport, or NULL */
 	XLogRecPtr	start_lsn;		/* origin position: skip what is before */
 	bool		in_xact;
 	bool		skipping;
@@ -166,6 +169,9 @@ typedef struct RemoteType
 /* insert runs: at most this many rows, or bytes, wait for one multi-insert */
 #define APPLY_MAX_BUFFERED			1000
 #define APPLY_MAX_BUFFERED_BYTES	(64 * 1024)
+
+/* apply.c: a RELATION message of an earlier batch (walsender transport) */
+extern bool apply_recall_relation(ApplyState *st, LogicalRepRelId relid);
 
 /* relation.c: a source relation mapped to its target */
 extern void relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods);

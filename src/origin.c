@@ -186,3 +186,17 @@ origin_session_set(XLogRecPtr lsn, TimestampTz committime)
 	replorigin_session_origin_lsn = lsn;
 	replorigin_session_origin_timestamp = committime;
 }
+
+/*
+ * The source position the pipeline's origin durably holds, outside any
+ * session (where a worker's new stream starts), or 0 when it has none.
+ */
+XLogRecPtr
+origin_progress(const char *origin_name)
+{
+	RepOriginId id = replorigin_by_name(origin_name, true);
+
+	if (id == InvalidRepOriginId)
+		return InvalidXLogRecPtr;
+	return replorigin_get_progress(id, false);
+}
