@@ -24,6 +24,15 @@
  *	  slot or the catalog's run rows: refresh.c owns the transaction, the
  *	  replication origin and the run.
  *
+ *	  Streamed transactions (walsender transport only).  Between STREAM START
+ *	  and STREAM STOP the changes of a transaction still in progress on the
+ *	  source are spooled (spool.c), not applied; STREAM ABORT drops them (or
+ *	  a subtransaction's part); STREAM COMMIT applies them then, as one
+ *	  source transaction of the batch (apply_spooled).  A walsender announces
+ *	  a relation once per connection: its RELATION message is kept by the
+ *	  stream and maps the relation again in later batches
+ *	  (apply_recall_relation).
+ *
  *	  Exactly once.  Source transactions whose commit record starts before the
  *	  origin's position were applied by an earlier batch whose slot advance
  *	  did not happen yet (a crash between the two): they are skipped, as is

@@ -102,8 +102,9 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.naptime",
-							"Sets how long a caught-up worker waits before looking at the source again.",
-							"Lower values cut the commit-to-visible lag and cost one small query on the source each time.",
+							"Sets how long a caught-up worker waits before looking at the source again (pg_sluice.worker_transport = sql).",
+							"Lower values cut the commit-to-visible lag and cost one small query on the source each time. "
+							"Workers on the walsender transport wait on its socket instead.",
 							&sluice_naptime,
 							200, 10, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS,

@@ -21,6 +21,13 @@
  *	  where they survive.  refresh_record_run writes the run, its expectation
  *	  results, per-table counts, divergence and events.
  *
+ *	  A continuous worker's batch over the walsender transport
+ *	  (refresh_pipeline_ws) is the same but for the source side: it applies
+ *	  what the open stream has delivered (apply_walstream) and never moves
+ *	  the slot (the worker's status updates do, walstream.c).  A refresh
+ *	  that finds the slot held (a worker stopped a moment ago leaves its
+ *	  walsender behind briefly) waits up to 5 s for it.
+ *
  *	  What it never does.  Parse or apply a message, or write the decoding
  *	  query.
  *

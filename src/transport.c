@@ -20,6 +20,13 @@
  *	  to users are masked.  Know what a pipeline or a pgoutput message is: the
  *	  decoding query and its framing are stream.c's.
  *
+ *	  CopyBoth (the walsender transport, walstream.c) uses the same waits:
+ *	  transport_copy_try_next never blocks, transport_wait_readable waits on
+ *	  the socket and the latch, transport_copy_end ends the stream politely so
+ *	  the walsender frees the slot before the connection closes.  A
+ *	  connection's owner_ref, when set, is cleared when it closes, so a
+ *	  worker knows whether an abort took it.
+ *
  *	  Rejected.  PQexec and blocking PQgetCopyData: nothing interrupts them
  *	  until the source answers.  Closing connections in a PG_CATCH at every
  *	  call site: the registry closes them at the end of the transaction

@@ -5,8 +5,17 @@
  *	  a database's notifier), started by the launcher (launcher.c).
  *
  * NOTES
- *	  What this file owns.  A pipeline worker loops over refresh_pipeline()
- *	  (refresh.c), one local transaction per batch, holding the pipeline's row
+ *	  What this file owns.  A pipeline worker loops over batches, one local
+ *	  transaction each: over the walsender transport (walstream.c, the
+ *	  default, pg_sluice.worker_transport) it keeps one replication
+ *	  connection open, applies what has arrived (refresh_pipeline_ws), and
+ *	  when caught up waits on that connection's socket, so a source commit
+ *	  wakes it at once; after each commit it tells the stream the local
+ *	  commit's end, and the stream reports the source position to the slot
+ *	  once that end is on disk (batches commit asynchronously, as a
+ *	  subscription's do).  Over the SQL transport it calls refresh_pipeline()
+ *	  and naps pg_sluice.naptime when caught up.  Either way one batch is
+ *	  one local transaction, holding the pipeline's row
  *	  lock for the batch: a manual sluice.refresh() refuses continuous
  *	  pipelines, and sluice.stop() signals the worker before it touches the
  *	  row, so both exclude each other without waiting on a long batch.  An
@@ -19,11 +28,16 @@
  *
  *	  What it never does.  Decide whether it should run (the launcher does;
  *	  the worker only asks, worker_still_wanted) or read the source other than
- *	  through refresh_pipeline.
+ *	  through refresh.c and walstream.c, but for one look every 5 s at the
+ *	  slot's restart_lsn over a normal connection (a walsender does not send
+ *	  it; sluice.status shows the WAL the slot keeps).
  *
  *	  Rejected.  Exiting on an error and letting the launcher restart the
  *	  process: the connection to the source and the rate window would be lost
- *	  at every failed batch, for the same backoff.
+ *	  at every failed batch, for the same backoff.  Polling the walsender on
+ *	  a timer: the lag would be the timer's.  A batch per source
+ *	  transaction: a batch takes what has arrived, so under load it holds
+ *	  many and costs one commit and one run row for all of them.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
