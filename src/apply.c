@@ -966,7 +966,11 @@ apply_walstream(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
 	apply_begin(&st, pipe, start_lsn, stats, &errcb);
 	st.ws = ws;
 	if (st.binary != ws->binary)
-		elog(ERROR, "pipeline \"%s\" changed its binary transfer while streaming", pipe->name);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" changed its transfer format while streaming", pipe->name),
+				 errdetail("The stream was started with binary transfer %s.", ws->binary ? "on" : "off"),
+				 errhint("The worker starts a new stream after a backoff; nothing was applied.")));
 	for (;;)
 	{
 		bool		boundary = !st.in_xact && !spool_in_block();
