@@ -14,7 +14,8 @@
 #    is active the whole time), and a manual refresh right after
 #    sluice.stop() finds it free;
 #  - commit-to-visible lag stays far below pg_sluice.naptime (10 s here):
-#    the worker waits on the socket, not on a timer.
+#    the worker waits on the socket, not on a timer;
+#  - pg_sluice.worker_transport = sql still streams, without a walsender.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -231,5 +232,19 @@ is($mart->safe_psql('postgres', qq{SET ROLE "Ålice o'Op"; SELECT sluice.stop($p
 $live->safe_psql('postgres', q{INSERT INTO "App"."Big Tåble" VALUES (2000001, 'after stop', NULL)});
 $mart->safe_psql('postgres', qq{SET ROLE "Ålice o'Op"; SELECT sluice.refresh($pl)});
 same_tables($live, $mart, \@pairs, 'manual refresh right after stop');
+
+# --- the SQL transport still streams (pg_sluice.worker_transport = sql) ---
+$mart->append_conf('postgresql.conf', "pg_sluice.worker_transport = sql\npg_sluice.naptime = 50ms\n");
+$mart->reload;
+$mart->safe_psql('postgres', qq{SET ROLE "Ålice o'Op"; SELECT sluice.start($pl)});
+ok($mart->poll_query_until('postgres', "SELECT state = 'running' FROM sluice.status WHERE pipeline = $pl"),
+	'the worker runs on the SQL transport');
+$live->safe_psql('postgres', q{UPDATE "App"."Big Tåble" SET v = 'by the sql transport' WHERE id % 100 = 7});
+wait_same_tables($live, $mart, \@pairs, 'SQL transport');
+is($live->safe_psql('postgres',
+	"SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid "
+	. "WHERE s.slot_name = '$slot' AND a.backend_type = 'walsender'"), '0',
+	'no walsender reads the slot on the SQL transport');
+$mart->safe_psql('postgres', qq{SELECT sluice.stop($pl)});
 
 done_testing();
