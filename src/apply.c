@@ -24,6 +24,15 @@
  *	  slot or the catalog's run rows: refresh.c owns the transaction, the
  *	  replication origin and the run.
  *
+ *	  Streamed transactions (walsender transport only).  Between STREAM START
+ *	  and STREAM STOP the changes of a transaction still in progress on the
+ *	  source are spooled (spool.c), not applied; STREAM ABORT drops them (or
+ *	  a subtransaction's part); STREAM COMMIT applies them then, as one
+ *	  source transaction of the batch (apply_spooled).  A walsender announces
+ *	  a relation once per connection: its RELATION message is kept by the
+ *	  stream and maps the relation again in later batches
+ *	  (apply_recall_relation).
+ *
  *	  Exactly once.  Source transactions whose commit record starts before the
  *	  origin's position were applied by an earlier batch whose slot advance
  *	  did not happen yet (a crash between the two): they are skipped, as is
@@ -42,7 +51,7 @@
  *	  no pgoutput messages: it opens relations with relmap_open and writes
  *	  each row with apply_upsert (an update by key when the row differs,
  *	  nothing when it is the same, else an insert), between apply_begin and
- *	  apply_flush/apply_close, through the same insert and update bodies.
+ *	  apply_finish, through the same insert and update bodies.
  *
  *	  Insert runs.  Consecutive inserts into one table are written as COPY
  *	  writes them: buffered (APPLY_MAX_BUFFERED rows or
@@ -196,10 +205,49 @@ read_rel_typmods(StringInfo s)
 static void
 handle_relation(ApplyState *st, StringInfo s)
 {
-	int32	   *typmods = read_rel_typmods(s);
-	LogicalRepRelation *lr = logicalrep_read_rel(s);
+	int32	   *typmods;
+	LogicalRepRelation *lr;
 
+	/*
+	 * A walsender announces a relation once per connection, not once per
+	 * batch as the SQL interface does: the stream keeps it for the batches
+	 * to come (apply_recall_relation).
+	 */
+	if (st->ws != NULL)
+		walstream_remember_relation(st->ws, s->data + s->cursor, s->len - s->cursor);
+	typmods = read_rel_typmods(s);
+	lr = logicalrep_read_rel(s);
 	relmap_open(st, lr, typmods);
+}
+
+/*
+ * A change for a relation this batch has not met: over the walsender, its
+ * RELATION message came in an earlier batch of the same connection; map it
+ * again from that message (as the contract stands now).  False when there
+ * is none.
+ */
+bool
+apply_recall_relation(ApplyState *st, LogicalRepRelId relid)
+{
+	StringInfoData m;
+	MemoryContext old;
+
+	if (st->ws == NULL || !walstream_recall_relation(st->ws, relid, &m))
+		return false;
+	old = MemoryContextSwitchTo(st->cxt);
+	{
+		int32	   *typmods = read_rel_typmods(&m);
+		LogicalRepRelation *lr = logicalrep_read_rel(&m);
+		ApplyRel   *save_rel = st->cur_rel;
+		char		save_action = st->action;
+
+		st->action = LOGICAL_REP_MSG_RELATION;
+		relmap_open(st, lr, typmods);
+		st->cur_rel = save_rel;
+		st->action = save_action;
+	}
+	MemoryContextSwitchTo(old);
+	return true;
 }
 
 static void
@@ -639,11 +687,117 @@ handle_truncate(ApplyState *st, StringInfo s)
 	}
 }
 
+/* A source transaction begins (st->begin is filled in). */
+static void
+begin_xact(ApplyState *st)
+{
+	st->in_xact = true;
+	st->skipping = (st->begin.final_lsn < st->start_lsn);
+	if (st->skipping)
+		st->stats->skipped_transactions++;
+	else if (TransactionIdIsValid(st->pipe->skip_xid) &&
+			 st->begin.xid == st->pipe->skip_xid)
+	{
+		/* sluice.resume(pipeline, skip_xid): skipped once, recorded */
+		st->skipping = true;
+		st->stats->skipped_xid = st->begin.xid;
+	}
+}
+
+/* ... and commits. */
+static void
+end_xact(ApplyState *st, LogicalRepCommitData *commit)
+{
+	if (!st->skipping)
+	{
+		st->stats->transactions++;
+		st->stats->last_end_lsn = commit->end_lsn;
+		st->stats->last_commit_time = commit->committime;
+	}
+	st->in_xact = false;
+	st->skipping = false;
+}
+
+/*
+ * Inside a stream block (walsender transport, spool.c), the changes of the
+ * transaction in progress carry its (sub)transaction's xid after the
+ * action byte.
+ */
+static bool
+is_streamed_change(char action)
+{
+	switch (action)
+	{
+		case LOGICAL_REP_MSG_INSERT:
+		case LOGICAL_REP_MSG_UPDATE:
+		case LOGICAL_REP_MSG_DELETE:
+		case LOGICAL_REP_MSG_TRUNCATE:
+		case LOGICAL_REP_MSG_RELATION:
+		case LOGICAL_REP_MSG_TYPE:
+		case LOGICAL_REP_MSG_MESSAGE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * STREAM COMMIT: the streamed transaction's spooled changes, applied now
+ * as one source transaction, in the batch's local transaction (which
+ * commits with the origin as always), one message at a time in a context
+ * reset after each.
+ */
+static void
+apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
+{
+	int64		n = 0;
+
+	st->begin.final_lsn = commit->commit_lsn;
+	st->begin.committime = commit->committime;
+	st->begin.xid = xid;
+	(void) spool_replay_begin(xid);
+	begin_xact(st);
+	if (!st->skipping)
+	{
+		if (st->spoolbuf.data == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+			initStringInfo(&st->spoolbuf);
+			MemoryContextSwitchTo(old);
+		}
+		while (spool_replay_next(xid, &st->spoolbuf))
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->replaycxt);
+
+			apply_dispatch(st, &st->spoolbuf);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(st->replaycxt);
+			if (++n % 1000 == 0)
+			{
+				CHECK_FOR_INTERRUPTS();
+				walstream_tick(st->ws);
+			}
+		}
+		flush_inserts(st);
+	}
+	end_xact(st, commit);
+	spool_drop(xid);
+}
+
 static void
 apply_dispatch(ApplyState *st, StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
+	/* a change of a transaction still in progress: spooled */
+	if (spool_in_block() && is_streamed_change(action))
+	{
+		TransactionId subxid = pq_getmsgint(s, 4);
+
+		spool_write(subxid, action, s->data + s->cursor, s->len - s->cursor);
+		return;
+	}
 	/* buffered inserts go in before anything that could see them */
 	if (action != LOGICAL_REP_MSG_INSERT)
 		flush_inserts(st);
@@ -652,31 +806,42 @@ apply_dispatch(ApplyState *st, StringInfo s)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
 			logicalrep_read_begin(s, &st->begin);
-			st->in_xact = true;
-			st->skipping = (st->begin.final_lsn < st->start_lsn);
-			if (st->skipping)
-				st->stats->skipped_transactions++;
-			else if (TransactionIdIsValid(st->pipe->skip_xid) &&
-					 st->begin.xid == st->pipe->skip_xid)
-			{
-				/* sluice.resume(pipeline, skip_xid): skipped once, recorded */
-				st->skipping = true;
-				st->stats->skipped_xid = st->begin.xid;
-			}
+			begin_xact(st);
 			break;
 		case LOGICAL_REP_MSG_COMMIT:
 			{
 				LogicalRepCommitData commit;
 
 				logicalrep_read_commit(s, &commit);
-				if (!st->skipping)
-				{
-					st->stats->transactions++;
-					st->stats->last_end_lsn = commit.end_lsn;
-					st->stats->last_commit_time = commit.committime;
-				}
-				st->in_xact = false;
-				st->skipping = false;
+				end_xact(st, &commit);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_START:
+			{
+				bool		first;
+				TransactionId xid = logicalrep_read_stream_start(s, &first);
+
+				spool_start(xid, first);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			spool_stop();
+			break;
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			{
+				TransactionId xid;
+				TransactionId subxid;
+
+				logicalrep_read_stream_abort(s, &xid, &subxid);
+				spool_abort(xid, subxid);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			{
+				LogicalRepCommitData commit;
+				TransactionId xid = logicalrep_read_stream_commit(s, &commit);
+
+				apply_spooled(st, xid, &commit);
 			}
 			break;
 		case LOGICAL_REP_MSG_RELATION:
@@ -721,6 +886,114 @@ apply_dispatch(ApplyState *st, StringInfo s)
 }
 
 /*
+ * Whether pgoutput may send binary values for the pipeline: when every
+ * column's binary form is the same on both sides (decided at creation),
+ * and text receive functions need no conversion (they convert from the
+ * session's client_encoding).
+ */
+bool
+apply_use_binary(SluicePipeline *pipe)
+{
+	return pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
+}
+
+/*
+ * Set up a batch's state, its executor state and the query its
+ * after-triggers belong to (apply_stream's, apply_walstream's, and
+ * httpapply.c's for an HTTP pipeline), with the error context naming the
+ * message being applied.
+ */
+void
+apply_begin(ApplyState *st, SluicePipeline *pipe, XLogRecPtr start_lsn,
+			ApplyStats *stats, ErrorContextCallback *errcb)
+{
+	HASHCTL		ctl;
+
+	memset(st, 0, sizeof(*st));
+	st->binary = apply_use_binary(pipe);
+	st->pipe = pipe;
+	st->stats = stats;
+	st->start_lsn = start_lsn;
+	st->cur_att = -1;
+	st->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
+									ALLOCSET_DEFAULT_SIZES);
+	st->msgcxt = AllocSetContextCreate(st->cxt, "pg_sluice apply message",
+									   ALLOCSET_DEFAULT_SIZES);
+	st->replaycxt = AllocSetContextCreate(st->cxt, "pg_sluice apply spooled message",
+										  ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = st->cxt;
+	st->rels = hash_create("pg_sluice relations", 32, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	st->estate = CreateExecutorState();
+	AfterTriggerBeginQuery();
+
+	errcb->callback = apply_error_callback;
+	errcb->arg = st;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+}
+
+/* One message, in a context reset after it. */
+static void
+apply_one(ApplyState *st, StringInfo msg)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->msgcxt);
+
+	apply_dispatch(st, msg);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(st->msgcxt);
+	st->stats->messages++;
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* End a batch: pending inserts, deferred checks and triggers, cleanup. */
+void
+apply_finish(ApplyState *st, ErrorContextCallback *errcb)
+{
+	HASH_SEQ_STATUS hs;
+	ApplyRel   *ar;
+
+	flush_inserts(st);
+	error_context_stack = errcb->previous;
+
+	if (st->in_xact)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("source ended the change stream in the middle of transaction %u",
+						st->begin.xid),
+				 errhint("Nothing was applied; run the refresh again.")));
+
+	/*
+	 * After-trigger events (foreign keys and user AFTER triggers of the
+	 * datamart tables) fire here, while our relations are still open, as in
+	 * core's finish_edata.  The trigger machinery opens a result relation of
+	 * its own for each table it fires on (es_trig_target_relations):
+	 * ExecCloseResultRelations closes those, or each would be reported as a
+	 * relcache reference leak at commit.
+	 */
+	st->action = 0;
+	if (st->deferred_keys != NIL)
+	{
+		/* the deferred keys' checks fire here: name the pipeline */
+		errcb->previous = error_context_stack;
+		error_context_stack = errcb;
+	}
+	AfterTriggerEndQuery(st->estate);
+	if (st->deferred_keys != NIL)
+		error_context_stack = errcb->previous;
+	hash_seq_init(&hs, st->rels);
+	while ((ar = hash_seq_search(&hs)) != NULL)
+		relmap_close(ar);
+	ExecCloseResultRelations(st->estate);
+	ExecResetTupleTable(st->estate->es_tupleTable, false);
+	FreeExecutorState(st->estate);
+	MemoryContextDelete(st->cxt);
+}
+
+/*
  * Stream the slot's changes up to upto_lsn and apply them.  The caller has
  * set up the origin session and holds the pipeline lock.  With sc2, the
  * changes come in two parts split at split_lsn, the second decoded on sc2
@@ -735,23 +1008,12 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	ApplyState	st;
 	SluiceStream stream;
 	StringInfoData msg;
-	bool		binary;
 	ErrorContextCallback errcb;
 
-	/*
-	 * Binary transfer: when every column's binary form is the same on both
-	 * sides (decided at creation), and text receive functions need no
-	 * conversion (they convert from the session's client_encoding).
-	 */
-	binary = pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
-
-	apply_begin(&st, pipe, stats, binary);
-	st.start_lsn = start_lsn;
-
-	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, binary);
-
-	errcb.callback = apply_error_callback;
-	errcb.arg = &st;
+	apply_begin(&st, pipe, start_lsn, stats, &errcb);
+	/* stream_begin before the error context: it names no message */
+	error_context_stack = errcb.previous;
+	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, st.binary);
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
@@ -759,15 +1021,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	{
 		/* a part decoded again from the slot: skip what came already */
 		st.start_lsn = Max(st.start_lsn, stream.skip_before);
-		{
-			MemoryContext old = MemoryContextSwitchTo(st.msgcxt);
-
-			apply_dispatch(&st, &msg);
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(st.msgcxt);
-		}
-		stats->messages++;
-		CHECK_FOR_INTERRUPTS();
+		apply_one(&st, &msg);
 
 		/* a batch past its time ends at a transaction boundary */
 		if (max_ms > 0 && !st.in_xact && msg.data[0] == LOGICAL_REP_MSG_COMMIT &&
@@ -777,86 +1031,49 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 			break;
 		}
 	}
-
-	flush_inserts(&st);
-	error_context_stack = errcb.previous;
-
-	if (st.in_xact)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("source ended the change stream in the middle of transaction %u",
-						st.begin.xid),
-				 errhint("Nothing was applied; run the refresh again.")));
-
-	/*
-	 * After-trigger events (foreign keys and user AFTER triggers of the
-	 * datamart tables) fire here, while our relations are still open, as in
-	 * core's finish_edata.  The trigger machinery opens a result relation of
-	 * its own for each table it fires on (es_trig_target_relations):
-	 * ExecCloseResultRelations closes those, or each would be reported as a
-	 * relcache reference leak at commit.
-	 */
-	st.action = 0;
-	if (st.deferred_keys != NIL)
-	{
-		/* the deferred keys' checks fire here: name the pipeline */
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
-	}
-	AfterTriggerEndQuery(st.estate);
-	if (st.deferred_keys != NIL)
-		error_context_stack = errcb.previous;
-	apply_close(&st);
+	apply_finish(&st, &errcb);
 }
 
 /*
- * A batch's state, its executor state and the query its after-triggers
- * belong to (apply_stream's, and httpapply.c's for an HTTP pipeline).
+ * Apply what the walsender sends (walstream.c) until it has nothing more
+ * for now, or the batch reached max_messages or max_ms, at a transaction
+ * boundary outside any stream block (stats->stopped_early: more is
+ * waiting).  Streamed transactions are spooled and applied at their
+ * STREAM COMMIT (spool.c).  The caller has set up the origin session and
+ * holds the pipeline lock.
  */
 void
-apply_begin(ApplyState *st, SluicePipeline *pipe, ApplyStats *stats, bool binary)
+apply_walstream(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
+				int64 max_messages, int max_ms, ApplyStats *stats)
 {
-	HASHCTL		ctl;
+	TimestampTz started = GetCurrentTimestamp();
+	ApplyState	st;
+	StringInfoData msg;
+	ErrorContextCallback errcb;
 
-	memset(st, 0, sizeof(*st));
-	st->binary = binary;
-	st->pipe = pipe;
-	st->stats = stats;
-	st->cur_att = -1;
-	st->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
-									ALLOCSET_DEFAULT_SIZES);
-	st->msgcxt = AllocSetContextCreate(st->cxt, "pg_sluice apply message",
-									   ALLOCSET_DEFAULT_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(LogicalRepRelId);
-	ctl.entrysize = sizeof(ApplyRel);
-	ctl.hcxt = st->cxt;
-	st->rels = hash_create("pg_sluice relations", 32, &ctl,
-						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	st->estate = CreateExecutorState();
-	AfterTriggerBeginQuery();
-}
+	apply_begin(&st, pipe, start_lsn, stats, &errcb);
+	st.ws = ws;
+	if (st.binary != ws->binary)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" changed its transfer format while streaming", pipe->name),
+				 errdetail("The stream was started with binary transfer %s.", ws->binary ? "on" : "off"),
+				 errhint("The worker starts a new stream after a backoff; nothing was applied.")));
+	for (;;)
+	{
+		bool		boundary = !st.in_xact && !spool_in_block();
 
-/* Write what is buffered and fire the after-triggers (before apply_close). */
-void
-apply_flush(ApplyState *st)
-{
-	flush_inserts(st);
-	AfterTriggerEndQuery(st->estate);
-}
-
-/* Close the batch's relations and free its state (after AfterTriggerEndQuery). */
-void
-apply_close(ApplyState *st)
-{
-	HASH_SEQ_STATUS hs;
-	ApplyRel   *ar;
-
-	hash_seq_init(&hs, st->rels);
-	while ((ar = hash_seq_search(&hs)) != NULL)
-		relmap_close(ar);
-	ExecCloseResultRelations(st->estate);
-	ExecResetTupleTable(st->estate->es_tupleTable, false);
-	FreeExecutorState(st->estate);
-	MemoryContextDelete(st->cxt);
+		/* mid-transaction, wait for the rest; at a boundary, only take */
+		if (!walstream_next(ws, &msg, !boundary))
+			break;
+		apply_one(&st, &msg);
+		if (!st.in_xact && !spool_in_block() &&
+			((max_messages > 0 && stats->messages >= max_messages) ||
+			 (max_ms > 0 && TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))))
+		{
+			stats->stopped_early = true;
+			break;
+		}
+	}
+	apply_finish(&st, &errcb);
 }

@@ -140,6 +140,9 @@ typedef struct ApplyState
 	HTAB	   *rels;			/* LogicalRepRelId -> ApplyRel */
 	MemoryContext cxt;			/* lives for the refresh */
 	MemoryContext msgcxt;		/* reset after every message */
+	MemoryContext replaycxt;	/* reset after every spooled message */
+	StringInfoData spoolbuf;	/* a spooled message being applied */
+	WalStream  *ws;				/* walsender transport, or NULL */
 	XLogRecPtr	start_lsn;		/* origin position: skip what is before */
 	bool		in_xact;
 	bool		skipping;
@@ -169,10 +172,12 @@ typedef struct RemoteType
 #define APPLY_MAX_BUFFERED_BYTES	(64 * 1024)
 
 /* apply.c: a batch's state, and rows from a source without a change stream */
-extern void apply_begin(ApplyState *st, SluicePipeline *pipe, ApplyStats *stats, bool binary);
+extern void apply_begin(ApplyState *st, SluicePipeline *pipe, XLogRecPtr start_lsn,
+						ApplyStats *stats, ErrorContextCallback *errcb);
 extern bool apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup);
-extern void apply_flush(ApplyState *st);
-extern void apply_close(ApplyState *st);
+extern void apply_finish(ApplyState *st, ErrorContextCallback *errcb);
+/* apply.c: a RELATION message of an earlier batch (walsender transport) */
+extern bool apply_recall_relation(ApplyState *st, LogicalRepRelId relid);
 
 /* relation.c: a source relation mapped to its target */
 extern void relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods);

@@ -405,6 +405,7 @@ http_refresh(SluicePipeline *pipe, RefreshResult *r)
 	List	   *endpoints;
 	HttpSource *src = read_source(pipe, &endpoints);
 	ApplyState	st;
+	ErrorContextCallback errcb;
 	SluiceUser	owner_save;
 	ListCell   *lc;
 	int			k = 0;
@@ -432,11 +433,13 @@ http_refresh(SluicePipeline *pipe, RefreshResult *r)
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	sluice_become_owner(pipe, &owner_save);
-	apply_begin(&st, pipe, &r->stats, false);
+	apply_begin(&st, pipe, InvalidXLogRecPtr, &r->stats, &errcb);
+	st.binary = false;			/* values come from JSON, as text */
+	/* no pgoutput message to name: pull_endpoint's errors name the URL */
+	error_context_stack = errcb.previous;
 	foreach(lc, endpoints)
 		pull_endpoint(&st, src, lfirst(lc), (LogicalRepRelId) ++k);
-	apply_flush(&st);
-	apply_close(&st);
+	apply_finish(&st, &errcb);
 	if (r->stats.transactions > 0)
 		expect_run_set_checks(pipe, &r->stats.pause);
 	sluice_restore_user(&owner_save);

@@ -63,6 +63,11 @@ extern int	sluice_http_timeout;
 extern int	sluice_http_max_attempts;
 extern int	sluice_http_retry_base;
 extern int	sluice_quarantine_alert;
+extern int	sluice_worker_transport;
+
+/* pg_sluice.worker_transport */
+#define SLUICE_TRANSPORT_WALSENDER	0
+#define SLUICE_TRANSPORT_SQL		1
 
 /* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
 
@@ -191,6 +196,8 @@ typedef struct SluiceConn
 	char	   *copybuf;		/* last COPY row from libpq (malloc'd by libpq,
 								 * freed by the next read or the close) */
 	bool		persistent;		/* survives commits (workers); closed on abort */
+	struct SluiceConn **owner_ref;	/* set to NULL when the connection is
+									 * closed (by an abort, say), or NULL */
 } SluiceConn;
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
@@ -208,6 +215,11 @@ extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *wh
 extern void transport_send(SluiceConn *sc, const char *sql, const char *what);
 extern char *transport_copy_await(SluiceConn *sc, const char *what);
 extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
+extern void transport_copy_both_start(SluiceConn *sc, const char *sql, const char *what);
+extern int	transport_copy_try_next(SluiceConn *sc, char **buf, const char *what);
+extern bool transport_wait_readable(SluiceConn *sc, long timeout_ms);
+extern void transport_copy_put(SluiceConn *sc, const char *data, int len, const char *what);
+extern bool transport_copy_end(SluiceConn *sc, long timeout_ms);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
 
@@ -233,6 +245,60 @@ extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 						 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
 						 int64 max_messages, bool binary);
 extern bool stream_next(SluiceStream *ss, StringInfo msg);
+
+/* ---------- walstream.c: the walsender transport (continuous workers) ---------- */
+
+/* A local commit awaiting its WAL flush before its source end is reported. */
+typedef struct WalStreamCommit
+{
+	XLogRecPtr	local_end;
+	XLogRecPtr	remote_end;
+} WalStreamCommit;
+
+typedef struct WalStream
+{
+	SluiceConn *sc;				/* replication connection, in CopyBoth;
+								 * NULL once closed (by an abort, say) */
+	bool		binary;
+	XLogRecPtr	received;		/* walsender position: all before it was
+								 * read */
+	XLogRecPtr	durable;		/* source position durably applied */
+	XLogRecPtr	reported;		/* flush position last reported */
+	TimestampTz last_status;	/* last standby status update */
+	bool		in_batch;		/* a batch is applying: report nothing read */
+	WalStreamCommit *pending;	/* local commits not yet flushed, in order */
+	int			npending;
+	int			maxpending;
+	char	   *held;			/* a message walstream_wait read, for the
+								 * next batch */
+	int			held_len;
+	int64		messages;
+	struct HTAB *relations;		/* relid -> its last RELATION message */
+	MemoryContext relcxt;
+} WalStream;
+
+extern WalStream *walstream_open(SluicePipeline *pipe, XLogRecPtr start, bool binary);
+extern void walstream_close(WalStream *ws, bool polite);
+extern bool walstream_next(WalStream *ws, StringInfo msg, bool wait);
+extern bool walstream_wait(WalStream *ws);
+extern void walstream_committed(WalStream *ws, XLogRecPtr local_end, XLogRecPtr remote_end);
+extern void walstream_feedback(WalStream *ws, bool force);
+extern void walstream_tick(WalStream *ws);
+extern void walstream_remember_relation(WalStream *ws, const char *body, int len);
+extern bool walstream_recall_relation(WalStream *ws, uint32 relid, StringInfo msg);
+
+/* ---------- spool.c: streamed transactions kept until their end ---------- */
+
+extern void spool_reset(void);
+extern void spool_start(TransactionId xid, bool first_segment);
+extern void spool_stop(void);
+extern bool spool_in_block(void);
+extern int	spool_count(void);
+extern void spool_write(TransactionId subxid, char action, const char *body, int len);
+extern void spool_abort(TransactionId xid, TransactionId subxid);
+extern int64 spool_replay_begin(TransactionId xid);
+extern bool spool_replay_next(TransactionId xid, StringInfo buf);
+extern void spool_drop(TransactionId xid);
 
 /* ---------- api.c: SQL-callable entry points (PG_FUNCTION_INFO_V1 only) ---------- */
 
@@ -350,6 +416,11 @@ extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
 						 ApplyStats *stats);
 
+extern bool apply_use_binary(SluicePipeline *pipe);
+extern void apply_walstream(SluicePipeline *pipe, struct WalStream *ws,
+							XLogRecPtr start_lsn, int64 max_messages, int max_ms,
+							ApplyStats *stats);
+
 /*
  * relation.c and quarantine.c export only to the apply family, and
  * version.c all but one function: see apply_internal.h.
@@ -412,6 +483,7 @@ extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
+extern XLogRecPtr origin_progress(const char *origin_name);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
 
@@ -434,6 +506,8 @@ extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
 extern void refresh_slot_gone(SluicePipeline *pipe) pg_attribute_noreturn();
+extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
+								int64 max_messages, int max_ms, RefreshResult *r);
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);

@@ -25,6 +25,13 @@
  *	  (httpapply.c) in the same subtransaction, with the same pause, run and
  *	  event handling.
  *
+ *	  A continuous worker's batch over the walsender transport
+ *	  (refresh_pipeline_ws) is the same but for the source side: it applies
+ *	  what the open stream has delivered (apply_walstream) and never moves
+ *	  the slot (the worker's status updates do, walstream.c).  A refresh
+ *	  that finds the slot held (a worker stopped a moment ago leaves its
+ *	  walsender behind briefly) waits up to 5 s for it.
+ *
  *	  What it never does.  Parse or apply a message, or write the decoding
  *	  query.
  *
@@ -54,7 +61,14 @@
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
 
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
 #include "pg_sluice.h"
+
+/* how long a refresh waits for a stopped worker's walsender to free the slot */
+#define SLOT_RELEASE_WAIT_MS 5000
 
 /*
  * The pipeline's slot is gone from the source: nothing can say what changed
@@ -94,6 +108,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	const char *params[2];
 	char		lsnbuf[32];
 	SluiceUser	owner_save;
+	int			tries;
 
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
@@ -132,12 +147,27 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	}
 
 	params[0] = pipe->slot_name;
-	res = transport_exec(sc,
-						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
-						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
-	if (PQntuples(res) == 0)
-		refresh_slot_gone(pipe);
+	for (tries = 0;; tries++)
+	{
+		res = transport_exec(sc,
+							 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
+							 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+							 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+		if (PQntuples(res) == 0)
+			refresh_slot_gone(pipe);
+
+		/*
+		 * A worker that just stopped leaves its walsender behind for a
+		 * moment (walstream.c): give it up to SLOT_RELEASE_WAIT_MS to go.
+		 */
+		if (PQgetisnull(res, 0, 2) || tries * 50 >= SLOT_RELEASE_WAIT_MS)
+			break;
+		PQclear(res);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 50, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	if (!PQgetisnull(res, 0, 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -280,6 +310,76 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	origin_session_set(r->end_lsn, r->stats.last_commit_time);
 }
 
+/*
+ * A worker's batch over the walsender transport (walstream.c): apply what
+ * the walsender has sent, up to max_messages or max_ms, in the caller's
+ * transaction, as the owner, with the set expectations.  The origin moves
+ * to the end of the last source transaction applied; the slot moves later,
+ * by the worker's status updates, once this commit is on disk.
+ */
+static void
+refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
+				 int max_ms, RefreshResult *r)
+{
+	XLogRecPtr	start_lsn;
+	SluiceUser	owner_save;
+
+	origin_session_begin(pipe->origin_name);
+	start_lsn = origin_session_progress();
+	r->start_lsn = start_lsn;
+
+	/* versioned rows carry the run id this batch will commit as */
+	pipe->version = 0;
+	if (pipe->keep_history)
+	{
+		bool		isnull;
+
+		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not reserve a version");
+		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		r->run_id = pipe->version;
+	}
+
+	/* as in refresh_inner: every constraint immediate, code as the owner */
+	{
+		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
+
+		cs->constraints = NIL;
+		cs->deferred = false;
+		AfterTriggerSetState(cs);
+	}
+	sluice_become_owner(pipe, &owner_save);
+	ws->in_batch = true;
+	apply_walstream(pipe, ws, start_lsn, max_messages, max_ms, &r->stats);
+	if (r->stats.transactions > 0)
+		expect_run_set_checks(pipe, &r->stats.pause);
+	sluice_restore_user(&owner_save);
+
+	r->complete = !r->stats.stopped_early;
+	r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
+	r->source_flush_lsn = Max(ws->received, r->end_lsn);
+	if (r->end_lsn > start_lsn)
+		origin_session_set(r->end_lsn, r->stats.last_commit_time);
+}
+
+static void refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
+							int64 max_messages, int max_ms, XLogRecPtr bound,
+							RefreshResult *r);
+
+/*
+ * A continuous worker's batch over the walsender transport, pausing the
+ * pipeline on drift as refresh_pipeline does.  On a pause r->conn_closed
+ * is set: the caller closes the stream (what it read is rolled back) and
+ * opens a new one from the origin's position.
+ */
+void
+refresh_pipeline_ws(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
+					int max_ms, RefreshResult *r)
+{
+	refresh_guarded(pipe, NULL, ws, max_messages, max_ms, InvalidXLogRecPtr, r);
+}
+
 static void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
 static void refresh_record_divergence(SluicePipeline *pipe, int64 run_id, int64 missing);
 
@@ -307,6 +407,14 @@ void
 refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 					  int max_ms, XLogRecPtr bound, RefreshResult *r)
 {
+	refresh_guarded(pipe, sc, NULL, max_messages, max_ms, bound, r);
+}
+
+static void
+refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
+				int64 max_messages, int max_ms, XLogRecPtr bound,
+				RefreshResult *r)
+{
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
@@ -318,6 +426,8 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	{
 		if (pipe->http)
 			http_refresh(pipe, r);	/* an HTTP source: no slot, no sc */
+		else if (ws != NULL)
+			refresh_ws_inner(pipe, ws, max_messages, max_ms, r);
 		else
 			refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
@@ -341,7 +451,9 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 
 		if (!r->conn_closed && sc != NULL)
 		{
-			transport_abandon(sc);
+			/* the stream read past what rolled back: start it again */
+			if (sc != NULL)
+				transport_abandon(sc);
 			r->conn_closed = true;
 		}
 		memset(&r->stats, 0, sizeof(r->stats));

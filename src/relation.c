@@ -403,6 +403,9 @@ relmap_get(ApplyState *st, LogicalRepRelId relid)
 {
 	ApplyRel   *ar = hash_search(st->rels, &relid, HASH_FIND, NULL);
 
+	/* the walsender announced it in an earlier batch (apply.c) */
+	if (ar == NULL && apply_recall_relation(st, relid))
+		ar = hash_search(st->rels, &relid, HASH_FIND, NULL);
 	if (ar == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
