@@ -63,6 +63,7 @@ extern int	sluice_http_timeout;
 extern int	sluice_http_max_attempts;
 extern int	sluice_http_retry_base;
 extern int	sluice_quarantine_alert;
+extern int	sluice_model_max_keys;
 
 /* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
 
@@ -401,6 +402,7 @@ extern void expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
 						 const char *detail, SluiceDrift **pause) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
+extern struct HeapTupleData *expect_run_check(SluiceExpectation *e, struct TupleDescData **desc);
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
@@ -460,6 +462,18 @@ extern char *payload_build(const char *kind, const char *event, const char *pipe
 						   const char *body_text, const char *namespace, const char *when, bool slack);
 extern char **payload_header_lines(const char *headers);
 extern void payload_free_lines(char **lines);
+
+/* ---------- model.c: models, maintained at the end of each batch ---------- */
+
+typedef struct ModelInput ModelInput;
+struct TupleTableSlot;
+
+extern void model_batch_reset(void);
+extern ModelInput *model_input_open(Relation rel);
+extern void model_note_row(ModelInput *mi, struct TupleTableSlot *slot);
+extern void model_note_truncate(ModelInput *mi);
+extern void model_maintain(SluicePipeline *pipe, SluiceDrift **pause);
+extern void model_record_results(int64 run_id);
 
 /* ---------- interface.c: published contract versions follow the contract ---------- */
 
