@@ -3477,6 +3477,28 @@ $$;
 COMMENT ON FUNCTION sluice._model_table(integer, regclass, name, name, name[], name[], text) IS
   'Private: creates a model''s (empty) table from its view, as the pipeline''s owner, with its unique_key or an index on its GROUP BY columns.';
 
+-- Rebuild the models that read a model, in dependency order, after it was
+-- rebuilt outside a batch (alter_model, rebuild_model).
+CREATE FUNCTION sluice._model_refill_downstream(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d record;
+BEGIN
+  FOR d IN WITH RECURSIVE down(id) AS (
+             SELECT i.model_id FROM sluice._model_input i WHERE i.input_model = _model_refill_downstream.model_id
+             UNION SELECT i.model_id FROM sluice._model_input i JOIN down ON i.input_model = down.id)
+           SELECT m.* FROM sluice._model m JOIN down ON down.id = m.model_id ORDER BY m.depth, m.model_id LOOP
+    PERFORM sluice._exec_as_owner(d.pipeline_ids[1], format('DELETE FROM %s', d.model_table), NULL);
+    PERFORM sluice._exec_as_owner(d.pipeline_ids[1], format('INSERT INTO %s SELECT * FROM %s', d.model_table, d.query_view), NULL);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_refill_downstream(integer) IS
+  'Private: rebuilds every model that reads this one, directly or not, in dependency order.';
+
 CREATE FUNCTION sluice.create_model(name text, query text, pipelines text[], unique_key name[] DEFAULT NULL,
                                     schema name DEFAULT NULL, table_name name DEFAULT NULL)
 RETURNS text
@@ -3535,10 +3557,12 @@ BEGIN
       DETAIL = 'pg_sluice keeps the models'' queries of schema ' || quote_ident(sch) || ' there, as views of the owner.',
       HINT = 'Drop or rename that schema, or put the model in another schema (schema).';
   END IF;
-  PERFORM sluice._exec_as_owner(pid, format('CREATE SCHEMA IF NOT EXISTS %I', qs), NULL);
-  PERFORM sluice._exec_as_owner(pid, format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', qs), NULL);
-  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON SCHEMA %I IS %L', qs,
-                 format('pg_sluice: the queries of the models in schema %s, bound as views (private).', sch)), NULL);
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = qs) THEN
+    PERFORM sluice._exec_as_owner(pid, format('CREATE SCHEMA %I', qs), NULL);
+    PERFORM sluice._exec_as_owner(pid, format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', qs), NULL);
+    PERFORM sluice._exec_as_owner(pid, format('COMMENT ON SCHEMA %I IS %L', qs,
+                   format('pg_sluice: the queries of the models in schema %s, bound as views (private).', sch)), NULL);
+  END IF;
   PERFORM sluice._model_bind(pid, qs, name || '_v1', query, schemas);
   v := format('%I.%I', qs, name || '_v1')::regclass;
   a := sluice._model_analyze(v);
@@ -3669,6 +3693,7 @@ BEGIN
   INSERT INTO sluice._model_version (model_id, version, columns, query, maintenance)
   VALUES (m.model_id, nv, sluice._model_columns(t), pg_get_viewdef(v), a.maintenance);
   PERFORM sluice._model_depths();
+  PERFORM sluice._model_refill_downstream(m.model_id);
   RETURN nv;
 END
 $$;
@@ -3705,16 +3730,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   m sluice._model;
+  n bigint;
 BEGIN
   m := sluice._model_row(name);
   PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DELETE FROM %s', m.model_table), NULL);
-  RETURN sluice._exec_as_owner(m.pipeline_ids[1],
-           format('WITH i AS (INSERT INTO %s SELECT * FROM %s RETURNING 1) SELECT count(*) FROM i', m.model_table, m.query_view),
-           NULL)::bigint;
+  n := sluice._exec_as_owner(m.pipeline_ids[1],
+         format('WITH i AS (INSERT INTO %s SELECT * FROM %s RETURNING 1) SELECT count(*) FROM i', m.model_table, m.query_view),
+         NULL)::bigint;
+  PERFORM sluice._model_refill_downstream(m.model_id);
+  RETURN n;
 END
 $$;
 COMMENT ON FUNCTION sluice.rebuild_model(text) IS
-  'Rebuilds a model from its query now (rows written outside a batch, by sluice.release_quarantined or by hand, reach incremental models this way); returns its rows.';
+  'Rebuilds a model (and the models that read it) from its query now (rows written outside a batch, by sluice.release_quarantined or by hand, reach incremental models this way); returns its rows.';
 
 CREATE FUNCTION sluice.expect_model(model text, kind text, column_names name[] DEFAULT '{}', args jsonb DEFAULT '{}',
                                     severity text DEFAULT 'error', name text DEFAULT NULL)
@@ -3937,7 +3965,7 @@ BEGIN
        sluice.expect_model(text, text, name[], jsonb, text, text), sluice.drop_model_expectation(text, text),
        sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
        sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
-       sluice._model_depths(), sluice._model_row(text),
+       sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
        sluice._model_table(integer, regclass, name, name, name[], name[], text)',
     'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
     'SELECT, INSERT ON sluice._model_version',
@@ -3955,7 +3983,7 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice.expect_model(text, text, name[], jsonb, text, text), sluice.drop_model_expectation(text, text),
     sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
     sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
-    sluice._model_depths(), sluice._model_row(text),
+    sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
     sluice._model_table(integer, regclass, name, name, name[], name[], text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;

@@ -188,7 +188,7 @@ sluice_model_bind(PG_FUNCTION_ARGS)
 	if (rs == NULL || !IsA(rs->stmt, SelectStmt) || ((SelectStmt *) rs->stmt)->intoClause != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the query of model \"%s\" must be one SELECT", name),
+				 errmsg("a model's query must be one SELECT"),
 				 errdetail("It is %d statement(s)%s.", list_length(raw),
 						   list_length(raw) == 1 ? ", not a plain SELECT" : ""),
 				 errhint("Give one SELECT (or VALUES, or TABLE) without INTO and without a semicolon between statements.")));
