@@ -2928,7 +2928,8 @@ $$;
 -- other models, maintained in each batch's transaction (src/sql/93_models.sql,
 -- src/model.c).  add_expectation's text generation moves into
 -- _expectation_sql, shared with expect_model; _operator_grants calls
--- _model_operator_grants.
+-- _model_operator_grants; _emit_run adds the run's models to its events
+-- (OpenLineage: their inputs and outputs).
 -- The text of an expectation (Great Expectations names): a row predicate or
 -- a set check over target, bound afterwards by the caller (_compile_predicate,
 -- _compile_check), never run as text.  add_expectation and expect_model share it.
@@ -3218,6 +3219,96 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._emit_run(bigint, bigint) IS 'Private: queue the events of a recorded run.';
 
 -------------------------------------------------------------------------------
 -- Catalog

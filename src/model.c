@@ -226,9 +226,15 @@ sluice_model_bind(PG_FUNCTION_ARGS)
 static Query *
 model_view_query(Oid viewid)
 {
-	Relation	rel = relation_open(viewid, AccessShareLock);
+	Relation	rel = try_relation_open(viewid, AccessShareLock);
 	Query	   *q;
 
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the query of a model (view %u) no longer exists", viewid),
+				 errdetail("Someone dropped the view pg_sluice bound the model's query to."),
+				 errhint("sluice.models lists the models: drop the one whose query is gone (sluice.drop_model) and create it again.")));
 	if (rel->rd_rel->relkind != RELKIND_VIEW)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),

@@ -202,6 +202,17 @@ $live->safe_psql('postgres', "INSERT INTO app.sales VALUES (990003, 'campus 9', 
 $mart->safe_psql('postgres', "SELECT sluice.refresh('shop'); SELECT sluice.refresh('desk')");
 model_is($_, 'maintained after alter_model') for qw(monthly by_campus yearly);
 
+# --- lineage: a run's events carry the models it maintained, with their inputs ---
+$mart->safe_psql('postgres', "SELECT sluice.create_lineage_endpoint('ol', 'http://127.0.0.1:9/lineage')");
+$live->safe_psql('postgres', "UPDATE app.sales SET amount = amount + 2 WHERE id < 10");
+my $lrun = $mart->safe_psql('postgres', "SELECT run_id FROM sluice.refresh('shop')");
+is($mart->safe_psql('postgres', qq{SELECT string_agg(m->>'output' || '<' || (m->'inputs')::text, ' ' ORDER BY ord)
+                                     FROM sluice._outbox o, jsonb_array_elements(o.body->'models') WITH ORDINALITY x(m, ord)
+                                    WHERE o.event = 'refresh_completed' AND (o.body->>'run_id')::bigint = $lrun}),
+	'postgres.Mart "Sales" é.monthly<["postgres.Mart \\"Sales\\" é.sales"] postgres.Mart "Sales" é.by_campus<["postgres.Mart \\"Sales\\" é.sales", "postgres.desk.issues"] postgres.Mart "Sales" é.yearly<["postgres.Mart \\"Sales\\" é.monthly"]',
+	'the lineage event names each model and what it reads, in dependency order');
+$mart->safe_psql('postgres', "SELECT sluice.drop_destination('ol')");
+
 # --- hostile roles ---
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE bi; SELECT sluice.create_model('evil', 'SELECT 1 AS x FROM sales', ARRAY['shop'])");
 like($err, qr/permission denied for function create_model/, 'a reader cannot create a model');
