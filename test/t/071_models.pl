@@ -15,7 +15,7 @@ use Test::More;
 use SluiceTest;
 
 my $live = new_live('live');
-my $mart = new_mart('mart');
+my $mart = new_mart('mart', conf => "shared_preload_libraries = 'pg_sluice'\npg_sluice.naptime = 50ms\n");
 
 $live->safe_psql('postgres', q{
 CREATE SCHEMA app;
@@ -248,6 +248,19 @@ is($mart->safe_psql('postgres', "SELECT reason FROM sluice.models WHERE name = '
 $live->safe_psql('postgres', "INSERT INTO app.issues VALUES (990004, 'campus 1', date '2026-01-01')");
 $mart->safe_psql('postgres', "TRUNCATE desk.seen_by; SELECT sluice.refresh('desk')");
 is($mart->safe_psql('postgres', 'SELECT string_agg(DISTINCT u, \',\') FROM desk.seen_by'), 'etl', 'a superuser\'s refresh maintains models as their owner');
+
+# --- streamed batches maintain models the same way ---
+is($mart->safe_psql('postgres', "SELECT sluice.start('shop')"), 't', 'shop streams');
+$live->safe_psql('postgres', q{
+INSERT INTO app.sales SELECT g, 'campus ' || (g % 3), 1, g % 50, timestamp '2025-09-01' + g * interval '1 hour' FROM generate_series(800001, 800300) g;
+UPDATE app.sales SET "Campus" = 'campus 4' WHERE id BETWEEN 800001 AND 800050;
+DELETE FROM app.sales WHERE id BETWEEN 800100 AND 800150;
+});
+wait_same_tables($live, $mart, [['app.sales', "$ms.sales"]], 'streaming');
+model_is($_, 'after streamed batches') for qw(monthly by_campus yearly);
+is($mart->safe_psql('postgres', "SELECT count(*) > 0 FROM sluice.model_runs m JOIN sluice.runs r USING (run_id) WHERE r.kind = 'stream' AND m.model = 'monthly' AND m.maintenance = 'incremental'"),
+	't', 'streamed batches maintained the model incrementally');
+is($mart->safe_psql('postgres', "SELECT sluice.stop('shop')"), 't', 'shop stops');
 
 # --- drop ---
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('monthly')");
