@@ -45,6 +45,11 @@
  *	    pipeline table does: the whole batch, pipeline tables included,
  *	    rolls back.
  *
+ *	  Versions: a model whose pipelines keep history keeps it too, as their
+ *	  tables do: _sluice_version on each row, the rows a batch deletes moved
+ *	  to <schema>_history.<table> with _sluice_superseded, the batch's
+ *	  version (one statement: DELETE ... RETURNING into the history table).
+ *
  *	  Everything runs as the pipeline's owner (who owns the model, its view
  *	  and its table) in the batch's security-restricted operation, search_path
  *	  pg_catalog, pg_temp; the statements are built here from the catalog's
@@ -696,6 +701,11 @@ model_maintain_one(SluicePipeline *pipe, int model_id, const char *model, Oid ta
 	long		secs;
 	int			usecs;
 	int			i;
+	const char *del_prefix = "";
+	const char *del_suffix = "";
+	const char *ins_cols;
+	const char *ins_vals;
+	int			rc;
 
 	if (owner != GetUserId())
 		ereport(ERROR,
@@ -722,6 +732,33 @@ model_maintain_one(SluicePipeline *pipe, int model_id, const char *model, Oid ta
 		appendStringInfo(&cols, "%s%s", cols.len > 0 ? ", " : "", quote_identifier(NameStr(att->attname)));
 	}
 	relation_close(vrel, AccessShareLock);
+
+	/*
+	 * Versions: a model kept with history (its pipelines keep history) has
+	 * _sluice_version, and the rows the batch replaces go to its history
+	 * table valid for [_sluice_version, this batch's version).
+	 */
+	if (get_attnum(tableid, "_sluice_version") != InvalidAttrNumber)
+	{
+		char	   *hist;
+
+		if (pipe->version == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("model \"%s\" keeps history and pipeline \"%s\" does not", model, pipe->name),
+					 errhint("Call sluice.keep_history('%s'), or drop the model and create it again.", pipe->name)));
+		hist = quote_qualified_identifier(psprintf("%s_history", get_namespace_name(get_rel_namespace(tableid))),
+										  get_rel_name(tableid));
+		del_prefix = "WITH d AS (";
+		del_suffix = psprintf(" RETURNING m.*) INSERT INTO %s SELECT d.*, " INT64_FORMAT " FROM d", hist, pipe->version);
+		ins_cols = psprintf("%s, _sluice_version", cols.data);
+		ins_vals = psprintf("%s, " INT64_FORMAT, cols.data, pipe->version);
+	}
+	else
+	{
+		ins_cols = cols.data;
+		ins_vals = cols.data;
+	}
 
 	/* readers keep the version before; two pipelines' batches take turns */
 	if (SPI_execute(psprintf("LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE", table), false, 0) != SPI_OK_UTILITY)
@@ -784,12 +821,13 @@ model_maintain_one(SluicePipeline *pipe, int model_id, const char *model, Oid ta
 							 i > 0 ? " AND " : "", col, 2 * i + 1, type, 2 * i + 2, col);
 		}
 		res->maintenance = "incremental";
-		if (SPI_execute_with_args(psprintf("DELETE FROM %s m WHERE %s", table, mpred.data),
-								  tr->ngroups * 2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		rc = SPI_execute_with_args(psprintf("%sDELETE FROM %s m WHERE %s%s", del_prefix, table, mpred.data, del_suffix),
+								   tr->ngroups * 2, types, args, NULL, false, 0);
+		if (rc != SPI_OK_DELETE && rc != SPI_OK_INSERT)
 			elog(ERROR, "could not delete the touched groups of model \"%s\"", model);
 		res->deleted = SPI_processed;
 		if (SPI_execute_with_args(psprintf("INSERT INTO %s (%s) SELECT %s FROM %s v WHERE %s",
-										   table, cols.data, cols.data, view, vpred.data),
+										   table, ins_cols, ins_vals, view, vpred.data),
 								  tr->ngroups * 2, types, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not recompute the touched groups of model \"%s\"", model);
 		res->inserted = SPI_processed;
@@ -797,10 +835,11 @@ model_maintain_one(SluicePipeline *pipe, int model_id, const char *model, Oid ta
 	else
 	{
 		res->maintenance = "full";
-		if (SPI_execute(psprintf("DELETE FROM %s", table), false, 0) != SPI_OK_DELETE)
+		rc = SPI_execute(psprintf("%sDELETE FROM %s m%s", del_prefix, table, del_suffix), false, 0);
+		if (rc != SPI_OK_DELETE && rc != SPI_OK_INSERT)
 			elog(ERROR, "could not empty model \"%s\"", model);
 		res->deleted = SPI_processed;
-		if (SPI_execute(psprintf("INSERT INTO %s (%s) SELECT %s FROM %s", table, cols.data, cols.data, view),
+		if (SPI_execute(psprintf("INSERT INTO %s (%s) SELECT %s FROM %s", table, ins_cols, ins_vals, view),
 						false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not rebuild model \"%s\"", model);
 		res->inserted = SPI_processed;

@@ -6,6 +6,7 @@
  * The catalog (_model, _model_input, _model_version, _model_expectation,
  * _run_model) and its row security, _model_bind and _model_analyze (C),
  * _model_columns, _model_inputs, _model_depths, _model_row, _model_table,
+ * _model_fill, _model_keep_history (versions), _model_drop_table,
  * _model_refill_downstream, create_model, alter_model,
  * drop_model, rebuild_model, expect_model, drop_model_expectation, the views
  * models, model_versions and model_runs, what an operator is granted for
@@ -33,7 +34,8 @@ CREATE TABLE sluice._model (
     depth            integer NOT NULL DEFAULT 0,
     contract_version integer NOT NULL DEFAULT 1,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    created_by       name NOT NULL DEFAULT CURRENT_USER
+    created_by       name NOT NULL DEFAULT CURRENT_USER,
+    history          boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE sluice._model IS
   'Private: models. query_view is the model''s query, bound as a view in the private schema <schema>_models (never run as text); depth orders maintenance (0: reads only pipeline tables).';
@@ -272,6 +274,121 @@ $$;
 COMMENT ON FUNCTION sluice._model_table(integer, regclass, name, name, name[], name[], text) IS
   'Private: creates a model''s (empty) table from its view, as the pipeline''s owner, with its unique_key or an index on its GROUP BY columns.';
 
+-- Fill a model's table from its view outside a batch (create, alter,
+-- rebuild).  With history, as part of the latest version of its pipelines:
+-- the rows replaced go to the history table superseded by it.
+CREATE FUNCTION sluice._model_fill(model_id integer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  v bigint;
+  h text;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_fill.model_id;
+  IF m.history THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = ANY (m.pipeline_ids) AND r.status = 'succeeded';
+    SELECT format('%I.%I', n.nspname || '_history', c.relname) INTO h
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1],
+              format('WITH d AS (DELETE FROM %s RETURNING *) INSERT INTO %s SELECT d.*, %s FROM d', m.model_table, h, v), NULL);
+    RETURN sluice._exec_as_owner(m.pipeline_ids[1],
+              format('WITH i AS (INSERT INTO %s SELECT v.*, %s FROM %s v RETURNING 1) SELECT count(*) FROM i', m.model_table, v, m.query_view),
+              NULL)::bigint;
+  END IF;
+  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DELETE FROM %s', m.model_table), NULL);
+  RETURN sluice._exec_as_owner(m.pipeline_ids[1],
+           format('WITH i AS (INSERT INTO %s SELECT * FROM %s RETURNING 1) SELECT count(*) FROM i', m.model_table, m.query_view),
+           NULL)::bigint;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_fill(integer) IS
+  'Private: rebuilds a model''s table from its view outside a batch (with history: as part of its pipelines'' latest version); returns its rows.';
+
+-- Versions of a model, as sluice.keep_history gives a pipeline's tables:
+-- _sluice_version, <schema>_history.<table>, <table>_at(version) and
+-- <table>_at_time(timestamptz).
+CREATE FUNCTION sluice._model_keep_history(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $mk$
+DECLARE
+  m sluice._model;
+  pid integer;
+  v0 bigint;
+  sch name;
+  tbl name;
+  hs name;
+  cols text;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_keep_history.model_id;
+  pid := m.pipeline_ids[1];
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = ANY (m.pipeline_ids) AND r.status = 'succeeded';
+  SELECT n.nspname, c.relname INTO sch, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+  hs := sch || '_history';
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %s ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s', m.model_table, v0), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %s ALTER COLUMN _sluice_version DROP DEFAULT', m.model_table), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON COLUMN %s._sluice_version IS %L', m.model_table,
+                 'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE TABLE %I.%I (LIKE %s INCLUDING COMMENTS)', hs, tbl, m.model_table), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, tbl), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, tbl), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON TABLE %I.%I IS %L', hs, tbl,
+                 format('pg_sluice: superseded versions of the rows of model %s, valid for versions [_sluice_version, _sluice_superseded).', m.name)), NULL);
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = m.model_table AND a.attnum > 0 AND NOT a.attisdropped;
+  PERFORM sluice._exec_as_owner(pid, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 sch, tbl, tbl || '_at',
+                 format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
+                         UNION ALL
+                         SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                            AND sluice._version_ok(%5$s, $1)',
+                        sch, tbl, cols, hs, pid)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, sch, tbl || '_at',
+                 format('pg_sluice: model %s as it was at a version (sluice.versions).', m.name)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 sch, tbl, tbl || '_at_time',
+                 format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))', sch, tbl || '_at', pid)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, sch, tbl || '_at_time',
+                 format('pg_sluice: model %s as it was at a moment (the last version committed then).', m.name)), NULL);
+  UPDATE sluice._model x SET history = true WHERE x.model_id = m.model_id;
+END
+$mk$;
+COMMENT ON FUNCTION sluice._model_keep_history(integer) IS
+  'Private: a model keeps its versions (its pipelines keep history): _sluice_version, its history table, <table>_at(version) and <table>_at_time(timestamptz).';
+
+-- Drop a model's table with its history and time-travel functions.
+CREATE FUNCTION sluice._model_drop_table(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  sch name;
+  tbl name;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_drop_table.model_id;
+  SELECT n.nspname, c.relname INTO sch, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+  IF sch IS NULL THEN
+    RETURN;
+  END IF;
+  IF m.history THEN
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP FUNCTION IF EXISTS %I.%I(timestamptz)', sch, tbl || '_at_time'), NULL);
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP FUNCTION IF EXISTS %I.%I(bigint)', sch, tbl || '_at'), NULL);
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP TABLE IF EXISTS %I.%I', sch || '_history', tbl), NULL);
+  END IF;
+  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP TABLE %I.%I', sch, tbl), NULL);
+END
+$$;
+COMMENT ON FUNCTION sluice._model_drop_table(integer) IS 'Private: drops a model''s table, its history table and its time-travel functions.';
+
 -- Rebuild the models that read a model, in dependency order, after it was
 -- rebuilt outside a batch (alter_model, rebuild_model).
 CREATE FUNCTION sluice._model_refill_downstream(model_id integer)
@@ -286,8 +403,7 @@ BEGIN
              SELECT i.model_id FROM sluice._model_input i WHERE i.input_model = _model_refill_downstream.model_id
              UNION SELECT i.model_id FROM sluice._model_input i JOIN down ON i.input_model = down.id)
            SELECT m.* FROM sluice._model m JOIN down ON down.id = m.model_id ORDER BY m.depth, m.model_id LOOP
-    PERFORM sluice._exec_as_owner(d.pipeline_ids[1], format('DELETE FROM %s', d.model_table), NULL);
-    PERFORM sluice._exec_as_owner(d.pipeline_ids[1], format('INSERT INTO %s SELECT * FROM %s', d.model_table, d.query_view), NULL);
+    PERFORM sluice._model_fill(d.model_id);
   END LOOP;
 END
 $$;
@@ -383,6 +499,10 @@ BEGIN
   INSERT INTO sluice._model_version (model_id, version, columns, query, maintenance)
   VALUES (mid, 1, sluice._model_columns(t), pg_get_viewdef(v), a.maintenance);
   PERFORM sluice._model_depths();
+  -- versions like its pipelines' tables, when they all keep history
+  IF NOT EXISTS (SELECT 1 FROM sluice._pipeline x WHERE x.pipeline_id = ANY (pids) AND NOT x.keep_history) THEN
+    PERFORM sluice._model_keep_history(mid);
+  END IF;
   RETURN a.maintenance;
 END
 $$;
@@ -456,7 +576,9 @@ BEGIN
         HINT = 'Drop those models first (sluice.drop_model) and create them again after, or keep the columns.';
     END IF;
     SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = m.model_table;
-    PERFORM sluice._exec_as_owner(pid, format('DROP TABLE %s', m.model_table), NULL);
+    -- (its history has the old columns: it goes with the old contract)
+    PERFORM sluice._model_drop_table(m.model_id);
+    UPDATE sluice._model x SET history = false WHERE x.model_id = m.model_id;
     t := sluice._model_table(pid, v, sch, tbl, m.unique_key, a.group_by, a.maintenance);
     FOR g IN SELECT x.privilege_type, x.grantee FROM aclexplode(acl) x WHERE x.grantee <> m.owner::oid LOOP
       PERFORM sluice._exec_as_owner(pid, format('GRANT %s ON %s TO %s', g.privilege_type, t,
@@ -476,13 +598,15 @@ BEGIN
     END LOOP;
   ELSE
     t := m.model_table;
-    PERFORM sluice._exec_as_owner(pid, format('DELETE FROM %s', t), NULL);
   END IF;
-  PERFORM sluice._exec_as_owner(pid, format('INSERT INTO %s SELECT * FROM %s', t, v), NULL);
   PERFORM sluice._exec_as_owner(pid, format('DROP VIEW %s', m.query_view), NULL);
   UPDATE sluice._model x SET model_table = t, query_view = v, maintenance = a.maintenance, reason = a.reason,
          group_by = a.group_by, contract_version = nv
    WHERE x.model_id = m.model_id;
+  PERFORM sluice._model_fill(m.model_id);
+  IF m.history AND t <> m.model_table THEN
+    PERFORM sluice._model_keep_history(m.model_id);
+  END IF;
   DELETE FROM sluice._model_input x WHERE x.model_id = m.model_id;
   INSERT INTO sluice._model_input SELECT m.model_id, x.relid, x.pipeline_id, x.input_model FROM unnest(inputs) x;
   INSERT INTO sluice._model_version (model_id, version, columns, query, maintenance)
@@ -510,7 +634,7 @@ BEGIN
                                         JOIN sluice._model mm ON mm.model_id = x.model_id WHERE x.input_model = m.model_id)),
       HINT = 'Drop them first.';
   END IF;
-  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP TABLE IF EXISTS %s', m.model_table), NULL);
+  PERFORM sluice._model_drop_table(m.model_id);
   PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP VIEW IF EXISTS %s', m.query_view), NULL);
   DELETE FROM sluice._model x WHERE x.model_id = m.model_id;
   RETURN true;
@@ -528,10 +652,7 @@ DECLARE
   n bigint;
 BEGIN
   m := sluice._model_row(name);
-  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DELETE FROM %s', m.model_table), NULL);
-  n := sluice._exec_as_owner(m.pipeline_ids[1],
-         format('WITH i AS (INSERT INTO %s SELECT * FROM %s RETURNING 1) SELECT count(*) FROM i', m.model_table, m.query_view),
-         NULL)::bigint;
+  n := sluice._model_fill(m.model_id);
   PERFORM sluice._model_refill_downstream(m.model_id);
   RETURN n;
 END
@@ -659,6 +780,7 @@ SELECT m.name,
        m.unique_key,
        m.depth,
        m.contract_version,
+       m.history,
        pg_catalog.pg_get_viewdef(m.query_view) AS query,
        ARRAY(SELECT e.name FROM sluice._model_expectation e
               WHERE e.model_id OPERATOR(pg_catalog.=) m.model_id ORDER BY e.expectation_id) AS expectations,
@@ -683,6 +805,7 @@ COMMENT ON COLUMN sluice.models.group_by IS 'Incremental: the result columns tha
 COMMENT ON COLUMN sluice.models.unique_key IS 'Columns of a unique index on the model''s table (dbt''s unique_key), or NULL.';
 COMMENT ON COLUMN sluice.models.depth IS 'Depth in the DAG of models: 0 reads only pipeline tables; batches maintain models by depth.';
 COMMENT ON COLUMN sluice.models.contract_version IS 'Version of its contract, one per query (sluice.alter_model).';
+COMMENT ON COLUMN sluice.models.history IS 'Its versions are kept (its pipelines keep history): <table>_at(version), <table>_at_time(timestamptz), tags and sluice.diff read it as of a version.';
 COMMENT ON COLUMN sluice.models.query IS 'Its query, as PostgreSQL stores it bound (the view''s definition).';
 COMMENT ON COLUMN sluice.models.expectations IS 'Names of its expectations (sluice.expect_model).';
 COMMENT ON COLUMN sluice.models.last_run_id IS 'Last run that maintained it.';
@@ -761,6 +884,7 @@ BEGIN
        sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
        sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
        sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
+       sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
        sluice._model_table(integer, regclass, name, name, name[], name[], text)',
     'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
     'SELECT, INSERT ON sluice._model_version',
@@ -779,6 +903,7 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
     sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
     sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
+    sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
     sluice._model_table(integer, regclass, name, name, name[], name[], text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;

@@ -213,6 +213,45 @@ is($mart->safe_psql('postgres', qq{SELECT string_agg(m->>'output' || '<' || (m->
 	'the lineage event names each model and what it reads, in dependency order');
 $mart->safe_psql('postgres', "SELECT sluice.drop_destination('ol')");
 
+# --- versions: a model over a pipeline that keeps history keeps its own ---
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.keep_history('desk')");
+my $imq = q{SELECT date_trunc('month', opened) AS month, "Campus", count(*) AS n FROM issues GROUP BY 1, 2};
+is($mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.create_model('issues_monthly', \$q\$$imq\$q\$, ARRAY['desk'], schema => 'desk')"),
+	'incremental', 'a model over a pipeline that keeps history');
+is($mart->safe_psql('postgres', "SELECT history FROM sluice.models WHERE name = 'issues_monthly'"), 't', 'keeps its versions');
+$mart->safe_psql('postgres', q{CREATE TABLE public.snap_im (version bigint, month timestamptz, "Campus" text, n bigint)});
+my @iv;
+for my $round (1 .. 6)
+{
+	my $c = $round % 4;
+	my $lo = 700000 + $round * 100;
+	$live->safe_psql('postgres', qq{
+INSERT INTO app.issues SELECT g, 'campus $c', date '2025-01-01' + (g % 200) FROM generate_series($lo, $lo + 20) g;
+UPDATE app.issues SET "Campus" = 'campus ' || ($round + 1) % 4 WHERE id % 9 = $round;
+UPDATE app.issues SET opened = opened + 45 WHERE id % 11 = $round;
+DELETE FROM app.issues WHERE id % 17 = $round;
+});
+	my $v = $mart->safe_psql('postgres', "SELECT run_id FROM sluice.refresh('desk')");
+	push @iv, $v;
+	$mart->safe_psql('postgres', qq{INSERT INTO public.snap_im SELECT $v, month, "Campus", n FROM desk.issues_monthly});
+}
+my $versions_ok = "SELECT string_agg(v || ':' || ((SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM (SELECT month, \"Campus\", n FROM desk.issues_monthly_at(v)) r)
+                                     = (SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM (SELECT month, \"Campus\", n FROM public.snap_im s WHERE s.version = v) r))::text, ',' ORDER BY v)
+                     FROM unnest(ARRAY[" . join(',', @iv) . "]::bigint[]) v";
+my $all_true = join(',', map { "$_:true" } @iv);
+is($mart->safe_psql('postgres', $versions_ok), $all_true, 'issues_monthly_at(version) is the model as each version left it');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM desk_history.issues_monthly") > 0 ? 'yes' : 'no', 'yes', 'replaced groups are kept in the history table');
+my $im_now = "SELECT count(*) || ':' || md5(string_agg(r::text, '|' ORDER BY r::text)) FROM (%s) r";
+is($mart->safe_psql('postgres', sprintf($im_now, 'SELECT month, "Campus", n FROM desk.issues_monthly')),
+	$mart->safe_psql('postgres', "SET search_path = desk, pg_catalog; " . sprintf($im_now, $imq)), 'the model with history equals its query');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.tag('desk', 'first', $iv[0])");
+is($mart->safe_psql('postgres', sprintf($im_now, 'SELECT month, "Campus", n FROM desk_first.issues_monthly')),
+	$mart->safe_psql('postgres', sprintf($im_now, "SELECT month, \"Campus\", n FROM public.snap_im WHERE version = $iv[0]")), 'a tag pins the model too');
+ok($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.diff('desk.issues_monthly', $iv[0], $iv[-1]) WHERE key ? 'month' AND key ? 'Campus'") > 0,
+	'sluice.diff of a model, keyed by its GROUP BY columns');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.rebuild_model('issues_monthly')");
+is($mart->safe_psql('postgres', $versions_ok), $all_true, 'a rebuild by hand leaves the versions as they were');
+
 # --- hostile roles ---
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE bi; SELECT sluice.create_model('evil', 'SELECT 1 AS x FROM sales', ARRAY['shop'])");
 like($err, qr/permission denied for function create_model/, 'a reader cannot create a model');
@@ -266,7 +305,9 @@ is($mart->safe_psql('postgres', "SELECT sluice.stop('shop')"), 't', 'shop stops'
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('monthly')");
 like($err, qr/other models read model "monthly"/, 'a model read by another cannot be dropped');
 $mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('yearly'); SELECT sluice.drop_model('monthly'); SELECT sluice.drop_model('who')");
-is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_class WHERE relname IN ('monthly', 'yearly', 'monthly_v2', 'yearly_v1')"), '0', 'dropped with their tables and queries');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.untag('desk', 'first'); SELECT sluice.drop_model('issues_monthly')");
+is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_class WHERE relname IN ('monthly', 'yearly', 'monthly_v2', 'yearly_v1', 'issues_monthly', 'issues_monthly_v1')"), '0', 'dropped with their tables, history tables and queries');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_proc WHERE proname LIKE 'issues_monthly_at%'"), '0', 'and their time-travel functions');
 $live->safe_psql('postgres', "DELETE FROM app.sales WHERE id < 50");
 is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('shop')"), 'succeeded', 'the pipeline refreshes without them');
 model_is('by_campus', 'the remaining model');
