@@ -244,15 +244,14 @@ show mart -c "SELECT change, count(*) AS students FROM sluice.diff('school_mart.
 section "5d. the monthly model as of two versions"
 echo "The refresh maintained the model in its own transaction (sluice.model_runs):"
 show mart -c "SELECT run_id, model, maintenance, groups, rows_deleted, rows_inserted, duration FROM sluice.model_runs"
-echo "Monthly attendance as of version $v1 (the model's query over attendance_at($v1)) and as of version $v2 (the model):"
+echo "Monthly attendance as of version $v1 (attendance_monthly_at($v1), also tag school_before_changes) and $v2 (attendance_monthly_at($v2)):"
 show mart -c "
 SELECT coalesce(a.month, b.month) AS month, a.records AS \"records v$v1\", b.records AS \"records v$v2\",
        a.absences AS \"absences v$v1\", b.absences AS \"absences v$v2\"
-  FROM (SELECT date_trunc('month', class_date)::date AS month, count(*) AS records,
-               count(*) FILTER (WHERE status = 'absent') AS absences
-          FROM school_mart.attendance_at($v1) GROUP BY 1) a
+  FROM (SELECT month, sum(records) AS records, sum(absences) AS absences
+          FROM school_mart.attendance_monthly_at($v1) GROUP BY 1) a
   FULL JOIN (SELECT month, sum(records) AS records, sum(absences) AS absences
-               FROM school_mart.attendance_monthly GROUP BY 1) b USING (month)
+               FROM school_mart.attendance_monthly_at($v2) GROUP BY 1) b USING (month)
  ORDER BY 1"
 
 section "6. what the datamart knows: sluice.runs and sluice.pipelines"
