@@ -676,7 +676,7 @@ COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
 
 COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
 
-COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh), stream (a continuous worker''s batch) or repair (sluice.repair).';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh), stream (a continuous worker''s batch), repair (sluice.repair) or release (sluice.release_quarantined).';
 
 COMMENT ON COLUMN sluice.runs.status IS 'succeeded or failed (a failed batch rolled back and is retried; a failed sluice.refresh() rolls back entirely and leaves no row).';
 
@@ -966,7 +966,7 @@ SELECT r.run_id AS version,
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id)
  WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
-   AND (r.kind OPERATOR(pg_catalog.=) ANY (ARRAY['initial_copy', 'repair']) OR r.transactions OPERATOR(pg_catalog.>) 0);
+   AND (r.kind OPERATOR(pg_catalog.=) ANY (ARRAY['initial_copy', 'repair', 'release']) OR r.transactions OPERATOR(pg_catalog.>) 0);
 
 COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes, repair), with its metadata.';
 
@@ -974,7 +974,7 @@ COMMENT ON COLUMN sluice.versions.version IS 'Version number (the run id): <tabl
 
 COMMENT ON COLUMN sluice.versions.pipeline IS 'Pipeline name.';
 
-COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh, stream or repair.';
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh, stream, repair or release (of a quarantined row).';
 
 COMMENT ON COLUMN sluice.versions.start_lsn IS 'Source LSN the version starts after.';
 
@@ -1421,6 +1421,26 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+-- expect_column_values_to_be_between: bounds of any type (0.1 took text only, so 10 did not resolve)
+DROP FUNCTION sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text);
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name,
+    min_value anycompatible, max_value anycompatible,
+    strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
+RETURNS text LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- a quoted body: a polymorphic SQL function cannot have a standard one
+AS $$SELECT sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value::pg_catalog.text, 'max_value', max_value::pg_catalog.text,
+                                  'strict_min', strict_min, 'strict_max', strict_max), severity)$$;
+
+CREATE FUNCTION sluice._release_version(pipeline_id integer, target_schema name, target_table name, replaced boolean)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sluice_release_version'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._release_version(integer, name, name, boolean) IS
+  'Private: records the version (a run of kind release) that releasing a quarantined row makes, and returns its number.';
+
 CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
                                            force boolean DEFAULT false)
 RETURNS boolean
@@ -1433,7 +1453,13 @@ DECLARE
   cols text;
   target text;
   newrow jsonb;
+  stamped jsonb;
   keycol text;
+  keymatch text;
+  versioned boolean;
+  hist regclass;
+  replaced boolean := false;
+  rel_version bigint;
 BEGIN
   SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   IF NOT FOUND THEN
@@ -1478,13 +1504,34 @@ BEGIN
   END LOOP;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the release is a version of its own: the row carries it, not the version
+  -- of the batch that held it back, and the row it replaces goes to history
+  versioned := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target::regclass
+                          AND a.attname = '_sluice_version' AND NOT a.attisdropped);
+  IF versioned THEN
+    hist := to_regclass(format('%I.%I', q.target_schema || '_history', q.target_table));
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    keymatch := (SELECT string_agg(format('t.%1$I = r.%1$I', k), ' AND ') FROM unnest(keys) k);
+    replaced := sluice._exec_as_owner(q.pipeline_id,
+                  format('SELECT EXISTS (SELECT FROM %1$s t, jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s)', target, keymatch),
+                  newrow)::boolean;
+  END IF;
+  rel_version := sluice._release_version(q.pipeline_id, q.target_schema, q.target_table, replaced);
+  stamped := CASE WHEN versioned THEN newrow || jsonb_build_object('_sluice_version', rel_version) ELSE newrow END;
+  IF replaced AND hist IS NOT NULL THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id,
+              format('WITH d AS (DELETE FROM %1$s t USING jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s RETURNING t.*) '
+                     'INSERT INTO %3$s (%4$s, _sluice_superseded) SELECT %4$s, %5$s FROM d', target, keymatch, hist, cols, rel_version),
+              stamped);
+  END IF;
   IF cardinality(keys) > 0 THEN
     PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
                    target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
                    (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
-                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), newrow);
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), stamped);
   ELSE
-    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), newrow);
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
   END IF;
   UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
@@ -1884,7 +1931,7 @@ BEGIN
        sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
        sluice.expect_column_values_to_be_unique(regclass, name[], text),
        sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
        sluice.expect_column_values_to_match_regex(regclass, name, text, text),
        sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
        sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
@@ -1892,7 +1939,7 @@ BEGIN
        sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
        sluice.expect_row_to_satisfy(regclass, text, text),
        sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
        sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
@@ -2017,7 +2064,7 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
     sluice.expect_column_values_to_be_unique(regclass, name[], text),
     sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-    sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+    sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
     sluice.expect_column_values_to_match_regex(regclass, name, text, text),
     sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
     sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
@@ -2025,7 +2072,7 @@ REVOKE ALL ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, tex
     sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
     sluice.expect_row_to_satisfy(regclass, text, text),
     sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-    sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+    sluice._release_version(integer, name, name, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
     sluice._exec_as_owner(integer, text, jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sluice TO PUBLIC;
 GRANT SELECT ON sluice.pipelines, sluice.pipeline_tables, sluice.runs, sluice.status,
@@ -2746,7 +2793,7 @@ SELECT pg_catalog.pg_extension_config_dump('sluice._published_contract', '');
 -- a repair is a run, and a version (new in 0.2)
 ALTER TABLE sluice._run DROP CONSTRAINT _run_kind_check;
 ALTER TABLE sluice._run ADD CONSTRAINT _run_kind_check
-  CHECK (kind IN ('initial_copy', 'refresh', 'stream', 'repair'));
+  CHECK (kind IN ('initial_copy', 'refresh', 'stream', 'repair', 'release'));
 
 -- verify and repair (new in 0.2)
 -------------------------------------------------------------------------------

@@ -359,6 +359,31 @@ catalog_insert_run(int64 run_id, int pipeline_id, const char *kind, TimestampTz 
 }
 
 /*
+ * Record the rows a run that is not a batch (a repair, a release) wrote to
+ * one datamart table; a batch records its tables with their divergence
+ * (expect.c).
+ */
+void
+catalog_insert_run_table(int64 run_id, const char *target_schema, const char *target_table,
+						 int64 ins, int64 upd, int64 del)
+{
+	Oid			types[6] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID, INT8OID};
+	Datum		args[6];
+
+	args[0] = Int64GetDatum(run_id);
+	args[1] = catalog_name_datum(target_schema);
+	args[2] = catalog_name_datum(target_table);
+	args[3] = Int64GetDatum(ins);
+	args[4] = Int64GetDatum(upd);
+	args[5] = Int64GetDatum(del);
+	if (sluice_catalog_exec("INSERT INTO sluice._run_table (run_id, target_schema, target_table, "
+							"  rows_inserted, rows_updated, rows_deleted, truncated) "
+							"VALUES ($1, $2, $3, $4, $5, $6, 0)",
+							6, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the rows of run " INT64_FORMAT, run_id);
+}
+
+/*
  * Record where the source stood when a run started: its flushed WAL and the
  * oldest WAL the slot kept (for lag and retained-WAL figures).
  */

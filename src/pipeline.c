@@ -485,17 +485,17 @@ record_pipeline(const char *name, const char *source, const char *publication,
 			Datum	   *ig = palloc(sizeof(Datum) * list_length(t->ignored));
 			ListCell   *ic;
 			int			m = 0;
-			Oid			itypes[2] = {INT4OID, TEXTARRAYOID};
-			Datum		iargs[2];
+			Oid			itypes[3] = {INT4OID, TEXTARRAYOID, TEXTOID};
+			Datum		iargs[3];
 
 			foreach(ic, t->ignored)
 				ig[m++] = CStringGetTextDatum(strVal(lfirst(ic)));
 			iargs[0] = targs[0];
 			iargs[1] = PointerGetDatum(construct_array(ig, m, TEXTOID, -1, false, TYPALIGN_INT));
-			sluice_spi_exec(psprintf("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
-									 " WHERE pipeline_id = $1 AND target_table = %s",
-									 quote_literal_cstr(t->target)),
-							2, itypes, iargs, SPI_OK_UPDATE);
+			iargs[2] = CStringGetTextDatum(t->target);
+			sluice_spi_exec("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
+							" WHERE pipeline_id = $1 AND target_table = $3",
+							3, itypes, iargs, SPI_OK_UPDATE);
 		}
 	}
 }

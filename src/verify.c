@@ -444,21 +444,10 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 			foreach(lc, results)
 			{
 				VerifyTable *vt = lfirst(lc);
-				Oid			types[5] = {INT8OID, NAMEOID, NAMEOID, INT8OID, INT8OID};
-				Datum		args[5];
 
-				if (vt->rows_deleted + vt->rows_inserted == 0)
-					continue;
-				args[0] = Int64GetDatum(run_id);
-				args[1] = catalog_name_datum(vt->t->target_schema);
-				args[2] = catalog_name_datum(vt->t->target_table);
-				args[3] = Int64GetDatum(vt->rows_inserted);
-				args[4] = Int64GetDatum(vt->rows_deleted);
-				if (sluice_catalog_exec("INSERT INTO sluice._run_table (run_id, target_schema, target_table, "
-										"  rows_inserted, rows_updated, rows_deleted, truncated) "
-										"VALUES ($1, $2, $3, $4, 0, $5, 0)",
-										5, types, args, NULL, false, 0) != SPI_OK_INSERT)
-					elog(ERROR, "could not record the repair's rows");
+				if (vt->rows_deleted + vt->rows_inserted > 0)
+					catalog_insert_run_table(run_id, vt->t->target_schema, vt->t->target_table,
+											 vt->rows_inserted, 0, vt->rows_deleted);
 			}
 			outbox_emit_run(run_id, 0);
 		}

@@ -16,6 +16,14 @@
  *	  column (version_open).  version_history_relid tells contract.c whether
  *	  DDL must follow on a history table.
  *
+ *	  A release of a quarantined row (sluice.release_quarantined) is a
+ *	  version too: _release_version records it as a run of kind release, so
+ *	  the released row carries a version later than the batch that held it
+ *	  back (<table>_at of that batch does not show it) and the row it
+ *	  replaces goes to history like any other.  The SQL function writes the
+ *	  rows; this records the run as the catalog's owner, which an operator
+ *	  may not do itself.
+ *
  *	  What it never does.  Read history (the views and the <table>_at
  *	  functions of the extension script do) or prune it (retention is SQL
  *	  too).  The version number itself is the run id refresh.c reserves for
@@ -258,4 +266,59 @@ version_truncated(ApplyState *st, ApplyRel *ar)
 							 quote_identifier(ar->table->target_table)),
 					false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not keep the truncated rows' history");
+}
+
+PG_FUNCTION_INFO_V1(sluice_release_version);
+
+/*
+ * sluice._release_version(pipeline_id, target_schema, target_table,
+ * replaced): record the version a release of a quarantined row makes (a run
+ * of kind release, one row inserted or, where it replaces one, updated, at
+ * the pipeline's last position) with its events, and return its number for
+ * the released row's _sluice_version.  The caller must operate the pipeline.
+ */
+Datum
+sluice_release_version(PG_FUNCTION_ARGS)
+{
+	int			pipeline_id = PG_GETARG_INT32(0);
+	char	   *schema = NameStr(*PG_GETARG_NAME(1));
+	char	   *table = NameStr(*PG_GETARG_NAME(2));
+	bool		replaced = PG_GETARG_BOOL(3);
+	SluicePipeline *pipe;
+	XLogRecPtr	at = InvalidXLogRecPtr;
+	int64		run_id;
+	bool		isnull;
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+
+	SPI_connect();
+	pipe = catalog_pipeline_by_id(pipeline_id, false);
+	if (pipe == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline %d does not exist", pipeline_id),
+				 errhint("sluice.pipelines lists the existing pipelines.")));
+	sluice_check_operator(pipe, "change");
+
+	if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+							0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not reserve a version");
+	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	/* the source position does not move: the last one the pipeline reached */
+	args[0] = Int32GetDatum(pipeline_id);
+	if (sluice_catalog_exec("SELECT end_lsn FROM sluice._run WHERE pipeline_id OPERATOR(pg_catalog.=) $1 "
+							"   AND status OPERATOR(pg_catalog.=) 'succeeded' AND end_lsn IS NOT NULL "
+							" ORDER BY run_id DESC LIMIT 1",
+							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the pipeline's position");
+	if (SPI_processed == 1)
+		at = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	(void) catalog_insert_run(run_id, pipeline_id, "release", GetCurrentTimestamp(), at, at,
+							  0, replaced ? 0 : 1, replaced ? 1 : 0, 0, 0, 0);
+	catalog_insert_run_table(run_id, schema, table, replaced ? 0 : 1, replaced ? 1 : 0, 0);
+	outbox_emit_run(run_id, 0);
+	SPI_finish();
+	PG_RETURN_INT64(run_id);
 }

@@ -188,7 +188,7 @@ COMMENT ON COLUMN sluice._quarantine.superseded_lsn IS 'Commit LSN of that sourc
 CREATE TABLE sluice._run (
     run_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pipeline_id       integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
-    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh', 'stream', 'repair')),
+    kind              text NOT NULL CHECK (kind IN ('initial_copy', 'refresh', 'stream', 'repair', 'release')),
     status            text NOT NULL CHECK (status IN ('succeeded', 'failed', 'paused')),
     started_at        timestamptz NOT NULL,
     finished_at       timestamptz NOT NULL,

@@ -105,7 +105,7 @@ SELECT r.run_id,
 COMMENT ON VIEW sluice.runs IS 'Initial copies, refreshes and streamed batches (with failed streamed batches), newest last.';
 COMMENT ON COLUMN sluice.runs.run_id IS 'Run identifier, increasing.';
 COMMENT ON COLUMN sluice.runs.pipeline IS 'Pipeline name.';
-COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh), stream (a continuous worker''s batch) or repair (sluice.repair).';
+COMMENT ON COLUMN sluice.runs.kind IS 'initial_copy, refresh (sluice.refresh), stream (a continuous worker''s batch), repair (sluice.repair) or release (sluice.release_quarantined).';
 COMMENT ON COLUMN sluice.runs.status IS 'succeeded or failed (a failed batch rolled back and is retried; a failed sluice.refresh() rolls back entirely and leaves no row).';
 COMMENT ON COLUMN sluice.runs.started_at IS 'When the run started.';
 COMMENT ON COLUMN sluice.runs.finished_at IS 'When the run finished applying (it committed with its transaction).';
@@ -307,11 +307,11 @@ SELECT r.run_id AS version,
   FROM sluice._run r
   JOIN sluice._pipeline p USING (pipeline_id)
  WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
-   AND (r.kind OPERATOR(pg_catalog.=) ANY (ARRAY['initial_copy', 'repair']) OR r.transactions OPERATOR(pg_catalog.>) 0);
+   AND (r.kind OPERATOR(pg_catalog.=) ANY (ARRAY['initial_copy', 'repair', 'release']) OR r.transactions OPERATOR(pg_catalog.>) 0);
 COMMENT ON VIEW sluice.versions IS 'Every committed version (initial copy, refresh or streamed batch that applied changes, repair), with its metadata.';
 COMMENT ON COLUMN sluice.versions.version IS 'Version number (the run id): <table>_at(version) reads a table as of it.';
 COMMENT ON COLUMN sluice.versions.pipeline IS 'Pipeline name.';
-COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh, stream or repair.';
+COMMENT ON COLUMN sluice.versions.kind IS 'initial_copy, refresh, stream, repair or release (of a quarantined row).';
 COMMENT ON COLUMN sluice.versions.start_lsn IS 'Source LSN the version starts after.';
 COMMENT ON COLUMN sluice.versions.end_lsn IS 'Source LSN the version is consistent with.';
 COMMENT ON COLUMN sluice.versions.last_source_commit IS 'Commit time on the source of the last transaction in the version.';

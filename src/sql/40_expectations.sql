@@ -343,11 +343,17 @@ CREATE FUNCTION sluice.expect_column_values_to_be_in_set(target regclass, column
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_be_in_set', ARRAY[column_name],
                               pg_catalog.jsonb_build_object('value_set', pg_catalog.to_jsonb(value_set)), severity);
-CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name, min_value text, max_value text,
+-- min_value and max_value take any type (10, 2.5, '2020-01-01', now() - '1 day'::interval):
+-- they are stored as text and cast to the column's type when the expectation is bound.
+CREATE FUNCTION sluice.expect_column_values_to_be_between(target regclass, column_name name,
+    min_value anycompatible, max_value anycompatible,
     strict_min boolean DEFAULT false, strict_max boolean DEFAULT false, severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
-RETURN sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
-    pg_catalog.jsonb_build_object('min_value', min_value, 'max_value', max_value, 'strict_min', strict_min, 'strict_max', strict_max), severity);
+SET search_path = pg_catalog, pg_temp
+-- a quoted body: a polymorphic SQL function cannot have a standard one
+AS $$SELECT sluice.add_expectation(target, 'expect_column_values_to_be_between', ARRAY[column_name],
+    pg_catalog.jsonb_build_object('min_value', min_value::pg_catalog.text, 'max_value', max_value::pg_catalog.text,
+                                  'strict_min', strict_min, 'strict_max', strict_max), severity)$$;
 CREATE FUNCTION sluice.expect_column_values_to_match_regex(target regclass, column_name name, regex text, severity text DEFAULT 'error')
 RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_column_values_to_match_regex', ARRAY[column_name],
@@ -373,6 +379,14 @@ RETURNS text LANGUAGE sql VOLATILE
 RETURN sluice.add_expectation(target, 'expect_row_to_satisfy', '{}',
                               pg_catalog.jsonb_build_object('predicate', predicate), severity);
 
+CREATE FUNCTION sluice._release_version(pipeline_id integer, target_schema name, target_table name, replaced boolean)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sluice_release_version'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._release_version(integer, name, name, boolean) IS
+  'Private: records the version (a run of kind release) that releasing a quarantined row makes, and returns its number.';
+
 CREATE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
                                            force boolean DEFAULT false)
 RETURNS boolean
@@ -385,7 +399,13 @@ DECLARE
   cols text;
   target text;
   newrow jsonb;
+  stamped jsonb;
   keycol text;
+  keymatch text;
+  versioned boolean;
+  hist regclass;
+  replaced boolean := false;
+  rel_version bigint;
 BEGIN
   SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   IF NOT FOUND THEN
@@ -430,13 +450,34 @@ BEGIN
   END LOOP;
   SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the release is a version of its own: the row carries it, not the version
+  -- of the batch that held it back, and the row it replaces goes to history
+  versioned := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target::regclass
+                          AND a.attname = '_sluice_version' AND NOT a.attisdropped);
+  IF versioned THEN
+    hist := to_regclass(format('%I.%I', q.target_schema || '_history', q.target_table));
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    keymatch := (SELECT string_agg(format('t.%1$I = r.%1$I', k), ' AND ') FROM unnest(keys) k);
+    replaced := sluice._exec_as_owner(q.pipeline_id,
+                  format('SELECT EXISTS (SELECT FROM %1$s t, jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s)', target, keymatch),
+                  newrow)::boolean;
+  END IF;
+  rel_version := sluice._release_version(q.pipeline_id, q.target_schema, q.target_table, replaced);
+  stamped := CASE WHEN versioned THEN newrow || jsonb_build_object('_sluice_version', rel_version) ELSE newrow END;
+  IF replaced AND hist IS NOT NULL THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id,
+              format('WITH d AS (DELETE FROM %1$s t USING jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s RETURNING t.*) '
+                     'INSERT INTO %3$s (%4$s, _sluice_superseded) SELECT %4$s, %5$s FROM d', target, keymatch, hist, cols, rel_version),
+              stamped);
+  END IF;
   IF cardinality(keys) > 0 THEN
     PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
                    target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
                    (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
-                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), newrow);
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), stamped);
   ELSE
-    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), newrow);
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
   END IF;
   UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;

@@ -41,11 +41,19 @@ SELECT sluice.expect_row_to_satisfy('q.orders', 'qty * amount < 100000', severit
 });
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.expectations WHERE pipeline = 'q'"), '10', 'ten expectations declared');
 
+# numeric bounds resolve (0.1 took text only) and bind as the column's type
+is($mart->safe_psql('postgres', qq{BEGIN;
+SELECT sluice.expect_column_values_to_be_between('q.orders', 'qty', 0, 1000, severity => 'warn', strict_max => true);
+SELECT args->>'min_value', args->>'max_value' FROM sluice.expectations WHERE pipeline = 'q' AND kind = 'expect_column_values_to_be_between' AND column_names = '{qty}';
+ROLLBACK}), "expect_column_values_to_be_between_qty_orders\n0|1000", 'expect_column_values_to_be_between takes numeric bounds');
+
 # --- bad input: a clear error, nothing changed ---
 my @bad = (
 	["SELECT sluice.add_expectation('q.orders', 'expect_magic')", qr/unknown expectation "expect_magic"/],
 	["SELECT sluice.expect_column_values_to_not_be_null('q.orders', 'nope')", qr/column "nope" is not in the contract of q.orders/],
 	["SELECT sluice.expect_column_values_to_be_between('q.orders', 'amount', '10', '1')", qr/min_value 10 is greater than max_value 1/],
+	# bounds of any type, compared as the column's type (before 0.2: function does not exist)
+	["SELECT sluice.expect_column_values_to_be_between('q.orders', 'amount', 10, 2.5)", qr/min_value 10 is greater than max_value 2.5/],
 	["SELECT sluice.expect_column_values_to_match_regex('q.orders', 'email', '([a-z')", qr/invalid regular expression/],
 	["SELECT sluice.expect_row_to_satisfy('q.orders', 'qty + 1')", qr/argument of expectation predicate must be type boolean/],
 	["SELECT sluice.expect_row_to_satisfy('q.orders', 'random() > 0.5')", qr/expectation predicate calls a volatile function/],
