@@ -2977,7 +2977,8 @@ $$;
 -- _expectation_sql, shared with expect_model; _operator_grants calls
 -- _model_operator_grants; _emit_run adds the run's models to its events
 -- (OpenLineage: their inputs and outputs); tag pins models with history
--- too, and _history_of (sluice.diff) knows models.
+-- too, and _history_of (sluice.diff) knows models; release_quarantined
+-- rebuilds the models of the table it writes.
 -- The text of an expectation (Great Expectations names): a row predicate or
 -- a set check over target, bound afterwards by the caller (_compile_predicate,
 -- _compile_check), never run as text.  add_expectation and expect_model share it.
@@ -3455,6 +3456,108 @@ $$;
 COMMENT ON FUNCTION sluice._history_of(regclass) IS
   'Private: the pipeline, key and time-travel function of a datamart table or model (for sluice.diff, run by readers).';
 
+CREATE OR REPLACE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
+                                           force boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  q record;
+  keys text[];
+  cols text;
+  target text;
+  newrow jsonb;
+  stamped jsonb;
+  keycol text;
+  keymatch text;
+  versioned boolean;
+  hist regclass;
+  replaced boolean := false;
+  rel_version bigint;
+BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  -- a refresh or worker batch of the pipeline holds this row while it applies (and may supersede the entry)
+  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = q.pipeline_id FOR UPDATE;
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
+  IF q.status = 'superseded' AND NOT coalesce(force, false) THEN
+    RAISE EXCEPTION 'quarantined row % is superseded by a later change of its key', quarantine_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = format('Source transaction %s %s the row with key %s after it was quarantined%s; the datamart already holds the key''s later state, which releasing this row would overwrite.',
+                      q.superseded_xid,
+                      CASE q.superseded_how WHEN 'applied' THEN 'changed' WHEN 'quarantined' THEN 'changed' ELSE q.superseded_how END,
+                      q.row_key,
+                      CASE WHEN q.superseded_by IS NOT NULL THEN format(' (held again as quarantined row %s)', q.superseded_by) ELSE '' END),
+      HINT = CASE WHEN q.superseded_by IS NOT NULL
+                  THEN format('Release the latest entry, sluice.release_quarantined(%s), or pass force => true to write this stale row anyway.', q.superseded_by)
+                  ELSE 'Pass force => true to write this stale row anyway.' END;
+  END IF;
+  IF q.status NOT IN ('held', 'superseded') THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  target := format('%I.%I', q.target_schema, q.target_table);
+  SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
+   WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'quarantined row % is for table %, which pipeline % does not feed', quarantine_id, target, q.pipeline_id
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Discard it with sluice.discard_quarantined().';
+  END IF;
+  -- a correction may give only the columns it changes: the rest come from the stored row
+  newrow := q.row_data || coalesce(corrected, '{}');
+  FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
+    IF newrow -> keycol IS DISTINCT FROM q.row_data -> keycol THEN
+      RAISE EXCEPTION 'the correction changes key column "%" of quarantined row %', keycol, quarantine_id
+        USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = format('The row was quarantined with key %s; the source has no row with the corrected key.', q.row_key),
+        HINT = 'Correct other columns only; fix the key on the source, and the next refresh applies it.';
+    END IF;
+  END LOOP;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the release is a version of its own: the row carries it, not the version
+  -- of the batch that held it back, and the row it replaces goes to history
+  versioned := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target::regclass
+                          AND a.attname = '_sluice_version' AND NOT a.attisdropped);
+  IF versioned THEN
+    hist := to_regclass(format('%I.%I', q.target_schema || '_history', q.target_table));
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    keymatch := (SELECT string_agg(format('t.%1$I = r.%1$I', k), ' AND ') FROM unnest(keys) k);
+    replaced := sluice._exec_as_owner(q.pipeline_id,
+                  format('SELECT EXISTS (SELECT FROM %1$s t, jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s)', target, keymatch),
+                  newrow)::boolean;
+  END IF;
+  rel_version := sluice._release_version(q.pipeline_id, q.target_schema, q.target_table, replaced);
+  stamped := CASE WHEN versioned THEN newrow || jsonb_build_object('_sluice_version', rel_version) ELSE newrow END;
+  IF replaced AND hist IS NOT NULL THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id,
+              format('WITH d AS (DELETE FROM %1$s t USING jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s RETURNING t.*) '
+                     'INSERT INTO %3$s (%4$s, _sluice_superseded) SELECT %4$s, %5$s FROM d', target, keymatch, hist, cols, rel_version),
+              stamped);
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
+                   (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), stamped);
+  ELSE
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
+  END IF;
+  -- written outside a batch: the models that read the table are rebuilt
+  PERFORM sluice._models_after_write(target::regclass);
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
+   WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb, boolean) IS
+  'Writes a held row into its datamart table (as stored, or merged with a correction that gives the columns it changes), replacing the row with the same key; marks it released. A row superseded by a later change of its key is refused unless force.';
+
 -------------------------------------------------------------------------------
 -- Catalog
 -------------------------------------------------------------------------------
@@ -3850,6 +3953,32 @@ $$;
 COMMENT ON FUNCTION sluice._model_refill_downstream(integer) IS
   'Private: rebuilds every model that reads this one, directly or not, in dependency order.';
 
+-- Rows written to a table outside a batch (release_quarantined, repair):
+-- the models that read it are rebuilt, and those that read them.
+CREATE FUNCTION sluice._models_after_write(target regclass)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d record;
+  n integer := 0;
+BEGIN
+  IF to_regclass('sluice._model') IS NULL THEN
+    RETURN 0;
+  END IF;
+  FOR d IN SELECT m.model_id FROM sluice._model m JOIN sluice._model_input i USING (model_id)
+            WHERE i.relid = target ORDER BY m.depth, m.model_id LOOP
+    PERFORM sluice._model_fill(d.model_id);
+    PERFORM sluice._model_refill_downstream(d.model_id);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sluice._models_after_write(regclass) IS
+  'Private: rebuilds the models that read a table written outside a batch (release_quarantined, repair), and the models that read those; returns how many read it.';
+
 CREATE FUNCTION sluice.create_model(name text, query text, pipelines text[], unique_key name[] DEFAULT NULL,
                                     schema name DEFAULT NULL, table_name name DEFAULT NULL)
 RETURNS text
@@ -4098,7 +4227,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sluice.rebuild_model(text) IS
-  'Rebuilds a model (and the models that read it) from its query now (rows written outside a batch, by sluice.release_quarantined or by hand, reach incremental models this way); returns its rows.';
+  'Rebuilds a model (and the models that read it) from its query now (rows written by hand reach it this way; release_quarantined and repair rebuild the models they concern); returns its rows.';
 
 CREATE FUNCTION sluice.expect_model(model text, kind text, column_names name[] DEFAULT '{}', args jsonb DEFAULT '{}',
                                     severity text DEFAULT 'error', name text DEFAULT NULL)
@@ -4325,7 +4454,7 @@ BEGIN
        sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
        sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
        sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
-       sluice._model_table(integer, regclass, name, name, name[], name[], text)',
+       sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text)',
     'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
     'SELECT, INSERT ON sluice._model_version',
     'SELECT ON sluice._run_model, sluice.model_runs'] LOOP
@@ -4344,6 +4473,6 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
     sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
     sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
-    sluice._model_table(integer, regclass, name, name, name[], name[], text),
+    sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;

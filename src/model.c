@@ -57,8 +57,9 @@
  *	  No SQL text from the catalog is ever executed.
  *
  *	  What it never does.  Parse a model's query again after declaration,
- *	  write a model outside a batch (sluice.rebuild_model does, in SQL), or
- *	  decide which rows of a pipeline table a batch writes.
+ *	  write a model outside a batch (sluice.rebuild_model, release_quarantined
+ *	  and repair do, through sluice._models_after_write, in SQL), or decide
+ *	  which rows of a pipeline table a batch writes.
  *
  *	  Rejected.  Delta rules per aggregate (count + new - old, as pg_ivm
  *	  does): exact only for some aggregates, wrong for min and max after a
@@ -958,4 +959,22 @@ model_record_results(int64 run_id)
 								9, types, args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record the maintenance of a model");
 	}
+}
+
+/*
+ * Rows written to a datamart table outside a batch (sluice.repair): the
+ * models that read it are rebuilt, as the caller, who operates the pipeline
+ * (sluice._models_after_write; release_quarantined calls it in SQL).
+ */
+void
+model_after_write(const char *schema, const char *table)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+
+	args[0] = CStringGetTextDatum(schema);
+	args[1] = CStringGetTextDatum(table);
+	if (SPI_execute_with_args("SELECT sluice._models_after_write(pg_catalog.format('%I.%I', $1, $2)::pg_catalog.regclass)",
+							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not rebuild the models of a repaired table");
 }

@@ -477,6 +477,7 @@ extern void model_note_row(ModelInput *mi, struct TupleTableSlot *slot);
 extern void model_note_truncate(ModelInput *mi);
 extern void model_maintain(SluicePipeline *pipe, SluiceDrift **pause);
 extern void model_record_results(int64 run_id);
+extern void model_after_write(const char *schema, const char *table);
 
 /* ---------- interface.c: published contract versions follow the contract ---------- */
 

@@ -479,6 +479,8 @@ BEGIN
   ELSE
     PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
   END IF;
+  -- written outside a batch: the models that read the table are rebuilt
+  PERFORM sluice._models_after_write(target::regclass);
   UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   RETURN true;

@@ -7,6 +7,7 @@
  * _run_model) and its row security, _model_bind and _model_analyze (C),
  * _model_columns, _model_inputs, _model_depths, _model_row, _model_table,
  * _model_fill, _model_keep_history (versions), _model_drop_table,
+ * _models_after_write (release_quarantined and repair call it),
  * _model_refill_downstream, create_model, alter_model,
  * drop_model, rebuild_model, expect_model, drop_model_expectation, the views
  * models, model_versions and model_runs, what an operator is granted for
@@ -410,6 +411,32 @@ $$;
 COMMENT ON FUNCTION sluice._model_refill_downstream(integer) IS
   'Private: rebuilds every model that reads this one, directly or not, in dependency order.';
 
+-- Rows written to a table outside a batch (release_quarantined, repair):
+-- the models that read it are rebuilt, and those that read them.
+CREATE FUNCTION sluice._models_after_write(target regclass)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d record;
+  n integer := 0;
+BEGIN
+  IF to_regclass('sluice._model') IS NULL THEN
+    RETURN 0;
+  END IF;
+  FOR d IN SELECT m.model_id FROM sluice._model m JOIN sluice._model_input i USING (model_id)
+            WHERE i.relid = target ORDER BY m.depth, m.model_id LOOP
+    PERFORM sluice._model_fill(d.model_id);
+    PERFORM sluice._model_refill_downstream(d.model_id);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sluice._models_after_write(regclass) IS
+  'Private: rebuilds the models that read a table written outside a batch (release_quarantined, repair), and the models that read those; returns how many read it.';
+
 CREATE FUNCTION sluice.create_model(name text, query text, pipelines text[], unique_key name[] DEFAULT NULL,
                                     schema name DEFAULT NULL, table_name name DEFAULT NULL)
 RETURNS text
@@ -658,7 +685,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sluice.rebuild_model(text) IS
-  'Rebuilds a model (and the models that read it) from its query now (rows written outside a batch, by sluice.release_quarantined or by hand, reach incremental models this way); returns its rows.';
+  'Rebuilds a model (and the models that read it) from its query now (rows written by hand reach it this way; release_quarantined and repair rebuild the models they concern); returns its rows.';
 
 CREATE FUNCTION sluice.expect_model(model text, kind text, column_names name[] DEFAULT '{}', args jsonb DEFAULT '{}',
                                     severity text DEFAULT 'error', name text DEFAULT NULL)
@@ -885,7 +912,7 @@ BEGIN
        sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
        sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
        sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
-       sluice._model_table(integer, regclass, name, name, name[], name[], text)',
+       sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text)',
     'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
     'SELECT, INSERT ON sluice._model_version',
     'SELECT ON sluice._run_model, sluice.model_runs'] LOOP
@@ -904,6 +931,6 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
     sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
     sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
-    sluice._model_table(integer, regclass, name, name, name[], name[], text),
+    sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;

@@ -301,6 +301,17 @@ is($mart->safe_psql('postgres', "SELECT count(*) > 0 FROM sluice.model_runs m JO
 	't', 'streamed batches maintained the model incrementally');
 is($mart->safe_psql('postgres', "SELECT sluice.stop('shop')"), 't', 'shop stops');
 
+# --- rows written outside a batch: release_quarantined rebuilds the models ---
+$mart->safe_psql('postgres', qq{SET ROLE etl; SELECT sluice.add_expectation('$ms.sales', 'expect_column_values_to_not_be_null', ARRAY['grp'], severity => 'quarantine')});
+$live->safe_psql('postgres', "INSERT INTO app.sales VALUES (995001, 'campus 7', NULL, 7, timestamp '2025-04-04')");
+$mart->safe_psql('postgres', "SELECT sluice.refresh('shop')");
+model_is('monthly', 'with a row held in quarantine');
+my $qid = $mart->safe_psql('postgres', "SELECT max(quarantine_id) FROM sluice._quarantine WHERE status = 'held'");
+ok($qid > 0, 'the row is held');
+$mart->safe_psql('postgres', qq{SET ROLE etl; SELECT sluice.release_quarantined($qid, '{"grp": 3}')});
+is($mart->safe_psql('postgres', "SELECT count(*) FROM $ms.sales WHERE id = 995001"), '1', 'released');
+model_is($_, 'after release_quarantined') for qw(monthly by_campus yearly);
+
 # --- drop ---
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('monthly')");
 like($err, qr/other models read model "monthly"/, 'a model read by another cannot be dropped');
