@@ -311,6 +311,11 @@ ok($qid > 0, 'the row is held');
 $mart->safe_psql('postgres', qq{SET ROLE etl; SELECT sluice.release_quarantined($qid, '{"grp": 3}')});
 is($mart->safe_psql('postgres', "SELECT count(*) FROM $ms.sales WHERE id = 995001"), '1', 'released');
 model_is($_, 'after release_quarantined') for qw(monthly by_campus yearly);
+# a row lost by hand, the model rebuilt over the loss, then repair brings both back
+$mart->safe_psql('postgres', "DELETE FROM $ms.sales WHERE id = (SELECT max(id) FROM $ms.sales WHERE id < 990000)");
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.rebuild_model('monthly')");
+ok($mart->safe_psql('postgres', "SELECT sum(rows_inserted + rows_deleted) FROM sluice.repair('shop')") > 0, 'repair rewrites the lost row');
+model_is($_, 'after repair') for qw(monthly by_campus yearly);
 
 # --- drop ---
 ($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('monthly')");
