@@ -11,14 +11,17 @@
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
 # (the two servers' ports, default 26432 / 26433), BIG_ROWS (scenario 7's
-# big table, default 10000000, SMOKE 20000; 0 = only the ROWS size).
+# big table, default 10000000, SMOKE 20000; 0 = only the ROWS size),
+# MODEL_ROWS (scenario 8's table, default BIG_ROWS).
 #
 # Scenarios: 1 initial copy (at ROWS/10 and ROWS), 2a-2d backlog refresh,
 # 3 peak memory, 5 the 2a backlog with 10 row expectations vs without (5b: 10
 # cheap ones; runs after 3), 6 versions (keep_history: scans as of a version,
 # storage, apply cost; runs after 5), 7 refresh after 1% of a table changed vs
 # pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
-# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 4 streaming lag (continuous worker vs native subscription; the datamart
+# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 8 a monthly model
+# over MODEL_ROWS rows (default BIG_ROWS) refreshed after 1% changed, with
+# and without it, and its full rebuild, 4 streaming lag (continuous worker vs native subscription; the datamart
 # is restarted with shared_preload_libraries = pg_sluice for it).
 # pglogical (if installed) is a second reference in 1 and 2a-2d; it is
 # preloaded on both servers from the start and unloaded from the datamart
@@ -81,7 +84,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" MODEL_ROWS="${MODEL_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -1284,6 +1287,81 @@ SQL
 done
 
 # ---------------------------------------------------------------------------
+# Scenario 8: a model (monthly aggregate) maintained in each refresh
+# ---------------------------------------------------------------------------
+# Own table bench.mm on live (id bigint primary key, campus int, at
+# timestamp, amount numeric) of MODEL_ROWS rows (default BIG_ROWS, or ROWS
+# when BIG_ROWS is 0), at spread by id over ten years; own pipeline mm
+# (schema smm) and, in the datamart, an index on date_trunc('month', at).
+# Run k: one transaction on live updates the newest 1% of the rows (amount,
+# the last ~1.2 months: where changes land), then refresh mm: RUNS times
+# without a model, then RUNS times with the model smm.monthly (GROUP BY
+# month and campus: count, sum, avg, min, max, count distinct; maintained
+# incrementally), its maintenance time read from sluice.model_runs; then
+# RUNS full rebuilds of the model (sluice.rebuild_model). The model is
+# checked against its query run from scratch at the end.
+MODEL_ROWS=${MODEL_ROWS:-$([ "$BIG_ROWS" -gt 0 ] && echo "$BIG_ROWS" || echo "$N")}
+MODEL_Q="SELECT date_trunc('month', at) AS month, campus, count(*) AS n, sum(amount) AS total, avg(amount) AS mean,
+                min(amount) AS lo, max(amount) AS hi, count(DISTINCT amount) AS amounts FROM mm GROUP BY 1, 2"
+s8=$(now)
+log "8  a monthly model over $MODEL_ROWS rows, refreshed after 1% changed: without it, with it, full rebuild"
+STEP="8 load $MODEL_ROWS rows into bench.mm"
+live -c "CREATE TABLE bench.mm (id bigint PRIMARY KEY, campus int, at timestamp, amount numeric)"
+live -c "INSERT INTO bench.mm SELECT g, g % 10, timestamp '2016-01-01' + (g::float8 / $MODEL_ROWS) * interval '3650 days', (g % 1000) / 10.0 FROM generate_series(1, $MODEL_ROWS) g"
+live -c "VACUUM ANALYZE bench.mm"
+STEP="8 create_pipeline mm"
+mart -c "SELECT sluice.create_pipeline('mm', 'live', ARRAY['bench.mm'], target_schema => 'smm')" >/dev/null
+mart -c "CREATE INDEX ON smm.mm (date_trunc('month', at))"
+mart -c "VACUUM ANALYZE smm.mm"
+k8=0
+refresh8() {  # key label: 1% of rows updated on live, refresh mm timed
+    k8=$((k8 + 1))
+    STEP="8 workload on live ($2)"
+    live_txn "UPDATE bench.mm SET amount = amount + $k8 WHERE id > $MODEL_ROWS - $MODEL_ROWS / 100" >/dev/null
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+    STEP="8 refresh mm ($2)"
+    sluice_refresh mm
+    expect_refresh "1 0 $((MODEL_ROWS / 100)) 0 0"
+    add "8_$1" "$LAST_T"
+    log "   $2  refresh ${LAST_T}s"
+    mart -c "VACUUM ANALYZE smm.mm"
+}
+for run in $(seq 1 "$RUNS"); do refresh8 plain "run $run, no model"; done
+STEP="8 create_model monthly"
+s=$(now)
+[ "$(mart -c "SELECT sluice.create_model('monthly', \$q\$$MODEL_Q\$q\$, ARRAY['mm'])")" = incremental ] ||
+    die "8: the monthly model is not incremental"
+log "   create_model (first build)  $(since "$s")s"
+for run in $(seq 1 "$RUNS"); do
+    refresh8 model "run $run, with the model"
+    t=$(mart -c "SELECT extract(epoch FROM duration) FROM sluice.model_runs WHERE run_id = $REFRESH_RUN AND maintenance = 'incremental'")
+    [ -n "$t" ] || die "8: run $REFRESH_RUN did not maintain the model incrementally"
+    add 8_maint "$t"
+    log "   run $run  its incremental maintenance ${t}s ($(mart -c "SELECT groups || ' touched values, ' || rows_inserted || ' groups rewritten' FROM sluice.model_runs WHERE run_id = $REFRESH_RUN"))"
+    mart -c "VACUUM ANALYZE smm.monthly"
+done
+for run in $(seq 1 "$RUNS"); do
+    STEP="8 rebuild_model monthly (run $run)"
+    mart -c "CHECKPOINT"
+    s=$(now)
+    mart -c "SELECT sluice.rebuild_model('monthly')" >/dev/null
+    t=$(since "$s"); add 8_rebuild "$t"
+    log "   run $run  full rebuild  ${t}s"
+done
+STEP="8 check the model"
+[ "$(mart -c "SET search_path = smm, pg_catalog;
+              SELECT (SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM smm.monthly r)
+                   = (SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM ($MODEL_Q) r)")" = t ] ||
+    die "8: the model differs from its query"
+STEP="8 cleanup"
+mart -c "SELECT sluice.drop_model('monthly')" >/dev/null
+mart -c "SELECT sluice.drop_pipeline('mm', drop_tables => true)" >/dev/null
+mart -c "DROP SCHEMA IF EXISTS smm CASCADE; DROP SCHEMA IF EXISTS smm_models CASCADE" 2>/dev/null
+live -c "DROP TABLE bench.mm"
+t=$(since "$s8"); add 8_total "$t"
+log "   scenario 8 took ${t}s"
+
+# ---------------------------------------------------------------------------
 # Scenario 4: streaming lag (commit on live -> visible on the datamart)
 # ---------------------------------------------------------------------------
 # Measured three times (lag_run below): the worker on the walsender
@@ -1551,6 +1629,9 @@ for k in ws50:native50 ws1000:native1000 sql50:nativesql50; do
         "$(ratio "lag_${nk}_p50" "lag_${sk}_p50") / $(ratio "lag_${nk}_p99" "lag_${sk}_p99") / $(ratio "lag_${nk}_max" "lag_${sk}_max")"
     row "     min / mean (ms)" "${LAG_MIN_MEAN[$sk]:--}" "${LAG_MIN_MEAN[$nk]:--}" "" ""
 done
+row "8  refresh after 1% of $(commas "$MODEL_ROWS") rows changed, no model (s)" "$(cell 8_plain)" "" "" ""
+row "     with an incremental monthly model (s)" "$(cell 8_model)" "" "" "$(ratio 8_model 8_plain) with/without"
+row "     its maintenance vs a full rebuild (s)" "$(cell 8_maint)" "" "rebuild_model $(cell 8_rebuild)" "$(ratio 8_maint 8_rebuild) incremental/full"
 row "5  backlog 1 txn × $n INSERT, $NEXPECT row expectations (s)" "$(cell 5_expect)" "" "without $(cell 5_plain)" \
     "$(ratio 5_plain 5_expect) retained (without/with)"
 row "     throughput" "$(rate "$N" 5_expect)" "" "without $(rate "$N" 5_plain)" ""

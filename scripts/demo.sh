@@ -177,6 +177,21 @@ mart -q -c "SELECT sluice.keep_history('school')" \
 show mart -c "SELECT target_table, column_name, data_type, not_null, is_key FROM sluice.contracts
                WHERE target_table = 'students' ORDER BY position LIMIT 6"
 
+section "3c. a model: monthly attendance per course, maintained in every refresh"
+cat <<'SQL'
+SELECT sluice.create_model('attendance_monthly', $q$
+  SELECT date_trunc('month', class_date)::date AS month, course_id, count(*) AS records,
+         count(*) FILTER (WHERE status = 'absent') AS absences, avg(minutes_late) AS avg_minutes_late
+    FROM attendance GROUP BY 1, 2 $q$, ARRAY['school']);
+SELECT sluice.expect_model('attendance_monthly', 'expect_column_values_to_be_between', ARRAY['absences'], '{"min_value": "0"}');
+SQL
+mart -q -c "SELECT sluice.create_model('attendance_monthly', \$q\$
+  SELECT date_trunc('month', class_date)::date AS month, course_id, count(*) AS records,
+         count(*) FILTER (WHERE status = 'absent') AS absences, avg(minutes_late) AS avg_minutes_late
+    FROM attendance GROUP BY 1, 2 \$q\$, ARRAY['school'])" \
+     -c "SELECT sluice.expect_model('attendance_monthly', 'expect_column_values_to_be_between', ARRAY['absences'], '{\"min_value\": \"0\"}')" >/dev/null
+show mart -c "SELECT name, model_table, maintenance, reason, group_by FROM sluice.models"
+
 section "4. a day of changes on live (demo/changes.sql)"
 live -f - <"$SRC/demo/changes.sql"
 
@@ -230,6 +245,19 @@ SELECT 'attendance marked remote' AS question,
 UNION ALL
 SELECT 'students', (SELECT count(*) FROM school_before_changes.students), (SELECT count(*) FROM school_mart.students)"
 show mart -c "SELECT change, count(*) AS students FROM sluice.diff('school_mart.students', $v1, $v2) GROUP BY change ORDER BY change"
+
+section "5d. the monthly model as of two versions"
+echo "The refresh maintained the model in its own transaction (sluice.model_runs):"
+show mart -c "SELECT run_id, model, maintenance, groups, rows_deleted, rows_inserted, duration FROM sluice.model_runs"
+echo "Monthly attendance as of version $v1 (attendance_monthly_at($v1), also tag school_before_changes) and $v2 (attendance_monthly_at($v2)):"
+show mart -c "
+SELECT coalesce(a.month, b.month) AS month, a.records AS \"records v$v1\", b.records AS \"records v$v2\",
+       a.absences AS \"absences v$v1\", b.absences AS \"absences v$v2\"
+  FROM (SELECT month, sum(records) AS records, sum(absences) AS absences
+          FROM school_mart.attendance_monthly_at($v1) GROUP BY 1) a
+  FULL JOIN (SELECT month, sum(records) AS records, sum(absences) AS absences
+               FROM school_mart.attendance_monthly_at($v2) GROUP BY 1) b USING (month)
+ ORDER BY 1"
 
 section "6. what the datamart knows: sluice.runs and sluice.pipelines"
 show mart -c "

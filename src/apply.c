@@ -356,6 +356,8 @@ insert_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup, bool buf
 		/* a key held in quarantine comes back (deleted, inserted again) */
 		if (ar->held && hash_get_num_entries(ar->held) > 0)
 			quarantine_supersede(st, ar, quarantine_key(ar, ar->newslot), "applied", 0);
+		if (ar->models)
+			model_note_row(ar->models, ar->newslot);
 		if (multi)
 			buffer_insert(st, ar);
 		else
@@ -414,6 +416,11 @@ update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
 				if (strcmp(oldkey, newkey) != 0)
 					quarantine_supersede(st, ar, oldkey, "applied", 0);
 			}
+			if (ar->models)
+			{
+				model_note_row(ar->models, ar->localslot);
+				model_note_row(ar->models, ar->newslot);
+			}
 			version_save(st, ar, ar->localslot);
 			EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 			ExecSimpleRelationUpdate(ar->rri, st->estate, &ar->epqstate,
@@ -432,6 +439,8 @@ update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
 			 */
 			if (strcmp(quarantine_key(ar, ar->searchslot), quarantine_key(ar, ar->newslot)) != 0)
 			{
+				if (ar->models)
+					model_note_row(ar->models, ar->localslot);
 				version_save(st, ar, ar->localslot);
 				EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 				ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
@@ -469,6 +478,8 @@ update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
 				quarantine_supersede(st, ar, oldkey, "applied", 0);
 				if (strcmp(oldkey, newkey) != 0)
 					quarantine_supersede(st, ar, newkey, "applied", 0);
+				if (ar->models)
+					model_note_row(ar->models, ar->newslot);
 				ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
 				st->stats->updated++;
 				ar->counts->updated++;
@@ -571,6 +582,8 @@ handle_delete(ApplyState *st, StringInfo s)
 	{
 		if (ar->held && hash_get_num_entries(ar->held) > 0)
 			quarantine_supersede(st, ar, quarantine_key(ar, ar->searchslot), "deleted", 0);
+		if (ar->models)
+			model_note_row(ar->models, ar->localslot);
 		version_save(st, ar, ar->localslot);
 		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
@@ -682,6 +695,8 @@ handle_truncate(ApplyState *st, StringInfo s)
 		if (ar && ar->mapped)
 		{
 			ar->counts->truncated++;
+			if (ar->models)
+				model_note_truncate(ar->models);
 			quarantine_truncated(st, ar);
 		}
 	}

@@ -97,6 +97,7 @@ typedef struct ApplyRel
 	AttrNumber *keyatts;
 	/* versions (sluice.keep_history) */
 	TableCount *counts;			/* rows written to it in this run */
+	ModelInput *models;			/* models read it: rows written go to model.c */
 	AttrNumber	verattno;		/* _sluice_version in the target, or 0 */
 	Relation	histrel;		/* <target_schema>_history.<table> */
 	ResultRelInfo *histrri;

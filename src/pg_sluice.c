@@ -62,6 +62,7 @@ static const struct config_enum_entry transport_options[] = {
 	{"sql", SLUICE_TRANSPORT_SQL, false},
 	{NULL, 0, false}
 };
+int			sluice_model_max_keys = 10000;	/* groups per table and batch */
 
 void		_PG_init(void);
 
@@ -161,6 +162,13 @@ _PG_init(void)
 	DefineCustomIntVariable("pg_sluice.quarantine_alert_threshold",
 							"Sets how many rows a run may quarantine before a quarantine event is sent.",
 							NULL, &sluice_quarantine_alert, 0, 0, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.model_max_keys",
+							"Sets how many touched groups a batch keeps per table for incremental models.",
+							"Past it the batch rebuilds the models over the table in full (sluice.model_runs says so). "
+							"Bounds the memory a batch spends on group keys.",
+							&sluice_model_max_keys, 10000, 0, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pg_sluice");

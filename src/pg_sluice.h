@@ -68,6 +68,7 @@ extern int	sluice_worker_transport;
 /* pg_sluice.worker_transport */
 #define SLUICE_TRANSPORT_WALSENDER	0
 #define SLUICE_TRANSPORT_SQL		1
+extern int	sluice_model_max_keys;
 
 /* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
 
@@ -476,6 +477,7 @@ extern void expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
 						 const char *detail, SluiceDrift **pause) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
+extern struct HeapTupleData *expect_run_check(SluiceExpectation *e, struct TupleDescData **desc);
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
@@ -542,6 +544,19 @@ extern char *payload_build(const char *kind, const char *event, const char *pipe
 						   const char *body_text, const char *namespace, const char *when, bool slack);
 extern char **payload_header_lines(const char *headers);
 extern void payload_free_lines(char **lines);
+
+/* ---------- model.c: models, maintained at the end of each batch ---------- */
+
+typedef struct ModelInput ModelInput;
+struct TupleTableSlot;
+
+extern void model_batch_reset(void);
+extern ModelInput *model_input_open(Relation rel);
+extern void model_note_row(ModelInput *mi, struct TupleTableSlot *slot);
+extern void model_note_truncate(ModelInput *mi);
+extern void model_maintain(SluicePipeline *pipe, SluiceDrift **pause);
+extern void model_record_results(int64 run_id);
+extern void model_after_write(const char *schema, const char *table);
 
 /* ---------- interface.c: published contract versions follow the contract ---------- */
 

@@ -12,7 +12,8 @@
  *	  positions the datamart has durably committed: at the start of each batch
  *	  it is advanced to the replication origin's progress, which the previous
  *	  batch committed atomically with its data.  Whether a big backlog is
- *	  decoded in two parts at once is decided here.  Set expectations run
+ *	  decoded in two parts at once is decided here.  Models over what the
+ *	  batch changed are maintained (model.c), then set expectations run,
  *	  after the batch's rows are written and before it commits.  When the
  *	  batch must pause the pipeline (drift, an error-severity expectation, a
  *	  missing row under strict), the error carries a SluiceDrift in the
@@ -283,9 +284,12 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	if (sc2 != NULL)
 		transport_close(sc2);
 
-	/* set expectations, on what the batch changed, before it commits */
+	/* models over what the batch changed, then set expectations, before it commits */
 	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
 		expect_run_set_checks(pipe, &r->stats.pause);
+	}
 	sluice_restore_user(&owner_save);
 	if (r->stats.stopped_early)
 	{
@@ -420,6 +424,7 @@ refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 
 	memset(r, 0, sizeof(*r));
 	expect_results_reset();
+	model_batch_reset();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
@@ -512,6 +517,7 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 	if (TransactionIdIsValid(r->stats.skipped_xid))
 		catalog_run_skipped(pipe->pipeline_id, run_id, r->stats.skipped_xid);
 	expect_record_results(run_id);
+	model_record_results(run_id);
 	table_counts_record(run_id);
 	outbox_emit_run(run_id, r->stats.quarantined > sluice_quarantine_alert ? r->stats.quarantined : 0);
 	if (r->stats.missing > 0)

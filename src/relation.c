@@ -346,6 +346,7 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 
 	version_open(st, ar, t);
 	ar->counts = table_count(t->target_schema, t->target_table);
+	ar->models = model_input_open(ar->rel);
 	ar->table = t;
 	quarantine_open(st, ar, t);
 

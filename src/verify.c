@@ -446,8 +446,11 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 				VerifyTable *vt = lfirst(lc);
 
 				if (vt->rows_deleted + vt->rows_inserted > 0)
+				{
 					catalog_insert_run_table(run_id, vt->t->target_schema, vt->t->target_table,
 											 vt->rows_inserted, 0, vt->rows_deleted);
+					model_after_write(vt->t->target_schema, vt->t->target_table);
+				}
 			}
 			outbox_emit_run(run_id, 0);
 		}

@@ -178,7 +178,21 @@ BEGIN
                          WHERE er.run_id = r.run_id
                            AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
          ) ORDER BY pt.source_schema, pt.source_table), '[]')
-       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
   PERFORM sluice._emit(p.name, 'refresh_started', body);
   PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
   IF r.status = 'paused' THEN
