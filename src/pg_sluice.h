@@ -295,7 +295,8 @@ extern void pipeline_drop_tables(SluicePipeline *pipe);
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, bool partitioned,
-						List *columns, Oid target_relid, bool binary);
+						List *columns, Oid target_relid, bool binary,
+						const char *where, List *src_columns);
 
 /* ---------- apply.c: pgoutput messages applied to the datamart (a batch) ---------- */
 

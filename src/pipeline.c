@@ -585,7 +585,7 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, np->target_schema);
 
 			copied += copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-								 relid, t->binary_safe);
+								 relid, t->binary_safe, NULL, NIL);
 			if (!t->adopted)
 			{
 				create_target_key(t, np->target_schema);

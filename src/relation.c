@@ -348,6 +348,8 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	ar->counts = table_count(t->target_schema, t->target_table);
 	ar->table = t;
 	quarantine_open(st, ar, t);
+	/* a table being copied in chunks: which keys the stream may touch */
+	ar->copyfilter = snapshot_filter_open(st, ar);
 
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
