@@ -290,6 +290,7 @@ typedef struct NewPipeline
 extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
 extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
 extern void pipeline_drop_tables(SluicePipeline *pipe);
+extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
 
 /* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 

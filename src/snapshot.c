@@ -2,8 +2,8 @@
  *
  * snapshot.c
  *	  Chunked copies of a table while its pipeline keeps streaming
- *	  (sluice.resnapshot, sluice.copy_chunk), and the filter that keeps the
- *	  stream off the rows no chunk has copied yet.
+ *	  (sluice.resnapshot, sluice.add_table, sluice.copy_chunk), and the
+ *	  filter that keeps the stream off the rows no chunk has copied yet.
  *
  * NOTES
  *	  What this file owns.  A table being copied has a row in sluice._copy:
@@ -476,6 +476,42 @@ check_copyable(SluicePipeline *pipe)
 				 errhint("Use sluice.repair to bring a versioned table back in line with the source.")));
 }
 
+/* Record a table's copy, from its first key (once per table: a new one replaces it). */
+static void
+record_copy(SluicePipeline *pipe, const char *schema, const char *table,
+			const char *kind, int chunk_rows)
+{
+	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Datum		args[5];
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	args[3] = Int32GetDatum(chunk_rows);
+	args[4] = CStringGetTextDatum(kind);
+	if (sluice_catalog_exec("INSERT INTO sluice._copy AS c (pipeline_id, source_schema, source_table, kind, chunk_rows) "
+							"VALUES ($1, $2, $3, $5, $4) "
+							"ON CONFLICT (pipeline_id, source_schema, source_table) DO UPDATE "
+							"   SET kind = $5, chunk_rows = $4, frontier = NULL, chunks_done = 0, "
+							"       rows_copied = 0, rows_estimate = NULL, started_at = pg_catalog.now(), "
+							"       last_chunk_at = NULL, finished_at = NULL, restarts = 0",
+							5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the copy");
+}
+
+static int32
+check_chunk_rows(FunctionCallInfo fcinfo, int argno)
+{
+	int32		chunk_rows = PG_GETARG_INT32(argno);
+
+	if (chunk_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("chunk_rows must be at least 1"),
+				 errhint("100000 rows, the default, copy in about a second each.")));
+	return chunk_rows;
+}
+
 PG_FUNCTION_INFO_V1(sluice_resnapshot);
 
 /*
@@ -493,8 +529,6 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	SluicePipeline *pipe;
 	SluiceTable *t;
 	Relation	rel;
-	Oid			types[4] = {INT4OID, TEXTOID, TEXTOID, INT4OID};
-	Datum		args[4];
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -502,12 +536,7 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 				 errmsg("pipeline, table and chunk_rows must not be NULL")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	relid = PG_GETARG_OID(1);
-	chunk_rows = PG_GETARG_INT32(2);
-	if (chunk_rows < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("chunk_rows must be at least 1"),
-				 errhint("100000 rows, the default, copy in about a second each.")));
+	chunk_rows = check_chunk_rows(fcinfo, 2);
 	sluice_fix_search_path();
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
@@ -518,20 +547,66 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	(void) chunk_key(rel, t, true);
 	table_close(rel, AccessShareLock);
 
-	args[0] = Int32GetDatum(pipe->pipeline_id);
-	args[1] = CStringGetTextDatum(t->source_schema);
-	args[2] = CStringGetTextDatum(t->source_table);
-	args[3] = Int32GetDatum(chunk_rows);
-	if (sluice_catalog_exec("INSERT INTO sluice._copy AS c (pipeline_id, source_schema, source_table, kind, chunk_rows) "
-							"VALUES ($1, $2, $3, 'resnapshot', $4) "
-							"ON CONFLICT (pipeline_id, source_schema, source_table) DO UPDATE "
-							"   SET kind = 'resnapshot', chunk_rows = $4, frontier = NULL, chunks_done = 0, "
-							"       rows_copied = 0, rows_estimate = NULL, started_at = pg_catalog.now(), "
-							"       last_chunk_at = NULL, finished_at = NULL, restarts = 0",
-							4, types, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the copy");
+	record_copy(pipe, t->source_schema, t->source_table, "resnapshot", chunk_rows);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+/* The source may write the watermark: asked first, with a hint. */
+static void
+check_watermark_right(SluiceConn *sc, SluicePipeline *pipe)
+{
+	char	   *may = transport_try_value(sc,
+										  "SELECT pg_catalog.has_function_privilege("
+										  "'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+										  "check the right to write a watermark");
+
+	if (may == NULL || strcmp(may, "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the role of source \"%s\" may not write watermarks into its WAL", pipe->source_name),
+				 errdetail("A chunked copy marks where each chunk ends with pg_logical_emit_message, which writes WAL only, never a table."),
+				 errhint("On the source, as a superuser: GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO the source's role.")));
+}
+
+PG_FUNCTION_INFO_V1(sluice_add_table);
+
+/*
+ * sluice.add_table(pipeline, table, chunk_rows): a source table joins a
+ * running pipeline, its datamart table created empty and filled by chunks
+ * (CALL sluice.copy_tables), the pipeline's other tables untouched.
+ */
+Datum
+sluice_add_table(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *spec;
+	int32		chunk_rows;
+	SluicePipeline *pipe;
+	SluiceConn *sc;
+	SourceTable *t;
+	Oid			relid;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline, table and chunk_rows must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	spec = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	chunk_rows = check_chunk_rows(fcinfo, 2);
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "add a table to");
+	check_copyable(pipe);
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	check_watermark_right(sc, pipe);
+	t = source_describe_table(sc, spec);
+	relid = pipeline_add_table(pipe, sc, t);
+	transport_close(sc);
+	record_copy(pipe, t->schema, t->name, "add_table", chunk_rows);
+	SPI_finish();
+	PG_RETURN_OID(relid);
 }
 
 /* ---------- one chunk ---------- */
@@ -654,23 +729,6 @@ chunk_plan(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows
 		for (i = 0; i < k->nkeys; i++)
 			ac->hi = lappend(ac->hi, makeString(pstrdup(PQgetvalue(res, 0, i))));
 	PQclear(res);
-}
-
-/* The source may write the watermark: asked first, with a hint. */
-static void
-check_watermark_right(SluiceConn *sc, SluicePipeline *pipe)
-{
-	char	   *may = transport_try_value(sc,
-										  "SELECT pg_catalog.has_function_privilege("
-										  "'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
-										  "check the right to write a watermark");
-
-	if (may == NULL || strcmp(may, "t") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the role of source \"%s\" may not write watermarks into its WAL", pipe->source_name),
-				 errdetail("A chunked copy marks where each chunk ends with pg_logical_emit_message, which writes WAL only, never a table."),
-				 errhint("On the source, as a superuser: GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO the source's role.")));
 }
 
 /* Same order on both sides: a collatable key needs the same encoding. */

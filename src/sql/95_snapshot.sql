@@ -2,14 +2,15 @@
  * src/sql/95_snapshot.sql -- tables copied in chunks while the pipeline
  * streams (issue 19)
  *
- * _copy and its row security, the copy_progress view, resnapshot and
- * copy_chunk (C, src/snapshot.c), the copy_tables procedure, what an
+ * _copy and its row security, the copy_progress view, resnapshot,
+ * add_table and copy_chunk (C, src/snapshot.c), the copy_tables procedure, what an
  * operator is granted for them (_snapshot_operator_grants, called by
  * _operator_grants), and their privileges.  After 70_security.sql: its
  * policy uses _operates.
  */
 -------------------------------------------------------------------------------
--- Chunked copies: a table copied again (sluice.resnapshot) in key ranges,
+-- Chunked copies: a table copied again (sluice.resnapshot) or added to a
+-- running pipeline (sluice.add_table), in key ranges,
 -- each committed with the stream up to the chunk's watermark
 -- (src/snapshot.c).  One row per table, kept when the copy has finished.
 -------------------------------------------------------------------------------
@@ -18,7 +19,7 @@ CREATE TABLE sluice._copy (
     pipeline_id    integer NOT NULL,
     source_schema  text NOT NULL,
     source_table   text NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('resnapshot')),
+    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table')),
     chunk_rows     integer NOT NULL CHECK (chunk_rows > 0),
     frontier       text[],
     chunks_done    integer NOT NULL DEFAULT 0,
@@ -33,7 +34,7 @@ CREATE TABLE sluice._copy (
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
 );
 COMMENT ON TABLE sluice._copy IS
-  'Private: tables copied in chunks (sluice.resnapshot) and how far each copy is; frontier is the last key copied, as the source''s text of each key column.';
+  'Private: tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is; frontier is the last key copied, as the source''s text of each key column.';
 SELECT pg_catalog.pg_extension_config_dump('sluice._copy', '');
 ALTER TABLE sluice._copy ENABLE ROW LEVEL SECURITY;
 CREATE POLICY operate ON sluice._copy
@@ -69,11 +70,11 @@ SELECT p.name AS pipeline,
   JOIN sluice._pipeline_table t USING (pipeline_id, source_schema, source_table)
  WHERE sluice._operates(p.owner::oid);
 COMMENT ON VIEW sluice.copy_progress IS
-  'Tables copied in chunks (sluice.resnapshot) and how far each copy is, for a dashboard to poll; each role sees the pipelines it may operate.';
+  'Tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is, for a dashboard to poll; each role sees the pipelines it may operate.';
 COMMENT ON COLUMN sluice.copy_progress.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.copy_progress.target_schema IS 'Schema of the datamart table.';
 COMMENT ON COLUMN sluice.copy_progress.target_table IS 'Datamart table being copied.';
-COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot).';
+COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot) or add_table (sluice.add_table).';
 COMMENT ON COLUMN sluice.copy_progress.state IS 'copying, or finished.';
 COMMENT ON COLUMN sluice.copy_progress.chunk_rows IS 'Rows per chunk: each chunk is one local transaction.';
 COMMENT ON COLUMN sluice.copy_progress.chunks_done IS 'Chunks committed; a crash or a cancel repeats at most the chunk in progress.';
@@ -94,6 +95,14 @@ LANGUAGE C VOLATILE CALLED ON NULL INPUT
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
   'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Copy the chunks with CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk); sluice.copy_progress shows how far it is. The table needs a primary key.';
+
+CREATE FUNCTION sluice.add_table(pipeline text, "table" text, chunk_rows integer DEFAULT 100000)
+RETURNS regclass
+AS 'MODULE_PATHNAME', 'sluice_add_table'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
+  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
 
 CREATE FUNCTION sluice.copy_chunk(pipeline text)
 RETURNS boolean
@@ -142,14 +151,14 @@ AS $$
 DECLARE
   to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
 BEGIN
-  EXECUTE format('%s EXECUTE ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.copy_chunk(text) %s %s',
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text) %s %s',
                  verb, to_from, grantee);
   EXECUTE format('%s EXECUTE ON PROCEDURE sluice.copy_tables(text, integer) %s %s', verb, to_from, grantee);
 END
 $$;
 COMMENT ON FUNCTION sluice._snapshot_operator_grants(regrole, text) IS 'Private: what an operator is granted for chunked copies.';
 
-REVOKE ALL ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.copy_chunk(text),
+REVOKE ALL ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text),
     sluice._snapshot_operator_grants(regrole, text) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE sluice.copy_tables(text, integer) FROM PUBLIC;
 REVOKE ALL ON sluice._copy FROM PUBLIC;

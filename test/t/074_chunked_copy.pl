@@ -1,9 +1,10 @@
-# Chunked copies while the pipeline streams (issue 19): sluice.resnapshot
-# and sluice.copy_tables between two real servers.  A table copied again
+# Chunked copies while the pipeline streams (issue 19): sluice.resnapshot,
+# sluice.add_table and sluice.copy_tables between two real servers.  A table copied again
 # in chunks while live writes it (updates of rows inside the chunk being
 # copied, deletes of rows not copied yet, keys moved across chunk
-# boundaries both ways, inserts beyond the frontier, a truncation); the
-# pipeline's other table goes on; kill -9 of the datamart in the middle of
+# boundaries both ways, inserts beyond the frontier, a truncation); a table
+# added to the running pipeline under write load converges with zero loss;
+# the pipeline's other table goes on; kill -9 of the datamart in the middle of
 # the copy resumes after the last committed chunk (the work repeated
 # measured in the catalog); live restarted in the middle; a composite key
 # with text (byte order on both sides), quotes, spaces, capitals and
@@ -29,6 +30,24 @@ INSERT INTO app."Odd ""Key"" T"
     FROM generate_series(1, 3000) g;
 CREATE TABLE app.other (id int PRIMARY KEY, v int NOT NULL);
 INSERT INTO app.other SELECT g, g FROM generate_series(1, 100) g;
+CREATE TABLE app.fresh (id bigint PRIMARY KEY, a text, b numeric);
+INSERT INTO app.fresh SELECT g, 'a' || g, g / 7.0 FROM generate_series(1, 15000) g;
+CREATE TABLE app.nokey2 (x int);
+CREATE PROCEDURE app.fresh_load(n int) LANGUAGE plpgsql AS $$
+DECLARE i int; k int;
+BEGIN
+  FOR i IN 1 .. n LOOP
+    k := 1 + (i * 7919) % 16000;
+    CASE i % 4
+      WHEN 0 THEN UPDATE app.fresh SET b = b + 1 WHERE id = k;
+      WHEN 1 THEN DELETE FROM app.fresh WHERE id = k;
+      WHEN 2 THEN INSERT INTO app.fresh VALUES (k, 'ins' || i, i) ON CONFLICT (id) DO UPDATE SET a = 'conf' || i;
+      ELSE UPDATE app.fresh SET id = 20000 + i WHERE id = k;
+    END CASE;
+    UPDATE app.other SET v = v + 1 WHERE id = 1 + i % 100;
+    COMMIT;
+  END LOOP;
+END $$;
 CREATE TABLE app.nokey (x int, y text);
 ALTER TABLE app.nokey REPLICA IDENTITY FULL;
 INSERT INTO app.nokey VALUES (1, 'a');
@@ -150,6 +169,27 @@ INSERT INTO app."Odd ""Key"" T" SELECT 'Ärger', g, 'y' FROM generate_series(1, 
 is($ret, 0, 'composite key copied') or diag($err);
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('c')});
 same_tables($live, $mart, \@pairs, 'after resnapshot of a composite text key');
+
+# --- 3b. a table added to the running pipeline, under write load ---
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; SELECT sluice.add_table('c', 'app.nokey2')});
+like($err, qr/has no primary key: it cannot be added to a pipeline.*HINT:/s, 'add_table of a keyless table refused');
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; SELECT sluice.add_table('c', 'app.big')});
+like($err, qr/already exists in the datamart/, 'add_table of a table already there refused');
+$writer = $live->background_psql('postgres', on_error_stop => 1);
+$writer->query_until(qr/started/, "\\echo started\nCALL app.fresh_load(3000);\n\\echo done\n");
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.add_table('c', 'app.fresh', chunk_rows => 2000)}),
+	'"Chunk ""S""".fresh', 'add_table returns the new datamart table');
+is($mart->safe_psql('postgres', q{SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = '"Chunk ""S""".fresh'::regclass}),
+	'etl', "the new table belongs to the pipeline's owner");
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('c')});
+is($ret, 0, 'the added table copied while live writes it') or diag($err);
+$writer->query_until(qr/done/, "");
+$writer->quit;
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('c')});
+push @pairs, ['app.fresh', '"Chunk ""S""".fresh'];
+same_tables($live, $mart, \@pairs, 'after add_table under write load');
+is($mart->safe_psql('postgres', q{SELECT kind || ':' || state FROM sluice.copy_progress WHERE target_table = 'fresh'}),
+	'add_table:finished', 'progress of the added table');
 
 # --- 4. a truncation on live during the copy starts it over ---
 $mart->safe_psql('postgres', qq{SET ROLE ops; SELECT sluice.resnapshot('c', '$big', chunk_rows => 5000)});
