@@ -589,9 +589,21 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 		{
 			SourceTable *t = lfirst(lc);
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, np->target_schema);
+			TimestampTz tstart = GetCurrentTimestamp();
+			int64		rows;
+			long		secs;
+			int			usecs;
 
-			copied += copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-								 relid, t->binary_safe, NULL, NIL);
+			rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
+							  relid, t->binary_safe, NULL, NIL);
+			copied += rows;
+			/* a long copy says how far it is, table by table */
+			TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
+			if (secs >= 5)
+				ereport(NOTICE,
+						(errmsg("pipeline \"%s\": table %d of %d, %s.%s, copied: " INT64_FORMAT " rows in %ld s",
+								np->name, foreach_current_index(lc) + 1, list_length(np->tables),
+								t->schema, t->name, rows, secs)));
 			if (!t->adopted)
 			{
 				create_target_key(t, np->target_schema);
