@@ -44,7 +44,14 @@
  *	  would arrive before the low watermark, be applied, then be
  *	  overwritten by the chunk's older row.  Asking the snapshot itself
  *	  (xmin, xmax, xip) whether it saw the transaction is exact; the high
- *	  watermark remains, as the end of the refresh.
+ *	  watermark remains, as the end of the refresh.  The same lag bites
+ *	  across chunks: a transaction before the previous watermark (applied,
+ *	  or skipped as above the frontier) must be visible to the next chunk's
+ *	  snapshot; wait_for_committing waits, before the snapshot, for every
+ *	  transaction committed but not yet visible (one waiting for a
+ *	  synchronous standby, say).  What remains is a transaction whose
+ *	  commit record is written but whose commit-log entry is not yet, at
+ *	  that instant: microseconds, in its own backend.
  *
  *	  Keys are compared in the same order on both sides: the source sorts
  *	  and bounds with the key columns' types' default btree order, COLLATE
@@ -83,7 +90,9 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/array.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -673,6 +682,51 @@ delete_range(Relation rel, ChunkKey *k, List *lo, List *hi)
 	return (int64) SPI_processed;
 }
 
+/*
+ * Every source transaction whose commit record comes before the origin's
+ * position was applied or skipped by an earlier batch: the chunk's
+ * snapshot must see it, or its change to a key of the chunk is lost.  A
+ * transaction becomes visible only when it leaves the proc array, after
+ * its commit record, and a committing transaction that waits for a
+ * synchronous standby stays invisible for as long as the standby takes,
+ * while our watermarks (synchronous_commit = local) do not wait.  So
+ * before the chunk's snapshot is taken, wait until no transaction running
+ * now is committed yet still running (committed in the commit log, still
+ * holding its transaction id lock).
+ */
+static void
+wait_for_committing(SluiceConn *sc)
+{
+	char	   *snap = transport_try_value(sc, "SELECT pg_catalog.pg_current_snapshot()::text",
+										   "read the source's running transactions");
+	const char *params[1] = {snap};
+
+	if (snap == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read the running transactions of source \"%s\"", sc->source),
+				 errhint("Check the source's log, then copy the chunk again.")));
+	for (;;)
+	{
+		PGresult   *res = transport_exec(sc,
+										 "SELECT count(*) FROM pg_catalog.pg_snapshot_xip($1::pg_catalog.pg_snapshot) x "
+										 " WHERE pg_catalog.pg_xact_status(x) = 'committed' "
+										 "   AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
+										 "                WHERE l.locktype = 'transactionid' "
+										 "                  AND l.transactionid OPERATOR(pg_catalog.=) pg_catalog.xid(x))",
+										 1, params, PGRES_TUPLES_OK, "wait for committing transactions");
+		bool		none = strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+
+		PQclear(res);
+		if (none)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* What the source says about the chunk, read in its snapshot. */
 static void
 chunk_plan(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows,
@@ -893,6 +947,7 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	ac->pipeline_id = pipe->pipeline_id;
 	ac->source_schema = t->source_schema;
 	ac->source_table = t->source_table;
+	wait_for_committing(sc);
 	transport_command(sc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start the chunk's snapshot");
 	chunk_plan(sc, t, k, lo, chunk_rows, ac, &estimate);
 	sluice_become_owner(pipe, &save);
