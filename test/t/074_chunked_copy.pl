@@ -91,6 +91,19 @@ my $odd = '"Chunk ""S"""."Odd ""Key"" T"';
 my $other = '"Chunk ""S"""."other"';
 my @pairs = (['app.big', $big], ['app."Odd ""Key"" T"', $odd], ['app.other', $other]);
 
+# the killed postmaster's children go away on their own: start when we can
+sub start_after_kill9
+{
+	my ($node) = @_;
+	for (1 .. 60)
+	{
+		$node->{_pid} = undef;    # a failed attempt read the stale postmaster.pid
+		return 1 if $node->start(fail_ok => 1);
+		sleep 1;
+	}
+	return 0;
+}
+
 sub progress
 {
 	my ($table) = @_;
@@ -201,6 +214,32 @@ is($mart->safe_psql('postgres', q{SELECT restarts FROM sluice.copy_progress WHER
 	'the truncation restarted the copy once');
 same_tables($live, $mart, \@pairs, 'after a truncation during the copy');
 
+# --- 4b. a live transaction committed but still waiting for a synchronous
+#         standby (invisible to new snapshots) when a chunk starts: the chunk
+#         waits for it, or its change above the frontier would be lost ---
+$mart->safe_psql('postgres', qq{SET ROLE ops; SELECT sluice.resnapshot('c', '$big', chunk_rows => 3000)});
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.copy_chunk('c')});
+$live->safe_psql('postgres', q{ALTER SYSTEM SET synchronous_standby_names = 'nobody'; SELECT pg_reload_conf();});
+my $stuck = $live->background_psql('postgres', on_error_stop => 0);
+$stuck->query_until(qr/started/, "\\echo started\nSET application_name = 'stuck';\nUPDATE app.big SET v = 'waited for' WHERE id = 11999;\n\\echo committed\n");
+$live->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'stuck' AND wait_event = 'SyncRep'})
+  or die "the update did not wait for the synchronous standby";
+my $copier = $mart->background_psql('postgres', on_error_stop => 0);
+$copier->query_until(qr/started/, "\\echo started\nSET ROLE ops;\nCALL sluice.copy_tables('c');\n\\echo copied\n");
+ok($live->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND query LIKE '%pg_snapshot_xip%'}),
+	'the chunk waits for the transaction waiting for its standby');
+is($mart->safe_psql('postgres', q{SELECT chunks_done FROM sluice.copy_progress WHERE target_table = 'big'}), '1',
+	'no chunk committed meanwhile');
+$live->safe_psql('postgres', q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'stuck'});
+$stuck->query_until(qr/committed/, "");
+$stuck->quit;
+$copier->query_until(qr/copied/, "");
+$copier->quit;
+$live->safe_psql('postgres', q{ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf();});
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('c')});
+is($mart->safe_psql('postgres', "SELECT v FROM $big WHERE id = 11999"), 'waited for', 'the change that waited for the standby is there');
+same_tables($live, $mart, \@pairs, 'after a transaction waited for a synchronous standby during the copy');
+
 # --- 5. kill -9 of the datamart in the middle of the copy ---
 $live->safe_psql('postgres', q{INSERT INTO app.big SELECT g, g % 3, 'k' || g FROM generate_series(12001, 40000) g; ANALYZE app.big;});
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('c')});
@@ -214,14 +253,7 @@ $mart->poll_query_until('postgres', q{SELECT chunks_done >= 20 FROM sluice.copy_
 my $seen = $mart->safe_psql('postgres', q{SELECT chunks_done FROM sluice.copy_progress WHERE target_table = 'big'});
 $mart->kill9;
 $bg->quit;
-my $started = 0;
-for (1 .. 60)
-{
-	$mart->{_pid} = undef;
-	if ($mart->start(fail_ok => 1)) { $started = 1; last; }
-	sleep 1;
-}
-ok($started, 'datamart restarted after kill -9');
+ok(start_after_kill9($mart), 'datamart restarted after kill -9');
 my ($after, $total) = split /:/, $mart->safe_psql('postgres',
 	q{SELECT chunks_done || ':' || chunks_total FROM sluice.copy_progress WHERE target_table = 'big'});
 cmp_ok($after, '>=', $seen, "chunks committed before the kill survive ($after >= $seen of $total)");
@@ -254,8 +286,7 @@ $live->kill9;
 $bg->query_until(qr/finished/, "");
 like($bg->{stderr}, qr/ERROR/, 'the copy stopped with an error when live died');
 $bg->quit;
-$live->{_pid} = undef;
-$live->start;
+ok(start_after_kill9($live), 'live restarted after kill -9');
 $seen = $mart->safe_psql('postgres', q{SELECT chunks_done FROM sluice.copy_progress WHERE target_table = 'big'});
 cmp_ok($seen, '<', 80, "the copy was cut short ($seen of 81 chunks)");
 $live->safe_psql('postgres', q{UPDATE app.big SET v = 'after restart' WHERE id % 1000 = 0});
