@@ -333,6 +333,90 @@ buffer_insert(ApplyState *st, ApplyRel *ar)
 		flush_inserts(st);
 }
 
+/* Delete the row whose key is in ar->searchslot. */
+static void
+delete_row(ApplyState *st, ApplyRel *ar)
+{
+	if (relmap_find_row(st, ar))
+	{
+		if (ar->held && hash_get_num_entries(ar->held) > 0)
+			quarantine_supersede(st, ar, quarantine_key(ar, ar->searchslot), "deleted", 0);
+		if (ar->models)
+			model_note_row(ar->models, ar->localslot);
+		version_save(st, ar, ar->localslot);
+		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
+		st->stats->deleted++;
+		ar->counts->deleted++;
+	}
+	else
+	{
+		char	   *key = ar->held ? quarantine_key(ar, ar->searchslot) : NULL;
+
+		/* held in quarantine (or discarded): the delete ends its story */
+		if (key != NULL && quarantine_find(ar, key) != 0)
+			quarantine_supersede(st, ar, key, "deleted", 0);
+		else
+			quarantine_missing_row(st, ar, "delete");
+	}
+}
+
+/*
+ * An update of a table being copied in chunks (snapshot.c), when its old or
+ * new key is one no chunk has copied yet.  Returns false when both keys are
+ * copied: the usual path applies it.  Else: neither key copied, nothing to
+ * do; only the old one, the row leaves the datamart (its new key's chunk
+ * copies it); only the new one, the row is inserted.
+ */
+static bool
+update_copying(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
+			   LogicalRepTupleData *newtup)
+{
+	bool		newkeep;
+	bool		oldkeep;
+	int			i;
+
+	/* the search slot leaves unchanged TOASTed values NULL: keys only */
+	relmap_fill_slot(st, ar, ar->searchslot, newtup, NULL);
+	newkeep = snapshot_keep(st, ar, ar->searchslot);
+	ExecClearTuple(ar->searchslot);
+	relmap_fill_slot(st, ar, ar->searchslot, oldtup ? oldtup : newtup, NULL);
+	oldkeep = snapshot_keep(st, ar, ar->searchslot);
+	if (oldkeep && newkeep)
+	{
+		ExecClearTuple(ar->searchslot);
+		return false;
+	}
+	if (oldkeep)
+		delete_row(st, ar);
+	else if (newkeep)
+	{
+		for (i = 0; i < newtup->ncols; i++)
+			if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("an update moved a row of \"%s.%s\" from a key not copied yet to a copied one, without its TOASTed values",
+								ar->nspname, ar->relname),
+						 errdetail("The table is being copied in chunks; the source sent column \"%s\" as unchanged and the datamart has no row to take it from.",
+								   ar->remote_attnames[i]),
+						 errhint("Start the table's copy over with sluice.resnapshot(pipeline, table): the update is then skipped and a chunk copies the row.")));
+		relmap_fill_slot(st, ar, ar->newslot, newtup, NULL);
+		relmap_fill_defaults(st, ar, ar->newslot);
+		version_stamp(st, ar, ar->newslot);
+		if (quarantine_check_row(st, ar, ar->newslot, "insert", NULL))
+		{
+			if (ar->models)
+				model_note_row(ar->models, ar->newslot);
+			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+			st->stats->inserted++;
+			ar->counts->inserted++;
+		}
+		else
+			st->stats->quarantined++;
+	}
+	return true;
+}
+
 /*
  * Write an inserted row: checked, then buffered into an insert run when
  * buffered and the table allows it, else written at once.
@@ -349,6 +433,15 @@ insert_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup, bool buf
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	relmap_fill_slot(st, ar, ar->newslot, newtup, NULL);
+	if (ar->copyfilter != NULL && !snapshot_keep(st, ar, ar->newslot))
+	{
+		/* a key no chunk has copied yet: its chunk will */
+		MemoryContextSwitchTo(old);
+		ExecClearTuple(ar->newslot);
+		ResetPerTupleExprContext(st->estate);
+		st->cur_rel = NULL;
+		return;
+	}
 	relmap_fill_defaults(st, ar, ar->newslot);
 	version_stamp(st, ar, ar->newslot);
 	if (quarantine_check_row(st, ar, ar->newslot, "insert", NULL))
@@ -399,6 +492,12 @@ update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
 	MemoryContext old;
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	if (ar->copyfilter != NULL && update_copying(st, ar, oldtup, newtup))
+	{
+		MemoryContextSwitchTo(old);
+		end_change(st, ar);
+		return;
+	}
 	relmap_fill_slot(st, ar, ar->searchslot, oldtup ? oldtup : newtup, NULL);
 	if (relmap_find_row(st, ar))
 	{
@@ -578,28 +677,8 @@ handle_delete(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	relmap_fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
-	if (relmap_find_row(st, ar))
-	{
-		if (ar->held && hash_get_num_entries(ar->held) > 0)
-			quarantine_supersede(st, ar, quarantine_key(ar, ar->searchslot), "deleted", 0);
-		if (ar->models)
-			model_note_row(ar->models, ar->localslot);
-		version_save(st, ar, ar->localslot);
-		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
-		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
-		st->stats->deleted++;
-		ar->counts->deleted++;
-	}
-	else
-	{
-		char	   *key = ar->held ? quarantine_key(ar, ar->searchslot) : NULL;
-
-		/* held in quarantine (or discarded): the delete ends its story */
-		if (key != NULL && quarantine_find(ar, key) != 0)
-			quarantine_supersede(st, ar, key, "deleted", 0);
-		else
-			quarantine_missing_row(st, ar, "delete");
-	}
+	if (ar->copyfilter == NULL || snapshot_keep(st, ar, ar->searchslot))
+		delete_row(st, ar);
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
 }
@@ -698,6 +777,7 @@ handle_truncate(ApplyState *st, StringInfo s)
 			if (ar->models)
 				model_note_truncate(ar->models);
 			quarantine_truncated(st, ar);
+			snapshot_truncated(st, ar);
 		}
 	}
 }

@@ -2,8 +2,8 @@
  *
  * apply_internal.h
  *	  Declarations shared by the apply family: apply.c, relation.c,
- *	  contract.c, quarantine.c, version.c, and httpapply.c (an HTTP
- *	  pipeline's rows, written through the same handlers).
+ *	  contract.c, quarantine.c, version.c, snapshot.c, and httpapply.c (an
+ *	  HTTP pipeline's rows, written through the same handlers).
  *
  * NOTES
  *	  Why a private header.  The family shares the state of one batch
@@ -38,6 +38,9 @@
 #include "utils/snapshot.h"
 
 #include "pg_sluice.h"
+
+/* snapshot.c's view of a table being copied in chunks */
+typedef struct SnapshotFilter SnapshotFilter;
 
 /* A source relation as announced by a RELATION message, and its target. */
 typedef struct ApplyRel
@@ -117,6 +120,8 @@ typedef struct ApplyRel
 	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
 	int			nbuffered;
 	Size		bufbytes;
+	/* a table being copied in chunks (snapshot.c), or NULL */
+	SnapshotFilter *copyfilter;
 } ApplyRel;
 
 /* An open quarantine entry: the latest state of a key the datamart lacks. */
@@ -205,6 +210,11 @@ extern void quarantine_supersede(ApplyState *st, ApplyRel *ar, const char *key,
 extern void quarantine_truncated(ApplyState *st, ApplyRel *ar);
 extern TupleTableSlot *quarantine_held_row(ApplyState *st, ApplyRel *ar, int64 quarantine_id);
 extern void quarantine_missing_row(ApplyState *st, ApplyRel *ar, const char *change);
+
+/* snapshot.c: the stream kept off the keys no chunk has copied yet */
+extern SnapshotFilter *snapshot_filter_open(ApplyState *st, ApplyRel *ar);
+extern bool snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot);
+extern void snapshot_truncated(ApplyState *st, ApplyRel *ar);
 
 /* version.c: row versions and the history of superseded rows */
 extern void version_open(ApplyState *st, ApplyRel *ar, SluiceTable *t);

@@ -361,12 +361,14 @@ typedef struct NewPipeline
 extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
 extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
 extern void pipeline_drop_tables(SluicePipeline *pipe);
+extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
 
 /* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, bool partitioned,
-						List *columns, Oid target_relid, bool binary);
+						List *columns, Oid target_relid, bool binary,
+						const char *where, List *src_columns);
 
 /* ---------- apply.c: pgoutput messages applied to the datamart (a batch) ---------- */
 

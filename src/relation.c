@@ -349,6 +349,8 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	ar->models = model_input_open(ar->rel);
 	ar->table = t;
 	quarantine_open(st, ar, t);
+	/* a table being copied in chunks: which keys the stream may touch */
+	ar->copyfilter = snapshot_filter_open(st, ar);
 
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
