@@ -26,7 +26,7 @@
  *
  *	  Streamed transactions (walsender transport only).  Between STREAM START
  *	  and STREAM STOP the changes of a transaction still in progress on the
- *	  source are spooled (spool.c), not applied; STREAM ABORT drops them (or
+ *	  source are spooled (streamfile.c), not applied; STREAM ABORT drops them (or
  *	  a subtransaction's part); STREAM COMMIT applies them then, as one
  *	  source transaction of the batch (apply_spooled).  A walsender announces
  *	  a relation once per connection: its RELATION message is kept by the
@@ -814,7 +814,7 @@ end_xact(ApplyState *st, LogicalRepCommitData *commit)
 }
 
 /*
- * Inside a stream block (walsender transport, spool.c), the changes of the
+ * Inside a stream block (walsender transport, streamfile.c), the changes of the
  * transaction in progress carry its (sub)transaction's xid after the
  * action byte.
  */
@@ -850,7 +850,7 @@ apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
 	st->begin.final_lsn = commit->commit_lsn;
 	st->begin.committime = commit->committime;
 	st->begin.xid = xid;
-	(void) spool_replay_begin(xid);
+	(void) streamfile_replay_begin(xid);
 	begin_xact(st);
 	if (!st->skipping)
 	{
@@ -861,7 +861,7 @@ apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
 			initStringInfo(&st->spoolbuf);
 			MemoryContextSwitchTo(old);
 		}
-		while (spool_replay_next(xid, &st->spoolbuf))
+		while (streamfile_replay_next(xid, &st->spoolbuf))
 		{
 			MemoryContext old = MemoryContextSwitchTo(st->replaycxt);
 
@@ -877,7 +877,7 @@ apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
 		flush_inserts(st);
 	}
 	end_xact(st, commit);
-	spool_drop(xid);
+	streamfile_drop(xid);
 }
 
 static void
@@ -886,11 +886,11 @@ apply_dispatch(ApplyState *st, StringInfo s)
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
 	/* a change of a transaction still in progress: spooled */
-	if (spool_in_block() && is_streamed_change(action))
+	if (streamfile_in_block() && is_streamed_change(action))
 	{
 		TransactionId subxid = pq_getmsgint(s, 4);
 
-		spool_write(subxid, action, s->data + s->cursor, s->len - s->cursor);
+		streamfile_write(subxid, action, s->data + s->cursor, s->len - s->cursor);
 		return;
 	}
 	/* buffered inserts go in before anything that could see them */
@@ -916,11 +916,11 @@ apply_dispatch(ApplyState *st, StringInfo s)
 				bool		first;
 				TransactionId xid = logicalrep_read_stream_start(s, &first);
 
-				spool_start(xid, first);
+				streamfile_start(xid, first);
 			}
 			break;
 		case LOGICAL_REP_MSG_STREAM_STOP:
-			spool_stop();
+			streamfile_stop();
 			break;
 		case LOGICAL_REP_MSG_STREAM_ABORT:
 			{
@@ -928,7 +928,7 @@ apply_dispatch(ApplyState *st, StringInfo s)
 				TransactionId subxid;
 
 				logicalrep_read_stream_abort(s, &xid, &subxid);
-				spool_abort(xid, subxid);
+				streamfile_abort(xid, subxid);
 			}
 			break;
 		case LOGICAL_REP_MSG_STREAM_COMMIT:
@@ -1134,7 +1134,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
  * for now, or the batch reached max_messages or max_ms, at a transaction
  * boundary outside any stream block (stats->stopped_early: more is
  * waiting).  Streamed transactions are spooled and applied at their
- * STREAM COMMIT (spool.c).  The caller has set up the origin session and
+ * STREAM COMMIT (streamfile.c).  The caller has set up the origin session and
  * holds the pipeline lock.
  */
 void
@@ -1156,13 +1156,13 @@ apply_walstream(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
 				 errhint("The worker starts a new stream after a backoff; nothing was applied.")));
 	for (;;)
 	{
-		bool		boundary = !st.in_xact && !spool_in_block();
+		bool		boundary = !st.in_xact && !streamfile_in_block();
 
 		/* mid-transaction, wait for the rest; at a boundary, only take */
 		if (!walstream_next(ws, &msg, !boundary))
 			break;
 		apply_one(&st, &msg);
-		if (!st.in_xact && !spool_in_block() &&
+		if (!st.in_xact && !streamfile_in_block() &&
 			((max_messages > 0 && stats->messages >= max_messages) ||
 			 (max_ms > 0 && TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))))
 		{

@@ -288,18 +288,18 @@ extern void walstream_tick(WalStream *ws);
 extern void walstream_remember_relation(WalStream *ws, const char *body, int len);
 extern bool walstream_recall_relation(WalStream *ws, uint32 relid, StringInfo msg);
 
-/* ---------- spool.c: streamed transactions kept until their end ---------- */
+/* ---------- streamfile.c: streamed transactions kept until their end ---------- */
 
-extern void spool_reset(void);
-extern void spool_start(TransactionId xid, bool first_segment);
-extern void spool_stop(void);
-extern bool spool_in_block(void);
-extern int	spool_count(void);
-extern void spool_write(TransactionId subxid, char action, const char *body, int len);
-extern void spool_abort(TransactionId xid, TransactionId subxid);
-extern int64 spool_replay_begin(TransactionId xid);
-extern bool spool_replay_next(TransactionId xid, StringInfo buf);
-extern void spool_drop(TransactionId xid);
+extern void streamfile_reset(void);
+extern void streamfile_start(TransactionId xid, bool first_segment);
+extern void streamfile_stop(void);
+extern bool streamfile_in_block(void);
+extern int	streamfile_count(void);
+extern void streamfile_write(TransactionId subxid, char action, const char *body, int len);
+extern void streamfile_abort(TransactionId xid, TransactionId subxid);
+extern int64 streamfile_replay_begin(TransactionId xid);
+extern bool streamfile_replay_next(TransactionId xid, StringInfo buf);
+extern void streamfile_drop(TransactionId xid);
 
 /* ---------- api.c: SQL-callable entry points (PG_FUNCTION_INFO_V1 only) ---------- */
 

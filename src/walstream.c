@@ -19,7 +19,7 @@
  *	  (WaitLatchOrSocket) and not on a timer: a commit on the source is on
  *	  the datamart about one round trip later.  With streaming 'on' the
  *	  source sends a transaction bigger than its own logical_decoding_work_mem
- *	  while it is in progress (spool.c keeps it on the datamart), so the
+ *	  while it is in progress (streamfile.c keeps it on the datamart), so the
  *	  source never holds a big transaction whole in memory; this file leaves
  *	  the source's logical_decoding_work_mem as it is, as a subscription
  *	  does (the SQL transport sets pg_sluice.source_decoding_work_mem).
@@ -106,7 +106,7 @@ walstream_open(SluicePipeline *pipe, XLogRecPtr start, bool binary)
 	WalStream  *ws;
 	char		pubs[NAMEDATALEN * 2 + 3];
 
-	spool_reset();
+	streamfile_reset();
 	ws = MemoryContextAllocZero(TopMemoryContext, sizeof(WalStream));
 	ws->sc = transport_connect(pipe->source_name, pipe->conninfo, true);
 	ws->sc->persistent = true;
@@ -151,7 +151,7 @@ walstream_close(WalStream *ws, bool polite)
 	if (ws->relcxt)
 		MemoryContextDelete(ws->relcxt);
 	pfree(ws);
-	spool_reset();
+	streamfile_reset();
 }
 
 /*

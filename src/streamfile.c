@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * spool.c
+ * streamfile.c
  *	  Streamed source transactions, spooled to temporary files on the
  *	  datamart until the source says how they end.
  *
@@ -21,7 +21,7 @@
  *	  first change starts and its logical end moves back there (later writes
  *	  overwrite the rest).  The files outlive the batches (a stream block and
  *	  its commit may fall in different local transactions) but not the
- *	  connection: a new one (spool_reset) drops them all, since the source
+ *	  connection: a new one (streamfile_reset) drops them all, since the source
  *	  decodes every transaction not yet confirmed from its start again.
  *
  *	  What it never does.  Parse a change or apply one (apply.c does), or
@@ -43,7 +43,7 @@
  * Copyright (c) 2026, pg_sluice developers
  *
  * IDENTIFICATION
- *	  src/spool.c
+ *	  src/streamfile.c
  *
  *-------------------------------------------------------------------------
  */
@@ -87,7 +87,7 @@ static TransactionId cur_xid = InvalidTransactionId;	/* open stream block */
 
 /* Drop every spool file: a new connection decodes them all again. */
 void
-spool_reset(void)
+streamfile_reset(void)
 {
 	if (spools != NULL)
 	{
@@ -107,7 +107,7 @@ spool_reset(void)
 }
 
 static void
-spool_setup(void)
+streamfile_setup(void)
 {
 	HASHCTL		ctl;
 
@@ -124,7 +124,7 @@ spool_setup(void)
 }
 
 static Spool *
-spool_find(TransactionId xid)
+streamfile_find(TransactionId xid)
 {
 	if (spools == NULL)
 		return NULL;
@@ -143,12 +143,12 @@ protocol_error(const char *msg, TransactionId xid)
 
 /* STREAM START: changes of xid follow, until STREAM STOP. */
 void
-spool_start(TransactionId xid, bool first_segment)
+streamfile_start(TransactionId xid, bool first_segment)
 {
 	Spool	   *sp;
 	bool		found;
 
-	spool_setup();
+	streamfile_setup();
 	if (TransactionIdIsValid(cur_xid))
 		protocol_error("STREAM START inside another stream block", xid);
 	sp = hash_search(spools, &xid, HASH_ENTER, &found);
@@ -172,21 +172,21 @@ spool_start(TransactionId xid, bool first_segment)
 
 /* STREAM STOP: the block ends. */
 void
-spool_stop(void)
+streamfile_stop(void)
 {
 	cur_xid = InvalidTransactionId;
 }
 
 /* Inside a stream block? (A batch does not end there.) */
 bool
-spool_in_block(void)
+streamfile_in_block(void)
 {
 	return TransactionIdIsValid(cur_xid);
 }
 
 /* How many streamed transactions wait for their end. */
 int
-spool_count(void)
+streamfile_count(void)
 {
 	return spools ? (int) hash_get_num_entries(spools) : 0;
 }
@@ -196,9 +196,9 @@ spool_count(void)
  * transaction's own xid for its own changes): the action byte, then body.
  */
 void
-spool_write(TransactionId subxid, char action, const char *body, int len)
+streamfile_write(TransactionId subxid, char action, const char *body, int len)
 {
-	Spool	   *sp = spool_find(cur_xid);
+	Spool	   *sp = streamfile_find(cur_xid);
 	int32		total = len + 1;
 
 	if (sp == NULL)
@@ -251,16 +251,16 @@ spool_write(TransactionId subxid, char action, const char *body, int len)
  * of a subtransaction: what it and what followed it wrote goes.
  */
 void
-spool_abort(TransactionId xid, TransactionId subxid)
+streamfile_abort(TransactionId xid, TransactionId subxid)
 {
-	Spool	   *sp = spool_find(xid);
+	Spool	   *sp = streamfile_find(xid);
 	int			i;
 
 	if (sp == NULL)
 		return;					/* nothing of it was spooled */
 	if (xid == subxid)
 	{
-		spool_drop(xid);
+		streamfile_drop(xid);
 		return;
 	}
 	for (i = 0; i < sp->nsubs; i++)
@@ -280,9 +280,9 @@ spool_abort(TransactionId xid, TransactionId subxid)
 
 /* Read xid's changes from the start; returns how many there are. */
 int64
-spool_replay_begin(TransactionId xid)
+streamfile_replay_begin(TransactionId xid)
 {
-	Spool	   *sp = spool_find(xid);
+	Spool	   *sp = streamfile_find(xid);
 
 	if (sp == NULL)
 		protocol_error("STREAM COMMIT of a transaction never streamed", xid);
@@ -298,9 +298,9 @@ spool_replay_begin(TransactionId xid)
  * The next change of xid into buf (reset first), or false at the end.
  */
 bool
-spool_replay_next(TransactionId xid, StringInfo buf)
+streamfile_replay_next(TransactionId xid, StringInfo buf)
 {
-	Spool	   *sp = spool_find(xid);
+	Spool	   *sp = streamfile_find(xid);
 	int32		total;
 
 	Assert(sp != NULL);
@@ -328,9 +328,9 @@ spool_replay_next(TransactionId xid, StringInfo buf)
 
 /* The transaction ended (committed and applied, or aborted). */
 void
-spool_drop(TransactionId xid)
+streamfile_drop(TransactionId xid)
 {
-	Spool	   *sp = spool_find(xid);
+	Spool	   *sp = streamfile_find(xid);
 
 	if (sp == NULL)
 		return;
