@@ -186,3 +186,13 @@ origin_session_set(XLogRecPtr lsn, TimestampTz committime)
 	replorigin_session_origin_lsn = lsn;
 	replorigin_session_origin_timestamp = committime;
 }
+
+/*
+ * Is the position origin_session_progress returns durable (no batch of this
+ * transaction set one yet)?  slotwatch.c moves a slot only to such.
+ */
+bool
+origin_session_durable(void)
+{
+	return replorigin_session_origin_lsn == InvalidXLogRecPtr;
+}

@@ -145,6 +145,9 @@ _PG_init(void)
 							NULL, &sluice_quarantine_alert, 0, 0, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
+	spool_init();
+	slotwatch_init();
+
 	MarkGUCPrefixReserved("pg_sluice");
 
 	/* continuous mode: shared memory and the launcher exist only when preloaded */
