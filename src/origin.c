@@ -207,3 +207,13 @@ origin_progress(const char *origin_name)
 		return InvalidXLogRecPtr;
 	return replorigin_get_progress(id, false);
 }
+
+/*
+ * Is the position origin_session_progress returns durable (no batch of this
+ * transaction set one yet)?  slotwatch.c moves a slot only to such.
+ */
+bool
+origin_session_durable(void)
+{
+	return replorigin_session_origin_lsn == InvalidXLogRecPtr;
+}

@@ -170,6 +170,8 @@ _PG_init(void)
 							"Bounds the memory a batch spends on group keys.",
 							&sluice_model_max_keys, 10000, 0, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	spool_init();
+	slotwatch_init();
 
 	MarkGUCPrefixReserved("pg_sluice");
 

@@ -240,6 +240,7 @@ typedef struct SluiceStream
 								 * delivered already (the second part decoded
 								 * after the first), or 0 */
 	int64		messages;		/* messages delivered */
+	struct SpoolReader *spool;	/* reading the spool instead (spool.c), or NULL */
 } SluiceStream;
 
 extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
@@ -488,6 +489,7 @@ extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
 extern XLogRecPtr origin_progress(const char *origin_name);
+extern bool origin_session_durable(void);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
 
@@ -521,6 +523,43 @@ extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 /* ---------- httpapply.c: an HTTP pipeline's refresh, through the apply family ---------- */
 
 extern void http_refresh(SluicePipeline *pipe, RefreshResult *r);
+
+/* ---------- spool.c: a paused pipeline's changes kept here, so live's slot moves ---------- */
+
+extern int	sluice_spool_limit;
+
+typedef struct SpoolReader SpoolReader;
+
+/* What a drain did. */
+typedef struct SpoolResult
+{
+	int64		transactions;	/* source transactions spooled */
+	int64		bytes;			/* message bytes spooled */
+	int64		spool_bytes;	/* the spool's size after it */
+	XLogRecPtr	drained_upto;	/* the spool holds every change before it */
+	bool		full;			/* stopped at pg_sluice.spool_limit */
+	bool		conn_closed;	/* the connection was abandoned mid-stream */
+	XLogRecPtr	source_flush_lsn;
+	XLogRecPtr	slot_restart_lsn;
+} SpoolResult;
+
+extern void spool_init(void);
+extern void spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res);
+extern bool spool_pending(SluicePipeline *pipe);
+extern XLogRecPtr spool_apply(SluicePipeline *pipe, XLogRecPtr origin_lsn, ApplyStats *stats);
+extern SpoolReader *spool_open(SluicePipeline *pipe, bool binary);
+extern bool spool_next(SpoolReader *sr, StringInfo msg);
+
+/* ---------- slotwatch.c: heartbeat, the move after a commit, slot_lag ---------- */
+
+extern int	sluice_heartbeat_interval;
+
+extern void slotwatch_init(void);
+extern void slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn);
+extern void slotwatch_heartbeat(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn);
+extern void slotwatch_move_after_commit(SluicePipeline *pipe);
+extern void slotwatch_lag(SluicePipeline *pipe, XLogRecPtr source_lsn, XLogRecPtr restart_lsn,
+						  bool record);
 
 /* ---------- launcher.c: continuous mode's launcher and shared state ---------- */
 

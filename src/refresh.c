@@ -110,9 +110,14 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	char		lsnbuf[32];
 	SluiceUser	owner_save;
 	int			tries;
+	XLogRecPtr	origin_lsn;
+	bool		durable;
+	bool		spooled;
 
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
+	origin_lsn = start_lsn;
+	durable = origin_session_durable();
 
 	/*
 	 * A refresh first marks its end in the source's WAL: a transactional
@@ -204,7 +209,9 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		start_lsn = confirmed;
 	r->start_lsn = start_lsn;
 
-	if (start_lsn >= upto)
+	/* what a drain kept while the pipeline was paused goes first (spool.c) */
+	spooled = spool_pending(pipe);
+	if (start_lsn >= upto && !spooled)
 	{
 		/* nothing committed since: skip the decoding round trip */
 		r->end_lsn = start_lsn;
@@ -280,7 +287,15 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		AfterTriggerSetState(cs);
 	}
 	sluice_become_owner(pipe, &owner_save);
-	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
+	if (spooled)
+	{
+		/* the slot goes on from the drained position, past what it repeats */
+		start_lsn = Max(start_lsn, spool_apply(pipe, origin_lsn, &r->stats));
+		origin_session_set(start_lsn, r->stats.last_commit_time);
+		r->stats.messages = 0;
+	}
+	if (start_lsn < upto)
+		apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
 	if (sc2 != NULL)
 		transport_close(sc2);
 
@@ -312,6 +327,14 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	else
 		r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
 	origin_session_set(r->end_lsn, r->stats.last_commit_time);
+
+	/*
+	 * Heartbeat: nothing at all came for our tables up to end_lsn, so the
+	 * slot may forget it now, even though this batch commits no position
+	 * (slotwatch.c).
+	 */
+	if (r->complete && r->stats.messages == 0 && !spooled && durable && r->end_lsn > confirmed)
+		slotwatch_heartbeat(pipe, sc, r->end_lsn);
 }
 
 /*
@@ -512,6 +535,7 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 								r->stats.updated, r->stats.deleted, r->stats.truncated,
 								r->stats.last_commit_time);
 	catalog_run_source_position(run_id, r->source_flush_lsn, r->slot_restart_lsn);
+	slotwatch_lag(pipe, r->source_flush_lsn, r->slot_restart_lsn, true);
 	if (r->paused)
 		catalog_run_paused(run_id, r->paused_reason);
 	if (TransactionIdIsValid(r->stats.skipped_xid))

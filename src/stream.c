@@ -128,6 +128,12 @@ stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 	ss->upto_lsn = upto_lsn;
 	ss->binary = binary;
 	ss->skip_before = InvalidXLogRecPtr;
+	if (sc == NULL)
+	{
+		/* no connection: a paused pipeline's spool (spool.c) */
+		ss->spool = spool_open(pipe, binary);
+		return;
+	}
 	if (sc2 != NULL)
 	{
 		char	   *tmp = psprintf("sluice_split_%d_%lx", MyProcPid,
@@ -163,6 +169,13 @@ stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 bool
 stream_next(SluiceStream *ss, StringInfo msg)
 {
+	if (ss->spool != NULL)
+	{
+		if (!spool_next(ss->spool, msg))
+			return false;
+		ss->messages++;
+		return true;
+	}
 	for (;;)
 	{
 		SluicePipeline *pipe = ss->pipe;

@@ -187,6 +187,15 @@ verify_check_backlog(SluicePipeline *pipe, XLogRecPtr from, XLogRecPtr at)
 	XLogRecPtr	confirmed;
 	int64		pending;
 
+	/* what a drain moved into the spool is not applied either (spool.c) */
+	if (spool_pending(pipe))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" is paused with changes it has not applied", pipe->name),
+				 errdetail("It paused because: %s. Its spool holds the changes drained from its slot since (sluice.spool).",
+						   pipe->paused_reason),
+				 errhint("Fix the cause, call sluice.resume('%s') and sluice.refresh('%s'), then verify again.",
+						 pipe->name, pipe->name)));
 	snprintf(frombuf, sizeof(frombuf), "%X/%X", LSN_FORMAT_ARGS(from));
 	snprintf(atbuf, sizeof(atbuf), "%X/%X", LSN_FORMAT_ARGS(at));
 	params[0] = pipe->slot_name;

@@ -23,7 +23,10 @@
  *	  does not move), is recorded in the catalog and the runs log, and the
  *	  batch is retried after a backoff.  Between batches it reports to its
  *	  shared slot what sluice.status shows (lag, rows per second, last error)
- *	  and warns when the slot holds too much WAL on the source.  The slot of a
+ *	  and warns when the slot holds too much WAL on the source.  A paused
+ *	  pipeline's worker, or one whose batches keep failing, drains the slot
+ *	  into the spool (spool.c) and moves the slot right after each drain's
+ *	  commit (slotwatch.c), so a pause never fills live's disk.  The slot of a
  *	  database's notifier (NOTIFIER_ID) runs notify.c's loop instead.
  *
  *	  What it never does.  Decide whether it should run (the launcher does;
@@ -149,6 +152,86 @@ worker_still_wanted(void)
 }
 
 /*
+ * A paused pipeline's turn, in the transaction worker_batch began: its
+ * slot's changes go to the spool (spool.c), and once that is committed the
+ * slot is moved on live at once (slotwatch.c).
+ */
+static void
+worker_drain(SluicePipeline *pipe)
+{
+	SpoolResult sr;
+	XLogRecPtr	moved_to = InvalidXLogRecPtr;
+
+	pgstat_report_activity(STATE_RUNNING, "pg_sluice: draining a paused pipeline's slot");
+	/* the drain reads the slot over SQL: the walsender must let it go */
+	if (worker_ws != NULL)
+	{
+		walstream_close(worker_ws, true);
+		worker_ws = NULL;
+	}
+	if (worker_conn == NULL)
+	{
+		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		worker_conn->persistent = true;
+		worker_conn->owner_ref = &worker_conn;
+	}
+	spool_drain(pipe, worker_conn, &sr);
+	if (sr.conn_closed)
+		worker_conn = NULL;
+	moved_to = sr.drained_upto;	/* (slotwatch_advance never moves it back) */
+	worker_xact_commit();
+	if (!XLogRecPtrIsInvalid(moved_to))
+	{
+		worker_xact_begin();
+		if (worker_conn == NULL)
+		{
+			worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+			worker_conn->persistent = true;
+			worker_conn->owner_ref = &worker_conn;
+		}
+		slotwatch_advance(pipe, worker_conn, moved_to);
+		worker_xact_commit();
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * A worker whose batches keep failing (not a pause: an error it retries)
+ * keeps the slot where it was too: from the SPOOL_AFTER_FAILURES-th failure
+ * in a row, it drains between its attempts.  The next batch that succeeds
+ * applies the spool first.  Errors here are logged and left for the next
+ * attempt.
+ */
+#define SPOOL_AFTER_FAILURES 3
+
+static void
+worker_drain_failing(int pipeline_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		SluicePipeline *pipe;
+
+		worker_xact_begin();
+		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		if (pipe != NULL && pipe->continuous && pipe->paused_reason == NULL)
+			worker_drain(pipe);
+		else
+			worker_xact_commit();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		worker_conn = NULL;		/* closed by the abort */
+	}
+	PG_END_TRY();
+}
+
+/*
  * One batch in its own transaction.  Returns true when caught up (the
  * caller naps), sets *done when the pipeline no longer streams.
  */
@@ -181,15 +264,20 @@ worker_batch(int pipeline_id, bool *done)
 
 	if (pipe->paused_reason)
 	{
-		/* schema drift paused it: wait for sluice.resume() */
+		/* paused: wait for sluice.resume(), draining the slot meanwhile */
 		worker_xact_commit();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		/* the slot is free meanwhile; resume starts from the origin */
+		/* the slot must be free for the drain; resume starts from the origin */
 		if (worker_ws != NULL)
 		{
 			walstream_close(worker_ws, true);
 			worker_ws = NULL;
 		}
+		worker_xact_begin();
+		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		if (pipe != NULL && pipe->paused_reason != NULL)
+			worker_drain(pipe);
+		else
+			worker_xact_commit();
 		return true;
 	}
 
@@ -199,7 +287,13 @@ worker_batch(int pipeline_id, bool *done)
 		worker_conn->persistent = true;
 		worker_conn->owner_ref = &worker_conn;
 	}
-	if (sluice_worker_transport == SLUICE_TRANSPORT_WALSENDER)
+	/*
+	 * What a drain spooled while the pipeline was paused or failing goes
+	 * first, through the SQL transport's batch (refresh_inner applies the
+	 * spool, then the slot): the slot's confirmed position is past it, so a
+	 * walsender started from the origin would begin after it.
+	 */
+	if (sluice_worker_transport == SLUICE_TRANSPORT_WALSENDER && !spool_pending(pipe))
 	{
 		bool		binary = apply_use_binary(pipe);
 
@@ -263,37 +357,8 @@ worker_batch(int pipeline_id, bool *done)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
 
-	/* guard the source: WAL the slot keeps there */
-	if (sluice_max_retained_wal > 0 && r.slot_restart_lsn != InvalidXLogRecPtr &&
-		r.source_flush_lsn > r.slot_restart_lsn &&
-		(r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024) > (uint64) sluice_max_retained_wal)
-	{
-		static TimestampTz last_warned = 0;
-
-		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
-		{
-			StringInfoData j;
-
-			initStringInfo(&j);
-			sluice_json_begin(&j);
-			sluice_json_string(&j, "slot", pipe->slot_name);
-			sluice_json_raw(&j, "retained_bytes",
-							psprintf(UINT64_FORMAT, (uint64) (r.source_flush_lsn - r.slot_restart_lsn)));
-			sluice_json_string(&j, "summary",
-							   psprintf("slot %s keeps %llu MB of WAL on the source", pipe->slot_name,
-										(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
-			sluice_json_end(&j);
-			outbox_emit(pipe->name, "slot_lag", j.data);
-			ereport(WARNING,
-					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
-							pipe->slot_name,
-							(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024)),
-							pipe->source_name),
-					 errdetail("pg_sluice.max_retained_wal is %d MB.", sluice_max_retained_wal),
-					 errhint("A long transaction on the source, or a pipeline that falls behind, holds WAL; sluice.status shows the lag.")));
-			last_warned = GetCurrentTimestamp();
-		}
-	}
+	/* guard the source: a slot_lag event when the WAL kept crosses the limit */
+	slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
 	worker_xact_commit();
 	if (worker_ws != NULL)
 	{
@@ -485,6 +550,8 @@ sluice_worker_main(Datum arg)
 			LWLockRelease(sluice_shared->lock);
 
 			record_failure(pipeline_id, started, msg);
+			if (failures >= SPOOL_AFTER_FAILURES)
+				worker_drain_failing(pipeline_id);
 			pgstat_report_stat(false);
 
 			/* back off, waking for SIGTERM */

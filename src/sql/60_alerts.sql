@@ -20,7 +20,7 @@ CREATE FUNCTION sluice._event_names()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
-             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification'];
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification', 'spool_full'];
 
 CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
 RETURNS text
