@@ -3001,28 +3001,6 @@ CREATE TABLE sluice._http_endpoint (
     cursor_value   text,
     etag           text,
     pulled_at      timestamptz,
--- chunked copies (issue 19): resnapshot, add_table, copy_chunk, copy_tables, copy_progress
--------------------------------------------------------------------------------
--- Chunked copies: a table copied again (sluice.resnapshot) or added to a
--- running pipeline (sluice.add_table), in key ranges,
--- each committed with the stream up to the chunk's watermark
--- (src/snapshot.c).  One row per table, kept when the copy has finished.
--------------------------------------------------------------------------------
-
-CREATE TABLE sluice._copy (
-    pipeline_id    integer NOT NULL,
-    source_schema  text NOT NULL,
-    source_table   text NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table')),
-    chunk_rows     integer NOT NULL CHECK (chunk_rows > 0),
-    frontier       text[],
-    chunks_done    integer NOT NULL DEFAULT 0,
-    rows_copied    bigint NOT NULL DEFAULT 0,
-    rows_estimate  bigint,
-    restarts       integer NOT NULL DEFAULT 0,
-    started_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    last_chunk_at  timestamptz,
-    finished_at    timestamptz,
     PRIMARY KEY (pipeline_id, source_schema, source_table),
     FOREIGN KEY (pipeline_id, source_schema, source_table)
         REFERENCES sluice._pipeline_table ON DELETE CASCADE
@@ -3042,19 +3020,6 @@ COMMENT ON FUNCTION sluice._mask_url(text) IS
 CREATE FUNCTION sluice._create_http_source(name text, base_url text, bearer_token text,
                                            username text, password text, headers jsonb)
 RETURNS text
--- models (issue 20): tables defined by a query over pipeline tables and
--- other models, maintained in each batch's transaction (src/sql/93_models.sql,
--- src/model.c).  add_expectation's text generation moves into
--- _expectation_sql, shared with expect_model; _operator_grants calls
--- _model_operator_grants; _emit_run adds the run's models to its events
--- (OpenLineage: their inputs and outputs); tag pins models with history
--- too, and _history_of (sluice.diff) knows models; release_quarantined
--- rebuilds the models of the table it writes.
--- The text of an expectation (Great Expectations names): a row predicate or
--- a set check over target, bound afterwards by the caller (_compile_predicate,
--- _compile_check), never run as text.  add_expectation and expect_model share it.
-CREATE FUNCTION sluice._expectation_sql(target regclass, kind text, cols name[], args jsonb, typ text,
-    OUT pred text, OUT chk text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3117,135 +3082,6 @@ REVOKE ALL ON FUNCTION sluice.create_http_source(text, text, text, text, text, j
 CREATE FUNCTION sluice.create_http_pipeline(name text, source text, endpoints jsonb,
                                             target_schema name DEFAULT 'public')
 RETURNS sluice.refresh_result
-  col name := cols[1];
-  qt text := target::text;
-  lo text := args->>'min_value';
-  hi text := args->>'max_value';
-  smin boolean := coalesce((args->>'strict_min')::boolean, false);
-  smax boolean := coalesce((args->>'strict_max')::boolean, false);
-  bad boolean;
-  keycols text;
-  other regclass;
-BEGIN
-  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
-              'expect_table_row_count_to_be_between') THEN
-    IF lo IS NULL AND hi IS NULL THEN
-      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF lo IS NOT NULL AND hi IS NOT NULL THEN
-      EXECUTE format('SELECT %L::%s > %L::%s', lo,
-                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
-                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
-      IF bad THEN
-        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
-      END IF;
-    END IF;
-  END IF;
-
-  CASE kind
-  WHEN 'expect_column_values_to_not_be_null' THEN
-    pred := format('%I IS NOT NULL', col);
-  WHEN 'expect_column_values_to_be_null' THEN
-    pred := format('%I IS NULL', col);
-  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
-    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
-      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
-                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
-                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
-  WHEN 'expect_column_values_to_be_between' THEN
-    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
-                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
-                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
-  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
-    IF args->>'regex' IS NULL THEN
-      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    BEGIN
-      PERFORM '' ~ (args->>'regex');
-    EXCEPTION WHEN invalid_regular_expression THEN
-      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
-        DETAIL = SQLERRM;
-    END;
-    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
-                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
-  WHEN 'expect_column_values_to_match_like_pattern' THEN
-    IF args->>'like_pattern' IS NULL THEN
-      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- LIKE's one error, raised only when matching reaches it: a trailing escape
-    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
-      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
-        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
-    END IF;
-    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
-  WHEN 'expect_column_value_lengths_to_equal' THEN
-    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
-      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
-  WHEN 'expect_column_value_lengths_to_be_between' THEN
-    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
-                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
-  WHEN 'expect_row_to_satisfy' THEN
-    IF args->>'predicate' IS NULL THEN
-      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
-        USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    pred := args->>'predicate';
-  WHEN 'expect_column_values_to_be_unique' THEN
-    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
-    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
-      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
-               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
-      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
-             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
-      keycols, qt,
-      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
-      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
-  WHEN 'expect_table_row_count_to_be_between' THEN
-    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
-                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
-                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
-  WHEN 'expect_column_values_to_be_in_table' THEN
-    BEGIN
-      other := (args->>'table')::regclass;
-    EXCEPTION WHEN OTHERS THEN
-      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
-    END;
-    IF other IS NULL OR args->>'column' IS NULL THEN
-      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
-      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
-    END IF;
-    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
-      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
-      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
-             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
-      col, qt, other::text, args->>'column');
-  WHEN 'expect_column_max_to_be_fresh' THEN
-    IF args->>'max_age' IS NULL THEN
-      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM (args->>'max_age')::interval;
-    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
-                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
-  END CASE;
-END
-$$;
-COMMENT ON FUNCTION sluice._expectation_sql(regclass, text, name[], jsonb, text) IS
-  'Private: the predicate (row expectations) or check query (set expectations) of an expectation, as text to be bound.';
-
-CREATE OR REPLACE FUNCTION sluice.add_expectation(
-    target       regclass,
-    kind         text,
-    column_names name[] DEFAULT '{}',
-    args         jsonb DEFAULT '{}',
-    severity     text DEFAULT 'error',
-    name         text DEFAULT NULL)
-RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3409,6 +3245,238 @@ COMMENT ON COLUMN sluice.http_endpoints.pulled_at IS 'When the last committed re
 GRANT SELECT ON sluice.http_endpoints TO PUBLIC;
 
 -- OpenLineage: an HTTP pipeline's runs name the API (scheme, host, port) and each endpoint's path
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  api text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+
+-- models (issue 20): tables defined by a query over pipeline tables and
+-- other models, maintained in each batch's transaction (src/sql/93_models.sql,
+-- src/model.c).  add_expectation's text generation moves into
+-- _expectation_sql, shared with expect_model; _operator_grants calls
+-- _model_operator_grants; _emit_run adds the run's models to its events
+-- (OpenLineage: their inputs and outputs); tag pins models with history
+-- too, and _history_of (sluice.diff) knows models; release_quarantined
+-- rebuilds the models of the table it writes.
+-- The text of an expectation (Great Expectations names): a row predicate or
+-- a set check over target, bound afterwards by the caller (_compile_predicate,
+-- _compile_check), never run as text.  add_expectation and expect_model share it.
+CREATE FUNCTION sluice._expectation_sql(target regclass, kind text, cols name[], args jsonb, typ text,
+    OUT pred text, OUT chk text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  col name := cols[1];
+  qt text := target::text;
+  lo text := args->>'min_value';
+  hi text := args->>'max_value';
+  smin boolean := coalesce((args->>'strict_min')::boolean, false);
+  smax boolean := coalesce((args->>'strict_max')::boolean, false);
+  bad boolean;
+  keycols text;
+  other regclass;
+BEGIN
+  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
+              'expect_table_row_count_to_be_between') THEN
+    IF lo IS NULL AND hi IS NULL THEN
+      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lo IS NOT NULL AND hi IS NOT NULL THEN
+      EXECUTE format('SELECT %L::%s > %L::%s', lo,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
+      IF bad THEN
+        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+    END IF;
+  END IF;
+
+  CASE kind
+  WHEN 'expect_column_values_to_not_be_null' THEN
+    pred := format('%I IS NOT NULL', col);
+  WHEN 'expect_column_values_to_be_null' THEN
+    pred := format('%I IS NULL', col);
+  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
+    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
+                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
+  WHEN 'expect_column_values_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
+  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
+    IF args->>'regex' IS NULL THEN
+      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+      PERFORM '' ~ (args->>'regex');
+    EXCEPTION WHEN invalid_regular_expression THEN
+      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
+        DETAIL = SQLERRM;
+    END;
+    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
+                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
+  WHEN 'expect_column_values_to_match_like_pattern' THEN
+    IF args->>'like_pattern' IS NULL THEN
+      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- LIKE's one error, raised only when matching reaches it: a trailing escape
+    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
+      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
+        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
+  WHEN 'expect_column_value_lengths_to_equal' THEN
+    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
+      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
+  WHEN 'expect_column_value_lengths_to_be_between' THEN
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
+                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
+  WHEN 'expect_row_to_satisfy' THEN
+    IF args->>'predicate' IS NULL THEN
+      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := args->>'predicate';
+  WHEN 'expect_column_values_to_be_unique' THEN
+    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
+    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
+      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
+               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
+      keycols, qt,
+      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
+      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
+  WHEN 'expect_table_row_count_to_be_between' THEN
+    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
+                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
+                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
+  WHEN 'expect_column_values_to_be_in_table' THEN
+    BEGIN
+      other := (args->>'table')::regclass;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
+    END;
+    IF other IS NULL OR args->>'column' IS NULL THEN
+      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
+      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
+    END IF;
+    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
+      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
+      col, qt, other::text, args->>'column');
+  WHEN 'expect_column_max_to_be_fresh' THEN
+    IF args->>'max_age' IS NULL THEN
+      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM (args->>'max_age')::interval;
+    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
+                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
+  END CASE;
+END
+$$;
+COMMENT ON FUNCTION sluice._expectation_sql(regclass, text, name[], jsonb, text) IS
+  'Private: the predicate (row expectations) or check query (set expectations) of an expectation, as text to be bound.';
+
+CREATE OR REPLACE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
   t record;
   cols name[] := coalesce(column_names, '{}');
   c name;
@@ -3496,138 +3564,6 @@ $$;
 COMMENT ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text) IS
   'Declares a data-quality expectation on a datamart table, checked in every refresh''s transaction; returns its name.';
 
-COMMENT ON TABLE sluice._copy IS
-  'Private: tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is; frontier is the last key copied, as the source''s text of each key column.';
-SELECT pg_catalog.pg_extension_config_dump('sluice._copy', '');
-ALTER TABLE sluice._copy ENABLE ROW LEVEL SECURITY;
-CREATE POLICY operate ON sluice._copy
-  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
-
-CREATE VIEW sluice.copy_progress AS
-SELECT p.name AS pipeline,
-       t.target_schema,
-       t.target_table,
-       c.kind,
-       CASE WHEN c.finished_at IS NOT NULL THEN 'finished' ELSE 'copying' END AS state,
-       c.chunk_rows,
-       c.chunks_done,
-       CASE WHEN c.finished_at IS NOT NULL THEN c.chunks_done
-            ELSE GREATEST(c.chunks_done + 1,
-                          ceil(c.rows_estimate::numeric / c.chunk_rows)::integer) END AS chunks_total,
-       c.rows_copied,
-       c.rows_estimate,
-       CASE WHEN c.last_chunk_at > c.started_at
-            THEN round(c.rows_copied / extract(epoch FROM c.last_chunk_at - c.started_at))::bigint
-       END AS rows_per_second,
-       CASE WHEN c.finished_at IS NOT NULL THEN interval '0'
-            WHEN c.last_chunk_at > c.started_at AND c.rows_copied > 0 AND c.rows_estimate IS NOT NULL
-            THEN GREATEST(c.rows_estimate - c.rows_copied, 0)
-                 * ((c.last_chunk_at - c.started_at) / c.rows_copied)
-       END AS eta,
-       c.restarts,
-       c.started_at,
-       c.last_chunk_at,
-       c.finished_at
-  FROM sluice._copy c
-  JOIN sluice._pipeline p USING (pipeline_id)
-  JOIN sluice._pipeline_table t USING (pipeline_id, source_schema, source_table)
- WHERE sluice._operates(p.owner::oid);
-COMMENT ON VIEW sluice.copy_progress IS
-  'Tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is, for a dashboard to poll; each role sees the pipelines it may operate.';
-COMMENT ON COLUMN sluice.copy_progress.pipeline IS 'Pipeline name.';
-COMMENT ON COLUMN sluice.copy_progress.target_schema IS 'Schema of the datamart table.';
-COMMENT ON COLUMN sluice.copy_progress.target_table IS 'Datamart table being copied.';
-COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot) or add_table (sluice.add_table).';
-COMMENT ON COLUMN sluice.copy_progress.state IS 'copying, or finished.';
-COMMENT ON COLUMN sluice.copy_progress.chunk_rows IS 'Rows per chunk: each chunk is one local transaction.';
-COMMENT ON COLUMN sluice.copy_progress.chunks_done IS 'Chunks committed; a crash or a cancel repeats at most the chunk in progress.';
-COMMENT ON COLUMN sluice.copy_progress.chunks_total IS 'Chunks the copy takes, estimated from the source''s row estimate (pg_class.reltuples) when the first chunk was copied; exact once finished.';
-COMMENT ON COLUMN sluice.copy_progress.rows_copied IS 'Rows copied by the committed chunks.';
-COMMENT ON COLUMN sluice.copy_progress.rows_estimate IS 'The source''s row estimate for the table when the first chunk was copied (NULL before, or when the source has none).';
-COMMENT ON COLUMN sluice.copy_progress.rows_per_second IS 'Rows copied per second since the copy started, up to the last chunk.';
-COMMENT ON COLUMN sluice.copy_progress.eta IS 'Time left at that rate for the estimated rows left (0 once finished; NULL before the first chunk).';
-COMMENT ON COLUMN sluice.copy_progress.restarts IS 'Times the copy started over from the first key because the source table was truncated during it.';
-COMMENT ON COLUMN sluice.copy_progress.started_at IS 'When the copy was asked for.';
-COMMENT ON COLUMN sluice.copy_progress.last_chunk_at IS 'When the last chunk committed.';
-COMMENT ON COLUMN sluice.copy_progress.finished_at IS 'When the last chunk committed, the copy complete (NULL while copying).';
-
-CREATE FUNCTION sluice.resnapshot(pipeline text, "table" regclass, chunk_rows integer DEFAULT 100000)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'sluice_resnapshot'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
-  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Copy the chunks with CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk); sluice.copy_progress shows how far it is. The table needs a primary key.';
-
-CREATE FUNCTION sluice.add_table(pipeline text, "table" text, chunk_rows integer DEFAULT 100000)
-RETURNS regclass
-AS 'MODULE_PATHNAME', 'sluice_add_table'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
-  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
-
-CREATE FUNCTION sluice.copy_chunk(pipeline text)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'sluice_copy_chunk'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION sluice.copy_chunk(text) IS
-  'Copies the next chunk of the pipeline''s first table being copied and refreshes the pipeline up to the chunk''s watermark, in the caller''s transaction; returns false when no table is being copied. The source''s role needs EXECUTE on pg_logical_emit_message.';
-
--- a procedure: each chunk commits before the next starts (no SET clause:
--- a procedure with one cannot commit; it sets search_path itself)
-CREATE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  n integer := 0;
-  r record;
-BEGIN
-  LOOP
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
-    EXIT WHEN NOT sluice.copy_chunk(pipeline);
-    n := n OPERATOR(pg_catalog.+) 1;
-    FOR r IN SELECT * FROM sluice.copy_progress c
-              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
-              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
-    LOOP
-      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left',
-        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
-        r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
-    END LOOP;
-    COMMIT;
-  END LOOP;
-END
-$$;
-COMMENT ON PROCEDURE sluice.copy_tables(text, integer) IS
-  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. Call it outside a transaction block.';
-
--- operators copy the pipelines they operate: _operator_grants (grant_operator,
--- revoke_operator) gives and takes this too
-CREATE FUNCTION sluice._snapshot_operator_grants(grantee regrole, verb text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
-BEGIN
-  EXECUTE format('%s EXECUTE ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text) %s %s',
-                 verb, to_from, grantee);
-  EXECUTE format('%s EXECUTE ON PROCEDURE sluice.copy_tables(text, integer) %s %s', verb, to_from, grantee);
-END
-$$;
-COMMENT ON FUNCTION sluice._snapshot_operator_grants(regrole, text) IS 'Private: what an operator is granted for chunked copies.';
-
-REVOKE ALL ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text),
-    sluice._snapshot_operator_grants(regrole, text) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE sluice.copy_tables(text, integer) FROM PUBLIC;
-REVOKE ALL ON sluice._copy FROM PUBLIC;
-GRANT SELECT ON sluice.copy_progress TO PUBLIC;
-
--- operators are granted the chunked copies too
 CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
@@ -3649,7 +3585,6 @@ BEGIN
        sluice.expect_column_values_to_be_unique(regclass, name[], text),
        sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
        sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
-       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
        sluice.expect_column_values_to_match_regex(regclass, name, text, text),
        sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
        sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
@@ -3658,7 +3593,6 @@ BEGIN
        sluice.expect_row_to_satisfy(regclass, text, text),
        sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
        sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
-       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
        sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
        sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
        sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
@@ -3700,7 +3634,6 @@ DECLARE
   r record;
   p record;
   ci text;
-  api text;
   body jsonb;
   bad jsonb;
 BEGIN
@@ -3710,9 +3643,6 @@ BEGIN
   SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
   SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
   SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
-  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
-  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
-    FROM sluice._http_source h WHERE h.name = p.source_name;
   body := jsonb_build_object(
     'run_id', r.run_id,
     'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
@@ -3726,14 +3656,6 @@ BEGIN
     'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
                       r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
                 || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
-    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
-                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
-    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
-    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-         'input', CASE WHEN api IS NULL
-                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
-                       ELSE (SELECT e.path FROM sluice._http_endpoint e
-                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
     'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
                                coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
     'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
@@ -3752,7 +3674,6 @@ BEGIN
                          WHERE er.run_id = r.run_id
                            AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
          ) ORDER BY pt.source_schema, pt.source_table), '[]')
-       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
        FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
     -- the models the run maintained: datamart tables and models in, the model out
     'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -4911,6 +4832,221 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;
+
+-- chunked copies (issue 19): resnapshot, add_table, copy_chunk, copy_tables, copy_progress
+-------------------------------------------------------------------------------
+-- Chunked copies: a table copied again (sluice.resnapshot) or added to a
+-- running pipeline (sluice.add_table), in key ranges,
+-- each committed with the stream up to the chunk's watermark
+-- (src/snapshot.c).  One row per table, kept when the copy has finished.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._copy (
+    pipeline_id    integer NOT NULL,
+    source_schema  text NOT NULL,
+    source_table   text NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table')),
+    chunk_rows     integer NOT NULL CHECK (chunk_rows > 0),
+    frontier       text[],
+    chunks_done    integer NOT NULL DEFAULT 0,
+    rows_copied    bigint NOT NULL DEFAULT 0,
+    rows_estimate  bigint,
+    restarts       integer NOT NULL DEFAULT 0,
+    started_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_chunk_at  timestamptz,
+    finished_at    timestamptz,
+    PRIMARY KEY (pipeline_id, source_schema, source_table),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._copy IS
+  'Private: tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is; frontier is the last key copied, as the source''s text of each key column.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._copy', '');
+ALTER TABLE sluice._copy ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._copy
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.copy_progress AS
+SELECT p.name AS pipeline,
+       t.target_schema,
+       t.target_table,
+       c.kind,
+       CASE WHEN c.finished_at IS NOT NULL THEN 'finished' ELSE 'copying' END AS state,
+       c.chunk_rows,
+       c.chunks_done,
+       CASE WHEN c.finished_at IS NOT NULL THEN c.chunks_done
+            ELSE GREATEST(c.chunks_done + 1,
+                          ceil(c.rows_estimate::numeric / c.chunk_rows)::integer) END AS chunks_total,
+       c.rows_copied,
+       c.rows_estimate,
+       CASE WHEN c.last_chunk_at > c.started_at
+            THEN round(c.rows_copied / extract(epoch FROM c.last_chunk_at - c.started_at))::bigint
+       END AS rows_per_second,
+       CASE WHEN c.finished_at IS NOT NULL THEN interval '0'
+            WHEN c.last_chunk_at > c.started_at AND c.rows_copied > 0 AND c.rows_estimate IS NOT NULL
+            THEN GREATEST(c.rows_estimate - c.rows_copied, 0)
+                 * ((c.last_chunk_at - c.started_at) / c.rows_copied)
+       END AS eta,
+       c.restarts,
+       c.started_at,
+       c.last_chunk_at,
+       c.finished_at
+  FROM sluice._copy c
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table t USING (pipeline_id, source_schema, source_table)
+ WHERE sluice._operates(p.owner::oid);
+COMMENT ON VIEW sluice.copy_progress IS
+  'Tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is, for a dashboard to poll; each role sees the pipelines it may operate.';
+COMMENT ON COLUMN sluice.copy_progress.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.copy_progress.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.copy_progress.target_table IS 'Datamart table being copied.';
+COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot) or add_table (sluice.add_table).';
+COMMENT ON COLUMN sluice.copy_progress.state IS 'copying, or finished.';
+COMMENT ON COLUMN sluice.copy_progress.chunk_rows IS 'Rows per chunk: each chunk is one local transaction.';
+COMMENT ON COLUMN sluice.copy_progress.chunks_done IS 'Chunks committed; a crash or a cancel repeats at most the chunk in progress.';
+COMMENT ON COLUMN sluice.copy_progress.chunks_total IS 'Chunks the copy takes, estimated from the source''s row estimate (pg_class.reltuples) when the first chunk was copied; exact once finished.';
+COMMENT ON COLUMN sluice.copy_progress.rows_copied IS 'Rows copied by the committed chunks.';
+COMMENT ON COLUMN sluice.copy_progress.rows_estimate IS 'The source''s row estimate for the table when the first chunk was copied (NULL before, or when the source has none).';
+COMMENT ON COLUMN sluice.copy_progress.rows_per_second IS 'Rows copied per second since the copy started, up to the last chunk.';
+COMMENT ON COLUMN sluice.copy_progress.eta IS 'Time left at that rate for the estimated rows left (0 once finished; NULL before the first chunk).';
+COMMENT ON COLUMN sluice.copy_progress.restarts IS 'Times the copy started over from the first key because the source table was truncated during it.';
+COMMENT ON COLUMN sluice.copy_progress.started_at IS 'When the copy was asked for.';
+COMMENT ON COLUMN sluice.copy_progress.last_chunk_at IS 'When the last chunk committed.';
+COMMENT ON COLUMN sluice.copy_progress.finished_at IS 'When the last chunk committed, the copy complete (NULL while copying).';
+
+CREATE FUNCTION sluice.resnapshot(pipeline text, "table" regclass, chunk_rows integer DEFAULT 100000)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_resnapshot'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
+  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Copy the chunks with CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk); sluice.copy_progress shows how far it is. The table needs a primary key.';
+
+CREATE FUNCTION sluice.add_table(pipeline text, "table" text, chunk_rows integer DEFAULT 100000)
+RETURNS regclass
+AS 'MODULE_PATHNAME', 'sluice_add_table'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
+  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
+
+CREATE FUNCTION sluice.copy_chunk(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_copy_chunk'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.copy_chunk(text) IS
+  'Copies the next chunk of the pipeline''s first table being copied and refreshes the pipeline up to the chunk''s watermark, in the caller''s transaction; returns false when no table is being copied. The source''s role needs EXECUTE on pg_logical_emit_message.';
+
+-- a procedure: each chunk commits before the next starts (no SET clause:
+-- a procedure with one cannot commit; it sets search_path itself)
+CREATE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  n integer := 0;
+  r record;
+BEGIN
+  LOOP
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    EXIT WHEN NOT sluice.copy_chunk(pipeline);
+    n := n OPERATOR(pg_catalog.+) 1;
+    FOR r IN SELECT * FROM sluice.copy_progress c
+              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
+    LOOP
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left',
+        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+        r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE sluice.copy_tables(text, integer) IS
+  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. Call it outside a transaction block.';
+
+-- operators copy the pipelines they operate: _operator_grants (grant_operator,
+-- revoke_operator) gives and takes this too
+CREATE FUNCTION sluice._snapshot_operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+BEGIN
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text) %s %s',
+                 verb, to_from, grantee);
+  EXECUTE format('%s EXECUTE ON PROCEDURE sluice.copy_tables(text, integer) %s %s', verb, to_from, grantee);
+END
+$$;
+COMMENT ON FUNCTION sluice._snapshot_operator_grants(regrole, text) IS 'Private: what an operator is granted for chunked copies.';
+
+REVOKE ALL ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text),
+    sluice._snapshot_operator_grants(regrole, text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE sluice.copy_tables(text, integer) FROM PUBLIC;
+REVOKE ALL ON sluice._copy FROM PUBLIC;
+GRANT SELECT ON sluice.copy_progress TO PUBLIC;
+
+-- operators are granted the chunked copies too
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
   PERFORM sluice._snapshot_operator_grants(grantee, verb);
 END
 $$;
@@ -5033,6 +5169,68 @@ BEGIN
        sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
        sluice.expect_column_values_to_be_unique(regclass, name[], text),
        sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
+  PERFORM sluice._spool_operator_grants(grantee, verb);
+END
+$$;
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+-- the final definitions of what several of the sections above changed
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
        sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
        sluice.expect_column_values_to_match_regex(regclass, name, text, text),
        sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
@@ -5074,3 +5272,269 @@ BEGIN
   PERFORM sluice._spool_operator_grants(grantee, verb);
 END
 $$;
+
+CREATE OR REPLACE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification', 'spool_full'];
+
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  api text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  p := sluice._pipeline_row(pipeline, false);
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+    -- BI tools show column comments as descriptions: the table's own
+    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
+                                               col_description(a.attrelid, a.attnum)), '; ')
+                        FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
+                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
+  END LOOP;
+  -- the pipeline's models that keep history (sluice.models), pinned too
+  FOR t IN SELECT n.nspname AS target_schema, c.relname AS target_table
+             FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE m.pipeline_ids[1] = p.pipeline_id AND m.history LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('Model %I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  pred text;
+  chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  SELECT x.pred, x.chk INTO pred, chk FROM sluice._expectation_sql(target, kind, cols, args, typ) x;
+
+  -- bound now, in this function's search_path (pg_catalog): a refresh
+  -- never parses the text again, so nothing created later in anyone's
+  -- search_path can slip into it
+  IF pred IS NOT NULL THEN
+    pred_tree := sluice._compile_predicate(target, pred);
+  ELSE
+    chk_tree := sluice._compile_check(target, chk);
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
+          pred_tree, chk_tree);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+
