@@ -440,8 +440,12 @@ http_refresh(SluicePipeline *pipe, RefreshResult *r)
 	foreach(lc, endpoints)
 		pull_endpoint(&st, src, lfirst(lc), (LogicalRepRelId) ++k);
 	apply_finish(&st, &errcb);
+	/* models over what the pull changed, then set expectations (as refresh_inner) */
 	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
 		expect_run_set_checks(pipe, &r->stats.pause);
+	}
 	sluice_restore_user(&owner_save);
 
 	foreach(lc, endpoints)

@@ -379,8 +379,12 @@ refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
 	sluice_become_owner(pipe, &owner_save);
 	ws->in_batch = true;
 	apply_walstream(pipe, ws, start_lsn, max_messages, max_ms, &r->stats);
+	/* models over what the batch changed, then set expectations (as refresh_inner) */
 	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
 		expect_run_set_checks(pipe, &r->stats.pause);
+	}
 	sluice_restore_user(&owner_save);
 
 	r->complete = !r->stats.stopped_early;
