@@ -690,32 +690,35 @@ delete_range(Relation rel, ChunkKey *k, List *lo, List *hi)
  * its commit record, and a committing transaction that waits for a
  * synchronous standby stays invisible for as long as the standby takes,
  * while our watermarks (synchronous_commit = local) do not wait.  So
- * before the chunk's snapshot is taken, wait until none of the transactions
- * running now waits for a synchronous standby (pg_stat_activity's SyncRep
- * wait: the commit log already says committed, and pg_xact_status still
- * says in progress).  The source's role sees other roles' waits with
- * pg_read_all_stats (README).
+ * before the chunk's snapshot is taken, wait until the transactions that
+ * wait for a synchronous standby now (pg_stat_activity's SyncRep wait: the
+ * commit log already says committed, pg_xact_status still says in
+ * progress, and a snapshot's xip need not list them) are done waiting;
+ * those that start waiting later committed after the origin's position.
+ * The source's role sees other roles' waits with pg_read_all_stats
+ * (README).
  */
 static void
 wait_for_committing(SluiceConn *sc)
 {
-	char	   *snap = transport_try_value(sc, "SELECT pg_catalog.pg_current_snapshot()::text",
-										   "read the source's running transactions");
-	const char *params[1] = {snap};
+	/* who waits now: later commits come after the origin's position */
+	char	   *waiting = transport_try_value(sc,
+											  "SELECT pg_catalog.array_agg(a.backend_xid::text)::text "
+											  "  FROM pg_catalog.pg_stat_activity a "
+											  " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
+											  "   AND a.backend_xid IS NOT NULL",
+											  "look for commits waiting for a standby");
+	const char *params[1] = {waiting};
 
-	if (snap == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the running transactions of source \"%s\"", sc->source),
-				 errhint("Check the source's log, then copy the chunk again.")));
+	if (waiting == NULL)
+		return;					/* none (array_agg of nothing is NULL) */
 	for (;;)
 	{
 		PGresult   *res = transport_exec(sc,
 										 "SELECT count(*) FROM pg_catalog.pg_stat_activity a "
 										 " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
-										 "   AND a.backend_xid IN (SELECT pg_catalog.xid(x) "
-										 "          FROM pg_catalog.pg_snapshot_xip($1::pg_catalog.pg_snapshot) x)",
-										 1, params, PGRES_TUPLES_OK, "wait for committing transactions");
+										 "   AND a.backend_xid::text OPERATOR(pg_catalog.=) ANY ($1::text[])",
+										 1, params, PGRES_TUPLES_OK, "wait for commits waiting for a standby");
 		bool		none = strcmp(PQgetvalue(res, 0, 0), "0") == 0;
 
 		PQclear(res);
