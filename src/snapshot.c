@@ -48,10 +48,10 @@
  *	  across chunks: a transaction before the previous watermark (applied,
  *	  or skipped as above the frontier) must be visible to the next chunk's
  *	  snapshot; wait_for_committing waits, before the snapshot, for every
- *	  transaction committed but not yet visible (one waiting for a
- *	  synchronous standby, say).  What remains is a transaction whose
- *	  commit record is written but whose commit-log entry is not yet, at
- *	  that instant: microseconds, in its own backend.
+ *	  transaction committed but waiting for a synchronous standby, the
+ *	  long window.  What remains is a transaction between its commit record
+ *	  and leaving the proc array at that instant, without such a wait:
+ *	  microseconds, in its own backend.
  *
  *	  Keys are compared in the same order on both sides: the source sorts
  *	  and bounds with the key columns' types' default btree order, COLLATE
@@ -690,31 +690,35 @@ delete_range(Relation rel, ChunkKey *k, List *lo, List *hi)
  * its commit record, and a committing transaction that waits for a
  * synchronous standby stays invisible for as long as the standby takes,
  * while our watermarks (synchronous_commit = local) do not wait.  So
- * before the chunk's snapshot is taken, wait until no transaction running
- * now is committed yet still running (committed in the commit log, still
- * holding its transaction id lock).
+ * before the chunk's snapshot is taken, wait until the transactions that
+ * wait for a synchronous standby now (pg_stat_activity's SyncRep wait: the
+ * commit log already says committed, pg_xact_status still says in
+ * progress, and a snapshot's xip need not list them) are done waiting;
+ * those that start waiting later committed after the origin's position.
+ * The source's role sees other roles' waits with pg_read_all_stats
+ * (README).
  */
 static void
 wait_for_committing(SluiceConn *sc)
 {
-	char	   *snap = transport_try_value(sc, "SELECT pg_catalog.pg_current_snapshot()::text",
-										   "read the source's running transactions");
-	const char *params[1] = {snap};
+	/* who waits now: later commits come after the origin's position */
+	char	   *waiting = transport_try_value(sc,
+											  "SELECT pg_catalog.array_agg(a.backend_xid::text)::text "
+											  "  FROM pg_catalog.pg_stat_activity a "
+											  " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
+											  "   AND a.backend_xid IS NOT NULL",
+											  "look for commits waiting for a standby");
+	const char *params[1] = {waiting};
 
-	if (snap == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the running transactions of source \"%s\"", sc->source),
-				 errhint("Check the source's log, then copy the chunk again.")));
+	if (waiting == NULL)
+		return;					/* none (array_agg of nothing is NULL) */
 	for (;;)
 	{
 		PGresult   *res = transport_exec(sc,
-										 "SELECT count(*) FROM pg_catalog.pg_snapshot_xip($1::pg_catalog.pg_snapshot) x "
-										 " WHERE pg_catalog.pg_xact_status(x) = 'committed' "
-										 "   AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
-										 "                WHERE l.locktype = 'transactionid' "
-										 "                  AND l.transactionid OPERATOR(pg_catalog.=) pg_catalog.xid(x))",
-										 1, params, PGRES_TUPLES_OK, "wait for committing transactions");
+										 "SELECT count(*) FROM pg_catalog.pg_stat_activity a "
+										 " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
+										 "   AND a.backend_xid::text OPERATOR(pg_catalog.=) ANY ($1::text[])",
+										 1, params, PGRES_TUPLES_OK, "wait for commits waiting for a standby");
 		bool		none = strcmp(PQgetvalue(res, 0, 0), "0") == 0;
 
 		PQclear(res);
