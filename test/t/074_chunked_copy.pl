@@ -226,7 +226,7 @@ $live->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity 
   or die "the update did not wait for the synchronous standby";
 my $copier = $mart->background_psql('postgres', on_error_stop => 0);
 $copier->query_until(qr/started/, "\\echo started\nSET ROLE ops;\nCALL sluice.copy_tables('c');\n\\echo copied\n");
-ok($live->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND query LIKE '%pg_snapshot_xip%'}),
+ok($live->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND query LIKE '%SyncRep%'}),
 	'the chunk waits for the transaction waiting for its standby');
 is($mart->safe_psql('postgres', q{SELECT chunks_done FROM sluice.copy_progress WHERE target_table = 'big'}), '1',
 	'no chunk committed meanwhile');
