@@ -361,6 +361,22 @@ catalog_insert_run(int64 run_id, int pipeline_id, const char *kind, TimestampTz 
 }
 
 /*
+ * Refuse what only a PostgreSQL source can do (a slot, a snapshot, a
+ * position) for a pipeline that pulls an HTTP API.
+ */
+void
+catalog_require_postgres(SluicePipeline *pipe, const char *verb)
+{
+	if (pipe->http)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s pipeline \"%s\": it pulls an HTTP API", verb, pipe->name),
+				 errdetail("Only a pipeline with a PostgreSQL source has a replication slot, snapshots and exact source positions."),
+				 errhint("Pull the API again with sluice.refresh('%s'); to copy it whole again, drop the pipeline and create it again.",
+						 pipe->name)));
+}
+
+/*
  * Record the rows a run that is not a batch (a repair, a release) wrote to
  * one datamart table; a batch records its tables with their divergence
  * (expect.c).

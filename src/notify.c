@@ -93,8 +93,8 @@ sluice_check_url(PG_FUNCTION_ARGS)
 		curl_url_cleanup(h);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid URL \"%s\"", url),
-				 errdetail("%s", curl_url_strerror(rc)),
+				 errmsg("invalid URL"),
+				 errdetail("%s (the URL is not repeated: it may hold a secret).", curl_url_strerror(rc)),
 				 errhint("Give an absolute http:// or https:// URL.")));
 	}
 	if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -116,7 +116,8 @@ sluice_check_url(PG_FUNCTION_ARGS)
 		curl_url_cleanup(h);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("URL \"%s\" has no host", url)));
+				 errmsg("URL has no host"),
+				 errhint("Give an absolute http:// or https:// URL.")));
 	}
 	if (curl_url_get(h, CURLUPART_URL, &norm, 0) != CURLUE_OK || norm == NULL)
 	{

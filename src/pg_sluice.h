@@ -150,6 +150,7 @@ extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,
 								int64 upd, int64 del, int64 trunc,
 								TimestampTz last_commit);
+extern void catalog_require_postgres(SluicePipeline *pipe, const char *verb);
 extern void catalog_insert_run_table(int64 run_id, const char *target_schema,
 									 const char *target_table, int64 ins, int64 upd,
 									 int64 del);

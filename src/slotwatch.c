@@ -173,8 +173,9 @@ slotwatch_lag(SluicePipeline *pipe, XLogRecPtr source_lsn, XLogRecPtr restart_ls
 		retained / (1024 * 1024) > (uint64) sluice_max_retained_wal;
 
 	args[0] = Int32GetDatum(pipe->pipeline_id);
+	/* not read-only: see a look this transaction already recorded (a worker's batch looks twice) */
 	if (sluice_catalog_exec("SELECT lag_over FROM sluice._slot_state WHERE pipeline_id = $1",
-							1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the slot's state");
 	if (SPI_processed > 0)
 		was_over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -550,6 +550,7 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "resnapshot");
+	catalog_require_postgres(pipe, "resnapshot");
 	check_copyable(pipe);
 	t = find_table(pipe, relid);
 	rel = table_open(relid, AccessShareLock);
@@ -607,6 +608,7 @@ sluice_add_table(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "add a table to");
+	catalog_require_postgres(pipe, "add a table to");
 	check_copyable(pipe);
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 	check_watermark_right(sc, pipe);
@@ -874,6 +876,7 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "copy");
+	catalog_require_postgres(pipe, "copy");
 	if (pipe->paused_reason)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -570,6 +570,7 @@ sluice_drain(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "drain");
+	catalog_require_postgres(pipe, "drain");
 	if (pipe->continuous)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),

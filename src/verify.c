@@ -385,6 +385,7 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 	/* who may, and which tables, before anything touches the source */
 	pipe = catalog_pipeline(name, false);
 	sluice_check_operator(pipe, verb);
+	catalog_require_postgres(pipe, verb);
 	tables = verify_tables(pipe, arr);
 
 	verify_position(name, &pipe, &at, &snap);

@@ -252,5 +252,19 @@ is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE pipeline
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.start('web')");
 like($err, qr/cannot stream continuously/, 'an HTTP pipeline is refreshed, not streamed');
 
+# what needs a PostgreSQL source is refused with a clear error (verify used to fail in libpq)
+for my $call ("SELECT * FROM sluice.verify('web')", "SELECT * FROM sluice.repair('web')", "SELECT sluice.drain('web')",
+			  "SELECT sluice.resnapshot('web', '\"Web Mart\".courses')")
+{
+	($ret, $out, $err) = $mart->psql('postgres', $call);
+	like($err, qr/ERROR:  cannot \w[\w ]* pipeline "web": it pulls an HTTP API.*HINT:  Pull the API again with sluice.refresh\('web'\)/s,
+		"refused plainly: $call");
+}
+
+# a malformed URL is not repeated in the error (it may hold a token)
+($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.create_http_source('bad', 'http://[::1/x?token=tok-$token')");
+like($err, qr/ERROR:  invalid URL/, 'a malformed base_url is refused');
+unlike($err, qr/tok-/, 'and not echoed');
+
 ok($mart->safe_psql('postgres', "SELECT sluice.drop_pipeline('web')") eq 't', 'the pipeline drops');
 done_testing();
