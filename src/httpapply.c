@@ -410,29 +410,10 @@ http_refresh(SluicePipeline *pipe, RefreshResult *r)
 	ListCell   *lc;
 	int			k = 0;
 
-	/* versioned rows carry the run id this refresh will commit as */
-	pipe->version = 0;
-	if (pipe->keep_history)
-	{
-		bool		isnull;
-
-		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
-								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not reserve a version");
-		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		r->run_id = pipe->version;
-	}
-
-	/* constraints immediate, rows written as the owner: see refresh_inner */
-	{
-		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
-
-		cs->constraints = NIL;
-		cs->deferred = false;
-		AfterTriggerSetState(cs);
-	}
+	refresh_reserve_version(pipe, r);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	sluice_become_owner(pipe, &owner_save);
+	/* constraints immediate, rows written as the owner (refresh.c) */
+	refresh_become_owner(pipe, &owner_save);
 	apply_begin(&st, pipe, InvalidXLogRecPtr, &r->stats, &errcb);
 	st.binary = false;			/* values come from JSON, as text */
 	/* no pgoutput message to name: pull_endpoint's errors name the URL */

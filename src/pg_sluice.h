@@ -518,6 +518,8 @@ extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);
+extern void refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r);
+extern void refresh_become_owner(SluicePipeline *pipe, SluiceUser *save);
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);
 

@@ -86,6 +86,51 @@ refresh_slot_gone(SluicePipeline *pipe)
 }
 
 /*
+ * Versioned rows carry the run id the batch will commit as: reserve it
+ * (pipelines that keep history).
+ */
+void
+refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r)
+{
+	bool		isnull;
+
+	pipe->version = 0;
+	if (!pipe->keep_history)
+		return;
+	if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+							0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not reserve a version");
+	pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	r->run_id = pipe->version;
+}
+
+/*
+ * Whatever can run code a user wrote (expectations, triggers and keys on
+ * the datamart tables, schema evolution, models) runs as the pipeline's
+ * owner in a security-restricted operation (security.c).  An error restores
+ * the user when refresh_pipeline's subtransaction aborts.
+ *
+ * Every constraint is immediate for the batch: deferred keys (pipeline.c's
+ * create_target_key) and any deferred trigger on a datamart table are
+ * checked when the batch's one query ends (apply_finish), as the owner, when
+ * the batch holds whole source transactions.  PostgreSQL queues no deferred
+ * trigger inside the security-restricted operation, and one left for commit
+ * would run with the rights of whoever commits.  Set before the switch: what
+ * the caller's own transaction had pending fires now, as the caller.  Every
+ * kind of batch (SQL stream, walsender stream, HTTP pull) starts so.
+ */
+void
+refresh_become_owner(SluicePipeline *pipe, SluiceUser *save)
+{
+	ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
+
+	cs->constraints = NIL;
+	cs->deferred = false;
+	AfterTriggerSetState(cs);
+	sluice_become_owner(pipe, save);
+}
+
+/*
  * Pull and apply the pipeline's changes committed on the source up to now.
  *
  * max_messages > 0 bounds the batch (in pgoutput messages, whole source
@@ -219,18 +264,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		return;
 	}
 
-	/* versioned rows carry the run id this batch will commit as */
-	pipe->version = 0;
-	if (pipe->keep_history)
-	{
-		bool		isnull;
-
-		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
-								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not reserve a version");
-		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		r->run_id = pipe->version;
-	}
+	refresh_reserve_version(pipe, r);
 
 	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
 								   sluice_source_decoding_work_mem),
@@ -263,30 +297,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		}
 	}
 
-	/*
-	 * Whatever can run code a user wrote (expectations, triggers and keys on
-	 * the datamart tables, schema evolution) runs as the pipeline's owner in
-	 * a security-restricted operation (security.c).  An error restores the
-	 * user when refresh_pipeline's subtransaction aborts.
-	 */
-	/*
-	 * Every constraint is immediate for the batch: deferred keys (pipeline.c's
-	 * create_target_key) and any deferred trigger on a datamart table are
-	 * checked when the batch's one query ends (apply_stream), as the owner,
-	 * when the batch holds whole source transactions.  PostgreSQL queues no
-	 * deferred trigger inside the security-restricted operation, and one
-	 * left for commit would run with the rights of whoever commits.  Set
-	 * before the switch: what the caller's own transaction had pending fires
-	 * now, as the caller.
-	 */
-	{
-		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
-
-		cs->constraints = NIL;
-		cs->deferred = false;
-		AfterTriggerSetState(cs);
-	}
-	sluice_become_owner(pipe, &owner_save);
+	refresh_become_owner(pipe, &owner_save);
 	if (spooled)
 	{
 		/* the slot goes on from the drained position, past what it repeats */
@@ -355,28 +366,9 @@ refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
 	start_lsn = origin_session_progress();
 	r->start_lsn = start_lsn;
 
-	/* versioned rows carry the run id this batch will commit as */
-	pipe->version = 0;
-	if (pipe->keep_history)
-	{
-		bool		isnull;
+	refresh_reserve_version(pipe, r);
 
-		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
-								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not reserve a version");
-		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		r->run_id = pipe->version;
-	}
-
-	/* as in refresh_inner: every constraint immediate, code as the owner */
-	{
-		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
-
-		cs->constraints = NIL;
-		cs->deferred = false;
-		AfterTriggerSetState(cs);
-	}
-	sluice_become_owner(pipe, &owner_save);
+	refresh_become_owner(pipe, &owner_save);
 	ws->in_batch = true;
 	apply_walstream(pipe, ws, start_lsn, max_messages, max_ms, &r->stats);
 	/* models over what the batch changed, then set expectations (as refresh_inner) */

@@ -691,19 +691,26 @@ transport_command(SluiceConn *sc, const char *sql, const char *what)
 	PQclear(transport_exec(sc, sql, 0, NULL, PGRES_COMMAND_OK, what));
 }
 
+/* Send a command the source answers by entering a COPY state (want). */
+static void
+start_copy(SluiceConn *sc, const char *sql, ExecStatusType want, const char *what)
+{
+	PGresult   *res;
+
+	send_query(sc, sql, 0, NULL, what);
+	res = get_result(sc, what, true);
+	if (res == NULL || PQresultStatus(res) != want)
+		report_failure(sc, res, what);
+	PQclear(res);
+}
+
 /*
  * Start a COPY ... TO STDOUT on the source.
  */
 void
 transport_copy_start(SluiceConn *sc, const char *sql, const char *what)
 {
-	PGresult   *res;
-
-	send_query(sc, sql, 0, NULL, what);
-	res = get_result(sc, what, true);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
-		report_failure(sc, res, what);
-	PQclear(res);
+	start_copy(sc, sql, PGRES_COPY_OUT, what);
 }
 
 /*
@@ -789,13 +796,7 @@ transport_copy_next(SluiceConn *sc, char **buf, const char *what)
 void
 transport_copy_both_start(SluiceConn *sc, const char *sql, const char *what)
 {
-	PGresult   *res;
-
-	send_query(sc, sql, 0, NULL, what);
-	res = get_result(sc, what, true);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_BOTH)
-		report_failure(sc, res, what);
-	PQclear(res);
+	start_copy(sc, sql, PGRES_COPY_BOTH, what);
 }
 
 /*
