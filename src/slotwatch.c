@@ -60,6 +60,8 @@
  */
 #include "postgres.h"
 
+#include "access/xlog_internal.h"
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -102,6 +104,24 @@ slotwatch_init(void)
 }
 
 /*
+ * The end of the WAL inserted so far, as XLogFlush takes it.  The insert
+ * position sits past the header of a page no record has reached yet when
+ * the last record ended at a page boundary; asking XLogFlush for that fails
+ * ("xlog flush request ... is not satisfied"), so the page's start it is.
+ */
+static XLogRecPtr
+inserted_end(void)
+{
+	XLogRecPtr	p = GetXLogInsertRecPtr();
+
+	if (XLogSegmentOffset(p, wal_segment_size) == SizeOfXLogLongPHD)
+		return p - SizeOfXLogLongPHD;
+	if (p % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		return p - SizeOfXLogShortPHD;
+	return p;
+}
+
+/*
  * Tell live the slot may forget everything before lsn, which this datamart
  * has durably (its commit flushed here first).  The caller holds the
  * pipeline's row lock; sc is idle.
@@ -113,7 +133,7 @@ slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn)
 	char		lsnbuf[32];
 
 	/* the position was committed here: make sure it is on disk */
-	XLogFlush(GetXLogInsertRecPtr());
+	XLogFlush(inserted_end());
 	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
 	params[0] = pipe->slot_name;
 	params[1] = lsnbuf;

@@ -28,6 +28,7 @@ my $live = new_live('live', conf => "logical_decoding_work_mem = 64kB\nmax_wal_s
 my $mart = new_mart('mart', conf => qq{
 shared_preload_libraries = 'pg_sluice'
 max_worker_processes = 20
+pg_sluice.worker_transport = walsender
 pg_sluice.naptime = 10s
 restart_after_crash = on
 });
