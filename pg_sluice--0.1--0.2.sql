@@ -2970,3 +2970,2571 @@ BEGIN
   RETURN true;
 END
 $$;
+
+-- HTTP JSON sources (src/sql/94_http.sql)
+
+CREATE TABLE sluice._http_source (
+    name        text PRIMARY KEY REFERENCES sluice._source (name) ON DELETE CASCADE,
+    base_url    text NOT NULL,
+    auth        text NOT NULL DEFAULT 'none' CHECK (auth IN ('none', 'bearer', 'basic')),
+    username    text,
+    secret      text,
+    headers     jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(headers) = 'object')
+);
+COMMENT ON TABLE sluice._http_source IS
+  'Private: HTTP JSON sources. Holds secrets (bearer tokens, passwords, maybe query parameters of base_url): readable by the extension owner only.';
+REVOKE ALL ON sluice._http_source FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('sluice._http_source', '');
+
+CREATE TABLE sluice._http_endpoint (
+    pipeline_id    integer NOT NULL,
+    source_schema  text NOT NULL,
+    source_table   text NOT NULL,
+    path           text NOT NULL,
+    rows_path      text,
+    cursor_kind    text NOT NULL DEFAULT 'none' CHECK (cursor_kind IN ('none', 'since', 'id', 'etag')),
+    cursor_param   text,
+    cursor_field   text,
+    paging         text NOT NULL DEFAULT 'none' CHECK (paging IN ('none', 'link', 'page', 'cursor')),
+    page_param     text,
+    next_field     text,
+    cursor_value   text,
+    etag           text,
+    pulled_at      timestamptz,
+    PRIMARY KEY (pipeline_id, source_schema, source_table),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._http_endpoint IS
+  'Private: the endpoint feeding each datamart table of an HTTP pipeline, its pagination and its cursor (moved only by a refresh that committed).';
+REVOKE ALL ON sluice._http_endpoint FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('sluice._http_endpoint', '');
+
+CREATE FUNCTION sluice._mask_url(url text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_mask_url'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION sluice._mask_url(text) IS
+  'Private: a URL without its user and password, the values of its query parameters replaced by ********.';
+
+CREATE FUNCTION sluice._create_http_source(name text, base_url text, bearer_token text,
+                                           username text, password text, headers jsonb)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  url text;
+BEGIN
+  IF name IS NULL OR base_url IS NULL THEN
+    RAISE EXCEPTION 'name and base_url must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF name !~ '^[a-z_][a-z0-9_]{0,47}$' THEN
+    RAISE EXCEPTION 'invalid source name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'Names are 1 to 48 lower-case letters, digits or underscores, starting with a letter or underscore.';
+  END IF;
+  url := sluice._check_url(base_url);
+  IF url <> sluice._mask_url(url) AND position('@' IN split_part(url, '/', 3)) > 0 THEN
+    RAISE EXCEPTION 'base_url must not hold a user or password' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Give them as username => and password => (basic authentication): they are stored apart and never shown.';
+  END IF;
+  IF bearer_token IS NOT NULL AND (username IS NOT NULL OR password IS NOT NULL) THEN
+    RAISE EXCEPTION 'give either bearer_token or username and password, not both' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'An HTTP source authenticates one way.';
+  END IF;
+  IF (username IS NULL) <> (password IS NULL) THEN
+    RAISE EXCEPTION 'basic authentication needs both username and password' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Give username => and password => together.';
+  END IF;
+  IF headers IS NOT NULL AND (jsonb_typeof(headers) <> 'object' OR EXISTS (
+       SELECT 1 FROM jsonb_each(headers) h WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$')) THEN
+    RAISE EXCEPTION 'headers must be a JSON object of header names to string values' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'For example ''{"Accept": "application/json"}''.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM sluice._source s WHERE s.name = _create_http_source.name) THEN
+    RAISE EXCEPTION 'source "%" already exists', name USING ERRCODE = 'duplicate_object',
+      HINT = 'Drop it with sluice.drop_source() first, or choose another name.';
+  END IF;
+  -- conninfo '': a source that is not a PostgreSQL server
+  INSERT INTO sluice._source (name, conninfo) VALUES (name, '');
+  INSERT INTO sluice._http_source (name, base_url, auth, username, secret, headers)
+  VALUES (name, url,
+          CASE WHEN bearer_token IS NOT NULL THEN 'bearer' WHEN username IS NOT NULL THEN 'basic' ELSE 'none' END,
+          username, coalesce(bearer_token, password), coalesce(headers, '{}'));
+  RETURN name;
+END
+$$;
+COMMENT ON FUNCTION sluice._create_http_source(text, text, text, text, text, jsonb) IS
+  'Private: the checks and rows of sluice.create_http_source.';
+REVOKE ALL ON FUNCTION sluice._create_http_source(text, text, text, text, text, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION sluice.create_http_source(name text, base_url text, bearer_token text DEFAULT NULL,
+                                          username text DEFAULT NULL, password text DEFAULT NULL,
+                                          headers jsonb DEFAULT '{}')
+RETURNS text
+AS 'MODULE_PATHNAME', 'sluice_create_http_source'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.create_http_source(text, text, text, text, text, jsonb) IS
+  'Declares a REST API returning JSON as a source: its base URL, and a bearer token or a user and password (basic), and extra headers. Secrets are never echoed, and stored where only the owner can read them.';
+REVOKE ALL ON FUNCTION sluice.create_http_source(text, text, text, text, text, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION sluice.create_http_pipeline(name text, source text, endpoints jsonb,
+                                            target_schema name DEFAULT 'public')
+RETURNS sluice.refresh_result
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  pid integer;
+  ep jsonb;
+  col jsonb;
+  tbl text;
+  typ text;
+  typoid oid;
+  keys text[];
+  ddl text;
+  pos integer;
+  cur jsonb;
+  pag jsonb;
+  colnames text[];
+  r sluice.refresh_result;
+BEGIN
+  IF name IS NULL OR source IS NULL OR endpoints IS NULL OR target_schema IS NULL THEN
+    RAISE EXCEPTION 'name, source, endpoints and target_schema must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM sluice._http_source h WHERE h.name = source) THEN
+    RAISE EXCEPTION 'HTTP source "%" does not exist', source USING ERRCODE = 'undefined_object',
+      HINT = 'Declare it with sluice.create_http_source(); sluice.http_sources lists the known ones.';
+  END IF;
+  IF jsonb_typeof(endpoints) <> 'array' OR jsonb_array_length(endpoints) = 0 THEN
+    RAISE EXCEPTION 'endpoints must be a non-empty JSON array of endpoint objects' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'For example ''[{"table": "students", "path": "/students", "key": ["id"], "columns": [{"name": "id", "path": "id", "type": "integer"}]}]''.';
+  END IF;
+  IF to_regnamespace(quote_ident(target_schema)) IS NULL THEN
+    EXECUTE format('CREATE SCHEMA %I', target_schema);
+  END IF;
+  INSERT INTO sluice._pipeline (name, source_name, publication, publication_owned, slot_name,
+                                origin_name, target_schema, consistent_lsn)
+  VALUES (name, source, '', false, '', 'pg_sluice_http_' || name, target_schema, '0/0')
+  RETURNING pipeline_id INTO pid;
+  FOR ep IN SELECT e FROM jsonb_array_elements(endpoints) e LOOP
+    tbl := ep->>'table';
+    IF jsonb_typeof(ep) <> 'object' OR tbl IS NULL OR ep->>'path' IS NULL
+       OR jsonb_typeof(ep->'columns') IS DISTINCT FROM 'array' OR jsonb_array_length(ep->'columns') = 0
+       OR jsonb_typeof(ep->'key') IS DISTINCT FROM 'array' OR jsonb_array_length(ep->'key') = 0 THEN
+      RAISE EXCEPTION 'endpoint % must have "table", "path", "key" (an array of column names) and "columns" (an array)', ep
+        USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Each column is {"name": ..., "path": "a.b", "type": ..., "required": true|false}.';
+    END IF;
+    IF left(ep->>'path', 1) <> '/' THEN
+      RAISE EXCEPTION 'endpoint path "%" must start with /', ep->>'path' USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'The path is appended to the source''s base_url.';
+    END IF;
+    keys := ARRAY(SELECT jsonb_array_elements_text(ep->'key'));
+    ddl := '';
+    pos := 0;
+    colnames := '{}';
+    FOR col IN SELECT c FROM jsonb_array_elements(ep->'columns') c LOOP
+      pos := pos + 1;
+      IF col->>'name' IS NULL OR col->>'path' IS NULL OR col->>'type' IS NULL THEN
+        RAISE EXCEPTION 'column % of endpoint "%" must have "name", "path" and "type"', col, tbl
+          USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"name": "id", "path": "id", "type": "integer"}.';
+      END IF;
+      IF col->>'path' !~ '^[^.]+(\.[^.]+)*$' THEN
+        RAISE EXCEPTION 'JSON path "%" of column "%" is not a dotted path', col->>'path', col->>'name'
+          USING ERRCODE = 'invalid_parameter_value', HINT = 'Write the keys from the row object down, separated by dots: "address.city".';
+      END IF;
+      typ := sluice._type_name(col->>'type');
+      typoid := typ::regtype::oid;
+      colnames := colnames || (col->>'name');
+      ddl := ddl || CASE WHEN ddl = '' THEN '' ELSE ', ' END || format('%I %s', col->>'name', typ)
+             || CASE WHEN (col->>'name') = ANY (keys) OR coalesce((col->>'required')::boolean, false)
+                     THEN ' NOT NULL' ELSE '' END;
+    END LOOP;
+    IF NOT keys <@ colnames THEN
+      RAISE EXCEPTION 'key % of endpoint "%" names columns that are not among its columns %', keys, tbl, colnames
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'The key lists column names, not JSON paths.';
+    END IF;
+    EXECUTE format('CREATE TABLE %I.%I (%s, PRIMARY KEY (%s))', target_schema, tbl, ddl,
+                   (SELECT string_agg(quote_ident(k), ', ') FROM unnest(keys) k));
+    INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, target_schema, target_table,
+                                        key_columns, replica_identity, drift_policy)
+    VALUES (pid, source, tbl, target_schema, tbl, keys, 'd', coalesce(ep->>'drift_policy', 'freeze'));
+    INSERT INTO sluice._contract_column (pipeline_id, source_schema, source_table, contract_version, position,
+                                         column_name, source_column, data_type, not_null, is_key, source_type)
+    SELECT pid, source, tbl, 1, a.attnum, a.attname, c->>'path', format_type(a.atttypid, a.atttypmod),
+           a.attnotnull, a.attname::text = ANY (keys), a.atttypid
+      FROM jsonb_array_elements(ep->'columns') c
+      JOIN pg_attribute a ON a.attrelid = format('%I.%I', target_schema, tbl)::regclass AND a.attname = c->>'name';
+    cur := coalesce(ep->'cursor', '{"kind": "none"}');
+    pag := coalesce(ep->'pagination', '{"kind": "none"}');
+    IF cur->>'kind' IN ('since', 'id') AND (cur->>'param' IS NULL OR cur->>'field' IS NULL) THEN
+      RAISE EXCEPTION 'cursor of endpoint "%" needs "param" (the query parameter) and "field" (the JSON path of the rows it follows)', tbl
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"kind": "since", "param": "since", "field": "updated_at"}.';
+    END IF;
+    IF cur->>'field' IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(ep->'columns') c WHERE c->>'path' = cur->>'field') THEN
+      RAISE EXCEPTION 'cursor field "%" of endpoint "%" is not the path of one of its columns', cur->>'field', tbl
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'Map the field to a column too.';
+    END IF;
+    IF pag->>'kind' = 'page' AND pag->>'param' IS NULL OR pag->>'kind' = 'cursor' AND (pag->>'param' IS NULL OR pag->>'field' IS NULL) THEN
+      RAISE EXCEPTION 'pagination of endpoint "%" needs "param" (and "field" for a cursor token in the body)', tbl
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"kind": "cursor", "field": "next", "param": "cursor"}.';
+    END IF;
+    INSERT INTO sluice._http_endpoint (pipeline_id, source_schema, source_table, path, rows_path, cursor_kind,
+                                       cursor_param, cursor_field, paging, page_param, next_field)
+    VALUES (pid, source, tbl, ep->>'path', ep->>'rows', coalesce(cur->>'kind', 'none'), cur->>'param', cur->>'field',
+            coalesce(pag->>'kind', 'none'), pag->>'param', pag->>'field');
+  END LOOP;
+  r := sluice.refresh(name);
+  r.kind := 'initial_copy';
+  RETURN r;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_http_pipeline(text, text, jsonb, name) IS
+  'Creates a pipeline from an HTTP source: one datamart table per endpoint, mapped by a declared contract (JSON paths to typed columns, a key), then pulls every endpoint once.';
+REVOKE ALL ON FUNCTION sluice.create_http_pipeline(text, text, jsonb, name) FROM PUBLIC;
+
+CREATE VIEW sluice.http_sources AS
+SELECT h.name,
+       sluice._mask_url(h.base_url) AS base_url,
+       h.auth,
+       h.username,
+       CASE WHEN h.secret IS NOT NULL THEN '********' END AS secret,
+       (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(h.headers) k) AS header_names,
+       s.created_at,
+       s.created_by
+  FROM sluice._http_source h JOIN sluice._source s ON s.name = h.name;
+COMMENT ON VIEW sluice.http_sources IS 'HTTP JSON sources (secrets masked).';
+COMMENT ON COLUMN sluice.http_sources.name IS 'Source name.';
+COMMENT ON COLUMN sluice.http_sources.base_url IS 'Base URL, the values of its query parameters replaced by ********.';
+COMMENT ON COLUMN sluice.http_sources.auth IS 'none, bearer or basic.';
+COMMENT ON COLUMN sluice.http_sources.username IS 'User of basic authentication.';
+COMMENT ON COLUMN sluice.http_sources.secret IS '******** when a token or password is stored; never the secret.';
+COMMENT ON COLUMN sluice.http_sources.header_names IS 'Names of the extra headers sent (their values may be secrets: never shown).';
+COMMENT ON COLUMN sluice.http_sources.created_at IS 'When the source was declared.';
+COMMENT ON COLUMN sluice.http_sources.created_by IS 'Role that declared it.';
+REVOKE ALL ON sluice.http_sources FROM PUBLIC;
+
+CREATE VIEW sluice.http_endpoints AS
+SELECT p.name AS pipeline,
+       e.source_table AS endpoint,
+       pt.target_schema,
+       pt.target_table,
+       e.path,
+       e.rows_path,
+       e.cursor_kind,
+       CASE WHEN e.cursor_kind = 'etag' THEN e.etag ELSE e.cursor_value END AS cursor_value,
+       e.paging,
+       e.pulled_at
+  FROM sluice._http_endpoint e
+  JOIN sluice._pipeline p ON p.pipeline_id = e.pipeline_id
+  JOIN sluice._pipeline_table pt ON pt.pipeline_id = e.pipeline_id AND pt.source_schema = e.source_schema
+                                AND pt.source_table = e.source_table;
+COMMENT ON VIEW sluice.http_endpoints IS 'Endpoints of HTTP pipelines, with their cursors.';
+COMMENT ON COLUMN sluice.http_endpoints.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.http_endpoints.endpoint IS 'Endpoint name (the datamart table it feeds).';
+COMMENT ON COLUMN sluice.http_endpoints.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.http_endpoints.target_table IS 'The datamart table.';
+COMMENT ON COLUMN sluice.http_endpoints.path IS 'Path appended to the source''s base URL.';
+COMMENT ON COLUMN sluice.http_endpoints.rows_path IS 'Dotted path of the array of rows in a page (NULL: the page is the array).';
+COMMENT ON COLUMN sluice.http_endpoints.cursor_kind IS 'none, since (updated_at parameter), id (high-water mark) or etag (If-None-Match).';
+COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed.';
+COMMENT ON COLUMN sluice.http_endpoints.paging IS 'none, link (Link: rel="next"), page (page number parameter) or cursor (a token in the body).';
+COMMENT ON COLUMN sluice.http_endpoints.pulled_at IS 'When the last committed refresh pulled the endpoint.';
+GRANT SELECT ON sluice.http_endpoints TO PUBLIC;
+
+-- OpenLineage: an HTTP pipeline's runs name the API (scheme, host, port) and each endpoint's path
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  api text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+
+-- models (issue 20): tables defined by a query over pipeline tables and
+-- other models, maintained in each batch's transaction (src/sql/93_models.sql,
+-- src/model.c).  add_expectation's text generation moves into
+-- _expectation_sql, shared with expect_model; _operator_grants calls
+-- _model_operator_grants; _emit_run adds the run's models to its events
+-- (OpenLineage: their inputs and outputs); tag pins models with history
+-- too, and _history_of (sluice.diff) knows models; release_quarantined
+-- rebuilds the models of the table it writes.
+-- The text of an expectation (Great Expectations names): a row predicate or
+-- a set check over target, bound afterwards by the caller (_compile_predicate,
+-- _compile_check), never run as text.  add_expectation and expect_model share it.
+CREATE FUNCTION sluice._expectation_sql(target regclass, kind text, cols name[], args jsonb, typ text,
+    OUT pred text, OUT chk text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  col name := cols[1];
+  qt text := target::text;
+  lo text := args->>'min_value';
+  hi text := args->>'max_value';
+  smin boolean := coalesce((args->>'strict_min')::boolean, false);
+  smax boolean := coalesce((args->>'strict_max')::boolean, false);
+  bad boolean;
+  keycols text;
+  other regclass;
+BEGIN
+  IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
+              'expect_table_row_count_to_be_between') THEN
+    IF lo IS NULL AND hi IS NULL THEN
+      RAISE EXCEPTION '% needs min_value or max_value', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lo IS NOT NULL AND hi IS NOT NULL THEN
+      EXECUTE format('SELECT %L::%s > %L::%s', lo,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END, hi,
+                     CASE WHEN kind = 'expect_column_values_to_be_between' THEN typ ELSE 'bigint' END) INTO bad;
+      IF bad THEN
+        RAISE EXCEPTION 'min_value % is greater than max_value %', lo, hi USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+    END IF;
+  END IF;
+
+  CASE kind
+  WHEN 'expect_column_values_to_not_be_null' THEN
+    pred := format('%I IS NOT NULL', col);
+  WHEN 'expect_column_values_to_be_null' THEN
+    pred := format('%I IS NULL', col);
+  WHEN 'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set' THEN
+    IF jsonb_typeof(args->'value_set') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION '% needs args value_set, a JSON array', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I %4$s (%2$L::text[]::%3$s[])', col,
+                   ARRAY(SELECT jsonb_array_elements_text(args->'value_set')), typ,
+                   CASE WHEN kind = 'expect_column_values_to_be_in_set' THEN '= ANY' ELSE '<> ALL' END);
+  WHEN 'expect_column_values_to_be_between' THEN
+    pred := format('%1$I IS NULL OR (%2$s AND %3$s)', col,
+                   CASE WHEN lo IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smin THEN '>' ELSE '>=' END, lo, typ) END,
+                   CASE WHEN hi IS NULL THEN 'true' ELSE format('%I %s %L::%s', col, CASE WHEN smax THEN '<' ELSE '<=' END, hi, typ) END);
+  WHEN 'expect_column_values_to_match_regex', 'expect_column_values_to_not_match_regex' THEN
+    IF args->>'regex' IS NULL THEN
+      RAISE EXCEPTION '% needs args regex', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+      PERFORM '' ~ (args->>'regex');
+    EXCEPTION WHEN invalid_regular_expression THEN
+      RAISE EXCEPTION 'invalid regular expression %', args->>'regex' USING ERRCODE = 'invalid_regular_expression',
+        DETAIL = SQLERRM;
+    END;
+    pred := format('%1$I IS NULL OR %1$I::text %3$s %2$L', col, args->>'regex',
+                   CASE WHEN kind = 'expect_column_values_to_match_regex' THEN '~' ELSE '!~' END);
+  WHEN 'expect_column_values_to_match_like_pattern' THEN
+    IF args->>'like_pattern' IS NULL THEN
+      RAISE EXCEPTION '% needs args like_pattern', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- LIKE's one error, raised only when matching reaches it: a trailing escape
+    IF length(substring(args->>'like_pattern' FROM '\\*$')) % 2 = 1 THEN
+      RAISE EXCEPTION 'invalid LIKE pattern %: it ends with an escape character', args->>'like_pattern'
+        USING ERRCODE = 'invalid_escape_sequence', HINT = 'Write \\ for a literal backslash.';
+    END IF;
+    pred := format('%1$I IS NULL OR %1$I::text LIKE %2$L', col, args->>'like_pattern');
+  WHEN 'expect_column_value_lengths_to_equal' THEN
+    IF args->>'value' IS NULL OR (args->>'value')::bigint < 0 THEN
+      RAISE EXCEPTION '% needs args value, a length of 0 or more', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %2$s)', col, (args->>'value')::bigint);
+  WHEN 'expect_column_value_lengths_to_be_between' THEN
+    pred := format('%1$I IS NULL OR sluice._length_between(%1$I::text, %2$s, %3$s)', col,
+                   coalesce(lo::bigint, 0), coalesce(hi::bigint, 9223372036854775807));
+  WHEN 'expect_row_to_satisfy' THEN
+    IF args->>'predicate' IS NULL THEN
+      RAISE EXCEPTION '% needs args predicate, a boolean SQL expression over the row', kind
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    pred := args->>'predicate';
+  WHEN 'expect_column_values_to_be_unique' THEN
+    keycols := (SELECT string_agg(format('%I', k), ', ') FROM unnest(cols) k);
+    chk := format($q$WITH c AS (SELECT t.ctid AS sluice_tid, %1$s FROM %2$s t WHERE sluice._changed_here(t.xmin)),
+      bad AS (SELECT DISTINCT %1$s FROM c WHERE (%1$s) IS NOT NULL AND EXISTS (
+               SELECT 1 FROM %2$s t2 WHERE (%3$s) = (%4$s) AND t2.ctid <> c.sluice_tid))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM bad LIMIT 5) b)$q$,
+      keycols, qt,
+      (SELECT string_agg(format('t2.%I', k), ', ') FROM unnest(cols) k),
+      (SELECT string_agg(format('c.%I', k), ', ') FROM unnest(cols) k));
+  WHEN 'expect_table_row_count_to_be_between' THEN
+    chk := format($q$SELECT CASE WHEN n >= %2$s AND n <= %3$s THEN 0 ELSE 1 END::bigint, 1::bigint, n::text, NULL::jsonb
+                      FROM (SELECT count(*) AS n FROM %1$s) x$q$,
+                  qt, coalesce(lo::bigint::text, '0'), coalesce(hi::bigint::text, '9223372036854775807'));
+  WHEN 'expect_column_values_to_be_in_table' THEN
+    BEGIN
+      other := (args->>'table')::regclass;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'table "%" does not exist', args->>'table' USING ERRCODE = 'undefined_table';
+    END;
+    IF other IS NULL OR args->>'column' IS NULL THEN
+      RAISE EXCEPTION '% needs args table and column', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = other AND attname = args->>'column' AND NOT attisdropped AND attnum > 0) THEN
+      RAISE EXCEPTION 'column "%" does not exist in %', args->>'column', other USING ERRCODE = 'undefined_column';
+    END IF;
+    chk := format($q$WITH c AS (SELECT t.%1$I AS v FROM %2$s t WHERE sluice._changed_here(t.xmin) AND t.%1$I IS NOT NULL),
+      bad AS (SELECT DISTINCT v FROM c WHERE NOT EXISTS (SELECT 1 FROM %3$s o WHERE o.%4$I = c.v))
+      SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM c), NULL::text,
+             (SELECT jsonb_agg(to_jsonb(b.v)) FROM (SELECT v FROM bad LIMIT 5) b)$q$,
+      col, qt, other::text, args->>'column');
+  WHEN 'expect_column_max_to_be_fresh' THEN
+    IF args->>'max_age' IS NULL THEN
+      RAISE EXCEPTION '% needs args max_age, an interval', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM (args->>'max_age')::interval;
+    chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
+                      FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
+  END CASE;
+END
+$$;
+COMMENT ON FUNCTION sluice._expectation_sql(regclass, text, name[], jsonb, text) IS
+  'Private: the predicate (row expectations) or check query (set expectations) of an expectation, as text to be bound.';
+
+CREATE OR REPLACE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  pred text;
+  chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  SELECT x.pred, x.chk INTO pred, chk FROM sluice._expectation_sql(target, kind, cols, args, typ) x;
+
+  -- bound now, in this function's search_path (pg_catalog): a refresh
+  -- never parses the text again, so nothing created later in anyone's
+  -- search_path can slip into it
+  IF pred IS NOT NULL THEN
+    pred_tree := sluice._compile_predicate(target, pred);
+  ELSE
+    chk_tree := sluice._compile_check(target, chk);
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
+          pred_tree, chk_tree);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+COMMENT ON FUNCTION sluice.add_expectation(regclass, text, name[], jsonb, text, text) IS
+  'Declares a data-quality expectation on a datamart table, checked in every refresh''s transaction; returns its name.';
+
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
+  PERFORM sluice._model_operator_grants(grantee, verb);
+END
+$$;
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._emit_run(bigint, bigint) IS 'Private: queue the events of a recorded run.';
+
+CREATE OR REPLACE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  p := sluice._pipeline_row(pipeline, false);
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+    -- BI tools show column comments as descriptions: the table's own
+    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
+                                               col_description(a.attrelid, a.attnum)), '; ')
+                        FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
+                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
+  END LOOP;
+  -- the pipeline's models that keep history (sluice.models), pinned too
+  FOR t IN SELECT n.nspname AS target_schema, c.relname AS target_table
+             FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE m.pipeline_ids[1] = p.pipeline_id AND m.history LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('Model %I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+COMMENT ON FUNCTION sluice.tag(text, text, bigint) IS
+  'Names a version (default: the latest) and exposes it as schema <pipeline>_<tag> with one view per table; tagged versions survive purges. Returns the schema.';
+
+CREATE OR REPLACE FUNCTION sluice._history_of(target regclass,
+    OUT pipeline_id integer, OUT key_columns text[], OUT at_function text)
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT pt.pipeline_id, pt.key_columns, format('%I.%I', pt.target_schema, pt.target_table || '_at')
+    INTO pipeline_id, key_columns, at_function
+    FROM sluice._pipeline_table pt
+    JOIN pg_class c ON c.relname = pt.target_table
+    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
+   WHERE c.oid = target;
+  IF NOT FOUND THEN
+    -- a model: keyed by its unique_key, or its GROUP BY columns
+    SELECT m.pipeline_ids[1], coalesce(m.unique_key, m.group_by)::text[],
+           format('%I.%I', n.nspname, c.relname || '_at')
+      INTO pipeline_id, key_columns, at_function
+      FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE m.model_table = target;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds, sluice.models the models.';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._history_of(regclass) IS
+  'Private: the pipeline, key and time-travel function of a datamart table or model (for sluice.diff, run by readers).';
+
+CREATE OR REPLACE FUNCTION sluice.release_quarantined(quarantine_id bigint, corrected jsonb DEFAULT NULL,
+                                           force boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  q record;
+  keys text[];
+  cols text;
+  target text;
+  newrow jsonb;
+  stamped jsonb;
+  keycol text;
+  keymatch text;
+  versioned boolean;
+  hist regclass;
+  replaced boolean := false;
+  rel_version bigint;
+BEGIN
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  -- a refresh or worker batch of the pipeline holds this row while it applies (and may supersede the entry)
+  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = q.pipeline_id FOR UPDATE;
+  SELECT * INTO q FROM sluice._quarantine WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id FOR UPDATE;
+  IF q.status = 'superseded' AND NOT coalesce(force, false) THEN
+    RAISE EXCEPTION 'quarantined row % is superseded by a later change of its key', quarantine_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+      DETAIL = format('Source transaction %s %s the row with key %s after it was quarantined%s; the datamart already holds the key''s later state, which releasing this row would overwrite.',
+                      q.superseded_xid,
+                      CASE q.superseded_how WHEN 'applied' THEN 'changed' WHEN 'quarantined' THEN 'changed' ELSE q.superseded_how END,
+                      q.row_key,
+                      CASE WHEN q.superseded_by IS NOT NULL THEN format(' (held again as quarantined row %s)', q.superseded_by) ELSE '' END),
+      HINT = CASE WHEN q.superseded_by IS NOT NULL
+                  THEN format('Release the latest entry, sluice.release_quarantined(%s), or pass force => true to write this stale row anyway.', q.superseded_by)
+                  ELSE 'Pass force => true to write this stale row anyway.' END;
+  END IF;
+  IF q.status NOT IN ('held', 'superseded') THEN
+    RAISE EXCEPTION 'no held quarantined row %', quarantine_id USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.quarantine lists the held rows.';
+  END IF;
+  target := format('%I.%I', q.target_schema, q.target_table);
+  SELECT pt.key_columns INTO keys FROM sluice._pipeline_table pt
+   WHERE pt.pipeline_id = q.pipeline_id AND (pt.target_schema, pt.target_table) = (q.target_schema, q.target_table);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'quarantined row % is for table %, which pipeline % does not feed', quarantine_id, target, q.pipeline_id
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Discard it with sluice.discard_quarantined().';
+  END IF;
+  -- a correction may give only the columns it changes: the rest come from the stored row
+  newrow := q.row_data || coalesce(corrected, '{}');
+  FOREACH keycol IN ARRAY coalesce(keys, '{}') LOOP
+    IF newrow -> keycol IS DISTINCT FROM q.row_data -> keycol THEN
+      RAISE EXCEPTION 'the correction changes key column "%" of quarantined row %', keycol, quarantine_id
+        USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = format('The row was quarantined with key %s; the source has no row with the corrected key.', q.row_key),
+        HINT = 'Correct other columns only; fix the key on the source, and the next refresh applies it.';
+    END IF;
+  END LOOP;
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  -- the release is a version of its own: the row carries it, not the version
+  -- of the batch that held it back, and the row it replaces goes to history
+  versioned := EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = target::regclass
+                          AND a.attname = '_sluice_version' AND NOT a.attisdropped);
+  IF versioned THEN
+    hist := to_regclass(format('%I.%I', q.target_schema || '_history', q.target_table));
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    keymatch := (SELECT string_agg(format('t.%1$I = r.%1$I', k), ' AND ') FROM unnest(keys) k);
+    replaced := sluice._exec_as_owner(q.pipeline_id,
+                  format('SELECT EXISTS (SELECT FROM %1$s t, jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s)', target, keymatch),
+                  newrow)::boolean;
+  END IF;
+  rel_version := sluice._release_version(q.pipeline_id, q.target_schema, q.target_table, replaced);
+  stamped := CASE WHEN versioned THEN newrow || jsonb_build_object('_sluice_version', rel_version) ELSE newrow END;
+  IF replaced AND hist IS NOT NULL THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id,
+              format('WITH d AS (DELETE FROM %1$s t USING jsonb_populate_record(NULL::%1$s, $1) r WHERE %2$s RETURNING t.*) '
+                     'INSERT INTO %3$s (%4$s, _sluice_superseded) SELECT %4$s, %5$s FROM d', target, keymatch, hist, cols, rel_version),
+              stamped);
+  END IF;
+  IF cardinality(keys) > 0 THEN
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1) ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   target, target, (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), cols,
+                   (SELECT string_agg(format('EXCLUDED.%I', a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = target::regclass AND a.attnum > 0 AND NOT a.attisdropped)), stamped);
+  ELSE
+    PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
+  END IF;
+  -- written outside a batch: the models that read the table are rebuilt
+  PERFORM sluice._models_after_write(target::regclass);
+  UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
+   WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.release_quarantined(bigint, jsonb, boolean) IS
+  'Writes a held row into its datamart table (as stored, or merged with a correction that gives the columns it changes), replacing the row with the same key; marks it released. A row superseded by a later change of its key is refused unless force.';
+
+-------------------------------------------------------------------------------
+-- Catalog
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._model (
+    model_id         integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name             text NOT NULL UNIQUE
+                     CHECK (name OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]{0,47}$'),
+    model_table      regclass NOT NULL UNIQUE,
+    query_view       regclass NOT NULL UNIQUE,
+    owner            regrole NOT NULL,
+    pipeline_ids     integer[] NOT NULL,
+    unique_key       name[],
+    maintenance      text NOT NULL CHECK (maintenance IN ('incremental', 'full')),
+    reason           text NOT NULL,
+    group_by         name[] NOT NULL DEFAULT '{}',
+    depth            integer NOT NULL DEFAULT 0,
+    contract_version integer NOT NULL DEFAULT 1,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by       name NOT NULL DEFAULT CURRENT_USER,
+    history          boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE sluice._model IS
+  'Private: models. query_view is the model''s query, bound as a view in the private schema <schema>_models (never run as text); depth orders maintenance (0: reads only pipeline tables).';
+
+CREATE TABLE sluice._model_input (
+    model_id     integer NOT NULL REFERENCES sluice._model ON DELETE CASCADE,
+    relid        regclass NOT NULL,
+    pipeline_id  integer REFERENCES sluice._pipeline,
+    input_model  integer REFERENCES sluice._model,
+    PRIMARY KEY (model_id, relid),
+    CHECK ((pipeline_id IS NULL) OPERATOR(pg_catalog.<>) (input_model IS NULL))
+);
+CREATE INDEX ON sluice._model_input (relid);
+CREATE INDEX ON sluice._model_input (input_model);
+COMMENT ON TABLE sluice._model_input IS
+  'Private: what each model reads: pipeline tables and other models (the edges of the DAG).';
+
+CREATE TABLE sluice._model_version (
+    model_id     integer NOT NULL REFERENCES sluice._model ON DELETE CASCADE,
+    version      integer NOT NULL,
+    columns      jsonb NOT NULL,
+    query        text NOT NULL,
+    maintenance  text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (model_id, version)
+);
+COMMENT ON TABLE sluice._model_version IS
+  'Private: every version of a model''s contract (its result columns) and the query it was bound from (for reading only: never executed).';
+
+CREATE TABLE sluice._model_expectation (
+    expectation_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_id       integer NOT NULL REFERENCES sluice._model ON DELETE CASCADE,
+    name           text NOT NULL,
+    kind           text NOT NULL,
+    column_names   name[] NOT NULL DEFAULT '{}',
+    args           jsonb NOT NULL DEFAULT '{}',
+    severity       text NOT NULL CHECK (severity IN ('error', 'warn')),
+    check_sql      text NOT NULL,
+    check_tree     pg_node_tree NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (model_id, name)
+);
+COMMENT ON TABLE sluice._model_expectation IS
+  'Private: expectations on models, bound when declared (check_tree, a query run after each maintenance); check_sql keeps the text for reading and for binding again to a rebuilt table.';
+
+CREATE TABLE sluice._run_model (
+    run_id        bigint NOT NULL REFERENCES sluice._run ON DELETE CASCADE,
+    model_id      integer NOT NULL REFERENCES sluice._model ON DELETE CASCADE,
+    maintenance   text NOT NULL CHECK (maintenance IN ('incremental', 'full')),
+    reason        text,
+    groups        bigint NOT NULL,
+    rows_deleted  bigint NOT NULL,
+    rows_inserted bigint NOT NULL,
+    duration      interval NOT NULL,
+    expectations  jsonb NOT NULL,
+    PRIMARY KEY (run_id, model_id)
+);
+CREATE INDEX ON sluice._run_model (model_id, run_id);
+COMMENT ON TABLE sluice._run_model IS
+  'Private: how each run maintained each model.';
+
+SELECT pg_catalog.pg_extension_config_dump('sluice._model', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._model_input', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._model_version', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._model_expectation', '');
+SELECT pg_catalog.pg_extension_config_dump('sluice._run_model', '');
+
+ALTER TABLE sluice._model ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._model USING (sluice._operates(owner::oid));
+ALTER TABLE sluice._model_input ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._model_input USING (model_id IN (SELECT m.model_id FROM sluice._model m));
+ALTER TABLE sluice._model_version ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._model_version USING (model_id IN (SELECT m.model_id FROM sluice._model m));
+ALTER TABLE sluice._model_expectation ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._model_expectation USING (model_id IN (SELECT m.model_id FROM sluice._model m));
+ALTER TABLE sluice._run_model ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._run_model USING (model_id IN (SELECT m.model_id FROM sluice._model m));
+
+-------------------------------------------------------------------------------
+-- Declaration
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._model_bind(pipeline_id integer, schema name, name name, query text, search_schemas name[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'sluice_model_bind'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._model_bind(integer, name, name, text, name[]) IS
+  'Private: a model''s query, checked to be one SELECT, bound as the view schema.name by the pipeline''s owner (restricted), names resolved in pg_catalog then search_schemas.';
+
+CREATE FUNCTION sluice._model_analyze(view regclass,
+    OUT maintenance text, OUT reason text, OUT input regclass, OUT group_by name[])
+AS 'MODULE_PATHNAME', 'sluice_model_analyze'
+LANGUAGE C STABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._model_analyze(regclass) IS
+  'Private: whether a model of this view is maintained incrementally (one GROUP BY over one table) or rebuilt, and why.';
+
+CREATE FUNCTION sluice._model_columns(rel regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
+                            ORDER BY a.attnum), '[]')
+    FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+COMMENT ON FUNCTION sluice._model_columns(regclass) IS 'Private: a model''s contract: its columns, names and types, in order.';
+
+CREATE FUNCTION sluice._model_inputs(view regclass, pipeline_ids integer[], model text, owner regrole)
+RETURNS TABLE (relid regclass, pipeline_id integer, input_model integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r regclass;
+  pid integer;
+  mid integer;
+  mowner regrole;
+BEGIN
+  FOR r IN SELECT DISTINCT d.refobjid::regclass FROM pg_depend d
+             JOIN pg_rewrite rw ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+            WHERE rw.ev_class = view AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> view LOOP
+    SELECT pt.pipeline_id INTO pid FROM sluice._pipeline_table pt
+      JOIN pg_class c ON c.relname = pt.target_table
+      JOIN pg_namespace ns ON ns.oid = c.relnamespace AND ns.nspname = pt.target_schema
+     WHERE c.oid = r;
+    IF pid = ANY (pipeline_ids) THEN
+      relid := r; pipeline_id := pid; input_model := NULL;
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    SELECT m.model_id, m.owner INTO mid, mowner FROM sluice._model m WHERE m.model_table = r;
+    IF mid IS NOT NULL THEN
+      IF mowner <> owner THEN
+        RAISE EXCEPTION 'model "%" reads model %, which has another owner', model, r
+          USING ERRCODE = 'insufficient_privilege',
+          HINT = 'A model is maintained as its owner: build it on models of the same owner.';
+      END IF;
+      relid := r; pipeline_id := NULL; input_model := mid;
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    RAISE EXCEPTION 'model "%" reads %, which is neither a table of its pipelines nor a model', model, r
+      USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = CASE WHEN pid IS NOT NULL
+                    THEN format('It is a table of pipeline %s, which the model does not name.',
+                                (SELECT p.name FROM sluice._pipeline p WHERE p.pipeline_id = pid))
+                    ELSE 'A model is maintained when a batch changes what it reads: it may read only tables pg_sluice writes.' END,
+      HINT = 'Name every pipeline whose tables the query reads in pipelines, or make the other table a pipeline table or a model first.';
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_inputs(regclass, integer[], text, regrole) IS
+  'Private: what a model''s view reads (pg_depend), each a table of the named pipelines or a model of the same owner, or an error.';
+
+CREATE FUNCTION sluice._model_depths()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- the models form a DAG (cycles are refused): this ends
+  LOOP
+    UPDATE sluice._model m SET depth = x.d
+      FROM (SELECT m2.model_id, coalesce(max(im.depth) + 1, 0) AS d
+              FROM sluice._model m2
+              LEFT JOIN sluice._model_input i ON i.model_id = m2.model_id AND i.input_model IS NOT NULL
+              LEFT JOIN sluice._model im ON im.model_id = i.input_model
+             GROUP BY m2.model_id) x
+     WHERE x.model_id = m.model_id AND m.depth <> x.d;
+    EXIT WHEN NOT FOUND;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_depths() IS 'Private: each model''s depth in the DAG (0: reads only pipeline tables), the order batches maintain them in.';
+
+CREATE FUNCTION sluice._model_row(model text)
+RETURNS sluice._model
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+BEGIN
+  IF model IS NULL THEN
+    RAISE EXCEPTION 'model must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT * INTO m FROM sluice._model x WHERE x.name = model FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model "%" does not exist', model USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.models lists the models.';
+  END IF;
+  -- waits for the refreshes of its pipelines: none maintains it meanwhile
+  PERFORM 1 FROM sluice._pipeline p WHERE p.pipeline_id = ANY (m.pipeline_ids) ORDER BY p.pipeline_id FOR UPDATE;
+  RETURN m;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_row(text) IS
+  'Private: a model''s catalog row by name, locked with its pipelines against refreshes; the errors for a NULL or unknown name.';
+
+-- The model's table from its view, as the owner: its key or group index.
+CREATE FUNCTION sluice._model_table(pipeline_id integer, view regclass, sch name, tbl name,
+                                    unique_key name[], group_by name[], maintenance text)
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  k name;
+  t regclass;
+BEGIN
+  FOREACH k IN ARRAY coalesce(unique_key, '{}') LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = view AND a.attname = k AND a.attnum > 0) THEN
+      RAISE EXCEPTION 'unique_key column "%" is not a column of the query''s result', k USING ERRCODE = 'undefined_column',
+        HINT = 'Name columns of the result (their names, or their aliases with AS).';
+    END IF;
+  END LOOP;
+  IF to_regclass(format('%I.%I', sch, tbl)) IS NOT NULL THEN
+    RAISE EXCEPTION 'relation %.% already exists', quote_ident(sch), quote_ident(tbl) USING ERRCODE = 'duplicate_table',
+      HINT = 'Give the model''s table another name (table_name) or schema (schema).';
+  END IF;
+  PERFORM sluice._exec_as_owner(pipeline_id, format('CREATE TABLE %I.%I AS SELECT * FROM %s WITH NO DATA', sch, tbl, view), NULL);
+  t := format('%I.%I', sch, tbl)::regclass;
+  IF cardinality(unique_key) > 0 THEN
+    PERFORM sluice._exec_as_owner(pipeline_id, format('CREATE UNIQUE INDEX ON %s (%s)', t,
+                   (SELECT string_agg(format('%I', x), ', ') FROM unnest(unique_key) x)), NULL);
+  ELSIF maintenance = 'incremental' THEN
+    -- a batch deletes its touched groups by these columns
+    PERFORM sluice._exec_as_owner(pipeline_id, format('CREATE INDEX ON %s (%s)', t,
+                   (SELECT string_agg(format('%I', x), ', ') FROM unnest(group_by) x)), NULL);
+  END IF;
+  RETURN t;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_table(integer, regclass, name, name, name[], name[], text) IS
+  'Private: creates a model''s (empty) table from its view, as the pipeline''s owner, with its unique_key or an index on its GROUP BY columns.';
+
+-- Fill a model's table from its view outside a batch (create, alter,
+-- rebuild).  With history, as part of the latest version of its pipelines:
+-- the rows replaced go to the history table superseded by it.
+CREATE FUNCTION sluice._model_fill(model_id integer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  v bigint;
+  h text;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_fill.model_id;
+  IF m.history THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = ANY (m.pipeline_ids) AND r.status = 'succeeded';
+    SELECT format('%I.%I', n.nspname || '_history', c.relname) INTO h
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1],
+              format('WITH d AS (DELETE FROM %s RETURNING *) INSERT INTO %s SELECT d.*, %s FROM d', m.model_table, h, v), NULL);
+    RETURN sluice._exec_as_owner(m.pipeline_ids[1],
+              format('WITH i AS (INSERT INTO %s SELECT v.*, %s FROM %s v RETURNING 1) SELECT count(*) FROM i', m.model_table, v, m.query_view),
+              NULL)::bigint;
+  END IF;
+  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DELETE FROM %s', m.model_table), NULL);
+  RETURN sluice._exec_as_owner(m.pipeline_ids[1],
+           format('WITH i AS (INSERT INTO %s SELECT * FROM %s RETURNING 1) SELECT count(*) FROM i', m.model_table, m.query_view),
+           NULL)::bigint;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_fill(integer) IS
+  'Private: rebuilds a model''s table from its view outside a batch (with history: as part of its pipelines'' latest version); returns its rows.';
+
+-- Versions of a model, as sluice.keep_history gives a pipeline's tables:
+-- _sluice_version, <schema>_history.<table>, <table>_at(version) and
+-- <table>_at_time(timestamptz).
+CREATE FUNCTION sluice._model_keep_history(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $mk$
+DECLARE
+  m sluice._model;
+  pid integer;
+  v0 bigint;
+  sch name;
+  tbl name;
+  hs name;
+  cols text;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_keep_history.model_id;
+  pid := m.pipeline_ids[1];
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = ANY (m.pipeline_ids) AND r.status = 'succeeded';
+  SELECT n.nspname, c.relname INTO sch, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+  hs := sch || '_history';
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %s ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s', m.model_table, v0), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %s ALTER COLUMN _sluice_version DROP DEFAULT', m.model_table), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON COLUMN %s._sluice_version IS %L', m.model_table,
+                 'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE TABLE %I.%I (LIKE %s INCLUDING COMMENTS)', hs, tbl, m.model_table), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, tbl), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, tbl), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON TABLE %I.%I IS %L', hs, tbl,
+                 format('pg_sluice: superseded versions of the rows of model %s, valid for versions [_sluice_version, _sluice_superseded).', m.name)), NULL);
+  SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = m.model_table AND a.attnum > 0 AND NOT a.attisdropped;
+  PERFORM sluice._exec_as_owner(pid, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(version bigint) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 sch, tbl, tbl || '_at',
+                 format('SELECT %3$s FROM %1$I.%2$I WHERE _sluice_version <= $1 AND sluice._version_ok(%5$s, $1)
+                         UNION ALL
+                         SELECT %3$s FROM %4$I.%2$I WHERE _sluice_version <= $1 AND _sluice_superseded > $1
+                            AND sluice._version_ok(%5$s, $1)',
+                        sch, tbl, cols, hs, pid)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$COMMENT ON FUNCTION %1$I.%2$I(bigint) IS %3$L$f$, sch, tbl || '_at',
+                 format('pg_sluice: model %s as it was at a version (sluice.versions).', m.name)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$CREATE OR REPLACE FUNCTION %1$I.%3$I(at timestamptz) RETURNS SETOF %1$I.%2$I
+                    LANGUAGE sql STABLE PARALLEL SAFE AS %4$L$f$,
+                 sch, tbl, tbl || '_at_time',
+                 format('SELECT * FROM %I.%I(sluice._version_at(%s, $1))', sch, tbl || '_at', pid)), NULL);
+  PERFORM sluice._exec_as_owner(pid, format($f$COMMENT ON FUNCTION %1$I.%2$I(timestamptz) IS %3$L$f$, sch, tbl || '_at_time',
+                 format('pg_sluice: model %s as it was at a moment (the last version committed then).', m.name)), NULL);
+  UPDATE sluice._model x SET history = true WHERE x.model_id = m.model_id;
+END
+$mk$;
+COMMENT ON FUNCTION sluice._model_keep_history(integer) IS
+  'Private: a model keeps its versions (its pipelines keep history): _sluice_version, its history table, <table>_at(version) and <table>_at_time(timestamptz).';
+
+-- Drop a model's table with its history and time-travel functions.
+CREATE FUNCTION sluice._model_drop_table(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  sch name;
+  tbl name;
+BEGIN
+  SELECT * INTO m FROM sluice._model x WHERE x.model_id = _model_drop_table.model_id;
+  SELECT n.nspname, c.relname INTO sch, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+  IF sch IS NULL THEN
+    RETURN;
+  END IF;
+  IF m.history THEN
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP FUNCTION IF EXISTS %I.%I(timestamptz)', sch, tbl || '_at_time'), NULL);
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP FUNCTION IF EXISTS %I.%I(bigint)', sch, tbl || '_at'), NULL);
+    PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP TABLE IF EXISTS %I.%I', sch || '_history', tbl), NULL);
+  END IF;
+  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP TABLE %I.%I', sch, tbl), NULL);
+END
+$$;
+COMMENT ON FUNCTION sluice._model_drop_table(integer) IS 'Private: drops a model''s table, its history table and its time-travel functions.';
+
+-- Rebuild the models that read a model, in dependency order, after it was
+-- rebuilt outside a batch (alter_model, rebuild_model).
+CREATE FUNCTION sluice._model_refill_downstream(model_id integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d record;
+BEGIN
+  FOR d IN WITH RECURSIVE down(id) AS (
+             SELECT i.model_id FROM sluice._model_input i WHERE i.input_model = _model_refill_downstream.model_id
+             UNION SELECT i.model_id FROM sluice._model_input i JOIN down ON i.input_model = down.id)
+           SELECT m.* FROM sluice._model m JOIN down ON down.id = m.model_id ORDER BY m.depth, m.model_id LOOP
+    PERFORM sluice._model_fill(d.model_id);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_refill_downstream(integer) IS
+  'Private: rebuilds every model that reads this one, directly or not, in dependency order.';
+
+-- Rows written to a table outside a batch (release_quarantined, repair):
+-- the models that read it are rebuilt, and those that read them.
+CREATE FUNCTION sluice._models_after_write(target regclass)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d record;
+  n integer := 0;
+BEGIN
+  IF to_regclass('sluice._model') IS NULL THEN
+    RETURN 0;
+  END IF;
+  FOR d IN SELECT m.model_id FROM sluice._model m JOIN sluice._model_input i USING (model_id)
+            WHERE i.relid = target ORDER BY m.depth, m.model_id LOOP
+    PERFORM sluice._model_fill(d.model_id);
+    PERFORM sluice._model_refill_downstream(d.model_id);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sluice._models_after_write(regclass) IS
+  'Private: rebuilds the models that read a table written outside a batch (release_quarantined, repair), and the models that read those; returns how many read it.';
+
+CREATE FUNCTION sluice.create_model(name text, query text, pipelines text[], unique_key name[] DEFAULT NULL,
+                                    schema name DEFAULT NULL, table_name name DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p sluice._pipeline;
+  pn text;
+  pids integer[] := '{}';
+  schemas name[] := '{}';
+  own regrole;
+  pid integer;
+  sch name;
+  tbl name;
+  qs name;
+  v regclass;
+  t regclass;
+  a record;
+  mid integer;
+  inputs sluice._model_input[];
+BEGIN
+  PERFORM sluice._require_arguments('sluice.create_model', ARRAY['name', 'query', 'pipelines'],
+    ARRAY[name IS NULL, query IS NULL, coalesce(cardinality(pipelines), 0) = 0],
+    'Name the model, give its query (one SELECT) and the pipelines whose tables it reads.');
+  IF name !~ '^[a-z_][a-z0-9_]{0,47}$' THEN
+    RAISE EXCEPTION 'invalid model name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 48 characters; the table may have another name (table_name).';
+  END IF;
+  IF EXISTS (SELECT 1 FROM sluice._model m WHERE m.name = create_model.name) THEN
+    RAISE EXCEPTION 'model "%" already exists', name USING ERRCODE = 'duplicate_object',
+      HINT = 'Change its query with sluice.alter_model, or drop it with sluice.drop_model.';
+  END IF;
+  -- each pipeline locked: no batch commits between the model's first
+  -- build and its first maintenance
+  FOREACH pn IN ARRAY pipelines LOOP
+    p := sluice._pipeline_row(pn);
+    IF own IS NULL THEN
+      own := p.owner;
+      pid := p.pipeline_id;
+      sch := coalesce(schema, p.target_schema);
+    ELSIF p.owner <> own THEN
+      RAISE EXCEPTION 'pipelines "%" and "%" have different owners', pipelines[1], pn USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = 'A model is maintained inside its pipelines'' batches, as their owner.',
+        HINT = 'Give them one owner first (sluice.alter_pipeline_owner).';
+    END IF;
+    pids := pids || p.pipeline_id;
+    schemas := schemas || p.target_schema;
+  END LOOP;
+  tbl := coalesce(table_name, name);
+  -- the private schema of the queries, the owner's
+  qs := sch || '_models';
+  IF EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = qs AND n.nspowner <> own::oid) THEN
+    RAISE EXCEPTION 'schema "%" belongs to another role than the owner of the pipelines', qs
+      USING ERRCODE = 'insufficient_privilege',
+      DETAIL = 'pg_sluice keeps the models'' queries of schema ' || quote_ident(sch) || ' there, as views of the owner.',
+      HINT = 'Drop or rename that schema, or put the model in another schema (schema).';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = qs) THEN
+    PERFORM sluice._exec_as_owner(pid, format('CREATE SCHEMA %I', qs), NULL);
+    PERFORM sluice._exec_as_owner(pid, format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', qs), NULL);
+    PERFORM sluice._exec_as_owner(pid, format('COMMENT ON SCHEMA %I IS %L', qs,
+                   format('pg_sluice: the queries of the models in schema %s, bound as views (private).', sch)), NULL);
+  END IF;
+  PERFORM sluice._model_bind(pid, qs, name || '_v1', query, schemas);
+  v := format('%I.%I', qs, name || '_v1')::regclass;
+  a := sluice._model_analyze(v);
+  inputs := ARRAY(SELECT ROW(0, i.relid, i.pipeline_id, i.input_model)::sluice._model_input
+                    FROM sluice._model_inputs(v, pids, name, own) i);
+  IF cardinality(inputs) = 0 THEN
+    RAISE EXCEPTION 'model "%" reads no table', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'A model is a query over the tables of its pipelines (or other models).';
+  END IF;
+  IF a.maintenance = 'incremental' AND EXISTS (SELECT 1 FROM unnest(inputs) i WHERE i.input_model IS NOT NULL) THEN
+    a.maintenance := 'full';
+    a.reason := 'it reads a model: only a pipeline table''s batch says which groups changed';
+  END IF;
+  t := sluice._model_table(pid, v, sch, tbl, unique_key, a.group_by, a.maintenance);
+  PERFORM sluice._exec_as_owner(pid, format('INSERT INTO %s SELECT * FROM %s', t, v), NULL);
+  PERFORM sluice._exec_as_owner(pid, format('COMMENT ON TABLE %s IS %L', t,
+                 format('pg_sluice model %s, maintained (%s) in the refreshes of %s.', name, a.maintenance,
+                        array_to_string(pipelines, ', '))), NULL);
+  INSERT INTO sluice._model (name, model_table, query_view, owner, pipeline_ids, unique_key, maintenance, reason, group_by)
+  VALUES (name, t, v, own, pids, unique_key, a.maintenance, a.reason, a.group_by)
+  RETURNING model_id INTO mid;
+  INSERT INTO sluice._model_input SELECT mid, i.relid, i.pipeline_id, i.input_model FROM unnest(inputs) i;
+  INSERT INTO sluice._model_version (model_id, version, columns, query, maintenance)
+  VALUES (mid, 1, sluice._model_columns(t), pg_get_viewdef(v), a.maintenance);
+  PERFORM sluice._model_depths();
+  -- versions like its pipelines' tables, when they all keep history
+  IF NOT EXISTS (SELECT 1 FROM sluice._pipeline x WHERE x.pipeline_id = ANY (pids) AND NOT x.keep_history) THEN
+    PERFORM sluice._model_keep_history(mid);
+  END IF;
+  RETURN a.maintenance;
+END
+$$;
+COMMENT ON FUNCTION sluice.create_model(text, text, text[], name[], name, name) IS
+  'Creates a model: a table of the datamart (schema.table_name, by default the first pipeline''s schema and the model''s name) holding the query''s result, maintained in the transaction of every batch of its pipelines that changes what it reads; returns how (incremental or full; sluice.models says why).';
+
+CREATE FUNCTION sluice.alter_model(name text, query text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  pid integer;
+  schemas name[];
+  qs name;
+  sch name;
+  tbl name;
+  v regclass;
+  t regclass;
+  a record;
+  inputs sluice._model_input[];
+  i sluice._model_input;
+  acl aclitem[];
+  g record;
+  e record;
+  nv integer;
+BEGIN
+  PERFORM sluice._require_arguments('sluice.alter_model', ARRAY['name', 'query'], ARRAY[name IS NULL, query IS NULL],
+    'Name the model and give its new query (one SELECT).');
+  m := sluice._model_row(name);
+  pid := m.pipeline_ids[1];
+  nv := m.contract_version + 1;
+  schemas := ARRAY(SELECT p.target_schema FROM unnest(m.pipeline_ids) WITH ORDINALITY x(id, n)
+                     JOIN sluice._pipeline p ON p.pipeline_id = x.id ORDER BY x.n);
+  SELECT n.nspname INTO qs FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.query_view;
+  SELECT n.nspname, c.relname INTO sch, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.model_table;
+  PERFORM sluice._model_bind(pid, qs, m.name || '_v' || nv, query, schemas);
+  v := format('%I.%I', qs, m.name || '_v' || nv)::regclass;
+  a := sluice._model_analyze(v);
+  inputs := ARRAY(SELECT ROW(m.model_id, x.relid, x.pipeline_id, x.input_model)::sluice._model_input
+                    FROM sluice._model_inputs(v, m.pipeline_ids, m.name, m.owner) x);
+  IF cardinality(inputs) = 0 THEN
+    RAISE EXCEPTION 'model "%" would read no table', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'A model is a query over the tables of its pipelines (or other models).';
+  END IF;
+  -- the models form a DAG: refuse an edge that closes a cycle
+  FOREACH i IN ARRAY inputs LOOP
+    CONTINUE WHEN i.input_model IS NULL;
+    IF i.input_model = m.model_id OR EXISTS (
+         WITH RECURSIVE up(id) AS (SELECT i.input_model
+                                   UNION SELECT mi.input_model FROM sluice._model_input mi JOIN up ON mi.model_id = up.id
+                                    WHERE mi.input_model IS NOT NULL)
+         SELECT 1 FROM up WHERE up.id = m.model_id) THEN
+      RAISE EXCEPTION 'model "%" would read itself through %', name, i.relid USING ERRCODE = 'invalid_recursion',
+        DETAIL = 'Models are maintained in dependency order: their dependencies must not form a cycle.',
+        HINT = 'Read the pipeline tables that model reads instead, or change that model first.';
+    END IF;
+  END LOOP;
+  IF a.maintenance = 'incremental' AND EXISTS (SELECT 1 FROM unnest(inputs) x WHERE x.input_model IS NOT NULL) THEN
+    a.maintenance := 'full';
+    a.reason := 'it reads a model: only a pipeline table''s batch says which groups changed';
+  END IF;
+  IF sluice._model_columns(v) IS DISTINCT FROM sluice._model_columns(m.model_table) THEN
+    -- a new contract: a new table, with the old one's grants
+    IF EXISTS (SELECT 1 FROM sluice._model_input x WHERE x.input_model = m.model_id) THEN
+      RAISE EXCEPTION 'the columns of model "%" would change, and other models read it', name
+        USING ERRCODE = 'dependent_objects_still_exist',
+        DETAIL = format('Read by: %s.', (SELECT string_agg(mm.name, ', ' ORDER BY mm.name) FROM sluice._model_input x
+                                          JOIN sluice._model mm ON mm.model_id = x.model_id WHERE x.input_model = m.model_id)),
+        HINT = 'Drop those models first (sluice.drop_model) and create them again after, or keep the columns.';
+    END IF;
+    SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = m.model_table;
+    -- (its history has the old columns: it goes with the old contract)
+    PERFORM sluice._model_drop_table(m.model_id);
+    UPDATE sluice._model x SET history = false WHERE x.model_id = m.model_id;
+    t := sluice._model_table(pid, v, sch, tbl, m.unique_key, a.group_by, a.maintenance);
+    FOR g IN SELECT x.privilege_type, x.grantee FROM aclexplode(acl) x WHERE x.grantee <> m.owner::oid LOOP
+      PERFORM sluice._exec_as_owner(pid, format('GRANT %s ON %s TO %s', g.privilege_type, t,
+                     CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END), NULL);
+    END LOOP;
+    -- its expectations bound again to the new table (by their text, built by pg_sluice)
+    FOR e IN SELECT * FROM sluice._model_expectation x WHERE x.model_id = m.model_id LOOP
+      BEGIN
+        -- (the new table has the old one's name: the text fits it)
+        UPDATE sluice._model_expectation x SET check_tree = sluice._compile_check(t, e.check_sql)
+         WHERE x.expectation_id = e.expectation_id;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'expectation "%" of model "%" does not fit its new columns', e.name, name
+          USING ERRCODE = 'invalid_object_definition', DETAIL = SQLERRM,
+          HINT = 'Drop it first (sluice.drop_model_expectation), then declare it again.';
+      END;
+    END LOOP;
+  ELSE
+    t := m.model_table;
+  END IF;
+  PERFORM sluice._exec_as_owner(pid, format('DROP VIEW %s', m.query_view), NULL);
+  UPDATE sluice._model x SET model_table = t, query_view = v, maintenance = a.maintenance, reason = a.reason,
+         group_by = a.group_by, contract_version = nv
+   WHERE x.model_id = m.model_id;
+  PERFORM sluice._model_fill(m.model_id);
+  IF m.history AND t <> m.model_table THEN
+    PERFORM sluice._model_keep_history(m.model_id);
+  END IF;
+  DELETE FROM sluice._model_input x WHERE x.model_id = m.model_id;
+  INSERT INTO sluice._model_input SELECT m.model_id, x.relid, x.pipeline_id, x.input_model FROM unnest(inputs) x;
+  INSERT INTO sluice._model_version (model_id, version, columns, query, maintenance)
+  VALUES (m.model_id, nv, sluice._model_columns(t), pg_get_viewdef(v), a.maintenance);
+  PERFORM sluice._model_depths();
+  PERFORM sluice._model_refill_downstream(m.model_id);
+  RETURN nv;
+END
+$$;
+COMMENT ON FUNCTION sluice.alter_model(text, text) IS
+  'Gives a model a new query: bound, checked (no cycle), the table rebuilt (a new table when the columns change), a new contract version; returns it.';
+
+CREATE FUNCTION sluice.drop_model(name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+BEGIN
+  m := sluice._model_row(name);
+  IF EXISTS (SELECT 1 FROM sluice._model_input x WHERE x.input_model = m.model_id) THEN
+    RAISE EXCEPTION 'other models read model "%"', name USING ERRCODE = 'dependent_objects_still_exist',
+      DETAIL = format('Read by: %s.', (SELECT string_agg(mm.name, ', ' ORDER BY mm.name) FROM sluice._model_input x
+                                        JOIN sluice._model mm ON mm.model_id = x.model_id WHERE x.input_model = m.model_id)),
+      HINT = 'Drop them first.';
+  END IF;
+  PERFORM sluice._model_drop_table(m.model_id);
+  PERFORM sluice._exec_as_owner(m.pipeline_ids[1], format('DROP VIEW IF EXISTS %s', m.query_view), NULL);
+  DELETE FROM sluice._model x WHERE x.model_id = m.model_id;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_model(text) IS 'Drops a model: its table, its query and its catalog rows (runs and expectations included).';
+
+CREATE FUNCTION sluice.rebuild_model(name text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  n bigint;
+BEGIN
+  m := sluice._model_row(name);
+  n := sluice._model_fill(m.model_id);
+  PERFORM sluice._model_refill_downstream(m.model_id);
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sluice.rebuild_model(text) IS
+  'Rebuilds a model (and the models that read it) from its query now (rows written by hand reach it this way; release_quarantined and repair rebuild the models they concern); returns its rows.';
+
+CREATE FUNCTION sluice.expect_model(model text, kind text, column_names name[] DEFAULT '{}', args jsonb DEFAULT '{}',
+                                    severity text DEFAULT 'error', name text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  typ text;
+  x record;
+  chk text;
+  tree pg_node_tree;
+  ename text;
+  t text;
+BEGIN
+  PERFORM sluice._require_arguments('sluice.expect_model', ARRAY['model', 'kind', 'severity'],
+    ARRAY[model IS NULL, kind IS NULL, severity IS NULL], 'sluice.models lists the models.');
+  m := sluice._model_row(model);
+  t := m.model_table::text;
+  IF kind NOT IN ('expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy', 'expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh') THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'The names of sluice.add_expectation (Great Expectations'' names).';
+  END IF;
+  IF severity NOT IN ('error', 'warn') THEN
+    RAISE EXCEPTION 'severity "%" is not for models', severity USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'A model''s rows are computed from its inputs: none can be held back.',
+      HINT = 'Use error (the batch rolls back, its pipeline pauses) or warn (recorded).';
+  END IF;
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.model_table AND a.attname = c
+                      AND a.attnum > 0 AND NOT a.attisdropped) THEN
+      RAISE EXCEPTION 'column "%" is not a column of model "%"', c, model USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.model_versions lists its columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF cardinality(cols) > 0 THEN
+    SELECT format_type(a.atttypid, a.atttypmod) INTO typ FROM pg_attribute a
+     WHERE a.attrelid = m.model_table AND a.attname = cols[1];
+  END IF;
+  SELECT s.pred, s.chk INTO x FROM sluice._expectation_sql(m.model_table, kind, cols, coalesce(args, '{}'), typ) s;
+  IF x.pred IS NOT NULL THEN
+    -- a row predicate: checked now as one (no subquery, aggregate or volatile function)
+    PERFORM sluice._compile_predicate(m.model_table, x.pred);
+    -- then counted over the rows the batch wrote to the model
+    chk := format($q$SELECT count(*) FILTER (WHERE NOT coalesce((%1$s), true)), count(*), NULL::text,
+                            (SELECT jsonb_agg(to_jsonb(b)) FROM (SELECT * FROM %2$s b0
+                               WHERE sluice._changed_here(b0.xmin) AND NOT coalesce((%1$s), true) LIMIT 5) b)
+                       FROM %2$s t WHERE sluice._changed_here(t.xmin)$q$, x.pred, t);
+  ELSE
+    chk := x.chk;
+  END IF;
+  tree := sluice._compile_check(m.model_table, chk);
+  -- run once now: a broken check fails here, not in a refresh
+  EXECUTE chk;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || m.name);
+  IF EXISTS (SELECT 1 FROM sluice._model_expectation e WHERE e.model_id = m.model_id AND e.name = ename) THEN
+    RAISE EXCEPTION 'expectation "%" already exists on model "%"', ename, model USING ERRCODE = 'duplicate_object',
+      HINT = 'Give it another name, or drop the existing one with sluice.drop_model_expectation().';
+  END IF;
+  INSERT INTO sluice._model_expectation (model_id, name, kind, column_names, args, severity, check_sql, check_tree)
+  VALUES (m.model_id, ename, kind, cols, coalesce(args, '{}'), severity, chk, tree);
+  RETURN ename;
+END
+$$;
+COMMENT ON FUNCTION sluice.expect_model(text, text, name[], jsonb, text, text) IS
+  'Declares an expectation (the names of sluice.add_expectation) on a model, checked after each maintenance inside the batch: error rolls the whole batch back and pauses the pipeline, warn records; returns its name.';
+
+CREATE FUNCTION sluice.drop_model_expectation(model text, name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m sluice._model;
+BEGIN
+  m := sluice._model_row(model);
+  DELETE FROM sluice._model_expectation e WHERE e.model_id = m.model_id AND e.name = drop_model_expectation.name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'expectation "%" does not exist on model "%"', name, model USING ERRCODE = 'undefined_object',
+      HINT = 'sluice.models lists each model''s expectations.';
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sluice.drop_model_expectation(text, text) IS 'Removes an expectation from a model.';
+
+-------------------------------------------------------------------------------
+-- Views
+-------------------------------------------------------------------------------
+
+CREATE VIEW sluice.models AS
+SELECT m.name,
+       m.model_table,
+       m.owner,
+       ARRAY(SELECT p.name FROM unnest(m.pipeline_ids) WITH ORDINALITY x(id, n)
+               JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) x.id ORDER BY x.n) AS pipelines,
+       ARRAY(SELECT i.relid::pg_catalog.text FROM sluice._model_input i
+              WHERE i.model_id OPERATOR(pg_catalog.=) m.model_id ORDER BY 1) AS reads,
+       m.maintenance,
+       m.reason,
+       m.group_by,
+       m.unique_key,
+       m.depth,
+       m.contract_version,
+       m.history,
+       pg_catalog.pg_get_viewdef(m.query_view) AS query,
+       ARRAY(SELECT e.name FROM sluice._model_expectation e
+              WHERE e.model_id OPERATOR(pg_catalog.=) m.model_id ORDER BY e.expectation_id) AS expectations,
+       r.run_id AS last_run_id,
+       r.maintenance AS last_maintenance,
+       r.duration AS last_duration,
+       m.created_at
+  FROM sluice._model m
+  LEFT JOIN LATERAL (SELECT rm.run_id, rm.maintenance, rm.duration FROM sluice._run_model rm
+                      WHERE rm.model_id OPERATOR(pg_catalog.=) m.model_id
+                      ORDER BY rm.run_id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW sluice.models IS
+  'Models: tables defined by a query over pipeline tables and other models, maintained in the transaction of each batch that changes what they read.';
+COMMENT ON COLUMN sluice.models.name IS 'Model name.';
+COMMENT ON COLUMN sluice.models.model_table IS 'The datamart table holding the model''s rows.';
+COMMENT ON COLUMN sluice.models.owner IS 'Owner of its pipelines: the model is maintained as this role.';
+COMMENT ON COLUMN sluice.models.pipelines IS 'Pipelines whose batches maintain it.';
+COMMENT ON COLUMN sluice.models.reads IS 'What its query reads: pipeline tables and models (the edges of the DAG).';
+COMMENT ON COLUMN sluice.models.maintenance IS 'incremental: a batch recomputes only the groups its rows touched; full: a batch rebuilds the whole model.';
+COMMENT ON COLUMN sluice.models.reason IS 'Why it is maintained that way, decided from the bound query.';
+COMMENT ON COLUMN sluice.models.group_by IS 'Incremental: the result columns that are its GROUP BY expressions.';
+COMMENT ON COLUMN sluice.models.unique_key IS 'Columns of a unique index on the model''s table (dbt''s unique_key), or NULL.';
+COMMENT ON COLUMN sluice.models.depth IS 'Depth in the DAG of models: 0 reads only pipeline tables; batches maintain models by depth.';
+COMMENT ON COLUMN sluice.models.contract_version IS 'Version of its contract, one per query (sluice.alter_model).';
+COMMENT ON COLUMN sluice.models.history IS 'Its versions are kept (its pipelines keep history): <table>_at(version), <table>_at_time(timestamptz), tags and sluice.diff read it as of a version.';
+COMMENT ON COLUMN sluice.models.query IS 'Its query, as PostgreSQL stores it bound (the view''s definition).';
+COMMENT ON COLUMN sluice.models.expectations IS 'Names of its expectations (sluice.expect_model).';
+COMMENT ON COLUMN sluice.models.last_run_id IS 'Last run that maintained it.';
+COMMENT ON COLUMN sluice.models.last_maintenance IS 'How that run maintained it (incremental or full).';
+COMMENT ON COLUMN sluice.models.last_duration IS 'How long that maintenance took.';
+COMMENT ON COLUMN sluice.models.created_at IS 'When the model was created.';
+
+CREATE VIEW sluice.model_versions AS
+SELECT m.name AS model,
+       v.version,
+       v.columns,
+       v.maintenance,
+       v.query,
+       v.created_at
+  FROM sluice._model_version v
+  JOIN sluice._model m USING (model_id);
+COMMENT ON VIEW sluice.model_versions IS 'Every version of every model''s contract: its result columns and the query it was bound from.';
+COMMENT ON COLUMN sluice.model_versions.model IS 'Model name.';
+COMMENT ON COLUMN sluice.model_versions.version IS 'Contract version (1 at creation, one more per sluice.alter_model).';
+COMMENT ON COLUMN sluice.model_versions.columns IS 'Result columns: [{"name", "type"}], in order.';
+COMMENT ON COLUMN sluice.model_versions.maintenance IS 'incremental or full, for that query.';
+COMMENT ON COLUMN sluice.model_versions.query IS 'The query, as bound (for reading: never executed).';
+COMMENT ON COLUMN sluice.model_versions.created_at IS 'When that version was declared.';
+
+CREATE VIEW sluice.model_runs AS
+SELECT rm.run_id,
+       m.name AS model,
+       p.name AS pipeline,
+       r.status,
+       r.finished_at,
+       rm.maintenance,
+       rm.reason,
+       rm.groups,
+       rm.rows_deleted,
+       rm.rows_inserted,
+       rm.duration,
+       rm.expectations
+  FROM sluice._run_model rm
+  JOIN sluice._model m USING (model_id)
+  JOIN sluice._run r USING (run_id)
+  JOIN sluice._pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) r.pipeline_id
+ WHERE sluice._operates(m.owner::oid);
+COMMENT ON VIEW sluice.model_runs IS
+  'How each run maintained each model, newest last; each role sees the models it may operate (expectation samples are data).';
+COMMENT ON COLUMN sluice.model_runs.run_id IS 'The run (sluice.runs) whose batch maintained the model.';
+COMMENT ON COLUMN sluice.model_runs.model IS 'Model name.';
+COMMENT ON COLUMN sluice.model_runs.pipeline IS 'Pipeline of the run.';
+COMMENT ON COLUMN sluice.model_runs.status IS 'Status of the run: a paused run rolled its maintenance back.';
+COMMENT ON COLUMN sluice.model_runs.finished_at IS 'When the run finished.';
+COMMENT ON COLUMN sluice.model_runs.maintenance IS 'incremental (touched groups recomputed) or full (rebuilt).';
+COMMENT ON COLUMN sluice.model_runs.reason IS 'Why the run rebuilt the model in full, or NULL.';
+COMMENT ON COLUMN sluice.model_runs.groups IS 'Incremental: the touched values of its GROUP BY expressions.';
+COMMENT ON COLUMN sluice.model_runs.rows_deleted IS 'Rows of the model deleted.';
+COMMENT ON COLUMN sluice.model_runs.rows_inserted IS 'Rows of the model inserted.';
+COMMENT ON COLUMN sluice.model_runs.duration IS 'How long maintaining it took, its expectations excluded.';
+COMMENT ON COLUMN sluice.model_runs.expectations IS 'Its expectations'' results: [{"name", "failed", "evaluated", "observed", "sample"}].';
+
+-------------------------------------------------------------------------------
+-- Privileges
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._model_operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  -- called by sluice._operator_grants
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.create_model(text, text, text[], name[], name, name), sluice.alter_model(text, text),
+       sluice.drop_model(text), sluice.rebuild_model(text),
+       sluice.expect_model(text, text, name[], jsonb, text, text), sluice.drop_model_expectation(text, text),
+       sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
+       sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
+       sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
+       sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
+       sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text)',
+    'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
+    'SELECT, INSERT ON sluice._model_version',
+    'SELECT ON sluice._run_model, sluice.model_runs'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION sluice._model_operator_grants(regrole, text) IS 'Private: what an operator is granted for models.';
+
+REVOKE ALL ON sluice._model, sluice._model_input, sluice._model_version, sluice._model_expectation,
+    sluice._run_model, sluice.model_runs FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, name), sluice.alter_model(text, text),
+    sluice.drop_model(text), sluice.rebuild_model(text),
+    sluice.expect_model(text, text, name[], jsonb, text, text), sluice.drop_model_expectation(text, text),
+    sluice._model_bind(integer, name, name, text, name[]), sluice._model_analyze(regclass),
+    sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
+    sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
+    sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
+    sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
+    sluice._model_operator_grants(regrole, text) FROM PUBLIC;
+GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;
+
+-- chunked copies (issue 19): resnapshot, add_table, copy_chunk, copy_tables, copy_progress
+-------------------------------------------------------------------------------
+-- Chunked copies: a table copied again (sluice.resnapshot) or added to a
+-- running pipeline (sluice.add_table), in key ranges,
+-- each committed with the stream up to the chunk's watermark
+-- (src/snapshot.c).  One row per table, kept when the copy has finished.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._copy (
+    pipeline_id    integer NOT NULL,
+    source_schema  text NOT NULL,
+    source_table   text NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table')),
+    chunk_rows     integer NOT NULL CHECK (chunk_rows > 0),
+    frontier       text[],
+    chunks_done    integer NOT NULL DEFAULT 0,
+    rows_copied    bigint NOT NULL DEFAULT 0,
+    rows_estimate  bigint,
+    restarts       integer NOT NULL DEFAULT 0,
+    started_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_chunk_at  timestamptz,
+    finished_at    timestamptz,
+    PRIMARY KEY (pipeline_id, source_schema, source_table),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._pipeline_table ON DELETE CASCADE
+);
+COMMENT ON TABLE sluice._copy IS
+  'Private: tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is; frontier is the last key copied, as the source''s text of each key column.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._copy', '');
+ALTER TABLE sluice._copy ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._copy
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.copy_progress AS
+SELECT p.name AS pipeline,
+       t.target_schema,
+       t.target_table,
+       c.kind,
+       CASE WHEN c.finished_at IS NOT NULL THEN 'finished' ELSE 'copying' END AS state,
+       c.chunk_rows,
+       c.chunks_done,
+       CASE WHEN c.finished_at IS NOT NULL THEN c.chunks_done
+            ELSE GREATEST(c.chunks_done + 1,
+                          ceil(c.rows_estimate::numeric / c.chunk_rows)::integer) END AS chunks_total,
+       c.rows_copied,
+       c.rows_estimate,
+       CASE WHEN c.last_chunk_at > c.started_at
+            THEN round(c.rows_copied / extract(epoch FROM c.last_chunk_at - c.started_at))::bigint
+       END AS rows_per_second,
+       CASE WHEN c.finished_at IS NOT NULL THEN interval '0'
+            WHEN c.last_chunk_at > c.started_at AND c.rows_copied > 0 AND c.rows_estimate IS NOT NULL
+            THEN GREATEST(c.rows_estimate - c.rows_copied, 0)
+                 * ((c.last_chunk_at - c.started_at) / c.rows_copied)
+       END AS eta,
+       c.restarts,
+       c.started_at,
+       c.last_chunk_at,
+       c.finished_at
+  FROM sluice._copy c
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table t USING (pipeline_id, source_schema, source_table)
+ WHERE sluice._operates(p.owner::oid);
+COMMENT ON VIEW sluice.copy_progress IS
+  'Tables copied in chunks (sluice.resnapshot, sluice.add_table) and how far each copy is, for a dashboard to poll; each role sees the pipelines it may operate.';
+COMMENT ON COLUMN sluice.copy_progress.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.copy_progress.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.copy_progress.target_table IS 'Datamart table being copied.';
+COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot) or add_table (sluice.add_table).';
+COMMENT ON COLUMN sluice.copy_progress.state IS 'copying, or finished.';
+COMMENT ON COLUMN sluice.copy_progress.chunk_rows IS 'Rows per chunk: each chunk is one local transaction.';
+COMMENT ON COLUMN sluice.copy_progress.chunks_done IS 'Chunks committed; a crash or a cancel repeats at most the chunk in progress.';
+COMMENT ON COLUMN sluice.copy_progress.chunks_total IS 'Chunks the copy takes, estimated from the source''s row estimate (pg_class.reltuples) when the first chunk was copied; exact once finished.';
+COMMENT ON COLUMN sluice.copy_progress.rows_copied IS 'Rows copied by the committed chunks.';
+COMMENT ON COLUMN sluice.copy_progress.rows_estimate IS 'The source''s row estimate for the table when the first chunk was copied (NULL before, or when the source has none).';
+COMMENT ON COLUMN sluice.copy_progress.rows_per_second IS 'Rows copied per second since the copy started, up to the last chunk.';
+COMMENT ON COLUMN sluice.copy_progress.eta IS 'Time left at that rate for the estimated rows left (0 once finished; NULL before the first chunk).';
+COMMENT ON COLUMN sluice.copy_progress.restarts IS 'Times the copy started over from the first key because the source table was truncated during it.';
+COMMENT ON COLUMN sluice.copy_progress.started_at IS 'When the copy was asked for.';
+COMMENT ON COLUMN sluice.copy_progress.last_chunk_at IS 'When the last chunk committed.';
+COMMENT ON COLUMN sluice.copy_progress.finished_at IS 'When the last chunk committed, the copy complete (NULL while copying).';
+
+CREATE FUNCTION sluice.resnapshot(pipeline text, "table" regclass, chunk_rows integer DEFAULT 100000)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_resnapshot'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
+  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Copy the chunks with CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk); sluice.copy_progress shows how far it is. The table needs a primary key.';
+
+CREATE FUNCTION sluice.add_table(pipeline text, "table" text, chunk_rows integer DEFAULT 100000)
+RETURNS regclass
+AS 'MODULE_PATHNAME', 'sluice_add_table'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
+  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
+
+CREATE FUNCTION sluice.copy_chunk(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_copy_chunk'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.copy_chunk(text) IS
+  'Copies the next chunk of the pipeline''s first table being copied and refreshes the pipeline up to the chunk''s watermark, in the caller''s transaction; returns false when no table is being copied. The source''s role needs EXECUTE on pg_logical_emit_message.';
+
+-- a procedure: each chunk commits before the next starts (no SET clause:
+-- a procedure with one cannot commit; it sets search_path itself)
+CREATE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  n integer := 0;
+  r record;
+BEGIN
+  LOOP
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    EXIT WHEN NOT sluice.copy_chunk(pipeline);
+    n := n OPERATOR(pg_catalog.+) 1;
+    FOR r IN SELECT * FROM sluice.copy_progress c
+              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
+    LOOP
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left',
+        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+        r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE sluice.copy_tables(text, integer) IS
+  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. Call it outside a transaction block.';
+
+-- operators copy the pipelines they operate: _operator_grants (grant_operator,
+-- revoke_operator) gives and takes this too
+CREATE FUNCTION sluice._snapshot_operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+BEGIN
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text) %s %s',
+                 verb, to_from, grantee);
+  EXECUTE format('%s EXECUTE ON PROCEDURE sluice.copy_tables(text, integer) %s %s', verb, to_from, grantee);
+END
+$$;
+COMMENT ON FUNCTION sluice._snapshot_operator_grants(regrole, text) IS 'Private: what an operator is granted for chunked copies.';
+
+REVOKE ALL ON FUNCTION sluice.resnapshot(text, regclass, integer), sluice.add_table(text, text, integer), sluice.copy_chunk(text),
+    sluice._snapshot_operator_grants(regrole, text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE sluice.copy_tables(text, integer) FROM PUBLIC;
+REVOKE ALL ON sluice._copy FROM PUBLIC;
+GRANT SELECT ON sluice.copy_progress TO PUBLIC;
+
+-- operators are granted the chunked copies too
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
+  PERFORM sluice._snapshot_operator_grants(grantee, verb);
+END
+$$;
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+-- spool, heartbeat and slot_lag (issue 18): src/sql/92_spool.sql
+-------------------------------------------------------------------------------
+-- The spool.  While a pipeline cannot apply (paused), its slot's changes are
+-- drained here, so the slot on live moves on; the next batch after
+-- sluice.resume() applies them first, exactly once, then the slot's.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._spool (
+    pipeline_id integer NOT NULL REFERENCES sluice._pipeline ON DELETE CASCADE,
+    commit_lsn  pg_lsn NOT NULL,
+    chunk       integer NOT NULL,
+    binary_mode boolean NOT NULL,
+    messages    bytea NOT NULL,
+    PRIMARY KEY (pipeline_id, commit_lsn, chunk)
+);
+COMMENT ON TABLE sluice._spool IS
+  'Private: a paused pipeline''s changes drained from its slot (sluice.drain, the worker), one source transaction in chunks of pgoutput messages (each preceded by its length, 4 bytes, network order), until the pipeline applies them. Row data: readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._spool', '');
+ALTER TABLE sluice._spool ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._spool
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE TABLE sluice._slot_state (
+    pipeline_id   integer PRIMARY KEY REFERENCES sluice._pipeline ON DELETE CASCADE,
+    drained_upto  pg_lsn,
+    spool_bytes   bigint NOT NULL DEFAULT 0,
+    spool_full_at timestamptz,
+    lag_over      boolean NOT NULL DEFAULT false,
+    source_lsn    pg_lsn,
+    restart_lsn   pg_lsn,
+    measured_at   timestamptz
+);
+COMMENT ON TABLE sluice._slot_state IS
+  'Private: per pipeline, what pg_sluice did with its slot on live: the spool''s drained position and size, whether the spool is full, whether the slot_lag event fired and the WAL kept is still past pg_sluice.max_retained_wal, and the last look at the slot.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._slot_state', '');
+ALTER TABLE sluice._slot_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._slot_state
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.spool AS
+SELECT p.name AS pipeline,
+       (SELECT pg_catalog.count(DISTINCT s.commit_lsn) FROM sluice._spool s
+         WHERE s.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id) AS transactions,
+       COALESCE(st.spool_bytes, 0) AS bytes,
+       st.drained_upto,
+       st.spool_full_at,
+       COALESCE(st.lag_over, false) AS slot_lag,
+       pg_catalog.pg_wal_lsn_diff(st.source_lsn, st.restart_lsn)::bigint AS retained_wal_bytes,
+       st.measured_at
+  FROM sluice._pipeline p
+  LEFT JOIN sluice._slot_state st USING (pipeline_id)
+ WHERE sluice._operates(p.owner::oid);
+COMMENT ON VIEW sluice.spool IS
+  'One row per pipeline: the changes drained from its slot while it was paused, waiting to be applied (sluice.drain, the worker), and the WAL its slot keeps on live; each role sees the pipelines it may operate.';
+COMMENT ON COLUMN sluice.spool.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.spool.transactions IS 'Source transactions in the spool, applied first by the next batch after sluice.resume().';
+COMMENT ON COLUMN sluice.spool.bytes IS 'Size of the spooled pgoutput messages; draining stops past pg_sluice.spool_limit (a spool_full event, and the slot keeps the rest on live).';
+COMMENT ON COLUMN sluice.spool.drained_upto IS 'Source position the spool holds every change up to (NULL: never drained); the slot on live is moved there once it is committed here.';
+COMMENT ON COLUMN sluice.spool.spool_full_at IS 'When draining stopped at pg_sluice.spool_limit, until the spool is applied (NULL: not full).';
+COMMENT ON COLUMN sluice.spool.slot_lag IS 'The slot keeps more WAL than pg_sluice.max_retained_wal: a slot_lag event was sent when it crossed, the next one when it crosses again after going back under.';
+COMMENT ON COLUMN sluice.spool.retained_wal_bytes IS 'WAL the slot kept on live when last written down: at each refresh, at each drain that spooled something, and when it crossed pg_sluice.max_retained_wal.';
+COMMENT ON COLUMN sluice.spool.measured_at IS 'When retained_wal_bytes was written down.';
+
+CREATE FUNCTION sluice.drain(pipeline text)
+RETURNS TABLE (transactions bigint, bytes bigint, spool_bytes bigint, drained_upto pg_lsn, spool_full boolean)
+AS 'MODULE_PATHNAME', 'sluice_drain'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice.drain(text) IS
+  'Moves a scheduled pipeline''s pending changes from its slot on live into the datamart''s spool (up to pg_sluice.spool_limit), so live can free its WAL while the pipeline is paused; the next refresh after sluice.resume() applies them first, exactly once. Schedule it with pg_cron next to the refresh; the slot moves at the start of the next drain or refresh.';
+
+-- operators drain the pipelines they operate: _operator_grants (grant_operator,
+-- revoke_operator) gives and takes this too
+CREATE FUNCTION sluice._spool_operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+BEGIN
+  EXECUTE format('%s EXECUTE ON FUNCTION sluice.drain(text) %s %s', verb, to_from, grantee);
+END
+$$;
+COMMENT ON FUNCTION sluice._spool_operator_grants(regrole, text) IS 'Private: what an operator is granted for the spool.';
+
+REVOKE ALL ON FUNCTION sluice.drain(text), sluice._spool_operator_grants(regrole, text) FROM PUBLIC;
+REVOKE ALL ON sluice._spool, sluice._slot_state FROM PUBLIC;
+GRANT SELECT ON sluice.spool TO PUBLIC;
+
+-- spool_full is an event; operators drain
+CREATE OR REPLACE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification', 'spool_full'];
+
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, text, text, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
+  PERFORM sluice._spool_operator_grants(grantee, verb);
+END
+$$;
+COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
+
+-- the final definitions of what several of the sections above changed
+CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
+  stmt text;
+BEGIN
+  FOREACH stmt IN ARRAY ARRAY[
+    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
+       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
+       sluice.expect_column_values_to_not_be_null(regclass, name, text),
+       sluice.expect_column_values_to_be_null(regclass, name, text),
+       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
+       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
+       sluice.expect_column_values_to_be_unique(regclass, name[], text),
+       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
+       sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
+       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
+       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
+       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
+       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
+       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
+       sluice.expect_row_to_satisfy(regclass, text, text),
+       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
+       sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
+       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
+       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
+       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
+       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
+       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
+       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
+       sluice._contract_json(integer, text, text, integer)',
+    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
+    -- worker state) is written by its C code as the extension owner; an
+    -- operator writes only what its SQL functions change, row security
+    -- keeping it to its own pipelines
+    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
+       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
+       sluice._tag, sluice.quarantine',
+    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
+    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
+    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
+    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
+             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
+    'UPDATE (history_purged) ON sluice._run',
+    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
+    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
+    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
+    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
+  END LOOP;
+  PERFORM sluice._interface_grants(grantee, verb);
+  PERFORM sluice._verify_operator_grants(grantee, verb);
+  PERFORM sluice._model_operator_grants(grantee, verb);
+  PERFORM sluice._snapshot_operator_grants(grantee, verb);
+  PERFORM sluice._spool_operator_grants(grantee, verb);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice._event_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification', 'spool_full'];
+
+CREATE OR REPLACE FUNCTION sluice._emit_run(run_id bigint, quarantined bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  p record;
+  ci text;
+  api text;
+  body jsonb;
+  bad jsonb;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sluice._destination) THEN
+    RETURN;
+  END IF;
+  SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
+  SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
+  SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
+  body := jsonb_build_object(
+    'run_id', r.run_id,
+    'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
+    'job', 'pg_sluice.' || p.name,
+    'kind', r.kind, 'status', r.status,
+    'started_at', r.started_at, 'finished_at', r.finished_at,
+    'start_lsn', r.start_lsn, 'end_lsn', r.end_lsn,
+    'transactions', r.transactions, 'rows_inserted', r.rows_inserted, 'rows_updated', r.rows_updated,
+    'rows_deleted', r.rows_deleted, 'tables_truncated', r.tables_truncated,
+    'error', r.error,
+    'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
+                      r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
+                || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
+    'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
+         'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
+         'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
+                      FROM sluice._contract_column c
+                     WHERE (c.pipeline_id, c.source_schema, c.source_table, c.contract_version)
+                           = (pt.pipeline_id, pt.source_schema, pt.source_table, pt.contract_version)),
+         'assertions', (SELECT coalesce(jsonb_agg(jsonb_build_object('assertion', e.kind, 'success', er.success)
+                                                  || CASE WHEN cardinality(e.column_names) = 1
+                                                          THEN jsonb_build_object('column', e.column_names[1]) ELSE '{}' END
+                                                  ORDER BY e.expectation_id), '[]')
+                          FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+                         WHERE er.run_id = r.run_id
+                           AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
+         ) ORDER BY pt.source_schema, pt.source_table), '[]')
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
+  PERFORM sluice._emit(p.name, 'refresh_started', body);
+  PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
+  IF r.status = 'paused' THEN
+    PERFORM sluice._emit(p.name, 'pipeline_paused',
+      jsonb_build_object('run_id', r.run_id, 'reason', r.error, 'summary', 'paused: ' || r.error));
+  END IF;
+  SELECT jsonb_agg(jsonb_build_object('expectation', e.name, 'kind', e.kind, 'severity', e.severity,
+                                      'evaluated', er.evaluated, 'failed', er.failed, 'sample_keys', er.sample_keys)
+                   ORDER BY e.expectation_id)
+    INTO bad
+    FROM sluice._expectation_result er JOIN sluice._expectation e USING (expectation_id)
+   WHERE er.run_id = r.run_id AND NOT er.success;
+  IF bad IS NOT NULL THEN
+    PERFORM sluice._emit(p.name, 'expectation_failed',
+      jsonb_build_object('run_id', r.run_id, 'failures', bad,
+                         'summary', format('%s expectation(s) failed in run %s', jsonb_array_length(bad), r.run_id)));
+  END IF;
+  IF quarantined > 0 THEN
+    PERFORM sluice._emit(p.name, 'quarantine',
+      jsonb_build_object('run_id', r.run_id, 'rows', quarantined,
+                         'summary', format('%s row(s) quarantined in run %s', quarantined, r.run_id)));
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.tag(pipeline text, name text, version bigint DEFAULT NULL)
+RETURNS name
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  t record;
+  v bigint := version;
+  sch name;
+  cols text;
+BEGIN
+  p := sluice._pipeline_row(pipeline, false);
+  IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,30}$' THEN
+    RAISE EXCEPTION 'invalid tag name "%"', name USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Lower-case letters, digits and _, starting with a letter or _, at most 31 characters.';
+  END IF;
+  IF v IS NULL THEN
+    SELECT max(r.run_id) INTO v FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  END IF;
+  PERFORM sluice._version_check(p.pipeline_id, v);
+  sch := p.name || '_' || name;
+  IF EXISTS (SELECT 1 FROM sluice._tag tg WHERE tg.pipeline_id = p.pipeline_id AND tg.name = tag.name) THEN
+    RAISE EXCEPTION 'tag "%" of pipeline "%" already exists', name, pipeline USING ERRCODE = 'duplicate_object',
+      HINT = 'sluice.untag() it first.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = sch) THEN
+    RAISE EXCEPTION 'schema "%" already exists', sch USING ERRCODE = 'duplicate_schema';
+  END IF;
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA %I', sch), NULL);
+  PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON SCHEMA %I IS %L', sch, format('pg_sluice: pipeline %s pinned at version %s (tag %s).', p.name, v, name)), NULL);
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id
+              AND cardinality(pt.key_columns) > 0 LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('%I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+    -- BI tools show column comments as descriptions: the table's own
+    EXECUTE coalesce((SELECT string_agg(format('COMMENT ON COLUMN %I.%I.%I IS %L', sch, t.target_table, a.attname,
+                                               col_description(a.attrelid, a.attnum)), '; ')
+                        FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
+                         AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
+  END LOOP;
+  -- the pipeline's models that keep history (sluice.models), pinned too
+  FOR t IN SELECT n.nspname AS target_schema, c.relname AS target_table
+             FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE m.pipeline_ids[1] = p.pipeline_id AND m.history LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('Model %I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+  END LOOP;
+  INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
+  RETURN sch;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  pred text;
+  chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  SELECT x.pred, x.chk INTO pred, chk FROM sluice._expectation_sql(target, kind, cols, args, typ) x;
+
+  -- bound now, in this function's search_path (pg_catalog): a refresh
+  -- never parses the text again, so nothing created later in anyone's
+  -- search_path can slip into it
+  IF pred IS NOT NULL THEN
+    pred_tree := sluice._compile_predicate(target, pred);
+  ELSE
+    chk_tree := sluice._compile_check(target, chk);
+    -- the check runs here once, so a broken one fails now, not at refresh
+    EXECUTE chk;
+  END IF;
+  ename := coalesce(name, kind || CASE WHEN cardinality(cols) > 0 THEN '_' || array_to_string(cols, '_') ELSE '' END
+                          || '_' || (SELECT pt.target_table FROM sluice._pipeline_table pt
+                                      WHERE (pt.pipeline_id, pt.source_schema, pt.source_table)
+                                            = (t.pipeline_id, t.source_schema, t.source_table)));
+  INSERT INTO sluice._expectation (pipeline_id, source_schema, source_table, name, kind, column_names,
+                                   args, severity, predicate, check_sql, predicate_tree, check_tree)
+  VALUES (t.pipeline_id, t.source_schema, t.source_table, ename, kind, cols, coalesce(args, '{}'), severity, pred, chk,
+          pred_tree, chk_tree);
+  RETURN ename;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'expectation "%" already exists in this pipeline', ename USING ERRCODE = 'duplicate_object',
+    HINT = 'Give it another name, or drop the existing one with sluice.drop_expectation().';
+END
+$$;
+

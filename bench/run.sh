@@ -11,14 +11,17 @@
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
 # (the two servers' ports, default 26432 / 26433), BIG_ROWS (scenario 7's
-# big table, default 10000000, SMOKE 20000; 0 = only the ROWS size).
+# big table, default 10000000, SMOKE 20000; 0 = only the ROWS size),
+# MODEL_ROWS (scenario 8's table, default BIG_ROWS).
 #
 # Scenarios: 1 initial copy (at ROWS/10 and ROWS), 2a-2d backlog refresh,
 # 3 peak memory, 5 the 2a backlog with 10 row expectations vs without (5b: 10
 # cheap ones; runs after 3), 6 versions (keep_history: scans as of a version,
 # storage, apply cost; runs after 5), 7 refresh after 1% of a table changed vs
 # pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
-# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 4 streaming lag (continuous worker vs native subscription; the datamart
+# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 8 a monthly model
+# over MODEL_ROWS rows (default BIG_ROWS) refreshed after 1% changed, with
+# and without it, and its full rebuild, 4 streaming lag (continuous worker vs native subscription; the datamart
 # is restarted with shared_preload_libraries = pg_sluice for it).
 # pglogical (if installed) is a second reference in 1 and 2a-2d; it is
 # preloaded on both servers from the start and unloaded from the datamart
@@ -81,7 +84,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" MODEL_ROWS="${MODEL_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -1284,8 +1287,87 @@ SQL
 done
 
 # ---------------------------------------------------------------------------
+# Scenario 8: a model (monthly aggregate) maintained in each refresh
+# ---------------------------------------------------------------------------
+# Own table bench.mm on live (id bigint primary key, campus int, at
+# timestamp, amount numeric) of MODEL_ROWS rows (default BIG_ROWS, or ROWS
+# when BIG_ROWS is 0), at spread by id over ten years; own pipeline mm
+# (schema smm) and, in the datamart, an index on date_trunc('month', at).
+# Run k: one transaction on live updates the newest 1% of the rows (amount,
+# the last ~1.2 months: where changes land), then refresh mm: RUNS times
+# without a model, then RUNS times with the model smm.monthly (GROUP BY
+# month and campus: count, sum, avg, min, max, count distinct; maintained
+# incrementally), its maintenance time read from sluice.model_runs; then
+# RUNS full rebuilds of the model (sluice.rebuild_model). The model is
+# checked against its query run from scratch at the end.
+MODEL_ROWS=${MODEL_ROWS:-$([ "$BIG_ROWS" -gt 0 ] && echo "$BIG_ROWS" || echo "$N")}
+MODEL_Q="SELECT date_trunc('month', at) AS month, campus, count(*) AS n, sum(amount) AS total, avg(amount) AS mean,
+                min(amount) AS lo, max(amount) AS hi, count(DISTINCT amount) AS amounts FROM mm GROUP BY 1, 2"
+s8=$(now)
+log "8  a monthly model over $MODEL_ROWS rows, refreshed after 1% changed: without it, with it, full rebuild"
+STEP="8 load $MODEL_ROWS rows into bench.mm"
+live -c "CREATE TABLE bench.mm (id bigint PRIMARY KEY, campus int, at timestamp, amount numeric)"
+live -c "INSERT INTO bench.mm SELECT g, g % 10, timestamp '2016-01-01' + (g::float8 / $MODEL_ROWS) * interval '3650 days', (g % 1000) / 10.0 FROM generate_series(1, $MODEL_ROWS) g"
+live -c "VACUUM ANALYZE bench.mm"
+STEP="8 create_pipeline mm"
+mart -c "SELECT sluice.create_pipeline('mm', 'live', ARRAY['bench.mm'], target_schema => 'smm')" >/dev/null
+mart -c "CREATE INDEX ON smm.mm (date_trunc('month', at))"
+mart -c "VACUUM ANALYZE smm.mm"
+k8=0
+refresh8() {  # key label: 1% of rows updated on live, refresh mm timed
+    k8=$((k8 + 1))
+    STEP="8 workload on live ($2)"
+    live_txn "UPDATE bench.mm SET amount = amount + $k8 WHERE id > $MODEL_ROWS - $MODEL_ROWS / 100" >/dev/null
+    live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+    STEP="8 refresh mm ($2)"
+    sluice_refresh mm
+    expect_refresh "1 0 $((MODEL_ROWS / 100)) 0 0"
+    add "8_$1" "$LAST_T"
+    log "   $2  refresh ${LAST_T}s"
+    mart -c "VACUUM ANALYZE smm.mm"
+}
+for run in $(seq 1 "$RUNS"); do refresh8 plain "run $run, no model"; done
+STEP="8 create_model monthly"
+s=$(now)
+[ "$(mart -c "SELECT sluice.create_model('monthly', \$q\$$MODEL_Q\$q\$, ARRAY['mm'])")" = incremental ] ||
+    die "8: the monthly model is not incremental"
+log "   create_model (first build)  $(since "$s")s"
+for run in $(seq 1 "$RUNS"); do
+    refresh8 model "run $run, with the model"
+    t=$(mart -c "SELECT extract(epoch FROM duration) FROM sluice.model_runs WHERE run_id = $REFRESH_RUN AND maintenance = 'incremental'")
+    [ -n "$t" ] || die "8: run $REFRESH_RUN did not maintain the model incrementally"
+    add 8_maint "$t"
+    log "   run $run  its incremental maintenance ${t}s ($(mart -c "SELECT groups || ' touched values, ' || rows_inserted || ' groups rewritten' FROM sluice.model_runs WHERE run_id = $REFRESH_RUN"))"
+    mart -c "VACUUM ANALYZE smm.monthly"
+done
+for run in $(seq 1 "$RUNS"); do
+    STEP="8 rebuild_model monthly (run $run)"
+    mart -c "CHECKPOINT"
+    s=$(now)
+    mart -c "SELECT sluice.rebuild_model('monthly')" >/dev/null
+    t=$(since "$s"); add 8_rebuild "$t"
+    log "   run $run  full rebuild  ${t}s"
+done
+STEP="8 check the model"
+[ "$(mart -c "SET search_path = smm, pg_catalog;
+              SELECT (SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM smm.monthly r)
+                   = (SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM ($MODEL_Q) r)")" = t ] ||
+    die "8: the model differs from its query"
+STEP="8 cleanup"
+mart -c "SELECT sluice.drop_model('monthly')" >/dev/null
+mart -c "SELECT sluice.drop_pipeline('mm', drop_tables => true)" >/dev/null
+mart -c "DROP SCHEMA IF EXISTS smm CASCADE; DROP SCHEMA IF EXISTS smm_models CASCADE" 2>/dev/null
+live -c "DROP TABLE bench.mm"
+t=$(since "$s8"); add 8_total "$t"
+log "   scenario 8 took ${t}s"
+
+# ---------------------------------------------------------------------------
 # Scenario 4: streaming lag (commit on live -> visible on the datamart)
 # ---------------------------------------------------------------------------
+# Measured three times (lag_run below): the worker on the walsender
+# transport (pg_sluice.worker_transport = walsender, the default) with
+# pgbench at 50 tps and at 1,000 tps, then on the SQL transport (polling
+# every naptime) at 50 tps; native is measured alongside each time.
 # pg_sluice's continuous worker (pipeline s) and a native subscription
 # (stream_sub, enabled, streaming = on) replicate the same two tables at the
 # same time: bench.load (pgbench writes it at a fixed rate: background load)
@@ -1300,8 +1382,7 @@ done
 STREAM_SECS=${STREAM_SECS:-$([ -n "${SMOKE:-}" ] && echo 5 || echo 30)}
 [[ $STREAM_SECS =~ ^[1-9][0-9]*$ ]] || die "STREAM_SECS must be a positive integer"
 NPROBES=$((STREAM_SECS * 10))
-LOAD_TPS=50
-log "4  streaming lag: $NPROBES probes over ~${STREAM_SECS}s, pgbench -R $LOAD_TPS on live; pg_sluice worker and native subscription at the same time"
+log "4  streaming lag: three measurements of $NPROBES probes over ~${STREAM_SECS}s each (pgbench 50 and 1,000 tps)"
 
 STEP="4 restart the datamart with shared_preload_libraries = pg_sluice"
 cat >>"$W/mart/postgresql.conf" <<CONF
@@ -1313,9 +1394,9 @@ CONF
 pg_ctl -D "$W/mart" -l "$W/mart.log" -m fast -w -t 120 restart >/dev/null || die "could not restart the datamart (see mart.log)"
 STREAM_SETTINGS=$(mart -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
   WHERE name IN ('shared_preload_libraries', 'max_worker_processes', 'pg_sluice.naptime', 'pg_sluice.batch_time',
-                 'pg_sluice.batch_size', 'max_logical_replication_workers')")
+                 'pg_sluice.batch_size', 'pg_sluice.worker_transport', 'max_logical_replication_workers')")
 
-STEP="4 setup: tables, publication, pipeline s, subscription stream_sub"
+STEP="4 setup: tables, publication"
 STREAM_DDL="CREATE TABLE bench.load (id int PRIMARY KEY, n bigint NOT NULL, t timestamptz NOT NULL);
 CREATE TABLE bench.probe (id int PRIMARY KEY, committed timestamptz NOT NULL);"
 live <<SQL
@@ -1325,6 +1406,30 @@ SQL
 mart >/dev/null <<SQL
 CREATE SCHEMA bench;
 $STREAM_DDL
+SQL
+cat >"$W/load.sql" <<'SQL'
+\set id random(1, 2000)
+INSERT INTO bench.load VALUES (:id, 1, clock_timestamp())
+    ON CONFLICT (id) DO UPDATE SET n = bench.load.n + 1, t = excluded.t;
+SQL
+
+declare -A LAG_MIN_MEAN LAG_TPS LAG_DONE
+
+# One lag measurement: pgbench at $1 tps on live, the worker on transport $2
+# (pg_sluice.worker_transport), figures under key $3 (lag_<key>_p50 ...) and
+# lag_native<suffix> for the native subscription measured at the same time.
+# Pipeline s and subscription stream_sub are made for it and dropped after,
+# and the tables emptied, so each measurement starts alike.
+lag_run() {
+local LOAD_TPS=$1 TRANSPORT=$2 KEY=$3 NKEY=$4
+log "4  $KEY: $NPROBES probes over ~${STREAM_SECS}s, pgbench -R $LOAD_TPS on live; pg_sluice worker ($TRANSPORT transport) and native subscription at the same time"
+STEP="4 $KEY: transport $TRANSPORT"
+mart >/dev/null <<SQL
+ALTER SYSTEM SET pg_sluice.worker_transport = '$TRANSPORT';
+SELECT pg_reload_conf();
+SQL
+STEP="4 $KEY setup: pipeline s, subscription stream_sub"
+mart >/dev/null <<SQL
 SELECT sluice.create_pipeline('s', 'live', ARRAY['bench.load', 'bench.probe'], target_schema => 'st');
 SELECT sluice.start('s');
 CREATE SUBSCRIPTION stream_sub CONNECTION '$CONNINFO' PUBLICATION stream_pub WITH (copy_data = true, streaming = on);
@@ -1337,13 +1442,7 @@ SQL
 st=$(mart -c "SELECT state || coalesce(': ' || last_error, '') FROM sluice.status WHERE pipeline = 's'")
 [ "$st" = running ] || die "pg_sluice worker for pipeline s is not running: $st"
 
-cat >"$W/load.sql" <<'SQL'
-\set id random(1, 2000)
-INSERT INTO bench.load VALUES (:id, 1, clock_timestamp())
-    ON CONFLICT (id) DO UPDATE SET n = bench.load.n + 1, t = excluded.t;
-SQL
-
-STEP="4 streaming lag: load, probes and poller"
+STEP="4 $KEY: load, probes and poller"
 POLL_SECS=$((STREAM_SECS * 3 / 2 + ($([ -n "${SMOKE:-}" ] && echo 10 || echo 30))))
 # poller: ends when both copies have all NPROBES probes, or after POLL_SECS
 mart >"$W/poller.out" 2>&1 <<SQL &
@@ -1369,7 +1468,7 @@ END
 \$poll\$;
 SQL
 POLLER=$!
-pgbench -n -h "$W" -p $LIVE_PORT -c 1 -R $LOAD_TPS -T $((STREAM_SECS + 3)) -f "$W/load.sql" bench >"$W/pgbench.out" 2>&1 &
+pgbench -n -h "$W" -p $LIVE_PORT -c $((LOAD_TPS > 200 ? 4 : 1)) -j $((LOAD_TPS > 200 ? 2 : 1)) -R $LOAD_TPS -T $((STREAM_SECS + 3)) -f "$W/load.sql" bench >"$W/pgbench.out" 2>&1 &
 PGBENCH=$!
 sleep 1
 s=$(now)
@@ -1394,7 +1493,7 @@ read -r seen_s seen_n <<<"$(mart -F' ' -c "SELECT count(*) FILTER (WHERE sys = '
     die "probes seen on the datamart within ${POLL_SECS}s: pg_sluice $seen_s, native $seen_n of $NPROBES ($(mart -c "SELECT state || coalesce(': ' || last_error, '') FROM sluice.status WHERE pipeline = 's'"))"
 
 # both copies must equal live (probe and load tables)
-STEP="4 check the copies"
+STEP="4 $KEY: check the copies"
 PFP="SELECT count(*) || '/' || coalesce(sum(id), 0) || '/' || coalesce(sum(extract(epoch FROM committed)), 0) FROM"
 LFP="SELECT count(*) || '/' || coalesce(sum(id), 0) || '/' || coalesce(sum(n), 0) || '/' || coalesce(sum(extract(epoch FROM t)), 0) FROM"
 lp=$(live -c "$PFP bench.probe"); ll=$(live -c "$LFP bench.load")
@@ -1402,7 +1501,7 @@ mart <<SQL
 $(poll_sql "($LFP st.load) = '$ll' AND ($LFP bench.load) = '$ll'" "both copies of bench.load to catch up" 60)
 SQL
 for tb in st bench; do
-    [ "$(mart -c "$PFP $tb.probe")" = "$lp" ] || die "4: $tb.probe differs from live's bench.probe"
+    [ "$(mart -c "$PFP $tb.probe")" = "$lp" ] || die "4 $KEY: $tb.probe differs from live's bench.probe"
 done
 
 read -r -a L <<<"$(mart -F' ' <<'SQL'
@@ -1417,24 +1516,36 @@ SELECT a.p50, a.p99, a.mx, a.mn, a.av, b.p50, b.p99, b.mx, b.mn, b.av
   FROM agg a, agg b WHERE a.sys = 'sluice' AND b.sys = 'native';
 SQL
 )"
-[ ${#L[@]} = 10 ] || die "4: could not compute the lag percentiles"
+[ ${#L[@]} = 10 ] || die "4 $KEY: could not compute the lag percentiles"
 awk -v a="${L[3]}" -v b="${L[8]}" 'BEGIN { exit !(a >= 0 && b >= 0) }' ||
-    die "4: negative lag (min pg_sluice ${L[3]} ms, native ${L[8]} ms): clock or measurement error"
-add lag_sluice_p50 "${L[0]}"; add lag_sluice_p99 "${L[1]}"; add lag_sluice_max "${L[2]}"
-add lag_native_p50 "${L[5]}"; add lag_native_p99 "${L[6]}"; add lag_native_max "${L[7]}"
-LAG_MIN_MEAN=("$(num "${L[3]}" 1) / $(num "${L[4]}" 1)" "$(num "${L[8]}" 1) / $(num "${L[9]}" 1)")
+    die "4 $KEY: negative lag (min pg_sluice ${L[3]} ms, native ${L[8]} ms): clock or measurement error"
+add "lag_${KEY}_p50" "${L[0]}"; add "lag_${KEY}_p99" "${L[1]}"; add "lag_${KEY}_max" "${L[2]}"
+add "lag_${NKEY}_p50" "${L[5]}"; add "lag_${NKEY}_p99" "${L[6]}"; add "lag_${NKEY}_max" "${L[7]}"
+LAG_MIN_MEAN[$KEY]="$(num "${L[3]}" 1) / $(num "${L[4]}" 1)"; LAG_MIN_MEAN[$NKEY]="$(num "${L[8]}" 1) / $(num "${L[9]}" 1)"
+LAG_TPS[$KEY]=$LOAD_TPS; LAG_DONE[$KEY]=${LOAD_DONE:-?}
 log "   pg_sluice lag ms: p50 $(num "${L[0]}" 1)  p99 $(num "${L[1]}" 1)  max $(num "${L[2]}" 1)  min $(num "${L[3]}" 1)  mean $(num "${L[4]}" 1)"
 log "   native    lag ms: p50 $(num "${L[5]}" 1)  p99 $(num "${L[6]}" 1)  max $(num "${L[7]}" 1)  min $(num "${L[8]}" 1)  mean $(num "${L[9]}" 1)"
 
+
 # stop the worker: refresh works again afterwards (and finds nothing left)
-STEP="4 sluice.stop and a final refresh"
+STEP="4 $KEY: sluice.stop and a final refresh"
 [ "$(mart -c "SELECT sluice.stop('s')")" = t ] || die "sluice.stop('s') did not report a streaming pipeline"
 row=$(mart -c "SELECT rows_inserted + rows_updated + rows_deleted FROM sluice.refresh('s')")
-[ "$row" = 0 ] || die "4: refresh after sluice.stop applied $row rows, expected 0 (the worker had caught up)"
+[ "$row" = 0 ] || die "4 $KEY: refresh after sluice.stop applied $row rows, expected 0 (the worker had caught up)"
 mart >/dev/null <<SQL
 SELECT sluice.drop_pipeline('s', drop_tables => true);
 DROP SUBSCRIPTION stream_sub;
+DROP TABLE probe_seen;
+TRUNCATE bench.load, bench.probe;
 SQL
+live -c "TRUNCATE bench.load, bench.probe" >/dev/null
+}
+
+# the walsender transport (the default) at 50 and 1,000 tps; the SQL
+# transport (polling every naptime) at 50 tps, as before it
+lag_run 50 walsender ws50 native50
+lag_run 1000 walsender ws1000 native1000
+lag_run 50 sql sql50 nativesql50
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
@@ -1511,9 +1622,16 @@ for size in $MEM_SMALL $MEM_BIG; do
         "VmHWM $(cell "m${size}_sluice_dec_hwm" 0) / $(cell "m${size}_native_dec_hwm" 0)" "$(ratio "m${size}_native_dec_anon" "m${size}_sluice_dec_anon")"
 done
 lagcell() { echo "$(num "$(med "lag_${1}_p50")" 1) / $(num "$(med "lag_${1}_p99")" 1) / $(num "$(med "lag_${1}_max")" 1)"; }
-row "4  streaming lag p50 / p99 / max (ms)" "$(lagcell sluice)" "$(lagcell native)" "$NPROBES probes, pgbench ${LOAD_TPS} tps" \
-    "$(ratio lag_native_p50 lag_sluice_p50) / $(ratio lag_native_p99 lag_sluice_p99) / $(ratio lag_native_max lag_sluice_max)"
-row "     min / mean (ms)" "${LAG_MIN_MEAN[0]:--}" "${LAG_MIN_MEAN[1]:--}" "" ""
+for k in ws50:native50 ws1000:native1000 sql50:nativesql50; do
+    sk=${k%%:*}; nk=${k##*:}
+    case $sk in ws*) tr="walsender transport" ;; *) tr="SQL transport, naptime 50ms" ;; esac
+    row "4  lag p50 / p99 / max (ms), pgbench ${LAG_TPS[$sk]:-?} tps" "$(lagcell "$sk")" "$(lagcell "$nk")" "$NPROBES probes, $tr (${LAG_DONE[$sk]:-?} txns)" \
+        "$(ratio "lag_${nk}_p50" "lag_${sk}_p50") / $(ratio "lag_${nk}_p99" "lag_${sk}_p99") / $(ratio "lag_${nk}_max" "lag_${sk}_max")"
+    row "     min / mean (ms)" "${LAG_MIN_MEAN[$sk]:--}" "${LAG_MIN_MEAN[$nk]:--}" "" ""
+done
+row "8  refresh after 1% of $(commas "$MODEL_ROWS") rows changed, no model (s)" "$(cell 8_plain)" "" "" ""
+row "     with an incremental monthly model (s)" "$(cell 8_model)" "" "" "$(ratio 8_model 8_plain) with/without"
+row "     its maintenance vs a full rebuild (s)" "$(cell 8_maint)" "" "rebuild_model $(cell 8_rebuild)" "$(ratio 8_maint 8_rebuild) incremental/full"
 row "5  backlog 1 txn × $n INSERT, $NEXPECT row expectations (s)" "$(cell 5_expect)" "" "without $(cell 5_plain)" \
     "$(ratio 5_plain 5_expect) retained (without/with)"
 row "     throughput" "$(rate "$N" 5_expect)" "" "without $(rate "$N" 5_plain)" ""

@@ -7,6 +7,7 @@
 # OS user pgsluice in a scratch directory:
 #   live      127.0.0.1:25432  database "school"   (wal_level = logical)
 #   datamart  127.0.0.1:25433  database "datamart" (CREATE EXTENSION pg_sluice)
+#   LMS API   127.0.0.1:25434  a REST API returning JSON (demo/lms_api.pl)
 # loads demo/live_sample.sql on live, copies it into the datamart with
 # sluice.create_pipeline(), applies demo/changes.sql on live, runs
 # sluice.refresh() and compares every table on both servers.
@@ -23,6 +24,7 @@ RUN_USER=${SLUICE_USER:-pgsluice}
 # any TCP/IP sockets"; it happened to this demo on 55432).
 LIVE_PORT=25432
 MART_PORT=25433
+API_PORT=25434
 KEEP=${KEEP:-0}
 TABLES=(teachers students courses enrollments exams grades attendance sis_import)
 
@@ -43,9 +45,9 @@ test -f "$PGBIN/pg_ctl"
 
 # Refuse to start if something already listens on our ports.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in $LIVE_PORT $MART_PORT; do
+for port in $LIVE_PORT $MART_PORT $API_PORT; do
     if port_busy "$port"; then
-        echo "scripts/demo.sh: port $port on 127.0.0.1 is already in use; the demo needs ports $LIVE_PORT and $MART_PORT." >&2
+        echo "scripts/demo.sh: port $port on 127.0.0.1 is already in use; the demo needs ports $LIVE_PORT, $MART_PORT and $API_PORT." >&2
         for d in /tmp/pg_sluice-demo.*; do
             [ -f "$d/live/postmaster.pid" ] || [ -f "$d/datamart/postmaster.pid" ] || continue
             echo "A demo left running with KEEP=1 is in $d; stop it with:" >&2
@@ -82,6 +84,9 @@ cleanup() {
                 grep -E -A3 'ERROR|FATAL|PANIC' "$WORK/$c.log" | tail -12 >&2
             fi
         done
+    fi
+    if [ -s "$WORK/api.pid" ]; then
+        kill "$(cat "$WORK/api.pid")" 2>/dev/null || true
     fi
     for c in live datamart; do
         if [ -f "$WORK/$c/postmaster.pid" ]; then
@@ -172,6 +177,21 @@ mart -q -c "SELECT sluice.keep_history('school')" \
 show mart -c "SELECT target_table, column_name, data_type, not_null, is_key FROM sluice.contracts
                WHERE target_table = 'students' ORDER BY position LIMIT 6"
 
+section "3c. a model: monthly attendance per course, maintained in every refresh"
+cat <<'SQL'
+SELECT sluice.create_model('attendance_monthly', $q$
+  SELECT date_trunc('month', class_date)::date AS month, course_id, count(*) AS records,
+         count(*) FILTER (WHERE status = 'absent') AS absences, avg(minutes_late) AS avg_minutes_late
+    FROM attendance GROUP BY 1, 2 $q$, ARRAY['school']);
+SELECT sluice.expect_model('attendance_monthly', 'expect_column_values_to_be_between', ARRAY['absences'], '{"min_value": "0"}');
+SQL
+mart -q -c "SELECT sluice.create_model('attendance_monthly', \$q\$
+  SELECT date_trunc('month', class_date)::date AS month, course_id, count(*) AS records,
+         count(*) FILTER (WHERE status = 'absent') AS absences, avg(minutes_late) AS avg_minutes_late
+    FROM attendance GROUP BY 1, 2 \$q\$, ARRAY['school'])" \
+     -c "SELECT sluice.expect_model('attendance_monthly', 'expect_column_values_to_be_between', ARRAY['absences'], '{\"min_value\": \"0\"}')" >/dev/null
+show mart -c "SELECT name, model_table, maintenance, reason, group_by FROM sluice.models"
+
 section "4. a day of changes on live (demo/changes.sql)"
 live -f - <"$SRC/demo/changes.sql"
 
@@ -226,6 +246,19 @@ UNION ALL
 SELECT 'students', (SELECT count(*) FROM school_before_changes.students), (SELECT count(*) FROM school_mart.students)"
 show mart -c "SELECT change, count(*) AS students FROM sluice.diff('school_mart.students', $v1, $v2) GROUP BY change ORDER BY change"
 
+section "5d. the monthly model as of two versions"
+echo "The refresh maintained the model in its own transaction (sluice.model_runs):"
+show mart -c "SELECT run_id, model, maintenance, groups, rows_deleted, rows_inserted, duration FROM sluice.model_runs"
+echo "Monthly attendance as of version $v1 (attendance_monthly_at($v1), also tag school_before_changes) and $v2 (attendance_monthly_at($v2)):"
+show mart -c "
+SELECT coalesce(a.month, b.month) AS month, a.records AS \"records v$v1\", b.records AS \"records v$v2\",
+       a.absences AS \"absences v$v1\", b.absences AS \"absences v$v2\"
+  FROM (SELECT month, sum(records) AS records, sum(absences) AS absences
+          FROM school_mart.attendance_monthly_at($v1) GROUP BY 1) a
+  FULL JOIN (SELECT month, sum(records) AS records, sum(absences) AS absences
+               FROM school_mart.attendance_monthly_at($v2) GROUP BY 1) b USING (month)
+ ORDER BY 1"
+
 section "6. what the datamart knows: sluice.runs and sluice.pipelines"
 show mart -c "
 SELECT run_id, kind, status, transactions AS xacts, rows_inserted AS inserted,
@@ -237,6 +270,50 @@ show mart -c "
 SELECT name, source, target_schema, publication, slot_name, cardinality(tables) AS tables,
        binary_transfer, last_end_lsn
   FROM sluice.pipelines"
+
+section "6b. an HTTP source next to the school database: a learning platform's JSON API"
+as_user perl "$SRC/demo/lms_api.pl" $API_PORT >"$WORK/api.pid"
+cat <<SQL
+SELECT sluice.create_http_source('lms', 'http://127.0.0.1:$API_PORT/', bearer_token => 'demo-token');
+SELECT * FROM sluice.create_http_pipeline('lms', 'lms', '[
+  {"table": "learners", "path": "/api/students", "rows": "data", "key": ["id"],
+   "columns": [{"name": "id", "path": "id", "type": "integer"},
+               {"name": "name", "path": "name", "type": "text", "required": true},
+               {"name": "grade", "path": "grade", "type": "integer"},
+               {"name": "updated_at", "path": "updated_at", "type": "timestamptz"}],
+   "cursor": {"kind": "since", "param": "since", "field": "updated_at"},
+   "pagination": {"kind": "link"}},
+  {"table": "online_courses", "path": "/api/courses", "rows": "items", "key": ["code"],
+   "columns": [{"name": "code", "path": "code", "type": "text"},
+               {"name": "title", "path": "title", "type": "text"}],
+   "cursor": {"kind": "etag"}, "pagination": {"kind": "cursor", "field": "next", "param": "cursor"}}]',
+  target_schema => 'lms_mart');
+SQL
+endpoints='[{"table": "learners", "path": "/api/students", "rows": "data", "key": ["id"],
+   "columns": [{"name": "id", "path": "id", "type": "integer"}, {"name": "name", "path": "name", "type": "text", "required": true},
+               {"name": "grade", "path": "grade", "type": "integer"}, {"name": "updated_at", "path": "updated_at", "type": "timestamptz"}],
+   "cursor": {"kind": "since", "param": "since", "field": "updated_at"}, "pagination": {"kind": "link"}},
+  {"table": "online_courses", "path": "/api/courses", "rows": "items", "key": ["code"],
+   "columns": [{"name": "code", "path": "code", "type": "text"}, {"name": "title", "path": "title", "type": "text"}],
+   "cursor": {"kind": "etag"}, "pagination": {"kind": "cursor", "field": "next", "param": "cursor"}}]'
+mart -q -c "SELECT sluice.create_http_source('lms', 'http://127.0.0.1:$API_PORT/', bearer_token => 'demo-token')" >/dev/null
+show mart -c "SELECT pipeline, kind, rows_inserted, status FROM sluice.create_http_pipeline('lms', 'lms', '$endpoints', target_schema => 'lms_mart')"
+echo
+echo "A day on the platform (two learners regraded, one joins, a course renamed), then sluice.refresh('lms'):"
+as_user perl "$SRC/demo/lms_api.pl" $API_PORT changed
+show mart -c "SELECT pipeline, rows_inserted, rows_updated, status FROM sluice.refresh('lms')"
+show mart -c "SELECT endpoint, cursor_kind, cursor_value, paging FROM sluice.http_endpoints ORDER BY endpoint"
+show mart -c "SELECT name, base_url, auth, secret FROM sluice.http_sources"
+lms=$(mart -At -c "SELECT (SELECT count(*) FROM lms_mart.learners) || ' ' ||
+                          (SELECT grade FROM lms_mart.learners WHERE id = 5) || ' ' ||
+                          (SELECT grade FROM lms_mart.learners WHERE id = 10) || ' ' ||
+                          (SELECT count(*) FROM lms_mart.online_courses) || ' ' ||
+                          (SELECT title FROM lms_mart.online_courses WHERE code = 'C3')")
+if [ "$lms" != "41 97 12 12 Course 3 online, revised" ]; then
+    section "FAILED: the HTTP source's tables differ from the API's data ($lms)"
+    exit 1
+fi
+echo "lms_mart equals the API's data: 41 learners, 12 courses, every change applied once."
 
 section "7. live vs datamart, table by table (row count and md5 of all rows)"
 declare -A cols

@@ -9,7 +9,7 @@ PG_MAJOR=15
 RUN_USER=${SLUICE_USER:-pgsluice}
 PKGS="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
       libcurl4-openssl-dev libjansson-dev libpq-dev postgresql-$PG_MAJOR-pgtap pgtap
-      postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pglogical libipc-run-perl make gcc procps
+      postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pglogical libipc-run-perl libhttp-daemon-perl make gcc procps
       prometheus-postgres-exporter"
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -555,9 +555,10 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	}
 	PG_TRY();
 	{
-		sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		/* an HTTP pipeline has no PostgreSQL source (httpapply.c) */
+		sc = pipe->http ? NULL : transport_connect(pipe->source_name, pipe->conninfo, false);
 		refresh_pipeline(pipe, sc, 0, 0, &r);
-		if (!r.conn_closed)
+		if (!r.conn_closed && sc != NULL)
 			transport_close(sc);
 	}
 	PG_CATCH();
@@ -575,6 +576,9 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	run_id = refresh_record_run(pipe, "refresh", started, &r);
+	/* live frees the batch's WAL right after the commit (slotwatch.c) */
+	if (r.stats.transactions > 0)
+		slotwatch_move_after_commit(pipe);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,
@@ -607,10 +611,14 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		/* an HTTP pipeline has no slot nor publication anywhere */
+		if (!pipe->http)
+		{
+			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 
-		source_drop(sc, pipe->slot_name, pipe->publication_owned ? pipe->publication : NULL);
-		transport_close(sc);
+			source_drop(sc, pipe->slot_name, pipe->publication_owned ? pipe->publication : NULL);
+			transport_close(sc);
+		}
 	}
 	PG_CATCH();
 	{

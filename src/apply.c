@@ -24,6 +24,15 @@
  *	  slot or the catalog's run rows: refresh.c owns the transaction, the
  *	  replication origin and the run.
  *
+ *	  Streamed transactions (walsender transport only).  Between STREAM START
+ *	  and STREAM STOP the changes of a transaction still in progress on the
+ *	  source are spooled (streamfile.c), not applied; STREAM ABORT drops them (or
+ *	  a subtransaction's part); STREAM COMMIT applies them then, as one
+ *	  source transaction of the batch (apply_spooled).  A walsender announces
+ *	  a relation once per connection: its RELATION message is kept by the
+ *	  stream and maps the relation again in later batches
+ *	  (apply_recall_relation).
+ *
  *	  Exactly once.  Source transactions whose commit record starts before the
  *	  origin's position were applied by an earlier batch whose slot advance
  *	  did not happen yet (a crash between the two): they are skipped, as is
@@ -37,6 +46,12 @@
  *	  columns) keep the datamart's current value.  Constraints are immediate
  *	  for the batch; deferred keys and after-triggers fire when the batch's
  *	  one query ends, before the relations close.
+ *
+ *	  Sources without a change stream.  An HTTP pipeline (httpapply.c) has
+ *	  no pgoutput messages: it opens relations with relmap_open and writes
+ *	  each row with apply_upsert (an update by key when the row differs,
+ *	  nothing when it is the same, else an insert), between apply_begin and
+ *	  apply_finish, through the same insert and update bodies.
  *
  *	  Insert runs.  Consecutive inserts into one table are written as COPY
  *	  writes them: buffered (APPLY_MAX_BUFFERED rows or
@@ -190,10 +205,49 @@ read_rel_typmods(StringInfo s)
 static void
 handle_relation(ApplyState *st, StringInfo s)
 {
-	int32	   *typmods = read_rel_typmods(s);
-	LogicalRepRelation *lr = logicalrep_read_rel(s);
+	int32	   *typmods;
+	LogicalRepRelation *lr;
 
+	/*
+	 * A walsender announces a relation once per connection, not once per
+	 * batch as the SQL interface does: the stream keeps it for the batches
+	 * to come (apply_recall_relation).
+	 */
+	if (st->ws != NULL)
+		walstream_remember_relation(st->ws, s->data + s->cursor, s->len - s->cursor);
+	typmods = read_rel_typmods(s);
+	lr = logicalrep_read_rel(s);
 	relmap_open(st, lr, typmods);
+}
+
+/*
+ * A change for a relation this batch has not met: over the walsender, its
+ * RELATION message came in an earlier batch of the same connection; map it
+ * again from that message (as the contract stands now).  False when there
+ * is none.
+ */
+bool
+apply_recall_relation(ApplyState *st, LogicalRepRelId relid)
+{
+	StringInfoData m;
+	MemoryContext old;
+
+	if (st->ws == NULL || !walstream_recall_relation(st->ws, relid, &m))
+		return false;
+	old = MemoryContextSwitchTo(st->cxt);
+	{
+		int32	   *typmods = read_rel_typmods(&m);
+		LogicalRepRelation *lr = logicalrep_read_rel(&m);
+		ApplyRel   *save_rel = st->cur_rel;
+		char		save_action = st->action;
+
+		st->action = LOGICAL_REP_MSG_RELATION;
+		relmap_open(st, lr, typmods);
+		st->cur_rel = save_rel;
+		st->action = save_action;
+	}
+	MemoryContextSwitchTo(old);
+	return true;
 }
 
 static void
@@ -279,22 +333,115 @@ buffer_insert(ApplyState *st, ApplyRel *ar)
 		flush_inserts(st);
 }
 
+/* Delete the row whose key is in ar->searchslot. */
 static void
-handle_insert(ApplyState *st, StringInfo s)
+delete_row(ApplyState *st, ApplyRel *ar)
 {
-	LogicalRepTupleData newtup;
-	LogicalRepRelId relid = logicalrep_read_insert(s, &newtup);
-	ApplyRel   *ar;
-	MemoryContext old;
+	if (relmap_find_row(st, ar))
+	{
+		if (ar->held && hash_get_num_entries(ar->held) > 0)
+			quarantine_supersede(st, ar, quarantine_key(ar, ar->searchslot), "deleted", 0);
+		if (ar->models)
+			model_note_row(ar->models, ar->localslot);
+		version_save(st, ar, ar->localslot);
+		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
+		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
+		st->stats->deleted++;
+		ar->counts->deleted++;
+	}
+	else
+	{
+		char	   *key = ar->held ? quarantine_key(ar, ar->searchslot) : NULL;
 
-	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
-		return;
+		/* held in quarantine (or discarded): the delete ends its story */
+		if (key != NULL && quarantine_find(ar, key) != 0)
+			quarantine_supersede(st, ar, key, "deleted", 0);
+		else
+			quarantine_missing_row(st, ar, "delete");
+	}
+}
+
+/*
+ * An update of a table being copied in chunks (snapshot.c), when its old or
+ * new key is one no chunk has copied yet.  Returns false when both keys are
+ * copied: the usual path applies it.  Else: neither key copied, nothing to
+ * do; only the old one, the row leaves the datamart (its new key's chunk
+ * copies it); only the new one, the row is inserted.
+ */
+static bool
+update_copying(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
+			   LogicalRepTupleData *newtup)
+{
+	bool		newkeep;
+	bool		oldkeep;
+	int			i;
+
+	/* the search slot leaves unchanged TOASTed values NULL: keys only */
+	relmap_fill_slot(st, ar, ar->searchslot, newtup, NULL);
+	newkeep = snapshot_keep(st, ar, ar->searchslot);
+	ExecClearTuple(ar->searchslot);
+	relmap_fill_slot(st, ar, ar->searchslot, oldtup ? oldtup : newtup, NULL);
+	oldkeep = snapshot_keep(st, ar, ar->searchslot);
+	if (oldkeep && newkeep)
+	{
+		ExecClearTuple(ar->searchslot);
+		return false;
+	}
+	if (oldkeep)
+		delete_row(st, ar);
+	else if (newkeep)
+	{
+		for (i = 0; i < newtup->ncols; i++)
+			if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("an update moved a row of \"%s.%s\" from a key not copied yet to a copied one, without its TOASTed values",
+								ar->nspname, ar->relname),
+						 errdetail("The table is being copied in chunks; the source sent column \"%s\" as unchanged and the datamart has no row to take it from.",
+								   ar->remote_attnames[i]),
+						 errhint("Start the table's copy over with sluice.resnapshot(pipeline, table): the update is then skipped and a chunk copies the row.")));
+		relmap_fill_slot(st, ar, ar->newslot, newtup, NULL);
+		relmap_fill_defaults(st, ar, ar->newslot);
+		version_stamp(st, ar, ar->newslot);
+		if (quarantine_check_row(st, ar, ar->newslot, "insert", NULL))
+		{
+			if (ar->models)
+				model_note_row(ar->models, ar->newslot);
+			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
+			st->stats->inserted++;
+			ar->counts->inserted++;
+		}
+		else
+			st->stats->quarantined++;
+	}
+	return true;
+}
+
+/*
+ * Write an inserted row: checked, then buffered into an insert run when
+ * buffered and the table allows it, else written at once.
+ */
+static void
+insert_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup, bool buffered)
+{
+	MemoryContext old;
+	bool		multi = buffered && ar->multi_ok;
+
 	/* another table's run ends (before this row's datums exist) */
-	if (st->pending != NULL && st->pending != ar)
+	if (st->pending != NULL && (st->pending != ar || !multi))
 		flush_inserts(st);
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
-	relmap_fill_slot(st, ar, ar->newslot, &newtup, NULL);
+	relmap_fill_slot(st, ar, ar->newslot, newtup, NULL);
+	if (ar->copyfilter != NULL && !snapshot_keep(st, ar, ar->newslot))
+	{
+		/* a key no chunk has copied yet: its chunk will */
+		MemoryContextSwitchTo(old);
+		ExecClearTuple(ar->newslot);
+		ResetPerTupleExprContext(st->estate);
+		st->cur_rel = NULL;
+		return;
+	}
 	relmap_fill_defaults(st, ar, ar->newslot);
 	version_stamp(st, ar, ar->newslot);
 	if (quarantine_check_row(st, ar, ar->newslot, "insert", NULL))
@@ -302,7 +449,9 @@ handle_insert(ApplyState *st, StringInfo s)
 		/* a key held in quarantine comes back (deleted, inserted again) */
 		if (ar->held && hash_get_num_entries(ar->held) > 0)
 			quarantine_supersede(st, ar, quarantine_key(ar, ar->newslot), "applied", 0);
-		if (ar->multi_ok)
+		if (ar->models)
+			model_note_row(ar->models, ar->newslot);
+		if (multi)
 			buffer_insert(st, ar);
 		else
 			ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
@@ -312,7 +461,7 @@ handle_insert(ApplyState *st, StringInfo s)
 	else
 		st->stats->quarantined++;
 	MemoryContextSwitchTo(old);
-	if (ar->multi_ok)
+	if (multi)
 	{
 		/* nothing written yet: no command to count */
 		ExecClearTuple(ar->newslot);
@@ -324,23 +473,35 @@ handle_insert(ApplyState *st, StringInfo s)
 }
 
 static void
-handle_update(ApplyState *st, StringInfo s)
+handle_insert(ApplyState *st, StringInfo s)
 {
-	LogicalRepTupleData oldtup;
 	LogicalRepTupleData newtup;
-	bool		has_oldtup;
-	LogicalRepRelId relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	LogicalRepRelId relid = logicalrep_read_insert(s, &newtup);
 	ApplyRel   *ar;
-	MemoryContext old;
 
 	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
 		return;
+	insert_tuple(st, ar, &newtup, true);
+}
+
+/* Write an updated row, found by oldtup's key (newtup's without oldtup). */
+static void
+update_tuple(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *oldtup,
+			 LogicalRepTupleData *newtup)
+{
+	MemoryContext old;
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
-	relmap_fill_slot(st, ar, ar->searchslot, has_oldtup ? &oldtup : &newtup, NULL);
+	if (ar->copyfilter != NULL && update_copying(st, ar, oldtup, newtup))
+	{
+		MemoryContextSwitchTo(old);
+		end_change(st, ar);
+		return;
+	}
+	relmap_fill_slot(st, ar, ar->searchslot, oldtup ? oldtup : newtup, NULL);
 	if (relmap_find_row(st, ar))
 	{
-		relmap_fill_slot(st, ar, ar->newslot, &newtup, ar->localslot);
+		relmap_fill_slot(st, ar, ar->newslot, newtup, ar->localslot);
 		version_stamp(st, ar, ar->newslot);
 		if (quarantine_check_row(st, ar, ar->newslot, "update", ar->searchslot))
 		{
@@ -353,6 +514,11 @@ handle_update(ApplyState *st, StringInfo s)
 				quarantine_supersede(st, ar, newkey, "applied", 0);
 				if (strcmp(oldkey, newkey) != 0)
 					quarantine_supersede(st, ar, oldkey, "applied", 0);
+			}
+			if (ar->models)
+			{
+				model_note_row(ar->models, ar->localslot);
+				model_note_row(ar->models, ar->newslot);
 			}
 			version_save(st, ar, ar->localslot);
 			EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
@@ -372,6 +538,8 @@ handle_update(ApplyState *st, StringInfo s)
 			 */
 			if (strcmp(quarantine_key(ar, ar->searchslot), quarantine_key(ar, ar->newslot)) != 0)
 			{
+				if (ar->models)
+					model_note_row(ar->models, ar->localslot);
 				version_save(st, ar, ar->localslot);
 				EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
 				ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
@@ -397,10 +565,10 @@ handle_update(ApplyState *st, StringInfo s)
 			TupleTableSlot *base = NULL;
 			int			i;
 
-			for (i = 0; i < newtup.ncols; i++)
-				if (newtup.colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+			for (i = 0; i < newtup->ncols; i++)
+				if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
 					base = quarantine_held_row(st, ar, qid);
-			relmap_fill_slot(st, ar, ar->newslot, &newtup, base);
+			relmap_fill_slot(st, ar, ar->newslot, newtup, base);
 			version_stamp(st, ar, ar->newslot);
 			if (quarantine_check_row(st, ar, ar->newslot, "update", ar->searchslot))
 			{
@@ -409,6 +577,8 @@ handle_update(ApplyState *st, StringInfo s)
 				quarantine_supersede(st, ar, oldkey, "applied", 0);
 				if (strcmp(oldkey, newkey) != 0)
 					quarantine_supersede(st, ar, newkey, "applied", 0);
+				if (ar->models)
+					model_note_row(ar->models, ar->newslot);
 				ExecSimpleRelationInsert(ar->rri, st->estate, ar->newslot);
 				st->stats->updated++;
 				ar->counts->updated++;
@@ -424,6 +594,77 @@ handle_update(ApplyState *st, StringInfo s)
 }
 
 static void
+handle_update(ApplyState *st, StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	LogicalRepTupleData newtup;
+	bool		has_oldtup;
+	LogicalRepRelId relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	ApplyRel   *ar;
+
+	if (st->skipping || (ar = relmap_get(st, relid)) == NULL)
+		return;
+	update_tuple(st, ar, has_oldtup ? &oldtup : NULL, &newtup);
+}
+
+/*
+ * A row by its key, from a source without a change stream (an HTTP API,
+ * httpapply.c): an update when the datamart has the key and the row
+ * differs, nothing when it is the same (an API sends unchanged rows again:
+ * a re-pulled collection, overlapping pages), else an insert, written at
+ * once (a later row of the same refresh may carry the key again).  Every
+ * check of the insert and update handlers applies.  Returns false when the
+ * row was the datamart's already.
+ */
+bool
+apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup)
+{
+	MemoryContext old;
+	bool		found;
+	bool		same = false;
+
+	flush_inserts(st);
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
+	relmap_fill_slot(st, ar, ar->searchslot, newtup, NULL);
+	found = relmap_find_row(st, ar);
+	if (found)
+	{
+		TupleDesc	desc = RelationGetDescr(ar->rel);
+		int			i;
+
+		relmap_fill_slot(st, ar, ar->newslot, newtup, ar->localslot);
+		slot_getallattrs(ar->localslot);
+		same = true;
+		for (i = 0; i < desc->natts && same; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || att->attgenerated || i + 1 == ar->verattno)
+				continue;
+			if (ar->newslot->tts_isnull[i] != ar->localslot->tts_isnull[i])
+				same = false;
+			else if (!ar->newslot->tts_isnull[i])
+				same = datum_image_eq(ar->newslot->tts_values[i], ar->localslot->tts_values[i],
+									  att->attbyval, att->attlen);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	ExecClearTuple(ar->newslot);
+	ExecClearTuple(ar->searchslot);
+	ExecClearTuple(ar->localslot);
+	if (same)
+	{
+		ResetPerTupleExprContext(st->estate);
+		return false;
+	}
+	if (found)
+		update_tuple(st, ar, NULL, newtup);
+	else
+		insert_tuple(st, ar, newtup, false);
+	return true;
+}
+
+static void
 handle_delete(ApplyState *st, StringInfo s)
 {
 	LogicalRepTupleData oldtup;
@@ -436,26 +677,8 @@ handle_delete(ApplyState *st, StringInfo s)
 
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(st->estate));
 	relmap_fill_slot(st, ar, ar->searchslot, &oldtup, NULL);
-	if (relmap_find_row(st, ar))
-	{
-		if (ar->held && hash_get_num_entries(ar->held) > 0)
-			quarantine_supersede(st, ar, quarantine_key(ar, ar->searchslot), "deleted", 0);
-		version_save(st, ar, ar->localslot);
-		EvalPlanQualSetSlot(&ar->epqstate, ar->localslot);
-		ExecSimpleRelationDelete(ar->rri, st->estate, &ar->epqstate, ar->localslot);
-		st->stats->deleted++;
-		ar->counts->deleted++;
-	}
-	else
-	{
-		char	   *key = ar->held ? quarantine_key(ar, ar->searchslot) : NULL;
-
-		/* held in quarantine (or discarded): the delete ends its story */
-		if (key != NULL && quarantine_find(ar, key) != 0)
-			quarantine_supersede(st, ar, key, "deleted", 0);
-		else
-			quarantine_missing_row(st, ar, "delete");
-	}
+	if (ar->copyfilter == NULL || snapshot_keep(st, ar, ar->searchslot))
+		delete_row(st, ar);
 	MemoryContextSwitchTo(old);
 	end_change(st, ar);
 }
@@ -551,9 +774,110 @@ handle_truncate(ApplyState *st, StringInfo s)
 		if (ar && ar->mapped)
 		{
 			ar->counts->truncated++;
+			if (ar->models)
+				model_note_truncate(ar->models);
 			quarantine_truncated(st, ar);
+			snapshot_truncated(st, ar);
 		}
 	}
+}
+
+/* A source transaction begins (st->begin is filled in). */
+static void
+begin_xact(ApplyState *st)
+{
+	st->in_xact = true;
+	st->skipping = (st->begin.final_lsn < st->start_lsn);
+	if (st->skipping)
+		st->stats->skipped_transactions++;
+	else if (TransactionIdIsValid(st->pipe->skip_xid) &&
+			 st->begin.xid == st->pipe->skip_xid)
+	{
+		/* sluice.resume(pipeline, skip_xid): skipped once, recorded */
+		st->skipping = true;
+		st->stats->skipped_xid = st->begin.xid;
+	}
+}
+
+/* ... and commits. */
+static void
+end_xact(ApplyState *st, LogicalRepCommitData *commit)
+{
+	if (!st->skipping)
+	{
+		st->stats->transactions++;
+		st->stats->last_end_lsn = commit->end_lsn;
+		st->stats->last_commit_time = commit->committime;
+	}
+	st->in_xact = false;
+	st->skipping = false;
+}
+
+/*
+ * Inside a stream block (walsender transport, streamfile.c), the changes of the
+ * transaction in progress carry its (sub)transaction's xid after the
+ * action byte.
+ */
+static bool
+is_streamed_change(char action)
+{
+	switch (action)
+	{
+		case LOGICAL_REP_MSG_INSERT:
+		case LOGICAL_REP_MSG_UPDATE:
+		case LOGICAL_REP_MSG_DELETE:
+		case LOGICAL_REP_MSG_TRUNCATE:
+		case LOGICAL_REP_MSG_RELATION:
+		case LOGICAL_REP_MSG_TYPE:
+		case LOGICAL_REP_MSG_MESSAGE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * STREAM COMMIT: the streamed transaction's spooled changes, applied now
+ * as one source transaction, in the batch's local transaction (which
+ * commits with the origin as always), one message at a time in a context
+ * reset after each.
+ */
+static void
+apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
+{
+	int64		n = 0;
+
+	st->begin.final_lsn = commit->commit_lsn;
+	st->begin.committime = commit->committime;
+	st->begin.xid = xid;
+	(void) streamfile_replay_begin(xid);
+	begin_xact(st);
+	if (!st->skipping)
+	{
+		if (st->spoolbuf.data == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+			initStringInfo(&st->spoolbuf);
+			MemoryContextSwitchTo(old);
+		}
+		while (streamfile_replay_next(xid, &st->spoolbuf))
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->replaycxt);
+
+			apply_dispatch(st, &st->spoolbuf);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(st->replaycxt);
+			if (++n % 1000 == 0)
+			{
+				CHECK_FOR_INTERRUPTS();
+				walstream_tick(st->ws);
+			}
+		}
+		flush_inserts(st);
+	}
+	end_xact(st, commit);
+	streamfile_drop(xid);
 }
 
 static void
@@ -561,6 +885,14 @@ apply_dispatch(ApplyState *st, StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
+	/* a change of a transaction still in progress: spooled */
+	if (streamfile_in_block() && is_streamed_change(action))
+	{
+		TransactionId subxid = pq_getmsgint(s, 4);
+
+		streamfile_write(subxid, action, s->data + s->cursor, s->len - s->cursor);
+		return;
+	}
 	/* buffered inserts go in before anything that could see them */
 	if (action != LOGICAL_REP_MSG_INSERT)
 		flush_inserts(st);
@@ -569,31 +901,42 @@ apply_dispatch(ApplyState *st, StringInfo s)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
 			logicalrep_read_begin(s, &st->begin);
-			st->in_xact = true;
-			st->skipping = (st->begin.final_lsn < st->start_lsn);
-			if (st->skipping)
-				st->stats->skipped_transactions++;
-			else if (TransactionIdIsValid(st->pipe->skip_xid) &&
-					 st->begin.xid == st->pipe->skip_xid)
-			{
-				/* sluice.resume(pipeline, skip_xid): skipped once, recorded */
-				st->skipping = true;
-				st->stats->skipped_xid = st->begin.xid;
-			}
+			begin_xact(st);
 			break;
 		case LOGICAL_REP_MSG_COMMIT:
 			{
 				LogicalRepCommitData commit;
 
 				logicalrep_read_commit(s, &commit);
-				if (!st->skipping)
-				{
-					st->stats->transactions++;
-					st->stats->last_end_lsn = commit.end_lsn;
-					st->stats->last_commit_time = commit.committime;
-				}
-				st->in_xact = false;
-				st->skipping = false;
+				end_xact(st, &commit);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_START:
+			{
+				bool		first;
+				TransactionId xid = logicalrep_read_stream_start(s, &first);
+
+				streamfile_start(xid, first);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			streamfile_stop();
+			break;
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			{
+				TransactionId xid;
+				TransactionId subxid;
+
+				logicalrep_read_stream_abort(s, &xid, &subxid);
+				streamfile_abort(xid, subxid);
+			}
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			{
+				LogicalRepCommitData commit;
+				TransactionId xid = logicalrep_read_stream_commit(s, &commit);
+
+				apply_spooled(st, xid, &commit);
 			}
 			break;
 		case LOGICAL_REP_MSG_RELATION:
@@ -638,6 +981,114 @@ apply_dispatch(ApplyState *st, StringInfo s)
 }
 
 /*
+ * Whether pgoutput may send binary values for the pipeline: when every
+ * column's binary form is the same on both sides (decided at creation),
+ * and text receive functions need no conversion (they convert from the
+ * session's client_encoding).
+ */
+bool
+apply_use_binary(SluicePipeline *pipe)
+{
+	return pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
+}
+
+/*
+ * Set up a batch's state, its executor state and the query its
+ * after-triggers belong to (apply_stream's, apply_walstream's, and
+ * httpapply.c's for an HTTP pipeline), with the error context naming the
+ * message being applied.
+ */
+void
+apply_begin(ApplyState *st, SluicePipeline *pipe, XLogRecPtr start_lsn,
+			ApplyStats *stats, ErrorContextCallback *errcb)
+{
+	HASHCTL		ctl;
+
+	memset(st, 0, sizeof(*st));
+	st->binary = apply_use_binary(pipe);
+	st->pipe = pipe;
+	st->stats = stats;
+	st->start_lsn = start_lsn;
+	st->cur_att = -1;
+	st->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
+									ALLOCSET_DEFAULT_SIZES);
+	st->msgcxt = AllocSetContextCreate(st->cxt, "pg_sluice apply message",
+									   ALLOCSET_DEFAULT_SIZES);
+	st->replaycxt = AllocSetContextCreate(st->cxt, "pg_sluice apply spooled message",
+										  ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = st->cxt;
+	st->rels = hash_create("pg_sluice relations", 32, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	st->estate = CreateExecutorState();
+	AfterTriggerBeginQuery();
+
+	errcb->callback = apply_error_callback;
+	errcb->arg = st;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+}
+
+/* One message, in a context reset after it. */
+static void
+apply_one(ApplyState *st, StringInfo msg)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->msgcxt);
+
+	apply_dispatch(st, msg);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(st->msgcxt);
+	st->stats->messages++;
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* End a batch: pending inserts, deferred checks and triggers, cleanup. */
+void
+apply_finish(ApplyState *st, ErrorContextCallback *errcb)
+{
+	HASH_SEQ_STATUS hs;
+	ApplyRel   *ar;
+
+	flush_inserts(st);
+	error_context_stack = errcb->previous;
+
+	if (st->in_xact)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("source ended the change stream in the middle of transaction %u",
+						st->begin.xid),
+				 errhint("Nothing was applied; run the refresh again.")));
+
+	/*
+	 * After-trigger events (foreign keys and user AFTER triggers of the
+	 * datamart tables) fire here, while our relations are still open, as in
+	 * core's finish_edata.  The trigger machinery opens a result relation of
+	 * its own for each table it fires on (es_trig_target_relations):
+	 * ExecCloseResultRelations closes those, or each would be reported as a
+	 * relcache reference leak at commit.
+	 */
+	st->action = 0;
+	if (st->deferred_keys != NIL)
+	{
+		/* the deferred keys' checks fire here: name the pipeline */
+		errcb->previous = error_context_stack;
+		error_context_stack = errcb;
+	}
+	AfterTriggerEndQuery(st->estate);
+	if (st->deferred_keys != NIL)
+		error_context_stack = errcb->previous;
+	hash_seq_init(&hs, st->rels);
+	while ((ar = hash_seq_search(&hs)) != NULL)
+		relmap_close(ar);
+	ExecCloseResultRelations(st->estate);
+	ExecResetTupleTable(st->estate->es_tupleTable, false);
+	FreeExecutorState(st->estate);
+	MemoryContextDelete(st->cxt);
+}
+
+/*
  * Stream the slot's changes up to upto_lsn and apply them.  The caller has
  * set up the origin session and holds the pipeline lock.  With sc2, the
  * changes come in two parts split at split_lsn, the second decoded on sc2
@@ -650,44 +1101,14 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 {
 	TimestampTz started = GetCurrentTimestamp();
 	ApplyState	st;
-	HASHCTL		ctl;
 	SluiceStream stream;
 	StringInfoData msg;
-	bool		binary;
 	ErrorContextCallback errcb;
-	HASH_SEQ_STATUS hs;
-	ApplyRel   *ar;
 
-	/*
-	 * Binary transfer: when every column's binary form is the same on both
-	 * sides (decided at creation), and text receive functions need no
-	 * conversion (they convert from the session's client_encoding).
-	 */
-	binary = pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
-
-	memset(&st, 0, sizeof(st));
-	st.binary = binary;
-	st.pipe = pipe;
-	st.stats = stats;
-	st.start_lsn = start_lsn;
-	st.cur_att = -1;
-	st.cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_sluice apply",
-								   ALLOCSET_DEFAULT_SIZES);
-	st.msgcxt = AllocSetContextCreate(st.cxt, "pg_sluice apply message",
-									  ALLOCSET_DEFAULT_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(LogicalRepRelId);
-	ctl.entrysize = sizeof(ApplyRel);
-	ctl.hcxt = st.cxt;
-	st.rels = hash_create("pg_sluice relations", 32, &ctl,
-						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	st.estate = CreateExecutorState();
-	AfterTriggerBeginQuery();
-
-	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, binary);
-
-	errcb.callback = apply_error_callback;
-	errcb.arg = &st;
+	apply_begin(&st, pipe, start_lsn, stats, &errcb);
+	/* stream_begin before the error context: it names no message */
+	error_context_stack = errcb.previous;
+	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, st.binary);
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
@@ -695,15 +1116,7 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	{
 		/* a part decoded again from the slot: skip what came already */
 		st.start_lsn = Max(st.start_lsn, stream.skip_before);
-		{
-			MemoryContext old = MemoryContextSwitchTo(st.msgcxt);
-
-			apply_dispatch(&st, &msg);
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(st.msgcxt);
-		}
-		stats->messages++;
-		CHECK_FOR_INTERRUPTS();
+		apply_one(&st, &msg);
 
 		/* a batch past its time ends at a transaction boundary */
 		if (max_ms > 0 && !st.in_xact && msg.data[0] == LOGICAL_REP_MSG_COMMIT &&
@@ -713,40 +1126,49 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 			break;
 		}
 	}
+	apply_finish(&st, &errcb);
+}
 
-	flush_inserts(&st);
-	error_context_stack = errcb.previous;
+/*
+ * Apply what the walsender sends (walstream.c) until it has nothing more
+ * for now, or the batch reached max_messages or max_ms, at a transaction
+ * boundary outside any stream block (stats->stopped_early: more is
+ * waiting).  Streamed transactions are spooled and applied at their
+ * STREAM COMMIT (streamfile.c).  The caller has set up the origin session and
+ * holds the pipeline lock.
+ */
+void
+apply_walstream(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
+				int64 max_messages, int max_ms, ApplyStats *stats)
+{
+	TimestampTz started = GetCurrentTimestamp();
+	ApplyState	st;
+	StringInfoData msg;
+	ErrorContextCallback errcb;
 
-	if (st.in_xact)
+	apply_begin(&st, pipe, start_lsn, stats, &errcb);
+	st.ws = ws;
+	if (st.binary != ws->binary)
 		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("source ended the change stream in the middle of transaction %u",
-						st.begin.xid),
-				 errhint("Nothing was applied; run the refresh again.")));
-
-	/*
-	 * After-trigger events (foreign keys and user AFTER triggers of the
-	 * datamart tables) fire here, while our relations are still open, as in
-	 * core's finish_edata.  The trigger machinery opens a result relation of
-	 * its own for each table it fires on (es_trig_target_relations):
-	 * ExecCloseResultRelations closes those, or each would be reported as a
-	 * relcache reference leak at commit.
-	 */
-	st.action = 0;
-	if (st.deferred_keys != NIL)
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" changed its transfer format while streaming", pipe->name),
+				 errdetail("The stream was started with binary transfer %s.", ws->binary ? "on" : "off"),
+				 errhint("The worker starts a new stream after a backoff; nothing was applied.")));
+	for (;;)
 	{
-		/* the deferred keys' checks fire here: name the pipeline */
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
+		bool		boundary = !st.in_xact && !streamfile_in_block();
+
+		/* mid-transaction, wait for the rest; at a boundary, only take */
+		if (!walstream_next(ws, &msg, !boundary))
+			break;
+		apply_one(&st, &msg);
+		if (!st.in_xact && !streamfile_in_block() &&
+			((max_messages > 0 && stats->messages >= max_messages) ||
+			 (max_ms > 0 && TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))))
+		{
+			stats->stopped_early = true;
+			break;
+		}
 	}
-	AfterTriggerEndQuery(st.estate);
-	if (st.deferred_keys != NIL)
-		error_context_stack = errcb.previous;
-	hash_seq_init(&hs, st.rels);
-	while ((ar = hash_seq_search(&hs)) != NULL)
-		relmap_close(ar);
-	ExecCloseResultRelations(st.estate);
-	ExecResetTupleTable(st.estate->es_tupleTable, false);
-	FreeExecutorState(st.estate);
-	MemoryContextDelete(st.cxt);
+	apply_finish(&st, &errcb);
 }

@@ -2,7 +2,8 @@
  *
  * apply_internal.h
  *	  Declarations shared by the apply family: apply.c, relation.c,
- *	  contract.c, quarantine.c and version.c.
+ *	  contract.c, quarantine.c, version.c, snapshot.c, and httpapply.c (an
+ *	  HTTP pipeline's rows, written through the same handlers).
  *
  * NOTES
  *	  Why a private header.  The family shares the state of one batch
@@ -37,6 +38,9 @@
 #include "utils/snapshot.h"
 
 #include "pg_sluice.h"
+
+/* snapshot.c's view of a table being copied in chunks */
+typedef struct SnapshotFilter SnapshotFilter;
 
 /* A source relation as announced by a RELATION message, and its target. */
 typedef struct ApplyRel
@@ -96,6 +100,7 @@ typedef struct ApplyRel
 	AttrNumber *keyatts;
 	/* versions (sluice.keep_history) */
 	TableCount *counts;			/* rows written to it in this run */
+	ModelInput *models;			/* models read it: rows written go to model.c */
 	AttrNumber	verattno;		/* _sluice_version in the target, or 0 */
 	Relation	histrel;		/* <target_schema>_history.<table> */
 	ResultRelInfo *histrri;
@@ -115,6 +120,8 @@ typedef struct ApplyRel
 	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
 	int			nbuffered;
 	Size		bufbytes;
+	/* a table being copied in chunks (snapshot.c), or NULL */
+	SnapshotFilter *copyfilter;
 } ApplyRel;
 
 /* An open quarantine entry: the latest state of a key the datamart lacks. */
@@ -139,6 +146,9 @@ typedef struct ApplyState
 	HTAB	   *rels;			/* LogicalRepRelId -> ApplyRel */
 	MemoryContext cxt;			/* lives for the refresh */
 	MemoryContext msgcxt;		/* reset after every message */
+	MemoryContext replaycxt;	/* reset after every spooled message */
+	StringInfoData spoolbuf;	/* a spooled message being applied */
+	WalStream  *ws;				/* walsender transport, or NULL */
 	XLogRecPtr	start_lsn;		/* origin position: skip what is before */
 	bool		in_xact;
 	bool		skipping;
@@ -167,6 +177,14 @@ typedef struct RemoteType
 #define APPLY_MAX_BUFFERED			1000
 #define APPLY_MAX_BUFFERED_BYTES	(64 * 1024)
 
+/* apply.c: a batch's state, and rows from a source without a change stream */
+extern void apply_begin(ApplyState *st, SluicePipeline *pipe, XLogRecPtr start_lsn,
+						ApplyStats *stats, ErrorContextCallback *errcb);
+extern bool apply_upsert(ApplyState *st, ApplyRel *ar, LogicalRepTupleData *newtup);
+extern void apply_finish(ApplyState *st, ErrorContextCallback *errcb);
+/* apply.c: a RELATION message of an earlier batch (walsender transport) */
+extern bool apply_recall_relation(ApplyState *st, LogicalRepRelId relid);
+
 /* relation.c: a source relation mapped to its target */
 extern void relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods);
 extern void relmap_close(ApplyRel *ar);
@@ -192,6 +210,11 @@ extern void quarantine_supersede(ApplyState *st, ApplyRel *ar, const char *key,
 extern void quarantine_truncated(ApplyState *st, ApplyRel *ar);
 extern TupleTableSlot *quarantine_held_row(ApplyState *st, ApplyRel *ar, int64 quarantine_id);
 extern void quarantine_missing_row(ApplyState *st, ApplyRel *ar, const char *change);
+
+/* snapshot.c: the stream kept off the keys no chunk has copied yet */
+extern SnapshotFilter *snapshot_filter_open(ApplyState *st, ApplyRel *ar);
+extern bool snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot);
+extern void snapshot_truncated(ApplyState *st, ApplyRel *ar);
 
 /* version.c: row versions and the history of superseded rows */
 extern void version_open(ApplyState *st, ApplyRel *ar, SluiceTable *t);

@@ -105,7 +105,8 @@ catalog_source_conninfo(const char *source)
 	"SELECT p.pipeline_id, p.name, p.source_name, s.conninfo, p.publication, " \
 	"       p.publication_owned, p.slot_name, p.origin_name, p.target_schema, " \
 	"       p.binary_transfer, p.continuous, p.paused_reason, p.skip_xid, p.keep_history, " \
-	"       p.owner::pg_catalog.oid, p.strict " \
+	"       p.owner::pg_catalog.oid, p.strict, " \
+	"       EXISTS (SELECT 1 FROM sluice._http_source h WHERE h.name = p.source_name) " \
 	"  FROM sluice._pipeline p JOIN sluice._source s ON s.name = p.source_name "
 
 static SluicePipeline *read_pipeline(void);
@@ -198,6 +199,7 @@ read_pipeline(void)
 	p->skip_xid = getstr(0, 13) ? (TransactionId) strtoul(getstr(0, 13), NULL, 10) : InvalidTransactionId;
 	p->keep_history = (strcmp(getstr(0, 14), "t") == 0);
 	p->owner = (Oid) strtoul(getstr(0, 15), NULL, 10);
+	p->http = (strcmp(getstr(0, 17), "t") == 0);
 	p->strict = (strcmp(getstr(0, 16), "t") == 0);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
@@ -356,6 +358,22 @@ catalog_insert_run(int64 run_id, int pipeline_id, const char *kind, TimestampTz 
 		elog(ERROR, "could not record run: %s", SPI_result_code_string(rc));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Refuse what only a PostgreSQL source can do (a slot, a snapshot, a
+ * position) for a pipeline that pulls an HTTP API.
+ */
+void
+catalog_require_postgres(SluicePipeline *pipe, const char *verb)
+{
+	if (pipe->http)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s pipeline \"%s\": it pulls an HTTP API", verb, pipe->name),
+				 errdetail("Only a pipeline with a PostgreSQL source has a replication slot, snapshots and exact source positions."),
+				 errhint("Pull the API again with sluice.refresh('%s'); to copy it whole again, drop the pipeline and create it again.",
+						 pipe->name)));
 }
 
 /*

@@ -89,6 +89,14 @@ copy_read_cb(void *outbuf, int minread, int maxread)
  * partitioned: the source table is a partitioned table, which COPY TO
  * refuses; COPY (SELECT ...) reads every partition's rows instead.
  *
+ * where: NULL for the whole table, else a condition on the source table's
+ * columns (a chunk's key range, snapshot.c, its values quoted literals):
+ * COPY (SELECT ... WHERE ...) then reads only those rows.
+ *
+ * src_columns: NIL when the source's column names are columns, else the
+ * source column feeding each of columns, in the same order (a contract
+ * whose columns were renamed with sluice.map_column).
+ *
  * binary: every column has the same type on both sides (built-in types,
  * enums read as text), so COPY's binary format can be used.  It costs the
  * source no output functions and us no input parsing: about 40% less time
@@ -100,7 +108,8 @@ copy_read_cb(void *outbuf, int minread, int maxread)
  */
 int64
 copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
-		   bool partitioned, List *columns, Oid target_relid, bool binary)
+		   bool partitioned, List *columns, Oid target_relid, bool binary,
+		   const char *where, List *src_columns)
 {
 	StringInfoData sql;
 	ListCell   *lc;
@@ -111,12 +120,14 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	bool		first = true;
 	volatile bool use_binary;
 
+	if (where != NULL)
+		partitioned = true;		/* the COPY (SELECT ...) form */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, partitioned ? "COPY (SELECT " : "COPY ");
 	if (!partitioned)
 		appendStringInfo(&sql, "%s.%s (",
 						 quote_identifier(src_schema), quote_identifier(src_table));
-	foreach(lc, columns)
+	foreach(lc, src_columns != NIL ? src_columns : columns)
 	{
 		appendStringInfo(&sql, "%s%s", first ? "" : ", ",
 						 quote_identifier(strVal(lfirst(lc))));
@@ -125,6 +136,8 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	if (partitioned)
 		appendStringInfo(&sql, " FROM %s.%s",
 						 quote_identifier(src_schema), quote_identifier(src_table));
+	if (where != NULL)
+		appendStringInfo(&sql, " WHERE %s", where);
 	/* a copy the PG_TRY below cannot clobber (the argument is assigned) */
 	use_binary = binary && pg_get_client_encoding() == GetDatabaseEncoding();
 	appendStringInfo(&sql, ") TO STDOUT%s", use_binary ? " (FORMAT binary)" : "");

@@ -285,10 +285,10 @@ check_error_callback(void *arg)
 
 /*
  * Plan and run a stored set expectation's query tree, seeing the batch's
- * own writes.  Returns its one row as a heap tuple, with its descriptor.
+ * own writes (model.c runs a model's expectations through it too).  Returns its one row as a heap tuple, with its descriptor.
  */
-static HeapTuple
-run_check(SluiceExpectation *e, TupleDesc *desc)
+HeapTuple
+expect_run_check(SluiceExpectation *e, TupleDesc *desc)
 {
 	Query	   *q = stringToNode(e->check);
 	List	   *rewritten;
@@ -523,7 +523,7 @@ expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause)
 
 			if (e->check == NULL)
 				continue;
-			tup = run_check(e, &desc);
+			tup = expect_run_check(e, &desc);
 			r = expect_result(e);
 			failed = DatumGetInt64(heap_getattr(tup, 1, desc, &isnull));
 			r->failed += failed;

@@ -302,6 +302,12 @@ sluice_start(PG_FUNCTION_ARGS)
 	SPI_connect();
 	pipe = catalog_pipeline(name, true);
 	sluice_check_operator(pipe, "start");
+	if (pipe->http)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pipeline \"%s\" reads an HTTP source and cannot stream continuously", name),
+				 errdetail("An HTTP API has no change stream; its pipeline is pulled by sluice.refresh()."),
+				 errhint("Schedule sluice.refresh('%s') with pg_cron instead.", name)));
 	{
 		/* the worker logs in as the role that starts it (a NOLOGIN role would die at once, in a loop) */
 		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));

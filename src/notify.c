@@ -22,8 +22,9 @@
  *	  insert outbox rows.
  *
  *	  A post waits on curl's sockets and the process latch together
- *	  (libcurl's multi-socket interface driving a WaitEventSet): SIGTERM and
- *	  postmaster death end it at once, whatever pg_sluice.http_timeout is.
+ *	  (http.c's http_perform: libcurl's multi-socket interface driving a
+ *	  WaitEventSet): SIGTERM and postmaster death end it at once, whatever
+ *	  pg_sluice.http_timeout is.
  *
  *	  Rejected.  Posting from the applying transaction (pg_net's batch loop):
  *	  its locks would be held across the network.  curl_easy_perform: it
@@ -61,6 +62,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_sluice.h"
+#include "http_internal.h"
 
 PG_FUNCTION_INFO_V1(sluice_check_url);
 PG_FUNCTION_INFO_V1(sluice_conninfo_part);
@@ -91,8 +93,8 @@ sluice_check_url(PG_FUNCTION_ARGS)
 		curl_url_cleanup(h);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid URL \"%s\"", url),
-				 errdetail("%s", curl_url_strerror(rc)),
+				 errmsg("invalid URL"),
+				 errdetail("%s (the URL is not repeated: it may hold a secret).", curl_url_strerror(rc)),
 				 errhint("Give an absolute http:// or https:// URL.")));
 	}
 	if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -114,7 +116,8 @@ sluice_check_url(PG_FUNCTION_ARGS)
 		curl_url_cleanup(h);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("URL \"%s\" has no host", url)));
+				 errmsg("URL has no host"),
+				 errhint("Give an absolute http:// or https:// URL.")));
 	}
 	if (curl_url_get(h, CURLUPART_URL, &norm, 0) != CURLUE_OK || norm == NULL)
 	{
@@ -262,146 +265,12 @@ append_header(struct curl_slist *hdrs, const char *line)
 /* What post_event allocates outside PostgreSQL's memory contexts. */
 typedef struct PostState
 {
-	CURLM	   *multi;			/* libcurl multi handle driving curl */
-	bool		added;			/* curl was added to multi */
 	CURL	   *curl;			/* libcurl easy handle */
 	struct curl_slist *hdrs;	/* its header list */
 	char	   *text;			/* the payload (jansson, malloc'd) */
 	char	  **lines;			/* extra header lines (malloc'd) */
 	long		status;			/* HTTP status, 0 if none */
 } PostState;
-
-/*
- * The sockets libcurl wants watched and its timer, as its multi interface
- * reports them (CURLMOPT_SOCKETFUNCTION, CURLMOPT_TIMERFUNCTION).  One
- * transfer uses one socket, two while it races IPv6 against IPv4.
- */
-typedef struct CurlWait
-{
-	struct
-	{
-		curl_socket_t fd;
-		int			what;		/* CURL_POLL_IN, _OUT, _INOUT */
-	}			socks[4];
-	int			nsocks;
-	TimestampTz deadline;		/* when curl wants its timeout action; 0: none */
-} CurlWait;
-
-static int
-curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	CurlWait   *w = userp;
-	int			i;
-
-	for (i = 0; i < w->nsocks; i++)
-		if (w->socks[i].fd == fd)
-			break;
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (i < w->nsocks)
-			w->socks[i] = w->socks[--w->nsocks];
-		return 0;
-	}
-	if (i == w->nsocks)
-	{
-		if (w->nsocks == lengthof(w->socks))
-			return -1;			/* curl fails the transfer */
-		w->nsocks++;
-	}
-	w->socks[i].fd = fd;
-	w->socks[i].what = what;
-	return 0;
-}
-
-static int
-curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	CurlWait   *w = userp;
-
-	w->deadline = timeout_ms < 0 ? 0 :
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	return 0;
-}
-
-/*
- * Run the transfer of ps->curl to its end, waiting on its sockets and on
- * the latch together: SIGTERM (pg_terminate_backend, a fast shutdown)
- * and postmaster death end the wait at once, not after
- * pg_sluice.http_timeout.  Returns the transfer's result.
- */
-static CURLcode
-perform_interruptible(PostState *ps)
-{
-	CurlWait	w;
-	int			running = 1;
-	CURLMsg    *msg;
-	int			left;
-	CURLcode	result = CURLE_OK;
-
-	memset(&w, 0, sizeof(w));
-	ps->multi = curl_multi_init();
-	if (ps->multi == NULL)
-		return CURLE_OUT_OF_MEMORY;
-	curl_multi_setopt(ps->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-	curl_multi_setopt(ps->multi, CURLMOPT_SOCKETDATA, &w);
-	curl_multi_setopt(ps->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-	curl_multi_setopt(ps->multi, CURLMOPT_TIMERDATA, &w);
-	if (curl_multi_add_handle(ps->multi, ps->curl) != CURLM_OK)
-		return CURLE_FAILED_INIT;
-	ps->added = true;
-
-	curl_multi_socket_action(ps->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	while (running)
-	{
-		WaitEventSet *set;
-		WaitEvent	events[lengthof(w.socks) + 2];
-		long		timeout = 1000;	/* without a timer: look again every second */
-		int			n;
-		int			i;
-
-		if (w.deadline != 0)
-			timeout = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), w.deadline));
-		set = CreateWaitEventSet(CurrentMemoryContext, lengthof(events));
-		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-		for (i = 0; i < w.nsocks; i++)
-		{
-			int			want = ((w.socks[i].what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
-				((w.socks[i].what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0);
-
-			if (want != 0)
-				AddWaitEventToSet(set, want, w.socks[i].fd, NULL, NULL);
-		}
-		n = WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
-		FreeWaitEventSet(set);
-
-		if (n == 0)
-		{
-			w.deadline = 0;
-			curl_multi_socket_action(ps->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-		}
-		for (i = 0; i < n && running; i++)
-		{
-			int			mask = 0;
-
-			if (events[i].events & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-				continue;
-			}
-			if (events[i].events & WL_SOCKET_READABLE)
-				mask |= CURL_CSELECT_IN;
-			if (events[i].events & WL_SOCKET_WRITEABLE)
-				mask |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(ps->multi, events[i].fd, mask, &running);
-		}
-	}
-	while ((msg = curl_multi_info_read(ps->multi, &left)) != NULL)
-		if (msg->msg == CURLMSG_DONE)
-			result = msg->data.result;
-	return result;
-}
 
 /* Build and send the request; everything it allocates is recorded in ps. */
 static void
@@ -454,7 +323,7 @@ perform_post(Claimed *c, char **error, PostState *ps)
 	curl_easy_setopt(ps->curl, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(ps->curl, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(ps->curl, CURLOPT_WRITEFUNCTION, discard_body);
-	rc = perform_interruptible(ps);
+	rc = http_perform(ps->curl);
 	if (rc != CURLE_OK)
 		*error = pstrdup(errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	else
@@ -469,10 +338,6 @@ perform_post(Claimed *c, char **error, PostState *ps)
 static void
 release_post(PostState *ps)
 {
-	if (ps->added)
-		curl_multi_remove_handle(ps->multi, ps->curl);
-	if (ps->multi != NULL)
-		curl_multi_cleanup(ps->multi);
 	if (ps->hdrs != NULL)
 		curl_slist_free_all(ps->hdrs);
 	if (ps->curl != NULL)
@@ -481,8 +346,6 @@ release_post(PostState *ps)
 		free(ps->text);
 	if (ps->lines != NULL)
 		payload_free_lines(ps->lines);
-	ps->added = false;
-	ps->multi = NULL;
 	ps->hdrs = NULL;
 	ps->curl = NULL;
 	ps->text = NULL;

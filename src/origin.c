@@ -12,7 +12,14 @@
  *
  *	  The source is only told positions read back from the origin with flush =
  *	  true (pg_replication_slot_advance at the start of the next refresh), so
- *	  it never forgets a change the datamart has not durably committed.
+ *	  it never forgets a change the datamart has not durably committed.  A
+ *	  worker on the walsender transport tells it the same positions by
+ *	  standby status updates instead (walstream.c), each once the local
+ *	  commit that carried it is flushed; its new streams start at the
+ *	  origin's position (origin_progress), and the source skips what its
+ *	  slot confirmed already.  A streamed source transaction is applied at
+ *	  its STREAM COMMIT, in one batch, so the origin moves past it with all
+ *	  its rows or not at all, as for any other.
  *
  *	  The session is released when the transaction ends, by a transaction
  *	  callback, whatever the outcome.  A second refresh of the same pipeline
@@ -185,4 +192,28 @@ origin_session_set(XLogRecPtr lsn, TimestampTz committime)
 	npending++;
 	replorigin_session_origin_lsn = lsn;
 	replorigin_session_origin_timestamp = committime;
+}
+
+/*
+ * The source position the pipeline's origin durably holds, outside any
+ * session (where a worker's new stream starts), or 0 when it has none.
+ */
+XLogRecPtr
+origin_progress(const char *origin_name)
+{
+	RepOriginId id = replorigin_by_name(origin_name, true);
+
+	if (id == InvalidRepOriginId)
+		return InvalidXLogRecPtr;
+	return replorigin_get_progress(id, false);
+}
+
+/*
+ * Is the position origin_session_progress returns durable (no batch of this
+ * transaction set one yet)?  slotwatch.c moves a slot only to such.
+ */
+bool
+origin_session_durable(void)
+{
+	return replorigin_session_origin_lsn == InvalidXLogRecPtr;
 }

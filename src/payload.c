@@ -63,7 +63,9 @@ jstr(json_t *obj, const char *key, const char *dflt)
 /*
  * The OpenLineage RunEvent of a run event: the live tables as inputs, the
  * datamart tables as outputs with their schema facet (from the contract)
- * and data-quality assertions (from the run's expectation results).
+ * and data-quality assertions (from the run's expectation results); the
+ * models the run maintained as outputs too, with the datamart tables and
+ * models they read as inputs.
  */
 static json_t *
 openlineage_event(const char *event, json_t *body, const char *namespace, const char *when)
@@ -115,6 +117,26 @@ openlineage_event(const char *event, json_t *body, const char *namespace, const 
 												 "namespace", jstr(body, "target_namespace", ""),
 												 "name", jstr(t, "output", ""),
 												 "facets", facets));
+	}
+	/* models: the datamart tables and models they read in, the model out */
+	json_array_foreach(json_object_get(body, "models"), i, t)
+	{
+		json_t	   *in;
+		size_t		j;
+		json_t	   *fields = json_object_get(t, "fields");
+
+		json_array_foreach(json_object_get(t, "inputs"), j, in)
+			if (json_is_string(in))
+				json_array_append_new(inputs, json_pack("{s:s,s:s}",
+														"namespace", jstr(body, "target_namespace", ""),
+														"name", json_string_value(in)));
+		json_array_append_new(outputs, json_pack("{s:s,s:s,s:{s:{s:s,s:s,s:O}}}",
+												 "namespace", jstr(body, "target_namespace", ""),
+												 "name", jstr(t, "output", ""),
+												 "facets", "schema",
+												 "_producer", "https://github.com/pg-sluice/pg_sluice",
+												 "_schemaURL", "https://openlineage.io/spec/facets/1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+												 "fields", fields ? fields : json_array()));
 	}
 	json_object_set_new(ev, "inputs", inputs);
 	json_object_set_new(ev, "outputs", outputs);

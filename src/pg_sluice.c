@@ -55,6 +55,14 @@ int			sluice_http_timeout = 5000; /* ms */
 int			sluice_http_max_attempts = 8;
 int			sluice_http_retry_base = 1000;	/* ms */
 int			sluice_quarantine_alert = 0;	/* rows */
+int			sluice_worker_transport = SLUICE_TRANSPORT_SQL;
+
+static const struct config_enum_entry transport_options[] = {
+	{"walsender", SLUICE_TRANSPORT_WALSENDER, false},
+	{"sql", SLUICE_TRANSPORT_SQL, false},
+	{NULL, 0, false}
+};
+int			sluice_model_max_keys = 10000;	/* groups per table and batch */
 
 void		_PG_init(void);
 
@@ -95,12 +103,23 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.naptime",
-							"Sets how long a caught-up worker waits before looking at the source again.",
-							"Lower values cut the commit-to-visible lag and cost one small query on the source each time.",
+							"Sets how long a caught-up worker waits before looking at the source again (pg_sluice.worker_transport = sql).",
+							"Lower values cut the commit-to-visible lag and cost one small query on the source each time. "
+							"Workers on the walsender transport wait on its socket instead.",
 							&sluice_naptime,
 							200, 10, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("pg_sluice.worker_transport",
+							 "Sets how continuous workers read their slot.",
+							 "walsender: a replication connection streams changes as the source decodes them "
+							 "and the worker waits on its socket; sql: the worker polls the SQL decoding "
+							 "functions every pg_sluice.naptime.",
+							 &sluice_worker_transport,
+							 SLUICE_TRANSPORT_SQL, transport_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.batch_size",
 							"Sets how many changes a worker applies per local transaction.",
@@ -144,6 +163,15 @@ _PG_init(void)
 							"Sets how many rows a run may quarantine before a quarantine event is sent.",
 							NULL, &sluice_quarantine_alert, 0, 0, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_sluice.model_max_keys",
+							"Sets how many touched groups a batch keeps per table for incremental models.",
+							"Past it the batch rebuilds the models over the table in full (sluice.model_runs says so). "
+							"Bounds the memory a batch spends on group keys.",
+							&sluice_model_max_keys, 10000, 0, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	spool_init();
+	slotwatch_init();
 
 	MarkGUCPrefixReserved("pg_sluice");
 

@@ -63,6 +63,12 @@ extern int	sluice_http_timeout;
 extern int	sluice_http_max_attempts;
 extern int	sluice_http_retry_base;
 extern int	sluice_quarantine_alert;
+extern int	sluice_worker_transport;
+
+/* pg_sluice.worker_transport */
+#define SLUICE_TRANSPORT_WALSENDER	0
+#define SLUICE_TRANSPORT_SQL		1
+extern int	sluice_model_max_keys;
 
 /* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
 
@@ -87,6 +93,7 @@ typedef struct SluicePipeline
 	bool		strict;			/* a missing row pauses instead of being
 								 * skipped and counted */
 	int64		version;		/* version (run id) the batch writes, or 0 */
+	bool		http;			/* its source is an HTTP JSON API (httpapply.c) */
 	List	   *tables;			/* list of SluiceTable * */
 } SluicePipeline;
 
@@ -143,6 +150,7 @@ extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,
 								int64 upd, int64 del, int64 trunc,
 								TimestampTz last_commit);
+extern void catalog_require_postgres(SluicePipeline *pipe, const char *verb);
 extern void catalog_insert_run_table(int64 run_id, const char *target_schema,
 									 const char *target_table, int64 ins, int64 upd,
 									 int64 del);
@@ -190,6 +198,8 @@ typedef struct SluiceConn
 	char	   *copybuf;		/* last COPY row from libpq (malloc'd by libpq,
 								 * freed by the next read or the close) */
 	bool		persistent;		/* survives commits (workers); closed on abort */
+	struct SluiceConn **owner_ref;	/* set to NULL when the connection is
+									 * closed (by an abort, say), or NULL */
 } SluiceConn;
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
@@ -207,6 +217,11 @@ extern void transport_copy_start(SluiceConn *sc, const char *sql, const char *wh
 extern void transport_send(SluiceConn *sc, const char *sql, const char *what);
 extern char *transport_copy_await(SluiceConn *sc, const char *what);
 extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
+extern void transport_copy_both_start(SluiceConn *sc, const char *sql, const char *what);
+extern int	transport_copy_try_next(SluiceConn *sc, char **buf, const char *what);
+extern bool transport_wait_readable(SluiceConn *sc, long timeout_ms);
+extern void transport_copy_put(SluiceConn *sc, const char *data, int len, const char *what);
+extern bool transport_copy_end(SluiceConn *sc, long timeout_ms);
 extern char *transport_mask_conninfo(const char *conninfo);
 extern void transport_check_conninfo(const char *conninfo);
 
@@ -226,12 +241,67 @@ typedef struct SluiceStream
 								 * delivered already (the second part decoded
 								 * after the first), or 0 */
 	int64		messages;		/* messages delivered */
+	struct SpoolReader *spool;	/* reading the spool instead (spool.c), or NULL */
 } SluiceStream;
 
 extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 						 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
 						 int64 max_messages, bool binary);
 extern bool stream_next(SluiceStream *ss, StringInfo msg);
+
+/* ---------- walstream.c: the walsender transport (continuous workers) ---------- */
+
+/* A local commit awaiting its WAL flush before its source end is reported. */
+typedef struct WalStreamCommit
+{
+	XLogRecPtr	local_end;
+	XLogRecPtr	remote_end;
+} WalStreamCommit;
+
+typedef struct WalStream
+{
+	SluiceConn *sc;				/* replication connection, in CopyBoth;
+								 * NULL once closed (by an abort, say) */
+	bool		binary;
+	XLogRecPtr	received;		/* walsender position: all before it was
+								 * read */
+	XLogRecPtr	durable;		/* source position durably applied */
+	XLogRecPtr	reported;		/* flush position last reported */
+	TimestampTz last_status;	/* last standby status update */
+	bool		in_batch;		/* a batch is applying: report nothing read */
+	WalStreamCommit *pending;	/* local commits not yet flushed, in order */
+	int			npending;
+	int			maxpending;
+	char	   *held;			/* a message walstream_wait read, for the
+								 * next batch */
+	int			held_len;
+	int64		messages;
+	struct HTAB *relations;		/* relid -> its last RELATION message */
+	MemoryContext relcxt;
+} WalStream;
+
+extern WalStream *walstream_open(SluicePipeline *pipe, XLogRecPtr start, bool binary);
+extern void walstream_close(WalStream *ws, bool polite);
+extern bool walstream_next(WalStream *ws, StringInfo msg, bool wait);
+extern bool walstream_wait(WalStream *ws);
+extern void walstream_committed(WalStream *ws, XLogRecPtr local_end, XLogRecPtr remote_end);
+extern void walstream_feedback(WalStream *ws, bool force);
+extern void walstream_tick(WalStream *ws);
+extern void walstream_remember_relation(WalStream *ws, const char *body, int len);
+extern bool walstream_recall_relation(WalStream *ws, uint32 relid, StringInfo msg);
+
+/* ---------- streamfile.c: streamed transactions kept until their end ---------- */
+
+extern void streamfile_reset(void);
+extern void streamfile_start(TransactionId xid, bool first_segment);
+extern void streamfile_stop(void);
+extern bool streamfile_in_block(void);
+extern int	streamfile_count(void);
+extern void streamfile_write(TransactionId subxid, char action, const char *body, int len);
+extern void streamfile_abort(TransactionId xid, TransactionId subxid);
+extern int64 streamfile_replay_begin(TransactionId xid);
+extern bool streamfile_replay_next(TransactionId xid, StringInfo buf);
+extern void streamfile_drop(TransactionId xid);
 
 /* ---------- api.c: SQL-callable entry points (PG_FUNCTION_INFO_V1 only) ---------- */
 
@@ -293,12 +363,14 @@ typedef struct NewPipeline
 extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
 extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
 extern void pipeline_drop_tables(SluicePipeline *pipe);
+extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
 
 /* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, bool partitioned,
-						List *columns, Oid target_relid, bool binary);
+						List *columns, Oid target_relid, bool binary,
+						const char *where, List *src_columns);
 
 /* ---------- apply.c: pgoutput messages applied to the datamart (a batch) ---------- */
 
@@ -348,6 +420,11 @@ extern void apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 						 XLogRecPtr start_lsn, XLogRecPtr split_lsn,
 						 XLogRecPtr upto_lsn, int64 max_messages, int max_ms,
 						 ApplyStats *stats);
+
+extern bool apply_use_binary(SluicePipeline *pipe);
+extern void apply_walstream(SluicePipeline *pipe, struct WalStream *ws,
+							XLogRecPtr start_lsn, int64 max_messages, int max_ms,
+							ApplyStats *stats);
 
 /*
  * relation.c and quarantine.c export only to the apply family, and
@@ -404,6 +481,7 @@ extern void expect_run_set_checks(SluicePipeline *pipe, SluiceDrift **pause);
 extern void expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e,
 						 const char *detail, SluiceDrift **pause) pg_attribute_noreturn();
 extern void expect_record_results(int64 run_id);
+extern struct HeapTupleData *expect_run_check(SluiceExpectation *e, struct TupleDescData **desc);
 
 /* ---------- origin.c: exactly-once bookkeeping ---------- */
 
@@ -411,6 +489,8 @@ extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
+extern XLogRecPtr origin_progress(const char *origin_name);
+extern bool origin_session_durable(void);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */
 
@@ -433,11 +513,56 @@ extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
 extern void refresh_slot_gone(SluicePipeline *pipe) pg_attribute_noreturn();
+extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
+								int64 max_messages, int max_ms, RefreshResult *r);
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);
+extern void refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r);
+extern void refresh_become_owner(SluicePipeline *pipe, SluiceUser *save);
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);
+
+/* ---------- httpapply.c: an HTTP pipeline's refresh, through the apply family ---------- */
+
+extern void http_refresh(SluicePipeline *pipe, RefreshResult *r);
+
+/* ---------- spool.c: a paused pipeline's changes kept here, so live's slot moves ---------- */
+
+extern int	sluice_spool_limit;
+
+typedef struct SpoolReader SpoolReader;
+
+/* What a drain did. */
+typedef struct SpoolResult
+{
+	int64		transactions;	/* source transactions spooled */
+	int64		bytes;			/* message bytes spooled */
+	int64		spool_bytes;	/* the spool's size after it */
+	XLogRecPtr	drained_upto;	/* the spool holds every change before it */
+	bool		full;			/* stopped at pg_sluice.spool_limit */
+	bool		conn_closed;	/* the connection was abandoned mid-stream */
+	XLogRecPtr	source_flush_lsn;
+	XLogRecPtr	slot_restart_lsn;
+} SpoolResult;
+
+extern void spool_init(void);
+extern void spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res);
+extern bool spool_pending(SluicePipeline *pipe);
+extern XLogRecPtr spool_apply(SluicePipeline *pipe, XLogRecPtr origin_lsn, ApplyStats *stats);
+extern SpoolReader *spool_open(SluicePipeline *pipe, bool binary);
+extern bool spool_next(SpoolReader *sr, StringInfo msg);
+
+/* ---------- slotwatch.c: heartbeat, the move after a commit, slot_lag ---------- */
+
+extern int	sluice_heartbeat_interval;
+
+extern void slotwatch_init(void);
+extern void slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn);
+extern void slotwatch_heartbeat(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn);
+extern void slotwatch_move_after_commit(SluicePipeline *pipe);
+extern void slotwatch_lag(SluicePipeline *pipe, XLogRecPtr source_lsn, XLogRecPtr restart_lsn,
+						  bool record);
 
 /* ---------- launcher.c: continuous mode's launcher and shared state ---------- */
 
@@ -463,6 +588,19 @@ extern char *payload_build(const char *kind, const char *event, const char *pipe
 						   const char *body_text, const char *namespace, const char *when, bool slack);
 extern char **payload_header_lines(const char *headers);
 extern void payload_free_lines(char **lines);
+
+/* ---------- model.c: models, maintained at the end of each batch ---------- */
+
+typedef struct ModelInput ModelInput;
+struct TupleTableSlot;
+
+extern void model_batch_reset(void);
+extern ModelInput *model_input_open(Relation rel);
+extern void model_note_row(ModelInput *mi, struct TupleTableSlot *slot);
+extern void model_note_truncate(ModelInput *mi);
+extern void model_maintain(SluicePipeline *pipe, SluiceDrift **pause);
+extern void model_record_results(int64 run_id);
+extern void model_after_write(const char *schema, const char *table);
 
 /* ---------- interface.c: published contract versions follow the contract ---------- */
 

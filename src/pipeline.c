@@ -6,6 +6,8 @@
  *
  * NOTES
  *	  What this file owns.  The datamart side of a pipeline's life.
+ *	  pipeline_add_table adds a table to an existing pipeline, empty, for a
+ *	  chunked copy (snapshot.c) to fill.
  *	  pipeline_check_target decides whether each target table is created or
  *	  adopted (an existing, empty table becomes the contract).
  *	  pipeline_create does the rest in an order that matters: the publication
@@ -423,6 +425,51 @@ create_target_key(SourceTable *t, const char *target_schema)
 	sluice_spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
 
+/* A table's catalog rows: _pipeline_table and contract version 1. */
+static void
+record_table(int pipeline_id, const char *target_schema, SourceTable *t)
+{
+	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
+	Datum		targs[7];
+	Datum	   *keys = palloc(sizeof(Datum) * Max(list_length(t->keys), 1));
+	ListCell   *kc;
+	int			n = 0;
+	const char *ri = t->replident == 'f' ? "full" :
+	t->replident == 'i' ? "index" : "default";
+
+	foreach(kc, t->keys)
+		keys[n++] = CStringGetTextDatum(strVal(lfirst(kc)));
+	targs[0] = Int32GetDatum(pipeline_id);
+	targs[1] = CStringGetTextDatum(t->schema);
+	targs[2] = CStringGetTextDatum(t->name);
+	targs[3] = catalog_name_datum(target_schema);
+	targs[4] = catalog_name_datum(t->target);
+	targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
+	targs[6] = CStringGetTextDatum(ri);
+	sluice_spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
+					"  target_schema, target_table, key_columns, replica_identity) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+					7, ttypes, targs, SPI_OK_INSERT);
+	contract_record_first(t, target_schema, targs);
+	if (t->ignored != NIL)
+	{
+		Datum	   *ig = palloc(sizeof(Datum) * list_length(t->ignored));
+		ListCell   *ic;
+		int			m = 0;
+		Oid			itypes[3] = {INT4OID, TEXTARRAYOID, TEXTOID};
+		Datum		iargs[3];
+
+		foreach(ic, t->ignored)
+			ig[m++] = CStringGetTextDatum(strVal(lfirst(ic)));
+		iargs[0] = targs[0];
+		iargs[1] = PointerGetDatum(construct_array(ig, m, TEXTOID, -1, false, TYPALIGN_INT));
+		iargs[2] = CStringGetTextDatum(t->target);
+		sluice_spi_exec("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
+						" WHERE pipeline_id = $1 AND target_table = $3",
+						3, itypes, iargs, SPI_OK_UPDATE);
+	}
+}
+
 static void
 record_pipeline(const char *name, const char *source, const char *publication,
 				bool publication_owned, const char *slot_name,
@@ -432,8 +479,6 @@ record_pipeline(const char *name, const char *source, const char *publication,
 	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, NAMEOID, LSNOID, BOOLOID, OIDOID};
 	Datum		args[10];
 	bool		binary = true;
-	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
-	Datum		targs[7];
 	ListCell   *lc;
 	bool		isnull;
 
@@ -458,46 +503,7 @@ record_pipeline(const char *name, const char *source, const char *publication,
 											   SPI_tuptable->tupdesc, 1, &isnull));
 
 	foreach(lc, tables)
-	{
-		SourceTable *t = lfirst(lc);
-		Datum	   *keys = palloc(sizeof(Datum) * Max(list_length(t->keys), 1));
-		ListCell   *kc;
-		int			n = 0;
-		const char *ri = t->replident == 'f' ? "full" :
-		t->replident == 'i' ? "index" : "default";
-
-		foreach(kc, t->keys)
-			keys[n++] = CStringGetTextDatum(strVal(lfirst(kc)));
-		targs[0] = Int32GetDatum(*pipeline_id);
-		targs[1] = CStringGetTextDatum(t->schema);
-		targs[2] = CStringGetTextDatum(t->name);
-		targs[3] = catalog_name_datum(target_schema);
-		targs[4] = catalog_name_datum(t->target);
-		targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
-		targs[6] = CStringGetTextDatum(ri);
-		sluice_spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
-						"  target_schema, target_table, key_columns, replica_identity) "
-						"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-						7, ttypes, targs, SPI_OK_INSERT);
-		contract_record_first(t, target_schema, targs);
-		if (t->ignored != NIL)
-		{
-			Datum	   *ig = palloc(sizeof(Datum) * list_length(t->ignored));
-			ListCell   *ic;
-			int			m = 0;
-			Oid			itypes[3] = {INT4OID, TEXTARRAYOID, TEXTOID};
-			Datum		iargs[3];
-
-			foreach(ic, t->ignored)
-				ig[m++] = CStringGetTextDatum(strVal(lfirst(ic)));
-			iargs[0] = targs[0];
-			iargs[1] = PointerGetDatum(construct_array(ig, m, TEXTOID, -1, false, TYPALIGN_INT));
-			iargs[2] = CStringGetTextDatum(t->target);
-			sluice_spi_exec("UPDATE sluice._pipeline_table SET ignored_columns = $2 "
-							" WHERE pipeline_id = $1 AND target_table = $3",
-							3, itypes, iargs, SPI_OK_UPDATE);
-		}
-	}
+		record_table(*pipeline_id, target_schema, lfirst(lc));
 }
 
 /*
@@ -583,9 +589,21 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 		{
 			SourceTable *t = lfirst(lc);
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, np->target_schema);
+			TimestampTz tstart = GetCurrentTimestamp();
+			int64		rows;
+			long		secs;
+			int			usecs;
 
-			copied += copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-								 relid, t->binary_safe);
+			rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
+							  relid, t->binary_safe, NULL, NIL);
+			copied += rows;
+			/* a long copy says how far it is, table by table */
+			TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
+			if (secs >= 5)
+				ereport(NOTICE,
+						(errmsg("pipeline \"%s\": table %d of %d, %s.%s, copied: " INT64_FORMAT " rows in %ld s",
+								np->name, foreach_current_index(lc) + 1, list_length(np->tables),
+								t->schema, t->name, rows, secs)));
 			if (!t->adopted)
 			{
 				create_target_key(t, np->target_schema);
@@ -655,6 +673,78 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * Add a table to an existing pipeline (sluice.add_table): on the source,
+ * the table joins the pipeline's publication (when pg_sluice owns it; else
+ * it must be in it already); here, its datamart table with its key and
+ * comments, created as the pipeline's owner, and its catalog rows (contract
+ * version 1).  It is left empty: the caller records its chunked copy
+ * (snapshot.c), and until a chunk copies a key the stream's changes to it
+ * are skipped.
+ */
+Oid
+pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t)
+{
+	const char *params[3] = {pipe->publication, t->schema, t->name};
+	PGresult   *res;
+	bool		published;
+	Oid			relid;
+	SluiceUser	save;
+
+	if (t->keys == NIL || t->replident == 'f')
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s.%s\" on source \"%s\" has no primary key: it cannot be added to a pipeline",
+						t->schema, t->name, pipe->source_name),
+				 errdetail("A table is added by a chunked copy, in ranges of its key, while the pipeline streams."),
+				 errhint("Give it a primary key on the source, or create a new pipeline for it: its initial copy takes one snapshot.")));
+	pipeline_check_target(t, pipe->target_schema, false);
+
+	res = transport_exec(sc,
+						 "SELECT 1 FROM pg_catalog.pg_publication_tables "
+						 " WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+						 3, params, PGRES_TUPLES_OK, "look the table up in the publication");
+	published = PQntuples(res) > 0;
+	PQclear(res);
+	if (!published && !pipe->publication_owned)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" is not in publication \"%s\" on source \"%s\"",
+						t->schema, t->name, pipe->publication, pipe->source_name),
+				 errdetail("The pipeline uses a publication it did not create."),
+				 errhint("On the source: ALTER PUBLICATION %s ADD TABLE %s.%s; then add the table again.",
+						 quote_identifier(pipe->publication), quote_identifier(t->schema),
+						 quote_identifier(t->name))));
+	if (!published)
+		transport_command(sc, psprintf("ALTER PUBLICATION %s ADD TABLE %s%s.%s",
+									   quote_identifier(pipe->publication),
+									   t->partitioned ? "" : "ONLY ",
+									   quote_identifier(t->schema), quote_identifier(t->name)),
+						  "add the table to the publication");
+
+	sluice_become_owner(pipe, &save);
+	sluice_spi_exec(psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(pipe->target_schema)),
+					0, NULL, NULL, SPI_OK_UTILITY);
+	relid = create_target_table(t, pipe->target_schema);
+	create_target_key(t, pipe->target_schema);
+	comment_target(sc, t, pipe->target_schema, pipe->name, relid);
+	sluice_restore_user(&save);
+
+	sluice_become_catalog(&save);
+	record_table(pipe->pipeline_id, pipe->target_schema, t);
+	/* pgoutput's binary mode must suit every table of the pipeline */
+	if (pipe->binary && !t->stream_binary)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(pipe->pipeline_id)};
+
+		sluice_spi_exec("UPDATE sluice._pipeline SET binary_transfer = false WHERE pipeline_id = $1",
+						1, types, args, SPI_OK_UPDATE);
+	}
+	sluice_restore_user(&save);
+	return relid;
 }
 
 /*

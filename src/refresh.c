@@ -12,7 +12,8 @@
  *	  positions the datamart has durably committed: at the start of each batch
  *	  it is advanced to the replication origin's progress, which the previous
  *	  batch committed atomically with its data.  Whether a big backlog is
- *	  decoded in two parts at once is decided here.  Set expectations run
+ *	  decoded in two parts at once is decided here.  Models over what the
+ *	  batch changed are maintained (model.c), then set expectations run,
  *	  after the batch's rows are written and before it commits.  When the
  *	  batch must pause the pipeline (drift, an error-severity expectation, a
  *	  missing row under strict), the error carries a SluiceDrift in the
@@ -20,6 +21,17 @@
  *	  drift event and its alert are recorded in the caller's transaction,
  *	  where they survive.  refresh_record_run writes the run, its expectation
  *	  results, per-table counts, divergence and events.
+ *
+ *	  An HTTP pipeline (no slot, no connection) runs http_refresh
+ *	  (httpapply.c) in the same subtransaction, with the same pause, run and
+ *	  event handling.
+ *
+ *	  A continuous worker's batch over the walsender transport
+ *	  (refresh_pipeline_ws) is the same but for the source side: it applies
+ *	  what the open stream has delivered (apply_walstream) and never moves
+ *	  the slot (the worker's status updates do, walstream.c).  A refresh
+ *	  that finds the slot held (a worker stopped a moment ago leaves its
+ *	  walsender behind briefly) waits up to 5 s for it.
  *
  *	  What it never does.  Parse or apply a message, or write the decoding
  *	  query.
@@ -50,7 +62,14 @@
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
 
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
 #include "pg_sluice.h"
+
+/* how long a refresh waits for a stopped worker's walsender to free the slot */
+#define SLOT_RELEASE_WAIT_MS 5000
 
 /*
  * The pipeline's slot is gone from the source: nothing can say what changed
@@ -64,6 +83,51 @@ refresh_slot_gone(SluicePipeline *pipe)
 			 errmsg("replication slot \"%s\" of pipeline \"%s\" no longer exists on source \"%s\"",
 					pipe->slot_name, pipe->name, pipe->source_name),
 			 errhint("The source forgot what changed since the last refresh: drop the pipeline with sluice.drop_pipeline(force => true) and create it again.")));
+}
+
+/*
+ * Versioned rows carry the run id the batch will commit as: reserve it
+ * (pipelines that keep history).
+ */
+void
+refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r)
+{
+	bool		isnull;
+
+	pipe->version = 0;
+	if (!pipe->keep_history)
+		return;
+	if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
+							0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not reserve a version");
+	pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	r->run_id = pipe->version;
+}
+
+/*
+ * Whatever can run code a user wrote (expectations, triggers and keys on
+ * the datamart tables, schema evolution, models) runs as the pipeline's
+ * owner in a security-restricted operation (security.c).  An error restores
+ * the user when refresh_pipeline's subtransaction aborts.
+ *
+ * Every constraint is immediate for the batch: deferred keys (pipeline.c's
+ * create_target_key) and any deferred trigger on a datamart table are
+ * checked when the batch's one query ends (apply_finish), as the owner, when
+ * the batch holds whole source transactions.  PostgreSQL queues no deferred
+ * trigger inside the security-restricted operation, and one left for commit
+ * would run with the rights of whoever commits.  Set before the switch: what
+ * the caller's own transaction had pending fires now, as the caller.  Every
+ * kind of batch (SQL stream, walsender stream, HTTP pull) starts so.
+ */
+void
+refresh_become_owner(SluicePipeline *pipe, SluiceUser *save)
+{
+	ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
+
+	cs->constraints = NIL;
+	cs->deferred = false;
+	AfterTriggerSetState(cs);
+	sluice_become_owner(pipe, save);
 }
 
 /*
@@ -90,9 +154,15 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	const char *params[2];
 	char		lsnbuf[32];
 	SluiceUser	owner_save;
+	int			tries;
+	XLogRecPtr	origin_lsn;
+	bool		durable;
+	bool		spooled;
 
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
+	origin_lsn = start_lsn;
+	durable = origin_session_durable();
 
 	/*
 	 * A refresh first marks its end in the source's WAL: a transactional
@@ -128,12 +198,27 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	}
 
 	params[0] = pipe->slot_name;
-	res = transport_exec(sc,
-						 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
-						 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-						 1, params, PGRES_TUPLES_OK, "describe the replication slot");
-	if (PQntuples(res) == 0)
-		refresh_slot_gone(pipe);
+	for (tries = 0;; tries++)
+	{
+		res = transport_exec(sc,
+							 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
+							 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+							 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+		if (PQntuples(res) == 0)
+			refresh_slot_gone(pipe);
+
+		/*
+		 * A worker that just stopped leaves its walsender behind for a
+		 * moment (walstream.c): give it up to SLOT_RELEASE_WAIT_MS to go.
+		 */
+		if (PQgetisnull(res, 0, 2) || tries * 50 >= SLOT_RELEASE_WAIT_MS)
+			break;
+		PQclear(res);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 50, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	if (!PQgetisnull(res, 0, 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -169,7 +254,9 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		start_lsn = confirmed;
 	r->start_lsn = start_lsn;
 
-	if (start_lsn >= upto)
+	/* what a drain kept while the pipeline was paused goes first (spool.c) */
+	spooled = spool_pending(pipe);
+	if (start_lsn >= upto && !spooled)
 	{
 		/* nothing committed since: skip the decoding round trip */
 		r->end_lsn = start_lsn;
@@ -177,18 +264,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		return;
 	}
 
-	/* versioned rows carry the run id this batch will commit as */
-	pipe->version = 0;
-	if (pipe->keep_history)
-	{
-		bool		isnull;
-
-		if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
-								0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not reserve a version");
-		pipe->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		r->run_id = pipe->version;
-	}
+	refresh_reserve_version(pipe, r);
 
 	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
 								   sluice_source_decoding_work_mem),
@@ -221,37 +297,25 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		}
 	}
 
-	/*
-	 * Whatever can run code a user wrote (expectations, triggers and keys on
-	 * the datamart tables, schema evolution) runs as the pipeline's owner in
-	 * a security-restricted operation (security.c).  An error restores the
-	 * user when refresh_pipeline's subtransaction aborts.
-	 */
-	/*
-	 * Every constraint is immediate for the batch: deferred keys (pipeline.c's
-	 * create_target_key) and any deferred trigger on a datamart table are
-	 * checked when the batch's one query ends (apply_stream), as the owner,
-	 * when the batch holds whole source transactions.  PostgreSQL queues no
-	 * deferred trigger inside the security-restricted operation, and one
-	 * left for commit would run with the rights of whoever commits.  Set
-	 * before the switch: what the caller's own transaction had pending fires
-	 * now, as the caller.
-	 */
+	refresh_become_owner(pipe, &owner_save);
+	if (spooled)
 	{
-		ConstraintsSetStmt *cs = makeNode(ConstraintsSetStmt);
-
-		cs->constraints = NIL;
-		cs->deferred = false;
-		AfterTriggerSetState(cs);
+		/* the slot goes on from the drained position, past what it repeats */
+		start_lsn = Max(start_lsn, spool_apply(pipe, origin_lsn, &r->stats));
+		origin_session_set(start_lsn, r->stats.last_commit_time);
+		r->stats.messages = 0;
 	}
-	sluice_become_owner(pipe, &owner_save);
-	apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
+	if (start_lsn < upto)
+		apply_stream(pipe, sc, sc2, start_lsn, split, upto, max_messages, max_ms, &r->stats);
 	if (sc2 != NULL)
 		transport_close(sc2);
 
-	/* set expectations, on what the batch changed, before it commits */
+	/* models over what the batch changed, then set expectations, before it commits */
 	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
 		expect_run_set_checks(pipe, &r->stats.pause);
+	}
 	sluice_restore_user(&owner_save);
 	if (r->stats.stopped_early)
 	{
@@ -274,6 +338,69 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	else
 		r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
 	origin_session_set(r->end_lsn, r->stats.last_commit_time);
+
+	/*
+	 * Heartbeat: nothing at all came for our tables up to end_lsn, so the
+	 * slot may forget it now, even though this batch commits no position
+	 * (slotwatch.c).
+	 */
+	if (r->complete && r->stats.messages == 0 && !spooled && durable && r->end_lsn > confirmed)
+		slotwatch_heartbeat(pipe, sc, r->end_lsn);
+}
+
+/*
+ * A worker's batch over the walsender transport (walstream.c): apply what
+ * the walsender has sent, up to max_messages or max_ms, in the caller's
+ * transaction, as the owner, with the set expectations.  The origin moves
+ * to the end of the last source transaction applied; the slot moves later,
+ * by the worker's status updates, once this commit is on disk.
+ */
+static void
+refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
+				 int max_ms, RefreshResult *r)
+{
+	XLogRecPtr	start_lsn;
+	SluiceUser	owner_save;
+
+	origin_session_begin(pipe->origin_name);
+	start_lsn = origin_session_progress();
+	r->start_lsn = start_lsn;
+
+	refresh_reserve_version(pipe, r);
+
+	refresh_become_owner(pipe, &owner_save);
+	ws->in_batch = true;
+	apply_walstream(pipe, ws, start_lsn, max_messages, max_ms, &r->stats);
+	/* models over what the batch changed, then set expectations (as refresh_inner) */
+	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
+		expect_run_set_checks(pipe, &r->stats.pause);
+	}
+	sluice_restore_user(&owner_save);
+
+	r->complete = !r->stats.stopped_early;
+	r->end_lsn = Max(r->stats.last_end_lsn, start_lsn);
+	r->source_flush_lsn = Max(ws->received, r->end_lsn);
+	if (r->end_lsn > start_lsn)
+		origin_session_set(r->end_lsn, r->stats.last_commit_time);
+}
+
+static void refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
+							int64 max_messages, int max_ms, XLogRecPtr bound,
+							RefreshResult *r);
+
+/*
+ * A continuous worker's batch over the walsender transport, pausing the
+ * pipeline on drift as refresh_pipeline does.  On a pause r->conn_closed
+ * is set: the caller closes the stream (what it read is rolled back) and
+ * opens a new one from the origin's position.
+ */
+void
+refresh_pipeline_ws(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
+					int max_ms, RefreshResult *r)
+{
+	refresh_guarded(pipe, NULL, ws, max_messages, max_ms, InvalidXLogRecPtr, r);
 }
 
 static void refresh_record_pause(SluicePipeline *pipe, RefreshResult *r);
@@ -303,16 +430,30 @@ void
 refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 					  int max_ms, XLogRecPtr bound, RefreshResult *r)
 {
+	refresh_guarded(pipe, sc, NULL, max_messages, max_ms, bound, r);
+}
+
+static void
+refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
+				int64 max_messages, int max_ms, XLogRecPtr bound,
+				RefreshResult *r)
+{
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
 	memset(r, 0, sizeof(*r));
 	expect_results_reset();
+	model_batch_reset();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
+		if (pipe->http)
+			http_refresh(pipe, r);	/* an HTTP source: no slot, no sc */
+		else if (ws != NULL)
+			refresh_ws_inner(pipe, ws, max_messages, max_ms, r);
+		else
+			refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -332,9 +473,11 @@ refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		if (d == NULL)
 			ReThrowError(edata);
 
-		if (!r->conn_closed)
+		if (!r->conn_closed && sc != NULL)
 		{
-			transport_abandon(sc);
+			/* the stream read past what rolled back: start it again */
+			if (sc != NULL)
+				transport_abandon(sc);
 			r->conn_closed = true;
 		}
 		memset(&r->stats, 0, sizeof(r->stats));
@@ -388,11 +531,13 @@ refresh_record_run(SluicePipeline *pipe, const char *kind, TimestampTz started,
 								r->stats.updated, r->stats.deleted, r->stats.truncated,
 								r->stats.last_commit_time);
 	catalog_run_source_position(run_id, r->source_flush_lsn, r->slot_restart_lsn);
+	slotwatch_lag(pipe, r->source_flush_lsn, r->slot_restart_lsn, true);
 	if (r->paused)
 		catalog_run_paused(run_id, r->paused_reason);
 	if (TransactionIdIsValid(r->stats.skipped_xid))
 		catalog_run_skipped(pipe->pipeline_id, run_id, r->stats.skipped_xid);
 	expect_record_results(run_id);
+	model_record_results(run_id);
 	table_counts_record(run_id);
 	outbox_emit_run(run_id, r->stats.quarantined > sluice_quarantine_alert ? r->stats.quarantined : 0);
 	if (r->stats.missing > 0)

@@ -346,8 +346,11 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 
 	version_open(st, ar, t);
 	ar->counts = table_count(t->target_schema, t->target_table);
+	ar->models = model_input_open(ar->rel);
 	ar->table = t;
 	quarantine_open(st, ar, t);
+	/* a table being copied in chunks: which keys the stream may touch */
+	ar->copyfilter = snapshot_filter_open(st, ar);
 
 	st->cur_rel = NULL;
 	MemoryContextSwitchTo(old);
@@ -403,6 +406,9 @@ relmap_get(ApplyState *st, LogicalRepRelId relid)
 {
 	ApplyRel   *ar = hash_search(st->rels, &relid, HASH_FIND, NULL);
 
+	/* the walsender announced it in an earlier batch (apply.c) */
+	if (ar == NULL && apply_recall_relation(st, relid))
+		ar = hash_search(st->rels, &relid, HASH_FIND, NULL);
 	if (ar == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),

@@ -20,6 +20,13 @@
  *	  to users are masked.  Know what a pipeline or a pgoutput message is: the
  *	  decoding query and its framing are stream.c's.
  *
+ *	  CopyBoth (the walsender transport, walstream.c) uses the same waits:
+ *	  transport_copy_try_next never blocks, transport_wait_readable waits on
+ *	  the socket and the latch, transport_copy_end ends the stream politely so
+ *	  the walsender frees the slot before the connection closes.  A
+ *	  connection's owner_ref, when set, is cleared when it closes, so a
+ *	  worker knows whether an abort took it.
+ *
  *	  Rejected.  PQexec and blocking PQgetCopyData: nothing interrupts them
  *	  until the source answers.  Closing connections in a PG_CATCH at every
  *	  call site: the registry closes them at the end of the transaction
@@ -234,6 +241,8 @@ forget_conn(SluiceConn *sc)
 static void
 free_conn(SluiceConn *sc)
 {
+	if (sc->owner_ref != NULL && *sc->owner_ref == sc)
+		*sc->owner_ref = NULL;
 	if (sc->copybuf)
 		PQfreemem(sc->copybuf);
 	if (sc->password)
@@ -682,19 +691,26 @@ transport_command(SluiceConn *sc, const char *sql, const char *what)
 	PQclear(transport_exec(sc, sql, 0, NULL, PGRES_COMMAND_OK, what));
 }
 
+/* Send a command the source answers by entering a COPY state (want). */
+static void
+start_copy(SluiceConn *sc, const char *sql, ExecStatusType want, const char *what)
+{
+	PGresult   *res;
+
+	send_query(sc, sql, 0, NULL, what);
+	res = get_result(sc, what, true);
+	if (res == NULL || PQresultStatus(res) != want)
+		report_failure(sc, res, what);
+	PQclear(res);
+}
+
 /*
  * Start a COPY ... TO STDOUT on the source.
  */
 void
 transport_copy_start(SluiceConn *sc, const char *sql, const char *what)
 {
-	PGresult   *res;
-
-	send_query(sc, sql, 0, NULL, what);
-	res = get_result(sc, what, true);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
-		report_failure(sc, res, what);
-	PQclear(res);
+	start_copy(sc, sql, PGRES_COPY_OUT, what);
 }
 
 /*
@@ -772,3 +788,165 @@ transport_copy_next(SluiceConn *sc, char **buf, const char *what)
 	}
 }
 
+
+/*
+ * Start a command the source answers with CopyBoth (START_REPLICATION on a
+ * replication connection): both sides may send CopyData from now on.
+ */
+void
+transport_copy_both_start(SluiceConn *sc, const char *sql, const char *what)
+{
+	start_copy(sc, sql, PGRES_COPY_BOTH, what);
+}
+
+/*
+ * The next CopyData message of a CopyBoth (or COPY TO) already received,
+ * without waiting: its length with *buf set (valid until the next call or
+ * the close), 0 when none has arrived yet, -1 when the source ended the
+ * COPY (its command's result is read; an error raises).
+ */
+int
+transport_copy_try_next(SluiceConn *sc, char **buf, const char *what)
+{
+	int			len;
+
+	if (sc->copybuf)
+	{
+		PQfreemem(sc->copybuf);
+		sc->copybuf = NULL;
+	}
+	len = PQgetCopyData(sc->conn, buf, 1);
+	if (len == 0)
+	{
+		if (PQconsumeInput(sc->conn) == 0)
+			report_failure(sc, NULL, what);
+		len = PQgetCopyData(sc->conn, buf, 1);
+	}
+	if (len > 0)
+	{
+		sc->copybuf = *buf;
+		return len;
+	}
+	if (len == 0)
+		return 0;
+	if (len == -1)
+	{
+		PGresult   *res = get_result(sc, what, false);
+
+		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+			report_failure(sc, res, what);
+		PQclear(res);
+		return -1;
+	}
+	report_failure(sc, NULL, what);
+}
+
+/*
+ * Wait until the connection's socket has something to read, the latch is
+ * set (interrupts are then checked), or timeout_ms passes.  Returns true
+ * when the socket is readable.
+ */
+bool
+transport_wait_readable(SluiceConn *sc, long timeout_ms)
+{
+	int			rc;
+
+	rc = WaitLatchOrSocket(MyLatch,
+						   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_SOCKET_READABLE | WL_TIMEOUT,
+						   PQsocket(sc->conn), Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	return (rc & WL_SOCKET_READABLE) != 0;
+}
+
+/*
+ * Send one CopyData message of a CopyBoth (a standby status update) and
+ * flush it, waiting interruptibly when the socket is full.
+ */
+void
+transport_copy_put(SluiceConn *sc, const char *data, int len, const char *what)
+{
+	if (PQputCopyData(sc->conn, data, len) <= 0)
+		report_failure(sc, NULL, what);
+	for (;;)
+	{
+		int			r = PQflush(sc->conn);
+
+		if (r == 0)
+			break;
+		if (r < 0)
+			report_failure(sc, NULL, what);
+		wait_socket(sc, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, 0, what);
+		if (PQconsumeInput(sc->conn) == 0)
+			report_failure(sc, NULL, what);
+	}
+}
+
+/*
+ * End a CopyBoth politely: CopyDone, then read (and drop) what the source
+ * still sends until its command completes, at most timeout_ms.  A walsender
+ * releases its slot before it completes the command, so once this returns
+ * true the slot is free for the next reader.  Failures only return false:
+ * the caller closes the connection either way.
+ */
+bool
+transport_copy_end(SluiceConn *sc, long timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	if (sc == NULL || sc->conn == NULL || PQstatus(sc->conn) != CONNECTION_OK)
+		return false;
+	if (PQputCopyEnd(sc->conn, NULL) <= 0)
+		return false;
+	for (;;)
+	{
+		char	   *buf;
+		int			len;
+		long		remaining;
+
+		if (PQflush(sc->conn) < 0)
+			return false;
+		len = PQgetCopyData(sc->conn, &buf, 1);
+		if (len > 0)
+		{
+			PQfreemem(buf);
+			continue;
+		}
+		if (len == -1)
+		{
+			bool		ok = true;
+
+			for (;;)
+			{
+				PGresult   *res;
+
+				while (PQisBusy(sc->conn))
+				{
+					remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+					if (remaining <= 0)
+						return false;
+					(void) transport_wait_readable(sc, remaining);
+					if (PQconsumeInput(sc->conn) == 0)
+						return false;
+				}
+				res = PQgetResult(sc->conn);
+				if (res == NULL)
+					break;
+				if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+					PQresultStatus(res) != PGRES_TUPLES_OK)
+					ok = false;
+				PQclear(res);
+			}
+			return ok;
+		}
+		if (len < -1)
+			return false;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			return false;
+		(void) transport_wait_readable(sc, remaining);
+		if (PQconsumeInput(sc->conn) == 0)
+			return false;
+	}
+}

@@ -187,6 +187,15 @@ verify_check_backlog(SluicePipeline *pipe, XLogRecPtr from, XLogRecPtr at)
 	XLogRecPtr	confirmed;
 	int64		pending;
 
+	/* what a drain moved into the spool is not applied either (spool.c) */
+	if (spool_pending(pipe))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" is paused with changes it has not applied", pipe->name),
+				 errdetail("It paused because: %s. Its spool holds the changes drained from its slot since (sluice.spool).",
+						   pipe->paused_reason),
+				 errhint("Fix the cause, call sluice.resume('%s') and sluice.refresh('%s'), then verify again.",
+						 pipe->name, pipe->name)));
 	snprintf(frombuf, sizeof(frombuf), "%X/%X", LSN_FORMAT_ARGS(from));
 	snprintf(atbuf, sizeof(atbuf), "%X/%X", LSN_FORMAT_ARGS(at));
 	params[0] = pipe->slot_name;
@@ -376,6 +385,7 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 	/* who may, and which tables, before anything touches the source */
 	pipe = catalog_pipeline(name, false);
 	sluice_check_operator(pipe, verb);
+	catalog_require_postgres(pipe, verb);
 	tables = verify_tables(pipe, arr);
 
 	verify_position(name, &pipe, &at, &snap);
@@ -446,8 +456,11 @@ verify_run(FunctionCallInfo fcinfo, bool repair)
 				VerifyTable *vt = lfirst(lc);
 
 				if (vt->rows_deleted + vt->rows_inserted > 0)
+				{
 					catalog_insert_run_table(run_id, vt->t->target_schema, vt->t->target_table,
 											 vt->rows_inserted, 0, vt->rows_deleted);
+					model_after_write(vt->t->target_schema, vt->t->target_table);
+				}
 			}
 			outbox_emit_run(run_id, 0);
 		}

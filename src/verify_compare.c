@@ -17,8 +17,16 @@
  *
  *	  Hashing.  Each side computes the same SQL over the same text: for each
  *	  row the text form of ROW(contract columns) and of ROW(key columns)
- *	  (every column for a table without a key), hashed with md5, the key's
- *	  hash bucketing the row and the row's hash summed per bucket.  Columns
+ *	  (every column for a table without a key), hashed, the key's hash
+ *	  bucketing the row (kb, 60 bits) and the row's hash summed per bucket
+ *	  (two sums).  The hash is hashtextextended (seeds 0, 1 and 2) when both
+ *	  servers give the same results for it (verify_fast_hash: it reads bytes
+ *	  in machine words, so servers of different byte order disagree, and the
+ *	  source needs PostgreSQL 11), else md5, whose hex digits are turned into
+ *	  integers (60 bits from the key's, two times 60 from the row's).  The
+ *	  bucket and sums are what a full scan computes; the leaf rows still
+ *	  carry the md5 of the key and of the row, which the merge orders and
+ *	  compares and repair.c looks keys up by.  Columns
  *	  are named through the contract (datamart name here, source name
  *	  there); a column whose datamart type differs from the source's (a
  *	  declared widening, sluice.accept_type_change) is cast on the source to
@@ -47,14 +55,19 @@
  *	  plus one per level of bisection when they are not; the two sides scan
  *	  at the same time (the source's aggregate is read as a COPY while the
  *	  datamart computes its own).  Measured on the 2-core test machine,
- *	  1,000,000 rows of five columns: 6.4 s when equal (pg_dump -t of the
- *	  table alone: 0.9-1.8 s), 21 s with 110 differing rows (two levels of
- *	  bisection and the rows of the differing buckets), repair 24 s.
+ *	  both servers on it, 1,000,000 rows of five columns
+ *	  (created by create_pipeline, then three runs each): 2.2-2.3 s
+ *	  when equal (pg_dump -t of the table alone: 0.8-1.1 s; with md5 for the
+ *	  scans, 6.2-6.3 s), 6.8 s with 110 differing rows (two levels of
+ *	  bisection and the rows of the differing buckets; with md5: 22.5 s).
  *
  *	  Rejected: shipping every row's (key, hash) and merging here (the
- *	  wire would carry a row per row); hashtextextended instead of md5
- *	  (about twice as cheap, but its result depends on the byte order of
- *	  the server); ranges of keys (see above).
+ *	  wire would carry a row per row); md5 for every scan (the conversion of
+ *	  its hex digits to integers, through bit(60), costs most of the scan:
+ *	  on one server, the level query over 1,000,000 rows of five columns
+ *	  took 4.8-6.1 s, the two md5s alone 1.6 s, the row's text 0.7 s);
+ *	  hashtextextended without the probe (its result depends on the byte
+ *	  order of the server); ranges of keys (see above).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
  *	  for), batches of 1000 rows of the leaf cursors, and at most max_keys
@@ -124,6 +137,39 @@ hex60(const char *expr, int start)
 {
 	return psprintf("(('x' OPERATOR(pg_catalog.||) pg_catalog.substr(%s, %d, 15))::pg_catalog.bit(60))::pg_catalog.int8",
 					expr, start);
+}
+
+/*
+ * The query both sides run to see whether hashtextextended gives the same
+ * results on both: it hashes bytes in machine words, so two servers of
+ * different byte order disagree.  Strings of 1 to 24 bytes cover every tail
+ * of its 12-byte blocks.
+ */
+#define VERIFY_HASH_PROBE \
+	"SELECT pg_catalog.string_agg(pg_catalog.hashtextextended(" \
+	"pg_catalog.substr('pg_sluice verify probe!!', 1, n) COLLATE pg_catalog.\"C\", n)::pg_catalog.text, ',' ORDER BY n) " \
+	"FROM pg_catalog.generate_series(1, 24) n"
+
+/*
+ * May both sides hash with hashtextextended (see NOTES)?  The source needs
+ * it (PostgreSQL 11) and must agree with this server on the probe.
+ */
+static bool
+verify_fast_hash(SluiceConn *snap)
+{
+	char	   *live;
+	bool		isnull;
+	Datum		d;
+
+	if (PQserverVersion(snap->conn) < 110000)
+		return false;
+	live = transport_try_value(snap, VERIFY_HASH_PROBE, "hash the probe");
+	if (live == NULL)
+		return false;
+	if (SPI_execute(VERIFY_HASH_PROBE, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && strcmp(TextDatumGetCString(d), live) == 0;
 }
 
 /* Is the type one of pg_catalog's (so the source has it too)? */
@@ -310,6 +356,7 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 	vt->mart_rel = psprintf("%s%s.%s",
 							get_rel_relkind(vt->relid) == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
 							quote_identifier(t->target_schema), quote_identifier(t->target_table));
+	vt->fast_hash = verify_fast_hash(snap);
 
 	for (int side = 0; side < 2; side++)
 	{
@@ -337,12 +384,20 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		*(live ? &vt->live_key_row : &vt->mart_key_row) = pstrdup(key.data);
 		if (live)
 			vt->live_cols = pstrdup(row.data);
+		/* kb: the key's bucket hash, 60 bits (see NOTES) */
 		*(live ? &vt->live_inner : &vt->mart_inner) =
 			psprintf("SELECT pg_catalog.md5((ROW(%s))::pg_catalog.text) AS kh, "
 					 "pg_catalog.md5((ROW(%s))::pg_catalog.text) AS rh, "
-					 "(pg_catalog.json_object(ARRAY[%s]::pg_catalog.text[], ARRAY[%s]::pg_catalog.text[]))::pg_catalog.text AS kj "
+					 "(pg_catalog.json_object(ARRAY[%s]::pg_catalog.text[], ARRAY[%s]::pg_catalog.text[]))::pg_catalog.text AS kj, "
+					 "%s AS kb, "
+					 "(ROW(%s))::pg_catalog.text AS rt "
 					 "FROM %s",
 					 key.data, row.data, names.data, vals.data,
+					 vt->fast_hash ?
+					 psprintf("(pg_catalog.hashtextextended((ROW(%s))::pg_catalog.text COLLATE pg_catalog.\"C\", 0) "
+							  "OPERATOR(pg_catalog.&) 1152921504606846975)", key.data) :
+					 hex60(psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", key.data), 1),
+					 row.data,
 					 live ? vt->live_rel : vt->mart_rel);
 	}
 	return vt;
@@ -388,9 +443,11 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	for (int side = 0; side < 2; side++)
 		sql[side] = psprintf("SELECT x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), "
 							 "pg_catalog.sum(x.r1), pg_catalog.sum(x.r2) "
-							 "FROM (SELECT %s AS h, %s AS r1, %s AS r2 FROM (%s OFFSET 0) y) x%s "
+							 "FROM (SELECT y.kb AS h, %s AS r1, %s AS r2 FROM (%s OFFSET 0) y) x%s "
 							 "GROUP BY 1 ORDER BY 1",
-							 modulus, hex60("y.kh", 1), hex60("y.rh", 1), hex60("y.rh", 16),
+							 modulus,
+							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 1)" : hex60("y.rh", 1),
+							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 2)" : hex60("y.rh", 16),
 							 side == 0 ? vt->live_inner : vt->mart_inner, filter);
 
 	/* the source computes its buckets while the datamart computes its own */
@@ -606,7 +663,7 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 							 "WHERE (%s OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s) "
 							 "ORDER BY y.kh COLLATE pg_catalog.\"C\", y.rh COLLATE pg_catalog.\"C\"",
 							 side == 0 ? vt->live_inner : vt->mart_inner,
-							 hex60("y.kh", 1), modulus, bucket_array(buckets, nbuckets));
+							 "y.kb", modulus, bucket_array(buckets, nbuckets));
 
 	memset(&l, 0, sizeof(l));
 	memset(&m, 0, sizeof(m));

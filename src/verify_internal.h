@@ -66,7 +66,8 @@ typedef struct VerifyTable
 	bool		keyless;
 	char	   *live_rel;		/* [ONLY] schema.table on the source */
 	char	   *mart_rel;		/* [ONLY] schema.table here */
-	char	   *live_inner;		/* SELECT kh, rh, kj on the source */
+	bool		fast_hash;		/* both sides agree on hashtextextended */
+	char	   *live_inner;		/* SELECT kh, rh, kj, kb, rt on the source */
 	char	   *mart_inner;		/* the same here */
 	int64		rows_live;
 	int64		rows_mart;

@@ -5,8 +5,17 @@
  *	  a database's notifier), started by the launcher (launcher.c).
  *
  * NOTES
- *	  What this file owns.  A pipeline worker loops over refresh_pipeline()
- *	  (refresh.c), one local transaction per batch, holding the pipeline's row
+ *	  What this file owns.  A pipeline worker loops over batches, one local
+ *	  transaction each: over the walsender transport (walstream.c, the
+ *	  default, pg_sluice.worker_transport) it keeps one replication
+ *	  connection open, applies what has arrived (refresh_pipeline_ws), and
+ *	  when caught up waits on that connection's socket, so a source commit
+ *	  wakes it at once; after each commit it tells the stream the local
+ *	  commit's end, and the stream reports the source position to the slot
+ *	  once that end is on disk (batches commit asynchronously, as a
+ *	  subscription's do).  Over the SQL transport it calls refresh_pipeline()
+ *	  and naps pg_sluice.naptime when caught up.  Either way one batch is
+ *	  one local transaction, holding the pipeline's row
  *	  lock for the batch: a manual sluice.refresh() refuses continuous
  *	  pipelines, and sluice.stop() signals the worker before it touches the
  *	  row, so both exclude each other without waiting on a long batch.  An
@@ -14,16 +23,24 @@
  *	  does not move), is recorded in the catalog and the runs log, and the
  *	  batch is retried after a backoff.  Between batches it reports to its
  *	  shared slot what sluice.status shows (lag, rows per second, last error)
- *	  and warns when the slot holds too much WAL on the source.  The slot of a
+ *	  and warns when the slot holds too much WAL on the source.  A paused
+ *	  pipeline's worker, or one whose batches keep failing, drains the slot
+ *	  into the spool (spool.c) and moves the slot right after each drain's
+ *	  commit (slotwatch.c), so a pause never fills live's disk.  The slot of a
  *	  database's notifier (NOTIFIER_ID) runs notify.c's loop instead.
  *
  *	  What it never does.  Decide whether it should run (the launcher does;
  *	  the worker only asks, worker_still_wanted) or read the source other than
- *	  through refresh_pipeline.
+ *	  through refresh.c and walstream.c, but for one look every 5 s at the
+ *	  slot's restart_lsn over a normal connection (a walsender does not send
+ *	  it; sluice.status shows the WAL the slot keeps).
  *
  *	  Rejected.  Exiting on an error and letting the launcher restart the
  *	  process: the connection to the source and the rate window would be lost
- *	  at every failed batch, for the same backoff.
+ *	  at every failed batch, for the same backoff.  Polling the walsender on
+ *	  a timer: the lag would be the timer's.  A batch per source
+ *	  transaction: a batch takes what has arrived, so under load it holds
+ *	  many and costs one commit and one run row for all of them.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -45,6 +62,7 @@
 #include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -63,6 +81,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -76,6 +95,11 @@ PGDLLEXPORT void sluice_worker_main(Datum arg);
 
 static int	my_slot = -1;
 static SluiceConn *worker_conn = NULL;	/* kept across batches */
+static WalStream *worker_ws = NULL; /* walsender transport, kept across
+									 * batches */
+static TimestampTz slot_checked_at = 0; /* walsender transport: last look at
+										 * the slot's restart_lsn */
+static XLogRecPtr slot_restart = InvalidXLogRecPtr;
 static TimestampTz window_start = 0;	/* rows per second window */
 static int64 window_rows = 0;
 
@@ -128,6 +152,86 @@ worker_still_wanted(void)
 }
 
 /*
+ * A paused pipeline's turn, in the transaction worker_batch began: its
+ * slot's changes go to the spool (spool.c), and once that is committed the
+ * slot is moved on live at once (slotwatch.c).
+ */
+static void
+worker_drain(SluicePipeline *pipe)
+{
+	SpoolResult sr;
+	XLogRecPtr	moved_to = InvalidXLogRecPtr;
+
+	pgstat_report_activity(STATE_RUNNING, "pg_sluice: draining a paused pipeline's slot");
+	/* the drain reads the slot over SQL: the walsender must let it go */
+	if (worker_ws != NULL)
+	{
+		walstream_close(worker_ws, true);
+		worker_ws = NULL;
+	}
+	if (worker_conn == NULL)
+	{
+		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		worker_conn->persistent = true;
+		worker_conn->owner_ref = &worker_conn;
+	}
+	spool_drain(pipe, worker_conn, &sr);
+	if (sr.conn_closed)
+		worker_conn = NULL;
+	moved_to = sr.drained_upto;	/* (slotwatch_advance never moves it back) */
+	worker_xact_commit();
+	if (!XLogRecPtrIsInvalid(moved_to))
+	{
+		worker_xact_begin();
+		if (worker_conn == NULL)
+		{
+			worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+			worker_conn->persistent = true;
+			worker_conn->owner_ref = &worker_conn;
+		}
+		slotwatch_advance(pipe, worker_conn, moved_to);
+		worker_xact_commit();
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * A worker whose batches keep failing (not a pause: an error it retries)
+ * keeps the slot where it was too: from the SPOOL_AFTER_FAILURES-th failure
+ * in a row, it drains between its attempts.  The next batch that succeeds
+ * applies the spool first.  Errors here are logged and left for the next
+ * attempt.
+ */
+#define SPOOL_AFTER_FAILURES 3
+
+static void
+worker_drain_failing(int pipeline_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		SluicePipeline *pipe;
+
+		worker_xact_begin();
+		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		if (pipe != NULL && pipe->continuous && pipe->paused_reason == NULL)
+			worker_drain(pipe);
+		else
+			worker_xact_commit();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		worker_conn = NULL;		/* closed by the abort */
+	}
+	PG_END_TRY();
+}
+
+/*
  * One batch in its own transaction.  Returns true when caught up (the
  * caller naps), sets *done when the pipeline no longer streams.
  */
@@ -160,9 +264,20 @@ worker_batch(int pipeline_id, bool *done)
 
 	if (pipe->paused_reason)
 	{
-		/* schema drift paused it: wait for sluice.resume() */
+		/* paused: wait for sluice.resume(), draining the slot meanwhile */
 		worker_xact_commit();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		/* the slot must be free for the drain; resume starts from the origin */
+		if (worker_ws != NULL)
+		{
+			walstream_close(worker_ws, true);
+			worker_ws = NULL;
+		}
+		worker_xact_begin();
+		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		if (pipe != NULL && pipe->paused_reason != NULL)
+			worker_drain(pipe);
+		else
+			worker_xact_commit();
 		return true;
 	}
 
@@ -170,10 +285,60 @@ worker_batch(int pipeline_id, bool *done)
 	{
 		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
 		worker_conn->persistent = true;
+		worker_conn->owner_ref = &worker_conn;
 	}
-	refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
-	if (r.conn_closed)
-		worker_conn = NULL;		/* abandoned mid-stream */
+	/*
+	 * What a drain spooled while the pipeline was paused or failing goes
+	 * first, through the SQL transport's batch (refresh_inner applies the
+	 * spool, then the slot): the slot's confirmed position is past it, so a
+	 * walsender started from the origin would begin after it.
+	 */
+	if (sluice_worker_transport == SLUICE_TRANSPORT_WALSENDER && !spool_pending(pipe))
+	{
+		bool		binary = apply_use_binary(pipe);
+
+		if (worker_ws != NULL && worker_ws->binary != binary)
+		{
+			walstream_close(worker_ws, true);
+			worker_ws = NULL;
+		}
+		if (worker_ws == NULL)
+			worker_ws = walstream_open(pipe, origin_progress(pipe->origin_name), binary);
+		refresh_pipeline_ws(pipe, worker_ws, sluice_batch_size, sluice_batch_time, &r);
+		if (r.conn_closed)
+		{
+			/* paused: what the stream delivered rolled back */
+			walstream_close(worker_ws, true);
+			worker_ws = NULL;
+		}
+
+		/* the WAL the slot keeps, looked at every few seconds */
+		if (TimestampDifferenceExceeds(slot_checked_at, GetCurrentTimestamp(), 5000))
+		{
+			const char *params[1] = {pipe->slot_name};
+			PGresult   *res = transport_exec(worker_conn,
+											 "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+											 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+
+			if (PQntuples(res) == 0)
+				refresh_slot_gone(pipe);
+			slot_restart = PQgetisnull(res, 0, 0) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 0));
+			PQclear(res);
+			slot_checked_at = GetCurrentTimestamp();
+		}
+		r.slot_restart_lsn = slot_restart;
+	}
+	else
+	{
+		if (worker_ws != NULL)
+		{
+			walstream_close(worker_ws, true);
+			worker_ws = NULL;
+		}
+		refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
+		if (r.conn_closed)
+			worker_conn = NULL; /* abandoned mid-stream */
+	}
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
 	/* idle polls leave no run */
@@ -192,38 +357,17 @@ worker_batch(int pipeline_id, bool *done)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
 
-	/* guard the source: WAL the slot keeps there */
-	if (sluice_max_retained_wal > 0 && r.slot_restart_lsn != InvalidXLogRecPtr &&
-		r.source_flush_lsn > r.slot_restart_lsn &&
-		(r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024) > (uint64) sluice_max_retained_wal)
-	{
-		static TimestampTz last_warned = 0;
-
-		if (TimestampDifferenceExceeds(last_warned, GetCurrentTimestamp(), 300 * 1000))
-		{
-			StringInfoData j;
-
-			initStringInfo(&j);
-			sluice_json_begin(&j);
-			sluice_json_string(&j, "slot", pipe->slot_name);
-			sluice_json_raw(&j, "retained_bytes",
-							psprintf(UINT64_FORMAT, (uint64) (r.source_flush_lsn - r.slot_restart_lsn)));
-			sluice_json_string(&j, "summary",
-							   psprintf("slot %s keeps %llu MB of WAL on the source", pipe->slot_name,
-										(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024))));
-			sluice_json_end(&j);
-			outbox_emit(pipe->name, "slot_lag", j.data);
-			ereport(WARNING,
-					(errmsg("replication slot \"%s\" keeps %llu MB of WAL on source \"%s\"",
-							pipe->slot_name,
-							(unsigned long long) ((r.source_flush_lsn - r.slot_restart_lsn) / (1024 * 1024)),
-							pipe->source_name),
-					 errdetail("pg_sluice.max_retained_wal is %d MB.", sluice_max_retained_wal),
-					 errhint("A long transaction on the source, or a pipeline that falls behind, holds WAL; sluice.status shows the lag.")));
-			last_warned = GetCurrentTimestamp();
-		}
-	}
+	/* guard the source: a slot_lag event when the WAL kept crosses the limit */
+	slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
 	worker_xact_commit();
+	if (worker_ws != NULL)
+	{
+		/* reported to the source once this commit is on disk */
+		if (r.end_lsn > r.start_lsn)
+			walstream_committed(worker_ws, XactLastCommitEnd, r.end_lsn);
+		worker_ws->in_batch = false;
+		walstream_feedback(worker_ws, false);
+	}
 	/* table statistics, for autovacuum (at most once a second) */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -239,7 +383,8 @@ worker_batch(int pipeline_id, bool *done)
 		s->retry_at = 0;
 		s->measured_at = now;
 		s->source_flush_lsn = r.source_flush_lsn;
-		s->applied_lsn = r.end_lsn;
+		/* caught up with the walsender: consistent with all it sent */
+		s->applied_lsn = (worker_ws != NULL && r.complete) ? r.source_flush_lsn : r.end_lsn;
 		s->slot_restart_lsn = r.slot_restart_lsn;
 		if (r.stats.last_commit_time != 0)
 			s->last_source_commit = r.stats.last_commit_time;
@@ -331,10 +476,19 @@ sluice_worker_main(Datum arg)
 		notifier_main(worker_cxt);
 		proc_exit(0);
 	}
+
+	/*
+	 * Batches commit asynchronously, as a subscription's apply worker does:
+	 * the slot is only told positions whose commit is on disk (walstream.c
+	 * waits for the flush; the SQL transport flushes the origin's position
+	 * before it advances the slot), so a batch a crash loses comes again.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	for (;;)
 	{
 		volatile bool done = false;
 		volatile bool idle = false;
+		volatile bool waited = false;
 		ErrorData  *volatile edata = NULL;
 		TimestampTz started = GetCurrentTimestamp();
 
@@ -354,6 +508,12 @@ sluice_worker_main(Datum arg)
 
 			idle = worker_batch(pipeline_id, &d);
 			done = d;
+			if (idle && !done && worker_ws != NULL)
+			{
+				/* caught up: wait on the socket, not on a timer */
+				(void) walstream_wait(worker_ws);
+				waited = true;
+			}
 		}
 		PG_CATCH();
 		{
@@ -362,7 +522,13 @@ sluice_worker_main(Datum arg)
 			EmitErrorReport();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
-			worker_conn = NULL;	/* closed by the abort */
+			/* an abort closed them; an error between batches did not */
+			if (worker_conn != NULL)
+				transport_close(worker_conn);
+			worker_conn = NULL;
+			if (worker_ws != NULL)
+				walstream_close(worker_ws, false);
+			worker_ws = NULL;
 		}
 		PG_END_TRY();
 
@@ -384,6 +550,8 @@ sluice_worker_main(Datum arg)
 			LWLockRelease(sluice_shared->lock);
 
 			record_failure(pipeline_id, started, msg);
+			if (failures >= SPOOL_AFTER_FAILURES)
+				worker_drain_failing(pipeline_id);
 			pgstat_report_stat(false);
 
 			/* back off, waking for SIGTERM */
@@ -393,7 +561,7 @@ sluice_worker_main(Datum arg)
 		}
 		else if (done)
 			break;
-		else if (idle)
+		else if (idle && !waited)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sluice_naptime, PG_WAIT_EXTENSION);
@@ -401,6 +569,8 @@ sluice_worker_main(Datum arg)
 		}
 		MemoryContextReset(worker_cxt);
 	}
+	if (worker_ws != NULL)
+		walstream_close(worker_ws, true);
 	if (worker_conn != NULL)
 		transport_close(worker_conn);
 	proc_exit(0);

@@ -2,7 +2,8 @@
  * src/sql/40_expectations.sql -- expectations and quarantine.
  *
  * The predicate helpers and compiler (_compile_predicate, _compile_check,
- * _exec_as_owner), add_expectation, drop_expectation, the
+ * _exec_as_owner), _expectation_sql (the text of each kind),
+ * add_expectation, drop_expectation, the
  * expect_* wrappers (Great Expectations names), release_quarantined and
  * discard_quarantined.
  */
@@ -63,84 +64,25 @@ COMMENT ON FUNCTION sluice._exec_as_owner(integer, text, jsonb) IS
 COMMENT ON FUNCTION sluice._compile_check(regclass, text) IS
   'Private: a set expectation''s query, parsed and analyzed once (names resolved in the caller''s search_path).';
 
-CREATE FUNCTION sluice.add_expectation(
-    target       regclass,
-    kind         text,
-    column_names name[] DEFAULT '{}',
-    args         jsonb DEFAULT '{}',
-    severity     text DEFAULT 'error',
-    name         text DEFAULT NULL)
-RETURNS text
+-- The text of an expectation (Great Expectations names): a row predicate or
+-- a set check over target, bound afterwards by the caller (_compile_predicate,
+-- _compile_check), never run as text.  add_expectation and expect_model share it.
+CREATE FUNCTION sluice._expectation_sql(target regclass, kind text, cols name[], args jsonb, typ text,
+    OUT pred text, OUT chk text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  t record;
-  cols name[] := coalesce(column_names, '{}');
-  c name;
-  col name;
-  typ text;
+  col name := cols[1];
   qt text := target::text;
-  pred text;
-  chk text;
-  pred_tree pg_node_tree;
-  chk_tree pg_node_tree;
   lo text := args->>'min_value';
   hi text := args->>'max_value';
   smin boolean := coalesce((args->>'strict_min')::boolean, false);
   smax boolean := coalesce((args->>'strict_max')::boolean, false);
   bad boolean;
-  ename text;
-  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
-      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
-      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
-      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
-      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
-      'expect_row_to_satisfy'];
-  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
-      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
   keycols text;
   other regclass;
 BEGIN
-  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
-    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  t := sluice._contract_table(target, true);
-  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
-    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
-      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
-  END IF;
-  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
-    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
-      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
-  END IF;
-  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
-    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
-      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
-  END IF;
-  -- every column must be in the contract
-  FOREACH c IN ARRAY cols LOOP
-    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
-                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
-                      AND cc.column_name = c) THEN
-      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
-        HINT = 'sluice.contracts lists the contract''s columns.';
-    END IF;
-  END LOOP;
-  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
-    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
-     AND cardinality(cols) <> 1 THEN
-    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  col := cols[1];
-  IF col IS NOT NULL THEN
-    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
-     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
-           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
-  END IF;
   IF kind IN ('expect_column_values_to_be_between', 'expect_column_value_lengths_to_be_between',
               'expect_table_row_count_to_be_between') THEN
     IF lo IS NULL AND hi IS NULL THEN
@@ -247,6 +189,82 @@ BEGIN
     chk := format($q$SELECT CASE WHEN m >= now() - %3$L::interval THEN 0 ELSE 1 END::bigint, 1::bigint, m::text, NULL::jsonb
                       FROM (SELECT max(%1$I) AS m FROM %2$s) x$q$, col, qt, args->>'max_age');
   END CASE;
+END
+$$;
+COMMENT ON FUNCTION sluice._expectation_sql(regclass, text, name[], jsonb, text) IS
+  'Private: the predicate (row expectations) or check query (set expectations) of an expectation, as text to be bound.';
+
+CREATE FUNCTION sluice.add_expectation(
+    target       regclass,
+    kind         text,
+    column_names name[] DEFAULT '{}',
+    args         jsonb DEFAULT '{}',
+    severity     text DEFAULT 'error',
+    name         text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  cols name[] := coalesce(column_names, '{}');
+  c name;
+  col name;
+  typ text;
+  pred text;
+  chk text;
+  pred_tree pg_node_tree;
+  chk_tree pg_node_tree;
+  ename text;
+  row_kinds text[] := ARRAY['expect_column_values_to_not_be_null', 'expect_column_values_to_be_null',
+      'expect_column_values_to_be_in_set', 'expect_column_values_to_not_be_in_set',
+      'expect_column_values_to_be_between', 'expect_column_values_to_match_regex',
+      'expect_column_values_to_not_match_regex', 'expect_column_values_to_match_like_pattern',
+      'expect_column_value_lengths_to_be_between', 'expect_column_value_lengths_to_equal',
+      'expect_row_to_satisfy'];
+  set_kinds text[] := ARRAY['expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between',
+      'expect_column_values_to_be_in_table', 'expect_column_max_to_be_fresh'];
+BEGIN
+  IF target IS NULL OR kind IS NULL OR severity IS NULL THEN
+    RAISE EXCEPTION 'target, kind and severity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  t := sluice._contract_table(target, true);
+  IF NOT (kind = ANY (row_kinds) OR kind = ANY (set_kinds)) THEN
+    RAISE EXCEPTION 'unknown expectation "%"', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Known: ' || array_to_string(row_kinds || set_kinds, ', ') || '.';
+  END IF;
+  IF severity NOT IN ('error', 'warn', 'quarantine') THEN
+    RAISE EXCEPTION 'unknown severity "%"', severity USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use error (roll the batch back and pause), warn (apply and record) or quarantine (hold the failing row back).';
+  END IF;
+  IF severity = 'quarantine' AND kind = ANY (set_kinds) THEN
+    RAISE EXCEPTION '% cannot quarantine rows', kind USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'It checks a set of rows, not one row.', HINT = 'Use severity error or warn.';
+  END IF;
+  -- every column must be in the contract
+  FOREACH c IN ARRAY cols LOOP
+    IF NOT EXISTS (SELECT 1 FROM sluice._contract_column cc
+                    WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+                          = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version)
+                      AND cc.column_name = c) THEN
+      RAISE EXCEPTION 'column "%" is not in the contract of %', c, target USING ERRCODE = 'undefined_column',
+        HINT = 'sluice.contracts lists the contract''s columns.';
+    END IF;
+  END LOOP;
+  IF kind NOT IN ('expect_table_row_count_to_be_between', 'expect_row_to_satisfy') AND cardinality(cols) = 0 THEN
+    RAISE EXCEPTION '% needs a column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF kind NOT IN ('expect_column_values_to_be_unique', 'expect_table_row_count_to_be_between', 'expect_row_to_satisfy')
+     AND cardinality(cols) <> 1 THEN
+    RAISE EXCEPTION '% takes exactly one column', kind USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  col := cols[1];
+  IF col IS NOT NULL THEN
+    SELECT cc.data_type INTO typ FROM sluice._contract_column cc
+     WHERE (cc.pipeline_id, cc.source_schema, cc.source_table, cc.contract_version)
+           = (t.pipeline_id, t.source_schema, t.source_table, t.contract_version) AND cc.column_name = col;
+  END IF;
+  SELECT x.pred, x.chk INTO pred, chk FROM sluice._expectation_sql(target, kind, cols, args, typ) x;
 
   -- bound now, in this function's search_path (pg_catalog): a refresh
   -- never parses the text again, so nothing created later in anyone's
@@ -461,6 +479,8 @@ BEGIN
   ELSE
     PERFORM sluice._exec_as_owner(q.pipeline_id, format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', target, target), stamped);
   END IF;
+  -- written outside a batch: the models that read the table are rebuilt
+  PERFORM sluice._models_after_write(target::regclass);
   UPDATE sluice._quarantine SET status = 'released', resolved_at = now(), row_data = newrow
    WHERE _quarantine.quarantine_id = release_quarantined.quarantine_id;
   RETURN true;

@@ -197,6 +197,19 @@ BEGIN
                          AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version'
                          AND col_description(a.attrelid, a.attnum) IS NOT NULL), 'SELECT');
   END LOOP;
+  -- the pipeline's models that keep history (sluice.models), pinned too
+  FOR t IN SELECT n.nspname AS target_schema, c.relname AS target_table
+             FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE m.pipeline_ids[1] = p.pipeline_id AND m.history LOOP
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = format('%I.%I', t.target_schema, t.target_table)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_sluice_version';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE VIEW %I.%I AS SELECT %s FROM %I.%I(%s)', sch, t.target_table, cols,
+                   t.target_schema, t.target_table || '_at', v), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON VIEW %I.%I IS %L', sch, t.target_table,
+                   format('Model %I.%I at version %s (tag %s).', t.target_schema, t.target_table, v, name)), NULL);
+  END LOOP;
   INSERT INTO sluice._tag (pipeline_id, name, version, schema_name) VALUES (p.pipeline_id, name, v, sch);
   RETURN sch;
 END
@@ -237,13 +250,21 @@ BEGIN
     JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = pt.target_schema
    WHERE c.oid = target;
   IF NOT FOUND THEN
+    -- a model: keyed by its unique_key, or its GROUP BY columns
+    SELECT m.pipeline_ids[1], coalesce(m.unique_key, m.group_by)::text[],
+           format('%I.%I', n.nspname, c.relname || '_at')
+      INTO pipeline_id, key_columns, at_function
+      FROM sluice._model m JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE m.model_table = target;
+  END IF;
+  IF NOT FOUND THEN
     RAISE EXCEPTION 'table % is not fed by a pg_sluice pipeline', target USING ERRCODE = 'undefined_object',
-      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds.';
+      HINT = 'sluice.pipeline_tables lists the datamart tables pg_sluice feeds, sluice.models the models.';
   END IF;
 END
 $$;
 COMMENT ON FUNCTION sluice._history_of(regclass) IS
-  'Private: the pipeline, key and time-travel function of a datamart table (for sluice.diff, run by readers).';
+  'Private: the pipeline, key and time-travel function of a datamart table or model (for sluice.diff, run by readers).';
 
 CREATE FUNCTION sluice.diff(target regclass, from_version bigint, to_version bigint,
     OUT change text, OUT key jsonb, OUT before jsonb, OUT after jsonb)

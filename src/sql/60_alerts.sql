@@ -20,7 +20,7 @@ CREATE FUNCTION sluice._event_names()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY['refresh_started', 'refresh_completed', 'refresh_failed', 'pipeline_paused', 'contract_drift',
-             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification'];
+             'expectation_failed', 'quarantine', 'slot_lag', 'divergence', 'verification', 'spool_full'];
 
 CREATE FUNCTION sluice._check_destination(name text, url text, events text[], headers jsonb)
 RETURNS text
@@ -131,6 +131,7 @@ DECLARE
   r record;
   p record;
   ci text;
+  api text;
   body jsonb;
   bad jsonb;
 BEGIN
@@ -140,6 +141,9 @@ BEGIN
   SELECT * INTO r FROM sluice._run WHERE _run.run_id = _emit_run.run_id;
   SELECT * INTO p FROM sluice._pipeline WHERE pipeline_id = r.pipeline_id;
   SELECT conninfo INTO ci FROM sluice._source WHERE name = p.source_name;
+  -- an HTTP source (94_http.sql): its scheme, host and port, never a secret
+  SELECT substring(sluice._mask_url(h.base_url) FROM '^[a-z]+://[^/?]+') INTO api
+    FROM sluice._http_source h WHERE h.name = p.source_name;
   body := jsonb_build_object(
     'run_id', r.run_id,
     'run_uuid', md5(p.name || ':' || p.pipeline_id || ':' || r.run_id)::uuid,
@@ -153,11 +157,14 @@ BEGIN
     'summary', format('%s %s: %s transactions, %s inserted, %s updated, %s deleted', r.kind, r.status,
                       r.transactions, r.rows_inserted, r.rows_updated, r.rows_deleted)
                 || CASE WHEN r.error IS NOT NULL THEN ' - ' || r.error ELSE '' END,
-    'source_namespace', format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
-                               coalesce(sluice._conninfo_part(ci, 'port'), '5432')),
+    'source_namespace', coalesce(api, format('postgres://%s:%s', coalesce(sluice._conninfo_part(ci, 'host'), 'localhost'),
+                                             coalesce(sluice._conninfo_part(ci, 'port'), '5432'))),
     'target_namespace', format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')),
     'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-         'input', format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table),
+         'input', CASE WHEN api IS NULL
+                       THEN format('%s.%s.%s', coalesce(sluice._conninfo_part(ci, 'dbname'), 'postgres'), pt.source_schema, pt.source_table)
+                       ELSE (SELECT e.path FROM sluice._http_endpoint e
+                              WHERE (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table)) END,
          'output', format('%s.%s.%s', current_database(), pt.target_schema, pt.target_table),
          'fields', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', c.column_name, 'type', c.data_type) ORDER BY c.position), '[]')
                       FROM sluice._contract_column c
@@ -171,7 +178,21 @@ BEGIN
                          WHERE er.run_id = r.run_id
                            AND (e.pipeline_id, e.source_schema, e.source_table) = (pt.pipeline_id, pt.source_schema, pt.source_table))
          ) ORDER BY pt.source_schema, pt.source_table), '[]')
-       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id));
+       FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id),
+    -- the models the run maintained: datamart tables and models in, the model out
+    'models', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'output', format('%s.%s.%s', current_database(), n.nspname, c.relname),
+         'inputs', (SELECT coalesce(jsonb_agg(format('%s.%s.%s', current_database(), n2.nspname, c2.relname)
+                                              ORDER BY n2.nspname, c2.relname), '[]')
+                      FROM sluice._model_input i JOIN pg_class c2 ON c2.oid = i.relid
+                      JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                     WHERE i.model_id = m.model_id),
+         'fields', (SELECT v.columns FROM sluice._model_version v
+                     WHERE v.model_id = m.model_id AND v.version = m.contract_version),
+         'maintenance', rm.maintenance) ORDER BY m.depth, m.model_id), '[]')
+       FROM sluice._run_model rm JOIN sluice._model m USING (model_id)
+       JOIN pg_class c ON c.oid = m.model_table JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE rm.run_id = r.run_id));
   PERFORM sluice._emit(p.name, 'refresh_started', body);
   PERFORM sluice._emit(p.name, CASE WHEN r.status = 'succeeded' THEN 'refresh_completed' ELSE 'refresh_failed' END, body);
   IF r.status = 'paused' THEN

@@ -88,7 +88,7 @@ my ($ret, $out, $err);
 my $base = "http://127.0.0.1:$port";
 my @bad = (
 	["SELECT sluice.create_webhook('w', 'ftp://127.0.0.1/x')", qr/unsupported URL scheme "ftp"/],
-	["SELECT sluice.create_webhook('w', 'not a url')", qr/invalid URL "not a url"/],
+	["SELECT sluice.create_webhook('w', 'not a url')", qr/ERROR:  invalid URL\nDETAIL:  .*not repeated/],
 	["SELECT sluice.create_webhook('w', '$base/ok', ARRAY['refresh_exploded'])", qr/unknown event "refresh_exploded"/],
 	["SELECT sluice.create_webhook('w', '$base/ok', headers => jsonb_build_object('X-A', E'a\\r\\nX-Injected: 1'))", qr/invalid HTTP header "X-A"/],
 	["SELECT sluice.create_webhook('w', '$base/ok', headers => '{\"Bad Name\": \"x\"}')", qr/invalid HTTP header "Bad Name"/],

@@ -1,0 +1,1027 @@
+/*-------------------------------------------------------------------------
+ *
+ * snapshot.c
+ *	  Chunked copies of a table while its pipeline keeps streaming
+ *	  (sluice.resnapshot, sluice.add_table, sluice.copy_chunk), and the
+ *	  filter that keeps the stream off the rows no chunk has copied yet.
+ *
+ * NOTES
+ *	  What this file owns.  A table being copied has a row in sluice._copy:
+ *	  its frontier, the last key copied (the source's text of each key
+ *	  column; NULL before the first chunk).  Keys at or below the frontier
+ *	  are in the datamart and follow the stream as usual; keys above it are
+ *	  not copied yet, and the stream's changes to them are skipped, as a
+ *	  later chunk reads their latest state (snapshot_keep, called by apply.c
+ *	  for every change of such a table).
+ *
+ *	  One chunk, one local transaction (sluice.copy_chunk), after DBLog
+ *	  (Netflix) and Debezium's incremental snapshots:
+ *	    1. on the source, in one REPEATABLE READ transaction: the snapshot
+ *	       (pg_current_snapshot), the chunk's upper key (the chunk_rows-th
+ *	       key above the frontier, in key order), and the chunk's rows,
+ *	       COPY'd straight into the datamart table after the range's old
+ *	       rows are deleted (a resnapshot);
+ *	    2. a watermark written into live's WAL after that transaction
+ *	       (pg_logical_emit_message, committed and flushed): every
+ *	       transaction the snapshot sees committed before it;
+ *	    3. a refresh up to the watermark exactly (refresh.c), during which
+ *	       a change to a key of the chunk is applied only when its source
+ *	       transaction is not visible in the chunk's snapshot: the chunk
+ *	       already holds the effect of those it sees;
+ *	    4. the frontier moved to the chunk's upper key, in the same
+ *	       transaction as the rows and the replication origin's position.
+ *	  A crash or a cancel of either server rolls the chunk back whole; the
+ *	  next call starts again from the last committed frontier, so at most
+ *	  one chunk is copied twice.  The memory a chunk needs does not grow
+ *	  with its size: its rows stream from COPY TO into COPY FROM.
+ *
+ *	  Why the snapshot's transaction ids and not a low watermark.  DBLog
+ *	  brackets the chunk's SELECT with a low and a high watermark and drops
+ *	  from the chunk the keys changed between them.  In PostgreSQL a
+ *	  transaction can write its commit record before the low watermark and
+ *	  still be invisible to a snapshot taken after it (the commit record is
+ *	  written before the transaction leaves the proc array): its change
+ *	  would arrive before the low watermark, be applied, then be
+ *	  overwritten by the chunk's older row.  Asking the snapshot itself
+ *	  (xmin, xmax, xip) whether it saw the transaction is exact; the high
+ *	  watermark remains, as the end of the refresh.  The same lag bites
+ *	  across chunks: a transaction before the previous watermark (applied,
+ *	  or skipped as above the frontier) must be visible to the next chunk's
+ *	  snapshot; wait_for_committing waits, before the snapshot, for every
+ *	  transaction committed but waiting for a synchronous standby, the
+ *	  long window.  What remains is a transaction between its commit record
+ *	  and leaving the proc array at that instant, without such a wait:
+ *	  microseconds, in its own backend.
+ *
+ *	  Keys are compared in the same order on both sides: the source sorts
+ *	  and bounds with the key columns' types' default btree order, COLLATE
+ *	  "C" for collatable ones (byte order), and this file compares with the
+ *	  same functions and the C collation.  A collatable key needs the same
+ *	  encoding on both servers.  The source sorts text keys in byte order
+ *	  with a sort rather than the key's index when its collation is not C.
+ *
+ *	  What it never does.  Apply a change (apply.c), or decode the stream.
+ *	  Copy a table without a primary key, whose rows the stream cannot tell
+ *	  apart: those keep the one-snapshot copy of create_pipeline.
+ *
+ *	  Rejected.  A buffer of the chunk's rows held until the high
+ *	  watermark, as DBLog does: the chunk is written first and the stream
+ *	  applied on top (only what the snapshot did not see), which needs no
+ *	  buffer at all.  A long exported snapshot: it holds back vacuum on live
+ *	  for the whole copy and starts over after any failure.
+ *
+ * Copyright (c) 2026, pg_sluice developers
+ *
+ * IDENTIFICATION
+ *	  src/snapshot.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/wait_event.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+
+#include "pg_sluice.h"
+#include "apply_internal.h"
+
+/* The chunk being copied, as the stream applied during its cycle sees it. */
+typedef struct ActiveChunk
+{
+	int			pipeline_id;
+	char	   *source_schema;
+	char	   *source_table;
+	List	   *hi;				/* String: upper key (inclusive), NIL: to the end */
+	uint64		xmin;			/* the chunk's snapshot */
+	uint64		xmax;
+	int			nxip;
+	uint64	   *xip;
+	bool		reset;			/* the table was truncated during the cycle:
+								 * the chunk is void, the copy starts over */
+} ActiveChunk;
+
+static ActiveChunk *active = NULL;
+
+/* What apply.c needs to filter the changes of a table being copied. */
+struct SnapshotFilter
+{
+	int			nkeys;
+	AttrNumber *atts;			/* target attno of each key column */
+	FmgrInfo   *cmp;			/* its btree comparison */
+	Oid		   *coll;			/* C for collatable types */
+	bool		has_lo;
+	Datum	   *lo;				/* the frontier: last key copied */
+	bool		chunk;			/* a chunk of this table is being copied */
+	bool		has_hi;
+	Datum	   *hi;
+	ActiveChunk *ac;
+};
+
+/* ---------- keys ---------- */
+
+/* A copied table's key: target attnos, source column names (PK order). */
+typedef struct ChunkKey
+{
+	int			nkeys;
+	AttrNumber *atts;
+	Oid		   *types;
+	int32	   *typmods;
+	bool	   *collatable;
+	char	  **src;			/* source column */
+	char	  **dst;			/* datamart column */
+} ChunkKey;
+
+static ChunkKey *
+chunk_key(Relation rel, SluiceTable *t, bool error)
+{
+	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Relation	idx;
+	ChunkKey   *k;
+	int			i;
+
+	if (!OidIsValid(pk))
+	{
+		if (!error)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s.%s\" has no primary key: it cannot be copied in chunks",
+						t->target_schema, t->target_table),
+				 errdetail("Chunks are ranges of the key; without one the stream's changes cannot be told apart from the chunk's rows."),
+				 errhint("Tables without a key are copied in one snapshot when the pipeline is created; to copy one again, drop and create the pipeline.")));
+	}
+	idx = index_open(pk, AccessShareLock);
+	k = palloc0(sizeof(ChunkKey));
+	k->nkeys = idx->rd_index->indnkeyatts;
+	k->atts = palloc(sizeof(AttrNumber) * k->nkeys);
+	k->types = palloc(sizeof(Oid) * k->nkeys);
+	k->typmods = palloc(sizeof(int32) * k->nkeys);
+	k->collatable = palloc(sizeof(bool) * k->nkeys);
+	k->src = palloc(sizeof(char *) * k->nkeys);
+	k->dst = palloc(sizeof(char *) * k->nkeys);
+	for (i = 0; i < k->nkeys; i++)
+	{
+		AttrNumber	att = idx->rd_index->indkey.values[i];
+		Form_pg_attribute a = TupleDescAttr(RelationGetDescr(rel), att - 1);
+		ListCell   *lc;
+
+		k->atts[i] = att;
+		k->types[i] = a->atttypid;
+		k->typmods[i] = a->atttypmod;
+		k->collatable[i] = type_is_collatable(a->atttypid);
+		k->dst[i] = pstrdup(NameStr(a->attname));
+		k->src[i] = NULL;
+		foreach(lc, t->columns)
+		{
+			SluiceColumn *c = lfirst(lc);
+
+			if (strcmp(c->name, k->dst[i]) == 0)
+				k->src[i] = c->source_column;
+		}
+		if (k->src[i] == NULL && error)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key column \"%s\" of \"%s.%s\" is fed by no source column",
+							k->dst[i], t->target_schema, t->target_table),
+					 errhint("Map it to its source column with sluice.map_column.")));
+	}
+	index_close(idx, AccessShareLock);
+	return k;
+}
+
+/* The key columns as a row for SQL: (a COLLATE "C", b) */
+static char *
+key_row(ChunkKey *k, bool source)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (i = 0; i < k->nkeys; i++)
+		appendStringInfo(&buf, "%s%s%s", i > 0 ? ", " : "",
+						 quote_identifier(source ? k->src[i] : k->dst[i]),
+						 k->collatable[i] ? " COLLATE \"C\"" : "");
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/* A key as quoted literals, for the source: ('1', 'abc') */
+static char *
+key_literals(ChunkKey *k, List *values)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	foreach(lc, values)
+		appendStringInfo(&buf, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_literal_cstr(strVal(lfirst(lc))));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/* A key's text values as datums of the datamart's key types. */
+static Datum *
+key_datums(ChunkKey *k, List *values)
+{
+	Datum	   *d = palloc(sizeof(Datum) * k->nkeys);
+	ListCell   *lc;
+
+	foreach(lc, values)
+	{
+		int			i = foreach_current_index(lc);
+		Oid			infunc;
+		Oid			ioparam;
+
+		getTypeInputInfo(k->types[i], &infunc, &ioparam);
+		d[i] = OidInputFunctionCall(infunc, strVal(lfirst(lc)), ioparam, k->typmods[i]);
+	}
+	return d;
+}
+
+/* text[] of the catalog into a List of String (NIL for NULL) */
+static List *
+text_array_list(Datum d, bool isnull)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	List	   *l = NIL;
+
+	if (isnull)
+		return NIL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		l = lappend(l, makeString(TextDatumGetCString(elems[i])));
+	return l;
+}
+
+static Datum
+list_text_array(List *l)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(l), 1));
+	ListCell   *lc;
+
+	foreach(lc, l)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum(strVal(lfirst(lc)));
+	return PointerGetDatum(construct_array(elems, list_length(l), TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* ---------- the stream's filter (apply.c) ---------- */
+
+/*
+ * At a RELATION message: is the table being copied?  Returns its filter, in
+ * the batch's memory, or NULL.
+ */
+SnapshotFilter *
+snapshot_filter_open(ApplyState *st, ApplyRel *ar)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	SnapshotFilter *f;
+	ChunkKey   *k;
+	MemoryContext old;
+	List	   *lo;
+	bool		isnull;
+	Datum		d;
+	int			i;
+
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(ar->table->source_schema);
+	args[2] = CStringGetTextDatum(ar->table->source_table);
+	if (sluice_catalog_exec("SELECT frontier FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	if (SPI_processed == 0)
+		return NULL;
+
+	old = MemoryContextSwitchTo(st->cxt);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	lo = text_array_list(d, isnull);
+	k = chunk_key(ar->rel, ar->table, true);
+	f = palloc0(sizeof(SnapshotFilter));
+	f->nkeys = k->nkeys;
+	f->atts = k->atts;
+	f->cmp = palloc(sizeof(FmgrInfo) * k->nkeys);
+	f->coll = palloc(sizeof(Oid) * k->nkeys);
+	for (i = 0; i < k->nkeys; i++)
+	{
+		TypeCacheEntry *tc = lookup_type_cache(k->types[i], TYPECACHE_CMP_PROC_FINFO);
+
+		if (!OidIsValid(tc->cmp_proc_finfo.fn_oid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("key column \"%s\" of \"%s.%s\" has no ordering",
+							k->dst[i], ar->table->target_schema, ar->table->target_table),
+					 errhint("Tables whose key has no btree ordering cannot be copied in chunks.")));
+		fmgr_info_copy(&f->cmp[i], &tc->cmp_proc_finfo, st->cxt);
+		f->coll[i] = k->collatable[i] ? C_COLLATION_OID : InvalidOid;
+	}
+	f->has_lo = lo != NIL;
+	if (f->has_lo)
+		f->lo = key_datums(k, lo);
+	if (active != NULL && active->pipeline_id == st->pipe->pipeline_id &&
+		strcmp(active->source_schema, ar->table->source_schema) == 0 &&
+		strcmp(active->source_table, ar->table->source_table) == 0)
+	{
+		f->chunk = true;
+		f->ac = active;
+		f->has_hi = active->hi != NIL;
+		if (f->has_hi)
+			f->hi = key_datums(k, active->hi);
+	}
+	MemoryContextSwitchTo(old);
+	return f;
+}
+
+static int
+key_cmp(SnapshotFilter *f, TupleTableSlot *slot, Datum *key)
+{
+	int			i;
+
+	for (i = 0; i < f->nkeys; i++)
+	{
+		bool		isnull;
+		Datum		v = slot_getattr(slot, f->atts[i], &isnull);
+		int			c;
+
+		if (isnull)
+			return 1;			/* never in a primary key */
+		c = DatumGetInt32(FunctionCall2Coll(&f->cmp[i], f->coll[i], v, key[i]));
+		if (c != 0)
+			return c;
+	}
+	return 0;
+}
+
+/* Did the chunk's snapshot see source transaction xid (commit order)? */
+static bool
+chunk_saw(ActiveChunk *ac, TransactionId xid)
+{
+	uint64		epoch = ac->xmax >> 32;
+	uint64		full = (epoch << 32) | (uint64) xid;
+	int			i;
+
+	/* the stream's ids are recent: the epoch is xmax's, or the one before */
+	if (full > ac->xmax && epoch > 0)
+		full -= UINT64CONST(1) << 32;
+	if (full < ac->xmin)
+		return true;
+	if (full >= ac->xmax)
+		return false;
+	for (i = 0; i < ac->nxip; i++)
+		if (ac->xip[i] == full)
+			return false;
+	return true;
+}
+
+/*
+ * Does the change of the row whose key is in slot, by the batch's current
+ * source transaction, belong in the datamart?  Keys at or below the frontier:
+ * yes.  Keys of the chunk being copied: when the chunk's snapshot did not
+ * see the transaction.  Keys above: no (a later chunk copies them).
+ */
+bool
+snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot)
+{
+	SnapshotFilter *f = ar->copyfilter;
+
+	if (f == NULL)
+		return true;
+	if (f->has_lo && key_cmp(f, slot, f->lo) <= 0)
+		return true;
+	if (f->chunk && !f->ac->reset && (!f->has_hi || key_cmp(f, slot, f->hi) <= 0))
+		return !chunk_saw(f->ac, st->begin.xid);
+	return false;
+}
+
+/*
+ * The table was truncated on the source while being copied: the datamart
+ * table was truncated too; the copy starts over from the first key (the
+ * rows inserted after the truncation are copied by the chunks).
+ */
+void
+snapshot_truncated(ApplyState *st, ApplyRel *ar)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	SnapshotFilter *f = ar->copyfilter;
+
+	if (f == NULL)
+		return;
+	f->has_lo = false;
+	if (f->chunk)
+		f->ac->reset = true;
+	args[0] = Int32GetDatum(st->pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(ar->table->source_schema);
+	args[2] = CStringGetTextDatum(ar->table->source_table);
+	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = NULL, restarts = restarts + 1 "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not reset the copy state");
+}
+
+/* ---------- resnapshot ---------- */
+
+static SluiceTable *
+find_table(SluicePipeline *pipe, Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, pipe->tables)
+	{
+		SluiceTable *t = lfirst(lc);
+		Oid			nsp = get_namespace_oid(t->target_schema, true);
+
+		if (OidIsValid(nsp) && get_relname_relid(t->target_table, nsp) == relid)
+			return t;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("table \"%s\" is not fed by pipeline \"%s\"", get_rel_name(relid), pipe->name),
+			 errhint("sluice.pipeline_tables lists the tables of each pipeline.")));
+	return NULL;				/* keep compiler quiet */
+}
+
+static void
+check_copyable(SluicePipeline *pipe)
+{
+	if (pipe->continuous)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("pipeline \"%s\" is streaming continuously", pipe->name),
+				 errdetail("Chunks are copied by the refreshes of a pipeline refreshed on demand."),
+				 errhint("Stop it with sluice.stop('%s'), copy, then start it again.", pipe->name)));
+	if (pipe->keep_history)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pipeline \"%s\" keeps history: its tables cannot be copied in chunks", pipe->name),
+				 errdetail("A chunk replaces rows without recording the versions they supersede."),
+				 errhint("Use sluice.repair to bring a versioned table back in line with the source.")));
+}
+
+/* Record a table's copy, from its first key (once per table: a new one replaces it). */
+static void
+record_copy(SluicePipeline *pipe, const char *schema, const char *table,
+			const char *kind, int chunk_rows)
+{
+	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Datum		args[5];
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	args[3] = Int32GetDatum(chunk_rows);
+	args[4] = CStringGetTextDatum(kind);
+	if (sluice_catalog_exec("INSERT INTO sluice._copy AS c (pipeline_id, source_schema, source_table, kind, chunk_rows) "
+							"VALUES ($1, $2, $3, $5, $4) "
+							"ON CONFLICT (pipeline_id, source_schema, source_table) DO UPDATE "
+							"   SET kind = $5, chunk_rows = $4, frontier = NULL, chunks_done = 0, "
+							"       rows_copied = 0, rows_estimate = NULL, started_at = pg_catalog.now(), "
+							"       last_chunk_at = NULL, finished_at = NULL, restarts = 0",
+							5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the copy");
+}
+
+static int32
+check_chunk_rows(FunctionCallInfo fcinfo, int argno)
+{
+	int32		chunk_rows = PG_GETARG_INT32(argno);
+
+	if (chunk_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("chunk_rows must be at least 1"),
+				 errhint("100000 rows, the default, copy in about a second each.")));
+	return chunk_rows;
+}
+
+PG_FUNCTION_INFO_V1(sluice_resnapshot);
+
+/*
+ * sluice.resnapshot(pipeline, table, chunk_rows): copy the table again, in
+ * chunks (sluice.copy_chunk or CALL sluice.copy_tables), while the
+ * pipeline's other tables go on as before.  Its current rows stay readable
+ * until their chunk replaces them.
+ */
+Datum
+sluice_resnapshot(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			relid;
+	int32		chunk_rows;
+	SluicePipeline *pipe;
+	SluiceTable *t;
+	Relation	rel;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline, table and chunk_rows must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	relid = PG_GETARG_OID(1);
+	chunk_rows = check_chunk_rows(fcinfo, 2);
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "resnapshot");
+	catalog_require_postgres(pipe, "resnapshot");
+	check_copyable(pipe);
+	t = find_table(pipe, relid);
+	rel = table_open(relid, AccessShareLock);
+	(void) chunk_key(rel, t, true);
+	table_close(rel, AccessShareLock);
+
+	record_copy(pipe, t->source_schema, t->source_table, "resnapshot", chunk_rows);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
+
+/* The source may write the watermark: asked first, with a hint. */
+static void
+check_watermark_right(SluiceConn *sc, SluicePipeline *pipe)
+{
+	char	   *may = transport_try_value(sc,
+										  "SELECT pg_catalog.has_function_privilege("
+										  "'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+										  "check the right to write a watermark");
+
+	if (may == NULL || strcmp(may, "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the role of source \"%s\" may not write watermarks into its WAL", pipe->source_name),
+				 errdetail("A chunked copy marks where each chunk ends with pg_logical_emit_message, which writes WAL only, never a table."),
+				 errhint("On the source, as a superuser: GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO the source's role.")));
+}
+
+PG_FUNCTION_INFO_V1(sluice_add_table);
+
+/*
+ * sluice.add_table(pipeline, table, chunk_rows): a source table joins a
+ * running pipeline, its datamart table created empty and filled by chunks
+ * (CALL sluice.copy_tables), the pipeline's other tables untouched.
+ */
+Datum
+sluice_add_table(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *spec;
+	int32		chunk_rows;
+	SluicePipeline *pipe;
+	SluiceConn *sc;
+	SourceTable *t;
+	Oid			relid;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline, table and chunk_rows must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	spec = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	chunk_rows = check_chunk_rows(fcinfo, 2);
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "add a table to");
+	catalog_require_postgres(pipe, "add a table to");
+	check_copyable(pipe);
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	check_watermark_right(sc, pipe);
+	t = source_describe_table(sc, spec);
+	relid = pipeline_add_table(pipe, sc, t);
+	transport_close(sc);
+	record_copy(pipe, t->schema, t->name, "add_table", chunk_rows);
+	SPI_finish();
+	PG_RETURN_OID(relid);
+}
+
+/* ---------- one chunk ---------- */
+
+/* The source's key order as a condition: key > lo AND key <= hi */
+static char *
+range_condition(ChunkKey *k, List *lo, List *hi)
+{
+	StringInfoData buf;
+	char	   *row = key_row(k, true);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "true");
+	if (lo != NIL)
+		appendStringInfo(&buf, " AND %s > %s", row, key_literals(k, lo));
+	if (hi != NIL)
+		appendStringInfo(&buf, " AND %s <= %s", row, key_literals(k, hi));
+	return buf.data;
+}
+
+/* Delete the datamart's rows of the range (a resnapshot's old rows). */
+static int64
+delete_range(Relation rel, ChunkKey *k, List *lo, List *hi)
+{
+	StringInfoData sql;
+	Oid		   *types = palloc(sizeof(Oid) * k->nkeys * 2);
+	Datum	   *args = palloc(sizeof(Datum) * k->nkeys * 2);
+	char	   *row = key_row(k, false);
+	int			n = 0;
+	int			i;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s.%s WHERE true",
+					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))),
+					 quote_identifier(RelationGetRelationName(rel)));
+	if (lo != NIL)
+	{
+		Datum	   *d = key_datums(k, lo);
+
+		appendStringInfo(&sql, " AND %s > (", row);
+		for (i = 0; i < k->nkeys; i++)
+		{
+			types[n] = k->types[i];
+			args[n] = d[i];
+			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", ++n);
+		}
+		appendStringInfoChar(&sql, ')');
+	}
+	if (hi != NIL)
+	{
+		Datum	   *d = key_datums(k, hi);
+
+		appendStringInfo(&sql, " AND %s <= (", row);
+		for (i = 0; i < k->nkeys; i++)
+		{
+			types[n] = k->types[i];
+			args[n] = d[i];
+			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", ++n);
+		}
+		appendStringInfoChar(&sql, ')');
+	}
+	if (SPI_execute_with_args(sql.data, n, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete the chunk's old rows");
+	return (int64) SPI_processed;
+}
+
+/*
+ * Every source transaction whose commit record comes before the origin's
+ * position was applied or skipped by an earlier batch: the chunk's
+ * snapshot must see it, or its change to a key of the chunk is lost.  A
+ * transaction becomes visible only when it leaves the proc array, after
+ * its commit record, and a committing transaction that waits for a
+ * synchronous standby stays invisible for as long as the standby takes,
+ * while our watermarks (synchronous_commit = local) do not wait.  So
+ * before the chunk's snapshot is taken, wait until the transactions that
+ * wait for a synchronous standby now (pg_stat_activity's SyncRep wait: the
+ * commit log already says committed, pg_xact_status still says in
+ * progress, and a snapshot's xip need not list them) are done waiting;
+ * those that start waiting later committed after the origin's position.
+ * The source's role sees other roles' waits with pg_read_all_stats
+ * (README).
+ */
+static void
+wait_for_committing(SluiceConn *sc)
+{
+	/* who waits now: later commits come after the origin's position */
+	char	   *waiting = transport_try_value(sc,
+											  "SELECT pg_catalog.array_agg(a.backend_xid::text)::text "
+											  "  FROM pg_catalog.pg_stat_activity a "
+											  " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
+											  "   AND a.backend_xid IS NOT NULL",
+											  "look for commits waiting for a standby");
+	const char *params[1] = {waiting};
+
+	if (waiting == NULL)
+		return;					/* none (array_agg of nothing is NULL) */
+	for (;;)
+	{
+		PGresult   *res = transport_exec(sc,
+										 "SELECT count(*) FROM pg_catalog.pg_stat_activity a "
+										 " WHERE a.wait_event OPERATOR(pg_catalog.=) 'SyncRep' "
+										 "   AND a.backend_xid::text OPERATOR(pg_catalog.=) ANY ($1::text[])",
+										 1, params, PGRES_TUPLES_OK, "wait for commits waiting for a standby");
+		bool		none = strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+
+		PQclear(res);
+		if (none)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* What the source says about the chunk, read in its snapshot. */
+static void
+chunk_plan(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows,
+		   ActiveChunk *ac, int64 *estimate)
+{
+	PGresult   *res;
+	char	   *snap;
+	char	   *p;
+	const char *params[2];
+	StringInfoData sql;
+	int			i;
+
+	params[0] = t->source_schema;
+	params[1] = t->source_table;
+	res = transport_exec(sc,
+						 "SELECT pg_catalog.pg_current_snapshot()::text, "
+						 "       (SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
+						 "          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+						 "         WHERE n.nspname = $1 AND c.relname = $2)",
+						 2, params, PGRES_TUPLES_OK, "read the chunk's snapshot");
+	snap = pstrdup(PQgetvalue(res, 0, 0));
+	*estimate = PQgetisnull(res, 0, 1) ? -1 : strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
+	PQclear(res);
+
+	/* xmin:xmax:xip1,xip2,... */
+	ac->xmin = strtou64(snap, &p, 10);
+	ac->xmax = strtou64(p + 1, &p, 10);
+	ac->nxip = 0;
+	ac->xip = palloc(sizeof(uint64) * (strlen(snap) / 2 + 1));
+	p++;
+	while (*p != '\0')
+	{
+		ac->xip[ac->nxip++] = strtou64(p, &p, 10);
+		if (*p == ',')
+			p++;
+	}
+
+	/* the chunk_rows-th key above the frontier */
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (i = 0; i < k->nkeys; i++)
+		appendStringInfo(&sql, "%s%s::text", i > 0 ? ", " : "", quote_identifier(k->src[i]));
+	/* qualified: a bare ORDER BY name would be the text output column */
+	appendStringInfo(&sql, " FROM %s.%s s WHERE %s ORDER BY ",
+					 quote_identifier(t->source_schema), quote_identifier(t->source_table),
+					 range_condition(k, lo, NIL));
+	for (i = 0; i < k->nkeys; i++)
+		appendStringInfo(&sql, "%ss.%s%s", i > 0 ? ", " : "", quote_identifier(k->src[i]),
+						 k->collatable[i] ? " COLLATE \"C\"" : "");
+	appendStringInfo(&sql, " OFFSET %d LIMIT 1", chunk_rows - 1);
+	res = transport_exec(sc, sql.data, 0, NULL, PGRES_TUPLES_OK, "find the chunk's last key");
+	ac->hi = NIL;
+	if (PQntuples(res) > 0)
+		for (i = 0; i < k->nkeys; i++)
+			ac->hi = lappend(ac->hi, makeString(pstrdup(PQgetvalue(res, 0, i))));
+	PQclear(res);
+}
+
+/* Same order on both sides: a collatable key needs the same encoding. */
+static void
+check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
+{
+	int			i;
+	bool		collatable = false;
+
+	for (i = 0; i < k->nkeys; i++)
+	{
+		ListCell   *lc;
+		ListCell   *lt;
+
+		collatable |= k->collatable[i];
+		forboth(lc, st->columns, lt, st->types)
+		{
+			if (strcmp(strVal(lfirst(lc)), k->src[i]) == 0 &&
+				strcmp(strVal(lfirst(lt)), format_type_with_typemod(k->types[i], k->typmods[i])) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("key column \"%s\" of \"%s.%s\" has another type on the source (%s)",
+								k->dst[i], t->target_schema, t->target_table, strVal(lfirst(lt))),
+						 errdetail("Chunks are ranges of the key: both sides must order it the same way."),
+						 errhint("Use sluice.repair to bring the table back in line with the source.")));
+		}
+	}
+	if (collatable)
+	{
+		char	   *enc = transport_try_value(sc, "SHOW server_encoding", "read the source's encoding");
+
+		if (enc == NULL || pg_char_to_encoding(enc) != GetDatabaseEncoding())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("table \"%s.%s\" has a text key and source \"%s\" another encoding than this database",
+							t->target_schema, t->target_table, st->schema),
+					 errdetail("Chunks are ranges of the key in byte order, which differs between encodings."),
+					 errhint("Use sluice.repair to bring the table back in line with the source.")));
+	}
+}
+
+PG_FUNCTION_INFO_V1(sluice_copy_chunk);
+
+/*
+ * sluice.copy_chunk(pipeline): copy the next chunk of the first table being
+ * copied, and refresh the pipeline up to the chunk's watermark, in the
+ * caller's transaction.  Returns false when no table is being copied.
+ */
+Datum
+sluice_copy_chunk(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	SluicePipeline *pipe;
+	SluiceTable *t = NULL;
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, INT8OID, INT8OID, BOOLOID};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	bool		isnull;
+	char	   *schema;
+	char	   *table;
+	List	   *lo;
+	int			chunk_rows;
+	SluiceConn *sc;
+	Relation	rel;
+	ChunkKey   *k;
+	SourceTable *src;
+	ActiveChunk *ac;
+	int64		rows;
+	int64		estimate;
+	XLogRecPtr	watermark;
+	RefreshResult r;
+	TimestampTz started = GetCurrentTimestamp();
+	ListCell   *lc;
+	List	   *dst_cols = NIL;
+	List	   *src_cols = NIL;
+	bool		binary;
+	SluiceUser	save;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "copy");
+	catalog_require_postgres(pipe, "copy");
+	if (pipe->paused_reason)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" is paused", name),
+				 errdetail("%s", pipe->paused_reason),
+				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s').", name)));
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	if (sluice_catalog_exec("SELECT source_schema, source_table, frontier, chunk_rows FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND finished_at IS NULL ORDER BY started_at LIMIT 1",
+							1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	check_copyable(pipe);
+	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+		lo = text_array_list(d, isnull);
+	}
+	chunk_rows = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	foreach(lc, pipe->tables)
+	{
+		SluiceTable *x = lfirst(lc);
+
+		if (strcmp(x->source_schema, schema) == 0 && strcmp(x->source_table, table) == 0)
+			t = x;
+	}
+	if (t == NULL)
+		elog(ERROR, "table \"%s.%s\" being copied is not in pipeline \"%s\"", schema, table, name);
+
+	rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
+					 RowExclusiveLock);
+	k = chunk_key(rel, t, true);
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+
+		if (c->source_column == NULL)
+			continue;
+		dst_cols = lappend(dst_cols, makeString(c->name));
+		src_cols = lappend(src_cols, makeString(c->source_column));
+	}
+
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	check_watermark_right(sc, pipe);
+	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
+											 quote_identifier(t->source_table)));
+	check_key_order(sc, t, k, src);
+	/* binary when the source's types are the contract's */
+	binary = src->binary_safe;
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+		ListCell   *a;
+		ListCell   *b;
+		bool		same = false;
+
+		if (c->source_column == NULL)
+			continue;
+		forboth(a, src->columns, b, src->types)
+			if (strcmp(strVal(lfirst(a)), c->source_column) == 0 &&
+				strcmp(strVal(lfirst(b)), c->data_type) == 0)
+				same = true;
+		binary &= same;
+	}
+
+	/* 1. the chunk, in one snapshot of the source */
+	ac = palloc0(sizeof(ActiveChunk));
+	ac->pipeline_id = pipe->pipeline_id;
+	ac->source_schema = t->source_schema;
+	ac->source_table = t->source_table;
+	wait_for_committing(sc);
+	transport_command(sc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start the chunk's snapshot");
+	chunk_plan(sc, t, k, lo, chunk_rows, ac, &estimate);
+	sluice_become_owner(pipe, &save);
+	(void) delete_range(rel, k, lo, ac->hi);
+	rows = copy_table(sc, t->source_schema, t->source_table, false, dst_cols,
+					  RelationGetRelid(rel), binary, range_condition(k, lo, ac->hi), src_cols);
+	sluice_restore_user(&save);
+	transport_command(sc, "COMMIT", "end the chunk's snapshot");
+
+	/* 2. the high watermark: every transaction the snapshot saw is before it */
+	{
+		char	   *mark = transport_try_value(sc,
+											   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'chunk')",
+											   "write the chunk's watermark");
+
+		if (mark == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not write the chunk's watermark on source \"%s\"", pipe->source_name),
+					 errhint("Check the source's log, then call sluice.copy_chunk('%s') again.", name)));
+		watermark = transport_parse_lsn(mark);
+	}
+
+	/* 3. the stream up to the watermark, the chunk's keys filtered */
+	active = ac;
+	PG_TRY();
+	{
+		refresh_pipeline_upto(pipe, sc, 0, 0, watermark, &r);
+	}
+	PG_FINALLY();
+	{
+		active = NULL;
+	}
+	PG_END_TRY();
+	if (!r.conn_closed)
+		transport_close(sc);
+
+	/* 4. the frontier moves, with the rows and the origin */
+	if (r.paused)
+	{
+		/* the stream did not reach the watermark: the chunk goes */
+		sluice_become_owner(pipe, &save);
+		(void) delete_range(rel, k, lo, ac->hi);
+		sluice_restore_user(&save);
+	}
+	else if (!ac->reset)
+	{
+		args[0] = Int32GetDatum(pipe->pipeline_id);
+		args[1] = CStringGetTextDatum(t->source_schema);
+		args[2] = CStringGetTextDatum(t->source_table);
+		args[3] = ac->hi != NIL ? list_text_array(ac->hi) : (Datum) 0;
+		nulls[3] = ac->hi != NIL ? ' ' : 'n';
+		args[4] = Int64GetDatum(rows);
+		args[5] = Int64GetDatum(estimate);
+		nulls[5] = estimate >= 0 ? ' ' : 'n';
+		args[6] = BoolGetDatum(ac->hi == NIL);
+		if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = $4, chunks_done = chunks_done + 1, "
+								"       rows_copied = rows_copied + $5, "
+								"       rows_estimate = coalesce(rows_estimate, $6), "
+								"       last_chunk_at = pg_catalog.clock_timestamp(), "
+								"       finished_at = CASE WHEN $7 THEN pg_catalog.clock_timestamp() END "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+								7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the chunk");
+	}
+	table_close(rel, NoLock);
+	(void) refresh_record_run(pipe, "refresh", started, &r);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
