@@ -195,17 +195,19 @@ origin_session_set(XLogRecPtr lsn, TimestampTz committime)
 }
 
 /*
- * The source position the pipeline's origin durably holds, outside any
- * session (where a worker's new stream starts), or 0 when it has none.
+ * The source position the pipeline's origin holds, outside any session
+ * (where a worker's new stream starts), or 0 when it has none.  With flush,
+ * the local commit that set it is flushed first, so the position is durable
+ * (what may be told to the source's slot: spool.c, slotwatch.c).
  */
 XLogRecPtr
-origin_progress(const char *origin_name)
+origin_progress(const char *origin_name, bool flush)
 {
 	RepOriginId id = replorigin_by_name(origin_name, true);
 
 	if (id == InvalidRepOriginId)
 		return InvalidXLogRecPtr;
-	return replorigin_get_progress(id, false);
+	return replorigin_get_progress(id, flush);
 }
 
 /*

@@ -489,7 +489,7 @@ extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
-extern XLogRecPtr origin_progress(const char *origin_name);
+extern XLogRecPtr origin_progress(const char *origin_name, bool flush);
 extern bool origin_session_durable(void);
 
 /* ---------- refresh.c: one bounded pull-and-apply, shared by both modes ---------- */

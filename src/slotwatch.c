@@ -325,16 +325,9 @@ sluice_slot_mover_main(Datum arg)
 	}
 	if (pipe != NULL && !pipe->continuous)
 	{
-		Oid			types[1] = {TEXTOID};
-		Datum		args[1] = {CStringGetTextDatum(pipe->origin_name)};
-		bool		isnull;
-		XLogRecPtr	lsn;
+		XLogRecPtr	lsn = origin_progress(pipe->origin_name, true);
 
-		if (sluice_catalog_exec("SELECT pg_catalog.pg_replication_origin_progress($1, true)",
-								1, types, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the replication origin's progress");
-		lsn = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (!isnull && !XLogRecPtrIsInvalid(lsn))
+		if (!XLogRecPtrIsInvalid(lsn))
 		{
 			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 

@@ -152,22 +152,6 @@ spool_set_state(SluicePipeline *pipe, XLogRecPtr drained, int64 bytes, bool full
 		elog(ERROR, "could not record the spool's state");
 }
 
-/* The replication origin's durable progress (what the datamart has applied). */
-static XLogRecPtr
-origin_durable(SluicePipeline *pipe)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(pipe->origin_name)};
-	bool		isnull;
-	XLogRecPtr	lsn;
-
-	if (sluice_catalog_exec("SELECT pg_catalog.pg_replication_origin_progress($1, true)",
-							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the replication origin's progress");
-	lsn = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	return isnull ? InvalidXLogRecPtr : lsn;
-}
-
 /* One chunk of a transaction's messages into the spool (buf: a bytea being built). */
 static void
 spool_write_chunk(SluicePipeline *pipe, XLogRecPtr commit_lsn, int32 chunk, bool binary,
@@ -245,7 +229,7 @@ spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res)
 
 	memset(res, 0, sizeof(*res));
 	spool_state(pipe, &drained, &bytes, &full);
-	start = Max(drained, origin_durable(pipe));
+	start = Max(drained, origin_progress(pipe->origin_name, true));
 
 	params[0] = pipe->slot_name;
 	pres = transport_exec(sc,

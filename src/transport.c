@@ -691,6 +691,18 @@ transport_command(SluiceConn *sc, const char *sql, const char *what)
 	PQclear(transport_exec(sc, sql, 0, NULL, PGRES_COMMAND_OK, what));
 }
 
+/* The source ended a COPY: read its command's result (an error raises); -1. */
+static int
+copy_ended(SluiceConn *sc, const char *what)
+{
+	PGresult   *res = get_result(sc, what, false);
+
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		report_failure(sc, res, what);
+	PQclear(res);
+	return -1;
+}
+
 /* Send a command the source answers by entering a COPY state (want). */
 static void
 start_copy(SluiceConn *sc, const char *sql, ExecStatusType want, const char *what)
@@ -776,14 +788,7 @@ transport_copy_next(SluiceConn *sc, char **buf, const char *what)
 			continue;
 		}
 		if (len == -1)
-		{
-			PGresult   *res = get_result(sc, what, false);
-
-			if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-				report_failure(sc, res, what);
-			PQclear(res);
-			return -1;
-		}
+			return copy_ended(sc, what);
 		report_failure(sc, NULL, what);
 	}
 }
@@ -830,14 +835,7 @@ transport_copy_try_next(SluiceConn *sc, char **buf, const char *what)
 	if (len == 0)
 		return 0;
 	if (len == -1)
-	{
-		PGresult   *res = get_result(sc, what, false);
-
-		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-			report_failure(sc, res, what);
-		PQclear(res);
-		return -1;
-	}
+		return copy_ended(sc, what);
 	report_failure(sc, NULL, what);
 }
 

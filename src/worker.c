@@ -303,7 +303,7 @@ worker_batch(int pipeline_id, bool *done)
 			worker_ws = NULL;
 		}
 		if (worker_ws == NULL)
-			worker_ws = walstream_open(pipe, origin_progress(pipe->origin_name), binary);
+			worker_ws = walstream_open(pipe, origin_progress(pipe->origin_name, false), binary);
 		refresh_pipeline_ws(pipe, worker_ws, sluice_batch_size, sluice_batch_time, &r);
 		if (r.conn_closed)
 		{
