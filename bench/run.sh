@@ -10,7 +10,8 @@
 # LOGDIR (copy both server logs there at the end), EXTRA_CONF (lines appended
 # to both postgresql.conf, e.g. EXTRA_CONF='log_min_duration_statement = 0'),
 # STREAM_SECS (scenario 4 window, default 30, SMOKE 5), LIVE_PORT / MART_PORT
-# (the two servers' ports, default 26432 / 26433), BIG_ROWS (scenario 7's
+# (the two servers' ports, default 26432 / 26433), PGBIN (the server's
+# binaries, default /usr/lib/postgresql/15/bin), BIG_ROWS (scenario 7's
 # big table, default 10000000, SMOKE 20000; 0 = only the ROWS size),
 # MODEL_ROWS (scenario 8's table, default BIG_ROWS).
 #
@@ -36,7 +37,8 @@
 set -euo pipefail
 
 PG_MAJOR=15
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+export PGBIN
 BENCH_USER=${BENCH_USER:-pgsluice}
 # defaults below Linux's ephemeral port range (32768-60999), which a client
 # connection's local port could take (see scripts/demo.sh)
