@@ -173,6 +173,26 @@ catalog_pipeline_by_id(int pipeline_id, bool lock)
 	return p;
 }
 
+/*
+ * The pipeline an internal entry point (sluice._exec_as_owner,
+ * _release_version, _model_bind) was given by id, checked that the
+ * current role operates it.  Those ids come from SQL functions that looked
+ * the pipeline up by name, so a missing one was dropped in between.
+ */
+SluicePipeline *
+catalog_pipeline_operated(int pipeline_id, const char *action)
+{
+	SluicePipeline *p = catalog_pipeline_by_id(pipeline_id, false);
+
+	if (p == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline %d does not exist", pipeline_id),
+				 errhint("sluice.pipelines lists the existing pipelines.")));
+	sluice_check_operator(p, action);
+	return p;
+}
+
 /* Build a SluicePipeline from the row SPI just read, and its tables. */
 static SluicePipeline *
 read_pipeline(void)

@@ -208,13 +208,7 @@ sluice_model_bind(PG_FUNCTION_ARGS)
 	appendStringInfoString(&path, ", pg_temp");
 
 	SPI_connect();
-	pipe = catalog_pipeline_by_id(pipeline_id, false);
-	if (pipe == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline %d does not exist", pipeline_id),
-				 errhint("sluice.pipelines lists the pipelines.")));
-	sluice_check_operator(pipe, "build a model on");
+	pipe = catalog_pipeline_operated(pipeline_id, "build a model on");
 	sluice_become_owner(pipe, &save);
 	nest = NewGUCNestLevel();
 	(void) set_config_option("search_path", path.data, PGC_USERSET, PGC_S_SESSION,

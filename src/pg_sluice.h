@@ -145,6 +145,7 @@ extern Datum catalog_name_datum(const char *s);
 extern char *catalog_source_conninfo(const char *source);
 extern SluicePipeline *catalog_pipeline(const char *name, bool lock);
 extern SluicePipeline *catalog_pipeline_by_id(int pipeline_id, bool lock);
+extern SluicePipeline *catalog_pipeline_operated(int pipeline_id, const char *action);
 extern int64 catalog_insert_run(int64 run_id, int pipeline_id, const char *kind,
 								TimestampTz started, XLogRecPtr start_lsn,
 								XLogRecPtr end_lsn, int64 xacts, int64 ins,

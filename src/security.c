@@ -206,12 +206,7 @@ sluice_exec_as_owner(PG_FUNCTION_ARGS)
 	args[0] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[0] = PG_ARGISNULL(2) ? 'n' : ' ';
 	SPI_connect();
-	pipe = catalog_pipeline_by_id(pipeline_id, false);
-	if (pipe == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline %d does not exist", pipeline_id)));
-	sluice_check_operator(pipe, "change");
+	pipe = catalog_pipeline_operated(pipeline_id, "change");
 	sluice_become_owner(pipe, &save);
 	rc = SPI_execute_with_args(stmt, 1, types, args, nulls, false, 0);
 	if (rc < 0)

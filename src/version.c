@@ -284,7 +284,6 @@ sluice_release_version(PG_FUNCTION_ARGS)
 	char	   *schema = NameStr(*PG_GETARG_NAME(1));
 	char	   *table = NameStr(*PG_GETARG_NAME(2));
 	bool		replaced = PG_GETARG_BOOL(3);
-	SluicePipeline *pipe;
 	XLogRecPtr	at = InvalidXLogRecPtr;
 	int64		run_id;
 	bool		isnull;
@@ -292,13 +291,7 @@ sluice_release_version(PG_FUNCTION_ARGS)
 	Datum		args[1];
 
 	SPI_connect();
-	pipe = catalog_pipeline_by_id(pipeline_id, false);
-	if (pipe == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline %d does not exist", pipeline_id),
-				 errhint("sluice.pipelines lists the existing pipelines.")));
-	sluice_check_operator(pipe, "change");
+	(void) catalog_pipeline_operated(pipeline_id, "change");
 
 	if (sluice_catalog_exec("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sluice._run', 'run_id'))",
 							0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
