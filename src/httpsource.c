@@ -24,7 +24,8 @@
  *	  (the Authorization header would go to wherever it points).
  *
  *	  Memory.  A page's body is held while it is parsed, up to
- *	  HTTP_MAX_PAGE_BYTES (a bigger page fails the refresh with the URL); its
+ *	  pg_sluice.http_max_page_size (a bigger page fails the refresh with the
+ *	  URL); its
  *	  values live in the caller's per-page context.  jansson's and libcurl's
  *	  allocations are freed on every way out, an ERROR included.
  *
@@ -56,7 +57,6 @@
 #include "pg_sluice.h"
 #include "http_internal.h"
 
-#define HTTP_MAX_PAGE_BYTES (64 * 1024 * 1024)
 #define HTTP_MAX_PAGES		100000
 
 /* ---------- URLs ---------- */
@@ -242,7 +242,7 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	Response   *r = userdata;
 	size_t		n = size * nmemb;
 
-	if ((size_t) r->body.len + n > HTTP_MAX_PAGE_BYTES)
+	if ((size_t) r->body.len + n > (size_t) sluice_http_max_page * 1024)
 	{
 		r->too_big = true;
 		return 0;				/* curl fails the transfer */
@@ -469,9 +469,9 @@ fetch(HttpPull *p, const char *url, const char *if_none_match, Response *r)
 			if (r->too_big)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("the page at %s is larger than %d MB", shown, HTTP_MAX_PAGE_BYTES / (1024 * 1024)),
+						 errmsg("the page at %s is larger than pg_sluice.http_max_page_size (%d kB)", shown, sluice_http_max_page),
 						 errdetail("Nothing was applied; the endpoint's cursor did not move."),
-						 errhint("Ask the API for smaller pages (a page size parameter in the endpoint's path).")));
+						 errhint("Ask the API for smaller pages (a page size parameter in the endpoint's path), or raise pg_sluice.http_max_page_size.")));
 			ereport(ERROR,
 					(errcode(rc == CURLE_OPERATION_TIMEDOUT ? ERRCODE_QUERY_CANCELED : ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not fetch %s: %s", shown, errbuf[0] ? errbuf : curl_easy_strerror(rc)),

@@ -54,6 +54,7 @@ int			sluice_max_retained_wal = 1024; /* MB */
 int			sluice_http_timeout = 5000; /* ms */
 int			sluice_http_max_attempts = 8;
 int			sluice_http_retry_base = 1000;	/* ms */
+int			sluice_http_max_page = 65536;	/* kB */
 int			sluice_quarantine_alert = 0;	/* rows */
 int			sluice_worker_transport = SLUICE_TRANSPORT_SQL;
 
@@ -158,6 +159,12 @@ _PG_init(void)
 							"Sets the first retry delay of a failed delivery; it doubles at each attempt, up to an hour.",
 							NULL, &sluice_http_retry_base, 1000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.http_max_page_size",
+							"Sets the largest page an HTTP source may answer.",
+							"A refresh holds one page at a time while parsing it; a larger page fails the refresh "
+							"and nothing is applied.",
+							&sluice_http_max_page, 65536, 1, 1048576,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.quarantine_alert_threshold",
 							"Sets how many rows a run may quarantine before a quarantine event is sent.",

@@ -62,6 +62,7 @@ extern int	sluice_max_retained_wal;
 extern int	sluice_http_timeout;
 extern int	sluice_http_max_attempts;
 extern int	sluice_http_retry_base;
+extern int	sluice_http_max_page;
 extern int	sluice_quarantine_alert;
 extern int	sluice_worker_transport;
 

@@ -151,6 +151,18 @@ unlike($err, qr/topsecret|\Q$token\E/, 'no secret in the error');
 is(checksum($mart, '"Web Mart"."Students"'), $before, 'nothing of page 1 was applied');
 is(cursor(), $cursor_before, 'the cursor did not move');
 
+# a page larger than pg_sluice.http_max_page_size: refused, nothing applied
+my $name0 = $data{students}[0]{name};
+$data{students}[0]{name} = 'x' x 2000;
+put_ctl('data', \%data);
+($ret, $out, $err) = $mart->psql('postgres', "SET pg_sluice.http_max_page_size = '1kB'; SELECT sluice.refresh('web')");
+like($err, qr{ERROR:  the page at http://127\.0\.0\.1:$port/api/students\S* is larger than pg_sluice\.http_max_page_size \(1 kB\).*HINT:  .*raise pg_sluice\.http_max_page_size}s,
+	'a page over the size setting fails the refresh, naming the setting');
+is(checksum($mart, '"Web Mart"."Students"'), $before, 'nothing was applied');
+is(cursor(), $cursor_before, 'the cursor did not move');
+$data{students}[0]{name} = $name0;
+put_ctl('data', \%data);
+
 # a page of the wrong shape: the offending path
 put_ctl('faults', [ { match => '/api/students', kind => 'shape', times => 1 } ]);
 ($ret, $out, $err) = $mart->psql('postgres', "SELECT sluice.refresh('web')");
