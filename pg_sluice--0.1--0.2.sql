@@ -408,6 +408,7 @@ BEGIN
       PERFORM sluice._alter_target(target, format('ALTER COLUMN %I DROP NOT NULL', column_name));
     END IF;
   ELSE
+    PERFORM sluice._refuse_model_readers(target, column_name, 'drop');
     PERFORM sluice._alter_target(target, format('DROP COLUMN %I', column_name));
     -- rows of the backlog sent before the drop still carry it: leave it out
     UPDATE sluice._pipeline_table pt SET ignored_columns = pt.ignored_columns || c.source_column
@@ -448,6 +449,7 @@ DECLARE
   clause text;
 BEGIN
   c := sluice._contract_column_of(target, column_name, 'sluice.accept_type_change');
+  PERFORM sluice._refuse_model_readers(target, column_name, 'alter the type of');
   IF new_type IS NULL OR new_type = '' THEN
     RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = CASE WHEN new_type IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
       HINT = 'Name the type the source now sends, as the pause''s detail says, such as ''bigint'' or ''varchar(20)''.';
@@ -4335,6 +4337,46 @@ $$;
 COMMENT ON FUNCTION sluice._models_after_write(regclass) IS
   'Private: rebuilds the models that read a table written outside a batch (release_quarantined, repair), and the models that read those; returns how many read it.';
 
+-- A model's query is a view over the tables it reads, which pins the type
+-- of every column it reads: the models reading a column, for messages.
+CREATE FUNCTION sluice._models_reading(target regclass, column_name name)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT string_agg(format('"%s"', m.name), ', ' ORDER BY m.name)
+    FROM sluice._model m
+   WHERE EXISTS (SELECT FROM pg_rewrite r
+                   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                  WHERE r.ev_class = m.query_view AND d.refclassid = 'pg_class'::regclass
+                    AND d.refobjid = target AND a.attname = column_name)
+$$;
+COMMENT ON FUNCTION sluice._models_reading(regclass, name) IS
+  'Private: the models whose query reads a column of a table ("a", "b"), or NULL.';
+
+-- accept_type_change and drop_column refuse what a model's query pins,
+-- before anything is altered, naming the models (the ALTER's own error
+-- names a view in a private schema).
+CREATE FUNCTION sluice._refuse_model_readers(target regclass, column_name name, change text)
+RETURNS void
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m text := sluice._models_reading(target, column_name);
+BEGIN
+  IF m IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot % column "%" of %: model % reads it', change, column_name, target, m
+      USING ERRCODE = 'dependent_objects_still_exist',
+      DETAIL = 'A model''s query is a view over the tables it reads, which pins the columns it reads. Nothing was changed.',
+      HINT = 'Drop the model with sluice.drop_model(), make the change, then create the model again.';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice._refuse_model_readers(regclass, name, text) IS
+  'Private: refuses a change to a column that a model''s query reads, naming the models.';
+
 CREATE FUNCTION sluice.create_model(name text, query text, pipelines text[], unique_key name[] DEFAULT NULL,
                                     schema name DEFAULT NULL, table_name name DEFAULT NULL)
 RETURNS text
@@ -4810,7 +4852,8 @@ BEGIN
        sluice._model_columns(regclass), sluice._model_inputs(regclass, integer[], text, regrole),
        sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
        sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
-       sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text)',
+       sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
+       sluice._models_reading(regclass, name), sluice._refuse_model_readers(regclass, name, text)',
     'SELECT, INSERT, UPDATE, DELETE ON sluice._model, sluice._model_input, sluice._model_expectation',
     'SELECT, INSERT ON sluice._model_version',
     'SELECT ON sluice._run_model, sluice.model_runs'] LOOP
@@ -4830,6 +4873,7 @@ REVOKE ALL ON FUNCTION sluice.create_model(text, text, text[], name[], name, nam
     sluice._model_depths(), sluice._model_row(text), sluice._model_refill_downstream(integer),
     sluice._model_fill(integer), sluice._model_keep_history(integer), sluice._model_drop_table(integer),
     sluice._models_after_write(regclass), sluice._model_table(integer, regclass, name, name, name[], name[], text),
+       sluice._models_reading(regclass, name), sluice._refuse_model_readers(regclass, name, text),
     sluice._model_operator_grants(regrole, text) FROM PUBLIC;
 GRANT SELECT ON sluice.models, sluice.model_versions TO PUBLIC;
 

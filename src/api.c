@@ -609,6 +609,33 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 		(void) worker_stop_pipeline(MyDatabaseId, pipe->pipeline_id, 60000);
 	pipe = catalog_pipeline(name, true);
 
+	/*
+	 * A model reading the pipeline's tables holds them (its query is a view
+	 * over them) and its catalog row: refuse before the slot on live is
+	 * dropped, which no rollback brings back.
+	 */
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	sluice_become_catalog(&save);
+	sluice_spi_exec("SELECT pg_catalog.string_agg('\"' OPERATOR(pg_catalog.||) name OPERATOR(pg_catalog.||) '\"', ', ' ORDER BY name), "
+					"       pg_catalog.min(name), pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 "
+					"  FROM (SELECT DISTINCT m.name FROM sluice._model_input i JOIN sluice._model m USING (model_id) "
+					"         WHERE i.pipeline_id OPERATOR(pg_catalog.=) $1) x",
+					1, types, args, SPI_OK_SELECT);
+	sluice_restore_user(&save);
+	if (SPI_processed == 1 && SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL)
+	{
+		char	   *models = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *first = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		bool		many = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), "t") == 0;
+
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop pipeline \"%s\": %s %s %s its tables", pipe->name,
+						many ? "models" : "model", models, many ? "read" : "reads"),
+				 errdetail("Nothing was dropped, here or on the source."),
+				 errhint("Drop the model first with sluice.drop_model('%s').", first)));
+	}
+
 	PG_TRY();
 	{
 		/* an HTTP pipeline has no slot nor publication anywhere */
@@ -646,7 +673,6 @@ sluice_drop_pipeline(PG_FUNCTION_ARGS)
 
 	if (drop_tables)
 		pipeline_drop_tables(pipe);
-	args[0] = Int32GetDatum(pipe->pipeline_id);
 	sluice_become_catalog(&save);
 	/* views publishing its contract versions (sluice.publish_contract) */
 	sluice_spi_exec("SELECT sluice._unpublish_pipeline($1)", 1, types, args, SPI_OK_SELECT);

@@ -653,8 +653,9 @@ contract_check(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 				char	   *now = source_type_name(st, soid, smod);
 				char	   *mart = format_type_with_typemod(moid, mmod);
 				bool		safe = soid < FirstNormalObjectId && type_fits(moid, mmod, soid, smod);
+				char	   *readers = model_readers(relid, found->name);
 
-				if (evolve && safe)
+				if (evolve && safe && readers == NULL)
 				{
 					alter_target(st, t, psprintf("ALTER COLUMN %s TYPE %s%s", quote_identifier(found->name),
 												 format_type_with_typemod(soid, smod),
@@ -670,7 +671,10 @@ contract_check(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 				{
 					appendStringInfo(&problems, "%sColumn \"%s\" changed type on the source (now %s, the contract expects %s).",
 									 problems.len ? " " : "", lr->attnames[i], now, mart);
-					if (safe)
+					if (readers != NULL)
+						appendStringInfo(&hints, "%sColumn \"%s\" is read by the query of model %s, which pins its type: drop the model with sluice.drop_model(), call sluice.accept_type_change('%s', '%s', '%s'), then create the model again.",
+										 hints.len ? " " : "", found->name, readers, qtarget, found->name, now);
+					else if (safe)
 						appendStringInfo(&hints, "%sA safe widening: call sluice.set_drift_policy('%s', 'evolve'), or sluice.accept_type_change('%s', '%s', '%s').",
 										 hints.len ? " " : "", qtarget, qtarget, found->name, now);
 					else

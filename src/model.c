@@ -956,6 +956,27 @@ model_record_results(int64 run_id)
 }
 
 /*
+ * The models whose query reads a column of a datamart table, as a list for
+ * a message ("a", "b"), or NULL.  A model's query is a view over the
+ * table, which pins the column's type (sluice._models_reading).
+ */
+char *
+model_readers(Oid relid, const char *column)
+{
+	Oid			types[2] = {REGCLASSOID, NAMEOID};
+	Datum		args[2];
+	bool		isnull;
+	Datum		d;
+
+	args[0] = ObjectIdGetDatum(relid);
+	args[1] = DirectFunctionCall1(namein, CStringGetDatum(column));
+	if (sluice_catalog_exec("SELECT sluice._models_reading($1, $2)", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the models reading a column");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
  * Rows written to a datamart table outside a batch (sluice.repair): the
  * models that read it are rebuilt, as the caller, who operates the pipeline
  * (sluice._models_after_write; release_quarantined calls it in SQL).

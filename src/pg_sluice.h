@@ -603,6 +603,7 @@ extern void model_note_truncate(ModelInput *mi);
 extern void model_maintain(SluicePipeline *pipe, SluiceDrift **pause);
 extern void model_record_results(int64 run_id);
 extern void model_after_write(const char *schema, const char *table);
+extern char *model_readers(Oid relid, const char *column);
 
 /* ---------- interface.c: published contract versions follow the contract ---------- */
 

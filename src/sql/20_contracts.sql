@@ -248,6 +248,7 @@ BEGIN
       PERFORM sluice._alter_target(target, format('ALTER COLUMN %I DROP NOT NULL', column_name));
     END IF;
   ELSE
+    PERFORM sluice._refuse_model_readers(target, column_name, 'drop');
     PERFORM sluice._alter_target(target, format('DROP COLUMN %I', column_name));
     -- rows of the backlog sent before the drop still carry it: leave it out
     UPDATE sluice._pipeline_table pt SET ignored_columns = pt.ignored_columns || c.source_column
@@ -287,6 +288,7 @@ DECLARE
   clause text;
 BEGIN
   c := sluice._contract_column_of(target, column_name, 'sluice.accept_type_change');
+  PERFORM sluice._refuse_model_readers(target, column_name, 'alter the type of');
   IF new_type IS NULL OR new_type = '' THEN
     RAISE EXCEPTION 'new_type must name a type' USING ERRCODE = CASE WHEN new_type IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
       HINT = 'Name the type the source now sends, as the pause''s detail says, such as ''bigint'' or ''varchar(20)''.';

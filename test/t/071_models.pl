@@ -328,4 +328,41 @@ $live->safe_psql('postgres', "DELETE FROM app.sales WHERE id < 50");
 is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('shop')"), 'succeeded', 'the pipeline refreshes without them');
 model_is('by_campus', 'the remaining model');
 
+# --- a model pins the columns it reads: refusals that name it, and a drift
+# --- that would alter one pauses (it used to fail every refresh) ---
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.create_model('top_issue', 'SELECT max(id) AS top, count(*) AS n FROM issues', ARRAY['desk'], schema => 'desk')");
+($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.accept_type_change('desk.issues', 'Campus', 'varchar(40)')");
+like($err, qr/ERROR:  cannot alter the type of column "Campus" of desk.issues: model "by_campus" reads it.*HINT:  Drop the model with sluice.drop_model\(\)/s,
+	'accept_type_change on a column a model reads: refused, naming the model');
+($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_column('desk.issues', 'Campus', keep => false)");
+like($err, qr/ERROR:  cannot drop column "Campus" of desk.issues: model "by_campus" reads it/, 'drop_column too');
+is($mart->safe_psql('postgres', "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'desk.issues'::regclass AND attname = 'Campus'"),
+	'text', 'nothing was altered');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.set_drift_policy('desk.issues', 'evolve')");
+$live->safe_psql('postgres', "ALTER TABLE app.issues ALTER id TYPE bigint; INSERT INTO app.issues VALUES (990006, 'campus 3', date '2026-01-03')");
+($ret, $out, $err) = $mart->psql('postgres', "SELECT status FROM sluice.refresh('desk')");
+is($out, 'paused', 'a widening of a column a model reads pauses under evolve');
+like($err, qr/Column "id" is read by the query of model "top_issue", which pins its type: drop the model with sluice.drop_model\(\), call sluice.accept_type_change\('desk.issues', 'id', 'bigint'\)/,
+	'the pause names the model and the way forward');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('top_issue'); SELECT sluice.accept_type_change('desk.issues', 'id', 'bigint')");
+$mart->safe_psql('postgres', "SELECT sluice.resume('desk')");
+is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('desk')"), 'succeeded', 'that way forward works');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM desk.issues WHERE id = 990006"), '1', 'and the row waiting behind the pause is applied');
+model_is('by_campus', 'after the type change');
+
+# --- a pipeline a model reads cannot be dropped; refused before live is touched ---
+my $slot = $mart->safe_psql('postgres', "SELECT slot_name FROM sluice._pipeline WHERE name = 'desk'");
+$mart->safe_psql('postgres', "GRANT EXECUTE ON FUNCTION sluice.drop_pipeline(text, boolean, boolean) TO etl");
+($ret, $out, $err) = $mart->psql('postgres', "SET ROLE etl; SELECT sluice.drop_pipeline('desk', drop_tables => true)");
+like($err, qr/ERROR:  cannot drop pipeline "desk": model "by_campus" reads its tables.*HINT:  Drop the model first with sluice.drop_model\('by_campus'\)/s,
+	'drop_pipeline refuses while a model reads the pipeline, naming the model');
+is($live->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"), '1',
+	'the refused drop left the slot on live');
+$live->safe_psql('postgres', "INSERT INTO app.issues VALUES (990005, 'campus 2', date '2026-01-02')");
+is($mart->safe_psql('postgres', "SELECT status FROM sluice.refresh('desk')"), 'succeeded', 'and the pipeline still refreshes');
+model_is('by_campus', 'after the refused drop');
+$mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.drop_model('by_campus')");
+is($mart->safe_psql('postgres', "SET ROLE etl; SELECT sluice.drop_pipeline('desk', drop_tables => true)"), 't', 'without the model it drops');
+is($live->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"), '0', 'with its slot');
+
 done_testing();
