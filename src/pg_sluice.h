@@ -186,6 +186,11 @@ extern void sluice_restore_user(SluiceUser *save);
 extern int	sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
 								const char *nulls, bool read_only, long count);
 extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
+
+/* ---------- spiplan.c: kept plans of pg_sluice's own catalog statements ---------- */
+
+extern int	sluice_spi_kept(const char *sql, int nargs, Oid *types, Datum *args,
+							const char *nulls, bool read_only, long count);
 extern void sluice_fix_search_path(void);
 
 /* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
