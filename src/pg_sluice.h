@@ -517,6 +517,7 @@ typedef struct RefreshResult
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
+extern PGresult *refresh_describe_slot(SluicePipeline *pipe, SluiceConn *sc, const char *what);
 extern void refresh_slot_gone(SluicePipeline *pipe) pg_attribute_noreturn();
 extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
 								int64 max_messages, int max_ms, RefreshResult *r);
