@@ -493,6 +493,7 @@ extern struct HeapTupleData *expect_run_check(SluiceExpectation *e, struct Tuple
 extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
+extern XLogRecPtr origin_session_applied(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
 extern XLogRecPtr origin_progress(const char *origin_name, bool flush);
 extern bool origin_session_durable(void);

@@ -377,7 +377,7 @@ refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
 	SluiceUser	owner_save;
 
 	origin_session_begin(pipe->origin_name);
-	start_lsn = origin_session_progress();
+	start_lsn = origin_session_applied();
 	r->start_lsn = start_lsn;
 
 	refresh_reserve_version(pipe, r);

@@ -244,6 +244,7 @@ worker_batch(int pipeline_id, bool *done)
 	TimestampTz started;
 	bool		had_error;
 	bool		streak_over;
+	bool		recorded;
 	int64		rows;
 
 	worker_xact_begin();
@@ -343,7 +344,8 @@ worker_batch(int pipeline_id, bool *done)
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
 	/* idle polls leave no run */
-	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
+	recorded = r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid);
+	if (recorded)
 		(void) refresh_record_run(pipe, "stream", started, &r);
 
 	/*
@@ -369,8 +371,9 @@ worker_batch(int pipeline_id, bool *done)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
 
-	/* guard the source: a slot_lag event when the WAL kept crosses the limit */
-	slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
+	/* guard the source: a slot_lag event when the WAL kept crosses the limit (a run looked already) */
+	if (!recorded)
+		slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
 	worker_xact_commit();
 	if (worker_ws != NULL)
 	{
