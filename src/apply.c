@@ -313,14 +313,18 @@ buffer_insert(ApplyState *st, ApplyRel *ar)
 	TupleTableSlot *slot;
 
 	Assert(st->pending == NULL || st->pending == ar);
+	/*
+	 * Slots are made as the run first needs them: a batch of a few rows
+	 * (a continuous worker's, under light load) makes a few, where making
+	 * all APPLY_MAX_BUFFERED up front cost more than the rows.
+	 */
 	if (ar->bufslots == NULL)
+		ar->bufslots = MemoryContextAllocZero(st->cxt, sizeof(TupleTableSlot *) * APPLY_MAX_BUFFERED);
+	if (ar->bufslots[ar->nbuffered] == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
-		int			i;
 
-		ar->bufslots = palloc(sizeof(TupleTableSlot *) * APPLY_MAX_BUFFERED);
-		for (i = 0; i < APPLY_MAX_BUFFERED; i++)
-			ar->bufslots[i] = table_slot_create(ar->rel, NULL);
+		ar->bufslots[ar->nbuffered] = table_slot_create(ar->rel, NULL);
 		MemoryContextSwitchTo(old);
 	}
 	if (ar->rel->rd_att->constr)

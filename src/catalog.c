@@ -88,11 +88,11 @@ catalog_source_conninfo(const char *source)
 	args[0] = CStringGetTextDatum(source);
 	/* the secret is the extension owner's: read it as them (security.c) */
 	sluice_become_catalog(&save);
-	rc = SPI_execute_with_args("SELECT conninfo FROM sluice._source WHERE name = $1",
+	rc = sluice_spi_kept("SELECT conninfo FROM sluice._source WHERE name = $1",
 							   1, types, args, NULL, true, 1);
 	sluice_restore_user(&save);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -130,12 +130,12 @@ catalog_pipeline(const char *name, bool lock)
 
 	args[0] = CStringGetTextDatum(name);
 	sluice_become_catalog(&save);
-	rc = SPI_execute_with_args(lock ?
+	rc = sluice_spi_kept(lock ?
 							   PIPELINE_QUERY " WHERE p.name = $1 FOR UPDATE OF p" :
 							   PIPELINE_QUERY " WHERE p.name = $1",
 							   1, types, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -161,12 +161,12 @@ catalog_pipeline_by_id(int pipeline_id, bool lock)
 
 	args[0] = Int32GetDatum(pipeline_id);
 	sluice_become_catalog(&save);
-	rc = SPI_execute_with_args(lock ?
+	rc = sluice_spi_kept(lock ?
 							   PIPELINE_QUERY " WHERE p.pipeline_id = $1 FOR UPDATE OF p" :
 							   PIPELINE_QUERY " WHERE p.pipeline_id = $1",
 							   1, types, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)
 		p = read_pipeline();
 	sluice_restore_user(&save);
@@ -223,13 +223,13 @@ read_pipeline(void)
 	p->strict = (strcmp(getstr(0, 16), "t") == 0);
 
 	args[0] = Int32GetDatum(p->pipeline_id);
-	rc = SPI_execute_with_args("SELECT source_schema, source_table, target_schema, target_table, "
+	rc = sluice_spi_kept("SELECT source_schema, source_table, target_schema, target_table, "
 							   "       drift_policy, contract_version, ignored_columns "
 							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
 							   " ORDER BY source_schema, source_table",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		SluiceTable *t = palloc0(sizeof(SluiceTable));
@@ -245,7 +245,7 @@ read_pipeline(void)
 	}
 
 	/* the current contract of every table */
-	rc = SPI_execute_with_args("SELECT cc.source_schema, cc.source_table, cc.column_name, cc.source_column, "
+	rc = sluice_spi_kept("SELECT cc.source_schema, cc.source_table, cc.column_name, cc.source_column, "
 							   "       cc.data_type, cc.not_null, cc.is_key, cc.source_type, "
 							   "       cc.source_dropped, cc.prior_types::text, cc.prior_sources "
 							   "  FROM sluice._contract_column cc JOIN sluice._pipeline_table pt "
@@ -253,7 +253,7 @@ read_pipeline(void)
 							   " WHERE cc.pipeline_id = $1 ORDER BY cc.source_schema, cc.source_table, cc.position",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		SluiceColumn *c = palloc0(sizeof(SluiceColumn));
@@ -295,12 +295,12 @@ read_pipeline(void)
 	}
 
 	/* expectations */
-	rc = SPI_execute_with_args("SELECT source_schema, source_table, expectation_id, name, kind, severity, "
+	rc = sluice_spi_kept("SELECT source_schema, source_table, expectation_id, name, kind, severity, "
 							   "       predicate_tree, check_tree "
 							   "  FROM sluice._expectation WHERE pipeline_id = $1 ORDER BY expectation_id",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI failed: %s", SPI_result_code_string(rc));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		SluiceExpectation *e = palloc0(sizeof(SluiceExpectation));

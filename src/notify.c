@@ -176,7 +176,7 @@ outbox_emit(const char *pipeline, const char *event, const char *json)
 	args[2] = CStringGetTextDatum(json);
 	/* destinations are the extension owner's (they hold secrets) */
 	sluice_become_catalog(&save);
-	if (SPI_execute_with_args("SELECT sluice._emit($1, $2, $3::jsonb)", 3, types, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (sluice_spi_kept("SELECT sluice._emit($1, $2, $3::jsonb)", 3, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue event %s", event);
 	sluice_restore_user(&save);
 }
@@ -192,7 +192,7 @@ outbox_emit_run(int64 run_id, int64 quarantined)
 	args[0] = Int64GetDatum(run_id);
 	args[1] = Int64GetDatum(quarantined);
 	sluice_become_catalog(&save);
-	if (SPI_execute_with_args("SELECT sluice._emit_run($1, $2)", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (sluice_spi_kept("SELECT sluice._emit_run($1, $2)", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not queue the run's events");
 	sluice_restore_user(&save);
 }

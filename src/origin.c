@@ -174,6 +174,21 @@ origin_session_progress(void)
 }
 
 /*
+ * The same without waiting for it to be on disk: the walsender transport's
+ * batches (refresh.c) start from what the last batch committed, durable or
+ * not (the slot is told only durable positions, walstream.c), where
+ * origin_session_progress would flush the datamart's WAL at every batch and
+ * undo the asynchronous commit of the one before.
+ */
+XLogRecPtr
+origin_session_applied(void)
+{
+	if (replorigin_session_origin_lsn != InvalidXLogRecPtr)
+		return replorigin_session_origin_lsn;
+	return replorigin_session_get_progress(false);
+}
+
+/*
  * Set the position this transaction's commit records.
  */
 void

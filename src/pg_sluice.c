@@ -56,7 +56,7 @@ int			sluice_http_max_attempts = 8;
 int			sluice_http_retry_base = 1000;	/* ms */
 int			sluice_http_max_page = 65536;	/* kB */
 int			sluice_quarantine_alert = 0;	/* rows */
-int			sluice_worker_transport = SLUICE_TRANSPORT_SQL;
+int			sluice_worker_transport = SLUICE_TRANSPORT_WALSENDER;
 
 static const struct config_enum_entry transport_options[] = {
 	{"walsender", SLUICE_TRANSPORT_WALSENDER, false},
@@ -118,7 +118,7 @@ _PG_init(void)
 							 "and the worker waits on its socket; sql: the worker polls the SQL decoding "
 							 "functions every pg_sluice.naptime.",
 							 &sluice_worker_transport,
-							 SLUICE_TRANSPORT_SQL, transport_options,
+							 SLUICE_TRANSPORT_WALSENDER, transport_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 

@@ -188,6 +188,11 @@ extern void sluice_restore_user(SluiceUser *save);
 extern int	sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
 								const char *nulls, bool read_only, long count);
 extern void sluice_check_operator(SluicePipeline *pipe, const char *action);
+
+/* ---------- spiplan.c: kept plans of pg_sluice's own catalog statements ---------- */
+
+extern int	sluice_spi_kept(const char *sql, int nargs, Oid *types, Datum *args,
+							const char *nulls, bool read_only, long count);
 extern void sluice_fix_search_path(void);
 
 /* ---------- transport.c: libpq to the source, every wait interruptible ---------- */
@@ -490,6 +495,7 @@ extern struct HeapTupleData *expect_run_check(SluiceExpectation *e, struct Tuple
 extern void origin_init(void);
 extern void origin_session_begin(const char *origin_name);
 extern XLogRecPtr origin_session_progress(void);
+extern XLogRecPtr origin_session_applied(void);
 extern void origin_session_set(XLogRecPtr lsn, TimestampTz committime);
 extern XLogRecPtr origin_progress(const char *origin_name, bool flush);
 extern bool origin_session_durable(void);
@@ -514,6 +520,7 @@ typedef struct RefreshResult
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
 							 int64 max_messages, int max_ms,
 							 RefreshResult *r);
+extern PGresult *refresh_describe_slot(SluicePipeline *pipe, SluiceConn *sc, const char *what);
 extern void refresh_slot_gone(SluicePipeline *pipe) pg_attribute_noreturn();
 extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
 								int64 max_messages, int max_ms, RefreshResult *r);

@@ -274,11 +274,11 @@ ledger_init(ApplyState *st, ApplyRel *ar)
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(ar->table->target_schema);
 	args[2] = CStringGetTextDatum(ar->table->target_table);
-	if (SPI_execute_with_args("SELECT quarantine_id, row_key::text FROM sluice._quarantine "
-							  " WHERE pipeline_id = $1 AND target_schema = $2 AND target_table = $3 "
-							  "   AND status IN ('held', 'discarded') AND superseded_how IS NULL "
-							  "   AND row_key IS NOT NULL",
-							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (sluice_spi_kept("SELECT quarantine_id, row_key::text FROM sluice._quarantine "
+						" WHERE pipeline_id = $1 AND target_schema = $2 AND target_table = $3 "
+						"   AND status IN ('held', 'discarded') AND superseded_how IS NULL "
+						"   AND row_key IS NOT NULL",
+						3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the quarantine ledger");
 	ar->held = NULL;
 	if (SPI_processed > 0 || ar->has_quarantine)

@@ -86,6 +86,48 @@ refresh_slot_gone(SluicePipeline *pipe)
 }
 
 /*
+ * The pipeline's slot as live describes it (flush position, confirmed_flush_lsn,
+ * active_pid, restart_lsn), once no process reads it: a worker that just
+ * stopped, or just closed its stream after a failed batch, leaves its
+ * walsender behind for a moment (walstream.c), so this waits up to
+ * SLOT_RELEASE_WAIT_MS for it to go.  Refreshes and drains (spool.c) read
+ * the slot over SQL and start here.  what names the step for the hint.
+ */
+PGresult *
+refresh_describe_slot(SluicePipeline *pipe, SluiceConn *sc, const char *what)
+{
+	const char *params[1];
+	PGresult   *res;
+	int			tries;
+
+	params[0] = pipe->slot_name;
+	for (tries = 0;; tries++)
+	{
+		res = transport_exec(sc,
+							 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
+							 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+							 1, params, PGRES_TUPLES_OK, "describe the replication slot");
+		if (PQntuples(res) == 0)
+			refresh_slot_gone(pipe);
+		if (PQgetisnull(res, 0, 2) || tries * 50 >= SLOT_RELEASE_WAIT_MS)
+			break;
+		PQclear(res);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 50, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (!PQgetisnull(res, 0, 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
+						pipe->slot_name, pipe->name, pipe->source_name),
+				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
+				 errhint("Wait for it to finish, or stop it, and %s again.", what)));
+	return res;
+}
+
+/*
  * Versioned rows carry the run id the batch will commit as: reserve it
  * (pipelines that keep history).
  */
@@ -154,7 +196,6 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	const char *params[2];
 	char		lsnbuf[32];
 	SluiceUser	owner_save;
-	int			tries;
 	XLogRecPtr	origin_lsn;
 	bool		durable;
 	bool		spooled;
@@ -197,35 +238,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 			marked = transport_parse_lsn(mark);
 	}
 
+	res = refresh_describe_slot(pipe, sc, "run the refresh");
 	params[0] = pipe->slot_name;
-	for (tries = 0;; tries++)
-	{
-		res = transport_exec(sc,
-							 "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
-							 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-							 1, params, PGRES_TUPLES_OK, "describe the replication slot");
-		if (PQntuples(res) == 0)
-			refresh_slot_gone(pipe);
-
-		/*
-		 * A worker that just stopped leaves its walsender behind for a
-		 * moment (walstream.c): give it up to SLOT_RELEASE_WAIT_MS to go.
-		 */
-		if (PQgetisnull(res, 0, 2) || tries * 50 >= SLOT_RELEASE_WAIT_MS)
-			break;
-		PQclear(res);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 50, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	if (!PQgetisnull(res, 0, 2))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errdetail("Process %s on the source is reading it.", PQgetvalue(res, 0, 2)),
-				 errhint("Wait for it to finish, or stop it, and run the refresh again.")));
 	upto = transport_parse_lsn(PQgetvalue(res, 0, 0));
 	if (!XLogRecPtrIsInvalid(marked) && marked < upto)
 		upto = marked;
@@ -363,7 +377,7 @@ refresh_ws_inner(SluicePipeline *pipe, WalStream *ws, int64 max_messages,
 	SluiceUser	owner_save;
 
 	origin_session_begin(pipe->origin_name);
-	start_lsn = origin_session_progress();
+	start_lsn = origin_session_applied();
 	r->start_lsn = start_lsn;
 
 	refresh_reserve_version(pipe, r);

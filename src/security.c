@@ -115,7 +115,8 @@ sluice_become_owner(SluicePipeline *pipe, SluiceUser *save)
 }
 
 /*
- * SPI_execute_with_args on the private catalog, as the extension owner:
+ * A fixed statement on the private catalog (a kept plan, spiplan.c), as the
+ * extension owner:
  * every write of pg_sluice's own bookkeeping (runs, results, quarantine,
  * drift events, pipeline state) goes through here, so operators and owners
  * need no write privilege on the catalog and cannot forge its rows.  The
@@ -129,7 +130,7 @@ sluice_catalog_exec(const char *sql, int nargs, Oid *types, Datum *args,
 	int			rc;
 
 	sluice_become_catalog(&save);
-	rc = SPI_execute_with_args(sql, nargs, types, args, nulls, read_only, count);
+	rc = sluice_spi_kept(sql, nargs, types, args, nulls, read_only, count);
 	sluice_restore_user(&save);
 	return rc;
 }

@@ -73,6 +73,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -85,6 +86,19 @@ static int	heartbeat_pipeline = 0;
 static TimestampTz heartbeat_at = 0;
 
 /* pipelines whose slot moves once this transaction committed */
+/*
+ * When a worker last wrote its look at a pipeline's slot down, per pipeline
+ * (a worker may serve several): it writes it at most every LAG_RECORD_MS
+ * while nothing changes, not at every batch.
+ */
+#define LAG_RECORD_MS 1000
+typedef struct LagLook
+{
+	int			pipeline_id;	/* hash key */
+	TimestampTz recorded_at;
+} LagLook;
+static HTAB *lag_looks = NULL;
+
 static List *moves = NIL;
 static bool moves_callback = false;
 
@@ -202,6 +216,28 @@ slotwatch_lag(SluicePipeline *pipe, XLogRecPtr source_lsn, XLogRecPtr restart_ls
 
 	if (over == was_over && !record)
 		return;
+	if (IsBackgroundWorker)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		LagLook    *look;
+		bool		found;
+
+		if (lag_looks == NULL)
+		{
+			HASHCTL		ctl;
+
+			memset(&ctl, 0, sizeof(ctl));
+			ctl.keysize = sizeof(int);
+			ctl.entrysize = sizeof(LagLook);
+			lag_looks = hash_create("pg_sluice slot looks", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+		}
+		look = hash_search(lag_looks, &pipe->pipeline_id, HASH_ENTER, &found);
+		/* a crossing is always written; the same state again only now and then */
+		if (found && over == was_over &&
+			!TimestampDifferenceExceeds(look->recorded_at, now, LAG_RECORD_MS))
+			return;
+		look->recorded_at = now;
+	}
 	args[1] = BoolGetDatum(over);
 	args[2] = LSNGetDatum(source_lsn);
 	args[3] = LSNGetDatum(restart_lsn);

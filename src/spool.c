@@ -214,7 +214,6 @@ spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res)
 	XLogRecPtr	upto;
 	XLogRecPtr	confirmed;
 	PGresult   *pres;
-	const char *params[1];
 	SluiceStream ss;
 	StringInfoData msg;
 	StringInfoData buf;
@@ -231,20 +230,7 @@ spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res)
 	spool_state(pipe, &drained, &bytes, &full);
 	start = Max(drained, origin_progress(pipe->origin_name, true));
 
-	params[0] = pipe->slot_name;
-	pres = transport_exec(sc,
-						  "SELECT pg_catalog.pg_current_wal_flush_lsn(), confirmed_flush_lsn, active_pid, restart_lsn "
-						  "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-						  1, params, PGRES_TUPLES_OK, "describe the replication slot");
-	if (PQntuples(pres) == 0)
-		refresh_slot_gone(pipe);
-	if (!PQgetisnull(pres, 0, 2))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("replication slot \"%s\" of pipeline \"%s\" is in use on source \"%s\"",
-						pipe->slot_name, pipe->name, pipe->source_name),
-				 errdetail("Process %s on the source is reading it.", PQgetvalue(pres, 0, 2)),
-				 errhint("Wait for it to finish, or stop it, and drain again.")));
+	pres = refresh_describe_slot(pipe, sc, "drain");
 	upto = transport_parse_lsn(PQgetvalue(pres, 0, 0));
 	confirmed = PQgetisnull(pres, 0, 1) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(pres, 0, 1));
 	res->source_flush_lsn = upto;

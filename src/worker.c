@@ -243,6 +243,8 @@ worker_batch(int pipeline_id, bool *done)
 	RefreshResult r;
 	TimestampTz started;
 	bool		had_error;
+	bool		streak_over;
+	bool		recorded;
 	int64		rows;
 
 	worker_xact_begin();
@@ -342,12 +344,24 @@ worker_batch(int pipeline_id, bool *done)
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
 	/* idle polls leave no run */
-	if (r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid))
+	recorded = r.stats.transactions > 0 || r.paused || TransactionIdIsValid(r.stats.skipped_xid);
+	if (recorded)
 		(void) refresh_record_run(pipe, "stream", started, &r);
+
+	/*
+	 * Does this batch end a run of failures?  An SQL batch decoded up to
+	 * live's flush position, so yes.  A stream opened again after a failure
+	 * starts with nothing arrived yet: a batch that applied nothing proves
+	 * nothing until the stream has come past where the failed one was, or
+	 * the failing transaction would never count more than one failure (and
+	 * the drain after SPOOL_AFTER_FAILURES would never start).
+	 */
 	LWLockAcquire(sluice_shared->lock, LW_SHARED);
 	had_error = s->in_error;
+	streak_over = !(had_error && worker_ws != NULL && r.stats.transactions == 0 && !r.paused &&
+					worker_ws->received <= s->failed_at);
 	LWLockRelease(sluice_shared->lock);
-	if (had_error)
+	if (had_error && streak_over)
 	{
 		Oid			types[1] = {INT4OID};
 		Datum		args[1] = {Int32GetDatum(pipeline_id)};
@@ -357,8 +371,9 @@ worker_batch(int pipeline_id, bool *done)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
 
-	/* guard the source: a slot_lag event when the WAL kept crosses the limit */
-	slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
+	/* guard the source: a slot_lag event when the WAL kept crosses the limit (a run looked already) */
+	if (!recorded)
+		slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
 	worker_xact_commit();
 	if (worker_ws != NULL)
 	{
@@ -378,9 +393,13 @@ worker_batch(int pipeline_id, bool *done)
 
 		window_rows += rows;
 		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-		s->failures = 0;
-		s->in_error = false;
-		s->retry_at = 0;
+		if (streak_over)
+		{
+			s->failures = 0;
+			s->in_error = false;
+			s->retry_at = 0;
+			s->failed_at = InvalidXLogRecPtr;
+		}
 		s->measured_at = now;
 		s->source_flush_lsn = r.source_flush_lsn;
 		/* caught up with the walsender: consistent with all it sent */
@@ -527,7 +546,12 @@ sluice_worker_main(Datum arg)
 				transport_close(worker_conn);
 			worker_conn = NULL;
 			if (worker_ws != NULL)
+			{
+				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+				s->failed_at = Max(s->failed_at, worker_ws->received);
+				LWLockRelease(sluice_shared->lock);
 				walstream_close(worker_ws, false);
+			}
 			worker_ws = NULL;
 		}
 		PG_END_TRY();

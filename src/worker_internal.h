@@ -58,6 +58,8 @@ typedef struct WorkerSlot
 	TimestampTz last_error_at;
 	TimestampTz retry_at;		/* apply worker backing off after a failed
 								 * batch: its next attempt, else 0 */
+	XLogRecPtr	failed_at;		/* walsender transport: how far the stream
+								 * had come when a batch failed */
 } WorkerSlot;
 
 typedef struct SluiceShared
