@@ -95,6 +95,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -108,6 +109,10 @@
 #define VERIFY_MAX_BUCKETS	65536	/* buckets one level may ask for */
 #define VERIFY_LEAF_ROWS	64		/* rows per bucket listed key by key */
 #define VERIFY_FETCH		1000	/* rows per cursor batch */
+#define VERIFY_LEAF_TOTAL	65536	/* rows of differing buckets listed at once */
+
+/* the source's setting that carries a level's parent buckets (see NOTES) */
+#define VERIFY_BUCKETS_GUC	"sluice_verify.buckets"
 
 /* One side of the leaf merge: a cursor read in batches. */
 typedef struct LeafStream
@@ -186,19 +191,47 @@ type_is_builtin(Oid typid)
 	return result;
 }
 
-/* '{1,2,3}'::pg_catalog.int8[] of the buckets' numbers (ours: no quoting). */
+/* The buckets' numbers as the text of an int8[] parameter for the source. */
 static char *
-bucket_array(VerifyBucket *b, int n)
+bucket_array_text(VerifyBucket *b, int n)
 {
 	StringInfoData s;
 	int			i;
 
 	initStringInfo(&s);
-	appendStringInfoString(&s, "'{");
+	appendStringInfoChar(&s, '{');
 	for (i = 0; i < n; i++)
 		appendStringInfo(&s, "%s" INT64_FORMAT, i ? "," : "", b[i].bucket);
-	appendStringInfoString(&s, "}'::pg_catalog.int8[]");
+	appendStringInfoChar(&s, '}');
 	return s.data;
+}
+
+/* The buckets' numbers as an int8[] parameter here. */
+static Datum
+bucket_array_datum(VerifyBucket *b, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(b[i].bucket);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * The hash of one column's value (see NOTES): an integer's from its value,
+ * anything else's from its text; seeded by the column's place, a null
+ * hashing to a constant of that seed.  typid is the datamart's type, which
+ * the source's expression has too (cast when widened) or prints the same.
+ */
+static char *
+column_hash(const char *expr, Oid typid, int seed)
+{
+	if (typid == INT2OID || typid == INT4OID || typid == INT8OID)
+		return psprintf("COALESCE(pg_catalog.hashint8extended((%s)::pg_catalog.int8, %d), %d)",
+						expr, seed, -seed);
+	return psprintf("COALESCE(pg_catalog.hashtextextended((%s)::pg_catalog.text COLLATE pg_catalog.\"C\", %d), %d)",
+					expr, seed, -seed);
 }
 
 /*
@@ -265,6 +298,8 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 	StringInfoData row;
 	StringInfoData names;
 	StringInfoData vals;
+	StringInfoData keyh;
+	StringInfoData rowh;
 	bool		first;
 	int			nkey = 0;
 
@@ -366,16 +401,23 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		initStringInfo(&row);
 		initStringInfo(&names);
 		initStringInfo(&vals);
+		initStringInfo(&keyh);
+		initStringInfo(&rowh);
 		first = true;
 		foreach(lc, vt->columns)
 		{
 			VerifyColumn *vc = lfirst(lc);
 			const char *e = live ? vc->live_expr : vc->mart_expr;
+			int			place = foreach_current_index(lc) + 1;
 
 			appendStringInfo(&row, "%s%s", row.len ? ", " : "", e);
+			appendStringInfo(&rowh, "%s%s", rowh.len ? " OPERATOR(pg_catalog.#) " : "",
+							 column_hash(e, vc->typid, place));
 			if (vt->keyless || vc->is_key)
 			{
 				appendStringInfo(&key, "%s%s", key.len ? ", " : "", e);
+				appendStringInfo(&keyh, "%s%s", keyh.len ? " OPERATOR(pg_catalog.#) " : "",
+								 column_hash(e, vc->typid, 1000 + place));
 				appendStringInfo(&names, "%s%s", first ? "" : ", ", quote_literal_cstr(vc->name));
 				appendStringInfo(&vals, "%s(%s)::pg_catalog.text", first ? "" : ", ", e);
 				first = false;
@@ -384,20 +426,21 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		*(live ? &vt->live_key_row : &vt->mart_key_row) = pstrdup(key.data);
 		if (live)
 			vt->live_cols = pstrdup(row.data);
-		/* kb: the key's bucket hash, 60 bits (see NOTES) */
+		/* kb: the key's bucket hash, 60 bits; rh: the row's (see NOTES) */
+		*(live ? &vt->live_kb : &vt->mart_kb) = vt->fast_hash ?
+			psprintf("((%s) OPERATOR(pg_catalog.&) 1152921504606846975)", keyh.data) :
+			hex60(psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", key.data), 1);
+		*(live ? &vt->live_rh : &vt->mart_rh) = vt->fast_hash ?
+			psprintf("(%s)", rowh.data) :
+			psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", row.data);
 		*(live ? &vt->live_inner : &vt->mart_inner) =
 			psprintf("SELECT pg_catalog.md5((ROW(%s))::pg_catalog.text) AS kh, "
-					 "pg_catalog.md5((ROW(%s))::pg_catalog.text) AS rh, "
+					 "(%s)::pg_catalog.text AS rh, "
 					 "(pg_catalog.json_object(ARRAY[%s]::pg_catalog.text[], ARRAY[%s]::pg_catalog.text[]))::pg_catalog.text AS kj, "
-					 "%s AS kb, "
-					 "(ROW(%s))::pg_catalog.text AS rt "
+					 "%s AS kb "
 					 "FROM %s",
-					 key.data, row.data, names.data, vals.data,
-					 vt->fast_hash ?
-					 psprintf("(pg_catalog.hashtextextended((ROW(%s))::pg_catalog.text COLLATE pg_catalog.\"C\", 0) "
-							  "OPERATOR(pg_catalog.&) 1152921504606846975)", key.data) :
-					 hex60(psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", key.data), 1),
-					 row.data,
+					 key.data, live ? vt->live_rh : vt->mart_rh, names.data, vals.data,
+					 live ? vt->live_kb : vt->mart_kb,
 					 live ? vt->live_rel : vt->mart_rel);
 	}
 	return vt;
@@ -414,9 +457,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			 int64 modulus, int64 parent_modulus, VerifyBucket *parents,
 			 int nparents, int *ndiff)
 {
-	char	   *filter = "";
+	char	   *sums;
+	int			nf;				/* fields of a bucket: b, count, sums */
 	char	   *sql[2];
-	char	  **lval[4];		/* the source's rows: b, count, sum, sum */
+	char	  **lval[4];		/* the source's rows: b, count, sums */
 	int			lmax = 64;
 	char	   *err;
 	char	   *buf;
@@ -432,27 +476,63 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	int64		live_rows = 0;
 	MemoryContext rowcxt;
 	MemoryContext outer;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
 
-	if (parents != NULL)
-		filter = psprintf(" WHERE (x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
-						  parent_modulus, bucket_array(parents, nparents));
+	/* one 64-bit sum of the row hashes, or two of 60 bits from md5 */
+	if (vt->fast_hash)
+	{
+		sums = "pg_catalog.sum(y.rh)";
+		nf = 3;
+	}
+	else
+	{
+		sums = psprintf("pg_catalog.sum(%s), pg_catalog.sum(%s)", hex60("y.rh", 1), hex60("y.rh", 16));
+		nf = 4;
+	}
+
 	/*
-	 * OFFSET 0 keeps the row's hash a column computed once: pulled up, its
-	 * expression would be computed again for each of the two sums.
+	 * The parents' filter is inside the scan, so only their rows are hashed
+	 * and summed.  OFFSET 0 keeps the row's hash a column computed once.
 	 */
 	for (int side = 0; side < 2; side++)
-		sql[side] = psprintf("SELECT x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), "
-							 "pg_catalog.sum(x.r1), pg_catalog.sum(x.r2) "
-							 "FROM (SELECT y.kb AS h, %s AS r1, %s AS r2 FROM (%s OFFSET 0) y) x%s "
+	{
+		bool		live = (side == 0);
+		const char *kb = live ? vt->live_kb : vt->mart_kb;
+		char	   *filter = "";
+
+		if (parents != NULL)
+			filter = psprintf(" WHERE (%s OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
+							  kb, parent_modulus,
+							  live ? "(SELECT pg_catalog.current_setting('" VERIFY_BUCKETS_GUC "')::pg_catalog.int8[])" : "$1");
+		sql[side] = psprintf("SELECT y.kb OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), %s "
+							 "FROM (SELECT %s AS kb, %s AS rh FROM %s%s OFFSET 0) y "
 							 "GROUP BY 1 ORDER BY 1",
-							 modulus,
-							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 1)" : hex60("y.rh", 1),
-							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 2)" : hex60("y.rh", 16),
-							 side == 0 ? vt->live_inner : vt->mart_inner, filter);
+							 modulus, sums, kb, live ? vt->live_rh : vt->mart_rh,
+							 live ? vt->live_rel : vt->mart_rel, filter);
+	}
+
+	/*
+	 * A COPY takes no parameters: the source reads the parents from a
+	 * setting of its transaction, given as a parameter (see NOTES).
+	 */
+	if (parents != NULL)
+	{
+		const char *params[1] = {bucket_array_text(parents, nparents)};
+
+		PQclear(transport_exec(snap, "SELECT pg_catalog.set_config('" VERIFY_BUCKETS_GUC "', $1, true)",
+							   1, params, PGRES_TUPLES_OK, "receive the buckets to compare"));
+	}
 
 	/* the source computes its buckets while the datamart computes its own */
 	transport_send(snap, psprintf("COPY (%s) TO STDOUT", sql[0]), "compute the verification's hashes");
-	if (SPI_execute(sql[1], false, 0) != SPI_OK_SELECT)
+	if (parents != NULL)
+	{
+		args[0] = bucket_array_datum(parents, nparents);
+		if (SPI_execute_with_args(sql[1], 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not compute the datamart's hashes");
+	}
+	else if (SPI_execute(sql[1], false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not compute the datamart's hashes");
 	mt = SPI_tuptable;
 	nm = SPI_processed;
@@ -461,11 +541,12 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("the source refused to compute the verification's hashes of table \"%s.%s\": %s",
-						vt->t->source_schema, vt->t->source_table, err)));
-	for (int k = 0; k < 4; k++)
+						vt->t->source_schema, vt->t->source_table, err),
+				 errhint("Check that the role the source's connection uses may still read the table, then verify again.")));
+	for (int k = 0; k < nf; k++)
 		lval[k] = palloc(sizeof(char *) * lmax);
 	nl = 0;
-	/* rows of four integers, tab-separated: nothing to unescape */
+	/* rows of integers, tab-separated: nothing to unescape */
 	while ((len = transport_copy_next(snap, &buf, "send the verification's hashes")) >= 0)
 	{
 		char	   *line = pnstrdup(buf, len);
@@ -474,10 +555,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 		if (nl == lmax)
 		{
 			lmax *= 2;
-			for (int k = 0; k < 4; k++)
+			for (int k = 0; k < nf; k++)
 				lval[k] = repalloc(lval[k], sizeof(char *) * lmax);
 		}
-		for (int k = 0; k < 4; k++)
+		for (int k = 0; k < nf; k++)
 		{
 			char	   *end = strpbrk(f, "\t\n");
 
@@ -508,12 +589,9 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			cl = strtoll(lval[1][i], NULL, 10);
 		if (bm <= bl)
 			cm = strtoll(SPI_getvalue(mt->vals[j], mt->tupdesc, 2), NULL, 10);
-		if (bl == bm)
-			differs = cl != cm ||
-				strcmp(lval[2][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 3)) != 0 ||
-				strcmp(lval[3][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 4)) != 0;
-		else
-			differs = true;
+		differs = (bl != bm || cl != cm);
+		for (int k = 2; k < nf && !differs; k++)
+			differs = strcmp(lval[k][i], SPI_getvalue(mt->vals[j], mt->tupdesc, k + 1)) != 0;
 		vt->ranges++;
 		live_rows += cl;
 		if (parents == NULL)
@@ -537,7 +615,7 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	MemoryContextDelete(rowcxt);
 	for (int k = 0; k < nl; k++)
 		pfree(lval[0][k]);
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < nf; k++)
 		pfree(lval[k]);
 	SPI_freetuptable(mt);
 	verify_throttle(th, parents == NULL ? live_rows : vt->rows_live);
@@ -657,25 +735,29 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	SPIPlanPtr	plan;
 	MemoryContext rowcxt;
 	MemoryContext outer;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	const char *params[1];
 
 	for (int side = 0; side < 2; side++)
 		sql[side] = psprintf("SELECT y.kh, y.rh, y.kj FROM (%s) y "
-							 "WHERE (%s OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s) "
+							 "WHERE (y.kb OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) "
 							 "ORDER BY y.kh COLLATE pg_catalog.\"C\", y.rh COLLATE pg_catalog.\"C\"",
-							 side == 0 ? vt->live_inner : vt->mart_inner,
-							 "y.kb", modulus, bucket_array(buckets, nbuckets));
+							 side == 0 ? vt->live_inner : vt->mart_inner, modulus);
 
 	memset(&l, 0, sizeof(l));
 	memset(&m, 0, sizeof(m));
 	l.live = true;
 	l.sc = snap;
 	l.throttle = th;
-	transport_command(snap, psprintf("DECLARE sluice_verify NO SCROLL CURSOR FOR %s", sql[0]),
-					  "read the differing rows");
-	plan = SPI_prepare(sql[1], 0, NULL);
+	params[0] = bucket_array_text(buckets, nbuckets);
+	PQclear(transport_exec(snap, psprintf("DECLARE sluice_verify NO SCROLL CURSOR FOR %s", sql[0]),
+						   1, params, PGRES_COMMAND_OK, "read the differing rows"));
+	plan = SPI_prepare(sql[1], 1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the datamart's rows: %s", SPI_result_code_string(SPI_result));
-	m.portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
+	args[0] = bucket_array_datum(buckets, nbuckets);
+	m.portal = SPI_cursor_open(NULL, plan, args, NULL, false);
 	leaf_fetch(&l);
 	leaf_fetch(&m);
 
@@ -759,14 +841,19 @@ verify_compare(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th, int max_ke
 	while (ndiff > 0)
 	{
 		int64		maxrows = 0;
+		int64		total = 0;
 		int64		fanout;
 		int			k;
 
 		for (k = 0; k < ndiff; k++)
+		{
 			maxrows = Max(maxrows, diff[k].rows);
+			total += diff[k].rows;
+		}
 		fanout = Min((maxrows + VERIFY_LEAF_ROWS - 1) / VERIFY_LEAF_ROWS,
 					 VERIFY_MAX_BUCKETS / ndiff);
-		if (maxrows <= VERIFY_LEAF_ROWS || fanout < 2 ||
+		/* few rows in all: listing them costs less than another level's scan */
+		if (total <= VERIFY_LEAF_TOTAL || maxrows <= VERIFY_LEAF_ROWS || fanout < 2 ||
 			modulus > (INT64CONST(1) << 59) / fanout)
 		{
 			verify_leaf(vt, snap, th, modulus, diff, ndiff, max_keys);
