@@ -15,27 +15,34 @@
  *	  position, takes a lock or records a result, and writes nothing itself,
  *	  here or on the source: the repair's writes are repair.c's.
  *
- *	  Hashing.  Each side computes the same SQL over the same text: for each
- *	  row the text form of ROW(contract columns) and of ROW(key columns)
- *	  (every column for a table without a key), hashed, the key's hash
- *	  bucketing the row (kb, 60 bits) and the row's hash summed per bucket
- *	  (two sums).  The hash is hashtextextended (seeds 0, 1 and 2) when both
- *	  servers give the same results for it (verify_fast_hash: it reads bytes
- *	  in machine words, so servers of different byte order disagree, and the
- *	  source needs PostgreSQL 11), else md5, whose hex digits are turned into
- *	  integers (60 bits from the key's, two times 60 from the row's).  The
- *	  bucket and sums are what a full scan computes; the leaf rows still
- *	  carry the md5 of the key and of the row, which the merge orders and
- *	  compares and repair.c looks keys up by.  Columns
- *	  are named through the contract (datamart name here, source name
- *	  there); a column whose datamart type differs from the source's (a
- *	  declared widening, sluice.accept_type_change) is cast on the source to
- *	  the datamart's type first when that is a built-in type, so both sides
- *	  print the same text.  Both sessions print with the same settings
- *	  (TimeZone UTC, DateStyle ISO, IntervalStyle postgres,
- *	  extra_float_digits 3, bytea_output hex).  Only (bucket, count, sum,
- *	  sum) rows cross the wire.
- *
+ *	  Hashing.  Each side computes the same SQL over the same values: for
+ *	  each row a 64-bit hash of each contract column, seeded by its place
+ *	  in the contract (an integer's from its value, hashint8extended;
+ *	  anything else's from its text, hashtextextended; a null hashes to a
+ *	  constant of its seed), combined by xor into the row's hash (rh) and,
+ *	  over the key columns (every column for a table without a key) with
+ *	  other seeds, into the key's (kb, 60 bits), which buckets the row; per
+ *	  bucket, the count and the sum of the row hashes.  That is used when
+ *	  both servers give the same results for hashtextextended
+ *	  (verify_fast_hash: it reads bytes in machine words, so servers of
+ *	  different byte order disagree, and the source needs PostgreSQL 11);
+ *	  else md5 of the text of ROW(key columns) and of ROW(contract columns),
+ *	  whose hex digits are turned into integers (60 bits from the key's, two
+ *	  times 60 summed from the row's).  The leaf rows carry the md5 of the
+ *	  key (the merge orders by it, repair.c looks keys up by it) and the
+ *	  row's hash as text.  Columns are named through the contract (datamart
+ *	  name here, source name there); a column whose datamart type differs
+ *	  from the source's (a declared widening, sluice.accept_type_change) is
+ *	  cast on the source to the datamart's type first when that is a
+ *	  built-in type, so both sides hash the same value or text.  Both
+ *	  sessions print with the same settings (TimeZone UTC, DateStyle ISO,
+ *	  IntervalStyle postgres, extra_float_digits 3, bytea_output hex).
+ *	  Only (bucket, count, sum) rows cross the wire.  One 64-bit sum: two
+ *	  differing buckets agree by chance once in 2^64.  The xor keeps the
+ *	  columns of a row together (the sum of the rows' xors changes when
+ *	  values move between rows), the seeds keep a column's value from
+ *	  cancelling the same value in another column.
+
  *	  Buckets, not key ranges.  A range of keys ("id between 1 and 1000")
  *	  holds the same rows on both sides only if both sides order keys the
  *	  same way, and text keys are ordered by collations, which differ from
@@ -54,23 +61,41 @@
  *	  different.  The cost is one scan of each side when they are equal,
  *	  plus one per level of bisection when they are not; the two sides scan
  *	  at the same time (the source's aggregate is read as a COPY while the
- *	  datamart computes its own).  Measured on the 2-core test machine,
- *	  both servers on it, 1,000,000 rows of five columns
- *	  (created by create_pipeline, then three runs each): 2.2-2.3 s
- *	  when equal (pg_dump -t of the table alone: 0.8-1.1 s; with md5 for the
- *	  scans, 6.2-6.3 s), 6.8 s with 110 differing rows (two levels of
- *	  bisection and the rows of the differing buckets; with md5: 22.5 s).
- *
+ *	  datamart computes its own).  A level's filter on its parents is in
+ *	  the scan, so only their rows are hashed; once the differing buckets
+ *	  hold at most VERIFY_LEAF_TOTAL rows in all, they are listed at once
+ *	  (one more scan of each side, hashing only the keys) instead of split
+ *	  again.  The parents travel as parameters: an int8[] here, and on the
+ *	  source, whose COPY takes no parameters, a setting of the snapshot's
+ *	  transaction (set_config, its value a parameter) that the query reads
+ *	  once (an initplan); the leaf's cursor binds an int8[].  Measured (the
+ *	  2-core shared test machine, both servers on it, bench/verify_10m.pl,
+ *	  bench.big of scenario 7, pg_dump -t to /dev/null in the same run,
+ *	  three runs each, medians): 1,000,000 rows, 1.53 s equal (pg_dump
+ *	  1.09 s), 1.75 s with one row changed; 10,000,000 rows, 16.1 s equal
+ *	  (pg_dump 12.2 s), 18.5 s with one row changed.  The record text of
+ *	  the row hashed twice, as before: 4.9-6.0 s equal at 1,000,000 rows
+ *	  (pg_dump 2.2-2.5 s in that loaded run), 5.3-5.5 s with one row changed
+ *	  (a second level scanned and hashed every row).
+
  *	  Rejected: shipping every row's (key, hash) and merging here (the
  *	  wire would carry a row per row); md5 for every scan (the conversion of
  *	  its hex digits to integers, through bit(60), costs most of the scan:
  *	  on one server, the level query over 1,000,000 rows of five columns
  *	  took 4.8-6.1 s, the two md5s alone 1.6 s, the row's text 0.7 s);
  *	  hashtextextended without the probe (its result depends on the byte
- *	  order of the server); ranges of keys (see above).
+ *	  order of the server); ranges of keys (see above); hashing the record
+ *	  text of ROW(columns) (record_out's quoting and the tuple built for it
+ *	  cost about twice the per-column hashes: 1.29 s against 0.68 s for
+ *	  1,000,000 rows on one server, COPY of the table 0.46 s); typed hashes
+ *	  for numeric (hash_numeric_extended ignores the scale, and with
+ *	  scale() added it cost more than the text) and timestamps (no hash of
+ *	  timestamptz callable from SQL: the cast to timestamp or date_part
+ *	  costs about what the text does, date_part also rounds); parallel
+ *	  workers (both servers share the machine's cores with each other).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
- *	  for), batches of 1000 rows of the leaf cursors, and at most max_keys
+ *	  for, and as many parents passed down), batches of 1000 rows of the leaf cursors, and at most max_keys
  *	  differing keys kept for the report (all are counted).
  *
  *	  Throttling: rows_per_second > 0 holds the average rate of source rows
