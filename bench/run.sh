@@ -13,7 +13,10 @@
 # (the two servers' ports, default 26432 / 26433), PGBIN (the server's
 # binaries, default /usr/lib/postgresql/15/bin), BIG_ROWS (scenario 7's
 # big table, default 10000000, SMOKE 20000; 0 = only the ROWS size),
-# MODEL_ROWS (scenario 8's table, default BIG_ROWS).
+# MODEL_ROWS (scenario 8's table, default BIG_ROWS), SPOOL_MB (WAL live
+# writes in scenario 9, default 1024, SMOKE 48), SPOOL_BASE / SPOOL_ROWS /
+# SPOOL_CHURN (its table's rows, rows inserted per round, filler rows per
+# round; default 100000 / 10000 / 50000, SMOKE 10000 / 2000 / 10000).
 #
 # Scenarios: 1 initial copy (at ROWS/10 and ROWS), 2a-2d backlog refresh,
 # 3 peak memory, 5 the 2a backlog with 10 row expectations vs without (5b: 10
@@ -22,7 +25,9 @@
 # pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
 # 6; 7v: sluice.verify of the table vs pg_dump -t of it), 8 a monthly model
 # over MODEL_ROWS rows (default BIG_ROWS) refreshed after 1% changed, with
-# and without it, and its full rebuild, 4 streaming lag (continuous worker vs native subscription; the datamart
+# and without it, and its full rebuild, 9 a paused pipeline while live
+# writes SPOOL_MB of WAL: the WAL its slot keeps with the spool (sluice.drain)
+# and without, the spool's size, the refresh that applies it, 4 streaming lag (continuous worker vs native subscription; the datamart
 # is restarted with shared_preload_libraries = pg_sluice for it).
 # pglogical (if installed) is a second reference in 1 and 2a-2d; it is
 # preloaded on both servers from the start and unloaded from the datamart
@@ -1279,6 +1284,16 @@ SQL
         add "7_${size}_pgdump" "$t"
         log "   run $run  pg_dump -t bench.big > /dev/null  ${t}s"
     done
+    # one row changed by hand in the datamart: verify must find it, by key
+    STEP="7v sluice.verify b, one row changed in the mart, $size rows"
+    k7=$((size / 2 + 7))
+    mart -c "UPDATE sb.big SET b = 'changed by hand' WHERE id = $k7"
+    s=$(now)
+    row=$(mart -c "SELECT differences || '|' || (keys->0->>'kind') || '|' || (keys->0->'key'->>'id') FROM sluice.verify('b')")
+    t=$(since "$s")
+    [ "$row" = "1|different|$k7" ] || die "7v: sluice.verify b returned '$row', expected '1|different|$k7'"
+    add "7_${size}_verify1" "$t"
+    log "   sluice.verify, row $k7 changed by hand in the mart: found  ${t}s"
     STEP="7 cleanup ($size rows)"
     mart -c "SELECT sluice.drop_pipeline('b', drop_tables => true)" >/dev/null
     mart -c "DROP SCHEMA IF EXISTS sb CASCADE" 2>/dev/null
@@ -1362,6 +1377,115 @@ mart -c "DROP SCHEMA IF EXISTS smm CASCADE; DROP SCHEMA IF EXISTS smm_models CAS
 live -c "DROP TABLE bench.mm"
 t=$(since "$s8"); add 8_total "$t"
 log "   scenario 8 took ${t}s"
+
+# ---------------------------------------------------------------------------
+# Scenario 9: a paused pipeline, live writing SPOOL_MB of WAL: the spool
+# ---------------------------------------------------------------------------
+# Own table bench.sp on live (the columns of bench.t, SPOOL_BASE rows) and
+# two pipelines of it: sp (schema ssp), drained into the datamart's spool
+# while paused, and sn (schema ssn), paused the same way and never drained:
+# the old behaviour (what pg_sluice.spool_limit = 0 gives), live keeping
+# every byte of WAL for its slot. Both pause on an error expectation (b <>
+# 'bad') broken by one row. Then rounds until live has written SPOOL_MB of
+# WAL: one transaction of SPOOL_ROWS inserts and an update of 2% of the rows
+# of bench.sp, then a filler table outside the publication (bench.churn,
+# ~1 kB of WAL a row) loaded and truncated, a CHECKPOINT on live (its
+# running_xacts record lets a slot's restart_lsn move; live's background
+# writer logs one every 15 s anyway), then sluice.drain('sp') (timed: it
+# moves the slot to what the previous drain committed, then spools up to
+# now). Retained WAL of each slot (pg_current_wal_lsn - restart_lsn) is
+# sampled before and after every drain; its maximum for sp must stay under
+# pg_sluice.spool_limit. Then the expectations are dropped, both resumed and
+# refreshed (timed): sp applies its spool first, then the rest of its slot;
+# sn decodes the whole backlog from its slot. Both copies are checked
+# against live.
+SPOOL_MB=${SPOOL_MB:-$([ -n "${SMOKE:-}" ] && echo 48 || echo 1024)}
+SPOOL_BASE=${SPOOL_BASE:-$([ -n "${SMOKE:-}" ] && echo 10000 || echo 100000)}
+SPOOL_ROWS=${SPOOL_ROWS:-$([ -n "${SMOKE:-}" ] && echo 2000 || echo 10000)}
+SPOOL_CHURN=${SPOOL_CHURN:-$([ -n "${SMOKE:-}" ] && echo 10000 || echo 50000)}
+s9=$(now)
+log "9  pipeline paused while live writes $SPOOL_MB MB of WAL: spooled (sp) vs kept by the slot (sn)"
+STEP="9 load bench.sp"
+live >/dev/null <<SQL
+CREATE TABLE bench.sp (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric);
+$(gen_rows 1 "$SPOOL_BASE" bench.sp);
+CREATE TABLE bench.churn (id bigint, pad text);
+SQL
+STEP="9 create_pipeline sp, sn"
+for p in sp sn; do
+    mart -c "SELECT sluice.create_pipeline('$p', 'live', ARRAY['bench.sp'], target_schema => 's$p')" >/dev/null
+done
+SPOOL_LIMIT=$(mart -c "LOAD 'pg_sluice'" -c "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'pg_sluice.spool_limit'")
+[[ $SPOOL_LIMIT =~ ^[0-9]+$ ]] && [ "$SPOOL_LIMIT" -gt 0 ] || die "9: pg_sluice.spool_limit is '$SPOOL_LIMIT'"
+STEP="9 pause sp and sn"
+declare -A EXP9
+for p in sp sn; do EXP9[$p]=$(mart -c "SELECT sluice.expect_row_to_satisfy('s$p.sp', \$\$b <> 'bad'\$\$)"); done
+live -c "INSERT INTO bench.sp VALUES (0, 0, 'bad', now(), 0)"
+for p in sp sn; do
+    mart -c "SELECT sluice.refresh('$p')" >/dev/null 2>&1 || true
+    [ "$(mart -c "SELECT state FROM sluice.status WHERE pipeline = '$p'")" = paused ] || die "9: pipeline $p did not pause"
+done
+retained9() {  # slot -> bytes of WAL it keeps on live
+    live -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'sluice_$1'"
+}
+MAXR_SP=0; MAXR_SN=0
+sample9() {
+    local r
+    r=$(retained9 sp); [ "$r" -gt "$MAXR_SP" ] && MAXR_SP=$r
+    r=$(retained9 sn); [ "$r" -gt "$MAXR_SN" ] && MAXR_SN=$r
+    return 0
+}
+start9=$(live -c "SELECT pg_current_wal_lsn()")
+written=0; round=0; next_id=$((SPOOL_BASE + 1))
+while [ "$written" -lt $((SPOOL_MB * 1048576)) ]; do
+    round=$((round + 1))
+    STEP="9 round $round on live"
+    live >/dev/null <<SQL
+BEGIN;
+$(gen_rows "$next_id" $((next_id + SPOOL_ROWS - 1)) bench.sp);
+UPDATE bench.sp SET a = a + 1, d = d + 1 WHERE id % 50 = $((round % 50));
+COMMIT;
+INSERT INTO bench.churn SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, $SPOOL_CHURN) g;
+TRUNCATE bench.churn;
+CHECKPOINT;
+SQL
+    next_id=$((next_id + SPOOL_ROWS))
+    sample9
+    STEP="9 sluice.drain('sp') (round $round)"
+    s=$(now)
+    out=$(mart -c "SELECT transactions || ' transactions, ' || pg_size_pretty(bytes) FROM sluice.drain('sp')")
+    t=$(since "$s"); add 9_drain "$t"
+    sample9
+    written=$(live -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$start9')::bigint")
+    log "   round $round: live wrote $((written / 1048576)) MB so far; drain ${t}s ($out); slot keeps sp $(( $(retained9 sp) / 1048576 )) MB, sn $(( $(retained9 sn) / 1048576 )) MB"
+done
+SPOOL_WRITTEN=$written
+SPOOL_TXNS=$(mart -c "SELECT transactions FROM sluice.spool WHERE pipeline = 'sp'")
+SPOOL_BYTES=$(mart -c "SELECT bytes FROM sluice.spool WHERE pipeline = 'sp'")
+SPOOL_REL=$(mart -c "SELECT pg_total_relation_size('sluice._spool')")
+log "   live wrote $((SPOOL_WRITTEN / 1048576)) MB of WAL in $round rounds; the slot kept at most: sp $((MAXR_SP / 1048576)) MB (spool_limit $((SPOOL_LIMIT / 1048576)) MB), sn $((MAXR_SN / 1048576)) MB"
+log "   spool of sp: $SPOOL_TXNS transactions, $((SPOOL_BYTES / 1048576)) MB of messages, sluice._spool $((SPOOL_REL / 1048576)) MB on disk"
+[ "$MAXR_SP" -lt "$SPOOL_LIMIT" ] || die "9: the slot of sp kept $MAXR_SP bytes, not under pg_sluice.spool_limit ($SPOOL_LIMIT)"
+[ "$(mart -c "SELECT count(*) FROM ssp.sp WHERE id > $SPOOL_BASE")" = 0 ] || die "9: sp applied changes while paused"
+STEP="9 resume and refresh sp, sn"
+live_fp bench.sp
+live -c "CHECKPOINT"
+for p in sp sn; do
+    mart -c "SELECT sluice.drop_expectation('s$p.sp', '${EXP9[$p]}')" >/dev/null
+    mart -c "SELECT sluice.resume('$p')" >/dev/null
+    mart -c "CHECKPOINT"
+    sluice_refresh "$p"; add "9_apply_$p" "$LAST_T"
+    log "   $p: resume + refresh ${LAST_T}s (transactions inserted updated deleted truncated: ${REFRESH_ROW//|/ })"
+    check_copy "pg_sluice (s$p.sp)" $MART_PORT mart "s$p.sp"
+done
+[ "$(mart -c "SELECT transactions FROM sluice.spool WHERE pipeline = 'sp'")" = 0 ] || die "9: the spool of sp is not empty after its refresh"
+STEP="9 cleanup"
+for p in sp sn; do mart -c "SELECT sluice.drop_pipeline('$p', drop_tables => true)" >/dev/null; done
+mart -c "DROP SCHEMA IF EXISTS ssp CASCADE; DROP SCHEMA IF EXISTS ssn CASCADE" 2>/dev/null
+live -c "DROP TABLE bench.sp; DROP TABLE bench.churn"
+live -c "CHECKPOINT"; mart -c "CHECKPOINT"
+t=$(since "$s9"); add 9_total "$t"
+log "   scenario 9 took ${t}s"
 
 # ---------------------------------------------------------------------------
 # Scenario 4: streaming lag (commit on live -> visible on the datamart)
@@ -1665,7 +1789,16 @@ for size in $BIG_SIZES; do
     row "     once: initial copy; load on live / scenario total (s)" "$(one ${k}_copy)" "" "load $(one ${k}_load) / total $(one ${k}_total)" ""
     row "     sluice.verify (equal tables; s)" "$(cell ${k}_verify)" "" "pg_dump -t > /dev/null $(cell ${k}_pgdump)" \
         "$(ratio ${k}_verify ${k}_pgdump) (verify/pg_dump)"
+    row "     sluice.verify, one row changed in the mart (s)" "$(one ${k}_verify1)" "" "found, by its key" ""
 done
+mb() { awk -v x="${1:-0}" 'BEGIN { printf "%.0f", x / 1048576 }'; }
+row "9  paused, live wrote $(mb "$SPOOL_WRITTEN") MB of WAL: slot keeps at most (MB)" "$(mb "$MAXR_SP")" "" \
+    "no spool $(mb "$MAXR_SN"); spool_limit $(mb "$SPOOL_LIMIT")" \
+    "$(awk -v a="$MAXR_SN" -v b="$MAXR_SP" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }') (no spool/spool)"
+row "     spool: transactions / MB of messages / MB on disk" "$SPOOL_TXNS / $(mb "$SPOOL_BYTES") / $(mb "$SPOOL_REL")" "" "" ""
+row "     sluice.drain, each round (s)" "$(cell 9_drain)" "" "" ""
+row "     resume + refresh: spool, then the slot (s)" "$(cell 9_apply_sp)" "" "no spool: the slot $(cell 9_apply_sn)" \
+    "$(ratio 9_apply_sn 9_apply_sp) (no spool/spool)"
 rule
 echo "pg_sluice: SELECT * FROM sluice.refresh('p') (2*), sluice.create_pipeline (1). 3: the datamart backend running the refresh."
 echo "native   : ALTER SUBSCRIPTION ENABLE until pg_replication_origin_progress(flush) >= live's WAL insert LSN taken"
@@ -1714,5 +1847,10 @@ echo "           rotating: sluice.refresh('b'); pg_dump -t bench.big | psql and 
 echo "           into a fresh database (pipe, no file; both build the primary key). Last column: the faster dump/restore"
 echo "           median / the refresh median (issue target: >= 30 at 10,000,000 rows). Clustered: before the spread runs, the"
 echo "           newest 1% of ids updated in one transaction and refreshed (same dump/restore medians: they copy everything)."
+echo "9 (spool): own table bench.sp, pipelines sp (drained) and sn (never drained: what spool_limit = 0 gives), both paused"
+echo "           by a broken error expectation. Rounds until live wrote SPOOL_MB: $(commas "$SPOOL_ROWS") inserts + an update of 2% of"
+echo "           bench.sp in one transaction, $(commas "$SPOOL_CHURN") filler rows outside the publication (loaded, truncated), CHECKPOINT"
+echo "           on live, sluice.drain('sp'); each slot's retained WAL (pg_current_wal_lsn - restart_lsn) sampled before and after"
+echo "           every drain, maximum shown. Then both resumed and refreshed (timed) and checked against live."
 echo "every timed step was followed by a check that the copy equals live (row count and per-column sums)."
 STEP=""

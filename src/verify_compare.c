@@ -15,27 +15,34 @@
  *	  position, takes a lock or records a result, and writes nothing itself,
  *	  here or on the source: the repair's writes are repair.c's.
  *
- *	  Hashing.  Each side computes the same SQL over the same text: for each
- *	  row the text form of ROW(contract columns) and of ROW(key columns)
- *	  (every column for a table without a key), hashed, the key's hash
- *	  bucketing the row (kb, 60 bits) and the row's hash summed per bucket
- *	  (two sums).  The hash is hashtextextended (seeds 0, 1 and 2) when both
- *	  servers give the same results for it (verify_fast_hash: it reads bytes
- *	  in machine words, so servers of different byte order disagree, and the
- *	  source needs PostgreSQL 11), else md5, whose hex digits are turned into
- *	  integers (60 bits from the key's, two times 60 from the row's).  The
- *	  bucket and sums are what a full scan computes; the leaf rows still
- *	  carry the md5 of the key and of the row, which the merge orders and
- *	  compares and repair.c looks keys up by.  Columns
- *	  are named through the contract (datamart name here, source name
- *	  there); a column whose datamart type differs from the source's (a
- *	  declared widening, sluice.accept_type_change) is cast on the source to
- *	  the datamart's type first when that is a built-in type, so both sides
- *	  print the same text.  Both sessions print with the same settings
- *	  (TimeZone UTC, DateStyle ISO, IntervalStyle postgres,
- *	  extra_float_digits 3, bytea_output hex).  Only (bucket, count, sum,
- *	  sum) rows cross the wire.
- *
+ *	  Hashing.  Each side computes the same SQL over the same values: for
+ *	  each row a 64-bit hash of each contract column, seeded by its place
+ *	  in the contract (an integer's from its value, hashint8extended;
+ *	  anything else's from its text, hashtextextended; a null hashes to a
+ *	  constant of its seed), combined by xor into the row's hash (rh) and,
+ *	  over the key columns (every column for a table without a key) with
+ *	  other seeds, into the key's (kb, 60 bits), which buckets the row; per
+ *	  bucket, the count and the sum of the row hashes.  That is used when
+ *	  both servers give the same results for hashtextextended
+ *	  (verify_fast_hash: it reads bytes in machine words, so servers of
+ *	  different byte order disagree, and the source needs PostgreSQL 11);
+ *	  else md5 of the text of ROW(key columns) and of ROW(contract columns),
+ *	  whose hex digits are turned into integers (60 bits from the key's, two
+ *	  times 60 summed from the row's).  The leaf rows carry the md5 of the
+ *	  key (the merge orders by it, repair.c looks keys up by it) and the
+ *	  row's hash as text.  Columns are named through the contract (datamart
+ *	  name here, source name there); a column whose datamart type differs
+ *	  from the source's (a declared widening, sluice.accept_type_change) is
+ *	  cast on the source to the datamart's type first when that is a
+ *	  built-in type, so both sides hash the same value or text.  Both
+ *	  sessions print with the same settings (TimeZone UTC, DateStyle ISO,
+ *	  IntervalStyle postgres, extra_float_digits 3, bytea_output hex).
+ *	  Only (bucket, count, sum) rows cross the wire.  One 64-bit sum: two
+ *	  differing buckets agree by chance once in 2^64.  The xor keeps the
+ *	  columns of a row together (the sum of the rows' xors changes when
+ *	  values move between rows), the seeds keep a column's value from
+ *	  cancelling the same value in another column.
+
  *	  Buckets, not key ranges.  A range of keys ("id between 1 and 1000")
  *	  holds the same rows on both sides only if both sides order keys the
  *	  same way, and text keys are ordered by collations, which differ from
@@ -54,23 +61,41 @@
  *	  different.  The cost is one scan of each side when they are equal,
  *	  plus one per level of bisection when they are not; the two sides scan
  *	  at the same time (the source's aggregate is read as a COPY while the
- *	  datamart computes its own).  Measured on the 2-core test machine,
- *	  both servers on it, 1,000,000 rows of five columns
- *	  (created by create_pipeline, then three runs each): 2.2-2.3 s
- *	  when equal (pg_dump -t of the table alone: 0.8-1.1 s; with md5 for the
- *	  scans, 6.2-6.3 s), 6.8 s with 110 differing rows (two levels of
- *	  bisection and the rows of the differing buckets; with md5: 22.5 s).
- *
+ *	  datamart computes its own).  A level's filter on its parents is in
+ *	  the scan, so only their rows are hashed; once the differing buckets
+ *	  hold at most VERIFY_LEAF_TOTAL rows in all, they are listed at once
+ *	  (one more scan of each side, hashing only the keys) instead of split
+ *	  again.  The parents travel as parameters: an int8[] here, and on the
+ *	  source, whose COPY takes no parameters, a setting of the snapshot's
+ *	  transaction (set_config, its value a parameter) that the query reads
+ *	  once (an initplan); the leaf's cursor binds an int8[].  Measured (the
+ *	  2-core shared test machine, both servers on it, bench/verify_10m.pl,
+ *	  bench.big of scenario 7, pg_dump -t to /dev/null in the same run,
+ *	  three runs each, medians): 1,000,000 rows, 1.53 s equal (pg_dump
+ *	  1.09 s), 1.75 s with one row changed; 10,000,000 rows, 16.1 s equal
+ *	  (pg_dump 12.2 s), 18.5 s with one row changed.  The record text of
+ *	  the row hashed twice, as before: 4.9-6.0 s equal at 1,000,000 rows
+ *	  (pg_dump 2.2-2.5 s in that loaded run), 5.3-5.5 s with one row changed
+ *	  (a second level scanned and hashed every row).
+
  *	  Rejected: shipping every row's (key, hash) and merging here (the
  *	  wire would carry a row per row); md5 for every scan (the conversion of
  *	  its hex digits to integers, through bit(60), costs most of the scan:
  *	  on one server, the level query over 1,000,000 rows of five columns
  *	  took 4.8-6.1 s, the two md5s alone 1.6 s, the row's text 0.7 s);
  *	  hashtextextended without the probe (its result depends on the byte
- *	  order of the server); ranges of keys (see above).
+ *	  order of the server); ranges of keys (see above); hashing the record
+ *	  text of ROW(columns) (record_out's quoting and the tuple built for it
+ *	  cost about twice the per-column hashes: 1.29 s against 0.68 s for
+ *	  1,000,000 rows on one server, COPY of the table 0.46 s); typed hashes
+ *	  for numeric (hash_numeric_extended ignores the scale, and with
+ *	  scale() added it cost more than the text) and timestamps (no hash of
+ *	  timestamptz callable from SQL: the cast to timestamp or date_part
+ *	  costs about what the text does, date_part also rounds); parallel
+ *	  workers (both servers share the machine's cores with each other).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
- *	  for), batches of 1000 rows of the leaf cursors, and at most max_keys
+ *	  for, and as many parents passed down), batches of 1000 rows of the leaf cursors, and at most max_keys
  *	  differing keys kept for the report (all are counted).
  *
  *	  Throttling: rows_per_second > 0 holds the average rate of source rows
@@ -95,6 +120,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -108,6 +134,10 @@
 #define VERIFY_MAX_BUCKETS	65536	/* buckets one level may ask for */
 #define VERIFY_LEAF_ROWS	64		/* rows per bucket listed key by key */
 #define VERIFY_FETCH		1000	/* rows per cursor batch */
+#define VERIFY_LEAF_TOTAL	65536	/* rows of differing buckets listed at once */
+
+/* the source's setting that carries a level's parent buckets (see NOTES) */
+#define VERIFY_BUCKETS_GUC	"sluice_verify.buckets"
 
 /* One side of the leaf merge: a cursor read in batches. */
 typedef struct LeafStream
@@ -186,19 +216,47 @@ type_is_builtin(Oid typid)
 	return result;
 }
 
-/* '{1,2,3}'::pg_catalog.int8[] of the buckets' numbers (ours: no quoting). */
+/* The buckets' numbers as the text of an int8[] parameter for the source. */
 static char *
-bucket_array(VerifyBucket *b, int n)
+bucket_array_text(VerifyBucket *b, int n)
 {
 	StringInfoData s;
 	int			i;
 
 	initStringInfo(&s);
-	appendStringInfoString(&s, "'{");
+	appendStringInfoChar(&s, '{');
 	for (i = 0; i < n; i++)
 		appendStringInfo(&s, "%s" INT64_FORMAT, i ? "," : "", b[i].bucket);
-	appendStringInfoString(&s, "}'::pg_catalog.int8[]");
+	appendStringInfoChar(&s, '}');
 	return s.data;
+}
+
+/* The buckets' numbers as an int8[] parameter here. */
+static Datum
+bucket_array_datum(VerifyBucket *b, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(b[i].bucket);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * The hash of one column's value (see NOTES): an integer's from its value,
+ * anything else's from its text; seeded by the column's place, a null
+ * hashing to a constant of that seed.  typid is the datamart's type, which
+ * the source's expression has too (cast when widened) or prints the same.
+ */
+static char *
+column_hash(const char *expr, Oid typid, int seed)
+{
+	if (typid == INT2OID || typid == INT4OID || typid == INT8OID)
+		return psprintf("COALESCE(pg_catalog.hashint8extended((%s)::pg_catalog.int8, %d), %d)",
+						expr, seed, -seed);
+	return psprintf("COALESCE(pg_catalog.hashtextextended((%s)::pg_catalog.text COLLATE pg_catalog.\"C\", %d), %d)",
+					expr, seed, -seed);
 }
 
 /*
@@ -265,6 +323,8 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 	StringInfoData row;
 	StringInfoData names;
 	StringInfoData vals;
+	StringInfoData keyh;
+	StringInfoData rowh;
 	bool		first;
 	int			nkey = 0;
 
@@ -366,16 +426,23 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		initStringInfo(&row);
 		initStringInfo(&names);
 		initStringInfo(&vals);
+		initStringInfo(&keyh);
+		initStringInfo(&rowh);
 		first = true;
 		foreach(lc, vt->columns)
 		{
 			VerifyColumn *vc = lfirst(lc);
 			const char *e = live ? vc->live_expr : vc->mart_expr;
+			int			place = foreach_current_index(lc) + 1;
 
 			appendStringInfo(&row, "%s%s", row.len ? ", " : "", e);
+			appendStringInfo(&rowh, "%s%s", rowh.len ? " OPERATOR(pg_catalog.#) " : "",
+							 column_hash(e, vc->typid, place));
 			if (vt->keyless || vc->is_key)
 			{
 				appendStringInfo(&key, "%s%s", key.len ? ", " : "", e);
+				appendStringInfo(&keyh, "%s%s", keyh.len ? " OPERATOR(pg_catalog.#) " : "",
+								 column_hash(e, vc->typid, 1000 + place));
 				appendStringInfo(&names, "%s%s", first ? "" : ", ", quote_literal_cstr(vc->name));
 				appendStringInfo(&vals, "%s(%s)::pg_catalog.text", first ? "" : ", ", e);
 				first = false;
@@ -384,20 +451,21 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 		*(live ? &vt->live_key_row : &vt->mart_key_row) = pstrdup(key.data);
 		if (live)
 			vt->live_cols = pstrdup(row.data);
-		/* kb: the key's bucket hash, 60 bits (see NOTES) */
+		/* kb: the key's bucket hash, 60 bits; rh: the row's (see NOTES) */
+		*(live ? &vt->live_kb : &vt->mart_kb) = vt->fast_hash ?
+			psprintf("((%s) OPERATOR(pg_catalog.&) 1152921504606846975)", keyh.data) :
+			hex60(psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", key.data), 1);
+		*(live ? &vt->live_rh : &vt->mart_rh) = vt->fast_hash ?
+			psprintf("(%s)", rowh.data) :
+			psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", row.data);
 		*(live ? &vt->live_inner : &vt->mart_inner) =
 			psprintf("SELECT pg_catalog.md5((ROW(%s))::pg_catalog.text) AS kh, "
-					 "pg_catalog.md5((ROW(%s))::pg_catalog.text) AS rh, "
+					 "(%s)::pg_catalog.text AS rh, "
 					 "(pg_catalog.json_object(ARRAY[%s]::pg_catalog.text[], ARRAY[%s]::pg_catalog.text[]))::pg_catalog.text AS kj, "
-					 "%s AS kb, "
-					 "(ROW(%s))::pg_catalog.text AS rt "
+					 "%s AS kb "
 					 "FROM %s",
-					 key.data, row.data, names.data, vals.data,
-					 vt->fast_hash ?
-					 psprintf("(pg_catalog.hashtextextended((ROW(%s))::pg_catalog.text COLLATE pg_catalog.\"C\", 0) "
-							  "OPERATOR(pg_catalog.&) 1152921504606846975)", key.data) :
-					 hex60(psprintf("pg_catalog.md5((ROW(%s))::pg_catalog.text)", key.data), 1),
-					 row.data,
+					 key.data, live ? vt->live_rh : vt->mart_rh, names.data, vals.data,
+					 live ? vt->live_kb : vt->mart_kb,
 					 live ? vt->live_rel : vt->mart_rel);
 	}
 	return vt;
@@ -414,9 +482,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			 int64 modulus, int64 parent_modulus, VerifyBucket *parents,
 			 int nparents, int *ndiff)
 {
-	char	   *filter = "";
+	char	   *sums;
+	int			nf;				/* fields of a bucket: b, count, sums */
 	char	   *sql[2];
-	char	  **lval[4];		/* the source's rows: b, count, sum, sum */
+	char	  **lval[4];		/* the source's rows: b, count, sums */
 	int			lmax = 64;
 	char	   *err;
 	char	   *buf;
@@ -432,27 +501,63 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	int64		live_rows = 0;
 	MemoryContext rowcxt;
 	MemoryContext outer;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
 
-	if (parents != NULL)
-		filter = psprintf(" WHERE (x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
-						  parent_modulus, bucket_array(parents, nparents));
+	/* one 64-bit sum of the row hashes, or two of 60 bits from md5 */
+	if (vt->fast_hash)
+	{
+		sums = "pg_catalog.sum(y.rh)";
+		nf = 3;
+	}
+	else
+	{
+		sums = psprintf("pg_catalog.sum(%s), pg_catalog.sum(%s)", hex60("y.rh", 1), hex60("y.rh", 16));
+		nf = 4;
+	}
+
 	/*
-	 * OFFSET 0 keeps the row's hash a column computed once: pulled up, its
-	 * expression would be computed again for each of the two sums.
+	 * The parents' filter is inside the scan, so only their rows are hashed
+	 * and summed.  OFFSET 0 keeps the row's hash a column computed once.
 	 */
 	for (int side = 0; side < 2; side++)
-		sql[side] = psprintf("SELECT x.h OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), "
-							 "pg_catalog.sum(x.r1), pg_catalog.sum(x.r2) "
-							 "FROM (SELECT y.kb AS h, %s AS r1, %s AS r2 FROM (%s OFFSET 0) y) x%s "
+	{
+		bool		live = (side == 0);
+		const char *kb = live ? vt->live_kb : vt->mart_kb;
+		char	   *filter = "";
+
+		if (parents != NULL)
+			filter = psprintf(" WHERE (%s OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s)",
+							  kb, parent_modulus,
+							  live ? "(SELECT pg_catalog.current_setting('" VERIFY_BUCKETS_GUC "')::pg_catalog.int8[])" : "$1");
+		sql[side] = psprintf("SELECT y.kb OPERATOR(pg_catalog.%%) " INT64_FORMAT " AS b, pg_catalog.count(*), %s "
+							 "FROM (SELECT %s AS kb, %s AS rh FROM %s%s OFFSET 0) y "
 							 "GROUP BY 1 ORDER BY 1",
-							 modulus,
-							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 1)" : hex60("y.rh", 1),
-							 vt->fast_hash ? "pg_catalog.hashtextextended(y.rt COLLATE pg_catalog.\"C\", 2)" : hex60("y.rh", 16),
-							 side == 0 ? vt->live_inner : vt->mart_inner, filter);
+							 modulus, sums, kb, live ? vt->live_rh : vt->mart_rh,
+							 live ? vt->live_rel : vt->mart_rel, filter);
+	}
+
+	/*
+	 * A COPY takes no parameters: the source reads the parents from a
+	 * setting of its transaction, given as a parameter (see NOTES).
+	 */
+	if (parents != NULL)
+	{
+		const char *params[1] = {bucket_array_text(parents, nparents)};
+
+		PQclear(transport_exec(snap, "SELECT pg_catalog.set_config('" VERIFY_BUCKETS_GUC "', $1, true)",
+							   1, params, PGRES_TUPLES_OK, "receive the buckets to compare"));
+	}
 
 	/* the source computes its buckets while the datamart computes its own */
 	transport_send(snap, psprintf("COPY (%s) TO STDOUT", sql[0]), "compute the verification's hashes");
-	if (SPI_execute(sql[1], false, 0) != SPI_OK_SELECT)
+	if (parents != NULL)
+	{
+		args[0] = bucket_array_datum(parents, nparents);
+		if (SPI_execute_with_args(sql[1], 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not compute the datamart's hashes");
+	}
+	else if (SPI_execute(sql[1], false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not compute the datamart's hashes");
 	mt = SPI_tuptable;
 	nm = SPI_processed;
@@ -461,11 +566,12 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("the source refused to compute the verification's hashes of table \"%s.%s\": %s",
-						vt->t->source_schema, vt->t->source_table, err)));
-	for (int k = 0; k < 4; k++)
+						vt->t->source_schema, vt->t->source_table, err),
+				 errhint("Check that the role the source's connection uses may still read the table, then verify again.")));
+	for (int k = 0; k < nf; k++)
 		lval[k] = palloc(sizeof(char *) * lmax);
 	nl = 0;
-	/* rows of four integers, tab-separated: nothing to unescape */
+	/* rows of integers, tab-separated: nothing to unescape */
 	while ((len = transport_copy_next(snap, &buf, "send the verification's hashes")) >= 0)
 	{
 		char	   *line = pnstrdup(buf, len);
@@ -474,10 +580,10 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 		if (nl == lmax)
 		{
 			lmax *= 2;
-			for (int k = 0; k < 4; k++)
+			for (int k = 0; k < nf; k++)
 				lval[k] = repalloc(lval[k], sizeof(char *) * lmax);
 		}
-		for (int k = 0; k < 4; k++)
+		for (int k = 0; k < nf; k++)
 		{
 			char	   *end = strpbrk(f, "\t\n");
 
@@ -508,12 +614,9 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 			cl = strtoll(lval[1][i], NULL, 10);
 		if (bm <= bl)
 			cm = strtoll(SPI_getvalue(mt->vals[j], mt->tupdesc, 2), NULL, 10);
-		if (bl == bm)
-			differs = cl != cm ||
-				strcmp(lval[2][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 3)) != 0 ||
-				strcmp(lval[3][i], SPI_getvalue(mt->vals[j], mt->tupdesc, 4)) != 0;
-		else
-			differs = true;
+		differs = (bl != bm || cl != cm);
+		for (int k = 2; k < nf && !differs; k++)
+			differs = strcmp(lval[k][i], SPI_getvalue(mt->vals[j], mt->tupdesc, k + 1)) != 0;
 		vt->ranges++;
 		live_rows += cl;
 		if (parents == NULL)
@@ -537,7 +640,7 @@ verify_level(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	MemoryContextDelete(rowcxt);
 	for (int k = 0; k < nl; k++)
 		pfree(lval[0][k]);
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < nf; k++)
 		pfree(lval[k]);
 	SPI_freetuptable(mt);
 	verify_throttle(th, parents == NULL ? live_rows : vt->rows_live);
@@ -657,25 +760,29 @@ verify_leaf(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th,
 	SPIPlanPtr	plan;
 	MemoryContext rowcxt;
 	MemoryContext outer;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	const char *params[1];
 
 	for (int side = 0; side < 2; side++)
 		sql[side] = psprintf("SELECT y.kh, y.rh, y.kj FROM (%s) y "
-							 "WHERE (%s OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY (%s) "
+							 "WHERE (y.kb OPERATOR(pg_catalog.%%) " INT64_FORMAT ") OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) "
 							 "ORDER BY y.kh COLLATE pg_catalog.\"C\", y.rh COLLATE pg_catalog.\"C\"",
-							 side == 0 ? vt->live_inner : vt->mart_inner,
-							 "y.kb", modulus, bucket_array(buckets, nbuckets));
+							 side == 0 ? vt->live_inner : vt->mart_inner, modulus);
 
 	memset(&l, 0, sizeof(l));
 	memset(&m, 0, sizeof(m));
 	l.live = true;
 	l.sc = snap;
 	l.throttle = th;
-	transport_command(snap, psprintf("DECLARE sluice_verify NO SCROLL CURSOR FOR %s", sql[0]),
-					  "read the differing rows");
-	plan = SPI_prepare(sql[1], 0, NULL);
+	params[0] = bucket_array_text(buckets, nbuckets);
+	PQclear(transport_exec(snap, psprintf("DECLARE sluice_verify NO SCROLL CURSOR FOR %s", sql[0]),
+						   1, params, PGRES_COMMAND_OK, "read the differing rows"));
+	plan = SPI_prepare(sql[1], 1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the datamart's rows: %s", SPI_result_code_string(SPI_result));
-	m.portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
+	args[0] = bucket_array_datum(buckets, nbuckets);
+	m.portal = SPI_cursor_open(NULL, plan, args, NULL, false);
 	leaf_fetch(&l);
 	leaf_fetch(&m);
 
@@ -759,14 +866,19 @@ verify_compare(VerifyTable *vt, SluiceConn *snap, VerifyThrottle *th, int max_ke
 	while (ndiff > 0)
 	{
 		int64		maxrows = 0;
+		int64		total = 0;
 		int64		fanout;
 		int			k;
 
 		for (k = 0; k < ndiff; k++)
+		{
 			maxrows = Max(maxrows, diff[k].rows);
+			total += diff[k].rows;
+		}
 		fanout = Min((maxrows + VERIFY_LEAF_ROWS - 1) / VERIFY_LEAF_ROWS,
 					 VERIFY_MAX_BUCKETS / ndiff);
-		if (maxrows <= VERIFY_LEAF_ROWS || fanout < 2 ||
+		/* few rows in all: listing them costs less than another level's scan */
+		if (total <= VERIFY_LEAF_TOTAL || maxrows <= VERIFY_LEAF_ROWS || fanout < 2 ||
 			modulus > (INT64CONST(1) << 59) / fanout)
 		{
 			verify_leaf(vt, snap, th, modulus, diff, ndiff, max_keys);

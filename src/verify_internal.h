@@ -67,7 +67,11 @@ typedef struct VerifyTable
 	char	   *live_rel;		/* [ONLY] schema.table on the source */
 	char	   *mart_rel;		/* [ONLY] schema.table here */
 	bool		fast_hash;		/* both sides agree on hashtextextended */
-	char	   *live_inner;		/* SELECT kh, rh, kj, kb, rt on the source */
+	char	   *live_kb;		/* the key's bucket hash on the source */
+	char	   *mart_kb;		/* the same here */
+	char	   *live_rh;		/* the row's hash on the source */
+	char	   *mart_rh;		/* the same here */
+	char	   *live_inner;		/* SELECT kh, rh, kj, kb on the source */
 	char	   *mart_inner;		/* the same here */
 	int64		rows_live;
 	int64		rows_mart;
