@@ -5582,3 +5582,103 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+
+-- the initial copy in chunks, and copy state in sluice.status (issue 19)
+ALTER TABLE sluice._copy DROP CONSTRAINT _copy_kind_check,
+    ADD CONSTRAINT _copy_kind_check CHECK (kind IN ('resnapshot', 'add_table', 'initial_copy'));
+COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot), add_table (sluice.add_table) or initial_copy (sluice.create_pipeline with pg_sluice.initial_copy chunked or auto).';
+-- What sluice.status says of a pipeline's chunked copies: read from
+-- sluice.copy_progress (defined later, src/sql/95_snapshot.sql; PL/pgSQL
+-- looks its tables up when called), as the caller, who sees the copies of
+-- the pipelines it operates and NULL for the others.
+CREATE FUNCTION sluice._copy_state(pipeline text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  SELECT pg_catalog.count(*) AS tables,
+         pg_catalog.sum(c.chunks_done) AS done,
+         pg_catalog.sum(c.chunks_total) AS total,
+         pg_catalog.sum(c.rows_copied) AS copied,
+         pg_catalog.sum(c.rows_estimate) AS estimate,
+         pg_catalog.max(c.eta) AS eta
+    INTO r
+    FROM sluice.copy_progress c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline
+     AND c.state OPERATOR(pg_catalog.=) 'copying';
+  IF r.tables OPERATOR(pg_catalog.=) 0 THEN
+    RETURN NULL;
+  END IF;
+  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s',
+           r.tables, CASE WHEN r.tables OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+           r.done, r.total, r.copied,
+           CASE WHEN r.estimate OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.format(', %s%%', LEAST(100, pg_catalog.floor(
+                       100 OPERATOR(pg_catalog.*) r.copied OPERATOR(pg_catalog./) r.estimate::numeric)))
+                ELSE '' END,
+           CASE WHEN r.eta IS NOT NULL
+                THEN pg_catalog.format(', eta %s', pg_catalog.date_trunc('second', r.eta))
+                ELSE '' END);
+END
+$$;
+COMMENT ON FUNCTION sluice._copy_state(text) IS 'Private: the copy column of sluice.status.';
+
+CREATE OR REPLACE VIEW sluice.status AS
+WITH w AS (SELECT * FROM sluice._worker_status()),
+     limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
+                         pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
+SELECT p.name AS pipeline,
+       CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
+       CASE WHEN p.paused_reason IS NOT NULL THEN 'paused'
+            WHEN NOT p.continuous THEN 'stopped'
+            WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
+            WHEN w.pid IS NULL THEN 'starting'
+            ELSE 'running' END AS state,
+       CASE WHEN p.continuous THEN COALESCE(w.last_error, p.last_error,
+                 CASE WHEN w.pipeline_id IS NULL
+                      THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
+       END AS last_error,
+       CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       p.paused_reason,
+       p.paused_at,
+       w.next_retry_at,
+       w.pid AS worker_pid,
+       ok.run_id AS last_run_id,
+       ok.finished_at AS last_success_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) ok.finished_at AS staleness,
+       COALESCE(w.applied_lsn, ok.end_lsn) AS applied_lsn,
+       COALESCE(w.source_flush_lsn, ok.source_flush_lsn) AS source_lsn,
+       GREATEST(0, pg_catalog.pg_wal_lsn_diff(
+           COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+           COALESCE(w.applied_lsn, ok.end_lsn)))::bigint AS lag_bytes,
+       CASE WHEN COALESCE(w.source_flush_lsn, ok.source_flush_lsn) OPERATOR(pg_catalog.<=)
+                 COALESCE(w.applied_lsn, ok.end_lsn) THEN 0
+            ELSE pg_catalog.date_part('epoch', COALESCE(w.measured_at, ok.started_at)
+                     OPERATOR(pg_catalog.-) COALESCE(w.last_source_commit, ok.last_source_commit))
+       END::double precision AS lag_seconds,
+       pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))::bigint AS retained_wal_bytes,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))
+                           OPERATOR(pg_catalog.>) limits.max_wal AND limits.max_wal OPERATOR(pg_catalog.>) 0, false)
+           AS retained_wal_warning,
+       COALESCE(w.measured_at, ok.started_at) AS measured_at,
+       COALESCE(w.rows_per_second,
+           (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
+           OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
+           AS rows_per_second,
+       p.rows_missing,
+       p.last_missing_at,
+       p.strict,
+       sluice._copy_state(p.name) AS copy
+  FROM sluice._pipeline p
+  CROSS JOIN limits
+  LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+  LEFT JOIN LATERAL (SELECT r.* FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                        AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+COMMENT ON COLUMN sluice.status.copy IS 'The pipeline''s chunked copies in progress (sluice.copy_progress, for the pipelines the caller operates), e.g. ''copying 1 table: chunk 12/40, 1200000 rows, 30%, eta 00:01:10''; NULL when none.';

@@ -179,6 +179,7 @@ _PG_init(void)
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	spool_init();
 	slotwatch_init();
+	snapshot_init();
 
 	MarkGUCPrefixReserved("pg_sluice");
 

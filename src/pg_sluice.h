@@ -365,12 +365,20 @@ typedef struct NewPipeline
 	XLogRecPtr	consistent;		/* the slot's consistent point */
 	int64		copied;			/* rows of the initial copy */
 	int64		run_id;			/* the initial copy's run */
+	List	   *chunked;		/* SourceTable *: left empty, copied in chunks */
 } NewPipeline;
 
 extern void pipeline_check_target(SourceTable *t, const char *target_schema, bool adopt);
 extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
 extern void pipeline_drop_tables(SluicePipeline *pipe);
 extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
+
+/* ---------- snapshot.c: the initial copy in chunks ---------- */
+
+extern void snapshot_init(void);
+extern List *snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables);
+extern void snapshot_record_initial(int pipeline_id, SourceTable *t);
+extern int	snapshot_initial_chunk_rows(void);
 
 /* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 

@@ -533,6 +533,9 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 		char	   *snapshot;
 		int64		copied = 0;
 
+		/* which tables are left empty for a chunked copy (checked first) */
+		np->chunked = snapshot_initial_plan(sc, np->source, np->tables);
+
 		if (np->publication_owned)
 		{
 			bool		first = true;
@@ -590,15 +593,19 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 			SourceTable *t = lfirst(lc);
 			Oid			relid = t->adopted ? t->adopted : create_target_table(t, np->target_schema);
 			TimestampTz tstart = GetCurrentTimestamp();
-			int64		rows;
-			long		secs;
+			int64		rows = 0;
+			long		secs = 0;
 			int			usecs;
 
-			rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-							  relid, t->binary_safe, NULL, NIL);
+			/* a chunked table stays empty: CALL sluice.copy_tables fills it */
+			if (!list_member_ptr(np->chunked, t))
+			{
+				rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
+								  relid, t->binary_safe, NULL, NIL);
+				TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
+			}
 			copied += rows;
 			/* a long copy says how far it is, table by table */
-			TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
 			if (secs >= 5)
 				ereport(NOTICE,
 						(errmsg("pipeline \"%s\": table %d of %d, %s.%s, copied: " INT64_FORMAT " rows in %ld s",
@@ -625,6 +632,8 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 		record_pipeline(np->name, np->source, np->publication, np->publication_owned, np->slot_name,
 						np->origin_name, np->target_schema, np->consistent, np->tables, save.userid,
 						&np->pipeline_id);
+		foreach(lc, np->chunked)
+			snapshot_record_initial(np->pipeline_id, lfirst(lc));
 		replorigin_create(np->origin_name);
 		CommandCounterIncrement();
 		origin_session_begin(np->origin_name);
@@ -636,6 +645,14 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 										0, 0, 0, 0);
 		sluice_restore_user(&save);
 		outbox_emit_run(np->run_id, 0);
+		if (np->chunked != NIL)
+			ereport(NOTICE,
+					(errmsg("pipeline \"%s\": %d of %d tables created empty, to be copied in chunks of %d rows",
+							np->name, list_length(np->chunked), list_length(np->tables),
+							snapshot_initial_chunk_rows()),
+					 errdetail("pg_sluice.initial_copy chose a chunked copy: each chunk commits on its own, so a crash or a cancel repeats at most one chunk."),
+					 errhint("CALL sluice.copy_tables(%s) copies them, with a notice per chunk; call it again to resume after an interruption. sluice.copy_progress shows how far it is.",
+							 quote_literal_cstr(np->name))));
 	}
 	PG_CATCH();
 	{

@@ -94,6 +94,7 @@
 #include "utils/array.h"
 #include "utils/wait_event.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -487,13 +488,13 @@ check_copyable(SluicePipeline *pipe)
 
 /* Record a table's copy, from its first key (once per table: a new one replaces it). */
 static void
-record_copy(SluicePipeline *pipe, const char *schema, const char *table,
+record_copy(int pipeline_id, const char *schema, const char *table,
 			const char *kind, int chunk_rows)
 {
 	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
 	Datum		args[5];
 
-	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[0] = Int32GetDatum(pipeline_id);
 	args[1] = CStringGetTextDatum(schema);
 	args[2] = CStringGetTextDatum(table);
 	args[3] = Int32GetDatum(chunk_rows);
@@ -557,14 +558,14 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	(void) chunk_key(rel, t, true);
 	table_close(rel, AccessShareLock);
 
-	record_copy(pipe, t->source_schema, t->source_table, "resnapshot", chunk_rows);
+	record_copy(pipe->pipeline_id, t->source_schema, t->source_table, "resnapshot", chunk_rows);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }
 
 /* The source may write the watermark: asked first, with a hint. */
 static void
-check_watermark_right(SluiceConn *sc, SluicePipeline *pipe)
+check_watermark_right(SluiceConn *sc, const char *source_name)
 {
 	char	   *may = transport_try_value(sc,
 										  "SELECT pg_catalog.has_function_privilege("
@@ -574,7 +575,7 @@ check_watermark_right(SluiceConn *sc, SluicePipeline *pipe)
 	if (may == NULL || strcmp(may, "t") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the role of source \"%s\" may not write watermarks into its WAL", pipe->source_name),
+				 errmsg("the role of source \"%s\" may not write watermarks into its WAL", source_name),
 				 errdetail("A chunked copy marks where each chunk ends with pg_logical_emit_message, which writes WAL only, never a table."),
 				 errhint("On the source, as a superuser: GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO the source's role.")));
 }
@@ -611,11 +612,11 @@ sluice_add_table(PG_FUNCTION_ARGS)
 	catalog_require_postgres(pipe, "add a table to");
 	check_copyable(pipe);
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-	check_watermark_right(sc, pipe);
+	check_watermark_right(sc, pipe->source_name);
 	t = source_describe_table(sc, spec);
 	relid = pipeline_add_table(pipe, sc, t);
 	transport_close(sc);
-	record_copy(pipe, t->schema, t->name, "add_table", chunk_rows);
+	record_copy(pipe->pipeline_id, t->schema, t->name, "add_table", chunk_rows);
 	SPI_finish();
 	PG_RETURN_OID(relid);
 }
@@ -927,7 +928,7 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	}
 
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-	check_watermark_right(sc, pipe);
+	check_watermark_right(sc, pipe->source_name);
 	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
 											 quote_identifier(t->source_table)));
 	check_key_order(sc, t, k, src);
@@ -1024,4 +1025,134 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	(void) refresh_record_run(pipe, "refresh", started, &r);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+/* ---------- the initial copy in chunks (create_pipeline) ---------- */
+
+/*
+ * pg_sluice.initial_copy: how create_pipeline copies each table.  A
+ * setting, not a create_pipeline argument: a new argument changes the
+ * function's signature, and updating the extension would drop it with
+ * every GRANT EXECUTE roles hold on it.
+ */
+enum
+{
+	INITIAL_COPY_AUTO,
+	INITIAL_COPY_SNAPSHOT,
+	INITIAL_COPY_CHUNKED
+};
+
+static const struct config_enum_entry initial_copy_options[] = {
+	{"auto", INITIAL_COPY_AUTO, false},
+	{"snapshot", INITIAL_COPY_SNAPSHOT, false},
+	{"chunked", INITIAL_COPY_CHUNKED, false},
+	{NULL, 0, false}
+};
+
+static int	sluice_initial_copy = INITIAL_COPY_AUTO;
+static int	sluice_chunked_above = 20000000;
+static int	sluice_initial_chunk_rows = 100000;
+
+void
+snapshot_init(void)
+{
+	DefineCustomEnumVariable("pg_sluice.initial_copy",
+							 "Sets how sluice.create_pipeline copies each table: in one snapshot, in chunks, or auto.",
+							 "snapshot: every table in the slot's snapshot, in create_pipeline's transaction (a failure starts it over). "
+							 "chunked: every table with a primary key is created empty and copied in chunks by CALL sluice.copy_tables, "
+							 "which resumes after the last committed chunk. auto: chunked for the tables the source estimates "
+							 "above pg_sluice.initial_copy_chunked_above rows.",
+							 &sluice_initial_copy, INITIAL_COPY_AUTO, initial_copy_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.initial_copy_chunked_above",
+							"Sets the source row estimate above which pg_sluice.initial_copy = auto copies a table in chunks.",
+							"The estimate is the source's pg_class.reltuples (the sum over the partitions of a partitioned table); "
+							"a table never vacuumed or analyzed has none and gets the one-snapshot copy.",
+							&sluice_chunked_above, 20000000, 0, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.initial_copy_chunk_rows",
+							"Sets the rows per chunk of a table create_pipeline copies in chunks.",
+							"Each chunk is one transaction here; a crash or a cancel repeats at most the chunk in progress.",
+							&sluice_initial_chunk_rows, 100000, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* The source's row estimate of a table, -1 when it has none. */
+static int64
+source_estimate(SluiceConn *sc, SourceTable *t)
+{
+	const char *params[1];
+	PGresult   *res;
+	int64		n = -1;
+
+	params[0] = psprintf("%s.%s", quote_identifier(t->schema), quote_identifier(t->name));
+	res = transport_exec(sc,
+						 t->partitioned ?
+						 "SELECT CASE WHEN pg_catalog.bool_or(c.reltuples >= 0) "
+						 "            THEN pg_catalog.sum(GREATEST(c.reltuples, 0))::bigint END "
+						 "  FROM pg_catalog.pg_partition_tree($1::regclass) p "
+						 "  JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE p.isleaf" :
+						 "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
+						 "  FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass",
+						 1, params, PGRES_TUPLES_OK, "read the table's row estimate");
+	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		n = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return n;
+}
+
+/*
+ * Which tables of a new pipeline create_pipeline leaves empty for a
+ * chunked copy (pg_sluice.initial_copy), checked before anything is
+ * created: a keyless table cannot be chunked, and the source's role must
+ * be able to write the chunks' watermarks.
+ */
+List *
+snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables)
+{
+	List	   *chunked = NIL;
+	ListCell   *lc;
+
+	if (sluice_initial_copy == INITIAL_COPY_SNAPSHOT)
+		return NIL;
+	foreach(lc, tables)
+	{
+		SourceTable *t = lfirst(lc);
+		bool		keyed = t->keys != NIL && t->replident != 'f';
+
+		if (sluice_initial_copy == INITIAL_COPY_CHUNKED)
+		{
+			if (!keyed)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("table \"%s.%s\" on source \"%s\" has no primary key: it cannot be copied in chunks",
+								t->schema, t->name, source_name),
+						 errdetail("pg_sluice.initial_copy is chunked; chunks are ranges of the key."),
+						 errhint("SET pg_sluice.initial_copy = auto (keyless tables get the one-snapshot copy), or put the table in a pipeline of its own created with pg_sluice.initial_copy = snapshot.")));
+			chunked = lappend(chunked, t);
+		}
+		else if (keyed)
+		{
+			int64		n = source_estimate(sc, t);
+
+			if (n > (int64) sluice_chunked_above)
+				chunked = lappend(chunked, t);
+		}
+	}
+	if (chunked != NIL)
+		check_watermark_right(sc, source_name);
+	return chunked;
+}
+
+/* Record the chunked copy of a new pipeline's table (create_pipeline). */
+void
+snapshot_record_initial(int pipeline_id, SourceTable *t)
+{
+	record_copy(pipeline_id, t->schema, t->name, "initial_copy", sluice_initial_chunk_rows);
+}
+
+int
+snapshot_initial_chunk_rows(void)
+{
+	return sluice_initial_chunk_rows;
 }

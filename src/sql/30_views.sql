@@ -375,6 +375,45 @@ COMMENT ON COLUMN sluice.events.next_attempt_at IS 'When the next attempt is due
 COMMENT ON COLUMN sluice.events.last_error IS 'Why the last attempt failed.';
 COMMENT ON COLUMN sluice.events.sent_at IS 'When it was delivered.';
 
+-- What sluice.status says of a pipeline's chunked copies: read from
+-- sluice.copy_progress (defined later, src/sql/95_snapshot.sql; PL/pgSQL
+-- looks its tables up when called), as the caller, who sees the copies of
+-- the pipelines it operates and NULL for the others.
+CREATE FUNCTION sluice._copy_state(pipeline text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  SELECT pg_catalog.count(*) AS tables,
+         pg_catalog.sum(c.chunks_done) AS done,
+         pg_catalog.sum(c.chunks_total) AS total,
+         pg_catalog.sum(c.rows_copied) AS copied,
+         pg_catalog.sum(c.rows_estimate) AS estimate,
+         pg_catalog.max(c.eta) AS eta
+    INTO r
+    FROM sluice.copy_progress c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline
+     AND c.state OPERATOR(pg_catalog.=) 'copying';
+  IF r.tables OPERATOR(pg_catalog.=) 0 THEN
+    RETURN NULL;
+  END IF;
+  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s',
+           r.tables, CASE WHEN r.tables OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+           r.done, r.total, r.copied,
+           CASE WHEN r.estimate OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.format(', %s%%', LEAST(100, pg_catalog.floor(
+                       100 OPERATOR(pg_catalog.*) r.copied OPERATOR(pg_catalog./) r.estimate::numeric)))
+                ELSE '' END,
+           CASE WHEN r.eta IS NOT NULL
+                THEN pg_catalog.format(', eta %s', pg_catalog.date_trunc('second', r.eta))
+                ELSE '' END);
+END
+$$;
+COMMENT ON FUNCTION sluice._copy_state(text) IS 'Private: the copy column of sluice.status.';
+
 CREATE VIEW sluice.status AS
 WITH w AS (SELECT * FROM sluice._worker_status()),
      limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
@@ -421,7 +460,8 @@ SELECT p.name AS pipeline,
            AS rows_per_second,
        p.rows_missing,
        p.last_missing_at,
-       p.strict
+       p.strict,
+       sluice._copy_state(p.name) AS copy
   FROM sluice._pipeline p
   CROSS JOIN limits
   LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
@@ -453,6 +493,7 @@ COMMENT ON COLUMN sluice.status.rows_per_second IS 'Rows applied per second (con
 COMMENT ON COLUMN sluice.status.rows_missing IS 'Updates and deletes skipped since the pipeline was created because the datamart had no row for them: not 0 means the datamart diverged from the source (sluice.runs.missing_by_table says where).';
 COMMENT ON COLUMN sluice.status.last_missing_at IS 'When the last such update or delete was skipped.';
 COMMENT ON COLUMN sluice.status.strict IS 'A missing row pauses the pipeline instead of being skipped and counted.';
+COMMENT ON COLUMN sluice.status.copy IS 'The pipeline''s chunked copies in progress (sluice.copy_progress, for the pipelines the caller operates), e.g. ''copying 1 table: chunk 12/40, 1200000 rows, 30%, eta 00:01:10''; NULL when none.';
 
 -- Metrics in Prometheus terms: one row per pipeline, a column per metric,
 -- named as Prometheus names them (base units, _total for counters).  Read by

@@ -9,8 +9,9 @@
  * policy uses _operates.
  */
 -------------------------------------------------------------------------------
--- Chunked copies: a table copied again (sluice.resnapshot) or added to a
--- running pipeline (sluice.add_table), in key ranges,
+-- Chunked copies: a table copied again (sluice.resnapshot), added to a
+-- running pipeline (sluice.add_table) or created empty by create_pipeline
+-- (pg_sluice.initial_copy), in key ranges,
 -- each committed with the stream up to the chunk's watermark
 -- (src/snapshot.c).  One row per table, kept when the copy has finished.
 -------------------------------------------------------------------------------
@@ -19,7 +20,7 @@ CREATE TABLE sluice._copy (
     pipeline_id    integer NOT NULL,
     source_schema  text NOT NULL,
     source_table   text NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table')),
+    kind           text NOT NULL CHECK (kind IN ('resnapshot', 'add_table', 'initial_copy')),
     chunk_rows     integer NOT NULL CHECK (chunk_rows > 0),
     frontier       text[],
     chunks_done    integer NOT NULL DEFAULT 0,
@@ -74,7 +75,7 @@ COMMENT ON VIEW sluice.copy_progress IS
 COMMENT ON COLUMN sluice.copy_progress.pipeline IS 'Pipeline name.';
 COMMENT ON COLUMN sluice.copy_progress.target_schema IS 'Schema of the datamart table.';
 COMMENT ON COLUMN sluice.copy_progress.target_table IS 'Datamart table being copied.';
-COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot) or add_table (sluice.add_table).';
+COMMENT ON COLUMN sluice.copy_progress.kind IS 'Why it is copied: resnapshot (sluice.resnapshot), add_table (sluice.add_table) or initial_copy (sluice.create_pipeline with pg_sluice.initial_copy chunked or auto).';
 COMMENT ON COLUMN sluice.copy_progress.state IS 'copying, or finished.';
 COMMENT ON COLUMN sluice.copy_progress.chunk_rows IS 'Rows per chunk: each chunk is one local transaction.';
 COMMENT ON COLUMN sluice.copy_progress.chunks_done IS 'Chunks committed; a crash or a cancel repeats at most the chunk in progress.';
