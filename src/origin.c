@@ -28,6 +28,13 @@
  *	  another pipeline in the same transaction is refused, as one session can
  *	  only track one origin.
  *
+ *	  origin_session_progress flushes the datamart's WAL up to the commit
+ *	  that recorded the position it returns (refresh.c moves the slot there,
+ *	  so it must be on disk); origin_session_applied does not, for the
+ *	  walsender transport's batches, which only need to know where the last
+ *	  one ended (the slot is told durable positions by walstream.c): a flush
+ *	  at every batch made each asynchronous commit a synchronous one.
+ *
  *	  What it never does.  Talk to the source: refresh.c moves the slot, with
  *	  the position read here.
  *

@@ -30,6 +30,7 @@
  *	  (refresh_pipeline_ws) is the same but for the source side: it applies
  *	  what the open stream has delivered (apply_walstream) and never moves
  *	  the slot (the worker's status updates do, walstream.c).  A refresh
+ *	  (or a drain, spool.c, through refresh_describe_slot)
  *	  that finds the slot held (a worker stopped a moment ago leaves its
  *	  walsender behind briefly) waits up to 5 s for it.
  *

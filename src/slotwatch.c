@@ -39,6 +39,10 @@
  *	  after it went back under: the crossing is remembered in
  *	  sluice._slot_state, so scheduled, paused and continuous pipelines all
  *	  get one event per crossing, not one per batch or per five minutes.
+ *	  A crossing is written at once; a worker writes an unchanged look at
+ *	  most once a second per pipeline: a write per batch left, under load
+ *	  and while any transaction held the xmin horizon, a chain of dead
+ *	  versions of the one row that every batch's read walked.
  *
  *	  What it never does.  Write on live (pg_logical_emit_message would make a
  *	  quiet slot move too, but it is a write on live at every heartbeat), or

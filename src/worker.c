@@ -21,7 +21,10 @@
  *	  row, so both exclude each other without waiting on a long batch.  An
  *	  error in a batch rolls it back (the replication origin, hence the slot,
  *	  does not move), is recorded in the catalog and the runs log, and the
- *	  batch is retried after a backoff.  Between batches it reports to its
+ *	  batch is retried after a backoff.  (A stream opened again after a
+ *	  failure has delivered nothing at first: a batch that applied nothing
+ *	  ends the run of failures only once the stream came past where the
+ *	  failed batch was, WorkerSlot.failed_at.)  Between batches it reports to its
  *	  shared slot what sluice.status shows (lag, rows per second, last error)
  *	  and warns when the slot holds too much WAL on the source.  A paused
  *	  pipeline's worker, or one whose batches keep failing, drains the slot
