@@ -4,7 +4,7 @@
 # fills them chunk by chunk while live writes them; kill -9 of the datamart
 # at about half of the copy, then the copy resumes after the last committed
 # chunk (the work repeated measured from live's log and the catalog);
-# sluice.status shows the copy; small and keyless tables keep the
+# sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
 # one-snapshot copy; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
 # non-superuser operator.  Live and mart compared by checksum.
@@ -106,6 +106,12 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT copy FROM sluice.status W
 is($mart->safe_psql('postgres', q{SET ROLE bi; SELECT coalesce(copy, 'none') FROM sluice.status WHERE pipeline = 'kopie'}),
 	'none', 'a reader who operates nothing sees no copy state');
 
+# history cannot start under a chunked copy: a chunk replaces rows without
+# recording the versions they supersede
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; SELECT sluice.keep_history('kopie')});
+like($err, qr/pipeline "kopie" is still copying table Ziel "Ä".Große "Tabelle" in chunks.*HINT:  CALL sluice.copy_tables\('kopie'\)/s,
+	'keep_history refused until the copy has finished, with a hint');
+
 # a refresh before any chunk: changes to keys not copied yet are skipped
 $live->safe_psql('postgres', q{UPDATE app."Große ""Tabelle""" SET a = 99 WHERE id <= 5; UPDATE app.small SET v = 'x' WHERE id = 1;});
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('kopie')});
@@ -140,10 +146,12 @@ $writer->query_until(qr/done/, "");
 $writer->quit;
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('kopie')});
 
-# work repeated: chunks read from live but never committed, in rows
+# work repeated: chunks read from live but never committed, in rows (each
+# chunk's COPY as log_statement logs it, not the STATEMENT line of the error
+# that cut one short)
 my ($chunks, $rows) = split /:/, $mart->safe_psql('postgres',
 	q{SELECT chunks_done || ':' || rows_copied FROM sluice.copy_progress WHERE pipeline = 'kopie' AND state = 'finished'});
-my $attempts = () = slurp_file($live->logfile, $log_from) =~ /COPY \(SELECT id, a, "Wert b" FROM app\./g;
+my $attempts = () = slurp_file($live->logfile, $log_from) =~ /statement: COPY \(SELECT id, a, "Wert b" FROM app\./g;
 my $repeated = ($attempts - $chunks) * 10000;
 note("kill -9 at chunk $seen: $attempts chunks read from live for $chunks committed, "
 	  . "about $repeated rows copied twice of $rows");
@@ -159,6 +167,9 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT coalesce(copy, 'none') FR
 $live->safe_psql('postgres', q{CALL app.write_load(300)});
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('kopie')});
 same_tables($live, $mart, \@pairs, 'refresh after the chunked copy');
+
+is($mart->safe_psql('postgres', q{SET ROLE ops; SET client_min_messages = warning; SELECT sluice.keep_history('kopie') > 0}), 't',
+	'keep_history once the copy has finished');
 
 # --- 5. snapshot: no table chunked, whatever its size ---
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
