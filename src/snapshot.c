@@ -2,8 +2,9 @@
  *
  * snapshot.c
  *	  Chunked copies of a table while its pipeline keeps streaming
- *	  (sluice.resnapshot, sluice.add_table, sluice.copy_chunk), and the
- *	  filter that keeps the stream off the rows no chunk has copied yet.
+ *	  (sluice.resnapshot, sluice.add_table, sluice.copy_chunk, and the big
+ *	  tables of a new pipeline: pg_sluice.initial_copy), and the filter
+ *	  that keeps the stream off the rows no chunk has copied yet.
  *
  * NOTES
  *	  What this file owns.  A table being copied has a row in sluice._copy:
@@ -60,6 +61,21 @@
  *	  encoding on both servers.  The source sorts text keys in byte order
  *	  with a sort rather than the key's index when its collation is not C.
  *
+ *	  The initial copy in chunks.  create_pipeline (pipeline.c) asks
+ *	  snapshot_initial_plan which tables to leave empty: with
+ *	  pg_sluice.initial_copy = auto those with a key that the source
+ *	  estimates above pg_sluice.initial_copy_chunked_above rows, with chunked
+ *	  every one (a keyless one refused before anything is created).  Such a
+ *	  table is created with its key, gets a sluice._copy row of kind
+ *	  initial_copy and a frontier of NULL, exactly as after add_table: the
+ *	  slot's consistent point is where its stream starts, every change to it
+ *	  is skipped until a chunk copies its key.  create_pipeline, a function,
+ *	  runs in one transaction and cannot commit chunk by chunk, so it says
+ *	  (NOTICE) to CALL sluice.copy_tables, which can, and resumes.  A
+ *	  setting and not an argument of create_pipeline: a new argument changes
+ *	  the function's signature, and the update would drop it with every
+ *	  GRANT EXECUTE roles hold on it.
+ *
  *	  What it never does.  Apply a change (apply.c), or decode the stream.
  *	  Copy a table without a primary key, whose rows the stream cannot tell
  *	  apart: those keep the one-snapshot copy of create_pipeline.
@@ -68,7 +84,12 @@
  *	  watermark, as DBLog does: the chunk is written first and the stream
  *	  applied on top (only what the snapshot did not see), which needs no
  *	  buffer at all.  A long exported snapshot: it holds back vacuum on live
- *	  for the whole copy and starts over after any failure.
+ *	  for the whole copy and starts over after any failure.  Chunks in the
+ *	  continuous worker between its batches: the worker is not this file's
+ *	  (a continuous pipeline is refused, stop it to copy).  Chunks of a
+ *	  pipeline that keeps history: refused (sluice.keep_history also waits
+ *	  for the copies to finish), as a chunk replaces rows without recording
+ *	  the versions they supersede.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
