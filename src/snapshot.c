@@ -1107,12 +1107,17 @@ source_estimate(SluiceConn *sc, SourceTable *t)
 	int64		n = -1;
 
 	params[0] = psprintf("%s.%s", quote_identifier(t->schema), quote_identifier(t->name));
+	/* partitions through pg_inherits: pg_partition_tree is 12 and later */
 	res = transport_exec(sc,
 						 t->partitioned ?
+						 "WITH RECURSIVE tree(relid) AS ("
+						 "  SELECT $1::regclass::oid "
+						 "  UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
+						 "    JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) "
 						 "SELECT CASE WHEN pg_catalog.bool_or(c.reltuples >= 0) "
 						 "            THEN pg_catalog.sum(GREATEST(c.reltuples, 0))::bigint END "
-						 "  FROM pg_catalog.pg_partition_tree($1::regclass) p "
-						 "  JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE p.isleaf" :
+						 "  FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid "
+						 " WHERE c.relkind IN ('r', 'f')" :
 						 "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
 						 "  FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass",
 						 1, params, PGRES_TUPLES_OK, "read the table's row estimate");

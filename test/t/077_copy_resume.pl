@@ -5,7 +5,7 @@
 # at about half of the copy, then the copy resumes after the last committed
 # chunk (the work repeated measured from live's log and the catalog);
 # sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
-# one-snapshot copy; chunked refuses a keyless table before creating
+# one-snapshot copy; a partitioned table's estimate sums its partitions; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
 # non-superuser operator.  Live and mart compared by checksum.
 use strict;
@@ -27,6 +27,10 @@ INSERT INTO app.small SELECT g, 's' || g FROM generate_series(1, 50) g;
 CREATE TABLE app.nokey (x int, y text);
 ALTER TABLE app.nokey REPLICA IDENTITY FULL;
 INSERT INTO app.nokey VALUES (1, 'a'), (2, 'b');
+CREATE TABLE app."Teile" (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE app."Teile 1" PARTITION OF app."Teile" FOR VALUES FROM (1) TO (60001);
+CREATE TABLE app."Teile 2" PARTITION OF app."Teile" FOR VALUES FROM (60001) TO (200001);
+INSERT INTO app."Teile" SELECT g, 't' || g FROM generate_series(1, 110000) g;
 VACUUM ANALYZE;
 -- a writer: small transactions over the whole key range and beyond it
 CREATE PROCEDURE app.write_load(n int) LANGUAGE plpgsql AS $$
@@ -171,7 +175,19 @@ same_tables($live, $mart, \@pairs, 'refresh after the chunked copy');
 is($mart->safe_psql('postgres', q{SET ROLE ops; SET client_min_messages = warning; SELECT sluice.keep_history('kopie') > 0}), 't',
 	'keep_history once the copy has finished');
 
-# --- 5. snapshot: no table chunked, whatever its size ---
+# --- 5. auto on a partitioned table: live's estimate sums its partitions ---
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
+SET pg_sluice.initial_copy_chunked_above = 100000; SET pg_sluice.initial_copy_chunk_rows = 40000;
+SELECT rows_inserted FROM sluice.create_pipeline('teile', 'live', ARRAY['app."Teile"', 'app.small'])});
+is($out, '50', 'partitioned table over the threshold left to the chunks') or diag($err);
+$live->safe_psql('postgres', q{UPDATE app."Teile" SET v = 'moved' WHERE id = 5; UPDATE app."Teile" SET id = 150000 WHERE id = 7;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('teile')});
+is($ret, 0, 'partitioned table copied in chunks') or diag($err);
+is($mart->safe_psql('postgres', q{SELECT chunks_done || ':' || rows_copied FROM sluice.copy_progress WHERE pipeline = 'teile'}),
+	'3:110000', 'three chunks of 40000 rows at most');
+same_tables($live, $mart, [['app."Teile"', 'teile."Teile"'], ['app.small', 'teile.small']], 'partitioned table copied in chunks');
+
+# --- 6. snapshot: no table chunked, whatever its size ---
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
 SET pg_sluice.initial_copy = snapshot; SET pg_sluice.initial_copy_chunked_above = 0;
 SELECT kind || ':' || (rows_inserted > 190000) FROM sluice.create_pipeline('snap', 'live', ARRAY['app."Große ""Tabelle"""'])});
