@@ -76,6 +76,14 @@
  *	  the function's signature, and the update would drop it with every
  *	  GRANT EXECUTE roles hold on it.
  *
+ *	  Where a chunk's time goes (10,000,000 rows in 100 chunks, timed in
+ *	  place): 80% its COPY, whose rows go one by one into the key's btree
+ *	  (one WAL record each: the stream applied after the chunk finds rows
+ *	  by that key, so it cannot be built afterwards as create_pipeline's
+ *	  one-snapshot copy does); about 20 ms connecting and describing the
+ *	  table, 30 ms finding the chunk's end, 5 ms the watermark, 10 ms the
+ *	  refresh, 10 ms the commit.  Bigger chunks barely help.
+ *
  *	  What it never does.  Apply a change (apply.c), or decode the stream.
  *	  Copy a table without a primary key, whose rows the stream cannot tell
  *	  apart: those keep the one-snapshot copy of create_pipeline.
