@@ -5,7 +5,9 @@
 # at about half of the copy, then the copy resumes after the last committed
 # chunk (the work repeated measured from live's log and the catalog);
 # sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
-# one-snapshot copy; a partitioned table's estimate sums its partitions; chunked refuses a keyless table before creating
+# one-snapshot copy; a partitioned table's estimate sums its partitions; a
+# continuous pipeline streams with the frontier filter, its chunks copied
+# while it is stopped; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
 # non-superuser operator.  Live and mart compared by checksum.
 use strict;
@@ -16,7 +18,10 @@ use Test::More;
 use SluiceTest;
 
 my $live = new_live('live');
-my $mart = new_mart('mart');
+my $mart = new_mart('mart', conf => qq{
+shared_preload_libraries = 'pg_sluice'
+pg_sluice.naptime = 50ms
+});
 
 $live->safe_psql('postgres', q{
 CREATE SCHEMA app;
@@ -31,6 +36,8 @@ CREATE TABLE app."Teile" (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
 CREATE TABLE app."Teile 1" PARTITION OF app."Teile" FOR VALUES FROM (1) TO (60001);
 CREATE TABLE app."Teile 2" PARTITION OF app."Teile" FOR VALUES FROM (60001) TO (200001);
 INSERT INTO app."Teile" SELECT g, 't' || g FROM generate_series(1, 110000) g;
+CREATE TABLE app.strom (id int PRIMARY KEY, v int NOT NULL);
+INSERT INTO app.strom SELECT g, g FROM generate_series(1, 20000) g;
 VACUUM ANALYZE;
 -- a writer: small transactions over the whole key range and beyond it
 CREATE PROCEDURE app.write_load(n int) LANGUAGE plpgsql AS $$
@@ -187,7 +194,33 @@ is($mart->safe_psql('postgres', q{SELECT chunks_done || ':' || rows_copied FROM 
 	'3:110000', 'three chunks of 40000 rows at most');
 same_tables($live, $mart, [['app."Teile"', 'teile."Teile"'], ['app.small', 'teile.small']], 'partitioned table copied in chunks');
 
-# --- 6. snapshot: no table chunked, whatever its size ---
+# --- 6. a continuous pipeline created with a chunked copy: the worker
+#        streams with the frontier filter (nothing of the table before its
+#        chunks), the chunks wait for a stop, then it converges ---
+$mart->safe_psql('postgres', q{SET ROLE etl; SET client_min_messages = warning;
+SET pg_sluice.initial_copy = chunked; SET pg_sluice.initial_copy_chunk_rows = 5000;
+SELECT sluice.create_pipeline('fluss', 'live', ARRAY['app.strom']);});
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.start('fluss')}), 't', 'started with its copy pending');
+$live->safe_psql('postgres', q{UPDATE app.strom SET v = -v WHERE id % 10 = 0; INSERT INTO app.strom VALUES (30000, 1);});
+my $lsn = $live->safe_psql('postgres', q{SELECT pg_current_wal_lsn()});
+ok($mart->poll_query_until('postgres', qq{SELECT applied_lsn >= '$lsn' FROM sluice.status WHERE pipeline = 'fluss'}),
+	'the worker streamed past the writes');
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM fluss.strom}), '0', 'nothing applied to keys no chunk has copied');
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
+like($err, qr/pipeline "fluss" is streaming continuously.*HINT:  Stop it with sluice.stop\('fluss'\), copy, then start it again/s,
+	'the chunks wait for the worker to stop, with a hint');
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
+$live->poll_query_until('postgres', q{SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = 'sluice_fluss'})
+  or die "the worker kept its slot";
+$live->safe_psql('postgres', q{DELETE FROM app.strom WHERE id % 7 = 0;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
+is($ret, 0, 'chunks copied while stopped') or diag($err);
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.start('fluss')});
+$live->safe_psql('postgres', q{UPDATE app.strom SET v = v + 1 WHERE id % 3 = 0; INSERT INTO app.strom VALUES (40000, 4);});
+wait_same_tables($live, $mart, [['app.strom', 'fluss.strom']], 'continuous pipeline after its chunked copy');
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
+
+# --- 7. snapshot: no table chunked, whatever its size ---
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
 SET pg_sluice.initial_copy = snapshot; SET pg_sluice.initial_copy_chunked_above = 0;
 SELECT kind || ':' || (rows_inserted > 190000) FROM sluice.create_pipeline('snap', 'live', ARRAY['app."Große ""Tabelle"""'])});
