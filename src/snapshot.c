@@ -74,7 +74,9 @@
  *	  (NOTICE) to CALL sluice.copy_tables, which can, and resumes.  A
  *	  setting and not an argument of create_pipeline: a new argument changes
  *	  the function's signature, and the update would drop it with every
- *	  GRANT EXECUTE roles hold on it.
+ *	  GRANT EXECUTE roles hold on it.  snapshot by default: with auto a
+ *	  big table would wait, empty, for a CALL that a pipeline refreshed by
+ *	  pg_cron or streamed by a worker never makes.
  *
  *	  Where a chunk's time goes (10,000,000 rows in 100 chunks, timed in
  *	  place): 80% its COPY, whose rows go one by one into the key's btree
@@ -1078,7 +1080,7 @@ static const struct config_enum_entry initial_copy_options[] = {
 	{NULL, 0, false}
 };
 
-static int	sluice_initial_copy = INITIAL_COPY_AUTO;
+static int	sluice_initial_copy = INITIAL_COPY_SNAPSHOT;
 static int	sluice_chunked_above = 20000000;
 static int	sluice_initial_chunk_rows = 100000;
 
@@ -1086,12 +1088,12 @@ void
 snapshot_init(void)
 {
 	DefineCustomEnumVariable("pg_sluice.initial_copy",
-							 "Sets how sluice.create_pipeline copies each table: in one snapshot, in chunks, or auto.",
+							 "Sets how sluice.create_pipeline copies each table: in one snapshot (the default), in chunks, or auto.",
 							 "snapshot: every table in the slot's snapshot, in create_pipeline's transaction (a failure starts it over). "
 							 "chunked: every table with a primary key is created empty and copied in chunks by CALL sluice.copy_tables, "
 							 "which resumes after the last committed chunk. auto: chunked for the tables the source estimates "
 							 "above pg_sluice.initial_copy_chunked_above rows.",
-							 &sluice_initial_copy, INITIAL_COPY_AUTO, initial_copy_options,
+							 &sluice_initial_copy, INITIAL_COPY_SNAPSHOT, initial_copy_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_sluice.initial_copy_chunked_above",
 							"Sets the source row estimate above which pg_sluice.initial_copy = auto copies a table in chunks.",

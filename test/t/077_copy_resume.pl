@@ -1,5 +1,5 @@
-# The initial copy of create_pipeline in chunks (issue 19): pg_sluice.initial_copy
-# = auto leaves the tables the source estimates above
+# The initial copy of create_pipeline in chunks (issue 19): the one-snapshot
+# copy by default; pg_sluice.initial_copy = auto leaves the tables the source estimates above
 # pg_sluice.initial_copy_chunked_above rows empty and CALL sluice.copy_tables
 # fills them chunk by chunk while live writes them; kill -9 of the datamart
 # at about half of the copy, then the copy resumes after the last committed
@@ -93,12 +93,14 @@ like($err, qr/table "app.nokey" on source "live" has no primary key: it cannot b
 	'chunked: a keyless table refused with a hint');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots}), '0', 'no slot left behind');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_publication}), '0', 'no publication left behind');
+is($mart->safe_psql('postgres', q{SELECT FROM sluice.version(); SHOW pg_sluice.initial_copy}), 'snapshot',
+	'the one-snapshot copy by default');
 ($ret, $out, $err) = $mart->psql('postgres', q{SELECT sluice.version(); SET pg_sluice.initial_copy = sometimes});
 like($err, qr/invalid value for parameter "pg_sluice.initial_copy".*Available values: auto, snapshot, chunked/s,
 	'the setting lists its values');
 
 # --- 2. auto: the big table is created empty, the others copied at once ---
-($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET pg_sluice.initial_copy = auto;
 SET pg_sluice.initial_copy_chunked_above = 100000;
 SET pg_sluice.initial_copy_chunk_rows = 10000;
 SELECT kind, rows_inserted FROM sluice.create_pipeline('kopie', 'live',
@@ -183,7 +185,7 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SET client_min_messages = warnin
 	'keep_history once the copy has finished');
 
 # --- 5. auto on a partitioned table: live's estimate sums its partitions ---
-($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET pg_sluice.initial_copy = auto;
 SET pg_sluice.initial_copy_chunked_above = 100000; SET pg_sluice.initial_copy_chunk_rows = 40000;
 SELECT rows_inserted FROM sluice.create_pipeline('teile', 'live', ARRAY['app."Teile"', 'app.small'])});
 is($out, '50', 'partitioned table over the threshold left to the chunks') or diag($err);
