@@ -18,13 +18,15 @@
  *	  tables, each copied in that snapshot (copy.c) and only then given its
  *	  key and comments, except the big ones snapshot_initial_plan chose
  *	  (pg_sluice.initial_copy), created empty with their key for a chunked
- *	  copy (snapshot.c) that CALL sluice.copy_tables runs afterwards; the catalog rows, written as the extension owner for
- *	  the creating role (record_pipeline, contract version 1 through
- *	  contract.c), and the chunked copies' rows; the replication origin at the slot's consistent point; the
- *	  initial copy's run.  A failure drops the slot and the owned publication
- *	  on the source before the error propagates.  pipeline_drop_tables removes
- *	  what sluice.drop_pipeline(drop_tables) removes: tag schemas, tables,
- *	  history tables, and the schemas when nothing else lives in them.
+ *	  copy (snapshot.c) that CALL sluice.copy_tables runs afterwards; the
+ *	  catalog rows, written as the extension owner for the creating role
+ *	  (record_pipeline, contract version 1 through contract.c), and the
+ *	  chunked copies' rows; the replication origin at the slot's consistent
+ *	  point; the initial copy's run.  A failure drops the slot and the owned
+ *	  publication on the source before the error propagates.
+ *	  pipeline_drop_tables removes what sluice.drop_pipeline(drop_tables)
+ *	  removes: tag schemas, tables, history tables, and the schemas when
+ *	  nothing else lives in them.
  *
  *	  What it never does.  Validate the caller's arguments or rights (api.c),
  *	  or ask the source's catalog (source.c).

@@ -1129,7 +1129,7 @@ source_estimate(SluiceConn *sc, SourceTable *t)
 						 "  FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid "
 						 " WHERE c.relkind IN ('r', 'f')" :
 						 "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
-						 "  FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass",
+						 "  FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::regclass",
 						 1, params, PGRES_TUPLES_OK, "read the table's row estimate");
 	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
 		n = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
