@@ -605,7 +605,10 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 			if (!list_member_ptr(np->chunked, t))
 			{
 				rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-								  relid, t->binary_safe, NULL, NIL);
+								  relid, t->binary_safe, NULL, NIL,
+								  psprintf("pipeline \"%s\": table %d of %d, %s.%s",
+										   np->name, foreach_current_index(lc) + 1,
+										   list_length(np->tables), t->schema, t->name));
 				TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
 			}
 			copied += rows;

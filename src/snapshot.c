@@ -992,7 +992,8 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	sluice_become_owner(pipe, &save);
 	(void) delete_range(rel, k, lo, ac->hi);
 	rows = copy_table(sc, t->source_schema, t->source_table, false, dst_cols,
-					  RelationGetRelid(rel), binary, range_condition(k, lo, ac->hi), src_cols);
+					  RelationGetRelid(rel), binary, range_condition(k, lo, ac->hi), src_cols,
+					  NULL);
 	sluice_restore_user(&save);
 	transport_command(sc, "COMMIT", "end the chunk's snapshot");
 

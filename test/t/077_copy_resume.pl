@@ -5,7 +5,7 @@
 # at about half of the copy, then the copy resumes after the last committed
 # chunk (the work repeated measured from live's log and the catalog);
 # sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
-# one-snapshot copy; a partitioned table's estimate sums its partitions; a
+# one-snapshot copy (a notice every million rows); a partitioned table's estimate sums its partitions; a
 # continuous pipeline streams with the frontier filter, its chunks copied
 # while it is stopped; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
@@ -230,5 +230,15 @@ is($out, 'initial_copy:true', 'snapshot copies every row in create_pipeline') or
 unlike($err, qr/copied in chunks/, 'and says nothing of chunks');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM sluice.copy_progress WHERE pipeline = 'snap'}), '0', 'no chunked copy recorded');
 same_tables($live, $mart, [['app."Große ""Tabelle"""', 'snap."Große ""Tabelle"""']], 'one-snapshot copy');
+
+# a long one-snapshot copy says how far it is, every million rows
+$live->safe_psql('postgres', q{CREATE TABLE app.gross (id int PRIMARY KEY, v int);
+INSERT INTO app.gross SELECT g, g FROM generate_series(1, 1100000) g;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET client_min_messages = notice;
+SELECT rows_inserted FROM sluice.create_pipeline('gross', 'live', ARRAY['app.gross'])});
+is($out, '1100000', 'a million-row table copied in the snapshot') or diag($err);
+like($err, qr/NOTICE:  pipeline "gross": table 1 of 1, app.gross: 10\d{5} rows copied so far/,
+	'with a progress notice past a million rows');
+is(scalar(() = $err =~ /rows copied so far/g), 1, 'one notice per million rows');
 
 done_testing();
