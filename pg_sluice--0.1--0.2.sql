@@ -5682,3 +5682,58 @@ SELECT p.name AS pipeline,
                         AND r.status OPERATOR(pg_catalog.=) 'succeeded'
                       ORDER BY r.run_id DESC LIMIT 1) ok ON true;
 COMMENT ON COLUMN sluice.status.copy IS 'The pipeline''s chunked copies in progress (sluice.copy_progress, for the pipelines the caller operates), e.g. ''copying 1 table: chunk 12/40, 1200000 rows, 30%, eta 00:01:10''; NULL when none.';
+
+-- keep_history waits for the chunked copies of the pipeline to finish (issue 19)
+CREATE OR REPLACE FUNCTION sluice.keep_history(pipeline text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $kh$
+DECLARE
+  p record;
+  t record;
+  v0 bigint;
+  hs name;
+BEGIN
+  p := sluice._pipeline_row(pipeline);
+  IF p.keep_history THEN
+    RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
+    RETURN p.history_from;
+  END IF;
+  -- a chunk replaces rows without recording the versions they supersede
+  -- (src/snapshot.c), so chunked copies finish first
+  FOR t IN SELECT c.target_schema, c.target_table FROM sluice.copy_progress c
+            WHERE c.pipeline = p.name AND c.state = 'copying' LOOP
+    RAISE EXCEPTION 'pipeline "%" is still copying table %.% in chunks', pipeline, t.target_schema, t.target_table
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'A chunk replaces rows without recording the versions they supersede, so history starts once every chunked copy has finished.',
+            HINT = format('CALL sluice.copy_tables(%L) to finish the copy (sluice.copy_progress shows how far it is), then keep history.', pipeline);
+  END LOOP;
+  SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
+  FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
+    IF cardinality(t.key_columns) = 0 THEN
+      -- rows without a key cannot be told apart across versions
+      RAISE NOTICE 'table %.% has no key (REPLICA IDENTITY FULL): no history is kept for it', t.target_schema, t.target_table;
+      CONTINUE;
+    END IF;
+    hs := t.target_schema || '_history';
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_version bigint NOT NULL DEFAULT %s',
+                   t.target_schema, t.target_table, v0), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ALTER COLUMN _sluice_version DROP DEFAULT', t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_version IS %L', t.target_schema, t.target_table,
+                   'pg_sluice: version (sluice.versions) that wrote this row.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE SCHEMA IF NOT EXISTS %I', hs), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING COMMENTS)', hs, t.target_table, t.target_schema, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('ALTER TABLE %I.%I ADD COLUMN _sluice_superseded bigint NOT NULL', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON COLUMN %I.%I._sluice_superseded IS %L', hs, t.target_table,
+                   'pg_sluice: first version (sluice.versions) in which this row version no longer holds.'), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('CREATE INDEX ON %I.%I (_sluice_superseded)', hs, t.target_table), NULL);
+    PERFORM sluice._exec_as_owner(p.pipeline_id, format('COMMENT ON TABLE %I.%I IS %L', hs, t.target_table,
+                   format('pg_sluice: superseded versions of %I.%I rows, valid for versions [_sluice_version, _sluice_superseded).',
+                          t.target_schema, t.target_table)), NULL);
+    PERFORM sluice._make_at_functions(format('%I.%I', t.target_schema, t.target_table)::regclass);
+  END LOOP;
+  UPDATE sluice._pipeline SET keep_history = true, history_from = v0 WHERE pipeline_id = p.pipeline_id;
+  RETURN v0;
+END
+$kh$;

@@ -499,7 +499,10 @@ quiesce() {  # lsn: every slot's restart_lsn should pass it
 # Scenario 1: initial copy
 # ---------------------------------------------------------------------------
 # At N/10 rows, then at N (ids N/10+1..N appended to the same table, to show
-# growth): pg_sluice create_pipeline; native CREATE SUBSCRIPTION ... copy_data;
+# growth): pg_sluice create_pipeline (pg_sluice.initial_copy = snapshot: one
+# snapshot, one transaction); pg_sluice chunked (initial_copy = chunked:
+# create_pipeline creates the table empty, CALL sluice.copy_tables copies it in
+# chunks of 100,000 rows, one transaction each); native CREATE SUBSCRIPTION ... copy_data;
 # pglogical create_subscription (synchronize_data); pg_dump | psql;
 # pg_dump -Fc | pg_restore; and a raw COPY TO | COPY FROM into a table created
 # with its primary key before the load (what a naive loader does). The dump,
@@ -518,10 +521,22 @@ copy_one() {  # method size run
         sluice)
             what="pg_sluice create_pipeline"; STEP="1 $what, $size rows (run $run)"
             s=$(now)
-            row=$(mart -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
+            row=$(mart -c "SET pg_sluice.initial_copy = snapshot" \
+                       -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
             t=$(since "$s")
             [ "$row" = "initial_copy|$size" ] || die "create_pipeline returned '$row', expected 'initial_copy|$size'"
             check_copy "pg_sluice (c.t)" $MART_PORT mart c.t "$size"
+            mart -c "SELECT sluice.drop_pipeline('c', drop_tables => true)" >/dev/null
+            mart -c "DROP SCHEMA IF EXISTS c CASCADE" 2>/dev/null ;;
+        chunked)
+            what="pg_sluice chunked: create_pipeline + CALL copy_tables"; STEP="1 $what, $size rows (run $run)"
+            s=$(now)
+            row=$(mart -c "SET pg_sluice.initial_copy = chunked" \
+                       -c "SELECT kind, rows_inserted FROM sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')")
+            mart -c "CALL sluice.copy_tables('c')"
+            t=$(since "$s")
+            [ "$row" = "initial_copy|0" ] || die "chunked create_pipeline returned '$row', expected 'initial_copy|0'"
+            check_copy "pg_sluice chunked (c.t)" $MART_PORT mart c.t "$size"
             mart -c "SELECT sluice.drop_pipeline('c', drop_tables => true)" >/dev/null
             mart -c "DROP SCHEMA IF EXISTS c CASCADE" 2>/dev/null ;;
         native)
@@ -571,7 +586,7 @@ SQL
     log "   run $run  $what  ${t}s"
 }
 
-COPY_METHODS=(sluice native)
+COPY_METHODS=(sluice chunked native)
 if [ $PGL = 1 ]; then COPY_METHODS+=(pgl); fi
 COPY_METHODS+=(dump dumpfc raw)
 for size in $N_SMALL $N; do
@@ -1716,6 +1731,7 @@ for size in $N_SMALL $N; do
     row "     throughput" "$(rate "$size" ${k}_sluice)" "$(rate "$size" ${k}_native)" "pg_dump|psql $(rate "$size" ${k}_dump)" \
         "$(ratio ${k}_dump ${k}_sluice) pg_dump|psql/sluice"
     row "     pg_dump -Fc | pg_restore (s)" "" "" "$(cell ${k}_dumpfc), $(rate "$size" ${k}_dumpfc)" "$(ratio ${k}_dumpfc ${k}_sluice) other/sluice"
+    row "     pg_sluice chunked: create_pipeline + copy_tables (s)" "$(cell ${k}_chunked)" "" "" "$(ratio ${k}_native ${k}_chunked) native/chunked"
     row "     COPY TO | COPY FROM, key created first (s)" "" "" "$(cell ${k}_raw), $(rate "$size" ${k}_raw)" "$(ratio ${k}_raw ${k}_sluice) other/sluice"
     row "     pglogical create_subscription (s)" "" "" "$(pglcell ${k}_pgl "$size")" "$(ratio ${k}_pgl ${k}_sluice) pglogical/sluice"
 done

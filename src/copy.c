@@ -11,7 +11,8 @@
  *	  local COPY FROM machinery (BeginCopyFrom with a read callback), which
  *	  batches them through table_multi_insert: memory does not grow with the
  *	  table.  Binary when every column's binary form is the same on both
- *	  sides, text otherwise.
+ *	  sides, text otherwise.  A long copy says how far it is, a NOTICE every
+ *	  million rows, counted by COPY FROM itself (pg_stat_progress_copy).
  *
  *	  What it never does.  Create the table, its key or its catalog rows
  *	  (pipeline.c), or record the run.
@@ -31,9 +32,11 @@
 
 #include "access/table.h"
 #include "commands/copy.h"
+#include "commands/progress.h"
 #include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
 
@@ -45,6 +48,11 @@ static char *copy_buf = NULL;	/* current row, owned by copy_conn */
 static int	copy_len = 0;
 static int	copy_off = 0;
 static bool copy_done = false;
+static const char *copy_progress = NULL;	/* prefix of the progress notices */
+static int64 copy_next_notice = 0;
+
+/* A progress notice every this many rows of a long copy. */
+#define COPY_NOTICE_ROWS 1000000
 
 /*
  * copy_data_source_cb: hand COPY FROM at least minread and at most maxread
@@ -54,6 +62,19 @@ static int
 copy_read_cb(void *outbuf, int minread, int maxread)
 {
 	int			bytesread = 0;
+
+	/*
+	 * A long copy says how far it is: COPY FROM counts the rows it has
+	 * stored in this backend's progress (pg_stat_progress_copy).
+	 */
+	if (copy_progress != NULL && MyBEEntry != NULL &&
+		MyBEEntry->st_progress_param[PROGRESS_COPY_TUPLES_PROCESSED] >= copy_next_notice)
+	{
+		ereport(NOTICE,
+				(errmsg("%s: " INT64_FORMAT " rows copied so far",
+						copy_progress, MyBEEntry->st_progress_param[PROGRESS_COPY_TUPLES_PROCESSED])));
+		copy_next_notice += COPY_NOTICE_ROWS;
+	}
 
 	while (bytesread < maxread && !copy_done)
 	{
@@ -97,6 +118,9 @@ copy_read_cb(void *outbuf, int minread, int maxread)
  * source column feeding each of columns, in the same order (a contract
  * whose columns were renamed with sluice.map_column).
  *
+ * progress: NULL, or what a NOTICE says every COPY_NOTICE_ROWS rows copied
+ * (create_pipeline's one-snapshot copy, which may last minutes).
+ *
  * binary: every column has the same type on both sides (built-in types,
  * enums read as text), so COPY's binary format can be used.  It costs the
  * source no output functions and us no input parsing: about 40% less time
@@ -109,7 +133,7 @@ copy_read_cb(void *outbuf, int minread, int maxread)
 int64
 copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 		   bool partitioned, List *columns, Oid target_relid, bool binary,
-		   const char *where, List *src_columns)
+		   const char *where, List *src_columns, const char *progress)
 {
 	StringInfoData sql;
 	ListCell   *lc;
@@ -148,10 +172,12 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	copy_buf = NULL;
 	copy_len = copy_off = 0;
 	copy_done = false;
+	copy_next_notice = COPY_NOTICE_ROWS;
 
 	rel = table_open(target_relid, RowExclusiveLock);
 	PG_TRY();
 	{
+		copy_progress = progress;
 		pstate = make_parsestate(NULL);
 		(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
 											 NULL, false, false);
@@ -177,6 +203,7 @@ copy_table(SluiceConn *sc, const char *src_schema, const char *src_table,
 	{
 		copy_buf = NULL;
 		copy_conn = NULL;
+		copy_progress = NULL;
 	}
 	PG_END_TRY();
 	table_close(rel, NoLock);

@@ -385,7 +385,8 @@ extern int	snapshot_initial_chunk_rows(void);
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
 						const char *src_table, bool partitioned,
 						List *columns, Oid target_relid, bool binary,
-						const char *where, List *src_columns);
+						const char *where, List *src_columns,
+						const char *progress);
 
 /* ---------- apply.c: pgoutput messages applied to the datamart (a batch) ---------- */
 

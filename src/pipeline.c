@@ -16,13 +16,17 @@
  *	  on the source server, which would be us if the source were this server);
  *	  the slot's exported snapshot imported on a second connection; the target
  *	  tables, each copied in that snapshot (copy.c) and only then given its
- *	  key and comments; the catalog rows, written as the extension owner for
- *	  the creating role (record_pipeline, contract version 1 through
- *	  contract.c); the replication origin at the slot's consistent point; the
- *	  initial copy's run.  A failure drops the slot and the owned publication
- *	  on the source before the error propagates.  pipeline_drop_tables removes
- *	  what sluice.drop_pipeline(drop_tables) removes: tag schemas, tables,
- *	  history tables, and the schemas when nothing else lives in them.
+ *	  key and comments, except the big ones snapshot_initial_plan chose
+ *	  (pg_sluice.initial_copy), created empty with their key for a chunked
+ *	  copy (snapshot.c) that CALL sluice.copy_tables runs afterwards; the
+ *	  catalog rows, written as the extension owner for the creating role
+ *	  (record_pipeline, contract version 1 through contract.c), and the
+ *	  chunked copies' rows; the replication origin at the slot's consistent
+ *	  point; the initial copy's run.  A failure drops the slot and the owned
+ *	  publication on the source before the error propagates.
+ *	  pipeline_drop_tables removes what sluice.drop_pipeline(drop_tables)
+ *	  removes: tag schemas, tables, history tables, and the schemas when
+ *	  nothing else lives in them.
  *
  *	  What it never does.  Validate the caller's arguments or rights (api.c),
  *	  or ask the source's catalog (source.c).
@@ -601,7 +605,10 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 			if (!list_member_ptr(np->chunked, t))
 			{
 				rows = copy_table(snap, t->schema, t->name, t->partitioned, t->columns,
-								  relid, t->binary_safe, NULL, NIL);
+								  relid, t->binary_safe, NULL, NIL,
+								  psprintf("pipeline \"%s\": table %d of %d, %s.%s",
+										   np->name, foreach_current_index(lc) + 1,
+										   list_length(np->tables), t->schema, t->name));
 				TimestampDifference(tstart, GetCurrentTimestamp(), &secs, &usecs);
 			}
 			copied += rows;

@@ -79,6 +79,15 @@ BEGIN
     RAISE NOTICE 'pipeline "%" already keeps history from version %', pipeline, p.history_from;
     RETURN p.history_from;
   END IF;
+  -- a chunk replaces rows without recording the versions they supersede
+  -- (src/snapshot.c), so chunked copies finish first
+  FOR t IN SELECT c.target_schema, c.target_table FROM sluice.copy_progress c
+            WHERE c.pipeline = p.name AND c.state = 'copying' LOOP
+    RAISE EXCEPTION 'pipeline "%" is still copying table %.% in chunks', pipeline, t.target_schema, t.target_table
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'A chunk replaces rows without recording the versions they supersede, so history starts once every chunked copy has finished.',
+            HINT = format('CALL sluice.copy_tables(%L) to finish the copy (sluice.copy_progress shows how far it is), then keep history.', pipeline);
+  END LOOP;
   SELECT max(r.run_id) INTO v0 FROM sluice._run r WHERE r.pipeline_id = p.pipeline_id AND r.status = 'succeeded';
   FOR t IN SELECT * FROM sluice._pipeline_table pt WHERE pt.pipeline_id = p.pipeline_id LOOP
     IF cardinality(t.key_columns) = 0 THEN

@@ -1,11 +1,13 @@
-# The initial copy of create_pipeline in chunks (issue 19): pg_sluice.initial_copy
-# = auto leaves the tables the source estimates above
+# The initial copy of create_pipeline in chunks (issue 19): the one-snapshot
+# copy by default; pg_sluice.initial_copy = auto leaves the tables the source estimates above
 # pg_sluice.initial_copy_chunked_above rows empty and CALL sluice.copy_tables
 # fills them chunk by chunk while live writes them; kill -9 of the datamart
 # at about half of the copy, then the copy resumes after the last committed
 # chunk (the work repeated measured from live's log and the catalog);
-# sluice.status shows the copy; small and keyless tables keep the
-# one-snapshot copy; chunked refuses a keyless table before creating
+# sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
+# one-snapshot copy (a notice every million rows); a partitioned table's estimate sums its partitions; a
+# continuous pipeline streams with the frontier filter, its chunks copied
+# while it is stopped; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
 # non-superuser operator.  Live and mart compared by checksum.
 use strict;
@@ -16,7 +18,10 @@ use Test::More;
 use SluiceTest;
 
 my $live = new_live('live');
-my $mart = new_mart('mart');
+my $mart = new_mart('mart', conf => qq{
+shared_preload_libraries = 'pg_sluice'
+pg_sluice.naptime = 50ms
+});
 
 $live->safe_psql('postgres', q{
 CREATE SCHEMA app;
@@ -27,6 +32,12 @@ INSERT INTO app.small SELECT g, 's' || g FROM generate_series(1, 50) g;
 CREATE TABLE app.nokey (x int, y text);
 ALTER TABLE app.nokey REPLICA IDENTITY FULL;
 INSERT INTO app.nokey VALUES (1, 'a'), (2, 'b');
+CREATE TABLE app."Teile" (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE app."Teile 1" PARTITION OF app."Teile" FOR VALUES FROM (1) TO (60001);
+CREATE TABLE app."Teile 2" PARTITION OF app."Teile" FOR VALUES FROM (60001) TO (200001);
+INSERT INTO app."Teile" SELECT g, 't' || g FROM generate_series(1, 110000) g;
+CREATE TABLE app.strom (id int PRIMARY KEY, v int NOT NULL);
+INSERT INTO app.strom SELECT g, g FROM generate_series(1, 20000) g;
 VACUUM ANALYZE;
 -- a writer: small transactions over the whole key range and beyond it
 CREATE PROCEDURE app.write_load(n int) LANGUAGE plpgsql AS $$
@@ -82,12 +93,14 @@ like($err, qr/table "app.nokey" on source "live" has no primary key: it cannot b
 	'chunked: a keyless table refused with a hint');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots}), '0', 'no slot left behind');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_publication}), '0', 'no publication left behind');
+is($mart->safe_psql('postgres', q{SELECT FROM sluice.version(); SHOW pg_sluice.initial_copy}), 'snapshot',
+	'the one-snapshot copy by default');
 ($ret, $out, $err) = $mart->psql('postgres', q{SELECT sluice.version(); SET pg_sluice.initial_copy = sometimes});
 like($err, qr/invalid value for parameter "pg_sluice.initial_copy".*Available values: auto, snapshot, chunked/s,
 	'the setting lists its values');
 
 # --- 2. auto: the big table is created empty, the others copied at once ---
-($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET pg_sluice.initial_copy = auto;
 SET pg_sluice.initial_copy_chunked_above = 100000;
 SET pg_sluice.initial_copy_chunk_rows = 10000;
 SELECT kind, rows_inserted FROM sluice.create_pipeline('kopie', 'live',
@@ -105,6 +118,12 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT copy FROM sluice.status W
 	'copying 1 table: chunk 0/1, 0 rows', 'sluice.status shows it');
 is($mart->safe_psql('postgres', q{SET ROLE bi; SELECT coalesce(copy, 'none') FROM sluice.status WHERE pipeline = 'kopie'}),
 	'none', 'a reader who operates nothing sees no copy state');
+
+# history cannot start under a chunked copy: a chunk replaces rows without
+# recording the versions they supersede
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; SELECT sluice.keep_history('kopie')});
+like($err, qr/pipeline "kopie" is still copying table Ziel "Ä".Große "Tabelle" in chunks.*HINT:  CALL sluice.copy_tables\('kopie'\)/s,
+	'keep_history refused until the copy has finished, with a hint');
 
 # a refresh before any chunk: changes to keys not copied yet are skipped
 $live->safe_psql('postgres', q{UPDATE app."Große ""Tabelle""" SET a = 99 WHERE id <= 5; UPDATE app.small SET v = 'x' WHERE id = 1;});
@@ -140,10 +159,12 @@ $writer->query_until(qr/done/, "");
 $writer->quit;
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('kopie')});
 
-# work repeated: chunks read from live but never committed, in rows
+# work repeated: chunks read from live but never committed, in rows (each
+# chunk's COPY as log_statement logs it, not the STATEMENT line of the error
+# that cut one short)
 my ($chunks, $rows) = split /:/, $mart->safe_psql('postgres',
 	q{SELECT chunks_done || ':' || rows_copied FROM sluice.copy_progress WHERE pipeline = 'kopie' AND state = 'finished'});
-my $attempts = () = slurp_file($live->logfile, $log_from) =~ /COPY \(SELECT id, a, "Wert b" FROM app\./g;
+my $attempts = () = slurp_file($live->logfile, $log_from) =~ /statement: COPY \(SELECT id, a, "Wert b" FROM app\./g;
 my $repeated = ($attempts - $chunks) * 10000;
 note("kill -9 at chunk $seen: $attempts chunks read from live for $chunks committed, "
 	  . "about $repeated rows copied twice of $rows");
@@ -160,7 +181,48 @@ $live->safe_psql('postgres', q{CALL app.write_load(300)});
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('kopie')});
 same_tables($live, $mart, \@pairs, 'refresh after the chunked copy');
 
-# --- 5. snapshot: no table chunked, whatever its size ---
+is($mart->safe_psql('postgres', q{SET ROLE ops; SET client_min_messages = warning; SELECT sluice.keep_history('kopie') > 0}), 't',
+	'keep_history once the copy has finished');
+
+# --- 5. auto on a partitioned table: live's estimate sums its partitions ---
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET pg_sluice.initial_copy = auto;
+SET pg_sluice.initial_copy_chunked_above = 100000; SET pg_sluice.initial_copy_chunk_rows = 40000;
+SELECT rows_inserted FROM sluice.create_pipeline('teile', 'live', ARRAY['app."Teile"', 'app.small'])});
+is($out, '50', 'partitioned table over the threshold left to the chunks') or diag($err);
+$live->safe_psql('postgres', q{UPDATE app."Teile" SET v = 'moved' WHERE id = 5; UPDATE app."Teile" SET id = 150000 WHERE id = 7;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('teile')});
+is($ret, 0, 'partitioned table copied in chunks') or diag($err);
+is($mart->safe_psql('postgres', q{SELECT chunks_done || ':' || rows_copied FROM sluice.copy_progress WHERE pipeline = 'teile'}),
+	'3:110000', 'three chunks of 40000 rows at most');
+same_tables($live, $mart, [['app."Teile"', 'teile."Teile"'], ['app.small', 'teile.small']], 'partitioned table copied in chunks');
+
+# --- 6. a continuous pipeline created with a chunked copy: the worker
+#        streams with the frontier filter (nothing of the table before its
+#        chunks), the chunks wait for a stop, then it converges ---
+$mart->safe_psql('postgres', q{SET ROLE etl; SET client_min_messages = warning;
+SET pg_sluice.initial_copy = chunked; SET pg_sluice.initial_copy_chunk_rows = 5000;
+SELECT sluice.create_pipeline('fluss', 'live', ARRAY['app.strom']);});
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.start('fluss')}), 't', 'started with its copy pending');
+$live->safe_psql('postgres', q{UPDATE app.strom SET v = -v WHERE id % 10 = 0; INSERT INTO app.strom VALUES (30000, 1);});
+my $lsn = $live->safe_psql('postgres', q{SELECT pg_current_wal_lsn()});
+ok($mart->poll_query_until('postgres', qq{SELECT applied_lsn >= '$lsn' FROM sluice.status WHERE pipeline = 'fluss'}),
+	'the worker streamed past the writes');
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM fluss.strom}), '0', 'nothing applied to keys no chunk has copied');
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
+like($err, qr/pipeline "fluss" is streaming continuously.*HINT:  Stop it with sluice.stop\('fluss'\), copy, then start it again/s,
+	'the chunks wait for the worker to stop, with a hint');
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
+$live->poll_query_until('postgres', q{SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = 'sluice_fluss'})
+  or die "the worker kept its slot";
+$live->safe_psql('postgres', q{DELETE FROM app.strom WHERE id % 7 = 0;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
+is($ret, 0, 'chunks copied while stopped') or diag($err);
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.start('fluss')});
+$live->safe_psql('postgres', q{UPDATE app.strom SET v = v + 1 WHERE id % 3 = 0; INSERT INTO app.strom VALUES (40000, 4);});
+wait_same_tables($live, $mart, [['app.strom', 'fluss.strom']], 'continuous pipeline after its chunked copy');
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
+
+# --- 7. snapshot: no table chunked, whatever its size ---
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl;
 SET pg_sluice.initial_copy = snapshot; SET pg_sluice.initial_copy_chunked_above = 0;
 SELECT kind || ':' || (rows_inserted > 190000) FROM sluice.create_pipeline('snap', 'live', ARRAY['app."Große ""Tabelle"""'])});
@@ -168,5 +230,15 @@ is($out, 'initial_copy:true', 'snapshot copies every row in create_pipeline') or
 unlike($err, qr/copied in chunks/, 'and says nothing of chunks');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM sluice.copy_progress WHERE pipeline = 'snap'}), '0', 'no chunked copy recorded');
 same_tables($live, $mart, [['app."Große ""Tabelle"""', 'snap."Große ""Tabelle"""']], 'one-snapshot copy');
+
+# a long one-snapshot copy says how far it is, every million rows
+$live->safe_psql('postgres', q{CREATE TABLE app.gross (id int PRIMARY KEY, v int);
+INSERT INTO app.gross SELECT g, g FROM generate_series(1, 1100000) g;});
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE etl; SET client_min_messages = notice;
+SELECT rows_inserted FROM sluice.create_pipeline('gross', 'live', ARRAY['app.gross'])});
+is($out, '1100000', 'a million-row table copied in the snapshot') or diag($err);
+like($err, qr/NOTICE:  pipeline "gross": table 1 of 1, app.gross: 10\d{5} rows copied so far/,
+	'with a progress notice past a million rows');
+is(scalar(() = $err =~ /rows copied so far/g), 1, 'one notice per million rows');
 
 done_testing();
