@@ -236,7 +236,7 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 
 	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	s = find_slot(dboid, pipeline_id);
-	if (s != NULL && s->roleoid != roleoid)
+	if (s != NULL && s->roleoid != roleoid && pipeline_id != NOTIFIER_ID)
 		s->worker = -1;			/* to a worker of its new role */
 	for (i = 0; s == NULL && i < sluice_shared->nslots; i++)
 	{

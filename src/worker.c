@@ -300,6 +300,9 @@ pool_sync(void)
 		WorkerSlot *s = &sluice_shared->slots[i];
 		bool		have = false;
 
+		/* stopped before we took it: nothing to let go of but the assignment */
+		if (s->in_use && !s->wanted && s->worker == my_worker)
+			s->worker = -1;
 		if (!s->in_use || !s->wanted || s->worker != my_worker)
 			continue;
 		any = true;
