@@ -313,14 +313,18 @@ buffer_insert(ApplyState *st, ApplyRel *ar)
 	TupleTableSlot *slot;
 
 	Assert(st->pending == NULL || st->pending == ar);
+	/*
+	 * Slots made as the run grows, kept for the batch: a batch of one or
+	 * two small transactions (a pool worker's, under load) would otherwise
+	 * make and drop APPLY_MAX_BUFFERED slots per table it touches.
+	 */
 	if (ar->bufslots == NULL)
+		ar->bufslots = MemoryContextAllocZero(st->cxt, sizeof(TupleTableSlot *) * APPLY_MAX_BUFFERED);
+	if (ar->bufslots[ar->nbuffered] == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
-		int			i;
 
-		ar->bufslots = palloc(sizeof(TupleTableSlot *) * APPLY_MAX_BUFFERED);
-		for (i = 0; i < APPLY_MAX_BUFFERED; i++)
-			ar->bufslots[i] = table_slot_create(ar->rel, NULL);
+		ar->bufslots[ar->nbuffered] = table_slot_create(ar->rel, NULL);
 		MemoryContextSwitchTo(old);
 	}
 	if (ar->rel->rd_att->constr)

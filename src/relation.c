@@ -382,7 +382,7 @@ relmap_close(ApplyRel *ar)
 	{
 		int			i;
 
-		for (i = 0; i < APPLY_MAX_BUFFERED; i++)
+		for (i = 0; i < APPLY_MAX_BUFFERED && ar->bufslots[i] != NULL; i++)
 			ExecDropSingleTupleTableSlot(ar->bufslots[i]);
 		pfree(ar->bufslots);
 		ar->bufslots = NULL;
