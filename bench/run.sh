@@ -28,7 +28,10 @@
 # and without it, and its full rebuild, 9 a paused pipeline while live
 # writes SPOOL_MB of WAL: the WAL its slot keeps with the spool (sluice.drain)
 # and without, the spool's size, the refresh that applies it, 4 streaming lag (continuous worker vs native subscription; the datamart
-# is restarted with shared_preload_libraries = pg_sluice for it).
+# is restarted with shared_preload_libraries = pg_sluice for it), 10 the worker pool after 4: POOL_PIPES
+# pipelines (default 50, SMOKE 6) of POOL_TABLES tables (default 20, SMOKE 3) on 8 workers, memory per idle
+# pipeline and lag under pgbench load (POOL_TPS, default 500, SMOKE 100, for POOL_SECS, default 30, SMOKE 5)
+# vs one native subscription (live is restarted with room for the slots and walsenders).
 # pglogical (if installed) is a second reference in 1 and 2a-2d; it is
 # preloaded on both servers from the start and unloaded from the datamart
 # (restart) after scenario 2.
@@ -91,7 +94,8 @@ if [ -z "${BENCH_INNER:-}" ]; then
         -u PGPASSWORD -u PGHOSTADDR -u PGCONNECT_TIMEOUT \
         BENCH_INNER=1 BENCH_DIR="$W" HOME="$W" \
         SMOKE="${SMOKE:-}" EXTRA_CONF="${EXTRA_CONF:-}" RUNS="${RUNS:-}" ROWS="${ROWS:-}" TXNS="${TXNS:-}" TIMEOUT="${TIMEOUT:-}" \
-        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" MODEL_ROWS="${MODEL_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" bash "$W/run.sh" || rc=$?
+        STREAM_SECS="${STREAM_SECS:-}" BIG_ROWS="${BIG_ROWS:-}" MODEL_ROWS="${MODEL_ROWS:-}" LIVE_PORT="$LIVE_PORT" MART_PORT="$MART_PORT" \
+        POOL_PIPES="${POOL_PIPES:-}" POOL_TABLES="${POOL_TABLES:-}" POOL_SECS="${POOL_SECS:-}" POOL_TPS="${POOL_TPS:-}" bash "$W/run.sh" || rc=$?
     exit $rc
 fi
 
@@ -1687,6 +1691,248 @@ live -c "TRUNCATE bench.load, bench.probe" >/dev/null
 lag_run 50 walsender ws50 native50
 lag_run 1000 walsender ws1000 native1000
 lag_run 50 sql sql50 nativesql50
+
+# ---------------------------------------------------------------------------
+# Scenario 10: the worker pool (issue 19)
+# ---------------------------------------------------------------------------
+# POOL_PIPES pipelines (default 50, SMOKE 6), each reading its own schema of
+# live's database bench (POOL_TABLES tables, default 20, SMOKE 3, plus a probe
+# table), streamed by the default pool of pg_sluice.max_workers = 8 workers
+# over the walsender transport.
+#  a. memory per idle pipeline: the pipelines are started in three steps (a
+#     fifth, half, all of them); once all started ones are caught up and idle,
+#     the PSS and RssAnon of the pool's worker processes are summed (from
+#     /proc/<pid>/smaps_rollup and status); the increase per pipeline between
+#     steps is the memory an idle pipeline costs (flat: the same at each step).
+#  b. lag under load: pgbench at POOL_TPS (default 500, SMOKE 100) upserts rows
+#     of random tables of all schemas for POOL_SECS (default 30, SMOKE 5); a DO
+#     loop on live commits one probe row into each schema's probe table in turn
+#     (one commit every ~10 ms); a poller on the datamart (every ~20 ms) records
+#     when each probe first shows in pg_sluice's copy and in the native
+#     reference's, measured at the same time: ONE native subscription of all
+#     the schemas (one apply worker for all of them, in schemas s_<i> of
+#     database mart). Lag p99 per pipeline; reported: the largest p99 over the
+#     pipelines (target: under 2 s), and p50 / p99 / max over all probes.
+POOL_PIPES=${POOL_PIPES:-$([ -n "${SMOKE:-}" ] && echo 6 || echo 50)}
+POOL_TABLES=${POOL_TABLES:-$([ -n "${SMOKE:-}" ] && echo 3 || echo 20)}
+POOL_SECS=${POOL_SECS:-$([ -n "${SMOKE:-}" ] && echo 5 || echo 30)}
+POOL_TPS=${POOL_TPS:-$([ -n "${SMOKE:-}" ] && echo 100 || echo 500)}
+for v in POOL_PIPES POOL_TABLES POOL_SECS POOL_TPS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
+done
+log "10 worker pool: $POOL_PIPES pipelines × $POOL_TABLES tables, 8 workers, pgbench $POOL_TPS tps for ${POOL_SECS}s"
+
+STEP="10 restart live and the datamart with room for $POOL_PIPES walsenders, slots and origins"
+cat >>"$W/live/postgresql.conf" <<CONF
+# --- scenario 10: one slot, one walsender and one connection per pipeline ---
+max_replication_slots = $((POOL_PIPES + 30))
+max_wal_senders = $((POOL_PIPES + 30))
+max_connections = $((POOL_PIPES * 2 + 100))
+CONF
+pg_ctl -D "$W/live" -l "$W/live.log" -m fast -w -t 120 restart >/dev/null || die "could not restart live (see live.log)"
+# the datamart: one replication origin per pipeline (max_replication_slots bounds them)
+cat >>"$W/mart/postgresql.conf" <<CONF
+# --- scenario 10: one replication origin per pipeline ---
+max_replication_slots = $((POOL_PIPES + 30))
+CONF
+pg_ctl -D "$W/mart" -l "$W/mart.log" -m fast -w -t 120 restart >/dev/null || die "could not restart the datamart (see mart.log)"
+mart >/dev/null <<SQL
+ALTER SYSTEM SET pg_sluice.worker_transport = 'walsender';
+SELECT pg_reload_conf();
+SQL
+
+STEP="10 setup: $POOL_PIPES schemas × $POOL_TABLES tables on live and datamart"
+POOL_DDL="DO \$d\$
+BEGIN
+  FOR i IN 1..$POOL_PIPES LOOP
+    EXECUTE format('CREATE SCHEMA %I', 's_' || i);
+    EXECUTE format('CREATE TABLE %I.probe (r int PRIMARY KEY, committed timestamptz NOT NULL)', 's_' || i);
+    FOR j IN 1..$POOL_TABLES LOOP
+      EXECUTE format('CREATE TABLE %I.%I (id int PRIMARY KEY, n bigint NOT NULL, t timestamptz NOT NULL)', 's_' || i, 't_' || j);
+    END LOOP;
+  END LOOP;
+END
+\$d\$;"
+live >/dev/null <<SQL
+$POOL_DDL
+SELECT format('CREATE PUBLICATION pool_pub FOR TABLES IN SCHEMA %s', string_agg(format('%I', 's_' || i), ', '))
+  FROM generate_series(1, $POOL_PIPES) i \gexec
+SQL
+mart >/dev/null <<SQL
+$POOL_DDL
+SQL
+s=$(now)
+for i in $(seq 1 $POOL_PIPES); do
+    mart -c "SELECT sluice.create_pipeline('pool_$i', 'live',
+               ARRAY(SELECT format('s_$i.%I', 't_' || j) FROM generate_series(1, $POOL_TABLES) j) || 's_$i.probe'::text,
+               target_schema => 'p_$i')" >/dev/null
+done
+log "   $POOL_PIPES pipelines created in $(since "$s")s"
+
+# the pool's processes: PSS and RssAnon (kB), summed
+pool_mem() {
+    local pids pss=0 anon=0 n=0 p
+    pids=$(mart -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_sluice worker' AND application_name = 'pg_sluice worker'")
+    for p in $pids; do
+        [ -r /proc/$p/smaps_rollup ] || continue
+        pss=$((pss + $(awk '/^Pss:/ { print $2 }' /proc/$p/smaps_rollup)))
+        anon=$((anon + $(awk '/^RssAnon:/ { print $2 }' /proc/$p/status)))
+        n=$((n + 1))
+    done
+    echo "$n $pss $anon"
+}
+STEP="10a memory per idle pipeline"
+POOL_STEPS="$(( (POOL_PIPES + 4) / 5 )) $(( (POOL_PIPES + 1) / 2 )) $POOL_PIPES"
+started=0; POOL_MEM_ROWS=""; prev_m=0; prev_pss=0; prev_anon=0
+for m in $POOL_STEPS; do
+    [ "$m" -gt "$started" ] || continue
+    for i in $(seq $((started + 1)) "$m"); do mart -c "SELECT sluice.start('pool_$i')" >/dev/null; done
+    started=$m
+    mart <<SQL
+$(poll_sql "SELECT count(*) = $m AND bool_and(state = 'running' AND lag_bytes = 0) FROM sluice.status WHERE pipeline LIKE 'pool%' AND mode = 'continuous'" "$m pipelines to run, caught up" 120)
+SQL
+    sleep 3
+    read -r nw pss anon <<<"$(pool_mem)"
+    per=$(awk -v p="$pss" -v m="$m" 'BEGIN { printf "%.0f", p / m }')
+    if [ "$prev_m" -gt 0 ]; then
+        inc_pss=$(awk -v a="$pss" -v b="$prev_pss" -v m="$m" -v n="$prev_m" 'BEGIN { printf "%.0f", (a - b) / (m - n) }')
+        inc_anon=$(awk -v a="$anon" -v b="$prev_anon" -v m="$m" -v n="$prev_m" 'BEGIN { printf "%.0f", (a - b) / (m - n) }')
+    else
+        inc_pss="-"; inc_anon="-"
+    fi
+    log "   $m idle pipelines: $nw workers, PSS $((pss / 1024)) MB ($per kB per pipeline), RssAnon $((anon / 1024)) MB; per pipeline added: PSS $inc_pss kB, RssAnon $inc_anon kB"
+    POOL_MEM_ROWS="$POOL_MEM_ROWS$m|$nw|$pss|$anon|$per|$inc_pss|$inc_anon
+"
+    prev_m=$m; prev_pss=$pss; prev_anon=$anon
+done
+
+STEP="10b native reference: one subscription of all the schemas"
+mart >/dev/null <<SQL
+-- the tables are empty yet (the load starts below): nothing to copy
+CREATE SUBSCRIPTION pool_sub CONNECTION '$CONNINFO' PUBLICATION pool_pub WITH (copy_data = false, streaming = on);
+SQL
+mart <<SQL
+$(poll_sql "SELECT count(*) = $((POOL_PIPES * (POOL_TABLES + 1))) AND bool_and(r.srsubstate = 'r') FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = 'pool_sub'" "the native table sync of all the schemas" 300)
+SQL
+# every probe, in both copies
+mart >/dev/null <<SQL
+CREATE UNLOGGED TABLE pool_seen (sys text, i int, r int, seen timestamptz NOT NULL, PRIMARY KEY (sys, i, r));
+SELECT format('CREATE VIEW pool_probes AS %s',
+              string_agg(format('SELECT %L AS sys, %s AS i, r, committed FROM %I.probe', 'sluice', i, 'p_' || i)
+                         || ' UNION ALL ' ||
+                         format('SELECT %L, %s, r, committed FROM %I.probe', 'native', i, 's_' || i), ' UNION ALL '))
+  FROM generate_series(1, $POOL_PIPES) i \gexec
+SQL
+
+STEP="10b load, probes and poller"
+cat >"$W/pool_load.sql" <<SQL
+\\set s random(1, $POOL_PIPES)
+\\set t random(1, $POOL_TABLES)
+\\set id random(1, 1000)
+INSERT INTO s_:s.t_:t AS x VALUES (:id, 1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET n = x.n + 1, t = excluded.t;
+SQL
+POOL_POLL_SECS=$((POOL_SECS * 3 + 60))
+mart -c "CREATE TABLE pool_expected (value int); INSERT INTO pool_expected VALUES (0)" >/dev/null
+mart >"$W/pool_poller.out" 2>&1 <<SQL &
+DO \$poll\$
+DECLARE
+  deadline timestamptz := clock_timestamp() + interval '$POOL_POLL_SECS s';
+  want int;
+  got int := 0;
+  ls int[] := array_fill(0, ARRAY[$POOL_PIPES]);
+  ln int[] := array_fill(0, ARRAY[$POOL_PIPES]);
+  rec record;
+BEGIN
+  LOOP
+    -- only probes newer than the last seen of each copy (each copy applies a
+    -- schema's probes in commit order)
+    FOR rec IN
+      WITH ins AS (
+        INSERT INTO pool_seen
+        SELECT sys, i, r, clock_timestamp() FROM pool_probes p
+         WHERE p.r > CASE p.sys WHEN 'sluice' THEN ls[p.i] ELSE ln[p.i] END
+        RETURNING sys, i, r)
+      SELECT sys, i, max(r) AS m, count(*) AS n FROM ins GROUP BY sys, i
+    LOOP
+      IF rec.sys = 'sluice' THEN ls[rec.i] := rec.m; ELSE ln[rec.i] := rec.m; END IF;
+      got := got + rec.n;
+    END LOOP;
+    SELECT value INTO want FROM pool_expected;
+    EXIT WHEN (want > 0 AND got >= 2 * want) OR clock_timestamp() > deadline;
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+END
+\$poll\$;
+SQL
+POOLPOLLER=$!
+pgbench -n -h "$W" -p $LIVE_PORT -c 4 -j 2 -R $POOL_TPS -T $((POOL_SECS + 3)) -f "$W/pool_load.sql" bench >"$W/pool_pgbench.out" 2>&1 &
+POOLBENCH=$!
+sleep 1
+s=$(now)
+live -c "DO \$probe\$
+DECLARE
+  k int := 0;
+  stop_at timestamptz := clock_timestamp() + interval '$POOL_SECS s';
+BEGIN
+  WHILE clock_timestamp() < stop_at LOOP
+    k := k + 1;
+    FOR i IN 1..$POOL_PIPES LOOP
+      EXECUTE format('INSERT INTO %I.probe VALUES (\$1, clock_timestamp())', 's_' || i) USING k;
+      COMMIT;
+      PERFORM pg_sleep(0.01);
+    END LOOP;
+  END LOOP;
+END
+\$probe\$"
+nprobes=$(live -c "SELECT count(*) FROM s_1.probe")
+mart -c "UPDATE pool_expected SET value = $((nprobes * POOL_PIPES))" >/dev/null
+log "   $((nprobes * POOL_PIPES)) probes committed on live in $(since "$s")s"
+wait $POOLPOLLER || { cat "$W/pool_poller.out" >&2; die "the poller on the datamart failed"; }
+wait $POOLBENCH || { cat "$W/pool_pgbench.out" >&2; die "pgbench on live failed"; }
+POOL_DONE=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pool_pgbench.out")
+read -r seen_s seen_n <<<"$(mart -F' ' -c "SELECT count(*) FILTER (WHERE sys = 'sluice'), count(*) FILTER (WHERE sys = 'native') FROM pool_seen")"
+[ "$seen_s" = $((nprobes * POOL_PIPES)) ] && [ "$seen_n" = $((nprobes * POOL_PIPES)) ] ||
+    die "10: probes seen on the datamart within ${POOL_POLL_SECS}s: pg_sluice $seen_s, native $seen_n of $((nprobes * POOL_PIPES))"
+
+STEP="10 check the copies"
+pool_fp() {  # schema prefix -> count/sum of every load table, per schema
+    local pre=$1
+    $2 -c "SELECT string_agg(format('SELECT %s AS i, count(*) AS c, coalesce(sum(n), 0) AS n FROM %I.%I', i, '${pre}' || i, 't_' || j), ' UNION ALL ')
+             FROM generate_series(1, $POOL_PIPES) i, generate_series(1, $POOL_TABLES) j" |
+    { read -r q; $2 -c "SELECT string_agg(i || ':' || c || '/' || n, ',' ORDER BY i) FROM (SELECT i, sum(c) AS c, sum(n) AS n FROM ($q) u GROUP BY i) g"; }
+}
+lfp=$(pool_fp s_ live)
+for try in $(seq 1 120); do
+    [ "$(pool_fp p_ mart)" = "$lfp" ] && [ "$(pool_fp s_ mart)" = "$lfp" ] && break
+    sleep 1
+done
+[ "$(pool_fp p_ mart)" = "$lfp" ] || die "10: pg_sluice's copies differ from live"
+[ "$(pool_fp s_ mart)" = "$lfp" ] || die "10: the native copies differ from live"
+
+read -r -a PL <<<"$(mart -F' ' <<'SQL'
+WITH lag AS (
+  SELECT s.sys, s.i, extract(epoch FROM s.seen - p.committed) * 1000 AS ms
+    FROM pool_seen s JOIN pool_probes p USING (sys, i, r)),
+per AS (
+  SELECT sys, i, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99 FROM lag GROUP BY sys, i),
+tot AS (
+  SELECT sys, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS mx, min(ms) AS mn FROM lag GROUP BY sys)
+SELECT (SELECT max(p99) FROM per WHERE sys = 'sluice'), a.p50, a.p99, a.mx, a.mn,
+       (SELECT max(p99) FROM per WHERE sys = 'native'), b.p50, b.p99, b.mx, b.mn
+  FROM tot a, tot b WHERE a.sys = 'sluice' AND b.sys = 'native';
+SQL
+)"
+[ ${#PL[@]} = 10 ] || die "10: could not compute the lag percentiles"
+awk -v a="${PL[4]}" -v b="${PL[9]}" 'BEGIN { exit !(a >= 0 && b >= 0) }' ||
+    die "10: negative lag (min pg_sluice ${PL[4]} ms, native ${PL[9]} ms): clock or measurement error"
+add pool_maxp99 "${PL[0]}"; add pool_p50 "${PL[1]}"; add pool_p99 "${PL[2]}"; add pool_max "${PL[3]}"
+add pool_nmaxp99 "${PL[5]}"; add pool_np50 "${PL[6]}"; add pool_np99 "${PL[7]}"; add pool_nmax "${PL[8]}"
+POOL_NPROBES=$((nprobes * POOL_PIPES))
+POOL_WORKERS_SEEN=$(mart -c "SELECT count(DISTINCT worker) FROM sluice.workers")
+log "   pg_sluice lag ms: max p99 over pipelines $(num "${PL[0]}" 1); all probes p50 $(num "${PL[1]}" 1)  p99 $(num "${PL[2]}" 1)  max $(num "${PL[3]}" 1)"
+log "   native    lag ms: max p99 over schemas $(num "${PL[5]}" 1); all probes p50 $(num "${PL[6]}" 1)  p99 $(num "${PL[7]}" 1)  max $(num "${PL[8]}" 1)"
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
@@ -1771,6 +2017,16 @@ for k in ws50:native50 ws1000:native1000 sql50:nativesql50; do
         "$(ratio "lag_${nk}_p50" "lag_${sk}_p50") / $(ratio "lag_${nk}_p99" "lag_${sk}_p99") / $(ratio "lag_${nk}_max" "lag_${sk}_max")"
     row "     min / mean (ms)" "${LAG_MIN_MEAN[$sk]:--}" "${LAG_MIN_MEAN[$nk]:--}" "" ""
 done
+row "10 pool: $POOL_PIPES pipelines × $POOL_TABLES tables, 8 workers; lag (ms)" "" "one subscription" "pgbench $POOL_TPS tps, $POOL_NPROBES probes" ""
+row "     largest p99 over the pipelines" "$(num "$(med pool_maxp99)" 1)" "$(num "$(med pool_nmaxp99)" 1)" "target < 2000" "$(ratio pool_nmaxp99 pool_maxp99)"
+row "     all probes p50 / p99 / max" "$(num "$(med pool_p50)" 1) / $(num "$(med pool_p99)" 1) / $(num "$(med pool_max)" 1)" \
+    "$(num "$(med pool_np50)" 1) / $(num "$(med pool_np99)" 1) / $(num "$(med pool_nmax)" 1)" "${POOL_DONE:-?} txns, $POOL_WORKERS_SEEN workers" \
+    "$(ratio pool_np50 pool_p50) / $(ratio pool_np99 pool_p99) / $(ratio pool_nmax pool_max)"
+while IFS='|' read -r m nw pss anon per ipss ianon; do
+    [ -n "$m" ] || continue
+    row "10 $m idle pipelines: $nw workers, PSS / RssAnon (MB)" "$((pss / 1024)) / $((anon / 1024))" "" \
+        "$per kB PSS per pipeline" "added per pipeline: PSS $ipss kB, RssAnon $ianon kB"
+done <<<"$POOL_MEM_ROWS"
 row "8  refresh after 1% of $(commas "$MODEL_ROWS") rows changed, no model (s)" "$(cell 8_plain)" "" "" ""
 row "     with an incremental monthly model (s)" "$(cell 8_model)" "" "" "$(ratio 8_model 8_plain) with/without"
 row "     its maintenance vs a full rebuild (s)" "$(cell 8_maint)" "" "rebuild_model $(cell 8_rebuild)" "$(ratio 8_maint 8_rebuild) incremental/full"
@@ -1845,6 +2101,13 @@ echo "4 (lag)  : pg_sluice continuous worker (sluice.start) vs native subscripti
 echo "           time on the same probes: one row committed on live every 80-120 ms, committed = clock_timestamp() just"
 echo "           before its COMMIT; lag = first time a poller on the datamart (every ~1 ms) saw the row - committed."
 echo "           Datamart restarted for 4 with: $STREAM_SETTINGS"
+echo "10 (pool): $POOL_PIPES pipelines, one schema of live's database bench each ($POOL_TABLES tables + a probe table), started on"
+echo "           the pool of pg_sluice.max_workers = 8 (walsender transport). Memory: PSS and RssAnon of the pool's worker"
+echo "           processes summed once the started pipelines are caught up and idle, at three counts; \"added per pipeline\" ="
+echo "           the difference to the previous count / the pipelines added (flat = an idle pipeline costs a fixed amount)."
+echo "           Lag: pgbench -R $POOL_TPS upserts random rows of all the tables; one probe committed per schema in turn every"
+echo "           ~10 ms; a poller on the datamart (~20 ms) records when it shows in pg_sluice's copy and in the copy of one"
+echo "           native subscription of all the schemas (one apply worker), at the same time. p99 per pipeline / per schema."
 echo "5 (expect): the 2a workload refreshed with $NEXPECT row expectations on $SLUICE_TABLE (severity error; not_null b, c, d;"
 echo "           between a, d; regex b; length b; row: c >= 2024-01-01, d = round(id * 1.37, 2), a = id % 100000) and,"
 echo "           in \"other\", without any, back to back in every run (order alternating). Last column: without/with, the"

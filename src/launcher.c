@@ -7,27 +7,58 @@
  * NOTES
  *	  What this file owns.  The wish to stream, which lives in two places: the
  *	  catalog (sluice._pipeline.continuous, durable, per database) and a slot
- *	  in shared memory (what the launcher acts on).  sluice.start() sets both;
- *	  the launcher starts a worker (worker.c) for every wanted slot and
- *	  restarts it with exponential backoff when it dies.  After a server
- *	  restart shared memory is empty: the launcher starts a short-lived
- *	  "resume" worker in every database, which re-registers the pipelines its
- *	  catalog says are continuous, and the notifier where events have
- *	  destinations.  sluice.stop() takes the wish back and waits for the
- *	  worker to exit; sluice._worker_status() shows the slots.
+ *	  in shared memory (what the launcher acts on; pg_sluice.max_pipelines of
+ *	  them).  sluice.start() sets both; the launcher assigns every wanted
+ *	  slot to one worker of a bounded pool (pg_sluice.max_workers processes,
+ *	  worker.c), starting workers as they are needed, and reassigns the
+ *	  slots of a worker that dies (the slot of the batch it died in after a
+ *	  backoff, the others at once).  After a server restart shared memory is
+ *	  empty: the launcher starts a short-lived "resume" worker in every
+ *	  database, which re-registers the pipelines its catalog says are
+ *	  continuous, and the notifier where events have destinations.
+ *	  sluice.stop() takes the wish back and waits until the worker let go of
+ *	  the pipeline (its batch rolled back, its stream closed);
+ *	  sluice._worker_status() shows the slots and which worker serves each.
+ *
+ *	  The pool.  A worker is bound to one database and one role (a
+ *	  background worker connects once, and a pipeline's batches run as the
+ *	  role that started it), so it serves the pipelines of that pair.  A new
+ *	  pipeline goes to a worker of its pair with the fewest pipelines, or to
+ *	  a new worker while the pool has room and every worker of the pair has
+ *	  one already.  A notifier gets a worker of its own.  Fairness: a batch
+ *	  is bounded by pg_sluice.batch_size and batch_time, but a big source
+ *	  transaction is applied whole, in one local transaction; when a worker
+ *	  has been in one batch longer than batch_time, the launcher moves that
+ *	  worker's other pipelines to other workers of the pair (or to a new
+ *	  one), and the busy worker lets go of their streams from inside its
+ *	  long apply (worker.c's busy hook): they are delayed by about one batch
+ *	  time, not by the big transaction.  Two fields say who has what: worker
+ *	  (the launcher's assignment) and holder (the worker that has the
+ *	  pipeline's stream open or is in its batch); a worker serves a pipeline
+ *	  only when it is assigned to it and no other worker holds it, so a
+ *	  moved pipeline is never applied by two workers at once (the origin and
+ *	  the pipeline's row lock would refuse it anyway).
  *
  *	  Shape.  PostgreSQL's own: one static launcher registered by _PG_init,
  *	  dynamic workers registered with bgw_notify_pid and BGW_NEVER_RESTART,
- *	  restarts decided here, slots and their lock in shared memory
+ *	  restarts decided here, slots, pool and their lock in shared memory
  *	  (worker_internal.h).
  *
  *	  What it never does.  Apply anything or connect to a source: that is the
- *	  workers'.
+ *	  workers'.  Signal a pool worker to stop a pipeline other than with a
+ *	  query cancel of the batch of that pipeline (sluice.stop): the worker's
+ *	  other pipelines go on.
  *
- *	  Rejected.  bgw_restart_time for the pipeline workers: the postmaster
- *	  would restart them blindly, without backoff or a status anyone can read.
- *	  One worker per database applying its pipelines in turn: one slow
- *	  pipeline would delay all the others.
+ *	  Rejected.  One worker per pipeline (what 0.1 did): M streaming
+ *	  pipelines needed M processes and M backends' memory.  bgw_restart_time
+ *	  for the pool workers: the postmaster would restart them blindly,
+ *	  without backoff or a status anyone can read.  One worker per database
+ *	  applying its pipelines in turn, unbounded: one big transaction would
+ *	  delay all the others.  Giving a big transaction a worker of its own: it
+ *	  is known to be big only once its apply has started, in the worker that
+ *	  holds it; moving the others away is the same decision taken at the
+ *	  moment it is known.  Workers switching roles per pipeline (SET ROLE):
+ *	  session state would leak between pipelines of different owners.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -86,6 +117,7 @@ PGDLLEXPORT void sluice_resume_main(Datum arg);
 PG_FUNCTION_INFO_V1(sluice_start);
 PG_FUNCTION_INFO_V1(sluice_stop);
 PG_FUNCTION_INFO_V1(sluice_worker_status);
+PG_FUNCTION_INFO_V1(sluice_pool_status);
 PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
 
 /* ---------- shared memory ---------- */
@@ -93,8 +125,9 @@ PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
 static Size
 shared_size(void)
 {
-	return add_size(offsetof(SluiceShared, slots),
-					mul_size(sizeof(WorkerSlot), sluice_max_workers));
+	return add_size(MAXALIGN(add_size(offsetof(SluiceShared, slots),
+									  mul_size(sizeof(WorkerSlot), sluice_max_pipelines))),
+					mul_size(sizeof(PoolWorker), sluice_max_workers + sluice_max_pipelines));
 }
 
 static void
@@ -119,7 +152,9 @@ sluice_shmem_startup(void)
 	{
 		memset(sluice_shared, 0, shared_size());
 		sluice_shared->lock = &(GetNamedLWLockTranche("pg_sluice"))->lock;
-		sluice_shared->nslots = sluice_max_workers;
+		sluice_shared->nslots = sluice_max_pipelines;
+		/* apply workers (at most max_workers of them) and notifiers */
+		sluice_shared->nworkers = sluice_max_workers + sluice_max_pipelines;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -190,8 +225,8 @@ find_slot(Oid dboid, int pipeline_id)
 }
 
 /*
- * Mark a pipeline as wanted; the launcher starts its worker.  Returns false
- * when no slot is free.
+ * Mark a pipeline as wanted; the launcher assigns it to a worker.  Returns
+ * false when no slot is free.
  */
 static bool
 want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
@@ -201,6 +236,8 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 
 	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	s = find_slot(dboid, pipeline_id);
+	if (s != NULL && s->roleoid != roleoid && pipeline_id != NOTIFIER_ID)
+		s->worker = -1;			/* to a worker of its new role */
 	for (i = 0; s == NULL && i < sluice_shared->nslots; i++)
 	{
 		if (!sluice_shared->slots[i].in_use)
@@ -210,6 +247,8 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 			s->in_use = true;
 			s->dboid = dboid;
 			s->pipeline_id = pipeline_id;
+			s->worker = -1;
+			s->holder = -1;
 		}
 	}
 	if (s != NULL)
@@ -224,35 +263,85 @@ want_pipeline(Oid dboid, int pipeline_id, Oid roleoid, const char *name)
 	return s != NULL;
 }
 
+/* Is pool worker w gone (or never was)?  Caller holds the lock. */
+static bool
+pool_gone(int w)
+{
+	return w < 0 || !POOL_WORKERS()[w].in_use;
+}
+
 /*
- * Stop a pipeline's worker and wait until it has exited (its batch rolled
- * back).  Returns false when it did not exit within timeout_ms.
+ * Stop a pipeline and wait until its worker let go of it (its batch rolled
+ * back, its stream closed) and, when it was that worker's last pipeline,
+ * until the worker has exited.  A batch of the pipeline in progress is
+ * cancelled (a query cancel: the worker's other pipelines go on).  Returns
+ * false when that did not happen within timeout_ms.
  */
 bool
 worker_stop_pipeline(Oid dboid, int pipeline_id, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	TimestampTz cancelled_at = 0;
+	int			former = -1;
 
 	if (sluice_shared == NULL)
 		return true;
 	for (;;)
 	{
 		WorkerSlot *s;
-		pid_t		pid = 0;
+		PoolWorker *pool = POOL_WORKERS();
+		bool		released = true;
+		Latch	   *latch = NULL;
+		pid_t		cancel_pid = 0;
+		pid_t		term_pid = 0;
 
 		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 		s = find_slot(dboid, pipeline_id);
 		if (s != NULL)
 		{
+			int			w = s->worker >= 0 ? s->worker : s->holder;
+
 			s->wanted = false;
-			pid = s->pid;
-			if (pid == 0)
+			if (w >= 0)
+				former = w;
+			if (!pool_gone(s->holder) || !pool_gone(s->worker))
+			{
+				released = false;
+				w = !pool_gone(s->holder) ? s->holder : s->worker;
+				latch = pool[w].latch;
+				if (pool[w].notifier)
+					term_pid = pool[w].pid;
+				else if (pool[w].current == (int) (s - sluice_shared->slots))
+					cancel_pid = pool[w].pid;
+			}
+			else
 				s->in_use = false;
 		}
+		/* its worker's last pipeline: the worker exits, wait for that too */
+		if (released && former >= 0 && !pool_gone(former))
+		{
+			int			i;
+
+			for (i = 0; i < sluice_shared->nslots; i++)
+				if (sluice_shared->slots[i].in_use && sluice_shared->slots[i].worker == former)
+					break;
+			if (i == sluice_shared->nslots)
+				released = false;
+			latch = pool[former].latch;
+		}
 		LWLockRelease(sluice_shared->lock);
-		if (pid == 0)
+		if (released)
 			return true;
-		kill(pid, SIGTERM);
+		if (latch)
+			SetLatch(latch);
+		if (term_pid != 0)
+			kill(term_pid, SIGTERM);
+		/* cancel its batch, again every second if another batch began */
+		if (cancel_pid != 0 && TimestampDifferenceExceeds(cancelled_at, GetCurrentTimestamp(), 1000))
+		{
+			kill(cancel_pid, SIGINT);
+			cancelled_at = GetCurrentTimestamp();
+		}
 		if (GetCurrentTimestamp() >= deadline)
 			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -280,8 +369,8 @@ sluice_notifier_wanted(PG_FUNCTION_ARGS)
 	}
 	if (!want_pipeline(MyDatabaseId, NOTIFIER_ID, GetUserId(), "notifier"))
 		ereport(WARNING,
-				(errmsg("no free worker slot for the notifier"),
-				 errhint("Raise pg_sluice.max_workers and restart the server.")));
+				(errmsg("no free slot for the notifier"),
+				 errhint("Raise pg_sluice.max_pipelines and restart the server.")));
 	wake_launcher();
 	PG_RETURN_BOOL(true);
 }
@@ -333,9 +422,9 @@ sluice_start(PG_FUNCTION_ARGS)
 	if (!want_pipeline(MyDatabaseId, pipe->pipeline_id, GetUserId(), pipe->name))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("no free worker slot for pipeline \"%s\"", name),
-				 errdetail("%d pipelines already stream continuously on this server.", sluice_max_workers),
-				 errhint("Stop one with sluice.stop(), or raise pg_sluice.max_workers (and max_worker_processes) and restart the server.")));
+				 errmsg("no free slot for pipeline \"%s\" to stream", name),
+				 errdetail("%d pipelines already stream continuously on this server.", sluice_max_pipelines),
+				 errhint("Stop one with sluice.stop(), or raise pg_sluice.max_pipelines and restart the server.")));
 	SPI_finish();
 	wake_launcher();
 	PG_RETURN_BOOL(!was);
@@ -397,7 +486,7 @@ sluice_worker_status(PG_FUNCTION_ARGS)
 		memset(n, 0, sizeof(n));
 		v[0] = Int32GetDatum(s->pipeline_id);
 		v[1] = Int32GetDatum(s->pid);
-		n[1] = (s->pid == 0);
+		n[1] = (s->pid == 0 || pool_gone(s->worker) || POOL_WORKERS()[s->worker].pid != s->pid);
 		v[2] = BoolGetDatum(s->wanted);
 		v[3] = Int32GetDatum(s->failures);
 		v[4] = TimestampTzGetDatum(s->started_at);
@@ -427,6 +516,53 @@ sluice_worker_status(PG_FUNCTION_ARGS)
 		{
 			v[13] = TimestampTzGetDatum(s->next_start);
 			n[13] = (s->next_start == 0);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
+	}
+	LWLockRelease(sluice_shared->lock);
+	return (Datum) 0;
+}
+
+/*
+ * sluice._pool_status(): which pool worker serves each streaming pipeline of
+ * this database, and whether it is in a batch of it.
+ */
+Datum
+sluice_pool_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (sluice_shared == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+		PoolWorker *pw;
+		Datum		v[5];
+		bool		n[5];
+
+		if (!s->in_use || s->dboid != MyDatabaseId || s->pipeline_id == NOTIFIER_ID)
+			continue;
+		memset(n, 0, sizeof(n));
+		v[0] = Int32GetDatum(s->pipeline_id);
+		if (pool_gone(s->worker))
+		{
+			n[1] = n[2] = n[4] = true;
+			v[3] = BoolGetDatum(false);
+		}
+		else
+		{
+			pw = &POOL_WORKERS()[s->worker];
+			v[1] = Int32GetDatum(s->worker + 1);
+			v[2] = Int32GetDatum(pw->pid);
+			n[2] = (pw->pid == 0);
+			v[3] = BoolGetDatum(pw->current == i);
+			v[4] = TimestampTzGetDatum(pw->busy_since);
+			n[4] = (pw->current != i || pw->busy_since == 0);
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
@@ -524,10 +660,213 @@ launcher_backoff_ms(int failures)
 	return Min(ms, MAX_BACKOFF_MS);
 }
 
+/* How many pipeline slots are assigned to pool worker w.  Lock held. */
+static int
+pool_load(int w)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < sluice_shared->nslots; i++)
+		if (sluice_shared->slots[i].in_use && sluice_shared->slots[i].worker == w)
+			n++;
+	return n;
+}
+
+/*
+ * A pool worker for a pipeline of (dboid, roleoid), other than avoid: the
+ * least loaded one not stuck in a long batch, or a new one (*start) while
+ * the pool has room and each has a pipeline already.  -1 when none.  Lock
+ * held exclusively.
+ */
+static int
+pool_pick(Oid dboid, Oid roleoid, int avoid, TimestampTz now, bool *start)
+{
+	PoolWorker *pool = POOL_WORKERS();
+	int			best = -1;
+	int			best_load = INT_MAX;
+	int			free_w = -1;
+	int			napply = 0;
+	int			w;
+
+	*start = false;
+	for (w = 0; w < sluice_shared->nworkers; w++)
+	{
+		PoolWorker *pw = &pool[w];
+		int			load;
+
+		if (!pw->in_use)
+		{
+			if (free_w < 0)
+				free_w = w;
+			continue;
+		}
+		if (!pw->notifier)
+			napply++;
+		if (w == avoid || pw->notifier || pw->dboid != dboid || pw->roleoid != roleoid)
+			continue;
+		if (pw->busy_since != 0 &&
+			TimestampDifferenceExceeds(pw->busy_since, now, sluice_batch_time))
+			continue;
+		load = pool_load(w);
+		if (load < best_load)
+		{
+			best = w;
+			best_load = load;
+		}
+	}
+	if (free_w >= 0 && napply < sluice_max_workers && (best < 0 || best_load > 0))
+	{
+		PoolWorker *pw = &pool[free_w];
+
+		memset(pw, 0, sizeof(*pw));
+		pw->in_use = true;
+		pw->dboid = dboid;
+		pw->roleoid = roleoid;
+		pw->current = -1;
+		*start = true;
+		return free_w;
+	}
+	return best;
+}
+
+/*
+ * Pool worker w is gone: its pipelines go to other workers.  The one it
+ * died in the batch of (or all, when it died before reaching its loop)
+ * waits a backoff first.  Lock held exclusively.
+ */
+static void
+pool_release(int w, TimestampTz now)
+{
+	PoolWorker *pw = &POOL_WORKERS()[w];
+	int			i;
+
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+
+		if (!s->in_use || (s->worker != w && s->holder != w))
+			continue;
+		if (s->wanted && s->worker == w && (pw->current == i || !pw->attached))
+		{
+			s->failures++;
+			s->next_start = TimestampTzPlusMilliseconds(now, launcher_backoff_ms(s->failures));
+		}
+		if (s->worker == w)
+			s->worker = -1;
+		if (s->holder == w)
+			s->holder = -1;
+		s->pid = 0;
+	}
+	pw->in_use = false;
+	pw->pid = 0;
+	pw->latch = NULL;
+	pw->current = -1;
+	pw->busy_since = 0;
+}
+
+/*
+ * One look at the slots and the pool: free the slots nobody wants any more,
+ * move the other pipelines of a worker stuck in a long batch, assign the
+ * wanted ones.  Fills start[] with the workers to start; returns how long
+ * to sleep at most.  Lock held exclusively.
+ */
+static long
+pool_schedule(TimestampTz now, bool *start)
+{
+	PoolWorker *pool = POOL_WORKERS();
+	long		wait_ms = 1000;
+	int			i;
+	int			w;
+
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+
+		if (s->in_use && !s->wanted && pool_gone(s->holder) && pool_gone(s->worker))
+			s->in_use = false;
+	}
+
+	/* fairness: a worker in one batch for longer than batch_time keeps no other pipeline */
+	for (w = 0; w < sluice_shared->nworkers; w++)
+	{
+		PoolWorker *pw = &pool[w];
+
+		if (!pw->in_use || pw->notifier || pw->busy_since == 0 ||
+			!TimestampDifferenceExceeds(pw->busy_since, now, sluice_batch_time))
+			continue;
+		for (i = 0; i < sluice_shared->nslots; i++)
+		{
+			WorkerSlot *s = &sluice_shared->slots[i];
+			bool		st;
+			int			to;
+
+			if (!s->in_use || !s->wanted || s->worker != w || pw->current == i)
+				continue;
+			to = pool_pick(s->dboid, s->roleoid, w, now, &st);
+			if (to < 0)
+				break;			/* nowhere to go */
+			s->worker = to;
+			if (st)
+				start[to] = true;
+			else if (pool[to].latch)
+				SetLatch(pool[to].latch);
+		}
+	}
+
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+
+		if (!s->in_use || !s->wanted || !pool_gone(s->worker))
+			continue;
+		if (s->next_start > now)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(now, s->next_start, &secs, &usecs);
+			wait_ms = Min(wait_ms, secs * 1000 + usecs / 1000 + 1);
+			continue;
+		}
+		if (s->pipeline_id == NOTIFIER_ID)
+		{
+			/* a worker of its own */
+			for (w = 0; w < sluice_shared->nworkers && pool[w].in_use; w++)
+				;
+			if (w < sluice_shared->nworkers)
+			{
+				memset(&pool[w], 0, sizeof(PoolWorker));
+				pool[w].in_use = true;
+				pool[w].notifier = true;
+				pool[w].dboid = s->dboid;
+				pool[w].roleoid = s->roleoid;
+				pool[w].current = -1;
+				start[w] = true;
+			}
+		}
+		else
+		{
+			bool		st;
+
+			w = pool_pick(s->dboid, s->roleoid, -1, now, &st);
+			if (w >= 0 && st)
+				start[w] = true;
+			else if (w >= 0 && pool[w].latch)
+				SetLatch(pool[w].latch);
+		}
+		if (w >= 0 && w < sluice_shared->nworkers)
+			s->worker = w;
+	}
+	return wait_ms;
+}
+
 void
 sluice_launcher_main(Datum arg)
 {
 	BackgroundWorkerHandle **handles;
+	bool	   *start;
+	int			nworkers;
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -538,17 +877,19 @@ sluice_launcher_main(Datum arg)
 	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
 	sluice_shared->launcher_pid = MyProcPid;
 	sluice_shared->launcher_latch = MyLatch;
+	nworkers = sluice_shared->nworkers;
 	LWLockRelease(sluice_shared->lock);
 
-	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * sluice_shared->nslots);
+	handles = MemoryContextAllocZero(TopMemoryContext, sizeof(BackgroundWorkerHandle *) * nworkers);
+	start = MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * nworkers);
 	resume_databases();
 
 	while (!ShutdownRequestPending)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		long		wait_ms = 1000;
-		int			i;
+		PoolWorker *pool = POOL_WORKERS();
+		long		wait_ms;
+		int			w;
 
 		if (ConfigReloadPending)
 		{
@@ -556,67 +897,67 @@ sluice_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		for (i = 0; i < sluice_shared->nslots; i++)
+		/* workers that exited */
+		for (w = 0; w < nworkers; w++)
 		{
-			WorkerSlot *s = &sluice_shared->slots[i];
 			pid_t		pid;
-			bool		start = false;
 
-			if (handles[i] != NULL &&
-				GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+			if (handles[w] != NULL &&
+				GetBackgroundWorkerPid(handles[w], &pid) == BGWH_STOPPED)
 			{
-				pfree(handles[i]);
-				handles[i] = NULL;
+				pfree(handles[w]);
+				handles[w] = NULL;
 				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-				s->pid = 0;
-				if (s->in_use && s->wanted)
-				{
-					/* it died: try again later, later each time */
-					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, launcher_backoff_ms(s->failures));
-				}
+				pool_release(w, now);
 				LWLockRelease(sluice_shared->lock);
-			}
-
-			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-			if (s->in_use && !s->wanted && handles[i] == NULL && s->pid == 0)
-				s->in_use = false;
-			else if (s->in_use && s->wanted && handles[i] == NULL)
-			{
-				if (s->next_start <= now)
-					start = true;
-				else
-				{
-					long		secs;
-					int			usecs;
-
-					TimestampDifference(now, s->next_start, &secs, &usecs);
-					wait_ms = Min(wait_ms, secs * 1000 + usecs / 1000 + 1);
-				}
-			}
-			LWLockRelease(sluice_shared->lock);
-
-			if (start)
-			{
-				char		name[BGW_MAXLEN];
-
-				snprintf(name, sizeof(name), "pg_sluice worker for %s", s->pipeline);
-				handles[i] = start_bgworker("sluice_worker_main", name, s->dboid,
-											Int32GetDatum(i));
-				if (handles[i] == NULL)
-				{
-					LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-					s->failures++;
-					s->next_start = TimestampTzPlusMilliseconds(now, launcher_backoff_ms(s->failures));
-					snprintf(s->last_error, ERROR_LEN,
-							 "no background worker slot free (max_worker_processes)");
-					s->in_error = true;
-					s->last_error_at = now;
-					LWLockRelease(sluice_shared->lock);
-				}
 			}
 		}
 
+		memset(start, 0, sizeof(bool) * nworkers);
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+		wait_ms = pool_schedule(now, start);
+		/* a pool entry without a process (a failed start) is free again */
+		for (w = 0; w < nworkers; w++)
+			if (pool[w].in_use && handles[w] == NULL && !start[w])
+				pool_release(w, now);
+		LWLockRelease(sluice_shared->lock);
+
+		for (w = 0; w < nworkers; w++)
+		{
+			char		name[BGW_MAXLEN];
+
+			if (!start[w])
+				continue;
+			if (pool[w].notifier)
+				snprintf(name, sizeof(name), "pg_sluice notifier");
+			else
+				snprintf(name, sizeof(name), "pg_sluice worker %d", w + 1);
+			handles[w] = start_bgworker("sluice_worker_main", name, pool[w].dboid, Int32GetDatum(w));
+			if (handles[w] == NULL)
+			{
+				int			i;
+
+				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+				for (i = 0; i < sluice_shared->nslots; i++)
+				{
+					WorkerSlot *s = &sluice_shared->slots[i];
+
+					if (s->in_use && s->worker == w)
+					{
+						snprintf(s->last_error, ERROR_LEN,
+								 "no background worker slot free (max_worker_processes)");
+						s->in_error = true;
+						s->last_error_at = now;
+					}
+				}
+				pool[w].attached = false;
+				pool_release(w, now);
+				LWLockRelease(sluice_shared->lock);
+			}
+		}
+
+		/* often enough to see a worker stuck in a long batch within a batch time */
+		wait_ms = Min(wait_ms, Max(50, sluice_batch_time / 4));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -652,8 +993,8 @@ sluice_resume_main(Datum arg)
 			SPI_processed == 1 &&
 			!want_pipeline(dboid, NOTIFIER_ID, InvalidOid, "notifier"))
 			ereport(WARNING,
-					(errmsg("no free worker slot for the notifier"),
-					 errhint("Raise pg_sluice.max_workers and restart the server.")));
+					(errmsg("no free slot for the notifier"),
+					 errhint("Raise pg_sluice.max_pipelines and restart the server.")));
 	}
 	else
 		goto done;				/* pg_sluice is not installed here */
@@ -673,8 +1014,8 @@ sluice_resume_main(Datum arg)
 
 			if (!want_pipeline(dboid, id, role, name))
 				ereport(WARNING,
-						(errmsg("pipeline \"%s\" cannot stream: no free worker slot", name),
-						 errhint("Raise pg_sluice.max_workers and restart the server.")));
+						(errmsg("pipeline \"%s\" cannot stream: no free slot", name),
+						 errhint("Raise pg_sluice.max_pipelines and restart the server.")));
 		}
 	}
 done:

@@ -47,6 +47,7 @@ int			sluice_connect_timeout = 30;
 int			sluice_source_decoding_work_mem = 262144;	/* kB */
 int			sluice_split_decoding_min = 65536;	/* kB of WAL; 0: never */
 int			sluice_max_workers = 8;
+int			sluice_max_pipelines = 128;
 int			sluice_naptime = 200;	/* ms */
 int			sluice_batch_size = 100000; /* pgoutput messages */
 int			sluice_batch_time = 1000;	/* ms */
@@ -181,21 +182,34 @@ _PG_init(void)
 	slotwatch_init();
 	snapshot_init();
 
-	MarkGUCPrefixReserved("pg_sluice");
-
 	/* continuous mode: shared memory and the launcher exist only when preloaded */
 	if (process_shared_preload_libraries_in_progress)
 	{
 		DefineCustomIntVariable("pg_sluice.max_workers",
-								"Sets how many pipelines can stream continuously at once.",
-								"Each streaming pipeline uses one background worker (count them in max_worker_processes, "
-								"plus one for the launcher).",
+								"Sets the size of the pool of workers that apply continuous pipelines.",
+								"The workers share the streaming pipelines among them (count them in "
+								"max_worker_processes, plus one for the launcher and one per database's notifier).",
 								&sluice_max_workers,
 								8, 1, 1024,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+		DefineCustomIntVariable("pg_sluice.max_pipelines",
+								"Sets how many pipelines can stream continuously at once.",
+								"Sizes the shared memory of continuous mode (one slot per streaming pipeline "
+								"and per database's notifier).",
+								&sluice_max_pipelines,
+								128, 1, 100000,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 		worker_shmem_init();
 	}
+
+	/*
+	 * After the last definition: reserving the prefix drops the placeholders
+	 * postgresql.conf made, so a setting defined after it (max_workers,
+	 * max_pipelines) would silently be its default.
+	 */
+	MarkGUCPrefixReserved("pg_sluice");
 
 	origin_init();
 }

@@ -55,6 +55,7 @@ extern int	sluice_connect_timeout;
 extern int	sluice_source_decoding_work_mem;
 extern int	sluice_split_decoding_min;
 extern int	sluice_max_workers;
+extern int	sluice_max_pipelines;
 extern int	sluice_naptime;
 extern int	sluice_batch_size;
 extern int	sluice_batch_time;
@@ -205,6 +206,8 @@ typedef struct SluiceConn
 	char	   *copybuf;		/* last COPY row from libpq (malloc'd by libpq,
 								 * freed by the next read or the close) */
 	bool		persistent;		/* survives commits (workers); closed on abort */
+	bool		parked;			/* persistent, and survives aborts too: a pool
+								 * worker's, of a pipeline it is not serving */
 	struct SluiceConn **owner_ref;	/* set to NULL when the connection is
 									 * closed (by an abort, say), or NULL */
 } SluiceConn;
@@ -294,12 +297,19 @@ extern bool walstream_wait(WalStream *ws);
 extern void walstream_committed(WalStream *ws, XLogRecPtr local_end, XLogRecPtr remote_end);
 extern void walstream_feedback(WalStream *ws, bool force);
 extern void walstream_tick(WalStream *ws);
+extern bool walstream_poll(WalStream *ws);
+/* called during long applies (worker.c's pool lets go of other streams) */
+typedef void (*walstream_busy_hook_type) (WalStream *ws);
+extern PGDLLIMPORT walstream_busy_hook_type walstream_busy_hook;
 extern void walstream_remember_relation(WalStream *ws, const char *body, int len);
 extern bool walstream_recall_relation(WalStream *ws, uint32 relid, StringInfo msg);
 
 /* ---------- streamfile.c: streamed transactions kept until their end ---------- */
 
 extern void streamfile_reset(void);
+typedef struct StreamFiles StreamFiles;
+extern StreamFiles *streamfile_save(void);
+extern void streamfile_restore(StreamFiles *sf);
 extern void streamfile_start(TransactionId xid, bool first_segment);
 extern void streamfile_stop(void);
 extern bool streamfile_in_block(void);

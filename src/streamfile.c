@@ -22,7 +22,10 @@
  *	  overwrite the rest).  The files outlive the batches (a stream block and
  *	  its commit may fall in different local transactions) but not the
  *	  connection: a new one (streamfile_reset) drops them all, since the source
- *	  decodes every transaction not yet confirmed from its start again.
+ *	  decodes every transaction not yet confirmed from its start again.  A
+ *	  pool worker serving several streams keeps one set of files per stream
+ *	  and makes it current while it serves that stream (streamfile_save,
+ *	  streamfile_restore): two pipelines of one source see the same xids.
  *
  *	  What it never does.  Parse a change or apply one (apply.c does), or
  *	  talk to the source.
@@ -104,6 +107,48 @@ streamfile_reset(void)
 	spool_cxt = NULL;
 	spools = NULL;
 	cur_xid = InvalidTransactionId;
+}
+
+/*
+ * A pool worker (worker.c) holds the streams of several pipelines: each has
+ * its own set of files, made current while that pipeline is served.
+ * streamfile_save takes the current set out (NULL when it has none) and
+ * leaves none current; streamfile_restore makes a saved set current again.
+ */
+typedef struct StreamFiles
+{
+	HTAB	   *spools;
+	MemoryContext cxt;
+	TransactionId cur_xid;
+} StreamFiles;
+
+StreamFiles *
+streamfile_save(void)
+{
+	StreamFiles *sf;
+
+	if (spools == NULL)
+		return NULL;
+	sf = MemoryContextAlloc(TopMemoryContext, sizeof(StreamFiles));
+	sf->spools = spools;
+	sf->cxt = spool_cxt;
+	sf->cur_xid = cur_xid;
+	spools = NULL;
+	spool_cxt = NULL;
+	cur_xid = InvalidTransactionId;
+	return sf;
+}
+
+void
+streamfile_restore(StreamFiles *sf)
+{
+	streamfile_reset();			/* (the current set is empty: nothing to drop) */
+	if (sf == NULL)
+		return;
+	spools = sf->spools;
+	spool_cxt = sf->cxt;
+	cur_xid = sf->cur_xid;
+	pfree(sf);
 }
 
 static void

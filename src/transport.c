@@ -57,9 +57,9 @@
 
 #include "pg_sluice.h"
 
-#define MAX_OPEN_CONNS 8
-
-static SluiceConn *open_conns[MAX_OPEN_CONNS];
+/* every open connection; grows (a pool worker holds two per pipeline it serves) */
+static SluiceConn **open_conns = NULL;
+static int	max_open_conns = 0;
 static bool xact_callback_registered = false;
 
 /*
@@ -166,14 +166,18 @@ transport_xact_callback(XactEvent event, void *arg)
 		event != XACT_EVENT_PREPARE)
 		return;
 
-	for (i = 0; i < MAX_OPEN_CONNS; i++)
+	for (i = 0; i < max_open_conns; i++)
 	{
 		SluiceConn *sc = open_conns[i];
 
 		if (sc == NULL)
 			continue;
-		/* a worker's connection outlives its committed batches */
-		if (sc->persistent && (event == XACT_EVENT_COMMIT ||
+		/*
+		 * A worker's connection outlives its committed batches; a parked one
+		 * (a pool worker's, of a pipeline other than the batch's: the batch
+		 * never touched it) outlives an aborted one too.
+		 */
+		if (sc->persistent && (sc->parked || event == XACT_EVENT_COMMIT ||
 							   event == XACT_EVENT_PARALLEL_COMMIT))
 			continue;
 		open_conns[i] = NULL;
@@ -213,7 +217,7 @@ remember_conn(SluiceConn *sc)
 		RegisterXactCallback(transport_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
-	for (i = 0; i < MAX_OPEN_CONNS; i++)
+	for (i = 0; i < max_open_conns; i++)
 	{
 		if (open_conns[i] == NULL)
 		{
@@ -221,7 +225,19 @@ remember_conn(SluiceConn *sc)
 			return;
 		}
 	}
-	elog(ERROR, "too many open source connections");
+	{
+		int			n = Max(8, max_open_conns * 2);
+		SluiceConn **a = MemoryContextAllocZero(TopMemoryContext, sizeof(SluiceConn *) * n);
+
+		if (open_conns != NULL)
+		{
+			memcpy(a, open_conns, sizeof(SluiceConn *) * max_open_conns);
+			pfree(open_conns);
+		}
+		open_conns = a;
+		open_conns[max_open_conns] = sc;
+		max_open_conns = n;
+	}
 }
 
 static void
@@ -229,7 +245,7 @@ forget_conn(SluiceConn *sc)
 {
 	int			i;
 
-	for (i = 0; i < MAX_OPEN_CONNS; i++)
+	for (i = 0; i < max_open_conns; i++)
 		if (open_conns[i] == sc)
 			open_conns[i] = NULL;
 }

@@ -77,6 +77,8 @@
 /* how often to look whether an asynchronous commit has reached the disk */
 #define FLUSH_CHECK_MS		50
 
+walstream_busy_hook_type walstream_busy_hook = NULL;
+
 static int64
 get_int64(const char *p)
 {
@@ -292,6 +294,8 @@ walstream_next(WalStream *ws, StringInfo msg, bool wait)
 			msg->maxlen = msg->len;
 			msg->cursor = 0;
 			ws->messages++;
+			if (walstream_busy_hook != NULL && ws->messages % 1000 == 0)
+				walstream_busy_hook(ws);
 			return true;
 		}
 		if (!wait)
@@ -344,6 +348,32 @@ walstream_tick(WalStream *ws)
 {
 	if (ws != NULL && ws->sc != NULL)
 		walstream_feedback(ws, false);
+	if (walstream_busy_hook != NULL)
+		walstream_busy_hook(ws);
+}
+
+/*
+ * walstream_wait without the wait, for a worker waiting on many streams at
+ * once (worker.c): answer keepalives, report what is durable, and hold a
+ * change that has arrived for the next batch (true).
+ */
+bool
+walstream_poll(WalStream *ws)
+{
+	char	   *buf;
+	int			len;
+
+	if (ws->held_len > 0)
+		return true;
+	walstream_feedback(ws, false);
+	len = read_one(ws, &buf);
+	if (len > 0)
+	{
+		ws->held = buf;
+		ws->held_len = len;
+		return true;
+	}
+	return false;
 }
 
 /* A RELATION message kept for the connection's later batches. */

@@ -5,45 +5,67 @@
  *	  a database's notifier), started by the launcher (launcher.c).
  *
  * NOTES
- *	  What this file owns.  A pipeline worker loops over batches, one local
- *	  transaction each: over the walsender transport (walstream.c, the
- *	  default, pg_sluice.worker_transport) it keeps one replication
- *	  connection open, applies what has arrived (refresh_pipeline_ws), and
- *	  when caught up waits on that connection's socket, so a source commit
- *	  wakes it at once; after each commit it tells the stream the local
- *	  commit's end, and the stream reports the source position to the slot
- *	  once that end is on disk (batches commit asynchronously, as a
+ *	  What this file owns.  A worker of the pool (launcher.c assigns it
+ *	  pipelines of one database and one role; or a database's notifier, then
+ *	  notify.c's loop runs instead).  It keeps, per pipeline it serves, what
+ *	  0.1 kept per process: the source connections, the rate window, the
+ *	  backoff (a PipeRun).  Its loop: take the assignments from shared memory
+ *	  (pool_sync), look at every stream without waiting (walstream_poll:
+ *	  keepalives answered, durable positions reported, a change that arrived
+ *	  held), then give each pipeline that has work one bounded batch, in
+ *	  turn (round robin from where the last pass stopped), and when none has
+ *	  work wait on one WaitEventSet: the latch and the socket of every
+ *	  stream, with a timeout for the earliest backoff end, naptime (SQL
+ *	  transport) or flush check.  A source commit on any of them wakes the
+ *	  worker at once.
+ *
+ *	  A batch is what 0.1's worker did, for one pipeline: one local
+ *	  transaction; over the walsender transport (walstream.c) it applies
+ *	  what has arrived (refresh_pipeline_ws), then tells the stream the
+ *	  local commit's end, and the stream reports the source position to the
+ *	  slot once that end is on disk (batches commit asynchronously, as a
  *	  subscription's do).  Over the SQL transport it calls refresh_pipeline()
- *	  and naps pg_sluice.naptime when caught up.  Either way one batch is
- *	  one local transaction, holding the pipeline's row
- *	  lock for the batch: a manual sluice.refresh() refuses continuous
- *	  pipelines, and sluice.stop() signals the worker before it touches the
- *	  row, so both exclude each other without waiting on a long batch.  An
+ *	  and the pipeline naps pg_sluice.naptime when caught up.  The batch
+ *	  holds the pipeline's row lock: a manual sluice.refresh() refuses
+ *	  continuous pipelines, and sluice.stop() cancels the batch (SIGINT: a
+ *	  query cancel, the other pipelines go on) before it touches the row.  An
  *	  error in a batch rolls it back (the replication origin, hence the slot,
- *	  does not move), is recorded in the catalog and the runs log, and the
- *	  batch is retried after a backoff.  (A stream opened again after a
+ *	  does not move), is recorded in the catalog and the runs log, and that
+ *	  pipeline alone backs off (1 s, 2 s, ... one minute, shown as
+ *	  next_retry_at); the others go on.  (A stream opened again after a
  *	  failure has delivered nothing at first: a batch that applied nothing
  *	  ends the run of failures only once the stream came past where the
- *	  failed batch was, WorkerSlot.failed_at.)  Between batches it reports to its
- *	  shared slot what sluice.status shows (lag, rows per second, last error)
- *	  and warns when the slot holds too much WAL on the source.  A paused
- *	  pipeline's worker, or one whose batches keep failing, drains the slot
- *	  into the spool (spool.c) and moves the slot right after each drain's
- *	  commit (slotwatch.c), so a pause never fills live's disk.  The slot of a
- *	  database's notifier (NOTIFIER_ID) runs notify.c's loop instead.
+ *	  failed batch was, PipeRun.failed_at.)  The connections of the pipelines
+ *	  not in the batch are parked (transport.c): an abort of the batch
+ *	  leaves them open.  Each stream keeps its own streamed-transaction files
+ *	  (streamfile_save/restore).  A paused pipeline, or one whose batches
+ *	  keep failing, drains its slot into the spool (spool.c) and moves the
+ *	  slot right after each drain's commit (slotwatch.c).
  *
- *	  What it never does.  Decide whether it should run (the launcher does;
- *	  the worker only asks, worker_still_wanted) or read the source other than
- *	  through refresh.c and walstream.c, but for one look every 5 s at the
- *	  slot's restart_lsn over a normal connection (a walsender does not send
- *	  it; sluice.status shows the WAL the slot keeps).
+ *	  Long batches.  A big source transaction is applied in one batch, however
+ *	  long.  The launcher then moves this worker's other pipelines to other
+ *	  workers; from inside the long apply (walstream's busy hook, every 1000
+ *	  messages) this worker lets go of the streams of the pipelines no longer
+ *	  assigned to it, so their new worker can open them.  It also answers the
+ *	  walsender of the streams it keeps only between batches: a batch longer
+ *	  than the source's wal_sender_timeout (60 s) on a worker whose other
+ *	  pipelines have nowhere to go costs them a reconnect.
+ *
+ *	  What it never does.  Decide what it serves (the launcher does; the
+ *	  worker only follows pool_sync) or read the source other than through
+ *	  refresh.c and walstream.c, but for one look every 5 s at the slot's
+ *	  restart_lsn over a normal connection (a walsender does not send it;
+ *	  sluice.status shows the WAL the slot keeps).  Serve a pipeline another
+ *	  worker holds (WorkerSlot.holder).
  *
  *	  Rejected.  Exiting on an error and letting the launcher restart the
- *	  process: the connection to the source and the rate window would be lost
- *	  at every failed batch, for the same backoff.  Polling the walsender on
- *	  a timer: the lag would be the timer's.  A batch per source
- *	  transaction: a batch takes what has arrived, so under load it holds
- *	  many and costs one commit and one run row for all of them.
+ *	  process: the other pipelines and the connections would be lost at
+ *	  every failed batch.  Polling the walsenders on a timer: the lag would
+ *	  be the timer's.  A batch per source transaction: a batch takes what
+ *	  has arrived, so under load it holds many and costs one commit and one
+ *	  run row for all of them.  Serving a pipeline until it is caught up
+ *	  before the next: one busy pipeline would hold the others' lag.  A
+ *	  thread per pipeline: a backend is single-threaded.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -96,15 +118,35 @@
 
 PGDLLEXPORT void sluice_worker_main(Datum arg);
 
-static int	my_slot = -1;
-static SluiceConn *worker_conn = NULL;	/* kept across batches */
-static WalStream *worker_ws = NULL; /* walsender transport, kept across
-									 * batches */
-static TimestampTz slot_checked_at = 0; /* walsender transport: last look at
-										 * the slot's restart_lsn */
-static XLogRecPtr slot_restart = InvalidXLogRecPtr;
-static TimestampTz window_start = 0;	/* rows per second window */
-static int64 window_rows = 0;
+/* What the worker keeps for one pipeline it serves. */
+typedef struct PipeRun
+{
+	int			slot;			/* its slot in shared memory */
+	int			pipeline_id;
+	SluiceConn *conn;			/* normal connection, kept across batches */
+	WalStream  *ws;				/* walsender transport, kept across batches */
+	StreamFiles *files;			/* its streamed transactions, while not
+								 * served */
+	TimestampTz slot_checked_at;	/* last look at the slot's restart_lsn */
+	XLogRecPtr	slot_restart;
+	TimestampTz window_start;	/* rows per second window */
+	int64		window_rows;
+	TimestampTz due;			/* no stream open: next batch not before */
+	TimestampTz retry_at;		/* backing off: not before */
+	int			failures;		/* batches failed in a row */
+	XLogRecPtr	failed_at;		/* walsender transport: how far the stream
+								 * had come when a batch failed */
+	bool		ready;			/* more to apply now */
+	bool		released;		/* let go of (busy hook): dropped at the
+								 * next pool_sync */
+} PipeRun;
+
+static int	my_worker = -1;		/* our entry in the pool */
+static int	my_slot = -1;		/* the notifier's slot (notifier workers) */
+static List *runs = NIL;		/* PipeRun *, in TopMemoryContext */
+static int	next_turn = 0;		/* round robin: where the next pass starts */
+static PipeRun *serving = NULL; /* the run of the batch in progress */
+static TimestampTz busy_checked_at = 0;
 
 /*
  * Start a transaction of a background worker's own, with SPI and a
@@ -132,74 +174,260 @@ worker_xact_commit(void)
 static void
 worker_detach(int code, Datum arg)
 {
-	WorkerSlot *s = &sluice_shared->slots[DatumGetInt32(arg)];
+	PoolWorker *pw = &POOL_WORKERS()[DatumGetInt32(arg)];
+	int			i;
 
 	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-	if (s->pid == MyProcPid)
-		s->pid = 0;
+	if (pw->pid == MyProcPid)
+	{
+		pw->pid = 0;
+		pw->latch = NULL;
+		pw->busy_since = 0;
+	}
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+
+		if (s->in_use && s->pid == MyProcPid)
+			s->pid = 0;
+	}
 	LWLockRelease(sluice_shared->lock);
 	if (sluice_shared->launcher_latch)
 		SetLatch(sluice_shared->launcher_latch);
 }
 
-/* Does the launcher still want this worker to run? */
+/* Does the launcher still want this notifier to run? */
 bool
 worker_still_wanted(void)
 {
 	bool		w;
+	WorkerSlot *s;
 
+	if (my_slot < 0)
+		return false;
+	s = &sluice_shared->slots[my_slot];
 	LWLockAcquire(sluice_shared->lock, LW_SHARED);
-	w = sluice_shared->slots[my_slot].in_use && sluice_shared->slots[my_slot].wanted;
+	w = s->in_use && s->wanted && s->worker == my_worker;
 	LWLockRelease(sluice_shared->lock);
 	return w;
 }
 
+/* Park every connection of run (or unpark it: it is served). */
+static void
+run_park(PipeRun *run, bool parked)
+{
+	if (run->conn != NULL)
+		run->conn->parked = parked;
+	if (run->ws != NULL && run->ws->sc != NULL)
+		run->ws->sc->parked = parked;
+}
+
+/* Close run's stream, its files with it. */
+static void
+run_close_stream(PipeRun *run, bool polite)
+{
+	StreamFiles *cur;
+
+	if (run->ws == NULL)
+		return;
+	if (run != serving)
+	{
+		/* its files are not the current ones */
+		cur = streamfile_save();
+		streamfile_restore(run->files);
+		run->files = NULL;
+		walstream_close(run->ws, polite);
+		streamfile_restore(cur);
+	}
+	else
+		walstream_close(run->ws, polite);
+	run->ws = NULL;
+}
+
+/* Close everything run holds, and say so in shared memory. */
+static void
+run_release(PipeRun *run, bool polite)
+{
+	WorkerSlot *s = &sluice_shared->slots[run->slot];
+
+	run_close_stream(run, polite);
+	if (run->conn != NULL)
+		transport_close(run->conn);
+	run->conn = NULL;
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	if (s->holder == my_worker && s->pipeline_id == run->pipeline_id)
+		s->holder = -1;
+	if (s->worker == my_worker && s->pipeline_id == run->pipeline_id && !s->wanted)
+		s->worker = -1;
+	if (s->pid == MyProcPid)
+		s->pid = 0;
+	LWLockRelease(sluice_shared->lock);
+	run->released = true;
+}
+
+/* Is run's pipeline still ours to serve?  Lock held. */
+static bool
+run_assigned(PipeRun *run)
+{
+	WorkerSlot *s = &sluice_shared->slots[run->slot];
+
+	return s->in_use && s->wanted && s->pipeline_id == run->pipeline_id &&
+		s->dboid == MyDatabaseId && s->worker == my_worker;
+}
+
 /*
- * A paused pipeline's turn, in the transaction worker_batch began: its
+ * Follow the launcher: let go of the pipelines no longer assigned to us,
+ * take the new ones.  Returns false when nothing is assigned any more (the
+ * worker exits).
+ */
+static bool
+pool_sync(void)
+{
+	List	   *gone = NIL;
+	List	   *keep = NIL;
+	ListCell   *lc;
+	int			i;
+	bool		any = false;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);	/* runs lives there */
+
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, runs)
+	{
+		PipeRun    *run = lfirst(lc);
+
+		if (run->released || !run_assigned(run))
+			gone = lappend(gone, run);
+		else
+			keep = lappend(keep, run);
+	}
+	for (i = 0; i < sluice_shared->nslots; i++)
+	{
+		WorkerSlot *s = &sluice_shared->slots[i];
+		bool		have = false;
+
+		/* stopped before we took it: nothing to let go of but the assignment */
+		if (s->in_use && !s->wanted && s->worker == my_worker)
+			s->worker = -1;
+		if (!s->in_use || !s->wanted || s->worker != my_worker)
+			continue;
+		any = true;
+		foreach(lc, keep)
+		{
+			PipeRun    *run = lfirst(lc);
+
+			if (run->slot == i && run->pipeline_id == s->pipeline_id)
+				have = true;
+		}
+		if (!have)
+		{
+			PipeRun    *run = MemoryContextAllocZero(TopMemoryContext, sizeof(PipeRun));
+
+			run->slot = i;
+			run->pipeline_id = s->pipeline_id;
+			run->window_start = GetCurrentTimestamp();
+			run->ready = true;
+			keep = lappend(keep, run);
+			s->pid = MyProcPid;
+			s->started_at = GetCurrentTimestamp();
+			s->rows_per_sec = 0;
+			s->rows_applied = 0;
+		}
+	}
+	LWLockRelease(sluice_shared->lock);
+
+	foreach(lc, gone)
+	{
+		PipeRun    *run = lfirst(lc);
+
+		if (!run->released)
+			run_release(run, true);
+		if (run->files != NULL)
+		{
+			StreamFiles *cur = streamfile_save();
+
+			streamfile_restore(run->files);
+			streamfile_reset();
+			streamfile_restore(cur);
+		}
+		pfree(run);
+	}
+	list_free(gone);
+	list_free(runs);
+	runs = keep;
+	MemoryContextSwitchTo(old);
+	return any || runs != NIL;
+}
+
+/*
+ * walstream's busy hook, during a long apply: let go of the streams of the
+ * pipelines the launcher moved to other workers (at most every 100 ms).
+ * Their runs are dropped at the next pool_sync.
+ */
+static void
+pool_busy(WalStream *ws)
+{
+	ListCell   *lc;
+	List	   *moved = NIL;
+
+	if (!TimestampDifferenceExceeds(busy_checked_at, GetCurrentTimestamp(), 100))
+		return;
+	busy_checked_at = GetCurrentTimestamp();
+	LWLockAcquire(sluice_shared->lock, LW_SHARED);
+	foreach(lc, runs)
+	{
+		PipeRun    *run = lfirst(lc);
+
+		if (run != serving && !run->released && !run_assigned(run))
+			moved = lappend(moved, run);
+	}
+	LWLockRelease(sluice_shared->lock);
+	foreach(lc, moved)
+		run_release((PipeRun *) lfirst(lc), false);
+	list_free(moved);
+}
+
+/*
+ * A paused pipeline's turn, in the transaction pool_batch began: its
  * slot's changes go to the spool (spool.c), and once that is committed the
  * slot is moved on live at once (slotwatch.c).
  */
 static void
-worker_drain(SluicePipeline *pipe)
+worker_drain(PipeRun *run, SluicePipeline *pipe)
 {
 	SpoolResult sr;
 	XLogRecPtr	moved_to = InvalidXLogRecPtr;
 
 	pgstat_report_activity(STATE_RUNNING, "pg_sluice: draining a paused pipeline's slot");
 	/* the drain reads the slot over SQL: the walsender must let it go */
-	if (worker_ws != NULL)
+	run_close_stream(run, true);
+	if (run->conn == NULL)
 	{
-		walstream_close(worker_ws, true);
-		worker_ws = NULL;
+		run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		run->conn->persistent = true;
+		run->conn->owner_ref = &run->conn;
 	}
-	if (worker_conn == NULL)
-	{
-		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-		worker_conn->persistent = true;
-		worker_conn->owner_ref = &worker_conn;
-	}
-	spool_drain(pipe, worker_conn, &sr);
+	spool_drain(pipe, run->conn, &sr);
 	if (sr.conn_closed)
-		worker_conn = NULL;
-	moved_to = sr.drained_upto;	/* (slotwatch_advance never moves it back) */
+		run->conn = NULL;
+	moved_to = sr.drained_upto; /* (slotwatch_advance never moves it back) */
 	worker_xact_commit();
 	if (!XLogRecPtrIsInvalid(moved_to))
 	{
 		worker_xact_begin();
-		if (worker_conn == NULL)
+		if (run->conn == NULL)
 		{
-			worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-			worker_conn->persistent = true;
-			worker_conn->owner_ref = &worker_conn;
+			run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+			run->conn->persistent = true;
+			run->conn->owner_ref = &run->conn;
 		}
-		slotwatch_advance(pipe, worker_conn, moved_to);
+		slotwatch_advance(pipe, run->conn, moved_to);
 		worker_xact_commit();
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /*
- * A worker whose batches keep failing (not a pause: an error it retries)
+ * A pipeline whose batches keep failing (not a pause: an error it retries)
  * keeps the slot where it was too: from the SPOOL_AFTER_FAILURES-th failure
  * in a row, it drains between its attempts.  The next batch that succeeds
  * applies the spool first.  Errors here are logged and left for the next
@@ -208,7 +436,7 @@ worker_drain(SluicePipeline *pipe)
 #define SPOOL_AFTER_FAILURES 3
 
 static void
-worker_drain_failing(int pipeline_id)
+worker_drain_failing(PipeRun *run)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
@@ -217,9 +445,9 @@ worker_drain_failing(int pipeline_id)
 		SluicePipeline *pipe;
 
 		worker_xact_begin();
-		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		pipe = catalog_pipeline_by_id(run->pipeline_id, true);
 		if (pipe != NULL && pipe->continuous && pipe->paused_reason == NULL)
-			worker_drain(pipe);
+			worker_drain(run, pipe);
 		else
 			worker_xact_commit();
 	}
@@ -229,19 +457,19 @@ worker_drain_failing(int pipeline_id)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
-		worker_conn = NULL;		/* closed by the abort */
+		run->conn = NULL;		/* closed by the abort */
 	}
 	PG_END_TRY();
 }
 
 /*
- * One batch in its own transaction.  Returns true when caught up (the
- * caller naps), sets *done when the pipeline no longer streams.
+ * One batch of run's pipeline in its own transaction.  Returns true when
+ * caught up, sets *done when the pipeline no longer streams.
  */
 static bool
-worker_batch(int pipeline_id, bool *done)
+pool_batch(PipeRun *run, bool *done)
 {
-	WorkerSlot *s = &sluice_shared->slots[my_slot];
+	WorkerSlot *s = &sluice_shared->slots[run->slot];
 	SluicePipeline *pipe;
 	RefreshResult r;
 	TimestampTz started;
@@ -254,17 +482,18 @@ worker_batch(int pipeline_id, bool *done)
 	pgstat_report_activity(STATE_RUNNING, "pg_sluice: applying a batch");
 	started = GetCurrentTimestamp();
 
-	pipe = catalog_pipeline_by_id(pipeline_id, true);
+	pipe = catalog_pipeline_by_id(run->pipeline_id, true);
 	if (pipe == NULL || !pipe->continuous)
 	{
 		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-		s->wanted = false;
+		if (s->pipeline_id == run->pipeline_id)
+			s->wanted = false;
 		LWLockRelease(sluice_shared->lock);
 		worker_xact_commit();
 		*done = true;
 		return false;
 	}
-	/* the role that started the worker must still be allowed to */
+	/* the role that started the pipeline must still be allowed to */
 	sluice_check_operator(pipe, "stream");
 
 	if (pipe->paused_reason)
@@ -272,26 +501,23 @@ worker_batch(int pipeline_id, bool *done)
 		/* paused: wait for sluice.resume(), draining the slot meanwhile */
 		worker_xact_commit();
 		/* the slot must be free for the drain; resume starts from the origin */
-		if (worker_ws != NULL)
-		{
-			walstream_close(worker_ws, true);
-			worker_ws = NULL;
-		}
+		run_close_stream(run, true);
 		worker_xact_begin();
-		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		pipe = catalog_pipeline_by_id(run->pipeline_id, true);
 		if (pipe != NULL && pipe->paused_reason != NULL)
-			worker_drain(pipe);
+			worker_drain(run, pipe);
 		else
 			worker_xact_commit();
 		return true;
 	}
 
-	if (worker_conn == NULL)
+	if (run->conn == NULL)
 	{
-		worker_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-		worker_conn->persistent = true;
-		worker_conn->owner_ref = &worker_conn;
+		run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		run->conn->persistent = true;
+		run->conn->owner_ref = &run->conn;
 	}
+
 	/*
 	 * What a drain spooled while the pipeline was paused or failing goes
 	 * first, through the SQL transport's batch (refresh_inner applies the
@@ -302,47 +528,39 @@ worker_batch(int pipeline_id, bool *done)
 	{
 		bool		binary = apply_use_binary(pipe);
 
-		if (worker_ws != NULL && worker_ws->binary != binary)
-		{
-			walstream_close(worker_ws, true);
-			worker_ws = NULL;
-		}
-		if (worker_ws == NULL)
-			worker_ws = walstream_open(pipe, origin_progress(pipe->origin_name, false), binary);
-		refresh_pipeline_ws(pipe, worker_ws, sluice_batch_size, sluice_batch_time, &r);
+		if (run->ws != NULL && run->ws->binary != binary)
+			run_close_stream(run, true);
+		if (run->ws == NULL)
+			run->ws = walstream_open(pipe, origin_progress(pipe->origin_name, false), binary);
+		refresh_pipeline_ws(pipe, run->ws, sluice_batch_size, sluice_batch_time, &r);
 		if (r.conn_closed)
 		{
 			/* paused: what the stream delivered rolled back */
-			walstream_close(worker_ws, true);
-			worker_ws = NULL;
+			run_close_stream(run, true);
 		}
 
 		/* the WAL the slot keeps, looked at every few seconds */
-		if (TimestampDifferenceExceeds(slot_checked_at, GetCurrentTimestamp(), 5000))
+		if (TimestampDifferenceExceeds(run->slot_checked_at, GetCurrentTimestamp(), 5000))
 		{
 			const char *params[1] = {pipe->slot_name};
-			PGresult   *res = transport_exec(worker_conn,
+			PGresult   *res = transport_exec(run->conn,
 											 "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 											 1, params, PGRES_TUPLES_OK, "describe the replication slot");
 
 			if (PQntuples(res) == 0)
 				refresh_slot_gone(pipe);
-			slot_restart = PQgetisnull(res, 0, 0) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 0));
+			run->slot_restart = PQgetisnull(res, 0, 0) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 0));
 			PQclear(res);
-			slot_checked_at = GetCurrentTimestamp();
+			run->slot_checked_at = GetCurrentTimestamp();
 		}
-		r.slot_restart_lsn = slot_restart;
+		r.slot_restart_lsn = run->slot_restart;
 	}
 	else
 	{
-		if (worker_ws != NULL)
-		{
-			walstream_close(worker_ws, true);
-			worker_ws = NULL;
-		}
-		refresh_pipeline(pipe, worker_conn, sluice_batch_size, sluice_batch_time, &r);
+		run_close_stream(run, true);
+		refresh_pipeline(pipe, run->conn, sluice_batch_size, sluice_batch_time, &r);
 		if (r.conn_closed)
-			worker_conn = NULL; /* abandoned mid-stream */
+			run->conn = NULL;	/* abandoned mid-stream */
 	}
 
 	rows = r.stats.inserted + r.stats.updated + r.stats.deleted;
@@ -359,18 +577,18 @@ worker_batch(int pipeline_id, bool *done)
 	 * the failing transaction would never count more than one failure (and
 	 * the drain after SPOOL_AFTER_FAILURES would never start).
 	 */
+	streak_over = !(run->failures > 0 && run->ws != NULL && r.stats.transactions == 0 && !r.paused &&
+					run->ws->received <= run->failed_at);
 	LWLockAcquire(sluice_shared->lock, LW_SHARED);
 	had_error = s->in_error;
-	streak_over = !(had_error && worker_ws != NULL && r.stats.transactions == 0 && !r.paused &&
-					worker_ws->received <= s->failed_at);
 	LWLockRelease(sluice_shared->lock);
 	if (had_error && streak_over)
 	{
 		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(pipeline_id)};
+		Datum		args[1] = {Int32GetDatum(run->pipeline_id)};
 
 		if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = NULL, last_error_at = NULL "
-								  " WHERE pipeline_id = $1", 1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+								"WHERE pipeline_id = $1", 1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not clear the pipeline's error");
 	}
 
@@ -378,13 +596,13 @@ worker_batch(int pipeline_id, bool *done)
 	if (!recorded)
 		slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
 	worker_xact_commit();
-	if (worker_ws != NULL)
+	if (run->ws != NULL)
 	{
 		/* reported to the source once this commit is on disk */
 		if (r.end_lsn > r.start_lsn)
-			walstream_committed(worker_ws, XactLastCommitEnd, r.end_lsn);
-		worker_ws->in_batch = false;
-		walstream_feedback(worker_ws, false);
+			walstream_committed(run->ws, XactLastCommitEnd, r.end_lsn);
+		run->ws->in_batch = false;
+		walstream_feedback(run->ws, false);
 	}
 	/* table statistics, for autovacuum (at most once a second) */
 	pgstat_report_stat(false);
@@ -394,36 +612,43 @@ worker_batch(int pipeline_id, bool *done)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
-		window_rows += rows;
-		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+		run->window_rows += rows;
 		if (streak_over)
 		{
-			s->failures = 0;
-			s->in_error = false;
-			s->retry_at = 0;
-			s->failed_at = InvalidXLogRecPtr;
+			run->failures = 0;
+			run->failed_at = InvalidXLogRecPtr;
 		}
-		s->measured_at = now;
-		s->source_flush_lsn = r.source_flush_lsn;
-		/* caught up with the walsender: consistent with all it sent */
-		s->applied_lsn = (worker_ws != NULL && r.complete) ? r.source_flush_lsn : r.end_lsn;
-		s->slot_restart_lsn = r.slot_restart_lsn;
-		if (r.stats.last_commit_time != 0)
-			s->last_source_commit = r.stats.last_commit_time;
-		if (rows > 0)
-			s->last_batch_at = now;
-		s->rows_applied += rows;
-		if (TimestampDifferenceExceeds(window_start, now, 5000))
+		LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+		if (s->pipeline_id == run->pipeline_id)
 		{
-			long		secs;
-			int			usecs;
-			double		elapsed;
+			if (streak_over)
+			{
+				s->failures = 0;
+				s->in_error = false;
+				s->retry_at = 0;
+			}
+			s->measured_at = now;
+			s->source_flush_lsn = r.source_flush_lsn;
+			/* caught up with the walsender: consistent with all it sent */
+			s->applied_lsn = (run->ws != NULL && r.complete) ? r.source_flush_lsn : r.end_lsn;
+			s->slot_restart_lsn = r.slot_restart_lsn;
+			if (r.stats.last_commit_time != 0)
+				s->last_source_commit = r.stats.last_commit_time;
+			if (rows > 0)
+				s->last_batch_at = now;
+			s->rows_applied += rows;
+			if (TimestampDifferenceExceeds(run->window_start, now, 5000))
+			{
+				long		secs;
+				int			usecs;
+				double		elapsed;
 
-			TimestampDifference(window_start, now, &secs, &usecs);
-			elapsed = secs + usecs / 1e6;
-			s->rows_per_sec = elapsed > 0 ? window_rows / elapsed : 0;
-			window_start = now;
-			window_rows = 0;
+				TimestampDifference(run->window_start, now, &secs, &usecs);
+				elapsed = secs + usecs / 1e6;
+				s->rows_per_sec = elapsed > 0 ? run->window_rows / elapsed : 0;
+				run->window_start = now;
+				run->window_rows = 0;
+			}
 		}
 		LWLockRelease(sluice_shared->lock);
 	}
@@ -443,11 +668,11 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	args[2] = TimestampTzGetDatum(started);
 	worker_xact_begin();
 	if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
-							  " WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
+							"WHERE pipeline_id = $1", 3, types, args, NULL, false, 0) != SPI_OK_UPDATE ||
 		sluice_catalog_exec("INSERT INTO sluice._run (pipeline_id, kind, status, started_at, finished_at, error) "
-							  "SELECT $1, 'stream', 'failed', $3, pg_catalog.clock_timestamp(), $2 "
-							  "  FROM sluice._pipeline WHERE pipeline_id = $1",
-							  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
+							"SELECT $1, 'stream', 'failed', $3, pg_catalog.clock_timestamp(), $2 "
+							"  FROM sluice._pipeline WHERE pipeline_id = $1",
+							3, types, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the failed batch");
 	/* (as the extension owner: destinations hold secrets; see notify.c) */
 	if (sluice_catalog_exec("SELECT sluice._emit_run(max(run_id), 0) FROM sluice._run WHERE pipeline_id = $1",
@@ -456,33 +681,293 @@ record_failure(int pipeline_id, TimestampTz started, const char *message)
 	worker_xact_commit();
 }
 
+/*
+ * After a failed batch (edata): that pipeline backs off, the failure is
+ * recorded; errors while recording are logged, never the worker's end.
+ */
+static void
+run_failed(PipeRun *run, TimestampTz started, ErrorData *edata, MemoryContext cxt)
+{
+	WorkerSlot *s = &sluice_shared->slots[run->slot];
+	const char *msg = edata->message ? edata->message : "unknown error";
+	long		wait;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		return;					/* sluice.stop() cancelled it (or a cancel
+								 * meant for it hit the next batch) */
+	run->failures++;
+	wait = launcher_backoff_ms(run->failures);
+	run->retry_at = TimestampTzPlusMilliseconds(now, wait);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	if (s->pipeline_id == run->pipeline_id)
+	{
+		s->failures = run->failures;
+		s->in_error = true;
+		strlcpy(s->last_error, msg, ERROR_LEN);
+		s->last_error_at = now;
+		s->retry_at = run->retry_at;
+	}
+	LWLockRelease(sluice_shared->lock);
+
+	PG_TRY();
+	{
+		record_failure(run->pipeline_id, started, msg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+	}
+	PG_END_TRY();
+	if (run->failures >= SPOOL_AFTER_FAILURES)
+		worker_drain_failing(run);
+	pgstat_report_stat(false);
+}
+
+/*
+ * Serve run: one batch, if its pipeline is still ours and no other worker
+ * holds it.  Returns whether a batch ran.
+ */
+static bool
+pool_serve(PipeRun *run, MemoryContext cxt)
+{
+	WorkerSlot *s = &sluice_shared->slots[run->slot];
+	PoolWorker *pw = &POOL_WORKERS()[my_worker];
+	ErrorData  *volatile edata = NULL;
+	volatile bool idle = false;
+	volatile bool done = false;
+	TimestampTz started = GetCurrentTimestamp();
+	bool		ok;
+	ListCell   *lc;
+
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	ok = run_assigned(run) && (s->holder < 0 || s->holder == my_worker);
+	if (ok)
+	{
+		s->holder = my_worker;
+		s->pid = MyProcPid;
+		pw->current = run->slot;
+		pw->busy_since = started;
+	}
+	LWLockRelease(sluice_shared->lock);
+	if (!ok)
+	{
+		/* its former worker still has it open: look again shortly */
+		run->retry_at = TimestampTzPlusMilliseconds(started, 100);
+		return false;
+	}
+
+	/* the other pipelines' connections survive this batch's abort */
+	foreach(lc, runs)
+		run_park((PipeRun *) lfirst(lc), lfirst(lc) != run);
+	streamfile_restore(run->files);
+	run->files = NULL;
+	serving = run;
+
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		bool		d = false;
+
+		idle = pool_batch(run, &d);
+		done = d;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		/* an abort closed them; an error between batches did not */
+		if (run->conn != NULL)
+			transport_close(run->conn);
+		run->conn = NULL;
+		if (run->ws != NULL)
+		{
+			run->failed_at = Max(run->failed_at, run->ws->received);
+			walstream_close(run->ws, false);
+		}
+		run->ws = NULL;
+	}
+	PG_END_TRY();
+
+	serving = NULL;
+	QueryCancelPending = false; /* a cancel is for a batch, never between */
+	run->files = streamfile_save();
+	foreach(lc, runs)
+		run_park((PipeRun *) lfirst(lc), true);
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	pw->current = -1;
+	pw->busy_since = 0;
+	/* without a stream open, nothing to hold between batches */
+	if (run->ws == NULL && s->holder == my_worker && s->pipeline_id == run->pipeline_id)
+		s->holder = -1;
+	LWLockRelease(sluice_shared->lock);
+
+	if (edata != NULL)
+	{
+		pgstat_report_activity(STATE_IDLE, NULL);
+		run_failed(run, started, edata, cxt);
+		run->ready = true;		/* after the backoff */
+	}
+	else if (done)
+		run_release(run, true);
+	else
+	{
+		/* a stream: more to take now, or wait for its socket */
+		run->ready = !idle;
+		if (run->ws == NULL && idle)
+			run->due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sluice_naptime);
+	}
+	return true;
+}
+
+/* Can run have a batch now? */
+static bool
+run_due(PipeRun *run, TimestampTz now)
+{
+	if (run->released || run->retry_at > now)
+		return false;
+	if (run->ready)
+		return true;
+	return run->ws == NULL && run->due <= now;
+}
+
+/* Milliseconds from now to t, at least 0. */
+static long
+ms_until(TimestampTz now, TimestampTz t)
+{
+	long		secs;
+	int			usecs;
+
+	if (t <= now)
+		return 0;
+	TimestampDifference(now, t, &secs, &usecs);
+	return secs * 1000 + usecs / 1000 + 1;
+}
+
+/*
+ * Nothing to apply: wait for the latch, a change on any stream, the end
+ * of a backoff or nap, or a local flush to report.
+ */
+static void
+pool_wait(MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = 10000;
+	WaitEventSet *set;
+	WaitEvent	ev;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	set = CreateWaitEventSet(cxt, 2 + list_length(runs));
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	foreach(lc, runs)
+	{
+		PipeRun    *run = lfirst(lc);
+
+		if (run->released)
+			continue;
+		if (run->retry_at > now)
+		{
+			timeout = Min(timeout, ms_until(now, run->retry_at));
+			continue;
+		}
+		if (run->ws != NULL && run->ws->sc != NULL && run->ws->sc->conn != NULL &&
+			PQsocket(run->ws->sc->conn) != PGINVALID_SOCKET)
+		{
+			AddWaitEventToSet(set, WL_SOCKET_READABLE, PQsocket(run->ws->sc->conn), NULL, run);
+			if (run->ws->npending > 0)
+				timeout = Min(timeout, 50); /* a local flush to report */
+		}
+		else if (run->ws == NULL)
+			timeout = Min(timeout, ms_until(now, run->due));
+	}
+	(void) WaitEventSetWait(set, timeout, &ev, 1, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+	ResetLatch(MyLatch);
+	MemoryContextSwitchTo(old);
+}
+
+/* Every stream, without waiting: answer it, and hold what arrived. */
+static void
+pool_poll(MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, runs)
+	{
+		PipeRun    *run = lfirst(lc);
+		ErrorData  *volatile edata = NULL;
+
+		if (run->released || run->ws == NULL || run->ready || run->retry_at > now)
+			continue;
+		PG_TRY();
+		{
+			if (walstream_poll(run->ws))
+				run->ready = true;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			EmitErrorReport();
+			FlushErrorState();
+		}
+		PG_END_TRY();
+		if (edata != NULL)
+		{
+			/* the stream broke between batches: it is opened again */
+			run_close_stream(run, false);
+			run_failed(run, now, edata, cxt);
+			run->ready = true;
+			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+			if (sluice_shared->slots[run->slot].holder == my_worker)
+				sluice_shared->slots[run->slot].holder = -1;
+			LWLockRelease(sluice_shared->lock);
+		}
+	}
+}
+
 void
 sluice_worker_main(Datum arg)
 {
-	WorkerSlot *s;
+	PoolWorker *pw;
 	Oid			dboid;
 	Oid			roleoid;
-	int			pipeline_id;
+	bool		notifier;
 	MemoryContext worker_cxt;
+	int			i;
 
-	my_slot = DatumGetInt32(arg);
-	s = &sluice_shared->slots[my_slot];
+	my_worker = DatumGetInt32(arg);
+	pw = &POOL_WORKERS()[my_worker];
 	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-	if (!s->in_use || !s->wanted)
+	if (!pw->in_use)
 	{
 		LWLockRelease(sluice_shared->lock);
 		proc_exit(0);
 	}
-	s->pid = MyProcPid;
-	s->started_at = GetCurrentTimestamp();
-	s->rows_per_sec = 0;
-	dboid = s->dboid;
-	roleoid = s->roleoid;
-	pipeline_id = s->pipeline_id;
+	pw->pid = MyProcPid;
+	pw->latch = MyLatch;
+	pw->current = -1;
+	pw->started_at = GetCurrentTimestamp();
+	dboid = pw->dboid;
+	roleoid = pw->roleoid;
+	notifier = pw->notifier;
+	for (i = 0; notifier && i < sluice_shared->nslots; i++)
+		if (sluice_shared->slots[i].in_use && sluice_shared->slots[i].worker == my_worker)
+			my_slot = i;
 	LWLockRelease(sluice_shared->lock);
-	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
+	before_shmem_exit(worker_detach, Int32GetDatum(my_worker));
 
 	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, StatementCancelHandler);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
@@ -491,11 +976,20 @@ sluice_worker_main(Datum arg)
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice worker",
 									   ALLOCSET_DEFAULT_SIZES);
-	window_start = GetCurrentTimestamp();
+	LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+	pw->attached = true;
+	LWLockRelease(sluice_shared->lock);
 
-	if (pipeline_id == NOTIFIER_ID)
+	if (notifier)
 	{
-		notifier_main(worker_cxt);
+		if (my_slot >= 0)
+		{
+			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+			sluice_shared->slots[my_slot].pid = MyProcPid;
+			sluice_shared->slots[my_slot].started_at = GetCurrentTimestamp();
+			LWLockRelease(sluice_shared->lock);
+			notifier_main(worker_cxt);
+		}
 		proc_exit(0);
 	}
 
@@ -506,99 +1000,50 @@ sluice_worker_main(Datum arg)
 	 * before it advances the slot), so a batch a crash loses comes again.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	walstream_busy_hook = pool_busy;
 	for (;;)
 	{
-		volatile bool done = false;
-		volatile bool idle = false;
-		volatile bool waited = false;
-		ErrorData  *volatile edata = NULL;
-		TimestampTz started = GetCurrentTimestamp();
+		TimestampTz now;
+		int			n;
+		int			k;
+		bool		served = false;
 
+		QueryCancelPending = false; /* (see pool_serve) */
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (!worker_still_wanted())
-			break;
-
 		MemoryContextSwitchTo(worker_cxt);
-		PG_TRY();
-		{
-			bool		d = false;
-
-			idle = worker_batch(pipeline_id, &d);
-			done = d;
-			if (idle && !done && worker_ws != NULL)
-			{
-				/* caught up: wait on the socket, not on a timer */
-				(void) walstream_wait(worker_ws);
-				waited = true;
-			}
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(worker_cxt);
-			edata = CopyErrorData();
-			EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			/* an abort closed them; an error between batches did not */
-			if (worker_conn != NULL)
-				transport_close(worker_conn);
-			worker_conn = NULL;
-			if (worker_ws != NULL)
-			{
-				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-				s->failed_at = Max(s->failed_at, worker_ws->received);
-				LWLockRelease(sluice_shared->lock);
-				walstream_close(worker_ws, false);
-			}
-			worker_ws = NULL;
-		}
-		PG_END_TRY();
-
-		if (edata != NULL)
-		{
-			const char *msg = edata->message ? edata->message : "unknown error";
-			int			failures;
-			long		wait;
-
-			pgstat_report_activity(STATE_IDLE, NULL);
-			LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
-			failures = ++s->failures;
-			s->in_error = true;
-			strlcpy(s->last_error, msg, ERROR_LEN);
-			s->last_error_at = GetCurrentTimestamp();
-			wait = launcher_backoff_ms(failures);
-			s->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
-			s->retry_at = s->next_start;
-			LWLockRelease(sluice_shared->lock);
-
-			record_failure(pipeline_id, started, msg);
-			if (failures >= SPOOL_AFTER_FAILURES)
-				worker_drain_failing(pipeline_id);
-			pgstat_report_stat(false);
-
-			/* back off, waking for SIGTERM */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 wait, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		else if (done)
+		if (!pool_sync())
 			break;
-		else if (idle && !waited)
+		pool_poll(worker_cxt);
+
+		/* one bounded batch per pipeline with work, in turn */
+		now = GetCurrentTimestamp();
+		n = list_length(runs);
+		for (k = 0; k < n; k++)
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sluice_naptime, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			int			idx = (next_turn + k) % n;
+			PipeRun    *run = list_nth(runs, idx);
+
+			if (!run_due(run, now))
+				continue;
+			if (pool_serve(run, worker_cxt))
+			{
+				served = true;
+				MemoryContextReset(worker_cxt);
+			}
+			next_turn = idx + 1;
+			QueryCancelPending = false;
+			CHECK_FOR_INTERRUPTS();
+			now = GetCurrentTimestamp();
 		}
+		if (!served)
+			pool_wait(worker_cxt);
 		MemoryContextReset(worker_cxt);
 	}
-	if (worker_ws != NULL)
-		walstream_close(worker_ws, true);
-	if (worker_conn != NULL)
-		transport_close(worker_conn);
+	/* nothing assigned any more: exit (the launcher starts workers as needed) */
 	proc_exit(0);
 }

@@ -1,0 +1,34 @@
+/*
+ * src/sql/98_pool.sql -- the pool of continuous workers (issue 19)
+ *
+ * _pool_status (C, src/launcher.c) and the workers view: which pool worker
+ * serves each streaming pipeline, and whether it is in a batch of it.
+ */
+-------------------------------------------------------------------------------
+-- Continuous pipelines share a bounded pool of workers
+-- (pg_sluice.max_workers); sluice.workers says which serves what.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION sluice._pool_status(
+    OUT pipeline_id integer, OUT worker integer, OUT worker_pid integer,
+    OUT in_batch boolean, OUT batch_started_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'sluice_pool_status'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION sluice._pool_status() IS
+  'Private: which pool worker serves each streaming pipeline of this database (shared memory); read sluice.workers.';
+
+CREATE VIEW sluice.workers AS
+SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_at,
+       pg_catalog.count(w.worker) OVER (PARTITION BY w.worker) AS worker_pipelines
+  FROM sluice._pool_status() w
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.workers IS 'One row per continuously streaming pipeline: the pool worker (pg_sluice.max_workers of them) that serves it.';
+COMMENT ON COLUMN sluice.workers.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.workers.worker IS 'Number of the pool worker serving it (1 to pg_sluice.max_workers); null while it waits for one.';
+COMMENT ON COLUMN sluice.workers.worker_pid IS 'Process id of that worker (sluice.status.worker_pid).';
+COMMENT ON COLUMN sluice.workers.in_batch IS 'The worker is applying a batch of this pipeline now.';
+COMMENT ON COLUMN sluice.workers.batch_started_at IS 'When that batch began (a batch longer than pg_sluice.batch_time makes the launcher move the worker''s other pipelines).';
+COMMENT ON COLUMN sluice.workers.worker_pipelines IS 'How many streaming pipelines of this database that worker serves.';
+
+GRANT SELECT ON sluice.workers TO PUBLIC;
