@@ -129,6 +129,10 @@ typedef struct PipeRun
 								 * served */
 	TimestampTz slot_checked_at;	/* last look at the slot's restart_lsn */
 	XLogRecPtr	slot_restart;
+	XLogRecPtr	slot_flush;		/* live's flush position at that look: a
+								 * quiet stream's own position can stay far
+								 * behind it (no keepalive while the worker
+								 * keeps answering) */
 	TimestampTz window_start;	/* rows per second window */
 	int64		window_rows;
 	TimestampTz due;			/* no stream open: next batch not before */
@@ -435,6 +439,14 @@ worker_drain(PipeRun *run, SluicePipeline *pipe)
  */
 #define SPOOL_AFTER_FAILURES 3
 
+/*
+ * How often a stream's pipeline looks at the WAL its slot keeps on live (a
+ * walsender does not say): a batch is due that often even when its tables
+ * are quiet, or a quiet pipeline whose slot a long transaction on live holds
+ * back would never send its slot_lag event.
+ */
+#define SLOT_LOOK_MS 5000
+
 static void
 worker_drain_failing(PipeRun *run)
 {
@@ -540,16 +552,18 @@ pool_batch(PipeRun *run, bool *done)
 		}
 
 		/* the WAL the slot keeps, looked at every few seconds */
-		if (TimestampDifferenceExceeds(run->slot_checked_at, GetCurrentTimestamp(), 5000))
+		if (TimestampDifferenceExceeds(run->slot_checked_at, GetCurrentTimestamp(), SLOT_LOOK_MS))
 		{
 			const char *params[1] = {pipe->slot_name};
 			PGresult   *res = transport_exec(run->conn,
-											 "SELECT restart_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+											 "SELECT restart_lsn, pg_catalog.pg_current_wal_flush_lsn() "
+											 "  FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
 											 1, params, PGRES_TUPLES_OK, "describe the replication slot");
 
 			if (PQntuples(res) == 0)
 				refresh_slot_gone(pipe);
 			run->slot_restart = PQgetisnull(res, 0, 0) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 0));
+			run->slot_flush = transport_parse_lsn(PQgetvalue(res, 0, 1));
 			PQclear(res);
 			run->slot_checked_at = GetCurrentTimestamp();
 		}
@@ -594,7 +608,8 @@ pool_batch(PipeRun *run, bool *done)
 
 	/* guard the source: a slot_lag event when the WAL kept crosses the limit (a run looked already) */
 	if (!recorded)
-		slotwatch_lag(pipe, r.source_flush_lsn, r.slot_restart_lsn, false);
+		slotwatch_lag(pipe, run->ws != NULL ? Max(r.source_flush_lsn, run->slot_flush) : r.source_flush_lsn,
+					  r.slot_restart_lsn, false);
 	worker_xact_commit();
 	if (run->ws != NULL)
 	{
@@ -884,6 +899,8 @@ pool_wait(MemoryContext cxt)
 			AddWaitEventToSet(set, WL_SOCKET_READABLE, PQsocket(run->ws->sc->conn), NULL, run);
 			if (run->ws->npending > 0)
 				timeout = Min(timeout, 50); /* a local flush to report */
+			/* the next look at the slot */
+			timeout = Min(timeout, ms_until(now, TimestampTzPlusMilliseconds(run->slot_checked_at, SLOT_LOOK_MS)));
 		}
 		else if (run->ws == NULL)
 			timeout = Min(timeout, ms_until(now, run->due));
@@ -921,6 +938,9 @@ pool_poll(MemoryContext cxt)
 			FlushErrorState();
 		}
 		PG_END_TRY();
+		if (edata == NULL && !run->ready &&
+			TimestampDifferenceExceeds(run->slot_checked_at, now, SLOT_LOOK_MS))
+			run->ready = true;	/* a batch that looks at the slot */
 		if (edata != NULL)
 		{
 			/* the stream broke between batches: it is opened again */
