@@ -91,8 +91,10 @@
  *	  for numeric (hash_numeric_extended ignores the scale, and with
  *	  scale() added it cost more than the text) and timestamps (no hash of
  *	  timestamptz callable from SQL: the cast to timestamp or date_part
- *	  costs about what the text does, date_part also rounds); parallel
- *	  workers (both servers share the machine's cores with each other).
+ *	  costs about what the text does, date_part also rounds).  Not tried:
+ *	  parallel workers for the level (the planner does not parallelize the
+ *	  scan under OFFSET 0, and on the test machine both servers and the
+ *	  dump share two cores).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
  *	  for, and as many parents passed down), batches of 1000 rows of the leaf cursors, and at most max_keys
