@@ -22,29 +22,39 @@
  *	  column for a table without a key) with other seeds, into the key's
  *	  (kb, 60 bits), which buckets the row; per bucket, the count and the
  *	  sum of the row hashes.  A column is hashed by value when its type is
- *	  one of typed_hashes (integers, numeric, text, varchar, timestamps,
- *	  date, time, uuid, bool, bytea): with the extended hash function of
- *	  the type's default hash operator class, found in this server's
- *	  catalog (pg_amproc, support function 2) and named, schema-qualified,
- *	  in both sides' queries; called directly when it takes the type (or
- *	  one it is binary-coercible to), else through a one-column record
- *	  (hash_record_extended, whose hash of ROW(x) is x's: timestamptz,
- *	  date, bool, bytea; the source needs PostgreSQL 14).  Text and varchar
- *	  are hashed COLLATE "C", so byte-wise.  Every other column is hashed
- *	  from its text (hashtextextended).  Equality: a hash by value follows
- *	  the type's equality, which for these types is the identity of the
- *	  printed value but for numeric, whose hash ignores the scale (1.0 =
- *	  1.00): its scale is added to the seed, so a change of scale alone is
- *	  still a difference (the mart must print what live prints).  Left to
- *	  their text for that reason: float4/float8 (-0 = 0), interval ('1
- *	  day' = '24 hours'), jsonb (its numbers compare as numerics), bpchar
- *	  (trailing spaces); enums, whose hash is their OID, which differs
- *	  between servers; arrays, ranges and records (their elements may be
- *	  any of those).  Both servers must agree on each function: the probe
- *	  (verify_typed_probe) hashes one value of each type the table uses on
- *	  both sides, the source's in a savepoint; a type whose hashes differ
- *	  (another byte order, another major version's function) or that the
- *	  source cannot hash falls back to its text, column by column.  All of
+ *	  one of typed_hashes (int2, int4, int8, text, varchar, timestamp,
+ *	  timestamptz, time, uuid): with the extended hash function of the
+ *	  type's default hash operator class, found in this server's catalog
+ *	  (pg_amproc, support function 2) and named, schema-qualified, in both
+ *	  sides' queries, called on the value (text and varchar COLLATE "C",
+ *	  so byte-wise; timestamptz cast to timestamp, which under TimeZone UTC
+ *	  keeps its value).  Every other column is hashed from its text
+ *	  (hashtextextended).  The list holds the types whose equality is the
+ *	  identity of their printed value and whose hash costs less than their
+ *	  text; measured on one server, bench.big's 1,000,000 rows, CPU
+ *	  seconds of the backend (the scan alone 0.07-0.10), three runs each:
+ *	  timestamptz 0.21-0.35 from its text, 0.12-0.22 cast and hashed,
+ *	  0.20-0.31 through a one-column record (hash_record_extended); uuid
+ *	  0.79-0.84 against 0.58-0.66 (its cast from text included); timestamp
+ *	  and time not measured apart (the same kind of function, no cast).
+ *	  Left to
+ *	  their text: numeric, whose hash ignores the scale (1.0 = 1.00) so
+ *	  that a change of scale alone would not be a difference, and with the
+ *	  scale added to the seed costs what its text does (0.23-0.29 against
+ *	  0.19-0.28); date, bool and bytea, whose functions take another type,
+ *	  and through a record cost more than their text (date 0.26-0.29
+ *	  against 0.19-0.25, bool 0.19-0.30 against 0.13-0.19, bytea 0.38-0.45
+ *	  against 0.30-0.35); float4/float8 (-0 = 0), interval ('1 day' = '24
+ *	  hours'), jsonb (its numbers compare as numerics), bpchar (trailing
+ *	  spaces); enums, whose hash is their OID, which differs between
+ *	  servers; arrays, ranges and records (their elements may be any of
+ *	  those).  So "different" is unchanged: a value differs when its text
+ *	  does.  Both servers must agree on each function: the probe
+ *	  (verify_typed_probe) hashes one value of each such type the table
+ *	  uses on both sides, the source's in a savepoint; a type whose hashes
+ *	  differ (another byte order, another major version's function,
+ *	  another TimeZone) or that the source cannot hash falls back to its
+ *	  text, column by column.  All of
  *	  this is used when both servers give the same results for
  *	  hashtextextended (verify_fast_hash: it reads bytes in machine words,
  *	  so servers of different byte order disagree, and the source needs
@@ -112,12 +122,8 @@
  *	  cost about twice the per-column hashes: 1.29 s against 0.68 s for
  *	  1,000,000 rows on one server, COPY of the table 0.46 s); one
  *	  hash_record_extended of ROW(every column) instead of a hash per
- *	  column (no faster on one server: 0.71-0.94 s against 0.66-0.73 s
- *	  for bench.big's 1,000,000 rows, and a column without a hash function
- *	  would need its text inside the record anyway); timestamptz cast to
- *	  timestamp for timestamp_hash_extended (the same hash only while both
- *	  sessions' TimeZone is UTC, the record's in any session; no
- *	  difference in time beyond the noise).  Not tried: parallel workers for the level (the planner does not parallelize the
+ *	  column (no faster on one server, and a column without a hash
+ *	  function would need its text inside the record anyway).  Not tried: parallel workers for the level (the planner does not parallelize the
  *	  scan under OFFSET 0, and on the test machine both servers and the
  *	  dump share two cores).
  *
@@ -277,11 +283,7 @@ bucket_array_datum(VerifyBucket *b, int n)
 /*
  * The types hashed by value when both servers agree (see NOTES), each with
  * the value the probe hashes: types whose equality is the identity of their
- * printed value here (numeric's scale is added to the seed).  Not here:
- * float4/float8 (-0 = 0), interval ('1 day' = '24 hours'), jsonb (its
- * numbers compare as numerics), bpchar (trailing spaces), enums (hashed by
- * their OID, which differs between servers), arrays, ranges and records
- * (their elements may be any of those).
+ * printed value and whose hash function costs less than their text.
  */
 static const struct
 {
@@ -292,30 +294,24 @@ static const struct
 	{INT2OID, "-12345"},
 	{INT4OID, "-1234567890"},
 	{INT8OID, "-1234567890123456789"},
-	{NUMERICOID, "-1234567890.01234567890123456789"},
 	{TEXTOID, "pg_sluice verify probe: typed"},
 	{VARCHAROID, "pg_sluice verify probe: varchar"},
 	{TIMESTAMPTZOID, "2024-02-29 12:34:56.789012+00"},
 	{TIMESTAMPOID, "2024-02-29 12:34:56.789012"},
-	{DATEOID, "2024-02-29"},
 	{TIMEOID, "12:34:56.789012"},
 	{UUIDOID, "0123abcd-4567-89ef-fedc-ba9876543210"},
-	{BOOLOID, "true"},
-	{BYTEAOID, "\\x00112233445566778899aabbccddeeff01"},
 };
 
 /*
  * The hash of a value of one of typed_hashes' types by the extended hash
  * function of the type's default hash operator class, as this server's
- * catalog names it, seeded by seed (SQL text); NULL when the type has
- * none, or only one not callable on a source older than live_version
- * 140000 (hash_record_extended).  A function whose argument is not the
- * type's (timestamp_hash_extended for timestamptz, hashint4extended for
- * date) is reached through a one-column record, whose hash is its
- * column's.
+ * catalog names it, seeded by seed; NULL when there is none callable on
+ * the type.  timestamptz's (timestamp_hash_extended) takes a timestamp:
+ * the value is cast, which keeps it as it is in both sessions (TimeZone
+ * UTC, see NOTES).
  */
 static char *
-typed_hash(Oid typid, const char *expr, const char *seed, int live_version)
+typed_hash(Oid typid, const char *expr, int seed)
 {
 	Oid			opclass = GetDefaultOpClass(typid, HASH_AM_OID);
 	Oid			proc;
@@ -332,19 +328,17 @@ typed_hash(Oid typid, const char *expr, const char *seed, int live_version)
 							 get_opclass_input_type(opclass), HASHEXTENDED_PROC);
 	if (!OidIsValid(proc) || get_func_namespace(proc) != PG_CATALOG_NAMESPACE)
 		return NULL;
-	/* numeric's hash ignores the scale (1.0 = 1.00): the seed carries it */
-	if (typid == NUMERICOID)
-		seed = psprintf("(%s OPERATOR(pg_catalog.+) 4096 OPERATOR(pg_catalog.*) "
-						"COALESCE(pg_catalog.scale(%s), -1))", seed, expr);
 	(void) get_func_signature(proc, &argtypes, &nargs);
-	if (nargs == 2 && (argtypes[0] == typid ||
-					   (!IsPolymorphicType(argtypes[0]) && argtypes[0] != INTERNALOID &&
-						IsBinaryCoercible(typid, argtypes[0]))))
-		return psprintf("%s.%s((%s)%s, %s)", quote_identifier("pg_catalog"),
-						quote_identifier(get_func_name(proc)), expr, coll, seed);
-	if (live_version < 140000)
+	if (nargs != 2)
 		return NULL;
-	return psprintf("pg_catalog.hash_record_extended(ROW((%s)%s), %s)", expr, coll, seed);
+	if (typid == TIMESTAMPTZOID && argtypes[0] == TIMESTAMPOID)
+		expr = psprintf("CAST(%s AS pg_catalog.\"timestamp\")", expr);
+	else if (argtypes[0] != typid &&
+			 (IsPolymorphicType(argtypes[0]) || argtypes[0] == INTERNALOID ||
+			  !IsBinaryCoercible(typid, argtypes[0])))
+		return NULL;
+	return psprintf("%s.%s((%s)%s, %d)", quote_identifier("pg_catalog"),
+					quote_identifier(get_func_name(proc)), expr, coll, seed);
 }
 
 /*
@@ -356,7 +350,6 @@ typed_hash(Oid typid, const char *expr, const char *seed, int live_version)
 static void
 verify_typed_probe(VerifyTable *vt, SluiceConn *snap)
 {
-	int			version = PQserverVersion(snap->conn);
 	StringInfoData q;
 	Oid			types[lengthof(typed_hashes)];
 	int			ntypes = 0;
@@ -377,7 +370,7 @@ verify_typed_probe(VerifyTable *vt, SluiceConn *snap)
 		h = typed_hash(typed_hashes[i].typid,
 					   psprintf("%s::%s", quote_literal_cstr(typed_hashes[i].probe),
 								format_type_extended(typed_hashes[i].typid, -1, FORMAT_TYPE_FORCE_QUALIFY)),
-					   "7", version);
+					   7);
 		if (h == NULL)
 			continue;
 		appendStringInfo(&q, "%s(%s)::pg_catalog.text", ntypes ? ", " : "", h);
@@ -424,12 +417,12 @@ verify_typed_probe(VerifyTable *vt, SluiceConn *snap)
  * when widened) or prints the same.
  */
 static char *
-column_hash(const char *expr, VerifyColumn *vc, int seed, int live_version)
+column_hash(const char *expr, VerifyColumn *vc, int seed)
 {
 	char	   *h = NULL;
 
 	if (vc->typed)
-		h = typed_hash(vc->typid, expr, psprintf("%d", seed), live_version);
+		h = typed_hash(vc->typid, expr, seed);
 	if (h == NULL)
 		h = psprintf("pg_catalog.hashtextextended((%s)::pg_catalog.text COLLATE pg_catalog.\"C\", %d)",
 					 expr, seed);
@@ -616,12 +609,12 @@ verify_prepare(SluicePipeline *pipe, SluiceTable *t, SluiceConn *snap)
 
 			appendStringInfo(&row, "%s%s", row.len ? ", " : "", e);
 			appendStringInfo(&rowh, "%s%s", rowh.len ? " OPERATOR(pg_catalog.#) " : "",
-							 column_hash(e, vc, place, PQserverVersion(snap->conn)));
+							 column_hash(e, vc, place));
 			if (vt->keyless || vc->is_key)
 			{
 				appendStringInfo(&key, "%s%s", key.len ? ", " : "", e);
 				appendStringInfo(&keyh, "%s%s", keyh.len ? " OPERATOR(pg_catalog.#) " : "",
-								 column_hash(e, vc, 1000 + place, PQserverVersion(snap->conn)));
+								 column_hash(e, vc, 1000 + place));
 				appendStringInfo(&names, "%s%s", first ? "" : ", ", quote_literal_cstr(vc->name));
 				appendStringInfo(&vals, "%s(%s)::pg_catalog.text", first ? "" : ", ", e);
 				first = false;

@@ -182,7 +182,7 @@ is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT differences || ':' || row
 	'4:4', 'repaired');
 is(verify('v', ", ARRAY['$acct'::regclass]"), 'acct:2989:0', 'and equal again');
 
-# --- 3c. columns hashed by value (their type's hash function) ---
+# --- 3c. columns hashed by value (their type's hash function) or from their text ---
 # every type hashed by value, and those hashed from their text, changed in
 # one row each by hand: a numeric's scale alone, a microsecond, a byte, a
 # float's -0 against 0, '1 day' against '24 hours', a null
@@ -190,12 +190,13 @@ my $typed = '"typed"."Typed Ü"';
 $live->safe_psql('postgres', "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf()");
 is(verify('t'), 'Typed Ü:400:0', 'typed columns: an equal copy, zero differences');
 my $livelog = slurp_file($live->logfile);
-like($livelog, qr/pg_catalog\.hash_numeric_extended\(\(n\), \(3 OPERATOR\(pg_catalog\.\+\) 4096 OPERATOR\(pg_catalog\.\*\) COALESCE\(pg_catalog\.scale\(n\), -1\)\)\)/,
-	'live hashes a numeric by value, its scale in the seed');
-like($livelog, qr/pg_catalog\.hash_record_extended\(ROW\(\(tz\)\), 6\)/, '... a timestamptz by value through a one-column record');
+like($livelog, qr/pg_catalog\.timestamp_hash_extended\(\(CAST\(tz AS pg_catalog\."timestamp"\)\), 6\)/,
+	'live hashes a timestamptz by value, as a timestamp');
+like($livelog, qr/pg_catalog\.timestamp_hash_extended\(\(ts\), 7\)/, '... a timestamp by value');
 like($livelog, qr/pg_catalog\.uuid_hash_extended\(\(u\), 10\)/, '... a uuid by value');
 like($livelog, qr/pg_catalog\.hashtextextended\(\(t\) COLLATE pg_catalog\."C", 4\)/, '... a text by value, byte-wise');
 like($livelog, qr/pg_catalog\.hashtextextended\(\(iv\)::pg_catalog\.text COLLATE pg_catalog\."C", 14\)/, '... an interval from its text');
+like($livelog, qr/pg_catalog\.hashtextextended\(\(n\)::pg_catalog\.text COLLATE pg_catalog\."C", 3\)/, '... a numeric from its text (its scale too)');
 $live->safe_psql('postgres', "ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()");
 $mart->safe_psql('postgres', qq{
 UPDATE $typed SET n = 1.50 WHERE id = 1;
@@ -218,7 +219,7 @@ UPDATE $typed SET u = u WHERE id = 17;
 is($mart->safe_psql('postgres', q{SET ROLE ops;
 SELECT differences || ' ' || (SELECT string_agg(k->'key'->>'id', ',' ORDER BY (k->'key'->>'id')::int) FROM jsonb_array_elements(keys) k)
   FROM sluice.verify('t')}),
-	'15 1,2,3,4,5,6,7,8,9,10,11,14,15,16,24', 'typed columns: each changed value is found, a numeric scale alone too');
+	'15 1,2,3,4,5,6,7,8,9,10,11,14,15,16,24', 'each changed value is found, a numeric\'s scale alone too');
 is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT differences || ':' || rows_inserted FROM sluice.repair('t')}), '15:15', 'repaired');
 is(verify('t'), 'Typed Ü:400:0', 'and equal again');
 
