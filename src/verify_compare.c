@@ -107,12 +107,13 @@
  *	  three runs each, medians): 1,000,000 rows, 1.53 s equal (pg_dump
  *	  1.09 s), 1.75 s with one row changed; 10,000,000 rows, 16.1 s equal
  *	  (pg_dump 12.2 s), 18.5 s with one row changed.  With the typed
- *	  hashes (same bench, 10,000,000 rows): 6.4 s equal against pg_dump
- *	  8.6 s (ratio 0.74) in the one run of this build; the build before,
- *	  run twice in the same hour, 1.81 and 1.79.  The load of the
- *	  machine moves these more than the change does: per server, CPU of
- *	  the level query over 1,000,000 rows 0.70-0.80 s against 0.62-0.84 s
- *	  before, COPY 0.63-0.76 s.  The record text of
+ *	  hashes (same bench, 10,000,000 rows, two runs): 6.4 s and 8.1 s
+ *	  equal against pg_dump 8.6 s and 11.4 s (ratios 0.74, 0.71); the build
+ *	  before, run twice in the same half hour, 1.81 and 1.79; at
+ *	  1,000,000 rows 1.01 against 1.14, two minutes apart.  Per
+ *	  server the gain is smaller, so the load of the hour is part of it:
+ *	  CPU of the level query over 1,000,000 rows 0.70-0.80 s against
+ *	  0.62-0.84 s before, COPY 0.63-0.76 s.  The record text of
  *	  the row hashed twice, as before: 4.9-6.0 s equal at 1,000,000 rows
  *	  (pg_dump 2.2-2.5 s in that loaded run), 5.3-5.5 s with one row changed
  *	  (a second level scanned and hashed every row).
@@ -129,9 +130,11 @@
  *	  1,000,000 rows on one server, COPY of the table 0.46 s); one
  *	  hash_record_extended of ROW(every column) instead of a hash per
  *	  column (no faster on one server, and a column without a hash
- *	  function would need its text inside the record anyway).  Not tried: parallel workers for the level (the planner does not parallelize the
- *	  scan under OFFSET 0, and on the test machine both servers and the
- *	  dump share two cores).
+ *	  function would need its text inside the record anyway); numeric,
+ *	  date, bool and bytea by value (see Hashing).  Not tried: parallel
+ *	  workers for the level (the planner does not parallelize the scan
+ *	  under OFFSET 0, and on the test machine both servers and the dump
+ *	  share two cores).
  *
  *	  Memory is bounded: the buckets of one level (at most 65536 are asked
  *	  for, and as many parents passed down), batches of 1000 rows of the leaf cursors, and at most max_keys
