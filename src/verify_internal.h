@@ -48,6 +48,7 @@ typedef struct VerifyColumn
 	bool		is_key;
 	Oid			typid;			/* datamart type (repair's inserts) */
 	int32		typmod;
+	bool		typed;			/* hashed by value (verify_compare.c) */
 } VerifyColumn;
 
 /* A bucket that differs: its number and the larger side's row count. */

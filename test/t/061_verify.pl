@@ -6,7 +6,8 @@
 # an empty string; no false difference while live is written during verifications;
 # renamed contract columns and widened types; names with quotes, spaces and
 # capitals; a paused pipeline with a backlog refused; a non-superuser
-# operator, a reader who sees nothing; statement_timeout leaves nothing.
+# operator, a reader who sees nothing; statement_timeout leaves nothing;
+# columns hashed by value (each type's hash function) and from their text.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -35,6 +36,15 @@ INSERT INTO app.busy SELECT g, g FROM generate_series(1, 500) g;
 CREATE TABLE app.wide (id int PRIMARY KEY, amount int, price numeric(8,2), at timestamp, label varchar(10));
 INSERT INTO app.wide SELECT g, g * 1000, g / 3.0, '2026-01-01 10:00'::timestamp + g * interval '1 hour', 'l' || g
   FROM generate_series(1, 300) g;
+CREATE TABLE app."Typed Ü" (id bigint PRIMARY KEY, s smallint, n numeric, t text, vc varchar(20), tz timestamptz,
+  ts timestamp, d date, tm time, u uuid, b bool, "by" bytea, f float8, iv interval, j jsonb);
+INSERT INTO app."Typed Ü" SELECT g, g % 300, g * 1.5, 't' || g || ' ü', 'v' || g,
+  '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 minute 0.000001 second',
+  '2026-01-01 10:00'::timestamp + g * interval '1 second', '2026-01-01'::date + g, '00:00'::time + g * interval '1 second',
+  md5(g::text)::uuid, g % 2 = 0, decode(md5(g::text), 'hex'), CASE WHEN g % 7 = 0 THEN 0 ELSE g / 7.0 END,
+  g * interval '1 hour', jsonb_build_object('g', g, 'x', g * 0.5)
+  FROM generate_series(1, 400) g;
+UPDATE app."Typed Ü" SET tz = NULL, u = NULL, n = NULL WHERE id % 50 = 0;
 });
 mart_source($mart, $live, 'live');
 
@@ -55,6 +65,7 @@ SELECT sluice.keep_history('v');
 CREATE SCHEMA w;
 CREATE TABLE w.wide (id int PRIMARY KEY, amount bigint, price numeric(12,2), at timestamptz, label text);
 SELECT sluice.create_pipeline('w', 'live', ARRAY['app.wide'], target_schema => 'w', adopt_tables => true);
+SELECT sluice.create_pipeline('t', 'live', ARRAY['app."Typed Ü"'], target_schema => 'typed');
 RESET ROLE;
 SELECT sluice.create_webhook('hook', 'http://127.0.0.1:9/hook', ARRAY['verification']);
 });
@@ -170,6 +181,47 @@ SELECT differences FROM sluice.verify('v', ARRAY['"Mart ""V"""."acct"'::regclass
 is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT differences || ':' || rows_inserted FROM sluice.repair('v', ARRAY['"Mart ""V"""."acct"'::regclass])}),
 	'4:4', 'repaired');
 is(verify('v', ", ARRAY['$acct'::regclass]"), 'acct:2989:0', 'and equal again');
+
+# --- 3c. columns hashed by value (their type's hash function) or from their text ---
+# every type hashed by value, and those hashed from their text, changed in
+# one row each by hand: a numeric's scale alone, a microsecond, a byte, a
+# float's -0 against 0, '1 day' against '24 hours', a null
+my $typed = '"typed"."Typed Ü"';
+$live->safe_psql('postgres', "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf()");
+is(verify('t'), 'Typed Ü:400:0', 'typed columns: an equal copy, zero differences');
+my $livelog = slurp_file($live->logfile);
+like($livelog, qr/pg_catalog\.timestamp_hash_extended\(\(CAST\(tz AS pg_catalog\."timestamp"\)\), 6\)/,
+	'live hashes a timestamptz by value, as a timestamp');
+like($livelog, qr/pg_catalog\.timestamp_hash_extended\(\(ts\), 7\)/, '... a timestamp by value');
+like($livelog, qr/pg_catalog\.uuid_hash_extended\(\(u\), 10\)/, '... a uuid by value');
+like($livelog, qr/pg_catalog\.hashtextextended\(\(t\) COLLATE pg_catalog\."C", 4\)/, '... a text by value, byte-wise');
+like($livelog, qr/pg_catalog\.hashtextextended\(\(iv\)::pg_catalog\.text COLLATE pg_catalog\."C", 14\)/, '... an interval from its text');
+like($livelog, qr/pg_catalog\.hashtextextended\(\(n\)::pg_catalog\.text COLLATE pg_catalog\."C", 3\)/, '... a numeric from its text (its scale too)');
+$live->safe_psql('postgres', "ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()");
+$mart->safe_psql('postgres', qq{
+UPDATE $typed SET n = 1.50 WHERE id = 1;
+UPDATE $typed SET s = s + 1 WHERE id = 2;
+UPDATE $typed SET t = 't3 Ü' WHERE id = 3;
+UPDATE $typed SET vc = 'v4 ' WHERE id = 4;
+UPDATE $typed SET tz = tz + interval '1 microsecond' WHERE id = 5;
+UPDATE $typed SET ts = ts - interval '1 microsecond' WHERE id = 6;
+UPDATE $typed SET d = d + 1 WHERE id = 7;
+UPDATE $typed SET tm = tm + interval '1 microsecond' WHERE id = 8;
+UPDATE $typed SET u = md5('x')::uuid WHERE id = 9;
+UPDATE $typed SET b = NOT b WHERE id = 10;
+UPDATE $typed SET "by" = "by" || '\\x00'::bytea WHERE id = 11;
+UPDATE $typed SET f = '-0' WHERE id = 14;
+UPDATE $typed SET iv = interval '1 day' WHERE id = 24;
+UPDATE $typed SET j = jsonb_build_object('g', 15, 'x', 7.50) WHERE id = 15;
+UPDATE $typed SET tz = NULL WHERE id = 16;
+UPDATE $typed SET u = u WHERE id = 17;
+});
+is($mart->safe_psql('postgres', q{SET ROLE ops;
+SELECT differences || ' ' || (SELECT string_agg(k->'key'->>'id', ',' ORDER BY (k->'key'->>'id')::int) FROM jsonb_array_elements(keys) k)
+  FROM sluice.verify('t')}),
+	'15 1,2,3,4,5,6,7,8,9,10,11,14,15,16,24', 'each changed value is found, a numeric\'s scale alone too');
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT differences || ':' || rows_inserted FROM sluice.repair('t')}), '15:15', 'repaired');
+is(verify('t'), 'Typed Ü:400:0', 'and equal again');
 
 # --- 4. live written during verifications: no false difference ---
 my $bg = $live->background_psql('postgres', on_error_stop => 0);
