@@ -89,7 +89,6 @@ int			sluice_heartbeat_interval = 10000;	/* ms */
 static int	heartbeat_pipeline = 0;
 static TimestampTz heartbeat_at = 0;
 
-/* pipelines whose slot moves once this transaction committed */
 /*
  * When a worker last wrote its look at a pipeline's slot down, per pipeline
  * (a worker may serve several): it writes it at most every LAG_RECORD_MS
@@ -103,6 +102,7 @@ typedef struct LagLook
 } LagLook;
 static HTAB *lag_looks = NULL;
 
+/* pipelines whose slot moves once this transaction committed */
 static List *moves = NIL;
 static bool moves_callback = false;
 

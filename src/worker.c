@@ -226,6 +226,20 @@ run_park(PipeRun *run, bool parked)
 		run->ws->sc->parked = parked;
 }
 
+/*
+ * run's normal connection to the source, opened if it is not: kept across
+ * batches (persistent) and cleared in run when an abort closes it.
+ */
+static void
+run_connect(PipeRun *run, SluicePipeline *pipe)
+{
+	if (run->conn != NULL)
+		return;
+	run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+	run->conn->persistent = true;
+	run->conn->owner_ref = &run->conn;
+}
+
 /* Close run's stream, its files with it. */
 static void
 run_close_stream(PipeRun *run, bool polite)
@@ -404,12 +418,7 @@ worker_drain(PipeRun *run, SluicePipeline *pipe)
 	pgstat_report_activity(STATE_RUNNING, "pg_sluice: draining a paused pipeline's slot");
 	/* the drain reads the slot over SQL: the walsender must let it go */
 	run_close_stream(run, true);
-	if (run->conn == NULL)
-	{
-		run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-		run->conn->persistent = true;
-		run->conn->owner_ref = &run->conn;
-	}
+	run_connect(run, pipe);
 	spool_drain(pipe, run->conn, &sr);
 	if (sr.conn_closed)
 		run->conn = NULL;
@@ -418,12 +427,7 @@ worker_drain(PipeRun *run, SluicePipeline *pipe)
 	if (!XLogRecPtrIsInvalid(moved_to))
 	{
 		worker_xact_begin();
-		if (run->conn == NULL)
-		{
-			run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-			run->conn->persistent = true;
-			run->conn->owner_ref = &run->conn;
-		}
+		run_connect(run, pipe);
 		slotwatch_advance(pipe, run->conn, moved_to);
 		worker_xact_commit();
 	}
@@ -523,12 +527,7 @@ pool_batch(PipeRun *run, bool *done)
 		return true;
 	}
 
-	if (run->conn == NULL)
-	{
-		run->conn = transport_connect(pipe->source_name, pipe->conninfo, false);
-		run->conn->persistent = true;
-		run->conn->owner_ref = &run->conn;
-	}
+	run_connect(run, pipe);
 
 	/*
 	 * What a drain spooled while the pipeline was paused or failing goes
