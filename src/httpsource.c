@@ -21,7 +21,9 @@
  *	  contract: httpapply.c does, through the apply family.  Show a secret:
  *	  URLs in messages pass http_mask_url (no user, no password, query values
  *	  masked); tokens and passwords go to libcurl only.  Follow a redirect
- *	  (the Authorization header would go to wherever it points).
+ *	  (the Authorization header would go to wherever it points), or a Link:
+ *	  rel="next" to another scheme, host or port than the page's, for the
+ *	  same reason: the response chooses it.
  *
  *	  Memory.  A page's body is held while it is parsed, up to
  *	  pg_sluice.http_max_page_size (a bigger page fails the refresh with the
@@ -176,7 +178,36 @@ endpoint_url(const char *base, const char *epath)
 	return result;
 }
 
-/* A Link header's rel="next" target, resolved against the page's URL; or NULL. */
+/* A URL's origin, "scheme://host:port" (the port explicit), or NULL. */
+static char *
+url_origin(const char *url)
+{
+	CURLU	   *h = curl_url();
+	char	   *scheme = NULL,
+			   *host = NULL,
+			   *port = NULL;
+	char	   *result = NULL;
+
+	if (h == NULL)
+		elog(ERROR, "out of memory");
+	if (curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+		curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+		curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+		result = psprintf("%s://%s:%s", scheme, host, port);
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(h);
+	return result;
+}
+
+/*
+ * A Link header's rel="next" target, resolved against the page's URL; or
+ * NULL.  Only on the page's origin: the request carries the source's
+ * token or password, which a link elsewhere would hand to another server
+ * (the reason redirects are not followed either).
+ */
 static char *
 link_next(const char *link, const char *page_url)
 {
@@ -215,6 +246,18 @@ link_next(const char *link, const char *page_url)
 			result = pstrdup(out);
 			curl_free(out);
 			curl_url_cleanup(h);
+			{
+				char	   *here = url_origin(page_url);
+				char	   *there = url_origin(result);
+
+				if (here == NULL || there == NULL || pg_strcasecmp(here, there) != 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("the Link: rel=\"next\" in the response from %s points to another server: %s",
+									http_mask_url(page_url), http_mask_url(result)),
+							 errdetail("The next page would be asked for with the source's credentials; pg_sluice follows pages on the source's own scheme, host and port only. Nothing was applied; the endpoint's cursor did not move."),
+							 errhint("Check the API's pagination; if the API pages through another host, declare that host as the source's base_url.")));
+			}
 			return result;
 		}
 		p = end ? end + 1 : NULL;
