@@ -101,6 +101,7 @@
 #include "rewrite/rewriteHandler.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -500,6 +501,32 @@ model_input_full(ModelInput *mi, const char *reason)
 }
 
 /* A row image the batch wrote (inserted, replaced or deleted). */
+/*
+ * A touched group's value as text, read back by the maintenance with its
+ * type's input function: it must come back equal.  Floats print exactly
+ * only with extra_float_digits above 0, which a session or a role may have
+ * set lower (0 is the pre-12 output): a group printed short is found by
+ * neither the delete nor the recompute, and stays stale.
+ */
+static char *
+model_group_text(ModelGroup *mg, Datum d)
+{
+	int			save = extra_float_digits;
+	char	   *volatile s = NULL;
+
+	extra_float_digits = 1;
+	PG_TRY();
+	{
+		s = OutputFunctionCall(&mg->out, d);
+	}
+	PG_FINALLY();
+	{
+		extra_float_digits = save;
+	}
+	PG_END_TRY();
+	return s;
+}
+
 void
 model_note_row(ModelInput *mi, TupleTableSlot *slot)
 {
@@ -528,7 +555,7 @@ model_note_row(ModelInput *mi, TupleTableSlot *slot)
 				mg->hasnull = true;
 				continue;
 			}
-			s = OutputFunctionCall(&mg->out, d);
+			s = model_group_text(mg, d);
 			e = hash_search(mg->seen, &s, HASH_FIND, NULL);
 			if (e != NULL)
 				continue;

@@ -82,4 +82,48 @@ like(logged("$dir/api.log"), qr/page=2 Bearer tok-S3CRET/, 'the same server\'s n
 unlike($err, qr/S3CRET/, 'the token is not in the error');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname = 'x'}), '0', 'nothing was applied');
 
+# --- models: roles and names ---
+$live->safe_psql('postgres', q{
+CREATE SCHEMA "Ün ""app""";
+CREATE TABLE "Ün ""app""".floats (id int PRIMARY KEY, x float8, v int);
+INSERT INTO "Ün ""app""".floats SELECT g, (g % 3)::float8 / 3, g FROM generate_series(1, 30) g;
+CREATE TABLE "Ün ""app""".stamps (id int PRIMARY KEY, at timestamptz NOT NULL, v int);
+-- around midnight UTC: the day of each row depends on the time zone
+INSERT INTO "Ün ""app""".stamps SELECT g, timestamptz '2026-03-01 00:00:00+00' + (g - 20) * interval '37 minutes', g
+  FROM generate_series(1, 40) g;
+});
+mart_source($mart, $live, 'live');
+$mart->safe_psql('postgres', q{
+CREATE ROLE etl NOLOGIN;
+CREATE ROLE "Øps 'op'" LOGIN;
+GRANT CREATE ON DATABASE postgres TO etl;
+SELECT sluice.grant_operator('etl');
+GRANT EXECUTE ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) TO etl;
+GRANT etl TO "Øps 'op'";
+SET ROLE etl;
+SELECT sluice.create_pipeline('fl_1', 'live', ARRAY['"Ün ""app""".floats', '"Ün ""app""".stamps'], target_schema => 'Mart é');
+});
+my $op = q{SET ROLE "Øps 'op'"; };
+
+# a model equals its query run from scratch, in this session's settings
+sub model_is
+{
+	my ($set, $model, $query, $label) = @_;
+	my $q = "SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, '|' ORDER BY r::text COLLATE \"C\")), '-') FROM %s r";
+	is($mart->safe_psql('postgres', $set . sprintf($q, qq{"Mart é"."$model"})),
+		$mart->safe_psql('postgres', $set . 'SET search_path = "Mart é", pg_catalog; ' . sprintf($q, "($query)")),
+		$label);
+}
+
+# --- models: float groups printed exactly whatever extra_float_digits ---
+my $fq = 'SELECT x, count(*) AS n, sum(v) AS "s um" FROM floats GROUP BY x';
+is($mart->safe_psql('postgres', "${op}SELECT sluice.create_model('by_x', \$q\$$fq\$q\$, ARRAY['fl_1'])"),
+	'incremental', 'a GROUP BY of a float column is incremental');
+$live->safe_psql('postgres', q{UPDATE "Ün ""app""".floats SET v = v + 1000 WHERE id % 3 = 1});
+my $run = $mart->safe_psql('postgres', qq{${op}SET extra_float_digits = 0; SELECT run_id FROM sluice.refresh('fl_1')});
+is($mart->safe_psql('postgres', "SELECT maintenance || ':' || groups FROM sluice.model_runs WHERE run_id = $run AND model = 'by_x'"),
+	'incremental:1', 'the batch recomputed the one touched group');
+model_is('SET extra_float_digits = 0; ', 'by_x', $fq, 'a refresh with extra_float_digits = 0: the model equals its query');
+model_is('', 'by_x', $fq, 'and equals it printed exactly');
+
 done_testing();
