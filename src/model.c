@@ -71,7 +71,12 @@
  *	  batch: a function created later in someone's search_path could slip
  *	  in, and a rename would break it.  Keys as one composite value per row:
  *	  the planner cannot push a join with a list of composites below a GROUP
- *	  BY, so each batch would aggregate the whole input.
+ *	  BY, so each batch would aggregate the whole input.  Incremental
+ *	  maintenance of a query calling a stable function (now(), date_trunc
+ *	  of a timestamptz, anything reading TimeZone or DateStyle): the groups
+ *	  a batch recomputes would use its time and its session's settings, the
+ *	  untouched ones those of earlier batches, a model equal to its query
+ *	  at no time and in no session; such a model is rebuilt in full.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -300,6 +305,9 @@ model_incremental(Query *q, Oid *input, List **tles)
 		return "it reads something other than one table";
 	if (contain_volatile_functions((Node *) q))
 		return "it calls a volatile function";
+	/* groups recomputed now must agree with groups computed by other batches */
+	if (contain_mutable_functions((Node *) q))
+		return "it calls a function whose result depends on the time or the session's settings (now(), TimeZone, DateStyle: a stable function)";
 	foreach(lc, q->groupClause)
 	{
 		SortGroupClause *sgc = lfirst(lc);

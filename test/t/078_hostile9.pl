@@ -126,4 +126,18 @@ is($mart->safe_psql('postgres', "SELECT maintenance || ':' || groups FROM sluice
 model_is('SET extra_float_digits = 0; ', 'by_x', $fq, 'a refresh with extra_float_digits = 0: the model equals its query');
 model_is('', 'by_x', $fq, 'and equals it printed exactly');
 
+# --- models: a stable function in the query: rebuilt in full ---
+my $sq = q{SELECT date_trunc('day', at) AS day, count(*) AS n, sum(v) AS total FROM stamps GROUP BY 1};
+my $utc = q{SET TimeZone = 'UTC'; };
+my $tokyo = q{SET TimeZone = 'Asia/Tokyo'; };
+is($mart->safe_psql('postgres', "${op}${utc}SELECT sluice.create_model('daily', \$q\$$sq\$q\$, ARRAY['fl_1'])"),
+	'full', 'date_trunc of a timestamptz (stable: TimeZone) is rebuilt in full');
+like($mart->safe_psql('postgres', "SELECT reason FROM sluice.models WHERE name = 'daily'"),
+	qr/depends on the time or the session's settings/, 'sluice.models says why');
+model_is($utc, 'daily', $sq, 'built in UTC: the model equals its query in UTC');
+# a batch touching one day, refreshed in another time zone
+$live->safe_psql('postgres', q{UPDATE "Ün ""app""".stamps SET v = v + 1 WHERE id = 1});
+$mart->safe_psql('postgres', qq{${op}${tokyo}SELECT sluice.refresh('fl_1')});
+model_is($tokyo, 'daily', $sq, 'refreshed in Asia/Tokyo: the model equals its query there, every day of it');
+
 done_testing();
