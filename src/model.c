@@ -700,10 +700,10 @@ model_expectations(SluicePipeline *pipe, int model_id, const char *model,
 			t.target_schema = get_namespace_name(get_rel_namespace(tableid));
 			t.target_table = get_rel_name(tableid);
 			expect_pause(pipe, &t, &e,
-						 psprintf("Expectation \"%s\" on model \"%s\" failed for %lld %s%s%s.",
+						 psprintf("Expectation \"%s\" on model \"%s\" failed for %lld %s%s.",
 								  e.name, model, (long long) failed,
 								  failed == 1 ? "value" : "values",
-								  observed ? ", observed " : "", observed ? observed : ""),
+								  observed ? " (its observed value is data: not shown here)" : ""),
 						 pause);
 		}
 		if (failed > 0 && e.severity == 'w')

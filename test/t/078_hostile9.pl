@@ -91,11 +91,18 @@ CREATE TABLE "Ün ""app""".stamps (id int PRIMARY KEY, at timestamptz NOT NULL, 
 -- around midnight UTC: the day of each row depends on the time zone
 INSERT INTO "Ün ""app""".stamps SELECT g, timestamptz '2026-03-01 00:00:00+00' + (g - 20) * interval '37 minutes', g
   FROM generate_series(1, 40) g;
+CREATE TABLE "Ün ""app""".fresh (id int PRIMARY KEY, "Seen at" timestamptz NOT NULL);
+INSERT INTO "Ün ""app""".fresh VALUES (1, now());
+CREATE TABLE "Ün ""app""".gone (id int PRIMARY KEY, v text);
+INSERT INTO "Ün ""app""".gone SELECT g, 'old ' || g FROM generate_series(1, 50) g;
+CREATE TABLE "Ün ""app""".retyped (id int PRIMARY KEY, b int);
+INSERT INTO "Ün ""app""".retyped SELECT g, g FROM generate_series(1, 300) g;
 });
 mart_source($mart, $live, 'live');
 $mart->safe_psql('postgres', q{
 CREATE ROLE etl NOLOGIN;
 CREATE ROLE "Øps 'op'" LOGIN;
+CREATE ROLE "Rëader" LOGIN;
 GRANT CREATE ON DATABASE postgres TO etl;
 SELECT sluice.grant_operator('etl');
 GRANT EXECUTE ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) TO etl;
@@ -139,5 +146,19 @@ model_is($utc, 'daily', $sq, 'built in UTC: the model equals its query in UTC');
 $live->safe_psql('postgres', q{UPDATE "Ün ""app""".stamps SET v = v + 1 WHERE id = 1});
 $mart->safe_psql('postgres', qq{${op}${tokyo}SELECT sluice.refresh('fl_1')});
 model_is($tokyo, 'daily', $sq, 'refreshed in Asia/Tokyo: the model equals its query there, every day of it');
+
+# --- the pause reason, which every role reads, holds no data value ---
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('fresh', 'live', ARRAY['"Ün ""app""".fresh'], target_schema => 'Mart é');
+  SELECT sluice.expect_column_max_to_be_fresh('"Mart é".fresh', 'Seen at', '1 day')});
+$live->safe_psql('postgres', q{INSERT INTO "Ün ""app""".fresh VALUES (2, timestamptz '2020-02-02 12:34:56+00'); DELETE FROM "Ün ""app""".fresh WHERE id = 1});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('fresh')});
+my $reason = $mart->safe_psql('postgres', q{SET ROLE "Rëader"; SELECT paused_reason FROM sluice.status WHERE pipeline = 'fresh'});
+like($reason, qr/Expectation "expect_column_max_to_be_fresh_Seen at_fresh" failed for 1 value \(sluice.quality shows the observed value\)/,
+	'a reader sees why the pipeline paused');
+unlike($reason, qr/2020/, 'but not the observed value (the newest "Seen at") of a table it cannot read');
+is($mart->safe_psql('postgres', q{SET ROLE "Rëader"; SELECT count(*) FROM sluice.quality WHERE pipeline = 'fresh'}), '0',
+	'nor through sluice.quality');
+like($mart->safe_psql('postgres', qq{${op}SELECT observed FROM sluice.quality WHERE pipeline = 'fresh' AND NOT success}),
+	qr/^2020-02-02/, 'the operator reads the observed value in sluice.quality');
 
 done_testing();
