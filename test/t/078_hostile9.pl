@@ -11,8 +11,15 @@
 #    timestamptz: TimeZone) was maintained incrementally, so a batch in
 #    another session's TimeZone recomputed its groups next to groups
 #    computed in another: a model equal to its query in no time zone.
+#  - Expectations: a pause's reason (sluice.status, read by every role)
+#    carried the observed value, data of a table the reader cannot read.
+# And, as TODO (the fixes belong to files other helpers are changing): a
+# table dropped and created again on live goes unnoticed; a chunk copied
+# after a column changed type on live fails on a value instead of naming
+# the drift; a second owner's pipeline starves when the pool's workers
+# all serve another role.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
-# operator refreshes.
+# operator refreshes; a reader without SELECT reads the public views.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -160,5 +167,69 @@ is($mart->safe_psql('postgres', q{SET ROLE "Rëader"; SELECT count(*) FROM sluic
 	'nor through sluice.quality');
 like($mart->safe_psql('postgres', qq{${op}SELECT observed FROM sluice.quality WHERE pipeline = 'fresh' AND NOT success}),
 	qr/^2020-02-02/, 'the operator reads the observed value in sluice.quality');
+
+# --- found, not fixed here (TODO: the fix belongs to files other helpers
+# --- are changing; see the report) ---
+
+# a table dropped and created again on live under the same name: the
+# publication lost it, so its new rows never come, and the datamart keeps
+# the old ones while every refresh succeeds
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('gone', 'live', ARRAY['"Ün ""app""".gone'], target_schema => 'Gone é')});
+$live->safe_psql('postgres', q{DROP TABLE "Ün ""app""".gone; CREATE TABLE "Ün ""app""".gone (id int PRIMARY KEY, v text);
+  INSERT INTO "Ün ""app""".gone VALUES (1, 'new 1'), (1000, 'new 1000')});
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT status FROM sluice.refresh('gone')});
+my $said = $ret != 0 || $out eq 'paused';
+TODO:
+{
+	local $TODO = 'a source table dropped (and created again) on live is not noticed';
+	ok($said || checksum($mart, '"Gone é".gone') eq checksum($live, '"Ün ""app""".gone'),
+		'a table dropped and created again on live: the refresh says so, or the datamart follows');
+}
+
+# a column retyped on live while a table is copied in chunks: the chunk's
+# COPY fails on a value, before the refresh that would pause with the drift
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.add_table('gone', '"Ün ""app""".retyped', 100); SELECT sluice.copy_chunk('gone')});
+$live->safe_psql('postgres', q{ALTER TABLE "Ün ""app""".retyped RENAME COLUMN b TO b_old;
+  ALTER TABLE "Ün ""app""".retyped ADD COLUMN b text; UPDATE "Ün ""app""".retyped SET b = 'text ' || id});
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT sluice.copy_chunk('gone')});
+TODO:
+{
+	local $TODO = 'copy_chunk copies before the refresh that checks the contract';
+	like($err, qr/changed type on the source|drifted from its contract/, 'a chunk after a column changed type on live names the drift');
+}
+
+# the pool: a worker serves one role, so with the pool full of another
+# role's workers (here the only one, busy failing) a second owner's
+# pipeline never streams, and nothing says why
+my $pool = new_mart('pool', conf => "shared_preload_libraries = 'pg_sluice'\npg_sluice.max_workers = 1\npg_sluice.naptime = 50ms\n");
+mart_source($pool, $live, 'live');
+$pool->safe_psql('postgres', q{
+CREATE ROLE "Ëtl a" LOGIN; CREATE ROLE "Ëtl b" LOGIN;
+GRANT CREATE ON DATABASE postgres TO "Ëtl a", "Ëtl b";
+SELECT sluice.grant_operator('"Ëtl a"'); SELECT sluice.grant_operator('"Ëtl b"');
+GRANT EXECUTE ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) TO "Ëtl a", "Ëtl b";
+SET ROLE "Ëtl a";
+SELECT sluice.create_pipeline('pa', 'live', ARRAY['"Ün ""app""".floats'], target_schema => 'pa');
+CREATE FUNCTION pa.boom() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'refused'; END$$;
+CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON pa.floats FOR EACH ROW EXECUTE FUNCTION pa.boom();
+SELECT sluice.start('pa');
+SET ROLE "Ëtl b";
+SELECT sluice.create_pipeline('pb', 'live', ARRAY['"Ün ""app""".stamps'], target_schema => 'pb');
+SELECT sluice.start('pb');
+});
+$live->safe_psql('postgres', q{UPDATE "Ün ""app""".floats SET v = v + 1 WHERE id = 1; UPDATE "Ün ""app""".stamps SET v = -1 WHERE id = 1});
+my $streamed = 0;
+for (1 .. 60)
+{
+	$streamed = 1, last if $pool->safe_psql('postgres', 'SELECT v FROM pb.stamps WHERE id = 1') eq '-1';
+	select(undef, undef, undef, 0.1);
+}
+TODO:
+{
+	local $TODO = 'the pool gives a worker to one role only; a full pool of another role\'s workers starves a pipeline';
+	ok($streamed || $pool->safe_psql('postgres', q{SELECT coalesce(last_error, '') FROM sluice.status WHERE pipeline = 'pb'}) =~ /worker/,
+		'a second owner\'s pipeline streams within 6 s, or its status says it waits for a worker');
+}
+is($pool->safe_psql('postgres', q{SELECT state FROM sluice.status WHERE pipeline = 'pa'}), 'error', 'the first owner\'s pipeline fails (the worker is busy with it)');
 
 done_testing();
