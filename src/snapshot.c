@@ -889,6 +889,7 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	SourceTable *src;
 	ActiveChunk *ac;
 	int64		rows;
+	int64		replaced;
 	int64		estimate;
 	XLogRecPtr	watermark;
 	RefreshResult r;
@@ -990,7 +991,7 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	transport_command(sc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start the chunk's snapshot");
 	chunk_plan(sc, t, k, lo, chunk_rows, ac, &estimate);
 	sluice_become_owner(pipe, &save);
-	(void) delete_range(rel, k, lo, ac->hi);
+	replaced = delete_range(rel, k, lo, ac->hi);
 	rows = copy_table(sc, t->source_schema, t->source_table, false, dst_cols,
 					  RelationGetRelid(rel), binary, range_condition(k, lo, ac->hi), src_cols,
 					  NULL);
@@ -1053,6 +1054,9 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 								7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the chunk");
 	}
+	/* the chunk's rows came by COPY, not the apply: the models over the table */
+	if (rows + replaced > 0)
+		model_after_write(t->target_schema, t->target_table);
 	table_close(rel, NoLock);
 	(void) refresh_record_run(pipe, "refresh", started, &r);
 	SPI_finish();
