@@ -9,8 +9,9 @@
  *	  What this file owns.  The binding of a model's query at declaration
  *	  (sluice._model_bind: one SELECT, made a view in a private schema, as
  *	  the pipelines' owner, names resolved in pg_catalog and the pipelines'
- *	  target schemas; PostgreSQL stores it parsed, tracks what it reads and
- *	  follows renames), the decision whether it can be maintained
+ *	  target schemas, every function it calls the owner's, a role's whose
+ *	  privileges it has, or a superuser's; PostgreSQL stores it parsed,
+ *	  tracks what it reads and follows renames), the decision whether it can be maintained
  *	  incrementally (sluice._model_analyze, made again from the view at
  *	  every batch so the catalog can never disagree with what runs), and the
  *	  maintenance at the end of each batch:
@@ -92,6 +93,7 @@
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/executor.h"
@@ -104,6 +106,7 @@
 #include "parser/parser.h"
 #include "parser/parsetree.h"
 #include "rewrite/rewriteHandler.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
@@ -111,7 +114,9 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pg_sluice.h"
@@ -170,6 +175,50 @@ static List *model_results = NIL;	/* ModelResult * */
 
 /* ---------- declaration ---------- */
 
+/* The first function a bound query calls that its owner does not trust. */
+typedef struct ModelFuncCheck
+{
+	Oid			owner;
+	Oid			foreign;
+	Oid			foreign_owner;
+} ModelFuncCheck;
+
+static Query *model_view_query(Oid viewid);
+
+static bool
+model_func_foreign(Oid funcid, void *context)
+{
+	ModelFuncCheck *c = context;
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	Oid			proowner;
+
+	if (!HeapTupleIsValid(tp))
+		return false;
+	proowner = ((Form_pg_proc) GETSTRUCT(tp))->proowner;
+	ReleaseSysCache(tp);
+	if (superuser_arg(proowner) || has_privs_of_role(c->owner, proowner))
+		return false;
+	c->foreign = funcid;
+	c->foreign_owner = proowner;
+	return true;
+}
+
+static bool
+model_foreign_walker(Node *node, ModelFuncCheck *c)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Aggref) && model_func_foreign(((Aggref *) node)->aggfnoid, c))
+		return true;
+	if (IsA(node, WindowFunc) && model_func_foreign(((WindowFunc *) node)->winfnoid, c))
+		return true;
+	if (check_functions_in_node(node, model_func_foreign, c))
+		return true;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, model_foreign_walker, c, 0);
+	return expression_tree_walker(node, model_foreign_walker, c);
+}
+
 /*
  * sluice._model_bind(pipeline_id, schema, name, query, search_schemas):
  * the query, checked to be one plain SELECT, made the view schema.name as
@@ -223,6 +272,29 @@ sluice_model_bind(PG_FUNCTION_ARGS)
 					false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not create the view of model \"%s\"", name);
 	AtEOXact_GUC(true, nest);
+
+	/*
+	 * Every batch runs the query as the owner: a function (or operator,
+	 * aggregate, cast) of another role would run its code with the owner's
+	 * rights.  The search path includes the target schemas, where a role
+	 * with CREATE (on public, say) can plant a better-matching
+	 * lower(varchar) than pg_catalog's lower(text).
+	 */
+	CommandCounterIncrement();
+	{
+		ModelFuncCheck c = {pipe->owner, InvalidOid, InvalidOid};
+		Oid			viewid = get_relname_relid(name, get_namespace_oid(schema, false));
+
+		if (model_foreign_walker((Node *) model_view_query(viewid), &c))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("a model's query calls %s, owned by role \"%s\"",
+							format_procedure_qualified(c.foreign),
+							GetUserNameFromId(c.foreign_owner, false)),
+					 errdetail("A model's query runs as the owner of its pipelines (\"%s\") at every batch: it may call only functions of that owner, of roles whose privileges it has, or of a superuser.",
+							   GetUserNameFromId(pipe->owner, false)),
+					 errhint("Qualify the function you meant (pg_catalog.lower), or have the owner create the function.")));
+	}
 	sluice_restore_user(&save);
 	SPI_finish();
 	PG_RETURN_VOID();

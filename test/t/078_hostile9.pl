@@ -11,6 +11,11 @@
 #    timestamptz: TimeZone) was maintained incrementally, so a batch in
 #    another session's TimeZone recomputed its groups next to groups
 #    computed in another: a model equal to its query in no time zone.
+#  - Models: bound in pg_catalog then the target schemas, a query could
+#    call a function another role planted there (public.lower(varchar)),
+#    run as the owner at every batch.
+#  - Chunked copies: the rows of a chunk never reached the models over
+#    its table.
 #  - Expectations: a pause's reason (sluice.status, read by every role)
 #    carried the observed value, data of a table the reader cannot read.
 # And, as TODO (the fixes belong to files other helpers are changing): a
@@ -98,6 +103,8 @@ CREATE TABLE "Ün ""app""".stamps (id int PRIMARY KEY, at timestamptz NOT NULL, 
 -- around midnight UTC: the day of each row depends on the time zone
 INSERT INTO "Ün ""app""".stamps SELECT g, timestamptz '2026-03-01 00:00:00+00' + (g - 20) * interval '37 minutes', g
   FROM generate_series(1, 40) g;
+CREATE TABLE "Ün ""app""".names (id int PRIMARY KEY, name varchar(20));
+INSERT INTO "Ün ""app""".names SELECT g, 'Name ' || (g % 4) FROM generate_series(1, 40) g;
 CREATE TABLE "Ün ""app""".fresh (id int PRIMARY KEY, "Seen at" timestamptz NOT NULL);
 INSERT INTO "Ün ""app""".fresh VALUES (1, now());
 CREATE TABLE "Ün ""app""".gone (id int PRIMARY KEY, v text);
@@ -164,6 +171,31 @@ model_is($utc, 'daily', $sq, 'built in UTC: the model equals its query in UTC');
 $live->safe_psql('postgres', q{UPDATE "Ün ""app""".stamps SET v = v + 1 WHERE id = 1});
 $mart->safe_psql('postgres', qq{${op}${tokyo}SELECT sluice.refresh('fl_1')});
 model_is($tokyo, 'daily', $sq, 'refreshed in Asia/Tokyo: the model equals its query there, every day of it');
+
+# --- models: a function planted in a target schema is never bound ---
+# a pipeline into public, where "Mällory" may create: her lower(varchar)
+# matches a varchar column better than pg_catalog's lower(text)
+$mart->safe_psql('postgres', q{
+CREATE ROLE "Mällory" LOGIN;
+GRANT CREATE ON SCHEMA public TO "Mällory", etl;
+SET ROLE "Mällory";
+CREATE TABLE public.pwned (who text, what text);
+GRANT INSERT ON public.pwned TO PUBLIC;
+CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql
+  AS $$ INSERT INTO public.pwned VALUES (current_user, $1) RETURNING pg_catalog.lower($1::text) $$;
+});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('pub', 'live', ARRAY['"Ün ""app""".names'], target_schema => 'public')});
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT sluice.create_model('by_name', 'SELECT lower(name) AS n, count(*) AS c FROM names GROUP BY 1', ARRAY['pub'])});
+like($err, qr/a model's query calls public.lower\(character varying\), owned by role "Mällory"/,
+	'a model calling a function of another role is refused');
+like($err, qr/HINT:  Qualify the function you meant/, 'with a hint');
+is($mart->safe_psql('postgres', 'SELECT count(*) FROM public.pwned'), '0', 'and the function never ran');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM pg_class WHERE relname LIKE 'by_name%'"), '0', 'nothing is left of it');
+is($mart->safe_psql('postgres', qq{${op}SELECT sluice.create_model('by_name', 'SELECT pg_catalog.lower(name) AS n, count(*) AS c FROM names GROUP BY 1', ARRAY['pub'])}),
+	'incremental', 'qualified, it is bound');
+$live->safe_psql('postgres', q{UPDATE "Ün ""app""".names SET name = 'Other' WHERE id < 5});
+$mart->safe_psql('postgres', q{SET search_path = public, pg_catalog; SELECT sluice.refresh('pub')});
+is($mart->safe_psql('postgres', 'SELECT count(*) FROM public.pwned'), '0', 'no batch runs the planted function');
 
 # --- the pause reason, which every role reads, holds no data value ---
 $mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('fresh', 'live', ARRAY['"Ün ""app""".fresh'], target_schema => 'Mart é');
