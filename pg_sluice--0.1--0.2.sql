@@ -5761,3 +5761,23 @@ COMMENT ON COLUMN sluice.workers.batch_started_at IS 'When that batch began (a b
 COMMENT ON COLUMN sluice.workers.worker_pipelines IS 'How many streaming pipelines of this database that worker serves.';
 
 GRANT SELECT ON sluice.workers TO PUBLIC;
+-- hostile review (session 9): sluice.http_endpoints shows a since or id
+-- cursor (a value of the table's rows) only to roles that can read the table
+CREATE OR REPLACE VIEW sluice.http_endpoints AS
+SELECT p.name AS pipeline,
+       e.source_table AS endpoint,
+       pt.target_schema,
+       pt.target_table,
+       e.path,
+       e.rows_path,
+       e.cursor_kind,
+       CASE WHEN sluice._readable(pt.target_schema, pt.target_table)
+            THEN CASE WHEN e.cursor_kind = 'etag' THEN e.etag ELSE e.cursor_value END
+       END AS cursor_value,
+       e.paging,
+       e.pulled_at
+  FROM sluice._http_endpoint e
+  JOIN sluice._pipeline p ON p.pipeline_id = e.pipeline_id
+  JOIN sluice._pipeline_table pt ON pt.pipeline_id = e.pipeline_id AND pt.source_schema = e.source_schema
+                                AND pt.source_table = e.source_table;
+COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed. NULL for a role that cannot SELECT the table: a since or id cursor is a value of its rows.';

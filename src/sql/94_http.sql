@@ -261,7 +261,9 @@ SELECT p.name AS pipeline,
        e.path,
        e.rows_path,
        e.cursor_kind,
-       CASE WHEN e.cursor_kind = 'etag' THEN e.etag ELSE e.cursor_value END AS cursor_value,
+       CASE WHEN sluice._readable(pt.target_schema, pt.target_table)
+            THEN CASE WHEN e.cursor_kind = 'etag' THEN e.etag ELSE e.cursor_value END
+       END AS cursor_value,
        e.paging,
        e.pulled_at
   FROM sluice._http_endpoint e
@@ -276,7 +278,7 @@ COMMENT ON COLUMN sluice.http_endpoints.target_table IS 'The datamart table.';
 COMMENT ON COLUMN sluice.http_endpoints.path IS 'Path appended to the source''s base URL.';
 COMMENT ON COLUMN sluice.http_endpoints.rows_path IS 'Dotted path of the array of rows in a page (NULL: the page is the array).';
 COMMENT ON COLUMN sluice.http_endpoints.cursor_kind IS 'none, since (updated_at parameter), id (high-water mark) or etag (If-None-Match).';
-COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed.';
+COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed. NULL for a role that cannot SELECT the table: a since or id cursor is a value of its rows.';
 COMMENT ON COLUMN sluice.http_endpoints.paging IS 'none, link (Link: rel="next"), page (page number parameter) or cursor (a token in the body).';
 COMMENT ON COLUMN sluice.http_endpoints.pulled_at IS 'When the last committed refresh pulled the endpoint.';
 GRANT SELECT ON sluice.http_endpoints TO PUBLIC;

@@ -17,7 +17,8 @@
 #  - Chunked copies: the rows of a chunk never reached the models over
 #    its table.
 #  - Expectations: a pause's reason (sluice.status, read by every role)
-#    carried the observed value, data of a table the reader cannot read.
+#    carried the observed value, data of a table the reader cannot read;
+#    so did an HTTP endpoint's since cursor in sluice.http_endpoints.
 # And, as TODO (the fixes belong to files other helpers are changing): a
 # table dropped and created again on live goes unnoticed; a chunk copied
 # after a column changed type on live fails on a value instead of naming
@@ -70,6 +71,7 @@ my $dir = PostgreSQL::Test::Utils::tempdir();
 my ($other, $oport) = serve("$dir/other.log", sub { json_page('{"data": []}') });
 my ($api, $aport) = serve("$dir/api.log", sub {
 	my ($req) = @_;
+	return json_page('{"data": [{"id": 7, "at": "2020-03-03T03:03:03Z"}]}') if $req->uri->path eq '/api/y';
 	# page 1 links to page 2 on this server, page 2 to the other server
 	return json_page('{"data": [{"id": 1}]}', Link => '</api/x?page=2>; rel="next"')
 	  unless ($req->uri->query // '') =~ /page=2/;
@@ -196,6 +198,17 @@ is($mart->safe_psql('postgres', qq{${op}SELECT sluice.create_model('by_name', 'S
 $live->safe_psql('postgres', q{UPDATE "Ün ""app""".names SET name = 'Other' WHERE id < 5});
 $mart->safe_psql('postgres', q{SET search_path = public, pg_catalog; SELECT sluice.refresh('pub')});
 is($mart->safe_psql('postgres', 'SELECT count(*) FROM public.pwned'), '0', 'no batch runs the planted function');
+
+# --- an HTTP endpoint's since cursor (the newest "at" of its rows) only
+# --- to roles that can read its table ---
+$mart->safe_psql('postgres', q{SELECT * FROM sluice.create_http_pipeline('web2', 'api',
+  '[{"table": "y", "path": "/api/y", "rows": "data", "key": ["id"],
+     "columns": [{"name": "id", "path": "id", "type": "integer"}, {"name": "at", "path": "at", "type": "timestamptz"}],
+     "cursor": {"kind": "since", "param": "since", "field": "at"}}]', 'Web "Mart"')});
+is($mart->safe_psql('postgres', q{SELECT cursor_value FROM sluice.http_endpoints WHERE pipeline = 'web2'}),
+	'2020-03-03T03:03:03Z', 'the owner reads the endpoint\'s cursor');
+is($mart->safe_psql('postgres', q{SET ROLE "Rëader"; SELECT endpoint || ':' || coalesce(cursor_value, 'NULL') FROM sluice.http_endpoints WHERE pipeline = 'web2'}),
+	'y:NULL', 'a reader without SELECT on the table sees the endpoint, not its cursor');
 
 # --- the pause reason, which every role reads, holds no data value ---
 $mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('fresh', 'live', ARRAY['"Ün ""app""".fresh'], target_schema => 'Mart é');
