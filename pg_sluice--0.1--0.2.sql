@@ -5761,3 +5761,6 @@ COMMENT ON COLUMN sluice.workers.batch_started_at IS 'When that batch began (a b
 COMMENT ON COLUMN sluice.workers.worker_pipelines IS 'How many streaming pipelines of this database that worker serves.';
 
 GRANT SELECT ON sluice.workers TO PUBLIC;
+-- a source table dropped or created again on live is noticed (identity.c):
+-- the oid of each pipeline table on the source, learnt at the next refresh
+ALTER TABLE sluice._pipeline_table ADD COLUMN source_relid oid;
