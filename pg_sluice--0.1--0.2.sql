@@ -5781,3 +5781,6 @@ SELECT p.name AS pipeline,
   JOIN sluice._pipeline_table pt ON pt.pipeline_id = e.pipeline_id AND pt.source_schema = e.source_schema
                                 AND pt.source_table = e.source_table;
 COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next refresh starts from (the ETag for etag); moved only by a refresh that committed. NULL for a role that cannot SELECT the table: a since or id cursor is a value of its rows.';
+-- a source table dropped or created again on live is noticed (identity.c):
+-- the oid of each pipeline table on the source, learnt at the next refresh
+ALTER TABLE sluice._pipeline_table ADD COLUMN source_relid oid;

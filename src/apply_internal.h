@@ -198,6 +198,7 @@ extern bool relmap_find_row(ApplyState *st, ApplyRel *ar);
 
 /* contract.c: the contract checked, drift handled, the contract evolved */
 extern char **contract_check(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr);
+extern bool identity_relation(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr);
 
 /* quarantine.c: row expectations and the quarantine ledger */
 extern void quarantine_open(ApplyState *st, ApplyRel *ar, SluiceTable *t);

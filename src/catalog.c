@@ -224,7 +224,7 @@ read_pipeline(void)
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	rc = sluice_spi_kept("SELECT source_schema, source_table, target_schema, target_table, "
-							   "       drift_policy, contract_version, ignored_columns "
+							   "       drift_policy, contract_version, ignored_columns, source_relid "
 							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
 							   " ORDER BY source_schema, source_table",
 							   1, types, args, NULL, true, 0);
@@ -241,6 +241,7 @@ read_pipeline(void)
 		t->drift_policy = getstr(i, 5);
 		t->contract_version = atoi(getstr(i, 6));
 		t->ignored = text_array_list(i, 7);
+		t->source_relid = getstr(i, 8) ? (Oid) strtoul(getstr(i, 8), NULL, 10) : InvalidOid;
 		p->tables = lappend(p->tables, t);
 	}
 

@@ -141,6 +141,7 @@ typedef struct SluiceTable
 	List	   *columns;		/* SluiceColumn *, the current contract */
 	List	   *ignored;		/* String: source columns left out */
 	List	   *expectations;	/* SluiceExpectation * */
+	Oid			source_relid;	/* the table's oid on live (identity.c), 0 unknown */
 } SluiceTable;
 
 extern Datum catalog_name_datum(const char *s);
@@ -345,6 +346,7 @@ typedef struct SourceTable
 								 * (a type without a send function goes as text) */
 	Oid			adopted;		/* existing datamart table it feeds, or 0 */
 	List	   *ignored;		/* String: source columns the datamart table lacks */
+	Oid			relid;			/* its oid on the source */
 } SourceTable;
 
 extern SourceTable *source_describe_table(SluiceConn *sc, const char *spec);
@@ -467,6 +469,11 @@ extern void contract_record_first(SourceTable *t, const char *target_schema, Dat
 extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
 								  const char *action, const char *table);
 
+/* identity.c */
+extern void identity_record(int pipeline_id, const char *schema, const char *table, Oid relid);
+extern SluiceDrift *identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint);
+extern bool identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t);
+
 /* ---------- expect.c: expectations (row ones compiled, set ones run per batch) ---------- */
 
 typedef struct ExpectResult
@@ -547,6 +554,8 @@ extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);
 extern void refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r);
+extern void refresh_pause(SluicePipeline *pipe, RefreshResult *r, SluiceDrift *d, int sqlerrcode,
+						  const char *message, const char *hint);
 extern void refresh_become_owner(SluicePipeline *pipe, SluiceUser *save);
 extern int64 refresh_record_run(SluicePipeline *pipe, const char *kind,
 								TimestampTz started, RefreshResult *r);

@@ -433,8 +433,8 @@ create_target_key(SourceTable *t, const char *target_schema)
 static void
 record_table(int pipeline_id, const char *target_schema, SourceTable *t)
 {
-	Oid			ttypes[7] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID};
-	Datum		targs[7];
+	Oid			ttypes[8] = {INT4OID, TEXTOID, TEXTOID, NAMEOID, NAMEOID, TEXTARRAYOID, TEXTOID, OIDOID};
+	Datum		targs[8];
 	Datum	   *keys = palloc(sizeof(Datum) * Max(list_length(t->keys), 1));
 	ListCell   *kc;
 	int			n = 0;
@@ -450,10 +450,11 @@ record_table(int pipeline_id, const char *target_schema, SourceTable *t)
 	targs[4] = catalog_name_datum(t->target);
 	targs[5] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 	targs[6] = CStringGetTextDatum(ri);
+	targs[7] = ObjectIdGetDatum(t->relid);
 	sluice_spi_exec("INSERT INTO sluice._pipeline_table (pipeline_id, source_schema, source_table, "
-					"  target_schema, target_table, key_columns, replica_identity) "
-					"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-					7, ttypes, targs, SPI_OK_INSERT);
+					"  target_schema, target_table, key_columns, replica_identity, source_relid) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, 0))",
+					8, ttypes, targs, SPI_OK_INSERT);
 	contract_record_first(t, target_schema, targs);
 	if (t->ignored != NIL)
 	{

@@ -129,6 +129,27 @@ refresh_describe_slot(SluicePipeline *pipe, SluiceConn *sc, const char *what)
 }
 
 /*
+ * Every table of the pipeline is still the table it copied (identity.c):
+ * else the refresh pauses before it applies anything.
+ */
+static void
+refresh_check_identity(SluicePipeline *pipe, SluiceConn *sc, RefreshResult *r)
+{
+	char	   *message = NULL;
+	char	   *hint = NULL;
+	SluiceDrift *d = identity_check(pipe, sc, &message, &hint);
+
+	if (d == NULL)
+		return;
+	r->stats.pause = d;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("%s", message),
+			 errdetail("%s", d->detail),
+			 errhint("%s", hint)));
+}
+
+/*
  * Versioned rows carry the run id the batch will commit as: reserve it
  * (pipelines that keep history).
  */
@@ -256,6 +277,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	r->slot_restart_lsn = PQgetisnull(res, 0, 3) ? InvalidXLogRecPtr : transport_parse_lsn(PQgetvalue(res, 0, 3));
 	r->source_flush_lsn = upto;
 	PQclear(res);
+	refresh_check_identity(pipe, sc, r);
 
 	/* Tell the source what the datamart durably has (see origin.c). */
 	if (start_lsn > confirmed && start_lsn <= upto)
@@ -499,20 +521,33 @@ refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 		r->end_lsn = r->start_lsn;
 		r->run_id = 0;
 		r->complete = true;
-		r->paused = true;
-		r->paused_reason = psprintf("%s: %s", edata->message, d->detail);
-		refresh_record_pause(pipe, r);
-		if (!d->is_expectation && !d->is_divergence)
-			contract_record_drift(pipe, d, "paused",
-								  psprintf("%s.%s", d->source_schema, d->source_table));
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("pipeline \"%s\" paused: %s", pipe->name, edata->message),
-				 errdetail("%s", d->detail),
-				 errhint("%s", edata->hint ? edata->hint : "")));
+		refresh_pause(pipe, r, d, edata->sqlerrcode, edata->message, edata->hint);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * The pipeline pauses on d (drift, an expectation, a divergence), in the
+ * caller's transaction: r says so, the pause and the drift are recorded,
+ * and a WARNING with message and hint tells the caller.  r's batch, if it
+ * applied anything, stays (a worker's look at live after its batch).
+ */
+void
+refresh_pause(SluicePipeline *pipe, RefreshResult *r, SluiceDrift *d, int sqlerrcode,
+			  const char *message, const char *hint)
+{
+	r->paused = true;
+	r->paused_reason = psprintf("%s: %s", message, d->detail);
+	refresh_record_pause(pipe, r);
+	if (!d->is_expectation && !d->is_divergence)
+		contract_record_drift(pipe, d, "paused",
+							  psprintf("%s.%s", d->source_schema, d->source_table));
+	ereport(WARNING,
+			(errcode(sqlerrcode),
+			 errmsg("pipeline \"%s\" paused: %s", pipe->name, message),
+			 errdetail("%s", d->detail),
+			 errhint("%s", hint ? hint : "")));
 }
 
 /* Mark the pipeline paused, in the caller's transaction. */

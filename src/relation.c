@@ -135,6 +135,12 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 		MemoryContextSwitchTo(old);
 		return;
 	}
+	/* the table live has now is not the one copied (identity.c) */
+	if (!identity_relation(st, t, lr))
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	ar->mapped = true;
 	st->cur_rel = ar;
 

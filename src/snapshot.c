@@ -451,6 +451,23 @@ snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot)
 	return false;
 }
 
+/* A table's copy starts over from its first key. */
+static void
+copy_restart(int pipeline_id, const char *schema, const char *table)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = NULL, restarts = restarts + 1 "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not reset the copy state");
+}
+
 /*
  * The table was truncated on the source while being copied: the datamart
  * table was truncated too; the copy starts over from the first key (the
@@ -459,8 +476,6 @@ snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot)
 void
 snapshot_truncated(ApplyState *st, ApplyRel *ar)
 {
-	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
-	Datum		args[3];
 	SnapshotFilter *f = ar->copyfilter;
 
 	if (f == NULL)
@@ -468,14 +483,7 @@ snapshot_truncated(ApplyState *st, ApplyRel *ar)
 	f->has_lo = false;
 	if (f->chunk)
 		f->ac->reset = true;
-	args[0] = Int32GetDatum(st->pipe->pipeline_id);
-	args[1] = CStringGetTextDatum(ar->table->source_schema);
-	args[2] = CStringGetTextDatum(ar->table->source_table);
-	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = NULL, restarts = restarts + 1 "
-							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
-							"   AND finished_at IS NULL",
-							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not reset the copy state");
+	copy_restart(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table);
 }
 
 /* ---------- resnapshot ---------- */
@@ -961,6 +969,12 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 	check_watermark_right(sc, pipe->source_name);
+	/* live's table was dropped and created again: the copy starts over (identity.c) */
+	if (identity_chunk_start(pipe, sc, t))
+	{
+		lo = NIL;
+		copy_restart(pipe->pipeline_id, t->source_schema, t->source_table);
+	}
 	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
 											 quote_identifier(t->source_table)));
 	check_key_order(sc, t, k, src);

@@ -302,6 +302,7 @@ source_describe_table(SluiceConn *sc, const char *spec)
 				 errmsg("table \"%s\" does not exist on source \"%s\"", spec, sc->source),
 				 errhint("Name tables as schema.table; unqualified names are looked up in the source's public schema.")));
 	oid = getval(res, 0, 0);
+	t->relid = (Oid) strtoul(oid, NULL, 10);
 	t->schema = getval(res, 0, 1);
 	t->name = getval(res, 0, 2);
 	t->target = t->name;

@@ -227,6 +227,23 @@ run_park(PipeRun *run, bool parked)
 }
 
 /*
+ * Every table of the pipeline is still the table it copied (identity.c):
+ * over the walsender, a table dropped on live sends nothing more, so the
+ * worker looks with its slot look.  What the batch applied stays (changes
+ * from before the drop); the pipeline pauses with it.
+ */
+static void
+worker_check_identity(SluicePipeline *pipe, PipeRun *run, RefreshResult *r)
+{
+	char	   *message = NULL;
+	char	   *hint = NULL;
+	SluiceDrift *d = identity_check(pipe, run->conn, &message, &hint);
+
+	if (d != NULL)
+		refresh_pause(pipe, r, d, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message, hint);
+}
+
+/*
  * run's normal connection to the source, opened if it is not: kept across
  * batches (persistent) and cleared in run when an abort closes it.
  */
@@ -565,6 +582,8 @@ pool_batch(PipeRun *run, bool *done)
 			run->slot_flush = transport_parse_lsn(PQgetvalue(res, 0, 1));
 			PQclear(res);
 			run->slot_checked_at = GetCurrentTimestamp();
+			if (!r.paused)
+				worker_check_identity(pipe, run, &r);
 		}
 		r.slot_restart_lsn = run->slot_restart;
 	}

@@ -80,6 +80,7 @@ CREATE TABLE sluice._pipeline_table (
                      CHECK (drift_policy IN ('freeze', 'evolve', 'ignore')),
     contract_version integer NOT NULL DEFAULT 1,
     ignored_columns  text[] NOT NULL DEFAULT '{}',
+    source_relid     oid,           -- the table's oid on the source (identity.c)
     PRIMARY KEY (pipeline_id, source_schema, source_table),
     UNIQUE (target_schema, target_table)
 );
