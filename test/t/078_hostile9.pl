@@ -19,8 +19,9 @@
 #  - Expectations: a pause's reason (sluice.status, read by every role)
 #    carried the observed value, data of a table the reader cannot read;
 #    so did an HTTP endpoint's since cursor in sluice.http_endpoints.
-# And, as TODO (the fixes belong to files other helpers are changing): a
-# table dropped and created again on live goes unnoticed; a chunk copied
+# A table dropped and created again on live went unnoticed (fixed by
+# identity.c, tested in 081).  And, as TODO (the fixes belong to files
+# other helpers are changing): a chunk copied
 # after a column changed type on live fails on a value instead of naming
 # the drift; a second owner's pipeline starves when the pool's workers
 # all serve another role.
@@ -235,12 +236,12 @@ $live->safe_psql('postgres', q{DROP TABLE "Ün ""app""".gone; CREATE TABLE "Ün 
   INSERT INTO "Ün ""app""".gone VALUES (1, 'new 1'), (1000, 'new 1000')});
 ($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT status FROM sluice.refresh('gone')});
 my $said = $ret != 0 || $out eq 'paused';
-TODO:
-{
-	local $TODO = 'a source table dropped (and created again) on live is not noticed';
-	ok($said || checksum($mart, '"Gone é".gone') eq checksum($live, '"Ün ""app""".gone'),
-		'a table dropped and created again on live: the refresh says so, or the datamart follows');
-}
+ok($said || checksum($mart, '"Gone é".gone') eq checksum($live, '"Ün ""app""".gone'),
+	'a table dropped and created again on live: the refresh says so, or the datamart follows (identity.c, 081)');
+# the way forward the pause names: copy the new table again
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.resnapshot('gone', '"Gone é".gone'); SELECT sluice.resume('gone')});
+$mart->safe_psql('postgres', qq{${op}CALL sluice.copy_tables('gone')});
+is(checksum($mart, '"Gone é".gone'), checksum($live, '"Ün ""app""".gone'), 'after resnapshot the datamart follows the new table');
 
 # a column retyped on live while a table is copied in chunks: the chunk's
 # COPY fails on a value, before the refresh that would pause with the drift
