@@ -88,10 +88,11 @@ _PG_init(void)
 	DefineCustomIntVariable("pg_sluice.source_decoding_work_mem",
 							"Sets logical_decoding_work_mem for pg_sluice's sessions on the source.",
 							"Memory the source may use to decode one refresh before spilling to disk (64kB to 2GB). "
-							"Larger values decode large transactions faster and cost memory on the source, not here.",
+							"Larger values decode large transactions faster and cost memory on the source, not here. "
+							"Superuser only: it spends the live server's memory, which no datamart role may claim.",
 							&sluice_source_decoding_work_mem,
 							262144, 64, 2 * 1024 * 1024,
-							PGC_USERSET, GUC_UNIT_KB,
+							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.split_decoding_min",

@@ -289,4 +289,12 @@ TODO:
 }
 is($pool->safe_psql('postgres', q{SELECT state FROM sluice.status WHERE pipeline = 'pa'}), 'error', 'the first owner\'s pipeline fails (the worker is busy with it)');
 
+# live's decoding memory is the DBA's to give: a datamart role may not
+# raise what pg_sluice asks live for (up to 2 GB a decoding session)
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT count(*) FROM sluice.workers; SET pg_sluice.source_decoding_work_mem = '2GB'});
+like($err, qr/permission denied to set parameter "pg_sluice.source_decoding_work_mem"/,
+	'an operator may not raise live\'s decoding memory');
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SET pg_sluice.source_decoding_work_mem = '2GB'; SELECT count(*) FROM sluice.workers; SHOW pg_sluice.source_decoding_work_mem});
+like($out, qr/256MB$/, 'nor before the library is loaded (the placeholder is dropped when it loads)');
+
 done_testing();
