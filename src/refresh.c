@@ -141,11 +141,13 @@ refresh_slot_moves_at_commit(void)
  * Which transport a refresh of this backlog (start..upto on the source)
  * takes: pg_sluice.refresh_transport, and for auto the rule measured on
  * bench scenarios 2a-2d (bench/refresh_transport.pl, README, Performance):
- * the SQL interface was faster for every backlog measured, from 2 MB of
- * WAL (10,000 rows) to 280 MB (1,000,000 rows), one transaction or a
- * thousand, inserts, updates or deletes (0.3x to 0.8x for the walsender,
- * refresh and next refresh added up), so auto takes it.  The walsender's
- * flush after every message makes both processes wake up once per change.
+ * over the SQL interface, the refresh and the next one added up were
+ * faster in 7 of the 8 backlogs measured, from 2 MB of WAL (10,000 rows)
+ * to 280 MB (1,000,000 rows), one transaction or a thousand, inserts,
+ * updates or deletes (the walsender took 1.1x to 2.8x as long; the one
+ * exception, 1,000,000 deletes, came once, on a loaded machine), so auto
+ * takes it.  The walsender's flush after every message wakes both
+ * processes once per change.
  */
 static bool
 refresh_by_walsender(XLogRecPtr start, XLogRecPtr upto)
