@@ -93,7 +93,30 @@
  */
 static WalStream *refresh_ws = NULL;
 static XLogRecPtr refresh_ws_lsn = InvalidXLogRecPtr;
+static SubTransactionId refresh_ws_subid = InvalidSubTransactionId;
 static bool refresh_ws_callback = false;
+
+static void refresh_ws_drop(void);
+
+/*
+ * The refresh's writes live in the subtransaction that called it: when that
+ * one (or one above it) rolls back, a PL/pgSQL exception block say, and the
+ * transaction still commits, the position must not be confirmed.
+ */
+static void
+refresh_ws_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (refresh_ws == NULL || refresh_ws_subid == InvalidSubTransactionId)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB && mySubid == refresh_ws_subid)
+		refresh_ws_subid = parentSubid;
+	else if (event == SUBXACT_EVENT_ABORT_SUB && mySubid <= refresh_ws_subid)
+	{
+		refresh_ws_lsn = InvalidXLogRecPtr;
+		refresh_ws_subid = InvalidSubTransactionId;
+	}
+}
 
 static void
 refresh_ws_xact_callback(XactEvent event, void *arg)
@@ -108,6 +131,7 @@ refresh_ws_xact_callback(XactEvent event, void *arg)
 		return;
 	refresh_ws = NULL;
 	refresh_ws_lsn = InvalidXLogRecPtr;
+	refresh_ws_subid = InvalidSubTransactionId;
 	if (event != XACT_EVENT_COMMIT)
 		lsn = InvalidXLogRecPtr;
 	else if (!XLogRecPtrIsInvalid(lsn) && XactLastCommitEnd > GetFlushRecPtr(NULL))
@@ -126,6 +150,7 @@ refresh_ws_drop(void)
 
 	refresh_ws = NULL;
 	refresh_ws_lsn = InvalidXLogRecPtr;
+	refresh_ws_subid = InvalidSubTransactionId;
 	if (ws != NULL)
 		walstream_close(ws, true);	/* waits (up to 1 s) for the slot to be let go */
 }
@@ -281,6 +306,7 @@ refresh_by_stream(SluicePipeline *pipe, XLogRecPtr start, XLogRecPtr upto,
 	if (!refresh_ws_callback)
 	{
 		RegisterXactCallback(refresh_ws_xact_callback, NULL);
+		RegisterSubXactCallback(refresh_ws_subxact_callback, NULL);
 		refresh_ws_callback = true;
 	}
 	ws = walstream_open_mem(pipe, start, apply_use_binary(pipe), sluice_source_decoding_work_mem);
@@ -643,7 +669,10 @@ refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 		ReleaseCurrentSubTransaction();
 		/* a refresh over the walsender: its commit moves the slot there */
 		if (r->ws_refresh && refresh_ws != NULL)
+		{
 			refresh_ws_lsn = r->end_lsn;
+			refresh_ws_subid = GetCurrentSubTransactionId();
+		}
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
 	}

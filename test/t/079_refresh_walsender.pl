@@ -10,7 +10,8 @@
 #    rolled-back subtransactions inside a streamed one: applied exactly;
 #  - confirmed_flush_lsn reaches the refresh's end_lsn at its commit, and
 #    live ran no pg_replication_slot_advance;
-#  - a refresh rolled back (its backend killed before COMMIT) leaves the
+#  - a refresh rolled back (its backend killed before COMMIT, or an
+#    exception block around it in a transaction that commits) leaves the
 #    slot where it was; the next refresh applies the backlog once;
 #  - kill -9 of the datamart in the middle of a refresh: exactly once;
 #  - two refreshes in one transaction (the first one's walsender is let go);
@@ -137,6 +138,18 @@ is(confirmed(), $c0, 'a rolled-back refresh did not move the slot');
 ($n) = split / /, refresh();
 is($n, '1', 'the next refresh applies the transaction once');
 same_tables($live, $mart, \@pairs, 'after a rolled-back refresh');
+
+# --- a refresh rolled back by an exception block, its transaction committed ---
+$live->safe_psql('postgres', q{UPDATE "Src Ö"."Wide 'T'" SET v = 'caught' WHERE id BETWEEN 51 AND 60});
+$c0 = confirmed();
+$mart->safe_psql('postgres', qq{$as_op DO \$\$ BEGIN PERFORM sluice.refresh($pl); RAISE EXCEPTION 'changed my mind';
+EXCEPTION WHEN raise_exception THEN NULL; END \$\$});
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM "Mart Ö"."Wide 'T'" WHERE v = 'caught'}), '0',
+	'the refresh rolled back with its block');
+is(confirmed(), $c0, '... and the commit of its transaction did not move the slot');
+($n) = split / /, refresh();
+is($n, '1', 'the next refresh applies the transaction');
+same_tables($live, $mart, \@pairs, 'after a refresh rolled back by an exception block');
 
 # --- kill -9 of the datamart in the middle of a refresh: exactly once ---
 $live->safe_psql('postgres',
