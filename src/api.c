@@ -577,7 +577,7 @@ sluice_refresh(PG_FUNCTION_ARGS)
 
 	run_id = refresh_record_run(pipe, "refresh", started, &r);
 	/* live frees the batch's WAL right after the commit (slotwatch.c) */
-	if (r.stats.transactions > 0)
+	if (r.stats.transactions > 0 && !refresh_slot_moves_at_commit())
 		slotwatch_move_after_commit(pipe);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,

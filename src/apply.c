@@ -105,6 +105,7 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "replication/logicalproto.h"
 #include "utils/array.h"
@@ -122,6 +123,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
+#include "utils/wait_event.h"
 
 #include "pg_sluice.h"
 #include "apply_internal.h"
@@ -1173,6 +1175,57 @@ apply_walstream(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
 			stats->stopped_early = true;
 			break;
 		}
+	}
+	apply_finish(&st, &errcb);
+}
+
+/*
+ * A refresh over the walsender (refresh.c): apply everything the walsender
+ * sends until it has decoded past upto_lsn, ending at a transaction
+ * boundary outside any stream block.  Transactions are sent in commit
+ * order and the walsender's position (ws->received, from its keepalives and
+ * messages) only passes upto_lsn once every transaction that committed
+ * before it was sent, so at that boundary the datamart has all of them
+ * (and perhaps a few that committed later, whole).  A streamed transaction
+ * still open at the end stays spooled and is dropped with the stream: the
+ * next refresh gets it again.
+ */
+void
+apply_walstream_upto(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
+					 XLogRecPtr upto_lsn, ApplyStats *stats)
+{
+	ApplyState	st;
+	StringInfoData msg;
+	ErrorContextCallback errcb;
+
+	apply_begin(&st, pipe, start_lsn, stats, &errcb);
+	st.ws = ws;
+	for (;;)
+	{
+		bool		boundary = !st.in_xact && !streamfile_in_block();
+
+		if (boundary && ws->received >= upto_lsn)
+			break;
+		if (!walstream_next(ws, &msg, false))
+		{
+			/* at a boundary with nothing to read: where is the walsender? */
+			if (boundary)
+				walstream_ask_position(ws);
+			walstream_await(ws, boundary ? 10 : 10000);
+
+			/*
+			 * The walsender flushes its socket after every message: read
+			 * as soon as one arrives and each message costs a wakeup of
+			 * both processes.  A refresh wants throughput: let a batch pile
+			 * up in the socket first.
+			 */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		apply_one(&st, &msg);
 	}
 	apply_finish(&st, &errcb);
 }

@@ -58,8 +58,15 @@ int			sluice_http_retry_base = 1000;	/* ms */
 int			sluice_http_max_page = 65536;	/* kB */
 int			sluice_quarantine_alert = 0;	/* rows */
 int			sluice_worker_transport = SLUICE_TRANSPORT_WALSENDER;
+int			sluice_refresh_transport = SLUICE_TRANSPORT_AUTO;
 
 static const struct config_enum_entry transport_options[] = {
+	{"walsender", SLUICE_TRANSPORT_WALSENDER, false},
+	{"sql", SLUICE_TRANSPORT_SQL, false},
+	{NULL, 0, false}
+};
+static const struct config_enum_entry refresh_transport_options[] = {
+	{"auto", SLUICE_TRANSPORT_AUTO, false},
 	{"walsender", SLUICE_TRANSPORT_WALSENDER, false},
 	{"sql", SLUICE_TRANSPORT_SQL, false},
 	{NULL, 0, false}
@@ -122,6 +129,17 @@ _PG_init(void)
 							 &sluice_worker_transport,
 							 SLUICE_TRANSPORT_WALSENDER, transport_options,
 							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("pg_sluice.refresh_transport",
+							 "Sets how sluice.refresh() reads its slot.",
+							 "walsender: a replication connection streams the backlog and the slot moves "
+							 "when the refresh commits; sql: the SQL decoding functions (a big backlog in two "
+							 "parts at once), the slot moving after the commit by a short-lived worker; "
+							 "auto: chooses by the size of the backlog (see README, Performance).",
+							 &sluice_refresh_transport,
+							 SLUICE_TRANSPORT_AUTO, refresh_transport_options,
+							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.batch_size",

@@ -66,10 +66,12 @@ extern int	sluice_http_retry_base;
 extern int	sluice_http_max_page;
 extern int	sluice_quarantine_alert;
 extern int	sluice_worker_transport;
+extern int	sluice_refresh_transport;
 
-/* pg_sluice.worker_transport */
+/* pg_sluice.worker_transport, pg_sluice.refresh_transport (also auto) */
 #define SLUICE_TRANSPORT_WALSENDER	0
 #define SLUICE_TRANSPORT_SQL		1
+#define SLUICE_TRANSPORT_AUTO		2
 extern int	sluice_model_max_keys;
 
 /* ---------- catalog.c: the words as pg_sluice's own tables hold them ---------- */
@@ -289,9 +291,14 @@ typedef struct WalStream
 	int64		messages;
 	struct HTAB *relations;		/* relid -> its last RELATION message */
 	MemoryContext relcxt;
+	struct WaitEventSet *wes;	/* latch, socket, postmaster: made once for
+								 * walstream_await, not per wait */
+	TimestampTz asked_at;		/* last walstream_ask_position */
 } WalStream;
 
 extern WalStream *walstream_open(SluicePipeline *pipe, XLogRecPtr start, bool binary);
+extern WalStream *walstream_open_mem(SluicePipeline *pipe, XLogRecPtr start, bool binary,
+									 int work_mem_kb);
 extern void walstream_close(WalStream *ws, bool polite);
 extern bool walstream_next(WalStream *ws, StringInfo msg, bool wait);
 extern bool walstream_wait(WalStream *ws);
@@ -299,6 +306,9 @@ extern void walstream_committed(WalStream *ws, XLogRecPtr local_end, XLogRecPtr 
 extern void walstream_feedback(WalStream *ws, bool force);
 extern void walstream_tick(WalStream *ws);
 extern bool walstream_poll(WalStream *ws);
+extern void walstream_await(WalStream *ws, long timeout_ms);
+extern void walstream_ask_position(WalStream *ws);
+extern bool walstream_confirm_and_close(WalStream *ws, XLogRecPtr lsn);
 /* called during long applies (worker.c's pool lets go of other streams) */
 typedef void (*walstream_busy_hook_type) (WalStream *ws);
 extern PGDLLIMPORT walstream_busy_hook_type walstream_busy_hook;
@@ -453,6 +463,9 @@ extern bool apply_use_binary(SluicePipeline *pipe);
 extern void apply_walstream(SluicePipeline *pipe, struct WalStream *ws,
 							XLogRecPtr start_lsn, int64 max_messages, int max_ms,
 							ApplyStats *stats);
+extern void apply_walstream_upto(SluicePipeline *pipe, struct WalStream *ws,
+								 XLogRecPtr start_lsn, XLogRecPtr upto_lsn,
+								 ApplyStats *stats);
 
 /*
  * relation.c and quarantine.c export only to the apply family, and
@@ -541,6 +554,8 @@ typedef struct RefreshResult
 								 * was applied */
 	int64		run_id;			/* reserved for the batch (history), or 0 */
 	char	   *paused_reason;
+	bool		ws_refresh;		/* read through the walsender: the slot moves
+								 * when the transaction commits */
 } RefreshResult;
 
 extern void refresh_pipeline(SluicePipeline *pipe, SluiceConn *sc,
@@ -553,6 +568,7 @@ extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);
+extern bool refresh_slot_moves_at_commit(void);
 extern void refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r);
 extern void refresh_pause(SluicePipeline *pipe, RefreshResult *r, SluiceDrift *d, int sqlerrcode,
 						  const char *message, const char *hint);

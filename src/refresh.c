@@ -26,6 +26,17 @@
  *	  (httpapply.c) in the same subtransaction, with the same pause, run and
  *	  event handling.
  *
+ *	  A refresh may read its backlog over the walsender instead
+ *	  (pg_sluice.refresh_transport = walsender; refresh_by_stream): a
+ *	  replication connection streams from the origin's position until the
+ *	  walsender has passed the refresh's end, and stays open until the
+ *	  caller's transaction ends; its commit callback flushes the commit and
+ *	  confirms the position to the walsender, so the slot moves at the commit
+ *	  with nothing decoded again (an abort just closes it).  Before it
+ *	  starts, the slot's restart position is brought up to its confirmed
+ *	  one by pg_replication_slot_advance, which decodes that stretch in
+ *	  fast-forward mode: the walsender would queue every change of it again.
+ *
  *	  A continuous worker's batch over the walsender transport
  *	  (refresh_pipeline_ws) is the same but for the source side: it applies
  *	  what the open stream has delivered (apply_walstream) and never moves
@@ -62,6 +73,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -71,6 +83,104 @@
 
 /* how long a refresh waits for a stopped worker's walsender to free the slot */
 #define SLOT_RELEASE_WAIT_MS 5000
+
+/*
+ * A refresh over the walsender keeps its stream open until its transaction
+ * ends: at commit the position it applied is confirmed to the walsender
+ * (the slot moves there), at abort the stream just closes.  One at a time:
+ * a second refresh in the same transaction closes the first one's stream
+ * unconfirmed (the slot then moves at the next refresh).
+ */
+static WalStream *refresh_ws = NULL;
+static XLogRecPtr refresh_ws_lsn = InvalidXLogRecPtr;
+static SubTransactionId refresh_ws_subid = InvalidSubTransactionId;
+static bool refresh_ws_callback = false;
+
+static void refresh_ws_drop(void);
+
+/*
+ * The refresh's writes live in the subtransaction that called it: when that
+ * one (or one above it) rolls back, a PL/pgSQL exception block say, and the
+ * transaction still commits, the position must not be confirmed.
+ */
+static void
+refresh_ws_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (refresh_ws == NULL || refresh_ws_subid == InvalidSubTransactionId)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB && mySubid == refresh_ws_subid)
+		refresh_ws_subid = parentSubid;
+	else if (event == SUBXACT_EVENT_ABORT_SUB && mySubid <= refresh_ws_subid)
+	{
+		refresh_ws_lsn = InvalidXLogRecPtr;
+		refresh_ws_subid = InvalidSubTransactionId;
+	}
+}
+
+static void
+refresh_ws_xact_callback(XactEvent event, void *arg)
+{
+	WalStream  *ws = refresh_ws;
+	XLogRecPtr	lsn = refresh_ws_lsn;
+
+	if (ws == NULL ||
+		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		 event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		 event != XACT_EVENT_PREPARE))
+		return;
+	refresh_ws = NULL;
+	refresh_ws_lsn = InvalidXLogRecPtr;
+	refresh_ws_subid = InvalidSubTransactionId;
+	if (event != XACT_EVENT_COMMIT)
+		lsn = InvalidXLogRecPtr;
+	else if (!XLogRecPtrIsInvalid(lsn) && XactLastCommitEnd > GetFlushRecPtr(NULL))
+	{
+		/* confirm only what is on this server's disk (an asynchronous commit) */
+		XLogFlush(XactLastCommitEnd);
+	}
+	(void) walstream_confirm_and_close(ws, lsn);
+}
+
+/* Close a refresh's stream now, unconfirmed (a pause, a second refresh). */
+static void
+refresh_ws_drop(void)
+{
+	WalStream  *ws = refresh_ws;
+
+	refresh_ws = NULL;
+	refresh_ws_lsn = InvalidXLogRecPtr;
+	refresh_ws_subid = InvalidSubTransactionId;
+	if (ws != NULL)
+		walstream_close(ws, true);	/* waits (up to 1 s) for the slot to be let go */
+}
+
+/* Will the slot move when this transaction commits (a walsender refresh)? */
+bool
+refresh_slot_moves_at_commit(void)
+{
+	return refresh_ws != NULL && !XLogRecPtrIsInvalid(refresh_ws_lsn);
+}
+
+/*
+ * Which transport a refresh of this backlog (start..upto on the source)
+ * takes: pg_sluice.refresh_transport, and for auto the rule measured on
+ * bench scenarios 2a-2d (bench/refresh_transport.pl, README, Performance):
+ * over the SQL interface, the refresh and the next one added up were
+ * faster in 7 of the 8 backlogs measured, from 2 MB of WAL (10,000 rows)
+ * to 280 MB (1,000,000 rows), one transaction or a thousand, inserts,
+ * updates or deletes (the walsender took 1.1x to 2.8x as long; the one
+ * exception, 1,000,000 deletes, came once, on a loaded machine), so auto
+ * takes it.  The walsender's flush after every message wakes both
+ * processes once per change.
+ */
+static bool
+refresh_by_walsender(XLogRecPtr start, XLogRecPtr upto)
+{
+	if (sluice_refresh_transport == SLUICE_TRANSPORT_WALSENDER)
+		return true;
+	return false;				/* sql, and auto (see above) */
+}
 
 /*
  * The pipeline's slot is gone from the source: nothing can say what changed
@@ -195,6 +305,58 @@ refresh_become_owner(SluicePipeline *pipe, SluiceUser *save)
 }
 
 /*
+ * A refresh's backlog read through the walsender: START_REPLICATION from
+ * start (the origin's position, or the slot's when it is ahead), apply
+ * until the walsender has decoded past upto (apply_walstream_upto), in the
+ * caller's transaction, as the owner, with models and set expectations.
+ * The stream stays open until the transaction ends: its commit confirms
+ * end_lsn to the walsender (refresh_ws_xact_callback), so the slot moves
+ * there without the advance (a second decoding of the backlog from the
+ * slot's restart position) that the SQL interface needs.
+ */
+static void
+refresh_by_stream(SluicePipeline *pipe, XLogRecPtr start, XLogRecPtr upto,
+				  RefreshResult *r)
+{
+	SluiceUser	owner_save;
+	WalStream  *ws;
+	TimestampTz opened = GetCurrentTimestamp();
+
+	r->start_lsn = start;
+	refresh_reserve_version(pipe, r);
+	if (!refresh_ws_callback)
+	{
+		RegisterXactCallback(refresh_ws_xact_callback, NULL);
+		RegisterSubXactCallback(refresh_ws_subxact_callback, NULL);
+		refresh_ws_callback = true;
+	}
+	ws = walstream_open_mem(pipe, start, apply_use_binary(pipe), sluice_source_decoding_work_mem);
+	ws->in_batch = true;		/* report nothing read as flushed */
+	refresh_ws = ws;
+	ereport(DEBUG1,
+			(errmsg_internal("pipeline \"%s\" refreshes %X/%X..%X/%X over the walsender",
+							 pipe->name, LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(upto))));
+
+	refresh_become_owner(pipe, &owner_save);
+	apply_walstream_upto(pipe, ws, start, upto, &r->stats);
+	ereport(DEBUG1,
+			(errmsg_internal("pipeline \"%s\" read " INT64_FORMAT " messages over the walsender in %ld ms",
+							 pipe->name, r->stats.messages,
+							 (long) TimestampDifferenceMilliseconds(opened, GetCurrentTimestamp()))));
+	if (r->stats.transactions > 0)
+	{
+		model_maintain(pipe, &r->stats.pause);
+		expect_run_set_checks(pipe, &r->stats.pause);
+	}
+	sluice_restore_user(&owner_save);
+
+	r->complete = true;
+	r->end_lsn = Max(Max(upto, r->stats.last_end_lsn), start);
+	origin_session_set(r->end_lsn, r->stats.last_commit_time);
+	r->ws_refresh = true;
+}
+
+/*
  * Pull and apply the pipeline's changes committed on the source up to now.
  *
  * max_messages > 0 bounds the batch (in pgoutput messages, whole source
@@ -222,6 +384,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	bool		durable;
 	bool		spooled;
 
+	/* an earlier refresh of this transaction still streams: let it go */
+	refresh_ws_drop();
 	origin_session_begin(pipe->origin_name);
 	start_lsn = origin_session_progress();
 	origin_lsn = start_lsn;
@@ -279,6 +443,41 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	PQclear(res);
 	refresh_check_identity(pipe, sc, r);
 
+	/* what a drain kept while the pipeline was paused goes first (spool.c) */
+	spooled = spool_pending(pipe);
+
+	/*
+	 * A whole refresh may read its backlog through the walsender instead
+	 * (refresh_by_stream): it starts at the origin's position itself, and
+	 * the slot moves when the refresh commits, so no advance here.  Not
+	 * with a spool to apply, nor for a bounded batch.
+	 */
+	if (max_messages <= 0 && XLogRecPtrIsInvalid(bound) && !spooled &&
+		Max(start_lsn, confirmed) < upto &&
+		refresh_by_walsender(Max(start_lsn, confirmed), upto))
+	{
+		XLogRecPtr	from = Max(start_lsn, confirmed);
+
+		/*
+		 * The walsender decodes from the slot's restart position, which a
+		 * commit's confirmation only moves to the first point where live
+		 * logged its running transactions after the stream started: the
+		 * last backlog would be decoded again, in full (its changes queued
+		 * and then dropped).  pg_replication_slot_advance decodes that
+		 * stretch in fast-forward mode (no change is queued) and moves the
+		 * restart position along, so the stream starts near from.
+		 */
+		if (!XLogRecPtrIsInvalid(r->slot_restart_lsn) && r->slot_restart_lsn < from)
+		{
+			snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(from));
+			params[1] = lsnbuf;
+			PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
+								   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+		}
+		refresh_by_stream(pipe, from, upto, r);
+		return;
+	}
+
 	/* Tell the source what the datamart durably has (see origin.c). */
 	if (start_lsn > confirmed && start_lsn <= upto)
 	{
@@ -291,8 +490,6 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		start_lsn = confirmed;
 	r->start_lsn = start_lsn;
 
-	/* what a drain kept while the pipeline was paused goes first (spool.c) */
-	spooled = spool_pending(pipe);
 	if (start_lsn >= upto && !spooled)
 	{
 		/* nothing committed since: skip the decoding round trip */
@@ -492,6 +689,12 @@ refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 		else
 			refresh_inner(pipe, sc, max_messages, max_ms, bound, r);
 		ReleaseCurrentSubTransaction();
+		/* a refresh over the walsender: its commit moves the slot there */
+		if (r->ws_refresh && refresh_ws != NULL)
+		{
+			refresh_ws_lsn = r->end_lsn;
+			refresh_ws_subid = GetCurrentSubTransactionId();
+		}
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
 	}
@@ -510,6 +713,9 @@ refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 		if (d == NULL)
 			ReThrowError(edata);
 
+		/* a refresh over the walsender read past what rolled back */
+		if (ws == NULL)
+			refresh_ws_drop();
 		if (!r->conn_closed && sc != NULL)
 		{
 			/* the stream read past what rolled back: start it again */
