@@ -375,6 +375,13 @@ pool_sync(void)
 			run->window_start = GetCurrentTimestamp();
 			run->ready = true;
 			keep = lappend(keep, run);
+			if (s->waiting)
+			{
+				/* it waited for a worker (launcher.c): no longer */
+				s->waiting = false;
+				s->in_error = false;
+				s->last_error[0] = '\0';
+			}
 			s->pid = MyProcPid;
 			s->started_at = GetCurrentTimestamp();
 			s->rows_per_sec = 0;
@@ -1149,6 +1156,13 @@ sluice_worker_main(Datum arg)
 		MemoryContextSwitchTo(worker_cxt);
 		if (!pool_sync())
 			break;
+		/* an error outside any batch ends the worker (tests make one here) */
+		if (sluice_test_error_pid != 0 && sluice_test_error_pid == MyProcPid)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("pool worker %d fails between two batches, as pg_sluice.test_error_pid asks", my_worker + 1),
+					 errdetail("The launcher gives its pipelines to other workers."),
+					 errhint("Reset pg_sluice.test_error_pid: it is for tests.")));
 		pool_poll(worker_cxt);
 
 		/* one bounded batch per pipeline with work, in turn */
