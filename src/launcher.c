@@ -39,6 +39,14 @@
  *	  moved pipeline is never applied by two workers at once (the origin and
  *	  the pipeline's row lock would refuse it anyway).
  *
+ *	  Balance.  Stops and drops leave workers uneven; every few seconds a
+ *	  worker with two pipelines or more than another of its pair gives it
+ *	  one (pool_balance), by the same move as for a long batch.  By count,
+ *	  not by load: a busy pipeline's batches are bounded (batch_size,
+ *	  batch_time) and a worker gives every pipeline with work one batch per
+ *	  pass, so a worker's pipelines wait at most one batch of each of the
+ *	  others; the long batch that breaks that bound is moved away from.
+ *
  *	  Running out.  A worker that cannot start (no background worker slot
  *	  free: max_worker_processes) costs its pipelines no backoff, it is not
  *	  their fault: they go to the workers of their pair there are, and no
@@ -881,6 +889,83 @@ pool_release(int w, TimestampTz now)
 }
 
 /*
+ * Can pool worker w take a pipeline from another now?  Running, past its
+ * start, not in one batch for longer than batch_time.  Lock held.
+ */
+static bool
+pool_can_take(int w, TimestampTz now)
+{
+	PoolWorker *pw = &POOL_WORKERS()[w];
+
+	return pw->in_use && !pw->notifier && pw->attached && pw->pid != 0 && pw->latch != NULL &&
+		(pw->busy_since == 0 || !TimestampDifferenceExceeds(pw->busy_since, now, sluice_batch_time));
+}
+
+/*
+ * Balance.  A new pipeline goes to the least loaded worker of its database
+ * and role, but stops and drops leave the workers uneven (and a worker that
+ * died gives all its pipelines to the others at once).  Every REBALANCE_MS,
+ * a worker with two pipelines or more than another of its pair gives it
+ * one: not the one it is applying, not one backing off (its backoff is the
+ * worker's), and one move per look, so that a pipeline's stream is opened
+ * again at most once per move and the pool settles.  Lock held
+ * exclusively.
+ */
+#define REBALANCE_MS 5000
+
+static void
+pool_balance(TimestampTz now)
+{
+	static TimestampTz balanced_at = 0;
+	PoolWorker *pool = POOL_WORKERS();
+	int			w;
+
+	if (!TimestampDifferenceExceeds(balanced_at, now, REBALANCE_MS))
+		return;
+	balanced_at = now;
+	for (w = 0; w < sluice_shared->nworkers; w++)
+	{
+		int			load;
+		int			to = -1;
+		int			to_load = INT_MAX;
+		int			v;
+		int			i;
+
+		if (!pool_can_take(w, now))
+			continue;
+		load = pool_load(w);
+		for (v = 0; v < sluice_shared->nworkers; v++)
+		{
+			int			l;
+
+			if (v == w || !pool_can_take(v, now) ||
+				pool[v].dboid != pool[w].dboid || pool[v].roleoid != pool[w].roleoid)
+				continue;
+			l = pool_load(v);
+			if (l < to_load)
+			{
+				to = v;
+				to_load = l;
+			}
+		}
+		if (to < 0 || load - to_load < 2)
+			continue;
+		for (i = 0; i < sluice_shared->nslots; i++)
+		{
+			WorkerSlot *s = &sluice_shared->slots[i];
+
+			if (!s->in_use || !s->wanted || s->worker != w || pool[w].current == i ||
+				s->in_error || s->retry_at != 0 || s->pipeline_id == NOTIFIER_ID)
+				continue;
+			s->worker = to;
+			SetLatch(pool[w].latch);	/* lets go of it */
+			SetLatch(pool[to].latch);	/* takes it once it is let go of */
+			return;
+		}
+	}
+}
+
+/*
  * One look at the slots and the pool: free the slots nobody wants any more,
  * move the other pipelines of a worker stuck in a long batch, assign the
  * wanted ones.  Fills start[] with the workers to start; returns how long
@@ -928,6 +1013,8 @@ pool_schedule(TimestampTz now, bool *start)
 				SetLatch(pool[to].latch);
 		}
 	}
+
+	pool_balance(now);
 
 	for (i = 0; i < sluice_shared->nslots; i++)
 	{
