@@ -135,6 +135,7 @@
 
 SluiceShared *sluice_shared = NULL;
 int			sluice_test_error_pid = 0;
+int			sluice_batch_interval = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -212,6 +213,15 @@ worker_shmem_init(void)
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_sluice launcher");
 	RegisterBackgroundWorker(&bgw);
 
+	DefineCustomIntVariable("pg_sluice.batch_interval",
+							"Sets how long a pool worker leaves a caught-up stream unread after its batch.",
+							"Changes that arrive meanwhile wait in the stream and go in one batch: fewer, larger "
+							"batches, less CPU per change with many pipelines, for up to this much more lag. "
+							"0: a batch as soon as a change arrives.",
+							&sluice_batch_interval,
+							0, 0, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_sluice.test_error_pid",
 							"Tests only: the pool worker with this process id fails between two batches.",
 							"It raises an error outside any batch and exits, as on any such error; the "

@@ -110,5 +110,6 @@ extern SluiceShared *sluice_shared;
 /* launcher.c */
 extern long launcher_backoff_ms(int failures);
 extern int	sluice_test_error_pid;
+extern int	sluice_batch_interval;
 
 #endif							/* WORKER_INTERNAL_H */

@@ -12,7 +12,8 @@
 #     superuser only): its pipelines are served again by a live worker, the
 #     changes committed meanwhile arrive exactly once, no batch failed;
 #  4. a reader sees in sluice.workers what sluice.status shows, no more;
-#  5. drop one pipeline while another streams.
+#  5. drop one pipeline while another streams;
+#  6. pg_sluice.batch_interval: 20 commits 50 ms apart go in a few batches.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -197,6 +198,31 @@ caught_up($_, 'after a drop') for ('eins', 'zwei');
 ok($mart->poll_query_until('postgres',
 	q{SELECT count(*) = 2 AND bool_and(state = 'running' AND last_error IS NULL) FROM sluice.status WHERE mode = 'continuous'}),
 	'the pipeline that waited for a slot runs in the dropped one\'s');
+is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE run_id > $runs_before AND status = 'failed'"),
+	'0', 'no batch failed');
+
+# --- 6. pg_sluice.batch_interval: a caught-up stream rests, changes gather ----------
+# 20 single-row commits 50 ms apart on one pipeline: one batch each without a
+# rest; with 400 ms of rest after each caught-up batch, a few batches hold them
+sub commits_in_runs
+{
+	my ($tag) = @_;
+	my (undef, $l) = @{ $pl{eins} };
+	my $mark = $mart->safe_psql('postgres', 'SELECT max(run_id) FROM sluice.runs');
+	$live->safe_psql('postgres', "DO \$d\$ BEGIN FOR i IN 1..20 LOOP
+INSERT INTO $l VALUES ($next + i, '$tag'); COMMIT; PERFORM pg_sleep(0.05); END LOOP; END \$d\$");
+	$next += 100;
+	caught_up('eins', $tag);
+	return $mart->safe_psql('postgres',
+		"SELECT count(*) FROM sluice.runs WHERE pipeline = 'eins' AND run_id > $mark AND rows_inserted > 0");
+}
+my $runs_plain = commits_in_runs('no rest');
+$mart->safe_psql('postgres', "ALTER SYSTEM SET pg_sluice.batch_interval = '400ms'; SELECT pg_reload_conf()");
+my $runs_rest = commits_in_runs('rest 400ms');
+$mart->safe_psql('postgres', 'ALTER SYSTEM RESET pg_sluice.batch_interval; SELECT pg_reload_conf()');
+diag("20 commits 50 ms apart: $runs_plain batches without a rest, $runs_rest with batch_interval = 400ms");
+ok($runs_plain >= 10, "without a rest, about a batch per commit ($runs_plain)");
+ok($runs_rest <= 6, "with a 400 ms rest, a few batches hold them ($runs_rest)");
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE run_id > $runs_before AND status = 'failed'"),
 	'0', 'no batch failed');
 
