@@ -24,7 +24,7 @@
  *	  out of the wait, and what arrives meanwhile goes in its next batch.
  *	  With many pipelines each change tends to arrive alone and cost a whole
  *	  batch (bench scenario 10: 1.1 changes per batch); a 200 ms rest made
- *	  it 2.3 and halved the workers' CPU per change, for ~90 ms more lag at
+ *	  it 2.3 and halved the workers' CPU per change, for ~80 ms more lag at
  *	  p50.  A rest is never taken after a batch that stopped at
  *	  batch_size or batch_time (a backlog goes on at once).
  *
