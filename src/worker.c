@@ -589,13 +589,26 @@ pool_batch(PipeRun *run, bool *done)
 			run_close_stream(run, true);
 		if (run->ws == NULL)
 		{
+			/*
+			 * The walsender of a stream closed in a hurry (a worker that
+			 * died, a failed batch) holds the slot a moment longer: wait for
+			 * it to go rather than fail this batch on START_REPLICATION.
+			 */
+			PQclear(refresh_describe_slot(pipe, run->conn, "let the worker try again"));
 			run->ws = walstream_open(pipe, origin_progress(pipe->origin_name, false), binary);
 			stream_epoch++;
 		}
 		refresh_pipeline_ws(pipe, run->ws, sluice_batch_size, sluice_batch_time, &r);
-		if (r.conn_closed)
+		if (r.conn_closed || r.paused)
 		{
-			/* paused: what the stream delivered rolled back */
+			/*
+			 * Paused: what the stream delivered rolled back, so the next
+			 * stream starts again from the origin.  (refresh_pipeline_ws has
+			 * no normal connection to abandon and leaves conn_closed unset:
+			 * a stream kept open here went on after the transaction the
+			 * pause rolled back, and once resumed applied the rest of it,
+			 * its first changes lost.)
+			 */
 			run_close_stream(run, true);
 		}
 
@@ -884,6 +897,8 @@ pool_serve(PipeRun *run, MemoryContext cxt)
 	{
 		/* a stream: more to take now, or wait for its socket */
 		run->ready = !idle;
+		/* (what the batch's last read took into libpq's buffer wakes no wait: look once) */
+		run->readable = true;
 		run->rest_until = (idle && run->ws != NULL && sluice_batch_interval > 0) ?
 			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sluice_batch_interval) : 0;
 		if (run->ws == NULL && idle)
