@@ -10,8 +10,9 @@
  *	  notify.c's loop runs instead).  It keeps, per pipeline it serves, what
  *	  0.1 kept per process: the source connections, the rate window, the
  *	  backoff (a PipeRun).  Its loop: take the assignments from shared memory
- *	  (pool_sync), look without waiting at the streams whose socket woke it or
- *	  that have a local flush to report, and at all of them once a second
+ *	  (pool_sync), look without waiting at the streams whose socket woke it,
+ *	  that just had a batch (libpq may hold what its last read took) or that
+ *	  have a local flush to report, and at all of them once a second
  *	  (walstream_poll: keepalives answered, durable positions reported, a
  *	  change that arrived held), then give each pipeline that has work one
  *	  bounded batch, in turn (round robin from where the last pass stopped),
