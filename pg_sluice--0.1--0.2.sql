@@ -5784,3 +5784,13 @@ COMMENT ON COLUMN sluice.http_endpoints.cursor_value IS 'The cursor the next ref
 -- a source table dropped or created again on live is noticed (identity.c):
 -- the oid of each pipeline table on the source, learnt at the next refresh
 ALTER TABLE sluice._pipeline_table ADD COLUMN source_relid oid;
+
+-- the pool: why a pipeline waits for a worker (issue 19)
+CREATE OR REPLACE VIEW sluice.workers AS
+SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_at,
+       pg_catalog.count(w.worker) OVER (PARTITION BY w.worker) AS worker_pipelines,
+       CASE WHEN w.worker IS NULL THEN s.last_error END AS waiting
+  FROM sluice._pool_status() w
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._worker_status() s USING (pipeline_id);
+COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it.';

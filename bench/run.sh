@@ -1865,10 +1865,23 @@ END
 \$poll\$;
 SQL
 POOLPOLLER=$!
+# CPU (utime + stime from /proc) of the pool's workers and their walsenders on
+# live, and of the native apply worker and its walsender, over the probe window
+cpu_of() {  # pids -> summed utime+stime in clock ticks
+    local t=0 p
+    for p in $*; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{ print $14 + $15 }' /proc/$p/stat))); done
+    echo "$t"
+}
+POOL_PW=$(mart -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_sluice worker' AND application_name = 'pg_sluice worker'")
+POOL_NA=$(mart -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'logical replication worker'")
+POOL_WS=$(live -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name <> 'pool_sub'")
+POOL_NWS=$(live -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'pool_sub'")
+POOL_RUN0=$(mart -c "SELECT coalesce(max(run_id), 0) FROM sluice._run")
 pgbench -n -h "$W" -p $LIVE_PORT -c 4 -j 2 -R $POOL_TPS -T $((POOL_SECS + 3)) -f "$W/pool_load.sql" bench >"$W/pool_pgbench.out" 2>&1 &
 POOLBENCH=$!
 sleep 1
 s=$(now)
+read -r cpw0 cna0 cws0 cnws0 <<<"$(cpu_of $POOL_PW) $(cpu_of $POOL_NA) $(cpu_of $POOL_WS) $(cpu_of $POOL_NWS)"
 live -c "DO \$probe\$
 DECLARE
   k int := 0;
@@ -1886,10 +1899,22 @@ END
 \$probe\$"
 nprobes=$(live -c "SELECT count(*) FROM s_1.probe")
 mart -c "UPDATE pool_expected SET value = $((nprobes * POOL_PIPES))" >/dev/null
-log "   $((nprobes * POOL_PIPES)) probes committed on live in $(since "$s")s"
+POOL_WIN=$(since "$s")
+read -r cpw1 cna1 cws1 cnws1 <<<"$(cpu_of $POOL_PW) $(cpu_of $POOL_NA) $(cpu_of $POOL_WS) $(cpu_of $POOL_NWS)"
+log "   $((nprobes * POOL_PIPES)) probes committed on live in ${POOL_WIN}s"
 wait $POOLPOLLER || { cat "$W/pool_poller.out" >&2; die "the poller on the datamart failed"; }
 wait $POOLBENCH || { cat "$W/pool_pgbench.out" >&2; die "pgbench on live failed"; }
 POOL_DONE=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pool_pgbench.out")
+# changes pg_sluice applied in the window (each one a row of the load or a
+# probe; the native copy applies the same), and the batches that held them
+read -r POOL_CHANGES POOL_BATCHES <<<"$(mart -F' ' -c "SELECT coalesce(sum(rows_inserted + rows_updated + rows_deleted), 0), count(*) FROM sluice._run WHERE run_id > $POOL_RUN0")"
+HZ=$(getconf CLK_TCK)
+POOL_CPU=$(awk -v a="$cpw0" -v b="$cpw1" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz }')
+POOL_NCPU=$(awk -v a="$cna0" -v b="$cna1" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz }')
+POOL_WSCPU=$(awk -v a="$cws0" -v b="$cws1" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz }')
+POOL_NWSCPU=$(awk -v a="$cnws0" -v b="$cnws1" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz }')
+per1k() { awk -v c="$1" -v n="$POOL_CHANGES" 'BEGIN { if (n > 0) printf "%.3f", c * 1000 / n; else print "-" }'; }
+log "   CPU s in the ${POOL_WIN}s window, $POOL_CHANGES changes in $POOL_BATCHES batches: pool workers $POOL_CPU ($(per1k "$POOL_CPU") per 1,000 changes), native apply $POOL_NCPU ($(per1k "$POOL_NCPU")); live: their $(echo $POOL_WS | wc -w) walsenders $POOL_WSCPU, native's $POOL_NWSCPU"
 read -r seen_s seen_n <<<"$(mart -F' ' -c "SELECT count(*) FILTER (WHERE sys = 'sluice'), count(*) FILTER (WHERE sys = 'native') FROM pool_seen")"
 [ "$seen_s" = $((nprobes * POOL_PIPES)) ] && [ "$seen_n" = $((nprobes * POOL_PIPES)) ] ||
     die "10: probes seen on the datamart within ${POOL_POLL_SECS}s: pg_sluice $seen_s, native $seen_n of $((nprobes * POOL_PIPES))"
@@ -2022,6 +2047,9 @@ row "     largest p99 over the pipelines" "$(num "$(med pool_maxp99)" 1)" "$(num
 row "     all probes p50 / p99 / max" "$(num "$(med pool_p50)" 1) / $(num "$(med pool_p99)" 1) / $(num "$(med pool_max)" 1)" \
     "$(num "$(med pool_np50)" 1) / $(num "$(med pool_np99)" 1) / $(num "$(med pool_nmax)" 1)" "${POOL_DONE:-?} txns, $POOL_WORKERS_SEEN workers" \
     "$(ratio pool_np50 pool_p50) / $(ratio pool_np99 pool_p99) / $(ratio pool_nmax pool_max)"
+row "     CPU s per 1,000 changes (datamart; live's walsenders)" "$(per1k "$POOL_CPU"); $(per1k "$POOL_WSCPU")" \
+    "$(per1k "$POOL_NCPU"); $(per1k "$POOL_NWSCPU")" "$POOL_CHANGES changes, $POOL_BATCHES batches, ${POOL_WIN}s" \
+    "$(awk -v a="$POOL_NCPU" -v b="$POOL_CPU" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
 while IFS='|' read -r m nw pss anon per ipss ianon; do
     [ -n "$m" ] || continue
     row "10 $m idle pipelines: $nw workers, PSS / RssAnon (MB)" "$((pss / 1024)) / $((anon / 1024))" "" \

@@ -39,6 +39,28 @@
  *	  moved pipeline is never applied by two workers at once (the origin and
  *	  the pipeline's row lock would refuse it anyway).
  *
+ *	  Balance.  Stops and drops leave workers uneven; every few seconds a
+ *	  worker with two pipelines or more than another of its pair gives it
+ *	  one (pool_balance), by the same move as for a long batch.  By count,
+ *	  not by load: a busy pipeline's batches are bounded (batch_size,
+ *	  batch_time) and a worker gives every pipeline with work one batch per
+ *	  pass, so a worker's pipelines wait at most one batch of each of the
+ *	  others; the long batch that breaks that bound is moved away from.
+ *
+ *	  Running out.  A worker that cannot start (no background worker slot
+ *	  free: max_worker_processes) costs its pipelines no backoff, it is not
+ *	  their fault: they go to the workers of their pair there are, and no
+ *	  start is tried again for START_RETRY_MS.  A pipeline no worker can take
+ *	  (none of its pair, and the pool full of other pairs' workers, or no
+ *	  slot to start one) waits and says why, in its slot's last_error
+ *	  ('waiting for a pool worker: ...', sluice.status and sluice.workers),
+ *	  and sluice.start() warns.  A continuous pipeline without a slot (more
+ *	  of them than pg_sluice.max_pipelines after a restart) gets the reason
+ *	  in its catalog row from the resume worker.  A worker that exits on an
+ *	  error between batches is one that died outside a batch: its pipelines
+ *	  go to other workers at once (pg_sluice.test_error_pid makes one, for
+ *	  tests).
+ *
  *	  Shape.  PostgreSQL's own: one static launcher registered by _PG_init,
  *	  dynamic workers registered with bgw_notify_pid and BGW_NEVER_RESTART,
  *	  restarts decided here, slots, pool and their lock in shared memory
@@ -59,6 +81,9 @@
  *	  holds it; moving the others away is the same decision taken at the
  *	  moment it is known.  Workers switching roles per pipeline (SET ROLE):
  *	  session state would leak between pipelines of different owners.
+ *	  Trying a new worker at every look while starts fail (what the pool
+ *	  first did): the new pipeline waited for ever beside a worker of its
+ *	  pair that could serve it, and backed off as if it had failed.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -98,6 +123,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -108,6 +134,8 @@
 #include "worker_internal.h"
 
 SluiceShared *sluice_shared = NULL;
+int			sluice_test_error_pid = 0;
+int			sluice_batch_interval = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -119,6 +147,8 @@ PG_FUNCTION_INFO_V1(sluice_stop);
 PG_FUNCTION_INFO_V1(sluice_worker_status);
 PG_FUNCTION_INFO_V1(sluice_pool_status);
 PG_FUNCTION_INFO_V1(sluice_notifier_wanted);
+
+static bool pool_wait_reason(Oid dboid, Oid roleoid, TimestampTz now, int failed_ms, char *why);
 
 /* ---------- shared memory ---------- */
 
@@ -182,6 +212,24 @@ worker_shmem_init(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_sluice launcher");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_sluice launcher");
 	RegisterBackgroundWorker(&bgw);
+
+	DefineCustomIntVariable("pg_sluice.batch_interval",
+							"Sets how long a pool worker leaves a caught-up stream unread after its batch.",
+							"Changes that arrive meanwhile wait in the stream and go in one batch: fewer, larger "
+							"batches, less CPU per change with many pipelines, for up to this much more lag. "
+							"0: a batch as soon as a change arrives.",
+							&sluice_batch_interval,
+							0, 0, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.test_error_pid",
+							"Tests only: the pool worker with this process id fails between two batches.",
+							"It raises an error outside any batch and exits, as on any such error; the "
+							"launcher gives its pipelines to other workers.  Superusers only.",
+							&sluice_test_error_pid,
+							0, 0, INT_MAX,
+							PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
 }
 
 static void
@@ -426,6 +474,23 @@ sluice_start(PG_FUNCTION_ARGS)
 				 errdetail("%d pipelines already stream continuously on this server.", sluice_max_pipelines),
 				 errhint("Stop one with sluice.stop(), or raise pg_sluice.max_pipelines and restart the server.")));
 	SPI_finish();
+	{
+		/* a slot, but maybe no worker to take it: say so now, not only in sluice.status */
+		char		why[ERROR_LEN];
+		bool		waits;
+
+		LWLockAcquire(sluice_shared->lock, LW_SHARED);
+		waits = pool_wait_reason(MyDatabaseId, GetUserId(), GetCurrentTimestamp(), 60000, why);
+		LWLockRelease(sluice_shared->lock);
+		if (waits)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("pipeline \"%s\" waits for a pool worker", name),
+					 errdetail("%s.", why),
+					 errhint("It streams once a worker is free (sluice.status says so); raise pg_sluice.max_workers "
+							 "or max_worker_processes and restart the server, or stop the pipelines of another "
+							 "database or role.")));
+	}
 	wake_launcher();
 	PG_RETURN_BOOL(!was);
 }
@@ -660,6 +725,73 @@ launcher_backoff_ms(int failures)
 	return Min(ms, MAX_BACKOFF_MS);
 }
 
+/*
+ * Did a worker fail to start (no background worker slot free) less than
+ * START_RETRY_MS ago?  Then new pipelines go to the workers there are, and
+ * a pipeline no worker can take waits (slot_waits).  Lock held.
+ */
+#define START_RETRY_MS 1000
+
+static bool
+start_failed_within(TimestampTz now, int ms)
+{
+	return sluice_shared->start_failed_at != 0 &&
+		!TimestampDifferenceExceeds(sluice_shared->start_failed_at, now, ms);
+}
+
+static bool
+start_failed_lately(TimestampTz now)
+{
+	return start_failed_within(now, START_RETRY_MS);
+}
+
+/*
+ * Why no worker can take a pipeline of (dboid, roleoid) now, in why
+ * (ERROR_LEN bytes); false when one can (or will: a worker of theirs
+ * exists).  A worker start that failed less than failed_ms ago counts.
+ * Lock held.
+ */
+static bool
+pool_wait_reason(Oid dboid, Oid roleoid, TimestampTz now, int failed_ms, char *why)
+{
+	PoolWorker *pool = POOL_WORKERS();
+	int			napply = 0;
+	int			w;
+
+	for (w = 0; w < sluice_shared->nworkers; w++)
+	{
+		if (!pool[w].in_use || pool[w].notifier)
+			continue;
+		if (pool[w].dboid == dboid && pool[w].roleoid == roleoid)
+			return false;
+		napply++;
+	}
+	if (napply >= sluice_max_workers)
+		snprintf(why, ERROR_LEN,
+				 "waiting for a pool worker: all pg_sluice.max_workers (%d) serve pipelines of other databases or roles",
+				 sluice_max_workers);
+	else if (start_failed_within(now, failed_ms))
+		snprintf(why, ERROR_LEN,
+				 "waiting for a pool worker: no background worker slot is free (max_worker_processes = %d)",
+				 max_worker_processes);
+	else
+		return false;
+	return true;
+}
+
+/* A wanted pipeline no worker can take: say why, where sluice.status reads it.  Lock held. */
+static void
+slot_waits(WorkerSlot *s, const char *why, TimestampTz now)
+{
+	if (!s->waiting || strcmp(s->last_error, why) != 0)
+	{
+		strlcpy(s->last_error, why, ERROR_LEN);
+		s->last_error_at = now;
+	}
+	s->waiting = true;
+	s->in_error = true;
+}
+
 /* How many pipeline slots are assigned to pool worker w.  Lock held. */
 static int
 pool_load(int w)
@@ -715,7 +847,8 @@ pool_pick(Oid dboid, Oid roleoid, int avoid, TimestampTz now, bool *start)
 			best_load = load;
 		}
 	}
-	if (free_w >= 0 && napply < sluice_max_workers && (best < 0 || best_load > 0))
+	if (free_w >= 0 && napply < sluice_max_workers && (best < 0 || best_load > 0) &&
+		!start_failed_lately(now))
 	{
 		PoolWorker *pw = &pool[free_w];
 
@@ -763,6 +896,83 @@ pool_release(int w, TimestampTz now)
 	pw->latch = NULL;
 	pw->current = -1;
 	pw->busy_since = 0;
+}
+
+/*
+ * Can pool worker w take a pipeline from another now?  Running, past its
+ * start, not in one batch for longer than batch_time.  Lock held.
+ */
+static bool
+pool_can_take(int w, TimestampTz now)
+{
+	PoolWorker *pw = &POOL_WORKERS()[w];
+
+	return pw->in_use && !pw->notifier && pw->attached && pw->pid != 0 && pw->latch != NULL &&
+		(pw->busy_since == 0 || !TimestampDifferenceExceeds(pw->busy_since, now, sluice_batch_time));
+}
+
+/*
+ * Balance.  A new pipeline goes to the least loaded worker of its database
+ * and role, but stops and drops leave the workers uneven (and a worker that
+ * died gives all its pipelines to the others at once).  Every REBALANCE_MS,
+ * a worker with two pipelines or more than another of its pair gives it
+ * one: not the one it is applying, not one backing off (its backoff is the
+ * worker's), and one move per look, so that a pipeline's stream is opened
+ * again at most once per move and the pool settles.  Lock held
+ * exclusively.
+ */
+#define REBALANCE_MS 5000
+
+static void
+pool_balance(TimestampTz now)
+{
+	static TimestampTz balanced_at = 0;
+	PoolWorker *pool = POOL_WORKERS();
+	int			w;
+
+	if (!TimestampDifferenceExceeds(balanced_at, now, REBALANCE_MS))
+		return;
+	balanced_at = now;
+	for (w = 0; w < sluice_shared->nworkers; w++)
+	{
+		int			load;
+		int			to = -1;
+		int			to_load = INT_MAX;
+		int			v;
+		int			i;
+
+		if (!pool_can_take(w, now))
+			continue;
+		load = pool_load(w);
+		for (v = 0; v < sluice_shared->nworkers; v++)
+		{
+			int			l;
+
+			if (v == w || !pool_can_take(v, now) ||
+				pool[v].dboid != pool[w].dboid || pool[v].roleoid != pool[w].roleoid)
+				continue;
+			l = pool_load(v);
+			if (l < to_load)
+			{
+				to = v;
+				to_load = l;
+			}
+		}
+		if (to < 0 || load - to_load < 2)
+			continue;
+		for (i = 0; i < sluice_shared->nslots; i++)
+		{
+			WorkerSlot *s = &sluice_shared->slots[i];
+
+			if (!s->in_use || !s->wanted || s->worker != w || pool[w].current == i ||
+				s->in_error || s->retry_at != 0 || s->pipeline_id == NOTIFIER_ID)
+				continue;
+			s->worker = to;
+			SetLatch(pool[w].latch);	/* lets go of it */
+			SetLatch(pool[to].latch);	/* takes it once it is let go of */
+			return;
+		}
+	}
 }
 
 /*
@@ -814,6 +1024,8 @@ pool_schedule(TimestampTz now, bool *start)
 		}
 	}
 
+	pool_balance(now);
+
 	for (i = 0; i < sluice_shared->nslots; i++)
 	{
 		WorkerSlot *s = &sluice_shared->slots[i];
@@ -831,8 +1043,8 @@ pool_schedule(TimestampTz now, bool *start)
 		}
 		if (s->pipeline_id == NOTIFIER_ID)
 		{
-			/* a worker of its own */
-			for (w = 0; w < sluice_shared->nworkers && pool[w].in_use; w++)
+			/* a worker of its own (not again at once after a failed start) */
+			for (w = 0; w < sluice_shared->nworkers && (pool[w].in_use || start_failed_lately(now)); w++)
 				;
 			if (w < sluice_shared->nworkers)
 			{
@@ -854,6 +1066,20 @@ pool_schedule(TimestampTz now, bool *start)
 				start[w] = true;
 			else if (w >= 0 && pool[w].latch)
 				SetLatch(pool[w].latch);
+			if (w < 0)
+			{
+				char		why[ERROR_LEN];
+
+				if (pool_wait_reason(s->dboid, s->roleoid, now, START_RETRY_MS, why))
+					slot_waits(s, why, now);
+			}
+			else if (s->waiting && !st)
+			{
+				/* a worker has it: the wait is over (a started one says so itself, pool_sync) */
+				s->waiting = false;
+				s->in_error = false;
+				s->last_error[0] = '\0';
+			}
 		}
 		if (w >= 0 && w < sluice_shared->nworkers)
 			s->worker = w;
@@ -937,22 +1163,29 @@ sluice_launcher_main(Datum arg)
 			{
 				int			i;
 
+				/*
+				 * No background worker slot free: not the pipelines' fault,
+				 * no backoff.  The next look gives them to the workers there
+				 * are, or says why they wait (pool_wait_reason).
+				 */
+				bool		first;
+
 				LWLockAcquire(sluice_shared->lock, LW_EXCLUSIVE);
+				first = !start_failed_lately(now);
+				sluice_shared->start_failed_at = now;
 				for (i = 0; i < sluice_shared->nslots; i++)
 				{
 					WorkerSlot *s = &sluice_shared->slots[i];
 
 					if (s->in_use && s->worker == w)
-					{
-						snprintf(s->last_error, ERROR_LEN,
-								 "no background worker slot free (max_worker_processes)");
-						s->in_error = true;
-						s->last_error_at = now;
-					}
+						s->worker = -1;
 				}
-				pool[w].attached = false;
 				pool_release(w, now);
 				LWLockRelease(sluice_shared->lock);
+				if (first)
+					ereport(LOG,
+							(errmsg("pg_sluice launcher could not start a pool worker: no background worker slot is free"),
+							 errhint("Raise max_worker_processes (pg_sluice needs its launcher, pg_sluice.max_workers workers and a notifier per database with destinations) and restart the server.")));
 			}
 		}
 
@@ -1003,19 +1236,38 @@ sluice_resume_main(Datum arg)
 					" WHERE continuous AND run_as IS NOT NULL ORDER BY pipeline_id",
 					true, 0) == SPI_OK_SELECT)
 	{
-		for (i = 0; i < SPI_processed; i++)
+		/* (kept: recording a pipeline that waits runs SPI again) */
+		SPITupleTable *tt = SPI_tuptable;
+		uint64		n = SPI_processed;
+
+		for (i = 0; i < n; i++)
 		{
 			bool		isnull;
-			int			id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-			Oid			role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-															  SPI_tuptable->tupdesc, 2, &isnull));
-			char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+			int			id = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			Oid			role = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			char	   *name = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
 
 			if (!want_pipeline(dboid, id, role, name))
+			{
+				Oid			types[2] = {INT4OID, TEXTOID};
+				Datum		args[2];
+
 				ereport(WARNING,
-						(errmsg("pipeline \"%s\" cannot stream: no free slot", name),
-						 errhint("Raise pg_sluice.max_pipelines and restart the server.")));
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("pipeline \"%s\" cannot stream: no free slot", name),
+						 errdetail("pg_sluice.max_pipelines (%d) pipelines already stream on this server.",
+								   sluice_max_pipelines),
+						 errhint("Raise pg_sluice.max_pipelines and restart the server, or stop another "
+								 "pipeline and call sluice.start() for this one.")));
+				/* what sluice.status shows as its last_error */
+				args[0] = Int32GetDatum(id);
+				args[1] = CStringGetTextDatum(psprintf("waiting: pg_sluice.max_pipelines (%d) reached; stop another "
+													   "pipeline and call sluice.start() again, or raise it and restart",
+													   sluice_max_pipelines));
+				if (sluice_catalog_exec("UPDATE sluice._pipeline SET last_error = $2, last_error_at = now() "
+										"WHERE pipeline_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+					elog(ERROR, "could not record why pipeline \"%s\" waits", name);
+			}
 		}
 	}
 done:

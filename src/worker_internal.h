@@ -65,6 +65,8 @@ typedef struct WorkerSlot
 	TimestampTz last_error_at;
 	TimestampTz retry_at;		/* backing off after a failed batch: its next
 								 * attempt, else 0 */
+	bool		waiting;		/* no worker can take it: last_error says why
+								 * (the launcher's to set and clear) */
 } WorkerSlot;
 
 /* One process of the pool: pg_sluice.max_workers of them. */
@@ -90,6 +92,8 @@ typedef struct SluiceShared
 	Latch	   *launcher_latch;
 	int			nslots;			/* pipelines: slots[] */
 	int			nworkers;		/* pool: workers() */
+	TimestampTz start_failed_at;	/* the launcher's last failed worker start
+									 * (max_worker_processes), else 0 */
 	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 	/* followed by PoolWorker[nworkers] */
 } SluiceShared;
@@ -105,5 +109,7 @@ extern SluiceShared *sluice_shared;
 
 /* launcher.c */
 extern long launcher_backoff_ms(int failures);
+extern int	sluice_test_error_pid;
+extern int	sluice_batch_interval;
 
 #endif							/* WORKER_INTERNAL_H */

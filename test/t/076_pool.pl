@@ -12,7 +12,9 @@
 #  4. pg_terminate_backend of one worker: its pipelines are served again,
 #     exactly once (checksums); kill -9 of a worker: the same after the
 #     postmaster's restart;
-#  5. stop and start one pipeline while the others stream.
+#  5. stop and start one pipeline while the others stream;
+#  6. stops leave one worker with one pipeline and the other with three: the
+#     launcher moves one (two and two), exactly once.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -254,6 +256,28 @@ is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.workers WHERE pipel
 $mart->safe_psql('postgres', "SET ROLE \"Øp'erator\"; SELECT sluice.start('small_c')");
 wait_all('after stop and start');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.status WHERE state = 'running'"), '6', 'all six running');
+
+# --- 6. balance: stops leave the workers uneven, the launcher evens them out --
+my $balanced = "SELECT count(*) = 2 AND max(c) - min(c) <= 1 FROM (SELECT worker, count(*) AS c FROM sluice.workers GROUP BY worker) g";
+ok($mart->poll_query_until('postgres', $balanced), 'six pipelines, three on each worker');
+my $runs_mark = $mart->safe_psql('postgres', "SELECT max(run_id) FROM sluice.runs");
+my $full = $mart->safe_psql('postgres', "SELECT worker FROM sluice.workers ORDER BY worker LIMIT 1");
+my @gone = (split /\n/, $mart->safe_psql('postgres', "SELECT pipeline FROM sluice.workers WHERE worker = $full ORDER BY pipeline"))[0 .. 1];
+$mart->safe_psql('postgres', qq{SET ROLE "Øp'erator"; SELECT sluice.stop(} . lit($_) . ')') for @gone;
+diag('stopped ' . join(', ', @gone) . ': pipelines per worker ' . $mart->safe_psql('postgres',
+	"SELECT string_agg(c::text, ' / ' ORDER BY worker) FROM (SELECT worker, count(*) AS c FROM sluice.workers GROUP BY worker) g"));
+ok($mart->poll_query_until('postgres', $balanced), 'one pipeline moved: two on each worker');
+my @left = grep { my $n = $_; !grep { $_ eq $n } @gone } @all_pairs;
+for my $name (@left)
+{
+	my ($l, undef, $db) = @{ $pairs{$name} };
+	$live->safe_psql($db, "INSERT INTO $l (id, v) SELECT g, 'balanced' FROM generate_series(9100001, 9100500) g");
+}
+wait_one($_, 'after the move') for @left;
+is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.runs WHERE run_id > $runs_mark AND status = 'failed'"), '0',
+	'no batch failed on the move');
+$mart->safe_psql('postgres', qq{SET ROLE "Øp'erator"; SELECT sluice.start(} . lit($_) . ')') for @gone;
+wait_all('after the balance');
 $mart->stop;
 $live->stop;
 done_testing();
