@@ -626,9 +626,10 @@ static void refresh_guarded(SluicePipeline *pipe, SluiceConn *sc, WalStream *ws,
 
 /*
  * A continuous worker's batch over the walsender transport, pausing the
- * pipeline on drift as refresh_pipeline does.  On a pause r->conn_closed
- * is set: the caller closes the stream (what it read is rolled back) and
- * opens a new one from the origin's position.
+ * pipeline on drift as refresh_pipeline does.  On a pause r->paused is
+ * set (r->conn_closed is not: there is no normal connection to abandon):
+ * the caller closes the stream, as what it read is rolled back, and opens
+ * a new one from the origin's position.
  */
 void
 refresh_pipeline_ws(SluicePipeline *pipe, WalStream *ws, int64 max_messages,

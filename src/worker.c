@@ -271,6 +271,8 @@ run_park(PipeRun *run, bool parked)
  * worker looks with its slot look.  What the batch applied stays (changes
  * from before the drop); the pipeline pauses with it.
  */
+static void run_close_stream(PipeRun *run, bool polite);
+
 static void
 worker_check_identity(SluicePipeline *pipe, PipeRun *run, RefreshResult *r)
 {
@@ -279,7 +281,11 @@ worker_check_identity(SluicePipeline *pipe, PipeRun *run, RefreshResult *r)
 	SluiceDrift *d = identity_check(pipe, run->conn, &message, &hint);
 
 	if (d != NULL)
+	{
 		refresh_pause(pipe, r, d, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message, hint);
+		/* as after any pause: the next stream starts from the origin */
+		run_close_stream(run, true);
+	}
 }
 
 /*
