@@ -1134,41 +1134,36 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 		copy_lock(pipe->pipeline_id, w->schema, w->table, ShareLock);
 		args[1] = CStringGetTextDatum(w->schema);
 		args[2] = CStringGetTextDatum(w->table);
-		if (sluice_catalog_exec("SELECT c.frontier, c.chunk_rows, c.rows_estimate IS NOT NULL, "
-								"       r.chunk, r.hi, r.chunk IS NOT NULL "
-								"  FROM sluice._copy c LEFT JOIN LATERAL ("
-								"       SELECT x.chunk, x.hi FROM sluice._copy_range x "
-								"        WHERE x.pipeline_id = c.pipeline_id AND x.source_schema = c.source_schema "
-								"          AND x.source_table = c.source_table ORDER BY x.chunk DESC LIMIT 1) r ON true "
-								" WHERE c.pipeline_id = $1 AND c.source_schema = $2 AND c.source_table = $3 "
-								"   AND c.finished_at IS NULL FOR UPDATE OF c",
+		/* the claims of a table wait for each other here */
+		if (sluice_catalog_exec("SELECT frontier, chunk_rows, rows_estimate IS NOT NULL FROM sluice._copy "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+								"   AND finished_at IS NULL FOR UPDATE",
 								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the copy state");
 		if (SPI_processed == 0)
 			continue;
 		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		has_range = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-			chunk_rows = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			estimated = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-			if (has_range)
-			{
-				Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
+			lo = text_array_list(d, isnull);
+			chunk_rows = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			estimated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		}
+		/* a statement of its own: its snapshot sees the claim committed while waiting */
+		if (sluice_catalog_exec("SELECT chunk, hi FROM sluice._copy_range "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+								" ORDER BY chunk DESC LIMIT 1",
+								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the claimed ranges");
+		w->chunk = 1;
+		if (SPI_processed > 0)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
-				if (isnull)
-					continue;	/* every range claimed */
-				lo = text_array_list(d, false);
-				w->chunk = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull)) + 1;
-			}
-			else
-			{
-				Datum		d = SPI_getbinval(tup, desc, 1, &isnull);
-
-				lo = text_array_list(d, isnull);
-				w->chunk = 1;
-			}
+			if (isnull)
+				continue;		/* every range claimed */
+			lo = text_array_list(d, false);
+			w->chunk = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
 		}
 		t = pipe_table(pipe, w->schema, w->table);
 		rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
@@ -1617,7 +1612,29 @@ snapshot_retire_streamed(int pipeline_id)
 	step_begin();
 	pipe = catalog_pipeline_by_id(pipeline_id, false);
 	if (pipe != NULL && copies_left(pipeline_id, &claimed) > 0)
-		left = !retire_all(pipe, origin_progress(pipe->origin_name, false));
+	{
+		XLogRecPtr	pos = origin_progress(pipe->origin_name, false);
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(pipeline_id)};
+
+		/*
+		 * A quiet stream leaves the origin at the last transaction it
+		 * applied, maybe before the last watermark (a message, not a
+		 * change the pipeline applies); the worker knows the datamart is
+		 * consistent with everything the walsender had flushed when its
+		 * last batch caught up (sluice.status.applied_lsn).
+		 */
+		if (sluice_catalog_exec("SELECT applied_lsn FROM sluice._worker_status() WHERE pipeline_id = $1",
+								1, types, args, NULL, false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				pos = Max(pos, DatumGetLSN(d));
+		}
+		left = !retire_all(pipe, pos);
+	}
 	step_end();
 	return left;
 }

@@ -125,6 +125,15 @@ DECLARE
   r record;
   said timestamptz := pg_catalog.clock_timestamp();
 BEGIN
+  -- workers started by the commit that asked for the copy may not run yet
+  FOR i IN 1 .. 20 LOOP
+    EXIT WHEN sluice._copy_workers_running(pipeline)
+           OR pg_catalog.current_setting('pg_sluice.copy_workers', true) OPERATOR(pg_catalog.=) '0'
+           OR NOT EXISTS (SELECT FROM sluice.copy_progress c
+                           WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                             AND c.state OPERATOR(pg_catalog.=) 'copying');
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
   LOOP
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
