@@ -8,34 +8,56 @@
  *
  * NOTES
  *	  What this file owns.  A table being copied has a row in sluice._copy:
- *	  its frontier, the last key copied (the source's text of each key
- *	  column; NULL before the first chunk).  Keys at or below the frontier
- *	  are in the datamart and follow the stream as usual; keys above it are
- *	  not copied yet, and the stream's changes to them are skipped, as a
- *	  later chunk reads their latest state (snapshot_keep, called by apply.c
- *	  for every change of such a table).
+ *	  its frontier, the last key of the ranges done (the source's text of
+ *	  each key column; NULL before the first), and rows in
+ *	  sluice._copy_range for the ranges above it that are claimed, in key
+ *	  order.  Keys at or below the frontier are in the datamart and follow
+ *	  the stream as usual; keys of a copied range follow it only for the
+ *	  source transactions the range's snapshot did not see (the chunk holds
+ *	  the effect of the others); keys of a range claimed but not copied yet,
+ *	  or of no range, are skipped, as their chunk reads their latest state
+ *	  (snapshot_keep, called by apply.c for every change of such a table).
  *
- *	  One chunk, one local transaction (sluice.copy_chunk), after DBLog
- *	  (Netflix) and Debezium's incremental snapshots:
- *	    1. on the source, in one REPEATABLE READ transaction: the snapshot
- *	       (pg_current_snapshot), the chunk's upper key (the chunk_rows-th
- *	       key above the frontier, in key order), and the chunk's rows,
- *	       COPY'd straight into the datamart table after the range's old
- *	       rows are deleted (a resnapshot);
- *	    2. a watermark written into live's WAL after that transaction
+ *	  One chunk, after DBLog (Netflix) and Debezium's incremental snapshots:
+ *	    1. its claim: the chunk_rows-th key above the last claimed range
+ *	       (or the frontier), found on the source, recorded as a range;
+ *	       a copy worker commits the claim at once, so that the others
+ *	       claim the ranges after it while it copies (claims of one table
+ *	       wait for each other on its _copy row);
+ *	    2. on the source, in one REPEATABLE READ transaction: the snapshot
+ *	       (pg_current_snapshot) and the range's rows, COPY'd straight into
+ *	       the datamart table after the range's old rows are deleted (a
+ *	       resnapshot);
+ *	    3. a watermark written into live's WAL after that transaction
  *	       (pg_logical_emit_message, committed and flushed): every
- *	       transaction the snapshot sees committed before it;
- *	    3. a refresh up to the watermark exactly (refresh.c), during which
- *	       a change to a key of the chunk is applied only when its source
- *	       transaction is not visible in the chunk's snapshot: the chunk
- *	       already holds the effect of those it sees;
- *	    4. the frontier moved to the chunk's upper key, in the same
- *	       transaction as the rows and the replication origin's position.
- *	  A crash or a cancel of either server rolls the chunk back whole; the
- *	  next call starts again from the last committed frontier, so at most
- *	  one chunk is copied twice.  The memory a chunk needs does not grow
- *	  with its size: its rows stream from COPY TO into COPY FROM.
+ *	       transaction the snapshot saw is before it;
+ *	    4. the range recorded copied, with the snapshot and the watermark,
+ *	       in the local transaction of its rows.
+ *	  Once the stream has passed a range's watermark (the replication
+ *	  origin's position, or where a streaming worker is consistent) no
+ *	  change it brings can be one the snapshot saw: the ranges at the start
+ *	  retire into the frontier, and the copy is finished when the last one
+ *	  (to the end of the keys) does.  sluice.copy_chunk then refreshes a
+ *	  pipeline refreshed on demand up to the watermark, in the same
+ *	  transaction; copy workers (copyworker.c) leave that to the last of
+ *	  them, and a streaming pipeline's worker passes the watermarks itself.
+ *	  A crash or a cancel of either server rolls the chunk back whole: its
+ *	  range stays claimed and the next copier takes it first, so at most one
+ *	  chunk per copier is copied twice.  The memory a chunk needs does not
+ *	  grow with its size: its rows stream from COPY TO into COPY FROM.
  *
+ *	  The copy lock.  A batch skips a change to a key of no range; the chunk
+ *	  copying that key must see that change's transaction.  It does if its
+ *	  snapshot is taken after the change was decoded, but a chunk copied
+ *	  while a batch runs could take its snapshot before a transaction the
+ *	  batch later skips.  So every chunk holds a lock of its table shared
+ *	  from before its snapshot to its commit, and every batch that applies
+ *	  the table's changes holds it exclusive from the table's first change
+ *	  to its commit (snapshot_filter_open; an advisory lock tag, see
+ *	  copy_lock): a batch waits for the chunks in flight, a chunk for the
+ *	  batch.  The filter reads the ranges with a statement snapshot taken
+ *	  after the lock (never the batch's older one).
+
  *	  Why the snapshot's transaction ids and not a low watermark.  DBLog
  *	  brackets the chunk's SELECT with a low and a high watermark and drops
  *	  from the chunk the keys changed between them.  In PostgreSQL a
@@ -70,13 +92,13 @@
  *	  initial_copy and a frontier of NULL, exactly as after add_table: the
  *	  slot's consistent point is where its stream starts, every change to it
  *	  is skipped until a chunk copies its key.  create_pipeline, a function,
- *	  runs in one transaction and cannot commit chunk by chunk, so it says
- *	  (NOTICE) to CALL sluice.copy_tables, which can, and resumes.  A
+ *	  runs in one transaction and cannot commit chunk by chunk: its commit
+ *	  starts the copy workers (pg_sluice.copy_workers; with none, its NOTICE
+ *	  says to CALL sluice.copy_tables, which commits per chunk and resumes).  A
  *	  setting and not an argument of create_pipeline: a new argument changes
  *	  the function's signature, and the update would drop it with every
- *	  GRANT EXECUTE roles hold on it.  snapshot by default: with auto a
- *	  big table would wait, empty, for a CALL that a pipeline refreshed by
- *	  pg_cron or streamed by a worker never makes.
+ *	  GRANT EXECUTE roles hold on it.  snapshot by default: it stays the fastest
+ *	  (the key is built once, at the end).
  *
  *	  Where a chunk's time goes (10,000,000 rows in 100 chunks, timed in
  *	  place): 80% its COPY, whose rows go one by one into the key's btree
@@ -94,12 +116,12 @@
  *	  watermark, as DBLog does: the chunk is written first and the stream
  *	  applied on top (only what the snapshot did not see), which needs no
  *	  buffer at all.  A long exported snapshot: it holds back vacuum on live
- *	  for the whole copy and starts over after any failure.  Chunks in the
- *	  continuous worker between its batches: the worker is not this file's
- *	  (a continuous pipeline is refused, stop it to copy).  Chunks of a
- *	  pipeline that keeps history: refused (sluice.keep_history also waits
- *	  for the copies to finish), as a chunk replaces rows without recording
- *	  the versions they supersede.
+ *	  for the whole copy and starts over after any failure.  One frontier
+ *	  and one chunk in flight, refreshed up to its watermark before the
+ *	  next (0.2's first form): chunks could not be copied at once, nor
+ *	  while a worker streams.  Chunks of a pipeline that keeps history:
+ *	  refused (sluice.keep_history also waits for the copies to finish), as
+ *	  a chunk replaces rows without recording the versions they supersede.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
