@@ -198,6 +198,8 @@ struct SnapshotFilter
 /* sluice.copy_chunk is running: its refresh launches no copy worker */
 static bool in_copy_chunk = false;
 
+static bool copies_claimable(int pipeline_id);
+
 /*
  * The copy lock of a table being copied: every chunk holds it shared from
  * before its snapshot to its local commit, every batch that applies the
@@ -492,7 +494,7 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	if (retire_ranges(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table,
 					  origin_progress(st->pipe->origin_name, false)))
 		return NULL;
-	if (!in_copy_chunk)
+	if (!in_copy_chunk && copies_claimable(st->pipe->pipeline_id))
 		copyworker_ensure(st->pipe->pipeline_id);
 
 	if (sluice_catalog_exec("SELECT frontier FROM sluice._copy "
@@ -1385,6 +1387,33 @@ copies_left(int pipeline_id, int64 *claimed)
 	return n;
 }
 
+/*
+ * Is there a range of the pipeline's copies to claim, or one claimed that
+ * nobody may be copying?  (Copies whose ranges are all copied only wait
+ * for the stream: no worker is needed for them.)
+ */
+static bool
+copies_claimable(int pipeline_id)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy c "
+							" WHERE c.pipeline_id = $1 AND c.finished_at IS NULL "
+							"   AND (NOT EXISTS (SELECT FROM sluice._copy_range r "
+							"                     WHERE (r.pipeline_id, r.source_schema, r.source_table) "
+							"                         = (c.pipeline_id, c.source_schema, c.source_table) "
+							"                       AND r.hi IS NULL) "
+							"        OR EXISTS (SELECT FROM sluice._copy_range r "
+							"                    WHERE (r.pipeline_id, r.source_schema, r.source_table) "
+							"                        = (c.pipeline_id, c.source_schema, c.source_table) "
+							"                      AND r.state = 'claimed'))",
+							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	return SPI_processed > 0;
+}
+
 /* A watermark written now on the source. */
 static XLogRecPtr
 emit_watermark(SluiceConn *sc, SluicePipeline *pipe)
@@ -1622,7 +1651,7 @@ snapshot_copy_finish(int pipeline_id)
 /*
  * Between two batches of a streaming pipeline (worker.c), outside any
  * transaction: the copied ranges the stream passed retire.  Returns true
- * when copies are left.
+ * when ranges are left to claim, or claimed ones to copy.
  */
 bool
 snapshot_retire_streamed(int pipeline_id)
@@ -1655,7 +1684,7 @@ snapshot_retire_streamed(int pipeline_id)
 			if (!isnull)
 				pos = Max(pos, DatumGetLSN(d));
 		}
-		left = !retire_all(pipe, pos);
+		left = !retire_all(pipe, pos) && copies_claimable(pipeline_id);
 	}
 	step_end();
 	return left;
