@@ -4,7 +4,8 @@
 # (updates, deletes, key changes across chunk boundaries), and
 # sluice.copy_progress / sluice.copy_chunks show how far and who; a copy
 # worker cancelled mid-chunk is started again and its range copied by the
-# next one; kill -9 of the datamart mid-copy, then CALL sluice.copy_tables
+# next one, and one killed with kill -9 comes back after the postmaster's
+# crash restart; kill -9 of the datamart mid-copy, then CALL sluice.copy_tables
 # resumes with at most one chunk per worker copied twice; a streaming
 # pipeline gets a table with sluice.add_table under write load and the
 # workers copy it while the pool worker streams.  A non-superuser operator,
@@ -21,7 +22,7 @@ my $live = new_live('live');
 my $mart = new_mart('mart', conf => qq{
 shared_preload_libraries = 'pg_sluice'
 pg_sluice.naptime = 50ms
-log_min_messages = log
+restart_after_crash = on
 });
 
 $live->safe_psql('postgres', q{
@@ -125,6 +126,20 @@ ok($mart->poll_query_until('postgres', q{SELECT state = 'finished' FROM sluice.c
 	'the copy finished after the cancel');
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('teil')});
 same_tables($live, $mart, [[$menge_live, $menge]], 'after a cancelled copy worker');
+
+# kill -9 of a copy worker: the postmaster restarts every backend, and the
+# worker (a dynamic worker with a restart time) comes back and finishes
+$mart->safe_psql('postgres', qq{SET ROLE ops; SET pg_sluice.copy_workers = 1;
+SELECT sluice.resnapshot('teil', '$menge', chunk_rows => 4000)});
+ok($mart->poll_query_until('postgres', q{SELECT count(*) > 0 FROM sluice.copy_chunks WHERE pipeline = 'teil' AND state = 'copied'}),
+	'the worker copies again');
+$victim = $mart->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_sluice copy worker'});
+ok($victim, "a copy worker runs ($victim)");
+kill 'KILL', $victim;
+ok($mart->poll_query_until('postgres', q{SELECT state = 'finished' FROM sluice.copy_progress WHERE pipeline = 'teil'}),
+	'the copy finished after kill -9 of its worker, with no CALL');
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('teil')});
+same_tables($live, $mart, [[$menge_live, $menge]], 'after kill -9 of a copy worker');
 
 # --- 3. kill -9 of the datamart mid-copy, two workers; CALL copy_tables resumes ---
 $mart->safe_psql('postgres', q{ALTER SYSTEM RESET pg_sluice.copy_workers; SELECT pg_reload_conf();});
