@@ -1661,8 +1661,9 @@ snapshot_retire_streamed(int pipeline_id)
 	int64		claimed;
 
 	step_begin();
-	pipe = catalog_pipeline_by_id(pipeline_id, false);
-	if (pipe != NULL && copies_left(pipeline_id, &claimed) > 0)
+	/* the common case, no copy: one index probe */
+	pipe = copies_left(pipeline_id, &claimed) > 0 ? catalog_pipeline_by_id(pipeline_id, false) : NULL;
+	if (pipe != NULL)
 	{
 		XLogRecPtr	pos = origin_progress(pipe->origin_name, false);
 		Oid			types[1] = {INT4OID};
