@@ -402,8 +402,8 @@ parse_snapshot(const char *s, ChunkSnap *cs)
  * The copied ranges of a table whose watermark the stream has passed (pos,
  * the replication origin's committed position) are done: those at the
  * start, contiguous with the frontier, move it.  Returns true when that
- * finished the copy.  The caller holds the table's copy lock exclusive, or
- * is the only one that applies its stream.
+ * finished the copy.  A chunk in flight touches only its own range; a
+ * claim waits for the _copy row this updates (or this for the claim's).
  */
 static bool
 retire_ranges(int pipeline_id, const char *schema, const char *table, XLogRecPtr pos)
@@ -1362,7 +1362,7 @@ retire_all(SluicePipeline *pipe, XLogRecPtr pos)
 		char	   *schema = strVal(linitial((List *) lfirst(lc)));
 		char	   *table = strVal(lsecond((List *) lfirst(lc)));
 
-		copy_lock(pipe->pipeline_id, schema, table, ExclusiveLock);
+		/* no copy lock: a streaming worker would wait for chunks in flight */
 		all &= retire_ranges(pipe->pipeline_id, schema, table, pos);
 	}
 	return all;
