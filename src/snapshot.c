@@ -210,17 +210,38 @@ static bool copies_claimable(int pipeline_id);
 #define COPY_LOCK_FIELD4 3
 
 static void
-copy_lock(int pipeline_id, const char *schema, const char *table, LOCKMODE mode)
+copy_lock_tag(LOCKTAG *tag, int pipeline_id, const char *schema, const char *table)
 {
-	LOCKTAG		tag;
 	StringInfoData name;
 
 	initStringInfo(&name);
 	appendStringInfo(&name, "%s.%s", quote_identifier(schema), quote_identifier(table));
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id,
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) pipeline_id,
 						 hash_bytes((const unsigned char *) name.data, name.len),
 						 COPY_LOCK_FIELD4);
+}
+
+static void
+copy_lock(int pipeline_id, const char *schema, const char *table, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	copy_lock_tag(&tag, pipeline_id, schema, table);
 	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/*
+ * A copier that found nothing to do in a table lets its lock go at once: it
+ * goes on to the next table, and holding both could deadlock with a batch
+ * that waits for the first while holding the second.
+ */
+static void
+copy_unlock(int pipeline_id, const char *schema, const char *table, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	copy_lock_tag(&tag, pipeline_id, schema, table);
+	(void) LockRelease(&tag, mode, false);
 }
 
 /* ---------- keys ---------- */
@@ -1114,6 +1135,7 @@ find_orphan(SluicePipeline *pipe)
 		copy_lock(pipe->pipeline_id, w->schema, w->table, ShareLock);
 		if (lock_range(pipe->pipeline_id, w))
 			return w;
+		copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
 	}
 	return NULL;
 }
@@ -1158,6 +1180,16 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 		copy_lock(pipe->pipeline_id, w->schema, w->table, ShareLock);
 		args[1] = CStringGetTextDatum(w->schema);
 		args[2] = CStringGetTextDatum(w->table);
+		/* all claimed already?  (asked before the row lock, kept as short) */
+		if (sluice_catalog_exec("SELECT 1 FROM sluice._copy_range "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND hi IS NULL",
+								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the claimed ranges");
+		if (SPI_processed > 0)
+		{
+			copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+			continue;
+		}
 		/* the claims of a table wait for each other here */
 		if (sluice_catalog_exec("SELECT frontier, chunk_rows, rows_estimate IS NOT NULL FROM sluice._copy "
 								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
@@ -1165,7 +1197,10 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the copy state");
 		if (SPI_processed == 0)
+		{
+			copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
 			continue;
+		}
 		{
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
@@ -1185,7 +1220,11 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
 			if (isnull)
-				continue;		/* every range claimed */
+			{
+				/* every range claimed */
+				copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+				continue;
+			}
 			lo = text_array_list(d, false);
 			w->chunk = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
 		}
