@@ -5794,3 +5794,149 @@ SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_a
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._worker_status() s USING (pipeline_id);
 COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it.';
+
+-- chunks copied in parallel by background copy workers (issue 19)
+-------------------------------------------------------------------------------
+-- The claimed ranges of a table copied in chunks (src/snapshot.c): each
+-- chunk claims the chunk_rows keys after the last claimed range, commits
+-- the claim, copies the range in one snapshot of the source, and records
+-- that snapshot and a watermark written after it.  The stream applies a
+-- change to a key of a copied range only when the range's snapshot did not
+-- see its transaction; once it has passed the watermark the range goes and
+-- sluice._copy.frontier moves over it.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._copy_range (
+    pipeline_id    integer NOT NULL,
+    source_schema  text NOT NULL,
+    source_table   text NOT NULL,
+    chunk          integer NOT NULL CHECK (chunk > 0),
+    lo             text[],
+    hi             text[],
+    state          text NOT NULL CHECK (state IN ('claimed', 'copied')),
+    snapshot       text,
+    watermark      pg_lsn,
+    rows           bigint,
+    worker_pid     integer,
+    claimed_at     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    copied_at      timestamptz,
+    PRIMARY KEY (pipeline_id, source_schema, source_table, chunk),
+    FOREIGN KEY (pipeline_id, source_schema, source_table)
+        REFERENCES sluice._copy ON DELETE CASCADE,
+    CHECK (state = 'claimed' OR (snapshot IS NOT NULL AND watermark IS NOT NULL))
+);
+COMMENT ON TABLE sluice._copy_range IS
+  'Private: the claimed ranges of each table copied in chunks, in key order (chunk); lo is exclusive, hi inclusive (NULL: to the end), as the source''s text of each key column; snapshot (pg_current_snapshot) and watermark once copied.';
+SELECT pg_catalog.pg_extension_config_dump('sluice._copy_range', '');
+ALTER TABLE sluice._copy_range ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._copy_range
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.copy_chunks AS
+SELECT p.name AS pipeline,
+       t.target_schema,
+       t.target_table,
+       r.chunk,
+       r.state,
+       r.lo AS after_key,
+       r.hi AS up_to_key,
+       r.rows,
+       r.worker_pid,
+       r.claimed_at,
+       r.copied_at
+  FROM sluice._copy_range r
+  JOIN sluice._pipeline p USING (pipeline_id)
+  JOIN sluice._pipeline_table t USING (pipeline_id, source_schema, source_table)
+ WHERE sluice._operates(p.owner::oid);
+COMMENT ON VIEW sluice.copy_chunks IS
+  'The chunks of the tables being copied that are claimed or copied but not yet passed by the stream, and which process copies or copied each; each role sees the pipelines it may operate.';
+COMMENT ON COLUMN sluice.copy_chunks.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.copy_chunks.target_schema IS 'Schema of the datamart table.';
+COMMENT ON COLUMN sluice.copy_chunks.target_table IS 'Datamart table being copied.';
+COMMENT ON COLUMN sluice.copy_chunks.chunk IS 'Number of the chunk, in key order.';
+COMMENT ON COLUMN sluice.copy_chunks.state IS 'claimed (being copied, or to copy again after its copier stopped) or copied (committed; the stream applies what its snapshot did not see until it passes the chunk''s watermark, then the row goes).';
+COMMENT ON COLUMN sluice.copy_chunks.after_key IS 'The chunk holds the keys above this one (the source''s text of each key column; NULL: from the first key).';
+COMMENT ON COLUMN sluice.copy_chunks.up_to_key IS 'The chunk holds the keys up to this one (NULL: to the last key).';
+COMMENT ON COLUMN sluice.copy_chunks.rows IS 'Rows copied (NULL while claimed).';
+COMMENT ON COLUMN sluice.copy_chunks.worker_pid IS 'Process that claimed it, then the one that copied it (a copy worker, or the session of sluice.copy_chunk).';
+COMMENT ON COLUMN sluice.copy_chunks.claimed_at IS 'When it was claimed.';
+COMMENT ON COLUMN sluice.copy_chunks.copied_at IS 'When its copy committed.';
+
+CREATE FUNCTION sluice._copy_workers_running(pipeline text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sluice_copy_workers_running'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION sluice._copy_workers_running(text) IS
+  'Private: does a background copy worker of the pipeline run (sluice.copy_tables then waits for them)?';
+
+REVOKE ALL ON sluice._copy_range FROM PUBLIC;
+GRANT SELECT ON sluice.copy_chunks TO PUBLIC;
+
+-- a procedure: each chunk commits before the next starts (no SET clause:
+-- a procedure with one cannot commit; it sets search_path itself).  While
+-- background copy workers (99_copy.sql, src/copyworker.c) copy the
+-- pipeline's chunks it waits for them instead, with a notice every 5 s.
+CREATE OR REPLACE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  n integer := 0;
+  r record;
+  said timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+  -- workers started by the commit that asked for the copy may not run yet
+  FOR i IN 1 .. 20 LOOP
+    EXIT WHEN sluice._copy_workers_running(pipeline)
+           OR pg_catalog.current_setting('pg_sluice.copy_workers', true) OPERATOR(pg_catalog.=) '0'
+           OR NOT EXISTS (SELECT FROM sluice.copy_progress c
+                           WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                             AND c.state OPERATOR(pg_catalog.=) 'copying');
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
+  LOOP
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    IF sluice._copy_workers_running(pipeline) THEN
+      -- the workers copy: wait for the end of every copy of the pipeline
+      EXIT WHEN NOT EXISTS (SELECT FROM sluice.copy_progress c
+                             WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                               AND c.state OPERATOR(pg_catalog.=) 'copying');
+      IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) said OPERATOR(pg_catalog.>) interval '5 s' THEN
+        said := pg_catalog.clock_timestamp();
+        FOR r IN SELECT * FROM sluice.copy_progress c
+                  WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                    AND c.state OPERATOR(pg_catalog.=) 'copying'
+        LOOP
+          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left (background copy workers)',
+            pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+            r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+        END LOOP;
+      END IF;
+      PERFORM pg_catalog.pg_sleep(0.1);
+      COMMIT;
+      CONTINUE;
+    END IF;
+    EXIT WHEN NOT sluice.copy_chunk(pipeline);
+    n := n OPERATOR(pg_catalog.+) 1;
+    FOR r IN SELECT * FROM sluice.copy_progress c
+              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
+    LOOP
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left',
+        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+        r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE sluice.copy_tables(text, integer) IS
+  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. While background copy workers (pg_sluice.copy_workers) copy them, it waits until every copy of the pipeline has finished. Call it outside a transaction block.';
+
+COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
+  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Background copy workers (pg_sluice.copy_workers) copy the chunks once the transaction commits; with none, CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk). sluice.copy_progress shows how far it is. The table needs a primary key.';
+COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
+  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by background copy workers (pg_sluice.copy_workers) once the transaction commits, or with none by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
+COMMENT ON FUNCTION sluice.copy_chunk(text) IS
+  'Copies one chunk of the pipeline''s tables being copied (one whose copier stopped, else the next) in the caller''s transaction; a pipeline refreshed on demand is then refreshed up to the chunk''s watermark (a streaming one''s worker applies the stream). Returns false when no chunk was left to copy (every copy is then finished, or waits for the stream). The source''s role needs EXECUTE on pg_logical_emit_message.';

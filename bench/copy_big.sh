@@ -2,21 +2,24 @@
 # The initial copy of one big table, three ways, in the same run: native
 # CREATE SUBSCRIPTION ... copy_data (until pg_subscription_rel shows state r),
 # sluice.create_pipeline with pg_sluice.initial_copy = snapshot, and
-# create_pipeline + CALL sluice.copy_tables with initial_copy = chunked.
-# The order of the three rotates between runs; every copy is counted.
+# initial_copy = chunked three ways: chunked0 (pg_sluice.copy_workers = 0,
+# create_pipeline + CALL sluice.copy_tables, one session), chunkedN (N
+# background copy workers, no CALL: sluice.copy_progress polled until
+# finished).  The order of the methods rotates between runs; every copy is
+# counted.
 #
 #   bash bench/copy_big.sh                        # as a non-root user with pg_sluice installed
 #   N=10000000 RUNS=3 bash bench/copy_big.sh      # the README's figures
 #
 # Environment: N (rows, default 1000000), RUNS (default 3), METHODS (default
-# "native snapshot chunked"), CHUNK_ROWS (default 100000), PGBIN (default
+# "native snapshot chunked1 chunked2"; chunked is chunked0), CHUNK_ROWS (default 100000), PGBIN (default
 # Debian's PostgreSQL 15), LIVE_PORT / MART_PORT (default 26532 / 26533),
 # EXTRA_CONF (lines appended to both postgresql.conf). Two throwaway clusters
 # in a scratch directory under ${BENCH_TMPDIR:-/tmp}, removed on exit; the
 # settings are bench/run.sh's. Scenario 1 of bench/run.sh measures the same
 # three at ROWS/10 and ROWS next to dump/restore.
 set -euo pipefail
-N=${N:-1000000}; RUNS=${RUNS:-3}; METHODS=${METHODS:-"native snapshot chunked"}; CHUNK_ROWS=${CHUNK_ROWS:-100000}
+N=${N:-1000000}; RUNS=${RUNS:-3}; METHODS=${METHODS:-"native snapshot chunked1 chunked2"}; CHUNK_ROWS=${CHUNK_ROWS:-100000}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}; export PATH=$PGBIN:$PATH
 LP=${LIVE_PORT:-26532}; MP=${MART_PORT:-26533}
 [ "$(id -u)" -ne 0 ] || { echo "copy_big: run as a non-root user" >&2; exit 1; }
@@ -67,10 +70,22 @@ for run in $(seq 1 "$RUNS"); do
             snapshot)
                 mart -c "SET pg_sluice.initial_copy = snapshot" \
                      -c "SELECT sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')" >/dev/null ;;
-            chunked)
-                mart -c "SET pg_sluice.initial_copy = chunked" -c "SET pg_sluice.initial_copy_chunk_rows = $CHUNK_ROWS" \
+            chunked | chunked0)
+                # one session, chunk after chunk (no background worker)
+                mart -c "SET pg_sluice.copy_workers = 0" -c "SET pg_sluice.initial_copy = chunked" \
+                     -c "SET pg_sluice.initial_copy_chunk_rows = $CHUNK_ROWS" \
                      -c "SELECT sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')" >/dev/null
                 mart -c "CALL sluice.copy_tables('c')" ;;
+            chunked[1-9])
+                # background copy workers, no CALL: poll copy_progress (fails after 30 min)
+                mart -c "SET pg_sluice.copy_workers = ${m#chunked}" -c "SET pg_sluice.initial_copy = chunked" \
+                     -c "SET pg_sluice.initial_copy_chunk_rows = $CHUNK_ROWS" \
+                     -c "SELECT sluice.create_pipeline('c', 'live', ARRAY['bench.t'], target_schema => 'c')" >/dev/null
+                for ((w = 0; ; w++)); do
+                    [ "$(mart -c "SELECT state FROM sluice.copy_progress WHERE pipeline = 'c'")" = finished ] && break
+                    ((w < 36000)) || { echo "copy_big: $m did not finish" >&2; exit 1; }
+                    sleep 0.05
+                done ;;
             *) echo "copy_big: unknown method $m" >&2; exit 1 ;;
         esac
         t=$(awk -v a="$s" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')

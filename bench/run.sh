@@ -505,8 +505,9 @@ quiesce() {  # lsn: every slot's restart_lsn should pass it
 # At N/10 rows, then at N (ids N/10+1..N appended to the same table, to show
 # growth): pg_sluice create_pipeline (pg_sluice.initial_copy = snapshot: one
 # snapshot, one transaction); pg_sluice chunked (initial_copy = chunked:
-# create_pipeline creates the table empty, CALL sluice.copy_tables copies it in
-# chunks of 100,000 rows, one transaction each); native CREATE SUBSCRIPTION ... copy_data;
+# create_pipeline creates the table empty, its commit starts 2 background copy
+# workers (pg_sluice.copy_workers) that copy it in chunks of 100,000 rows, and
+# CALL sluice.copy_tables waits for them); native CREATE SUBSCRIPTION ... copy_data;
 # pglogical create_subscription (synchronize_data); pg_dump | psql;
 # pg_dump -Fc | pg_restore; and a raw COPY TO | COPY FROM into a table created
 # with its primary key before the load (what a naive loader does). The dump,

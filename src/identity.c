@@ -273,21 +273,27 @@ identity_relation(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 
 /*
  * The start of a chunk of t's copy (sc: the chunk's connection to live):
- * when live's table is not the one recorded (dropped and created again
- * since the copy began, or since the pipeline copied it), the copy starts
- * over from its first key under the new oid, and the table goes back into
- * pg_sluice's publication if the drop took it out.  Returns true when it
- * started over.
+ * is live's table still the one recorded?  When it was dropped and created
+ * again (since the copy began, or since the pipeline copied it), the
+ * table goes back into pg_sluice's publication if the drop took it out,
+ * its new oid is recorded, and the caller starts the copy over
+ * (IDENTITY_RESTART); a chunk running at once that got there first did
+ * both (IDENTITY_RESTARTED: the caller leaves its chunk).  The recorded oid
+ * is read again under a row lock only then, so chunks of one table do not
+ * wait for each other otherwise.
  */
-bool
+IdentityChunk
 identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 {
 	const char *params[3] = {t->source_schema, t->source_table, pipe->publication};
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
 	PGresult   *res;
 	Oid			now;
+	Oid			recorded;
+	bool		isnull;
 	bool		published;
 	bool		partitioned;
-	bool		restarted;
 
 	res = transport_exec(sc,
 						 "SELECT c.oid, c.relkind = 'p', EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p "
@@ -310,7 +316,24 @@ identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 	published = PQgetvalue(res, 0, 2)[0] == 't';
 	PQclear(res);
 	if (now == t->source_relid)
-		return false;
+		return IDENTITY_SAME;
+
+	/* under the row lock: another chunk may have started the copy over */
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(t->source_schema);
+	args[2] = CStringGetTextDatum(t->source_table);
+	if (sluice_catalog_exec("SELECT source_relid FROM sluice._pipeline_table "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 FOR UPDATE",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the source table's oid");
+	recorded = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		recorded = InvalidOid;
+	if (recorded == now)
+	{
+		t->source_relid = now;
+		return IDENTITY_RESTARTED;
+	}
 
 	if (!published && pipe->publication_owned)
 		transport_command(sc, psprintf("ALTER PUBLICATION %s ADD TABLE %s%s.%s",
@@ -327,11 +350,11 @@ identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 						 quote_identifier(pipe->publication), quote_identifier(t->source_schema),
 						 quote_identifier(t->source_table))));
 	identity_record(pipe->pipeline_id, t->source_schema, t->source_table, now);
-	if (OidIsValid(t->source_relid))
-		ereport(NOTICE,
-				(errmsg("table \"%s.%s\" was created again on source \"%s\": its copy starts over",
-						t->source_schema, t->source_table, pipe->source_name)));
-	restarted = OidIsValid(t->source_relid);
 	t->source_relid = now;
-	return restarted;
+	if (!OidIsValid(recorded))
+		return IDENTITY_SAME;	/* learnt (after the update from 0.1) */
+	ereport(NOTICE,
+			(errmsg("table \"%s.%s\" was created again on source \"%s\": its copy starts over",
+					t->source_schema, t->source_table, pipe->source_name)));
+	return IDENTITY_RESTART;
 }

@@ -402,6 +402,27 @@ extern List *snapshot_initial_plan(SluiceConn *sc, const char *source_name, List
 extern void snapshot_record_initial(int pipeline_id, SourceTable *t);
 extern int	snapshot_initial_chunk_rows(void);
 
+/* the copy workers' steps, each in its own transactions (copyworker.c runs them) */
+typedef enum CopyStep
+{
+	COPY_STEP_COPIED,			/* a chunk copied: there may be more */
+	COPY_STEP_BUSY,				/* nothing to claim, other workers copy */
+	COPY_STEP_ALL_COPIED,		/* every range copied, the stream to pass them */
+	COPY_STEP_GONE				/* nothing to copy (finished, dropped, paused) */
+} CopyStep;
+extern CopyStep snapshot_copy_step(int pipeline_id, MemoryContext cxt);
+extern bool snapshot_copy_finish(int pipeline_id);
+extern bool snapshot_retire_streamed(int pipeline_id);
+
+/* ---------- copyworker.c: background copy workers ---------- */
+
+extern void copyworker_init(void);
+extern int	copyworker_count(void);
+extern void copyworker_launch(int pipeline_id);
+extern void copyworker_ensure(int pipeline_id);
+extern bool copyworker_running(int pipeline_id);
+extern void snapshot_worker_step(int pipeline_id);
+
 /* ---------- copy.c: the initial copy, in the slot's exported snapshot ---------- */
 
 extern int64 copy_table(SluiceConn *sc, const char *src_schema,
@@ -485,7 +506,13 @@ extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
 /* identity.c */
 extern void identity_record(int pipeline_id, const char *schema, const char *table, Oid relid);
 extern SluiceDrift *identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint);
-extern bool identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t);
+typedef enum IdentityChunk
+{
+	IDENTITY_SAME,				/* live's table is the one being copied */
+	IDENTITY_RESTART,			/* created again: the caller starts the copy over */
+	IDENTITY_RESTARTED			/* created again, another chunk started it over */
+} IdentityChunk;
+extern IdentityChunk identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t);
 
 /* ---------- expect.c: expectations (row ones compiled, set ones run per batch) ---------- */
 

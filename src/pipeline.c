@@ -642,6 +642,8 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 						&np->pipeline_id);
 		foreach(lc, np->chunked)
 			snapshot_record_initial(np->pipeline_id, lfirst(lc));
+		if (np->chunked != NIL)
+			copyworker_launch(np->pipeline_id);
 		replorigin_create(np->origin_name);
 		CommandCounterIncrement();
 		origin_session_begin(np->origin_name);
@@ -653,7 +655,15 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 										0, 0, 0, 0);
 		sluice_restore_user(&save);
 		outbox_emit_run(np->run_id, 0);
-		if (np->chunked != NIL)
+		if (np->chunked != NIL && copyworker_count() > 0)
+			ereport(NOTICE,
+					(errmsg("pipeline \"%s\": %d of %d tables created empty, to be copied in chunks of %d rows by %d background workers",
+							np->name, list_length(np->chunked), list_length(np->tables),
+							snapshot_initial_chunk_rows(), copyworker_count()),
+					 errdetail("pg_sluice.initial_copy chose a chunked copy: the workers start when this transaction commits; each chunk commits on its own, so a crash or a cancel repeats at most one chunk per worker."),
+					 errhint("sluice.copy_progress shows how far it is and sluice.copy_chunks which worker copies what; CALL sluice.copy_tables(%s) waits until the copy has finished.",
+							 quote_literal_cstr(np->name))));
+		else if (np->chunked != NIL)
 			ereport(NOTICE,
 					(errmsg("pipeline \"%s\": %d of %d tables created empty, to be copied in chunks of %d rows",
 							np->name, list_length(np->chunked), list_length(np->tables),

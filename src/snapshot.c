@@ -8,34 +8,56 @@
  *
  * NOTES
  *	  What this file owns.  A table being copied has a row in sluice._copy:
- *	  its frontier, the last key copied (the source's text of each key
- *	  column; NULL before the first chunk).  Keys at or below the frontier
- *	  are in the datamart and follow the stream as usual; keys above it are
- *	  not copied yet, and the stream's changes to them are skipped, as a
- *	  later chunk reads their latest state (snapshot_keep, called by apply.c
- *	  for every change of such a table).
+ *	  its frontier, the last key of the ranges done (the source's text of
+ *	  each key column; NULL before the first), and rows in
+ *	  sluice._copy_range for the ranges above it that are claimed, in key
+ *	  order.  Keys at or below the frontier are in the datamart and follow
+ *	  the stream as usual; keys of a copied range follow it only for the
+ *	  source transactions the range's snapshot did not see (the chunk holds
+ *	  the effect of the others); keys of a range claimed but not copied yet,
+ *	  or of no range, are skipped, as their chunk reads their latest state
+ *	  (snapshot_keep, called by apply.c for every change of such a table).
  *
- *	  One chunk, one local transaction (sluice.copy_chunk), after DBLog
- *	  (Netflix) and Debezium's incremental snapshots:
- *	    1. on the source, in one REPEATABLE READ transaction: the snapshot
- *	       (pg_current_snapshot), the chunk's upper key (the chunk_rows-th
- *	       key above the frontier, in key order), and the chunk's rows,
- *	       COPY'd straight into the datamart table after the range's old
- *	       rows are deleted (a resnapshot);
- *	    2. a watermark written into live's WAL after that transaction
+ *	  One chunk, after DBLog (Netflix) and Debezium's incremental snapshots:
+ *	    1. its claim: the chunk_rows-th key above the last claimed range
+ *	       (or the frontier), found on the source, recorded as a range;
+ *	       a copy worker commits the claim at once, so that the others
+ *	       claim the ranges after it while it copies (claims of one table
+ *	       wait for each other on its _copy row);
+ *	    2. on the source, in one REPEATABLE READ transaction: the snapshot
+ *	       (pg_current_snapshot) and the range's rows, COPY'd straight into
+ *	       the datamart table after the range's old rows are deleted (a
+ *	       resnapshot);
+ *	    3. a watermark written into live's WAL after that transaction
  *	       (pg_logical_emit_message, committed and flushed): every
- *	       transaction the snapshot sees committed before it;
- *	    3. a refresh up to the watermark exactly (refresh.c), during which
- *	       a change to a key of the chunk is applied only when its source
- *	       transaction is not visible in the chunk's snapshot: the chunk
- *	       already holds the effect of those it sees;
- *	    4. the frontier moved to the chunk's upper key, in the same
- *	       transaction as the rows and the replication origin's position.
- *	  A crash or a cancel of either server rolls the chunk back whole; the
- *	  next call starts again from the last committed frontier, so at most
- *	  one chunk is copied twice.  The memory a chunk needs does not grow
- *	  with its size: its rows stream from COPY TO into COPY FROM.
+ *	       transaction the snapshot saw is before it;
+ *	    4. the range recorded copied, with the snapshot and the watermark,
+ *	       in the local transaction of its rows.
+ *	  Once the stream has passed a range's watermark (the replication
+ *	  origin's position, or where a streaming worker is consistent) no
+ *	  change it brings can be one the snapshot saw: the ranges at the start
+ *	  retire into the frontier, and the copy is finished when the last one
+ *	  (to the end of the keys) does.  sluice.copy_chunk then refreshes a
+ *	  pipeline refreshed on demand up to the watermark, in the same
+ *	  transaction; copy workers (copyworker.c) leave that to the last of
+ *	  them, and a streaming pipeline's worker passes the watermarks itself.
+ *	  A crash or a cancel of either server rolls the chunk back whole: its
+ *	  range stays claimed and the next copier takes it first, so at most one
+ *	  chunk per copier is copied twice.  The memory a chunk needs does not
+ *	  grow with its size: its rows stream from COPY TO into COPY FROM.
  *
+ *	  The copy lock.  A batch skips a change to a key of no range; the chunk
+ *	  copying that key must see that change's transaction.  It does if its
+ *	  snapshot is taken after the change was decoded, but a chunk copied
+ *	  while a batch runs could take its snapshot before a transaction the
+ *	  batch later skips.  So every chunk holds a lock of its table shared
+ *	  from before its snapshot to its commit, and every batch that applies
+ *	  the table's changes holds it exclusive from the table's first change
+ *	  to its commit (snapshot_filter_open; an advisory lock tag, see
+ *	  copy_lock): a batch waits for the chunks in flight, a chunk for the
+ *	  batch.  The filter reads the ranges with a statement snapshot taken
+ *	  after the lock (never the batch's older one).
+
  *	  Why the snapshot's transaction ids and not a low watermark.  DBLog
  *	  brackets the chunk's SELECT with a low and a high watermark and drops
  *	  from the chunk the keys changed between them.  In PostgreSQL a
@@ -70,13 +92,13 @@
  *	  initial_copy and a frontier of NULL, exactly as after add_table: the
  *	  slot's consistent point is where its stream starts, every change to it
  *	  is skipped until a chunk copies its key.  create_pipeline, a function,
- *	  runs in one transaction and cannot commit chunk by chunk, so it says
- *	  (NOTICE) to CALL sluice.copy_tables, which can, and resumes.  A
+ *	  runs in one transaction and cannot commit chunk by chunk: its commit
+ *	  starts the copy workers (pg_sluice.copy_workers; with none, its NOTICE
+ *	  says to CALL sluice.copy_tables, which commits per chunk and resumes).  A
  *	  setting and not an argument of create_pipeline: a new argument changes
  *	  the function's signature, and the update would drop it with every
- *	  GRANT EXECUTE roles hold on it.  snapshot by default: with auto a
- *	  big table would wait, empty, for a CALL that a pipeline refreshed by
- *	  pg_cron or streamed by a worker never makes.
+ *	  GRANT EXECUTE roles hold on it.  snapshot by default: it stays the fastest
+ *	  (the key is built once, at the end).
  *
  *	  Where a chunk's time goes (10,000,000 rows in 100 chunks, timed in
  *	  place): 80% its COPY, whose rows go one by one into the key's btree
@@ -86,6 +108,14 @@
  *	  table, 30 ms finding the chunk's end, 5 ms the watermark, 10 ms the
  *	  refresh, 10 ms the commit.  Bigger chunks barely help.
  *
+ *	  A copy starts over from its first key when live truncates the table
+ *	  (snapshot_truncated) or when the table on live is no longer the one
+ *	  being copied, dropped and created again (identity.c, at the start of
+ *	  each chunk).  When a copy finishes, the models over its table are
+ *	  rebuilt once (copy_models_rebuild): COPY's rows never pass the
+ *	  apply's model maintenance, and a rebuild per chunk would race the
+ *	  chunks copied at once.
+ *
  *	  What it never does.  Apply a change (apply.c), or decode the stream.
  *	  Copy a table without a primary key, whose rows the stream cannot tell
  *	  apart: those keep the one-snapshot copy of create_pipeline.
@@ -94,12 +124,12 @@
  *	  watermark, as DBLog does: the chunk is written first and the stream
  *	  applied on top (only what the snapshot did not see), which needs no
  *	  buffer at all.  A long exported snapshot: it holds back vacuum on live
- *	  for the whole copy and starts over after any failure.  Chunks in the
- *	  continuous worker between its batches: the worker is not this file's
- *	  (a continuous pipeline is refused, stop it to copy).  Chunks of a
- *	  pipeline that keeps history: refused (sluice.keep_history also waits
- *	  for the copies to finish), as a chunk replaces rows without recording
- *	  the versions they supersede.
+ *	  for the whole copy and starts over after any failure.  One frontier
+ *	  and one chunk in flight, refreshed up to its watermark before the
+ *	  next (0.2's first form): chunks could not be copied at once, nor
+ *	  while a worker streams.  Chunks of a pipeline that keeps history:
+ *	  refused (sluice.keep_history also waits for the copies to finish), as
+ *	  a chunk replaces rows without recording the versions they supersede.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -122,6 +152,11 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
+#include "common/hashfn.h"
+#include "pgstat.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
 #include "utils/array.h"
 #include "utils/wait_event.h"
 #include "utils/builtins.h"
@@ -135,22 +170,25 @@
 #include "pg_sluice.h"
 #include "apply_internal.h"
 
-/* The chunk being copied, as the stream applied during its cycle sees it. */
-typedef struct ActiveChunk
+/* A source snapshot, as pg_current_snapshot() prints it. */
+typedef struct ChunkSnap
 {
-	int			pipeline_id;
-	char	   *source_schema;
-	char	   *source_table;
-	List	   *hi;				/* String: upper key (inclusive), NIL: to the end */
-	uint64		xmin;			/* the chunk's snapshot */
+	uint64		xmin;
 	uint64		xmax;
 	int			nxip;
 	uint64	   *xip;
-	bool		reset;			/* the table was truncated during the cycle:
-								 * the chunk is void, the copy starts over */
-} ActiveChunk;
+} ChunkSnap;
 
-static ActiveChunk *active = NULL;
+/* One claimed range of a table being copied, as the stream's filter sees it. */
+typedef struct CopyRange
+{
+	bool		has_lo;
+	Datum	   *lo;				/* keys above this (exclusive) */
+	bool		has_hi;
+	Datum	   *hi;				/* up to this (inclusive) */
+	bool		copied;			/* false: claimed, its chunk not committed */
+	ChunkSnap	snap;			/* the chunk's snapshot, when copied */
+} CopyRange;
 
 /* What apply.c needs to filter the changes of a table being copied. */
 struct SnapshotFilter
@@ -160,12 +198,59 @@ struct SnapshotFilter
 	FmgrInfo   *cmp;			/* its btree comparison */
 	Oid		   *coll;			/* C for collatable types */
 	bool		has_lo;
-	Datum	   *lo;				/* the frontier: last key copied */
-	bool		chunk;			/* a chunk of this table is being copied */
-	bool		has_hi;
-	Datum	   *hi;
-	ActiveChunk *ac;
+	Datum	   *lo;				/* the frontier: every key up to it is done */
+	int			nranges;
+	CopyRange  *ranges;			/* the claimed ranges above it, in key order */
 };
+
+/* sluice.copy_chunk is running: its refresh launches no copy worker */
+static bool in_copy_chunk = false;
+
+static bool copies_claimable(int pipeline_id);
+
+/*
+ * The copy lock of a table being copied: every chunk holds it shared from
+ * before its snapshot to its local commit, every batch that applies the
+ * table's changes holds it exclusive from the table's first change to its
+ * commit (see the NOTES).  An advisory lock tag with a fourth field the SQL
+ * advisory functions never use (they use 1 and 2).
+ */
+#define COPY_LOCK_FIELD4 3
+
+static void
+copy_lock_tag(LOCKTAG *tag, int pipeline_id, const char *schema, const char *table)
+{
+	StringInfoData name;
+
+	initStringInfo(&name);
+	appendStringInfo(&name, "%s.%s", quote_identifier(schema), quote_identifier(table));
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) pipeline_id,
+						 hash_bytes((const unsigned char *) name.data, name.len),
+						 COPY_LOCK_FIELD4);
+}
+
+static void
+copy_lock(int pipeline_id, const char *schema, const char *table, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	copy_lock_tag(&tag, pipeline_id, schema, table);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/*
+ * A copier that found nothing to do in a table lets its lock go at once: it
+ * goes on to the next table, and holding both could deadlock with a batch
+ * that waits for the first while holding the second.
+ */
+static void
+copy_unlock(int pipeline_id, const char *schema, const char *table, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	copy_lock_tag(&tag, pipeline_id, schema, table);
+	(void) LockRelease(&tag, mode, false);
+}
 
 /* ---------- keys ---------- */
 
@@ -323,9 +408,117 @@ list_text_array(List *l)
 
 /* ---------- the stream's filter (apply.c) ---------- */
 
+/* xmin:xmax:xip1,xip2,... */
+static void
+parse_snapshot(const char *s, ChunkSnap *cs)
+{
+	char	   *p;
+
+	cs->xmin = strtou64(s, &p, 10);
+	cs->xmax = strtou64(p + 1, &p, 10);
+	cs->nxip = 0;
+	cs->xip = palloc(sizeof(uint64) * (strlen(s) / 2 + 1));
+	p++;
+	while (*p != '\0')
+	{
+		cs->xip[cs->nxip++] = strtou64(p, &p, 10);
+		if (*p == ',')
+			p++;
+	}
+}
+
+/*
+ * The copied ranges of a table whose watermark the stream has passed (pos,
+ * the replication origin's committed position) are done: those at the
+ * start, contiguous with the frontier, move it.  Returns true when that
+ * finished the copy.  A chunk in flight touches only its own range; a
+ * claim waits for the _copy row this updates (or this for the claim's).
+ */
+/*
+ * A table's copy finished: the models over it are rebuilt (as after a
+ * repair).  Its rows came by COPY, which the apply's model maintenance
+ * never sees; once, at the end, when no chunk is in flight: chunks copied
+ * at once would each rebuild without the others' rows.
+ */
+static void
+copy_models_rebuild(int pipeline_id, const char *schema, const char *table)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	if (sluice_catalog_exec("SELECT target_schema, target_table FROM sluice._pipeline_table "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the pipeline's table");
+	if (SPI_processed == 1)
+		model_after_write(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+}
+
+static bool
+retire_ranges(int pipeline_id, const char *schema, const char *table, XLogRecPtr pos)
+{
+	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, LSNOID, INT4OID};
+	Datum		args[5];
+	char		nulls[5] = "     ";
+	int			last = 0;
+	Datum		hi = (Datum) 0;
+	bool		hi_null = false;
+	bool		ended = false;
+	uint64		i;
+
+	if (XLogRecPtrIsInvalid(pos))
+		return false;
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	args[3] = LSNGetDatum(pos);
+	if (sluice_catalog_exec("SELECT chunk, hi, state = 'copied' AND watermark <= $4 FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 ORDER BY chunk",
+							4, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copied ranges");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		passed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+
+		if (!passed)
+			break;
+		last = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		hi = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &hi_null);
+		if (!hi_null)
+			hi = PointerGetDatum(DatumGetArrayTypePCopy(hi));
+		ended = hi_null;
+	}
+	if (last == 0)
+		return false;
+	args[3] = hi;
+	nulls[3] = hi_null ? 'n' : ' ';
+	types[3] = TEXTARRAYOID;
+	args[4] = Int32GetDatum(last);
+	if (sluice_catalog_exec("DELETE FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND chunk <= $5",
+							5, types, args, nulls, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not retire the copied ranges");
+	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = coalesce($4, frontier), "
+							"       finished_at = CASE WHEN $4 IS NULL THEN pg_catalog.clock_timestamp() END "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND $5 > 0",
+							5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not move the frontier");
+	if (ended)
+		copy_models_rebuild(pipeline_id, schema, table);
+	return ended;
+}
+
 /*
  * At a RELATION message: is the table being copied?  Returns its filter, in
- * the batch's memory, or NULL.
+ * the batch's memory, or NULL.  Takes the table's copy lock exclusive
+ * first, whether it is being copied or not: a copy asked for while the
+ * batch runs waits for its commit (a resnapshot's first chunk must see
+ * what the batch applied).
  */
 SnapshotFilter *
 snapshot_filter_open(ApplyState *st, ApplyRel *ar)
@@ -339,18 +532,33 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	bool		isnull;
 	Datum		d;
 	int			i;
+	uint64		n;
 
+	copy_lock(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table, ExclusiveLock);
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(ar->table->source_schema);
 	args[2] = CStringGetTextDatum(ar->table->source_table);
-	if (sluice_catalog_exec("SELECT frontier FROM sluice._copy "
+	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy "
 							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
 							"   AND finished_at IS NULL",
-							3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the copy state");
 	if (SPI_processed == 0)
 		return NULL;
+	/* what the stream passed before this batch is done */
+	if (retire_ranges(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table,
+					  origin_progress(st->pipe->origin_name, false)))
+		return NULL;
+	if (!in_copy_chunk && copies_claimable(st->pipe->pipeline_id))
+		copyworker_ensure(st->pipe->pipeline_id);
 
+	if (sluice_catalog_exec("SELECT frontier FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	if (SPI_processed == 0)
+		return NULL;
 	old = MemoryContextSwitchTo(st->cxt);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	lo = text_array_list(d, isnull);
@@ -376,15 +584,35 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	f->has_lo = lo != NIL;
 	if (f->has_lo)
 		f->lo = key_datums(k, lo);
-	if (active != NULL && active->pipeline_id == st->pipe->pipeline_id &&
-		strcmp(active->source_schema, ar->table->source_schema) == 0 &&
-		strcmp(active->source_table, ar->table->source_table) == 0)
+	MemoryContextSwitchTo(old);
+
+	if (sluice_catalog_exec("SELECT lo, hi, state = 'copied', snapshot FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 ORDER BY chunk",
+							3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copied ranges");
+	old = MemoryContextSwitchTo(st->cxt);
+	f->nranges = (int) SPI_processed;
+	f->ranges = palloc0(sizeof(CopyRange) * Max(SPI_processed, 1));
+	for (n = 0; n < SPI_processed; n++)
 	{
-		f->chunk = true;
-		f->ac = active;
-		f->has_hi = active->hi != NIL;
-		if (f->has_hi)
-			f->hi = key_datums(k, active->hi);
+		CopyRange  *r = &f->ranges[n];
+		HeapTuple	tup = SPI_tuptable->vals[n];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		List	   *l;
+
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		l = text_array_list(d, isnull);
+		r->has_lo = l != NIL;
+		if (r->has_lo)
+			r->lo = key_datums(k, l);
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		l = text_array_list(d, isnull);
+		r->has_hi = l != NIL;
+		if (r->has_hi)
+			r->hi = key_datums(k, l);
+		r->copied = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		if (r->copied)
+			parse_snapshot(SPI_getvalue(tup, desc, 4), &r->snap);
 	}
 	MemoryContextSwitchTo(old);
 	return f;
@@ -412,66 +640,63 @@ key_cmp(SnapshotFilter *f, TupleTableSlot *slot, Datum *key)
 
 /* Did the chunk's snapshot see source transaction xid (commit order)? */
 static bool
-chunk_saw(ActiveChunk *ac, TransactionId xid)
+chunk_saw(ChunkSnap *cs, TransactionId xid)
 {
-	uint64		epoch = ac->xmax >> 32;
+	uint64		epoch = cs->xmax >> 32;
 	uint64		full = (epoch << 32) | (uint64) xid;
 	int			i;
 
 	/* the stream's ids are recent: the epoch is xmax's, or the one before */
-	if (full > ac->xmax && epoch > 0)
+	if (full > cs->xmax && epoch > 0)
 		full -= UINT64CONST(1) << 32;
-	if (full < ac->xmin)
+	if (full < cs->xmin)
 		return true;
-	if (full >= ac->xmax)
+	if (full >= cs->xmax)
 		return false;
-	for (i = 0; i < ac->nxip; i++)
-		if (ac->xip[i] == full)
+	for (i = 0; i < cs->nxip; i++)
+		if (cs->xip[i] == full)
 			return false;
 	return true;
 }
 
 /*
  * Does the change of the row whose key is in slot, by the batch's current
- * source transaction, belong in the datamart?  Keys at or below the frontier:
- * yes.  Keys of the chunk being copied: when the chunk's snapshot did not
- * see the transaction.  Keys above: no (a later chunk copies them).
+ * source transaction, belong in the datamart?  Keys at or below the
+ * frontier: yes.  Keys of a copied range: when the range's snapshot did
+ * not see the transaction (the chunk holds the effect of those it saw).
+ * Keys of a range claimed but not copied yet, or of no range: no (their
+ * chunk reads their latest state).
  */
 bool
 snapshot_keep(ApplyState *st, ApplyRel *ar, TupleTableSlot *slot)
 {
 	SnapshotFilter *f = ar->copyfilter;
+	int			i;
 
 	if (f == NULL)
 		return true;
 	if (f->has_lo && key_cmp(f, slot, f->lo) <= 0)
 		return true;
-	if (f->chunk && !f->ac->reset && (!f->has_hi || key_cmp(f, slot, f->hi) <= 0))
-		return !chunk_saw(f->ac, st->begin.xid);
+	for (i = 0; i < f->nranges; i++)
+	{
+		CopyRange  *r = &f->ranges[i];
+
+		if (r->has_lo && key_cmp(f, slot, r->lo) <= 0)
+			continue;
+		if (r->has_hi && key_cmp(f, slot, r->hi) > 0)
+			continue;
+		return r->copied && !chunk_saw(&r->snap, st->begin.xid);
+	}
 	return false;
 }
 
-/* A table's copy starts over from its first key. */
-static void
-copy_restart(int pipeline_id, const char *schema, const char *table)
-{
-	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
-	Datum		args[3];
-
-	args[0] = Int32GetDatum(pipeline_id);
-	args[1] = CStringGetTextDatum(schema);
-	args[2] = CStringGetTextDatum(table);
-	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = NULL, restarts = restarts + 1 "
-							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
-							"   AND finished_at IS NULL",
-							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not reset the copy state");
-}
+static void copy_restart(int pipeline_id, const char *schema, const char *table);
 
 /*
  * The table was truncated on the source while being copied: the datamart
  * table was truncated too; the copy starts over from the first key (the
- * rows inserted after the truncation are copied by the chunks).
+ * rows inserted after the truncation are copied by the chunks).  No chunk
+ * is in flight: this batch holds the table's copy lock.
  */
 void
 snapshot_truncated(ApplyState *st, ApplyRel *ar)
@@ -481,11 +706,34 @@ snapshot_truncated(ApplyState *st, ApplyRel *ar)
 	if (f == NULL)
 		return;
 	f->has_lo = false;
-	if (f->chunk)
-		f->ac->reset = true;
+	f->nranges = 0;
 	copy_restart(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table);
 }
 
+/*
+ * A table's copy starts over from its first key: its claimed and copied
+ * ranges are forgotten (a chunk that still copies one finds it gone and
+ * its rows are copied again by a later claim).
+ */
+static void
+copy_restart(int pipeline_id, const char *schema, const char *table)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	if (sluice_catalog_exec("DELETE FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							3, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not reset the copied ranges");
+	if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = NULL, restarts = restarts + 1 "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not reset the copy state");
+}
 /* ---------- resnapshot ---------- */
 
 static SluiceTable *
@@ -511,12 +759,6 @@ find_table(SluicePipeline *pipe, Oid relid)
 static void
 check_copyable(SluicePipeline *pipe)
 {
-	if (pipe->continuous)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("pipeline \"%s\" is streaming continuously", pipe->name),
-				 errdetail("Chunks are copied by the refreshes of a pipeline refreshed on demand."),
-				 errhint("Stop it with sluice.stop('%s'), copy, then start it again.", pipe->name)));
 	if (pipe->keep_history)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -538,6 +780,10 @@ record_copy(int pipeline_id, const char *schema, const char *table,
 	args[2] = CStringGetTextDatum(table);
 	args[3] = Int32GetDatum(chunk_rows);
 	args[4] = CStringGetTextDatum(kind);
+	if (sluice_catalog_exec("DELETE FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							3, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not forget the last copy's ranges");
 	if (sluice_catalog_exec("INSERT INTO sluice._copy AS c (pipeline_id, source_schema, source_table, kind, chunk_rows) "
 							"VALUES ($1, $2, $3, $5, $4) "
 							"ON CONFLICT (pipeline_id, source_schema, source_table) DO UPDATE "
@@ -598,6 +844,7 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	table_close(rel, AccessShareLock);
 
 	record_copy(pipe->pipeline_id, t->source_schema, t->source_table, "resnapshot", chunk_rows);
+	copyworker_launch(pipe->pipeline_id);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }
@@ -656,6 +903,7 @@ sluice_add_table(PG_FUNCTION_ARGS)
 	relid = pipeline_add_table(pipe, sc, t);
 	transport_close(sc);
 	record_copy(pipe->pipeline_id, t->schema, t->name, "add_table", chunk_rows);
+	copyworker_launch(pipe->pipeline_id);
 	SPI_finish();
 	PG_RETURN_OID(relid);
 }
@@ -773,44 +1021,15 @@ wait_for_committing(SluiceConn *sc)
 	}
 }
 
-/* What the source says about the chunk, read in its snapshot. */
-static void
-chunk_plan(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows,
-		   ActiveChunk *ac, int64 *estimate)
+/* The chunk_rows-th key above lo in the source's key order (NIL: to the end). */
+static List *
+find_hi(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows)
 {
-	PGresult   *res;
-	char	   *snap;
-	char	   *p;
-	const char *params[2];
 	StringInfoData sql;
+	PGresult   *res;
+	List	   *hi = NIL;
 	int			i;
 
-	params[0] = t->source_schema;
-	params[1] = t->source_table;
-	res = transport_exec(sc,
-						 "SELECT pg_catalog.pg_current_snapshot()::text, "
-						 "       (SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
-						 "          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-						 "         WHERE n.nspname = $1 AND c.relname = $2)",
-						 2, params, PGRES_TUPLES_OK, "read the chunk's snapshot");
-	snap = pstrdup(PQgetvalue(res, 0, 0));
-	*estimate = PQgetisnull(res, 0, 1) ? -1 : strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
-	PQclear(res);
-
-	/* xmin:xmax:xip1,xip2,... */
-	ac->xmin = strtou64(snap, &p, 10);
-	ac->xmax = strtou64(p + 1, &p, 10);
-	ac->nxip = 0;
-	ac->xip = palloc(sizeof(uint64) * (strlen(snap) / 2 + 1));
-	p++;
-	while (*p != '\0')
-	{
-		ac->xip[ac->nxip++] = strtou64(p, &p, 10);
-		if (*p == ',')
-			p++;
-	}
-
-	/* the chunk_rows-th key above the frontier */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ");
 	for (i = 0; i < k->nkeys; i++)
@@ -824,11 +1043,11 @@ chunk_plan(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows
 						 k->collatable[i] ? " COLLATE \"C\"" : "");
 	appendStringInfo(&sql, " OFFSET %d LIMIT 1", chunk_rows - 1);
 	res = transport_exec(sc, sql.data, 0, NULL, PGRES_TUPLES_OK, "find the chunk's last key");
-	ac->hi = NIL;
 	if (PQntuples(res) > 0)
 		for (i = 0; i < k->nkeys; i++)
-			ac->hi = lappend(ac->hi, makeString(pstrdup(PQgetvalue(res, 0, i))));
+			hi = lappend(hi, makeString(pstrdup(PQgetvalue(res, 0, i))));
 	PQclear(res);
+	return hi;
 }
 
 /* Same order on both sides: a collatable key needs the same encoding. */
@@ -870,89 +1089,262 @@ check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
 	}
 }
 
-PG_FUNCTION_INFO_V1(sluice_copy_chunk);
-
-/*
- * sluice.copy_chunk(pipeline): copy the next chunk of the first table being
- * copied, and refresh the pipeline up to the chunk's watermark, in the
- * caller's transaction.  Returns false when no table is being copied.
- */
-Datum
-sluice_copy_chunk(PG_FUNCTION_ARGS)
+/* One range of one table to copy. */
+typedef struct ChunkWork
 {
-	char	   *name;
-	SluicePipeline *pipe;
-	SluiceTable *t = NULL;
-	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, INT8OID, INT8OID, BOOLOID};
-	Datum		args[7];
-	char		nulls[7] = "       ";
-	bool		isnull;
-	char	   *schema;
+	char	   *schema;			/* source table */
 	char	   *table;
-	List	   *lo;
-	int			chunk_rows;
-	SluiceConn *sc;
-	Relation	rel;
-	ChunkKey   *k;
-	SourceTable *src;
-	ActiveChunk *ac;
-	int64		rows;
-	int64		replaced;
-	int64		estimate;
-	XLogRecPtr	watermark;
-	RefreshResult r;
-	TimestampTz started = GetCurrentTimestamp();
+	int			chunk;
+	List	   *lo;				/* String: exclusive, NIL: from the first key */
+	List	   *hi;				/* String: inclusive, NIL: to the end */
+	bool		claimed_now;	/* claimed by this transaction */
+} ChunkWork;
+
+static SluiceTable *
+pipe_table(SluicePipeline *pipe, const char *schema, const char *table)
+{
 	ListCell   *lc;
-	List	   *dst_cols = NIL;
-	List	   *src_cols = NIL;
-	bool		binary;
-	SluiceUser	save;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("pipeline must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sluice_fix_search_path();
-	SPI_connect();
-	pipe = catalog_pipeline(name, true);
-	sluice_check_operator(pipe, "copy");
-	catalog_require_postgres(pipe, "copy");
-	if (pipe->paused_reason)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pipeline \"%s\" is paused", name),
-				 errdetail("%s", pipe->paused_reason),
-				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s').", name)));
-
-	args[0] = Int32GetDatum(pipe->pipeline_id);
-	if (sluice_catalog_exec("SELECT source_schema, source_table, frontier, chunk_rows FROM sluice._copy "
-							" WHERE pipeline_id = $1 AND finished_at IS NULL ORDER BY started_at LIMIT 1",
-							1, types, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the copy state");
-	if (SPI_processed == 0)
-	{
-		SPI_finish();
-		PG_RETURN_BOOL(false);
-	}
-	check_copyable(pipe);
-	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-
-		lo = text_array_list(d, isnull);
-	}
-	chunk_rows = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	foreach(lc, pipe->tables)
 	{
 		SluiceTable *x = lfirst(lc);
 
 		if (strcmp(x->source_schema, schema) == 0 && strcmp(x->source_table, table) == 0)
-			t = x;
+			return x;
 	}
-	if (t == NULL)
-		elog(ERROR, "table \"%s.%s\" being copied is not in pipeline \"%s\"", schema, table, name);
+	elog(ERROR, "table \"%s.%s\" being copied is not in pipeline \"%s\"", schema, table, pipe->name);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Lock a claimed range for copying, skipping one another process copies;
+ * the caller holds the table's copy lock shared.  Fills w's bounds.
+ */
+static bool
+lock_range(int pipeline_id, ChunkWork *w)
+{
+	Oid			types[4] = {INT4OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		args[4];
+	bool		isnull;
+	Datum		d;
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(w->schema);
+	args[2] = CStringGetTextDatum(w->table);
+	args[3] = Int32GetDatum(w->chunk);
+	if (sluice_catalog_exec("SELECT lo, hi FROM sluice._copy_range "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND chunk = $4 "
+							"   AND state = 'claimed' FOR UPDATE SKIP LOCKED",
+							4, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the claimed range");
+	if (SPI_processed == 0)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	w->lo = text_array_list(d, isnull);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	w->hi = text_array_list(d, isnull);
+	return true;
+}
+
+/*
+ * A range claimed but copied by nobody (its copier was cancelled, or
+ * crashed with either server), locked for copying; NULL when none.
+ */
+static ChunkWork *
+find_orphan(SluicePipeline *pipe)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	List	   *found = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	if (sluice_catalog_exec("SELECT r.source_schema, r.source_table, r.chunk "
+							"  FROM sluice._copy_range r JOIN sluice._copy c USING (pipeline_id, source_schema, source_table) "
+							" WHERE r.pipeline_id = $1 AND r.state = 'claimed' AND c.finished_at IS NULL "
+							" ORDER BY c.started_at, r.chunk",
+							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the claimed ranges");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		ChunkWork  *w = palloc0(sizeof(ChunkWork));
+		bool		isnull;
+
+		w->schema = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		w->table = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		w->chunk = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		found = lappend(found, w);
+	}
+	foreach(lc, found)
+	{
+		ChunkWork  *w = lfirst(lc);
+
+		copy_lock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+		if (lock_range(pipe->pipeline_id, w))
+			return w;
+		copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+	}
+	return NULL;
+}
+
+/*
+ * Claim the next range of the first table being copied that has one left:
+ * chunk_rows keys above the last claimed range (or the frontier), found on
+ * the source.  The claims of one table are serialized by its _copy row.
+ * NULL when every range of every table is claimed.
+ */
+static ChunkWork *
+claim_next(SluicePipeline *pipe, SluiceConn **scp)
+{
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	List	   *tables = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	if (sluice_catalog_exec("SELECT source_schema, source_table FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND finished_at IS NULL ORDER BY started_at",
+							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	for (i = 0; i < SPI_processed; i++)
+		tables = lappend(tables, list_make2(makeString(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+											makeString(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2))));
+	foreach(lc, tables)
+	{
+		ChunkWork  *w = palloc0(sizeof(ChunkWork));
+		List	   *lo;
+		int			chunk_rows;
+		bool		estimated;
+		bool		isnull;
+		SluiceTable *t;
+		Relation	rel;
+		ChunkKey   *k;
+
+		w->schema = strVal(linitial((List *) lfirst(lc)));
+		w->table = strVal(lsecond((List *) lfirst(lc)));
+		copy_lock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+		args[1] = CStringGetTextDatum(w->schema);
+		args[2] = CStringGetTextDatum(w->table);
+		/* all claimed already?  (asked before the row lock, kept as short) */
+		if (sluice_catalog_exec("SELECT 1 FROM sluice._copy_range "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND hi IS NULL",
+								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the claimed ranges");
+		if (SPI_processed > 0)
+		{
+			copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+			continue;
+		}
+		/* the claims of a table wait for each other here */
+		if (sluice_catalog_exec("SELECT frontier, chunk_rows, rows_estimate IS NOT NULL FROM sluice._copy "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+								"   AND finished_at IS NULL FOR UPDATE",
+								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the copy state");
+		if (SPI_processed == 0)
+		{
+			copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+			continue;
+		}
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			lo = text_array_list(d, isnull);
+			chunk_rows = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			estimated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		}
+		/* a statement of its own: its snapshot sees the claim committed while waiting */
+		if (sluice_catalog_exec("SELECT chunk, hi FROM sluice._copy_range "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+								" ORDER BY chunk DESC LIMIT 1",
+								3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the claimed ranges");
+		w->chunk = 1;
+		if (SPI_processed > 0)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (isnull)
+			{
+				/* every range claimed */
+				copy_unlock(pipe->pipeline_id, w->schema, w->table, ShareLock);
+				continue;
+			}
+			lo = text_array_list(d, false);
+			w->chunk = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
+		}
+		t = pipe_table(pipe, w->schema, w->table);
+		rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
+						 AccessShareLock);
+		k = chunk_key(rel, t, true);
+		table_close(rel, AccessShareLock);
+		if (*scp == NULL)
+			*scp = transport_connect(pipe->source_name, pipe->conninfo, false);
+		w->lo = lo;
+		w->hi = find_hi(*scp, t, k, lo, chunk_rows);
+		w->claimed_now = true;
+
+		args[3] = Int32GetDatum(w->chunk);
+		args[4] = lo != NIL ? list_text_array(lo) : (Datum) 0;
+		nulls[4] = lo != NIL ? ' ' : 'n';
+		args[5] = w->hi != NIL ? list_text_array(w->hi) : (Datum) 0;
+		nulls[5] = w->hi != NIL ? ' ' : 'n';
+		if (sluice_catalog_exec("INSERT INTO sluice._copy_range (pipeline_id, source_schema, source_table, chunk, lo, hi, state, worker_pid) "
+								"VALUES ($1, $2, $3, $4, $5, $6, 'claimed', pg_catalog.pg_backend_pid())",
+								6, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not claim the range");
+		if (!estimated)
+		{
+			const char *params[2] = {t->source_schema, t->source_table};
+			PGresult   *res = transport_exec(*scp,
+											 "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END "
+											 "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+											 " WHERE n.nspname = $1 AND c.relname = $2",
+											 2, params, PGRES_TUPLES_OK, "read the table's row estimate");
+
+			if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+			{
+				args[6] = Int64GetDatum(strtoi64(PQgetvalue(res, 0, 0), NULL, 10));
+				if (sluice_catalog_exec("UPDATE sluice._copy SET rows_estimate = $7 "
+										" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+										7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+					elog(ERROR, "could not record the row estimate");
+			}
+			PQclear(res);
+		}
+		return w;
+	}
+	return NULL;
+}
+
+/*
+ * Copy a range locked for copying, in one snapshot of the source, and
+ * record it copied with that snapshot and a watermark written after it
+ * (see the NOTES).  The caller holds the table's copy lock shared.
+ * Returns the watermark; InvalidXLogRecPtr when the table on live is not
+ * the one being copied and the copy started over instead.
+ */
+static XLogRecPtr
+copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
+{
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, LSNOID, INT8OID};
+	Datum		args[7];
+	SluiceTable *t = pipe_table(pipe, w->schema, w->table);
+	Relation	rel;
+	ChunkKey   *k;
+	SourceTable *src;
+	ListCell   *lc;
+	List	   *dst_cols = NIL;
+	List	   *src_cols = NIL;
+	bool		binary;
+	char	   *snap;
+	char	   *mark;
+	int64		rows;
+	XLogRecPtr	watermark;
+	SluiceUser	save;
 
 	rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
 					 RowExclusiveLock);
@@ -966,14 +1358,17 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 		dst_cols = lappend(dst_cols, makeString(c->name));
 		src_cols = lappend(src_cols, makeString(c->source_column));
 	}
-
-	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-	check_watermark_right(sc, pipe->source_name);
-	/* live's table was dropped and created again: the copy starts over (identity.c) */
-	if (identity_chunk_start(pipe, sc, t))
+	/* live's table was dropped and created again: its copy starts over (identity.c) */
+	switch (identity_chunk_start(pipe, sc, t))
 	{
-		lo = NIL;
-		copy_restart(pipe->pipeline_id, t->source_schema, t->source_table);
+		case IDENTITY_SAME:
+			break;
+		case IDENTITY_RESTART:
+			copy_restart(pipe->pipeline_id, t->source_schema, t->source_table);
+			/* FALLTHROUGH */
+		case IDENTITY_RESTARTED:
+			table_close(rel, NoLock);
+			return InvalidXLogRecPtr;
 	}
 	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
 											 quote_identifier(t->source_table)));
@@ -997,84 +1392,403 @@ sluice_copy_chunk(PG_FUNCTION_ARGS)
 	}
 
 	/* 1. the chunk, in one snapshot of the source */
-	ac = palloc0(sizeof(ActiveChunk));
-	ac->pipeline_id = pipe->pipeline_id;
-	ac->source_schema = t->source_schema;
-	ac->source_table = t->source_table;
 	wait_for_committing(sc);
 	transport_command(sc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start the chunk's snapshot");
-	chunk_plan(sc, t, k, lo, chunk_rows, ac, &estimate);
+	snap = transport_try_value(sc, "SELECT pg_catalog.pg_current_snapshot()::text", "read the chunk's snapshot");
+	if (snap == NULL)
+		elog(ERROR, "could not read the chunk's snapshot");
 	sluice_become_owner(pipe, &save);
-	replaced = delete_range(rel, k, lo, ac->hi);
+	(void) delete_range(rel, k, w->lo, w->hi);
 	rows = copy_table(sc, t->source_schema, t->source_table, false, dst_cols,
-					  RelationGetRelid(rel), binary, range_condition(k, lo, ac->hi), src_cols,
+					  RelationGetRelid(rel), binary, range_condition(k, w->lo, w->hi), src_cols,
 					  NULL);
 	sluice_restore_user(&save);
 	transport_command(sc, "COMMIT", "end the chunk's snapshot");
 
-	/* 2. the high watermark: every transaction the snapshot saw is before it */
+	/* 2. the watermark: every transaction the snapshot saw is before it */
+	mark = transport_try_value(sc, "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'chunk')",
+							   "write the chunk's watermark");
+	if (mark == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not write the chunk's watermark on source \"%s\"", pipe->source_name),
+				 errhint("Check the source's log; the copy resumes with this chunk.")));
+	watermark = transport_parse_lsn(mark);
+
+	/* 3. the range copied, in the transaction of its rows */
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(w->schema);
+	args[2] = CStringGetTextDatum(w->table);
+	args[3] = Int32GetDatum(w->chunk);
+	args[4] = CStringGetTextDatum(snap);
+	args[5] = LSNGetDatum(watermark);
+	args[6] = Int64GetDatum(rows);
+	if (sluice_catalog_exec("UPDATE sluice._copy_range SET state = 'copied', snapshot = $5, watermark = $6, "
+							"       rows = $7, worker_pid = pg_catalog.pg_backend_pid(), "
+							"       copied_at = pg_catalog.clock_timestamp() "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 AND chunk = $4",
+							7, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the chunk");
+	if (sluice_catalog_exec("UPDATE sluice._copy SET chunks_done = chunks_done + 1, rows_copied = rows_copied + $7, "
+							"       last_chunk_at = pg_catalog.clock_timestamp() "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							7, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the chunk");
+	table_close(rel, NoLock);
+	return watermark;
+}
+
+/* Retire what the stream passed, table by table; true when none is left. */
+static bool
+retire_all(SluicePipeline *pipe, XLogRecPtr pos)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	List	   *tables = NIL;
+	ListCell   *lc;
+	bool		all = true;
+	uint64		i;
+
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	if (sluice_catalog_exec("SELECT source_schema, source_table FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND finished_at IS NULL",
+							1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	for (i = 0; i < SPI_processed; i++)
+		tables = lappend(tables, list_make2(makeString(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+											makeString(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2))));
+	foreach(lc, tables)
 	{
-		char	   *mark = transport_try_value(sc,
-											   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'chunk')",
-											   "write the chunk's watermark");
+		char	   *schema = strVal(linitial((List *) lfirst(lc)));
+		char	   *table = strVal(lsecond((List *) lfirst(lc)));
 
-		if (mark == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not write the chunk's watermark on source \"%s\"", pipe->source_name),
-					 errhint("Check the source's log, then call sluice.copy_chunk('%s') again.", name)));
-		watermark = transport_parse_lsn(mark);
+		/* no copy lock: a streaming worker would wait for chunks in flight */
+		all &= retire_ranges(pipe->pipeline_id, schema, table, pos);
 	}
+	return all;
+}
 
-	/* 3. the stream up to the watermark, the chunk's keys filtered */
-	active = ac;
+/* Unfinished copies of the pipeline: how many, and how many ranges are claimed. */
+static int64
+copies_left(int pipeline_id, int64 *claimed)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	int64		n;
+
+	args[0] = Int32GetDatum(pipeline_id);
+	if (sluice_catalog_exec("SELECT (SELECT count(*) FROM sluice._copy c WHERE c.pipeline_id = $1 AND c.finished_at IS NULL), "
+							"       (SELECT count(*) FROM sluice._copy_range r WHERE r.pipeline_id = $1 AND r.state = 'claimed')",
+							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*claimed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return n;
+}
+
+/*
+ * Is there a range of the pipeline's copies to claim, or one claimed that
+ * nobody may be copying?  (Copies whose ranges are all copied only wait
+ * for the stream: no worker is needed for them.)
+ */
+static bool
+copies_claimable(int pipeline_id)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy c "
+							" WHERE c.pipeline_id = $1 AND c.finished_at IS NULL "
+							"   AND (NOT EXISTS (SELECT FROM sluice._copy_range r "
+							"                     WHERE (r.pipeline_id, r.source_schema, r.source_table) "
+							"                         = (c.pipeline_id, c.source_schema, c.source_table) "
+							"                       AND r.hi IS NULL) "
+							"        OR EXISTS (SELECT FROM sluice._copy_range r "
+							"                    WHERE (r.pipeline_id, r.source_schema, r.source_table) "
+							"                        = (c.pipeline_id, c.source_schema, c.source_table) "
+							"                      AND r.state = 'claimed'))",
+							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	return SPI_processed > 0;
+}
+
+/* A watermark written now on the source. */
+static XLogRecPtr
+emit_watermark(SluiceConn *sc, SluicePipeline *pipe)
+{
+	char	   *mark = transport_try_value(sc,
+										   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'chunk')",
+										   "write the chunk's watermark");
+
+	if (mark == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not write a watermark on source \"%s\"", pipe->source_name),
+				 errhint("Check the source's log; the copy resumes where it stopped.")));
+	return transport_parse_lsn(mark);
+}
+
+PG_FUNCTION_INFO_V1(sluice_copy_chunk);
+
+/*
+ * sluice.copy_chunk(pipeline): copy one range of a table being copied (a
+ * range whose copier died, else the next one), in the caller's transaction.
+ * A pipeline refreshed on demand is then refreshed up to the chunk's
+ * watermark; a streaming one's worker applies the stream.  With every range
+ * copied, a pipeline refreshed on demand is refreshed once more so that
+ * its copies finish.  Returns false when no range was left to copy.
+ */
+Datum
+sluice_copy_chunk(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	SluicePipeline *pipe;
+	SluiceConn *sc = NULL;
+	ChunkWork  *w;
+	XLogRecPtr	watermark = InvalidXLogRecPtr;
+	RefreshResult r;
+	TimestampTz started = GetCurrentTimestamp();
+	int64		claimed;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(name, true);
+	sluice_check_operator(pipe, "copy");
+	catalog_require_postgres(pipe, "copy");
+	if (pipe->paused_reason)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" is paused", name),
+				 errdetail("%s", pipe->paused_reason),
+				 errhint("Fix the contract or the datamart table, then call sluice.resume('%s').", name)));
+	if (copies_left(pipe->pipeline_id, &claimed) == 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	check_copyable(pipe);
+
+	in_copy_chunk = true;
 	PG_TRY();
 	{
-		refresh_pipeline_upto(pipe, sc, 0, 0, watermark, &r);
+		w = find_orphan(pipe);
+		if (w == NULL)
+			w = claim_next(pipe, &sc);
+		if (sc == NULL)
+			sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		check_watermark_right(sc, pipe->source_name);
+		if (w != NULL)
+			watermark = copy_range(pipe, w, sc);
+		else if (!pipe->continuous)
+			watermark = emit_watermark(sc, pipe);
+		if (!pipe->continuous)
+		{
+			/* the stream up to the watermark, the copied ranges filtered */
+			refresh_pipeline_upto(pipe, sc, 0, 0, watermark, &r);
+			if (!r.conn_closed)
+				transport_close(sc);
+			if (!r.paused)
+				(void) retire_all(pipe, watermark);
+			(void) refresh_record_run(pipe, "refresh", started, &r);
+		}
+		else
+			transport_close(sc);
 	}
 	PG_FINALLY();
 	{
-		active = NULL;
+		in_copy_chunk = false;
 	}
 	PG_END_TRY();
-	if (!r.conn_closed)
-		transport_close(sc);
-
-	/* 4. the frontier moves, with the rows and the origin */
-	if (r.paused)
-	{
-		/* the stream did not reach the watermark: the chunk goes */
-		sluice_become_owner(pipe, &save);
-		(void) delete_range(rel, k, lo, ac->hi);
-		sluice_restore_user(&save);
-	}
-	else if (!ac->reset)
-	{
-		args[0] = Int32GetDatum(pipe->pipeline_id);
-		args[1] = CStringGetTextDatum(t->source_schema);
-		args[2] = CStringGetTextDatum(t->source_table);
-		args[3] = ac->hi != NIL ? list_text_array(ac->hi) : (Datum) 0;
-		nulls[3] = ac->hi != NIL ? ' ' : 'n';
-		args[4] = Int64GetDatum(rows);
-		args[5] = Int64GetDatum(estimate);
-		nulls[5] = estimate >= 0 ? ' ' : 'n';
-		args[6] = BoolGetDatum(ac->hi == NIL);
-		if (sluice_catalog_exec("UPDATE sluice._copy SET frontier = $4, chunks_done = chunks_done + 1, "
-								"       rows_copied = rows_copied + $5, "
-								"       rows_estimate = coalesce(rows_estimate, $6), "
-								"       last_chunk_at = pg_catalog.clock_timestamp(), "
-								"       finished_at = CASE WHEN $7 THEN pg_catalog.clock_timestamp() END "
-								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
-								7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not record the chunk");
-	}
-	/* the chunk's rows came by COPY, not the apply: the models over the table */
-	if (rows + replaced > 0)
-		model_after_write(t->target_schema, t->target_table);
-	table_close(rel, NoLock);
-	(void) refresh_record_run(pipe, "refresh", started, &r);
 	SPI_finish();
-	PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(w != NULL);
+}
+
+/* ---------- the copy workers' steps (copyworker.c) ---------- */
+
+static void
+step_begin(void)
+{
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+}
+
+static void
+step_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * One chunk of a copy worker of pipeline_id, in its own transactions: a
+ * claim committed first, so that the other workers claim the ranges after
+ * it while this one copies, then the copy.  What it found, in cxt.
+ */
+CopyStep
+snapshot_copy_step(int pipeline_id, MemoryContext cxt)
+{
+	SluicePipeline *pipe;
+	SluiceConn *sc = NULL;
+	ChunkWork  *w;
+	ChunkWork	mine;
+	int64		claimed;
+	int64		left;
+
+	step_begin();
+	pipe = catalog_pipeline_by_id(pipeline_id, false);
+	if (pipe == NULL || pipe->paused_reason != NULL || pipe->source_name == NULL)
+	{
+		step_end();
+		return COPY_STEP_GONE;
+	}
+	sluice_check_operator(pipe, "copy");
+	check_copyable(pipe);
+	w = find_orphan(pipe);
+	if (w == NULL)
+	{
+		w = claim_next(pipe, &sc);
+		if (sc != NULL)
+			transport_close(sc);
+		sc = NULL;
+		if (w == NULL)
+		{
+			left = copies_left(pipeline_id, &claimed);
+			step_end();
+			if (left == 0)
+				return COPY_STEP_GONE;
+			return claimed > 0 ? COPY_STEP_BUSY : COPY_STEP_ALL_COPIED;
+		}
+		/* the claim commits: the other workers claim the ranges after it */
+		mine.schema = MemoryContextStrdup(cxt, w->schema);
+		mine.table = MemoryContextStrdup(cxt, w->table);
+		mine.chunk = w->chunk;
+		step_end();
+
+		step_begin();
+		pipe = catalog_pipeline_by_id(pipeline_id, false);
+		if (pipe == NULL)
+		{
+			step_end();
+			return COPY_STEP_GONE;
+		}
+		w = palloc0(sizeof(ChunkWork));
+		w->schema = mine.schema;
+		w->table = mine.table;
+		w->chunk = mine.chunk;
+		copy_lock(pipeline_id, w->schema, w->table, ShareLock);
+		if (!lock_range(pipeline_id, w))
+		{
+			/* an orphan hunter took it: next */
+			step_end();
+			return COPY_STEP_COPIED;
+		}
+	}
+	pgstat_report_activity(STATE_RUNNING, psprintf("pg_sluice: copying chunk %d of %s.%s",
+												   w->chunk, w->schema, w->table));
+	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	(void) copy_range(pipe, w, sc);
+	transport_close(sc);
+	step_end();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return COPY_STEP_COPIED;
+}
+
+/*
+ * Every range of the pipeline is copied: its copies finish once the stream
+ * passes their watermarks.  A pipeline refreshed on demand is refreshed up
+ * to a new watermark here; a streaming one's worker passes them
+ * (snapshot_worker_step retires them).  Returns true when every copy of
+ * the pipeline finished.
+ */
+bool
+snapshot_copy_finish(int pipeline_id)
+{
+	SluicePipeline *pipe;
+	volatile bool done = false;
+
+	step_begin();
+	pipe = catalog_pipeline_by_id(pipeline_id, false);
+	if (pipe != NULL && !pipe->continuous && pipe->paused_reason == NULL)
+	{
+		SluiceConn *sc;
+		XLogRecPtr	watermark;
+		RefreshResult r;
+		TimestampTz started = GetCurrentTimestamp();
+
+		pipe = catalog_pipeline_by_id(pipeline_id, true);
+		sluice_check_operator(pipe, "copy");
+		sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+		watermark = emit_watermark(sc, pipe);
+		in_copy_chunk = true;
+		PG_TRY();
+		{
+			refresh_pipeline_upto(pipe, sc, 0, 0, watermark, &r);
+		}
+		PG_FINALLY();
+		{
+			in_copy_chunk = false;
+		}
+		PG_END_TRY();
+		if (!r.conn_closed)
+			transport_close(sc);
+		if (!r.paused)
+			done = retire_all(pipe, watermark);
+		(void) refresh_record_run(pipe, "refresh", started, &r);
+	}
+	step_end();
+	return done;
+}
+
+/*
+ * Between two batches of a streaming pipeline (worker.c), outside any
+ * transaction: the copied ranges the stream passed retire.  Returns true
+ * when ranges are left to claim, or claimed ones to copy.
+ */
+bool
+snapshot_retire_streamed(int pipeline_id)
+{
+	SluicePipeline *pipe;
+	bool		left = false;
+	int64		claimed;
+
+	step_begin();
+	/* the common case, no copy: one index probe */
+	pipe = copies_left(pipeline_id, &claimed) > 0 ? catalog_pipeline_by_id(pipeline_id, false) : NULL;
+	if (pipe != NULL)
+	{
+		XLogRecPtr	pos = origin_progress(pipe->origin_name, false);
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(pipeline_id)};
+
+		/*
+		 * A quiet stream leaves the origin at the last transaction it
+		 * applied, maybe before the last watermark (a message, not a
+		 * change the pipeline applies); the worker knows the datamart is
+		 * consistent with everything the walsender had flushed when its
+		 * last batch caught up (sluice.status.applied_lsn).
+		 */
+		if (sluice_catalog_exec("SELECT applied_lsn FROM sluice._worker_status() WHERE pipeline_id = $1",
+								1, types, args, NULL, false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				pos = Max(pos, DatumGetLSN(d));
+		}
+		left = !retire_all(pipe, pos) && copies_claimable(pipeline_id);
+	}
+	step_end();
+	return left;
 }
 
 /* ---------- the initial copy in chunks (create_pipeline) ---------- */
@@ -1125,6 +1839,7 @@ snapshot_init(void)
 							"Each chunk is one transaction here; a crash or a cancel repeats at most the chunk in progress.",
 							&sluice_initial_chunk_rows, 100000, 1, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	copyworker_init();
 }
 
 /* The source's row estimate of a table, -1 when it has none. */

@@ -1226,6 +1226,7 @@ sluice_worker_main(Datum arg)
 			int			idx = (next_turn + k) % n;
 			PipeRun    *run = list_nth(runs, idx);
 
+			snapshot_worker_step(run->pipeline_id);
 			if (!run_due(run, now))
 				continue;
 			if (pool_serve(run, worker_cxt))

@@ -95,7 +95,7 @@ AS 'MODULE_PATHNAME', 'sluice_resnapshot'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.resnapshot(text, regclass, integer) IS
-  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Copy the chunks with CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk); sluice.copy_progress shows how far it is. The table needs a primary key.';
+  'Copies a datamart table of a pipeline again from its source table, in chunks of chunk_rows keys, while the pipeline''s other tables go on; its rows stay readable until their chunk replaces them. Background copy workers (pg_sluice.copy_workers) copy the chunks once the transaction commits; with none, CALL sluice.copy_tables(pipeline) (or sluice.copy_chunk). sluice.copy_progress shows how far it is. The table needs a primary key.';
 
 CREATE FUNCTION sluice.add_table(pipeline text, "table" text, chunk_rows integer DEFAULT 100000)
 RETURNS regclass
@@ -103,7 +103,7 @@ AS 'MODULE_PATHNAME', 'sluice_add_table'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
-  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
+  'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by background copy workers (pg_sluice.copy_workers) once the transaction commits, or with none by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
 
 CREATE FUNCTION sluice.copy_chunk(pipeline text)
 RETURNS boolean
@@ -111,20 +111,52 @@ AS 'MODULE_PATHNAME', 'sluice_copy_chunk'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION sluice.copy_chunk(text) IS
-  'Copies the next chunk of the pipeline''s first table being copied and refreshes the pipeline up to the chunk''s watermark, in the caller''s transaction; returns false when no table is being copied. The source''s role needs EXECUTE on pg_logical_emit_message.';
+  'Copies one chunk of the pipeline''s tables being copied (one whose copier stopped, else the next) in the caller''s transaction; a pipeline refreshed on demand is then refreshed up to the chunk''s watermark (a streaming one''s worker applies the stream). Returns false when no chunk was left to copy (every copy is then finished, or waits for the stream). The source''s role needs EXECUTE on pg_logical_emit_message.';
 
 -- a procedure: each chunk commits before the next starts (no SET clause:
--- a procedure with one cannot commit; it sets search_path itself)
+-- a procedure with one cannot commit; it sets search_path itself).  While
+-- background copy workers (99_copy.sql, src/copyworker.c) copy the
+-- pipeline's chunks it waits for them instead, with a notice every 5 s.
 CREATE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
   n integer := 0;
   r record;
+  said timestamptz := pg_catalog.clock_timestamp();
 BEGIN
+  -- workers started by the commit that asked for the copy may not run yet
+  FOR i IN 1 .. 20 LOOP
+    EXIT WHEN sluice._copy_workers_running(pipeline)
+           OR pg_catalog.current_setting('pg_sluice.copy_workers', true) OPERATOR(pg_catalog.=) '0'
+           OR NOT EXISTS (SELECT FROM sluice.copy_progress c
+                           WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                             AND c.state OPERATOR(pg_catalog.=) 'copying');
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
   LOOP
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    IF sluice._copy_workers_running(pipeline) THEN
+      -- the workers copy: wait for the end of every copy of the pipeline
+      EXIT WHEN NOT EXISTS (SELECT FROM sluice.copy_progress c
+                             WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                               AND c.state OPERATOR(pg_catalog.=) 'copying');
+      IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) said OPERATOR(pg_catalog.>) interval '5 s' THEN
+        said := pg_catalog.clock_timestamp();
+        FOR r IN SELECT * FROM sluice.copy_progress c
+                  WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                    AND c.state OPERATOR(pg_catalog.=) 'copying'
+        LOOP
+          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left (background copy workers)',
+            pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+            r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+        END LOOP;
+      END IF;
+      PERFORM pg_catalog.pg_sleep(0.1);
+      COMMIT;
+      CONTINUE;
+    END IF;
     EXIT WHEN NOT sluice.copy_chunk(pipeline);
     n := n OPERATOR(pg_catalog.+) 1;
     FOR r IN SELECT * FROM sluice.copy_progress c
@@ -140,7 +172,7 @@ BEGIN
 END
 $$;
 COMMENT ON PROCEDURE sluice.copy_tables(text, integer) IS
-  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. Call it outside a transaction block.';
+  'Copies the chunks of the pipeline''s tables being copied, committing after each (at most max_chunks when given), with a progress notice per chunk; CALL it again after a crash or a cancel: it resumes after the last committed chunk. While background copy workers (pg_sluice.copy_workers) copy them, it waits until every copy of the pipeline has finished. Call it outside a transaction block.';
 
 -- operators copy the pipelines they operate: _operator_grants (grant_operator,
 -- revoke_operator) gives and takes this too

@@ -18,7 +18,7 @@ use Test::More;
 use SluiceTest;
 
 my $live = new_live('live');
-my $mart = new_mart('mart');
+my $mart = new_mart('mart', conf => "pg_sluice.copy_workers = 0\n");
 
 $live->safe_psql('postgres', q{
 CREATE SCHEMA app;

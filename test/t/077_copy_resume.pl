@@ -7,7 +7,7 @@
 # sluice.status shows the copy; keep_history waits for it; small and keyless tables keep the
 # one-snapshot copy (a notice every million rows); a partitioned table's estimate sums its partitions; a
 # continuous pipeline streams with the frontier filter, its chunks copied
-# while it is stopped; chunked refuses a keyless table before creating
+# while it streams; chunked refuses a keyless table before creating
 # anything; names with quotes, capitals, spaces and non-ASCII; a
 # non-superuser operator.  Live and mart compared by checksum.
 use strict;
@@ -21,6 +21,7 @@ my $live = new_live('live');
 my $mart = new_mart('mart', conf => qq{
 shared_preload_libraries = 'pg_sluice'
 pg_sluice.naptime = 50ms
+pg_sluice.copy_workers = 0
 });
 
 $live->safe_psql('postgres', q{
@@ -149,7 +150,9 @@ my ($after, $total, $rows_before) = split /:/, $mart->safe_psql('postgres',
 	q{SELECT chunks_done || ':' || chunks_total || ':' || rows_copied FROM sluice.copy_progress WHERE pipeline = 'kopie'});
 cmp_ok($after, '>=', $seen, "chunks committed before the kill survive ($after >= $seen of $total)");
 cmp_ok($after, '<', $total, 'the kill came before the end');
-is($rows_before, $after * 10000, 'rows committed: whole chunks only');
+# a chunk's range is found when it is claimed, its rows read in a later
+# snapshot: the writes in between change its count a little
+cmp_ok(abs($rows_before - $after * 10000), '<=', $after * 500, "rows committed: whole chunks only ($rows_before in $after chunks)");
 $live->poll_query_until('postgres', q{SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = 'sluice_kopie'})
   or die "slot stayed busy";
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; SET client_min_messages = notice; CALL sluice.copy_tables('kopie')});
@@ -198,7 +201,8 @@ same_tables($live, $mart, [['app."Teile"', 'teile."Teile"'], ['app.small', 'teil
 
 # --- 6. a continuous pipeline created with a chunked copy: the worker
 #        streams with the frontier filter (nothing of the table before its
-#        chunks), the chunks wait for a stop, then it converges ---
+#        chunks), the chunks are copied while it streams under writes, and
+#        it converges ---
 $mart->safe_psql('postgres', q{SET ROLE etl; SET client_min_messages = warning;
 SET pg_sluice.initial_copy = chunked; SET pg_sluice.initial_copy_chunk_rows = 5000;
 SELECT sluice.create_pipeline('fluss', 'live', ARRAY['app.strom']);});
@@ -208,18 +212,23 @@ my $lsn = $live->safe_psql('postgres', q{SELECT pg_current_wal_lsn()});
 ok($mart->poll_query_until('postgres', qq{SELECT applied_lsn >= '$lsn' FROM sluice.status WHERE pipeline = 'fluss'}),
 	'the worker streamed past the writes');
 is($mart->safe_psql('postgres', q{SELECT count(*) FROM fluss.strom}), '0', 'nothing applied to keys no chunk has copied');
+my $strom_writer = $live->background_psql('postgres', on_error_stop => 1);
+$strom_writer->query_until(qr/started/, q{\echo started
+DO $$ BEGIN FOR i IN 1 .. 400 LOOP
+  UPDATE app.strom SET v = v + 1 WHERE id = 1 + (i * 4999) % 20000;
+  DELETE FROM app.strom WHERE id = 1 + (i * 7001) % 20000;
+  UPDATE app.strom SET id = 50000 + i WHERE id = 1 + (i * 3001) % 20000;
+  COMMIT; END LOOP; END $$;
+\echo written
+});
 ($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
-like($err, qr/pipeline "fluss" is streaming continuously.*HINT:  Stop it with sluice.stop\('fluss'\), copy, then start it again/s,
-	'the chunks wait for the worker to stop, with a hint');
-$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
-$live->poll_query_until('postgres', q{SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = 'sluice_fluss'})
-  or die "the worker kept its slot";
-$live->safe_psql('postgres', q{DELETE FROM app.strom WHERE id % 7 = 0;});
-($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('fluss')});
-is($ret, 0, 'chunks copied while stopped') or diag($err);
-$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.start('fluss')});
+is($ret, 0, 'chunks copied while the worker streams') or diag($err);
+$strom_writer->query_until(qr/written/, '');
+$strom_writer->quit;
 $live->safe_psql('postgres', q{UPDATE app.strom SET v = v + 1 WHERE id % 3 = 0; INSERT INTO app.strom VALUES (40000, 4);});
-wait_same_tables($live, $mart, [['app.strom', 'fluss.strom']], 'continuous pipeline after its chunked copy');
+wait_same_tables($live, $mart, [['app.strom', 'fluss.strom']], 'continuous pipeline after its chunked copy under writes');
+ok($mart->poll_query_until('postgres', q{SELECT state = 'finished' FROM sluice.copy_progress WHERE pipeline = 'fluss'}),
+	'the copy finishes once the stream passed its last watermark');
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.stop('fluss')});
 
 # --- 7. snapshot: no table chunked, whatever its size ---
