@@ -1089,6 +1089,46 @@ check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
 	}
 }
 
+/*
+ * Every contract column's source column still has a type the contract
+ * takes (its type, or one it took before): else the source drifted since
+ * the stream last told, and the chunk's COPY would fail on a value, or
+ * read one as another type.  Named as the drift it is; the stream's next
+ * batch applies the drift policy (it evolves, or pauses with its way
+ * forward), then the copy goes on.
+ */
+static void
+check_source_types(SluicePipeline *pipe, SluiceTable *t, SourceTable *src)
+{
+	ListCell   *lc;
+
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+		ListCell   *a;
+		ListCell   *b;
+		ListCell   *o;
+
+		if (c->source_column == NULL)
+			continue;
+		forthree(a, src->columns, b, src->types, o, src->srctypes)
+		{
+			Oid			now = lfirst_oid(o);
+
+			if (strcmp(strVal(lfirst(a)), c->source_column) != 0)
+				continue;
+			if (now != c->source_type && !list_member_oid(c->prior_types, now))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("source table \"%s.%s\" drifted from its contract", t->source_schema, t->source_table),
+						 errdetail("Column \"%s\" is of type %s on source \"%s\" now, not the contract's; the chunk was not copied.",
+								   c->source_column, strVal(lfirst(b)), pipe->source_name),
+						 errhint("Let the pipeline's next batch apply its drift policy first (sluice.refresh('%s') for a pipeline refreshed on demand; it evolves, or pauses and names the way forward), then copy again.",
+								 pipe->name)));
+		}
+	}
+}
+
 /* One range of one table to copy. */
 typedef struct ChunkWork
 {
@@ -1283,6 +1323,13 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 		table_close(rel, AccessShareLock);
 		if (*scp == NULL)
 			*scp = transport_connect(pipe->source_name, pipe->conninfo, false);
+		/* live's table is still the one being copied, or it starts over (identity.c) */
+		if (identity_chunk_start(pipe, *scp, t) == IDENTITY_RESTART)
+		{
+			copy_restart(pipe->pipeline_id, w->schema, w->table);
+			lo = NIL;
+			w->chunk = 1;
+		}
 		w->lo = lo;
 		w->hi = find_hi(*scp, t, k, lo, chunk_rows);
 		w->claimed_now = true;
@@ -1372,6 +1419,7 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 	}
 	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
 											 quote_identifier(t->source_table)));
+	check_source_types(pipe, t, src);
 	check_key_order(sc, t, k, src);
 	/* binary when the source's types are the contract's */
 	binary = src->binary_safe;
