@@ -5940,3 +5940,107 @@ COMMENT ON FUNCTION sluice.add_table(text, text, integer) IS
   'Adds a source table (schema.table) to a pipeline while it streams: the table joins the pipeline''s publication on the source (when pg_sluice created it), its datamart table is created empty in the pipeline''s target schema and filled in chunks of chunk_rows keys by background copy workers (pg_sluice.copy_workers) once the transaction commits, or with none by CALL sluice.copy_tables(pipeline); the other tables go on. Returns the datamart table. The table needs a primary key.';
 COMMENT ON FUNCTION sluice.copy_chunk(text) IS
   'Copies one chunk of the pipeline''s tables being copied (one whose copier stopped, else the next) in the caller''s transaction; a pipeline refreshed on demand is then refreshed up to the chunk''s watermark (a streaming one''s worker applies the stream). Returns false when no chunk was left to copy (every copy is then finished, or waits for the stream). The source''s role needs EXECUTE on pg_logical_emit_message.';
+-- an error's text (a value of the failing row) only to the pipeline's
+-- operators and to roles that read all its tables (sluice.runs.error,
+-- sluice.status.last_error)
+CREATE FUNCTION sluice._error_shown(pipeline_id integer, owner oid, who name)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner AND pg_has_role(who, r.oid, 'USAGE'))
+      OR NOT EXISTS (SELECT 1 FROM sluice._pipeline_table t
+                      WHERE t.pipeline_id = _error_shown.pipeline_id
+                        AND NOT coalesce(has_table_privilege(who,
+                              to_regclass(format('%I.%I', t.target_schema, t.target_table)), 'SELECT'), true))
+$$;
+COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
+  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads all its tables); the views pass current_user.';
+
+CREATE OR REPLACE VIEW sluice.runs AS
+SELECT r.run_id,
+       p.name AS pipeline,
+       r.kind,
+       r.status,
+       r.started_at,
+       r.finished_at,
+       r.finished_at OPERATOR(pg_catalog.-) r.started_at AS duration,
+       r.start_lsn,
+       r.end_lsn,
+       r.transactions,
+       r.rows_inserted,
+       r.rows_updated,
+       r.rows_deleted,
+       r.tables_truncated,
+       r.last_source_commit,
+       CASE WHEN r.error IS NULL THEN NULL
+            WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN r.error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS error,
+       r.skipped_xid,
+       r.rows_missing,
+       (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
+                                          rt.rows_missing)
+          FROM sluice._run_table rt
+         WHERE rt.run_id OPERATOR(pg_catalog.=) r.run_id AND rt.rows_missing OPERATOR(pg_catalog.>) 0) AS missing_by_table
+  FROM sluice._run r
+  JOIN sluice._pipeline p USING (pipeline_id);
+
+CREATE OR REPLACE VIEW sluice.status AS
+WITH w AS (SELECT * FROM sluice._worker_status()),
+     limits AS (SELECT pg_catalog.pg_size_bytes(COALESCE(
+                         pg_catalog.current_setting('pg_sluice.max_retained_wal', true), '1GB')) AS max_wal)
+SELECT p.name AS pipeline,
+       CASE WHEN p.continuous THEN 'continuous' ELSE 'scheduled' END AS mode,
+       CASE WHEN p.paused_reason IS NOT NULL THEN 'paused'
+            WHEN NOT p.continuous THEN 'stopped'
+            WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
+            WHEN w.pid IS NULL THEN 'starting'
+            ELSE 'running' END AS state,
+       CASE WHEN p.continuous THEN COALESCE(
+                 CASE WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN COALESCE(w.last_error, p.last_error)
+                      WHEN COALESCE(w.last_error, p.last_error) IS NOT NULL
+                      THEN 'an error (shown to the pipeline''s operators and to roles that can read all its tables)' END,
+                 CASE WHEN w.pipeline_id IS NULL
+                      THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
+       END AS last_error,
+       CASE WHEN p.continuous THEN p.last_error_at END AS last_error_at,
+       p.paused_reason,
+       p.paused_at,
+       w.next_retry_at,
+       w.pid AS worker_pid,
+       ok.run_id AS last_run_id,
+       ok.finished_at AS last_success_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) ok.finished_at AS staleness,
+       COALESCE(w.applied_lsn, ok.end_lsn) AS applied_lsn,
+       COALESCE(w.source_flush_lsn, ok.source_flush_lsn) AS source_lsn,
+       GREATEST(0, pg_catalog.pg_wal_lsn_diff(
+           COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+           COALESCE(w.applied_lsn, ok.end_lsn)))::bigint AS lag_bytes,
+       CASE WHEN COALESCE(w.source_flush_lsn, ok.source_flush_lsn) OPERATOR(pg_catalog.<=)
+                 COALESCE(w.applied_lsn, ok.end_lsn) THEN 0
+            ELSE pg_catalog.date_part('epoch', COALESCE(w.measured_at, ok.started_at)
+                     OPERATOR(pg_catalog.-) COALESCE(w.last_source_commit, ok.last_source_commit))
+       END::double precision AS lag_seconds,
+       pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))::bigint AS retained_wal_bytes,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(COALESCE(w.source_flush_lsn, ok.source_flush_lsn),
+                                  COALESCE(w.slot_restart_lsn, ok.slot_restart_lsn))
+                           OPERATOR(pg_catalog.>) limits.max_wal AND limits.max_wal OPERATOR(pg_catalog.>) 0, false)
+           AS retained_wal_warning,
+       COALESCE(w.measured_at, ok.started_at) AS measured_at,
+       COALESCE(w.rows_per_second,
+           (ok.rows_inserted OPERATOR(pg_catalog.+) ok.rows_updated OPERATOR(pg_catalog.+) ok.rows_deleted)
+           OPERATOR(pg_catalog./) NULLIF(pg_catalog.date_part('epoch', ok.finished_at OPERATOR(pg_catalog.-) ok.started_at), 0))
+           AS rows_per_second,
+       p.rows_missing,
+       p.last_missing_at,
+       p.strict,
+       sluice._copy_state(p.name) AS copy
+  FROM sluice._pipeline p
+  CROSS JOIN limits
+  LEFT JOIN w ON w.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+  LEFT JOIN LATERAL (SELECT r.* FROM sluice._run r
+                      WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
+                        AND r.status OPERATOR(pg_catalog.=) 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1) ok ON true;

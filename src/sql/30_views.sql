@@ -77,6 +77,25 @@ COMMENT ON COLUMN sluice.pipeline_tables.target_table IS 'Datamart table.';
 COMMENT ON COLUMN sluice.pipeline_tables.key_columns IS 'Columns identifying a row (primary key or replica identity index); empty for REPLICA IDENTITY FULL without a key.';
 COMMENT ON COLUMN sluice.pipeline_tables.replica_identity IS 'Replica identity of the source table: default, index or full.';
 
+-- An error's text can carry a value of the row that failed (a trigger's
+-- RAISE, an input syntax error): shown in sluice.runs and sluice.status to
+-- the pipeline's operators and to roles that can read every one of its
+-- tables.  Definer's rights (the catalog is not the reader's to read),
+-- asked for the role the views pass: the one querying them.
+CREATE FUNCTION sluice._error_shown(pipeline_id integer, owner oid, who name)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner AND pg_has_role(who, r.oid, 'USAGE'))
+      OR NOT EXISTS (SELECT 1 FROM sluice._pipeline_table t
+                      WHERE t.pipeline_id = _error_shown.pipeline_id
+                        AND NOT coalesce(has_table_privilege(who,
+                              to_regclass(format('%I.%I', t.target_schema, t.target_table)), 'SELECT'), true))
+$$;
+COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
+  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads all its tables); the views pass current_user.';
+
 CREATE VIEW sluice.runs AS
 SELECT r.run_id,
        p.name AS pipeline,
@@ -93,7 +112,10 @@ SELECT r.run_id,
        r.rows_deleted,
        r.tables_truncated,
        r.last_source_commit,
-       r.error,
+       CASE WHEN r.error IS NULL THEN NULL
+            WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN r.error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS error,
        r.skipped_xid,
        r.rows_missing,
        (SELECT pg_catalog.jsonb_object_agg(rt.target_schema OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) rt.target_table,
@@ -425,7 +447,10 @@ SELECT p.name AS pipeline,
             WHEN w.pipeline_id IS NULL OR w.last_error IS NOT NULL THEN 'error'
             WHEN w.pid IS NULL THEN 'starting'
             ELSE 'running' END AS state,
-       CASE WHEN p.continuous THEN COALESCE(w.last_error, p.last_error,
+       CASE WHEN p.continuous THEN COALESCE(
+                 CASE WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN COALESCE(w.last_error, p.last_error)
+                      WHEN COALESCE(w.last_error, p.last_error) IS NOT NULL
+                      THEN 'an error (shown to the pipeline''s operators and to roles that can read all its tables)' END,
                  CASE WHEN w.pipeline_id IS NULL
                       THEN 'no worker: pg_sluice must be in shared_preload_libraries' END)
        END AS last_error,

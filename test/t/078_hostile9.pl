@@ -282,6 +282,24 @@ ok($streamed || $pool->safe_psql('postgres', q{SELECT coalesce(last_error, '') F
 	'a second owner\'s pipeline streams within 6 s, or its status says it waits for a worker');
 is($pool->safe_psql('postgres', q{SELECT state FROM sluice.status WHERE pipeline = 'pa'}), 'error', 'the first owner\'s pipeline fails (the worker is busy with it)');
 
+# an error's text can carry a value of the failing row (a trigger's RAISE,
+# an input syntax error): sluice.runs.error and sluice.status.last_error show
+# it to the pipeline's operators and to roles that read all its tables only
+$pool->safe_psql('postgres', q{CREATE ROLE "Rëader b" LOGIN; GRANT USAGE ON SCHEMA sluice TO "Rëader b"});
+ok($pool->poll_query_until('postgres', q{SELECT count(*) > 0 FROM sluice.runs WHERE pipeline = 'pa' AND error ~ 'refused'}),
+	'the failing batch of pa is recorded with its error');
+like($pool->safe_psql('postgres', q{SET ROLE "Ëtl a"; SELECT string_agg(DISTINCT error, ' ') FROM sluice.runs WHERE pipeline = 'pa' AND error IS NOT NULL}),
+	qr/refused/, 'the pipeline\'s owner reads the error');
+is($pool->safe_psql('postgres', q{SET ROLE "Rëader b"; SELECT count(*) FROM sluice.runs WHERE pipeline = 'pa' AND error ~ 'refused'}), '0',
+	'a reader without SELECT on its table does not read the error in sluice.runs');
+like($pool->safe_psql('postgres', q{SET ROLE "Rëader b"; SELECT DISTINCT error FROM sluice.runs WHERE pipeline = 'pa' AND error IS NOT NULL}),
+	qr/^an error \(shown to the pipeline's operators/, 'it reads that there was one');
+unlike($pool->safe_psql('postgres', q{SET ROLE "Rëader b"; SELECT coalesce(last_error, '') FROM sluice.status WHERE pipeline = 'pa'}),
+	qr/refused/, 'nor in sluice.status.last_error');
+$pool->safe_psql('postgres', q{GRANT USAGE ON SCHEMA pa TO "Rëader b"; GRANT SELECT ON pa.floats TO "Rëader b"});
+is($pool->safe_psql('postgres', q{SET ROLE "Rëader b"; SELECT count(*) > 0 FROM sluice.runs WHERE pipeline = 'pa' AND error ~ 'refused'}), 't',
+	'once it reads the table, it reads the error');
+
 # live's decoding memory is the DBA's to give: a datamart role may not
 # raise what pg_sluice asks live for (up to 2 GB a decoding session)
 ($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT count(*) FROM sluice.workers; SET pg_sluice.source_decoding_work_mem = '2GB'});
