@@ -190,19 +190,10 @@ static void
 drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *detail,
 			const char *hint)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+	SluiceDrift *d = drift_new(t, detail, columns_json(st, lr), contract_json(st, t));
 
-	d->source_schema = pstrdup(t->source_schema);
-	d->source_table = pstrdup(t->source_table);
-	d->policy = pstrdup(t->drift_policy);
-	d->detail = pstrdup(detail);
-	d->source_columns = columns_json(st, lr);
-	d->contract_columns = contract_json(st, t);
-	d->contract_version = t->contract_version;
 	d->xid = st->begin.xid;
 	d->lsn = st->begin.final_lsn;
-	MemoryContextSwitchTo(old);
 	st->stats->pause = d;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -212,6 +203,31 @@ drift_pause(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr, const char *
 					 st->pipe->name,
 					 hint ? hint : "Fix the contract (sluice.map_column, sluice.set_drift_policy) or the datamart table.",
 					 st->pipe->name)));
+}
+
+/*
+ * Why a batch pauses, for refresh.c (refresh_pause): t's table, drift
+ * policy and contract version, detail, and the source and contract columns
+ * as jsonb text ("[]" where none apply).  Allocated in TopMemoryContext, as
+ * it outlives the batch's rollback.  Every pause reason is made here
+ * (drift, identity, an expectation, a missing row under strict).
+ */
+SluiceDrift *
+drift_new(SluiceTable *t, const char *detail, const char *source_columns,
+		  const char *contract_columns)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+
+	d->source_schema = pstrdup(t->source_schema);
+	d->source_table = pstrdup(t->source_table);
+	d->policy = pstrdup(t->drift_policy ? t->drift_policy : "");
+	d->detail = pstrdup(detail);
+	d->source_columns = pstrdup(source_columns ? source_columns : "[]");
+	d->contract_columns = pstrdup(contract_columns ? contract_columns : "[]");
+	d->contract_version = t->contract_version;
+	MemoryContextSwitchTo(old);
+	return d;
 }
 
 /*

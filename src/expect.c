@@ -570,14 +570,9 @@ void
 expect_pause(SluicePipeline *pipe, SluiceTable *t, SluiceExpectation *e, const char *detail,
 			 SluiceDrift **pause)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+	SluiceDrift *d = drift_new(t, detail, NULL, NULL);
 
 	d->is_expectation = true;
-	d->source_schema = pstrdup(t->source_schema);
-	d->source_table = pstrdup(t->source_table);
-	d->detail = pstrdup(detail);
-	MemoryContextSwitchTo(old);
 	*pause = d;
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),

@@ -22,9 +22,11 @@
  *	  the name alone cannot tell.
  *
  *	  Where it looks.
- *	    - identity_check, at the start of every refresh (refresh.c, one
- *	      query on the connection the refresh already holds) and every few
- *	      seconds in a continuous worker (worker.c, with its slot look):
+ *	    - identity_check, at the start of every sluice.refresh (refresh.c,
+ *	      one query on the connection the refresh already holds) and every
+ *	      5 s in a continuous worker (worker.c with its slot look over the
+ *	      walsender; refresh.c's throttle when it polls over SQL, whose
+ *	      polls are every naptime):
  *	      by schema and name in live's catalog, which needs no privilege.
  *	      A table gone pauses the pipeline; one created again pauses it
  *	      too, unless a chunked copy of it is under way (that copy starts
@@ -103,23 +105,6 @@ copy_under_way(int pipeline_id, const char *schema, const char *table)
 							3, types, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the copy state");
 	return SPI_processed > 0;
-}
-
-static SluiceDrift *
-identity_drift(SluicePipeline *pipe, SluiceTable *t, const char *detail)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	SluiceDrift *d = palloc0(sizeof(SluiceDrift));
-
-	d->source_schema = pstrdup(t->source_schema);
-	d->source_table = pstrdup(t->source_table);
-	d->policy = pstrdup(t->drift_policy);
-	d->detail = pstrdup(detail);
-	d->source_columns = pstrdup("[]");
-	d->contract_columns = pstrdup("[]");
-	d->contract_version = t->contract_version;
-	MemoryContextSwitchTo(old);
-	return d;
 }
 
 static char *
@@ -215,17 +200,19 @@ identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint
 			continue;
 		}
 		if (gone)
-			d = identity_drift(pipe, t,
-							   psprintf("Table \"%s.%s\" no longer exists on source \"%s\" (it was dropped, or renamed): "
+			d = drift_new(t,
+						  psprintf("Table \"%s.%s\" no longer exists on source \"%s\" (it was dropped, or renamed): "
 										"the datamart table \"%s.%s\" keeps the rows it had and gets no more changes.",
 										t->source_schema, t->source_table, pipe->source_name,
-										t->target_schema, t->target_table));
+										t->target_schema, t->target_table),
+						  NULL, NULL);
 		else if (!copy_under_way(pipe->pipeline_id, t->source_schema, t->source_table))
-			d = identity_drift(pipe, t,
-							   psprintf("Table \"%s.%s\" on source \"%s\" was dropped and created again (oid %u, was %u): "
+			d = drift_new(t,
+						  psprintf("Table \"%s.%s\" on source \"%s\" was dropped and created again (oid %u, was %u): "
 										"the datamart table \"%s.%s\" holds the rows of the old one.",
 										t->source_schema, t->source_table, pipe->source_name, now,
-										t->source_relid, t->target_schema, t->target_table));
+										t->source_relid, t->target_schema, t->target_table),
+						  NULL, NULL);
 		if (d != NULL)
 		{
 			*message = psprintf("source table \"%s.%s\" is not the table pipeline \"%s\" copied",
@@ -253,11 +240,12 @@ identity_relation(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 		return true;
 	if (copy_under_way(st->pipe->pipeline_id, t->source_schema, t->source_table))
 		return false;
-	d = identity_drift(st->pipe, t,
-					   psprintf("Changes of table \"%s.%s\" arrived under oid %u, not %u: the table was dropped and created again on source \"%s\", "
+	d = drift_new(t,
+				  psprintf("Changes of table \"%s.%s\" arrived under oid %u, not %u: the table was dropped and created again on source \"%s\", "
 								"and the datamart table \"%s.%s\" holds the rows of the old one.",
 								t->source_schema, t->source_table, lr->remoteid, t->source_relid,
-								st->pipe->source_name, t->target_schema, t->target_table));
+								st->pipe->source_name, t->target_schema, t->target_table),
+				  NULL, NULL);
 	d->xid = st->begin.xid;
 	d->lsn = st->begin.final_lsn;
 	st->stats->pause = d;

@@ -213,6 +213,8 @@ typedef struct SluiceConn
 								 * worker's, of a pipeline it is not serving */
 	struct SluiceConn **owner_ref;	/* set to NULL when the connection is
 									 * closed (by an abort, say), or NULL */
+	TimestampTz identity_at;	/* persistent: when refresh last looked at
+								 * its tables' identity (identity.c) */
 } SluiceConn;
 
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
@@ -500,6 +502,8 @@ extern char *version_history_schema(const char *target_schema);
 /* ---------- contract.c: contracts, drift and drift events ---------- */
 
 extern void contract_record_first(SourceTable *t, const char *target_schema, Datum *targs);
+extern SluiceDrift *drift_new(SluiceTable *t, const char *detail, const char *source_columns,
+							   const char *contract_columns);
 extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
 								  const char *action, const char *table);
 

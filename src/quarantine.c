@@ -436,17 +436,14 @@ quarantine_missing_row(ApplyState *st, ApplyRel *ar, const char *change)
 
 	if (st->pipe->strict)
 	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-		SluiceDrift *d = palloc0(sizeof(SluiceDrift));
+		/* (stored as the pause reason, which every role can read: no key) */
+		char	   *detail = psprintf("Source transaction %u %s a row of \"%s.%s\" which datamart table \"%s.%s\" does not have.",
+									  st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes",
+									  ar->nspname, ar->relname, ar->table->target_schema,
+									  ar->table->target_table);
+		SluiceDrift *d = drift_new(ar->table, detail, NULL, NULL);
 
 		d->is_divergence = true;
-		d->source_schema = pstrdup(ar->table->source_schema);
-		d->source_table = pstrdup(ar->table->source_table);
-		/* (stored as the pause reason, which every role can read: no key) */
-		d->detail = psprintf("Source transaction %u %s a row of \"%s.%s\" which datamart table \"%s.%s\" does not have.",
-							 st->begin.xid, strcmp(change, "update") == 0 ? "updates" : "deletes",
-							 ar->nspname, ar->relname, ar->table->target_schema, ar->table->target_table);
-		MemoryContextSwitchTo(old);
 		st->stats->pause = d;
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),

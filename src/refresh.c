@@ -240,15 +240,32 @@ refresh_describe_slot(SluicePipeline *pipe, SluiceConn *sc, const char *what)
 
 /*
  * Every table of the pipeline is still the table it copied (identity.c):
- * else the refresh pauses before it applies anything.
+ * else the refresh pauses before it applies anything.  A worker polling
+ * over the SQL interface (a persistent connection) looks at most every
+ * IDENTITY_LOOK_MS, as a walsender worker does with its slot look: a query
+ * on live per poll would cost more than the poll.  A re-created table's
+ * changes are caught in between by their RELATION message
+ * (identity_relation); only a drop is seen up to that late.
  */
+#define IDENTITY_LOOK_MS 5000
+
 static void
 refresh_check_identity(SluicePipeline *pipe, SluiceConn *sc, RefreshResult *r)
 {
 	char	   *message = NULL;
 	char	   *hint = NULL;
-	SluiceDrift *d = identity_check(pipe, sc, &message, &hint);
+	SluiceDrift *d;
 
+	if (sc->persistent)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (sc->identity_at != 0 &&
+			!TimestampDifferenceExceeds(sc->identity_at, now, IDENTITY_LOOK_MS))
+			return;
+		sc->identity_at = now;
+	}
+	d = identity_check(pipe, sc, &message, &hint);
 	if (d == NULL)
 		return;
 	r->stats.pause = d;

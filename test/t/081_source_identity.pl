@@ -12,7 +12,9 @@
 #    walsender: the new table's changes arrive under a new oid;
 #  - a table dropped under a streaming pipeline (nothing more arrives): the
 #    worker's look at live pauses it;
-#  - a pipeline updated from 0.1 (no oid recorded) learns it.
+#  - a pipeline updated from 0.1 (no oid recorded) learns it;
+#  - a worker polling over the SQL interface looks at most every 5 s (one
+#    query on live per poll before), and still pauses on a drop.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser operator.
 use strict;
 use warnings;
@@ -37,6 +39,7 @@ INSERT INTO "Ün ""app""".keep SELECT g, g FROM generate_series(1, 50) g;
 CREATE TABLE "Ün ""app""".streamed $tdef;
 INSERT INTO "Ün ""app""".streamed SELECT g, 'old ' || g FROM generate_series(1, 300) g;
 CREATE TABLE "Ün ""app""".quiet $tdef;
+CREATE TABLE "Ün ""app""".polled $tdef;
 INSERT INTO "Ün ""app""".quiet SELECT g, 'old ' || g FROM generate_series(1, 300) g;
 CREATE PUBLICATION "all pub" FOR ALL TABLES;
 });
@@ -52,6 +55,7 @@ $mart->safe_psql('postgres', qq{${op}
 SELECT sluice.create_pipeline('ident', 'live', ARRAY['"Ün ""app"""."T 1"', '"Ün ""app""".keep'], target_schema => 'Idént "S"');
 SELECT sluice.create_pipeline('allp', 'live', ARRAY['"Ün ""app""".streamed'], target_schema => 'All S', publication => 'all pub');
 SELECT sluice.create_pipeline('quiet', 'live', ARRAY['"Ün ""app""".quiet'], target_schema => 'Quiet S');
+SELECT sluice.create_pipeline('polled', 'live', ARRAY['"Ün ""app""".polled'], target_schema => 'Polled S');
 });
 my $t1 = q{"Idént ""S"""."T 1"};
 my $keep = q{"Idént ""S""".keep};
@@ -141,5 +145,24 @@ is($mart->safe_psql('postgres', q{SELECT count(*) FROM "All S".streamed WHERE id
 	'and none of them was applied on top of the old rows');
 ok($mart->poll_query_until('postgres', q{SELECT paused_reason ~ 'no longer exists' FROM sluice.status WHERE pipeline = 'quiet'}),
 	'streaming: a table dropped on live pauses the pipeline at the worker\'s next look');
+
+# --- 5. a worker polling over the SQL interface: the look at live's tables
+#        is throttled like the walsender worker's, and still sees a drop ---
+$mart->safe_psql('postgres', q{ALTER SYSTEM SET pg_sluice.worker_transport = 'sql'; SELECT pg_reload_conf();});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.start('polled');});
+$live->safe_psql('postgres', q{INSERT INTO "Ün ""app""".polled VALUES (1, 'x')});
+wait_same_tables($live, $mart, [['"Ün ""app""".polled', '"Polled S".polled']], 'polled over SQL');
+$live->safe_psql('postgres', q{ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf();});
+my $from = -s $live->logfile;
+sleep 4;
+$live->safe_psql('postgres', q{ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf();});
+my $log = slurp_file($live->logfile, $from);
+my $polls = () = $log =~ /confirmed_flush_lsn, active_pid, restart_lsn/g;
+my $looks = () = $log =~ /unnest\(\$3::oid\[\]\)/g;
+cmp_ok($polls, '>=', 5, "the SQL worker polled live ($polls times in 4 s)");
+cmp_ok($looks, '<=', 2, "and looked up its tables at most every 5 s ($looks times)");
+$live->safe_psql('postgres', q{DROP TABLE "Ün ""app""".polled});
+ok($mart->poll_query_until('postgres', q{SELECT paused_reason ~ 'no longer exists' FROM sluice.status WHERE pipeline = 'polled'}),
+	'polled over SQL: a table dropped on live pauses the pipeline at the next look');
 
 done_testing();
