@@ -30,27 +30,7 @@ my $N = $ENV{SPREAD_ROWS} // 10000000;
 my $RUNS = $ENV{RUNS} // 2;
 my $PERF = $ENV{PERF} // 0;
 my $conf = "shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 1d\n";
-my $live = new_live('live', conf => $conf);
-my $mart = new_mart('mart', conf => $conf);
-
-my $t0 = time;
-$live->safe_psql('postgres', qq{
-CREATE SCHEMA bench;
-CREATE TABLE bench.big (id bigint, a int, b text, c timestamptz, d numeric);
-INSERT INTO bench.big SELECT g, (g % 100000)::int, md5(g::text),
-    timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', round(g * 1.37, 2)
-  FROM generate_series(1, $N) g;
-ALTER TABLE bench.big ADD PRIMARY KEY (id);
-VACUUM ANALYZE bench.big;});
-diag(sprintf("load on live: %.1f s, heap %s", time - $t0,
-	$live->safe_psql('postgres', "SELECT pg_size_pretty(pg_relation_size('bench.big'))")));
-mart_source($mart, $live, 'live');
-$t0 = time;
-is($mart->safe_psql('postgres', "SELECT rows_inserted FROM sluice.create_pipeline('b', 'live', ARRAY['bench.big'], target_schema => 'sb')"),
-	$N, 'initial copy');
-diag(sprintf("initial copy: %.1f s", time - $t0));
-$mart->safe_psql('postgres', "VACUUM ANALYZE sb.big; CHECKPOINT");
-$live->safe_psql('postgres', "CHECKPOINT");
+my ($live, $mart) = big_pipeline($conf, $N);
 $mart->safe_psql('postgres', "SELECT * FROM sluice.refresh('b')");
 
 my $tmp = $PostgreSQL::Test::Utils::tmp_check;
@@ -62,7 +42,7 @@ for my $run (1 .. $RUNS)
 	my @wc = split /,/, ($ENV{WAL_COMPRESSION} // 'off');
 	my $wc = $wc[($run - 1) % @wc];
 	my $w0 = $live->safe_psql('postgres', "SELECT pg_current_wal_lsn()");
-	$t0 = time;
+	my $t0 = time;
 	$live->safe_psql('postgres', "UPDATE bench.big SET a = a + 1, b = md5(b), d = d + 1 WHERE id % 100 = $k");
 	diag(sprintf("run %d: update on live %.2f s, %s of WAL", $run, time - $t0,
 		$live->safe_psql('postgres', "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), '$w0'))")));

@@ -26,27 +26,7 @@ use SluiceTest;
 my $N = $ENV{VERIFY_ROWS} // 10000000;
 my $RUNS = $ENV{RUNS} // 3;
 my $conf = "shared_buffers = 512MB\nmax_wal_size = 8GB\ncheckpoint_timeout = 30min\n";
-my $live = new_live('live', conf => $conf);
-my $mart = new_mart('mart', conf => $conf);
-
-my $t0 = time;
-$live->safe_psql('postgres', qq{
-CREATE SCHEMA bench;
-CREATE TABLE bench.big (id bigint, a int, b text, c timestamptz, d numeric);
-INSERT INTO bench.big SELECT g, (g % 100000)::int, md5(g::text),
-    timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', round(g * 1.37, 2)
-  FROM generate_series(1, $N) g;
-ALTER TABLE bench.big ADD PRIMARY KEY (id);
-VACUUM ANALYZE bench.big;});
-diag(sprintf("load on live: %.1f s, heap %s", time - $t0,
-	$live->safe_psql('postgres', "SELECT pg_size_pretty(pg_relation_size('bench.big'))")));
-mart_source($mart, $live, 'live');
-$t0 = time;
-is($mart->safe_psql('postgres', "SELECT rows_inserted FROM sluice.create_pipeline('b', 'live', ARRAY['bench.big'], target_schema => 'sb')"),
-	$N, 'initial copy');
-diag(sprintf("initial copy: %.1f s", time - $t0));
-$mart->safe_psql('postgres', "VACUUM ANALYZE sb.big; CHECKPOINT");
-$live->safe_psql('postgres', "CHECKPOINT");
+my ($live, $mart) = big_pipeline($conf, $N);
 
 # both timed the same way: one client process started by system(), its
 # start and connection included

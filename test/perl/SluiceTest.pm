@@ -10,8 +10,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Exporter 'import';
+use Time::HiRes ();
 
-our @EXPORT = qw(new_live new_mart checksum same_tables wait_same_tables mart_source);
+our @EXPORT = qw(new_live new_mart checksum same_tables wait_same_tables mart_source big_pipeline);
 
 # A live server: logical WAL, room for slots.
 sub new_live
@@ -79,6 +80,38 @@ sub wait_same_tables
 			$want), "$label: $m caught up with live $l");
 		is(checksum($mart, $m), $want, "$label: $m equals live $l");
 	}
+}
+
+# Two servers (conf: both postgresql.conf additions) and live's bench.big
+# as bench/run.sh's scenario 7 builds it (id bigint primary key, a int, b
+# text, c timestamptz, d numeric) of $n rows, copied into the datamart's
+# sb.big by pipeline b; VACUUM ANALYZE and CHECKPOINT on both.  For the
+# bench/*.pl scripts; returns (live, mart).
+sub big_pipeline
+{
+	my ($conf, $n) = @_;
+	my $live = new_live('live', conf => $conf);
+	my $mart = new_mart('mart', conf => $conf);
+	my $t0 = Time::HiRes::time();
+	$live->safe_psql('postgres', qq{
+CREATE SCHEMA bench;
+CREATE TABLE bench.big (id bigint, a int, b text, c timestamptz, d numeric);
+INSERT INTO bench.big SELECT g, (g % 100000)::int, md5(g::text),
+    timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', round(g * 1.37, 2)
+  FROM generate_series(1, $n) g;
+ALTER TABLE bench.big ADD PRIMARY KEY (id);
+VACUUM ANALYZE bench.big;});
+	Test::More::diag(sprintf("load on live: %.1f s, heap %s", Time::HiRes::time() - $t0,
+		$live->safe_psql('postgres', "SELECT pg_size_pretty(pg_relation_size('bench.big'))")));
+	mart_source($mart, $live, 'live');
+	$t0 = Time::HiRes::time();
+	Test::More::is($mart->safe_psql('postgres',
+		"SELECT rows_inserted FROM sluice.create_pipeline('b', 'live', ARRAY['bench.big'], target_schema => 'sb')"),
+		$n, 'initial copy');
+	Test::More::diag(sprintf("initial copy: %.1f s", Time::HiRes::time() - $t0));
+	$mart->safe_psql('postgres', "VACUUM ANALYZE sb.big; CHECKPOINT");
+	$live->safe_psql('postgres', "CHECKPOINT");
+	return ($live, $mart);
 }
 
 1;
