@@ -6044,3 +6044,64 @@ SELECT p.name AS pipeline,
                       WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
                         AND r.status OPERATOR(pg_catalog.=) 'succeeded'
                       ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+
+-- copy_tables' notices leave out the rate and the time left while they are
+-- unknown instead of printing <NULL> (ops10)
+CREATE OR REPLACE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  n integer := 0;
+  r record;
+  said timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+  -- workers started by the commit that asked for the copy may not run yet
+  FOR i IN 1 .. 20 LOOP
+    EXIT WHEN sluice._copy_workers_running(pipeline)
+           OR pg_catalog.current_setting('pg_sluice.copy_workers', true) OPERATOR(pg_catalog.=) '0'
+           OR NOT EXISTS (SELECT FROM sluice.copy_progress c
+                           WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                             AND c.state OPERATOR(pg_catalog.=) 'copying');
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
+  LOOP
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    IF sluice._copy_workers_running(pipeline) THEN
+      -- the workers copy: wait for the end of every copy of the pipeline
+      EXIT WHEN NOT EXISTS (SELECT FROM sluice.copy_progress c
+                             WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                               AND c.state OPERATOR(pg_catalog.=) 'copying');
+      IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) said OPERATOR(pg_catalog.>) interval '5 s' THEN
+        said := pg_catalog.clock_timestamp();
+        FOR r IN SELECT * FROM sluice.copy_progress c
+                  WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                    AND c.state OPERATOR(pg_catalog.=) 'copying'
+        LOOP
+          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows% (background copy workers)',
+            pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+            r.chunks_done, r.chunks_total, r.rows_copied,
+            pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                              CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
+        END LOOP;
+      END IF;
+      PERFORM pg_catalog.pg_sleep(0.1);
+      COMMIT;
+      CONTINUE;
+    END IF;
+    EXIT WHEN NOT sluice.copy_chunk(pipeline);
+    n := n OPERATOR(pg_catalog.+) 1;
+    FOR r IN SELECT * FROM sluice.copy_progress c
+              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
+    LOOP
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows%',
+        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+        r.chunks_done, r.chunks_total, r.rows_copied,
+        pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                          CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END
+$$;
