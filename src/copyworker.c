@@ -11,12 +11,15 @@
  *	  function that asks for a copy (copyworker_launch) starts them when its
  *	  transaction commits, as slotwatch.c starts its slot movers: a worker
  *	  started earlier would not see the pipeline.  Each is a dynamic
- *	  background worker of the database, connected as the role that asked
- *	  (it must still operate the pipeline), holding one of the pipeline's
- *	  pg_sluice.copy_workers slots for its life (a session lock: a second
- *	  worker for the same slot exits at once, so starting them again is
- *	  harmless).  Its loop is snapshot.c's: claim a range, commit, copy it,
- *	  commit; when nothing is left to claim it exits, the last one after
+ *	  background worker of the database, connected as the bootstrap
+ *	  superuser and working as the role that asked (it must still operate
+ *	  the pipeline; that role's ALTER ROLE ... SET settings never apply, as
+ *	  for the pool workers: worker.c's NOTES, "Settings"), holding one of
+ *	  the pipeline's pg_sluice.copy_workers slots for its life (a session
+ *	  lock: a second worker for the same slot exits at once, so starting
+ *	  them again is harmless).  Its loop is snapshot.c's: claim a range,
+ *	  commit, copy it, commit; when nothing is left to claim it exits, the
+ *	  last one after
  *	  refreshing a pipeline refreshed on demand so that the copies finish
  *	  (snapshot_copy_finish).  A worker that fails exits with 1 and the
  *	  postmaster starts it again 5 s later (bgw_restart_time), also after a
