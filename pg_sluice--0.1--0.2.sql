@@ -6105,3 +6105,91 @@ BEGIN
   END LOOP;
 END
 $$;
+
+-- copy workers that keep failing back off: 5 s doubling up to 5 minutes,
+-- shown in sluice.copy_failures and sluice.status.copy (ops10)
+-------------------------------------------------------------------------------
+-- A copy worker whose chunk fails records it here and exits; the next one
+-- waits until next_attempt_at: 5 s after the first failure, doubling up to
+-- 5 minutes.  A chunk copied by a worker, or a copy asked for again
+-- (resnapshot, add_table), removes the row.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._copy_failure (
+    pipeline_id      integer PRIMARY KEY REFERENCES sluice._pipeline ON DELETE CASCADE,
+    failures         integer NOT NULL CHECK (failures > 0),
+    last_error       text NOT NULL,
+    failed_at        timestamptz NOT NULL,
+    next_attempt_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE sluice._copy_failure IS
+  'Private: the failures in a row of the copy workers of a pipeline, the last error and when they try again (src/copyworker.c).';
+SELECT pg_catalog.pg_extension_config_dump('sluice._copy_failure', '');
+ALTER TABLE sluice._copy_failure ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._copy_failure
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.copy_failures AS
+SELECT p.name AS pipeline,
+       f.failures,
+       CASE WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN f.last_error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS last_error,
+       f.failed_at,
+       f.next_attempt_at
+  FROM sluice._copy_failure f
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.copy_failures IS
+  'Pipelines whose background copy workers failed to copy a chunk, and when they try again (5 s after the first failure, doubling up to 5 minutes); a chunk copied removes the row.';
+COMMENT ON COLUMN sluice.copy_failures.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.copy_failures.failures IS 'Failed attempts in a row.';
+COMMENT ON COLUMN sluice.copy_failures.last_error IS 'Why the last attempt failed; the text only to the pipeline''s operators and to roles that can read all its tables.';
+COMMENT ON COLUMN sluice.copy_failures.failed_at IS 'When the last attempt failed.';
+COMMENT ON COLUMN sluice.copy_failures.next_attempt_at IS 'When a copy worker tries again; sluice.copy_chunk(pipeline) tries at once in the caller''s session, and the workers go on as soon as a chunk is copied.';
+
+REVOKE ALL ON sluice._copy_failure FROM PUBLIC;
+GRANT SELECT ON sluice.copy_failures TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice._copy_state(pipeline text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  f record;
+BEGIN
+  SELECT pg_catalog.count(*) AS tables,
+         pg_catalog.sum(c.chunks_done) AS done,
+         pg_catalog.sum(c.chunks_total) AS total,
+         pg_catalog.sum(c.rows_copied) AS copied,
+         pg_catalog.sum(c.rows_estimate) AS estimate,
+         pg_catalog.max(c.eta) AS eta
+    INTO r
+    FROM sluice.copy_progress c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline
+     AND c.state OPERATOR(pg_catalog.=) 'copying';
+  IF r.tables OPERATOR(pg_catalog.=) 0 THEN
+    RETURN NULL;
+  END IF;
+  -- copy workers that keep failing wait (sluice.copy_failures, 99_ops10.sql)
+  SELECT c.failures, c.next_attempt_at INTO f
+    FROM sluice.copy_failures c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline;
+  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s%s',
+           r.tables, CASE WHEN r.tables OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+           r.done, r.total, r.copied,
+           CASE WHEN r.estimate OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.format(', %s%%', LEAST(100, pg_catalog.floor(
+                       100 OPERATOR(pg_catalog.*) r.copied OPERATOR(pg_catalog./) r.estimate::numeric)))
+                ELSE '' END,
+           CASE WHEN r.eta IS NOT NULL
+                THEN pg_catalog.format(', eta %s', pg_catalog.date_trunc('second', r.eta))
+                ELSE '' END,
+           CASE WHEN f.failures IS NOT NULL
+                THEN pg_catalog.format('; copy workers failed %s time%s in a row, next attempt at %s (sluice.copy_failures)',
+                       f.failures, CASE WHEN f.failures OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+                       pg_catalog.date_trunc('second', f.next_attempt_at))
+                ELSE '' END);
+END
+$$;
