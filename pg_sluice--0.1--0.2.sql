@@ -6044,3 +6044,152 @@ SELECT p.name AS pipeline,
                       WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
                         AND r.status OPERATOR(pg_catalog.=) 'succeeded'
                       ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+
+-- copy_tables' notices leave out the rate and the time left while they are
+-- unknown instead of printing <NULL> (ops10)
+CREATE OR REPLACE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  n integer := 0;
+  r record;
+  said timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+  -- workers started by the commit that asked for the copy may not run yet
+  FOR i IN 1 .. 20 LOOP
+    EXIT WHEN sluice._copy_workers_running(pipeline)
+           OR pg_catalog.current_setting('pg_sluice.copy_workers', true) OPERATOR(pg_catalog.=) '0'
+           OR NOT EXISTS (SELECT FROM sluice.copy_progress c
+                           WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                             AND c.state OPERATOR(pg_catalog.=) 'copying');
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
+  LOOP
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXIT WHEN max_chunks IS NOT NULL AND n >= max_chunks;
+    IF sluice._copy_workers_running(pipeline) THEN
+      -- the workers copy: wait for the end of every copy of the pipeline
+      EXIT WHEN NOT EXISTS (SELECT FROM sluice.copy_progress c
+                             WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                               AND c.state OPERATOR(pg_catalog.=) 'copying');
+      IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) said OPERATOR(pg_catalog.>) interval '5 s' THEN
+        said := pg_catalog.clock_timestamp();
+        FOR r IN SELECT * FROM sluice.copy_progress c
+                  WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+                    AND c.state OPERATOR(pg_catalog.=) 'copying'
+        LOOP
+          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows% (background copy workers)',
+            pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+            r.chunks_done, r.chunks_total, r.rows_copied,
+            pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                              CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
+        END LOOP;
+      END IF;
+      PERFORM pg_catalog.pg_sleep(0.1);
+      COMMIT;
+      CONTINUE;
+    END IF;
+    EXIT WHEN NOT sluice.copy_chunk(pipeline);
+    n := n OPERATOR(pg_catalog.+) 1;
+    FOR r IN SELECT * FROM sluice.copy_progress c
+              WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
+              ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
+    LOOP
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows%',
+        pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
+        r.chunks_done, r.chunks_total, r.rows_copied,
+        pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                          CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END
+$$;
+
+-- copy workers that keep failing back off: 5 s doubling up to 5 minutes,
+-- shown in sluice.copy_failures and sluice.status.copy (ops10)
+-------------------------------------------------------------------------------
+-- A copy worker whose chunk fails records it here and exits; the next one
+-- waits until next_attempt_at: 5 s after the first failure, doubling up to
+-- 5 minutes.  A chunk copied by a worker, or a copy asked for again
+-- (resnapshot, add_table), removes the row.
+-------------------------------------------------------------------------------
+
+CREATE TABLE sluice._copy_failure (
+    pipeline_id      integer PRIMARY KEY REFERENCES sluice._pipeline ON DELETE CASCADE,
+    failures         integer NOT NULL CHECK (failures > 0),
+    last_error       text NOT NULL,
+    failed_at        timestamptz NOT NULL,
+    next_attempt_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE sluice._copy_failure IS
+  'Private: the failures in a row of the copy workers of a pipeline, the last error and when they try again (src/copyworker.c).';
+SELECT pg_catalog.pg_extension_config_dump('sluice._copy_failure', '');
+ALTER TABLE sluice._copy_failure ENABLE ROW LEVEL SECURITY;
+CREATE POLICY operate ON sluice._copy_failure
+  USING (pipeline_id IN (SELECT p.pipeline_id FROM sluice._pipeline p));
+
+CREATE VIEW sluice.copy_failures AS
+SELECT p.name AS pipeline,
+       f.failures,
+       CASE WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN f.last_error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS last_error,
+       f.failed_at,
+       f.next_attempt_at
+  FROM sluice._copy_failure f
+  JOIN sluice._pipeline p USING (pipeline_id);
+COMMENT ON VIEW sluice.copy_failures IS
+  'Pipelines whose background copy workers failed to copy a chunk, and when they try again (5 s after the first failure, doubling up to 5 minutes); a chunk copied removes the row.';
+COMMENT ON COLUMN sluice.copy_failures.pipeline IS 'Pipeline name.';
+COMMENT ON COLUMN sluice.copy_failures.failures IS 'Failed attempts in a row.';
+COMMENT ON COLUMN sluice.copy_failures.last_error IS 'Why the last attempt failed; the text only to the pipeline''s operators and to roles that can read all its tables.';
+COMMENT ON COLUMN sluice.copy_failures.failed_at IS 'When the last attempt failed.';
+COMMENT ON COLUMN sluice.copy_failures.next_attempt_at IS 'When a copy worker tries again; sluice.copy_chunk(pipeline) tries at once in the caller''s session, and the workers go on as soon as a chunk is copied.';
+
+REVOKE ALL ON sluice._copy_failure FROM PUBLIC;
+GRANT SELECT ON sluice.copy_failures TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice._copy_state(pipeline text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  f record;
+BEGIN
+  SELECT pg_catalog.count(*) AS tables,
+         pg_catalog.sum(c.chunks_done) AS done,
+         pg_catalog.sum(c.chunks_total) AS total,
+         pg_catalog.sum(c.rows_copied) AS copied,
+         pg_catalog.sum(c.rows_estimate) AS estimate,
+         pg_catalog.max(c.eta) AS eta
+    INTO r
+    FROM sluice.copy_progress c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline
+     AND c.state OPERATOR(pg_catalog.=) 'copying';
+  IF r.tables OPERATOR(pg_catalog.=) 0 THEN
+    RETURN NULL;
+  END IF;
+  -- copy workers that keep failing wait (sluice.copy_failures, 99_ops10.sql)
+  SELECT c.failures, c.next_attempt_at INTO f
+    FROM sluice.copy_failures c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline;
+  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s%s',
+           r.tables, CASE WHEN r.tables OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+           r.done, r.total, r.copied,
+           CASE WHEN r.estimate OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.format(', %s%%', LEAST(100, pg_catalog.floor(
+                       100 OPERATOR(pg_catalog.*) r.copied OPERATOR(pg_catalog./) r.estimate::numeric)))
+                ELSE '' END,
+           CASE WHEN r.eta IS NOT NULL
+                THEN pg_catalog.format(', eta %s', pg_catalog.date_trunc('second', r.eta))
+                ELSE '' END,
+           CASE WHEN f.failures IS NOT NULL
+                THEN pg_catalog.format('; copy workers failed %s time%s in a row, next attempt at %s (sluice.copy_failures)',
+                       f.failures, CASE WHEN f.failures OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+                       pg_catalog.date_trunc('second', f.next_attempt_at))
+                ELSE '' END);
+END
+$$;

@@ -11,12 +11,15 @@
  *	  function that asks for a copy (copyworker_launch) starts them when its
  *	  transaction commits, as slotwatch.c starts its slot movers: a worker
  *	  started earlier would not see the pipeline.  Each is a dynamic
- *	  background worker of the database, connected as the role that asked
- *	  (it must still operate the pipeline), holding one of the pipeline's
- *	  pg_sluice.copy_workers slots for its life (a session lock: a second
- *	  worker for the same slot exits at once, so starting them again is
- *	  harmless).  Its loop is snapshot.c's: claim a range, commit, copy it,
- *	  commit; when nothing is left to claim it exits, the last one after
+ *	  background worker of the database, connected as the bootstrap
+ *	  superuser and working as the role that asked (it must still operate
+ *	  the pipeline; that role's ALTER ROLE ... SET settings never apply, as
+ *	  for the pool workers: worker.c's NOTES, "Settings"), holding one of
+ *	  the pipeline's pg_sluice.copy_workers slots for its life (a session
+ *	  lock: a second worker for the same slot exits at once, so starting
+ *	  them again is harmless).  Its loop is snapshot.c's: claim a range,
+ *	  commit, copy it, commit; when nothing is left to claim it exits, the
+ *	  last one after
  *	  refreshing a pipeline refreshed on demand so that the copies finish
  *	  (snapshot_copy_finish).  A worker that fails exits with 1 and the
  *	  postmaster starts it again 5 s later (bgw_restart_time), also after a
@@ -26,10 +29,29 @@
  *	  applies the pipeline's stream next (a refresh, or the streaming
  *	  worker between its batches, snapshot_worker_step) starts them again.
  *
+ *	  Backoff.  A failure that lasts (a privilege taken on live, a
+ *	  constraint of the datamart's the rows break) would fail every 5 s for
+ *	  ever.  A failing worker records the failure before it exits
+ *	  (sluice._copy_failure: failures in a row, the last error, the next
+ *	  attempt 5 s after the first failure, doubling up to 5 minutes); a
+ *	  worker that starts waits for that next attempt, interruptibly,
+ *	  holding its slot, and goes on at once when a chunk was copied since
+ *	  the last failure (sluice.copy_chunk in a session, the way forward the
+ *	  log's hint names, or another worker) or the row went.  The first
+ *	  chunk a worker copies removes the row, and so does a worker that finds
+ *	  nothing left to copy.
+ *	  sluice.copy_failures shows it, the error's text only to those who see
+ *	  the pipeline's run errors (sluice._error_shown), and sluice.status's
+ *	  copy column says that the workers wait.  A cancel (pg_cancel_backend)
+ *	  is no failure: the worker is started again 5 s later, as before.
+ *
  *	  What it never does.  Copy, filter the stream or record progress
  *	  (snapshot.c).  Take shared memory of its own: the slots are locks.
  *
- *	  Rejected.  Chunks copied by the streaming worker between its batches:
+ *	  Rejected.  Backing off inside the process that failed (what is left
+ *	  of a failed transaction, a connection to live in an unknown state);
+ *	  a growing bgw_restart_time (it is fixed when the worker is
+ *	  registered).  Chunks copied by the streaming worker between its batches:
  *	  a chunk of 100,000 rows takes about a second, which every other
  *	  pipeline of that worker would wait for, and it copies one range at a
  *	  time.  A worker per table: one big table, the common case, would get
@@ -47,6 +69,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -78,6 +101,10 @@ typedef struct CopyWorkerArgs
 /* a worker's slot: the fourth field no SQL advisory lock uses (1, 2) nor snapshot.c (3) */
 #define COPY_SLOT_FIELD4 4
 #define COPY_SLOTS_MAX 16
+
+/* the wait before the next attempt after failures in a row: 5 s, doubling, at most 5 minutes */
+#define COPY_RETRY_FIRST_MS 5000
+#define COPY_RETRY_MAX_MS 300000
 
 static int	sluice_copy_workers = 2;
 static List *launches = NIL;	/* pipelines whose workers start at commit */
@@ -239,6 +266,129 @@ snapshot_worker_step(int pipeline_id)
 	MemoryContextSwitchTo(cxt);
 }
 
+/*
+ * Wait until the pipeline's copy workers may try again after failures (see
+ * the NOTES, "Backoff"): until the next attempt is due, or at once when the
+ * record of the failures goes or a chunk was copied since the last failure
+ * (by a session or another worker).  Outside any transaction; a look every
+ * second.
+ */
+static void
+backoff_wait(int pipeline_id)
+{
+	for (;;)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(pipeline_id)};
+		TimestampTz next = 0;
+		bool		copied = false;
+		bool		found;
+		long		ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		worker_xact_begin();
+		if (sluice_catalog_exec("SELECT f.next_attempt_at, "
+								"       EXISTS (SELECT FROM sluice._copy c "
+								"                WHERE c.pipeline_id OPERATOR(pg_catalog.=) $1 "
+								"                  AND c.last_chunk_at OPERATOR(pg_catalog.>) f.failed_at) "
+								"  FROM sluice._copy_failure f WHERE f.pipeline_id OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the backoff of the copy workers");
+		found = SPI_processed == 1;
+		if (found)
+		{
+			bool		isnull;
+
+			next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			copied = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		worker_xact_commit();
+		if (!found || copied)
+			return;				/* no failure, or a chunk copied since: the cause is gone */
+		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next);
+		if (ms <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(ms, 1000), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Record a failure of a copy worker of the pipeline (its transaction rolled
+ * back) and when the workers try again, and say so in the log with the way
+ * forward.
+ */
+static void
+backoff_record(int pipeline_id, const char *message)
+{
+	Oid			types[4] = {INT4OID, TEXTOID, INT4OID, INT4OID};
+	Datum		args[4];
+	int32		failures = 0;
+	char	   *next = NULL;
+	char	   *name = NULL;
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(message != NULL ? message : "unknown error");
+	args[2] = Int32GetDatum(COPY_RETRY_FIRST_MS);
+	args[3] = Int32GetDatum(COPY_RETRY_MAX_MS);
+	worker_xact_begin();
+	/* (nothing when the pipeline was dropped meanwhile) */
+	if (sluice_catalog_exec("INSERT INTO sluice._copy_failure AS f "
+							"       (pipeline_id, failures, last_error, failed_at, next_attempt_at) "
+							"SELECT p.pipeline_id, 1, $2, pg_catalog.clock_timestamp(), "
+							"       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
+							"       pg_catalog.make_interval(secs => $3 OPERATOR(pg_catalog./) 1000.0) "
+							"  FROM sluice._pipeline p WHERE p.pipeline_id OPERATOR(pg_catalog.=) $1 "
+							"ON CONFLICT (pipeline_id) DO UPDATE "
+							"   SET failures = f.failures OPERATOR(pg_catalog.+) 1, last_error = $2, "
+							"       failed_at = pg_catalog.clock_timestamp(), "
+							"       next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
+							"         pg_catalog.make_interval(secs => LEAST($4::float8, $3::float8 OPERATOR(pg_catalog.*) "
+							"           (2::float8 OPERATOR(pg_catalog.^) LEAST(f.failures, 30)::float8)) OPERATOR(pg_catalog./) 1000.0) "
+							"RETURNING f.failures, pg_catalog.to_char(f.next_attempt_at, 'YYYY-MM-DD HH24:MI:SS TZ'), "
+							"          (SELECT p.name FROM sluice._pipeline p WHERE p.pipeline_id OPERATOR(pg_catalog.=) $1)",
+							4, types, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record the failure of a copy worker");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		failures = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		next = MemoryContextStrdup(TopMemoryContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		name = MemoryContextStrdup(TopMemoryContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	}
+	worker_xact_commit();
+	if (name != NULL)
+		ereport(LOG,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the copy workers of pipeline \"%s\" failed %d time%s in a row; they try again at %s",
+						name, failures, failures == 1 ? "" : "s", next),
+				 errdetail("Each failure in a row doubles the wait, from %d seconds up to %d minutes; the error is above and in sluice.copy_failures.",
+						   COPY_RETRY_FIRST_MS / 1000, COPY_RETRY_MAX_MS / 60000),
+				 errhint("Fix the cause; SELECT sluice.copy_chunk('%s') tries a chunk at once in your session and shows the error, and once a chunk is copied the workers go on.",
+						 name)));
+}
+
+/* A chunk was copied: the failures in a row are over. */
+static void
+backoff_reset(int pipeline_id)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(pipeline_id)};
+
+	worker_xact_begin();
+	if (sluice_catalog_exec("DELETE FROM sluice._copy_failure WHERE pipeline_id OPERATOR(pg_catalog.=) $1",
+							1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not reset the backoff of the copy workers");
+	worker_xact_commit();
+}
+
 void
 sluice_copy_worker_main(Datum arg)
 {
@@ -268,25 +418,55 @@ sluice_copy_worker_main(Datum arg)
 		proc_exit(0);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice copy worker", ALLOCSET_DEFAULT_SIZES);
-	for (;;)
+	backoff_wait(pipeline_id);
+	PG_TRY();
 	{
-		CopyStep	step;
+		bool		reset = true;	/* the first chunk copied ends the failures */
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
+		for (;;)
 		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+			CopyStep	step;
+
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			MemoryContextReset(cxt);
+			MemoryContextSwitchTo(cxt);
+			step = snapshot_copy_step(pipeline_id, cxt);
+			if (step == COPY_STEP_COPIED)
+			{
+				if (reset)
+					backoff_reset(pipeline_id);
+				reset = false;
+				continue;
+			}
+			if (step == COPY_STEP_ALL_COPIED)
+				(void) snapshot_copy_finish(pipeline_id);
+			/* nothing left to copy (copied in a session meanwhile?): no failure waits */
+			if (reset && (step == COPY_STEP_ALL_COPIED || step == COPY_STEP_GONE))
+				backoff_reset(pipeline_id);
+			break;
 		}
-		MemoryContextReset(cxt);
-		MemoryContextSwitchTo(cxt);
-		step = snapshot_copy_step(pipeline_id, cxt);
-		if (step == COPY_STEP_COPIED)
-			continue;
-		if (step == COPY_STEP_ALL_COPIED)
-			(void) snapshot_copy_finish(pipeline_id);
-		break;
 	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		/* a cancel is no failure: exit, started again 5 s later */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		backoff_record(pipeline_id, edata->message);
+		proc_exit(1);
+	}
+	PG_END_TRY();
 	/* exit 0: a dynamic worker that ends well is not started again */
 	proc_exit(0);
 }

@@ -446,7 +446,11 @@ sluice_start(PG_FUNCTION_ARGS)
 				 errdetail("An HTTP API has no change stream; its pipeline is pulled by sluice.refresh()."),
 				 errhint("Schedule sluice.refresh('%s') with pg_cron instead.", name)));
 	{
-		/* the worker logs in as the role that starts it (a NOLOGIN role would die at once, in a loop) */
+		/*
+		 * the worker runs as the role that starts it, as a session of that
+		 * role would (worker.c's NOTES, "Settings"): a role that cannot log
+		 * in has no sessions, and no worker either
+		 */
 		HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
 		bool		canlogin = HeapTupleIsValid(tup) && ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 
@@ -457,7 +461,7 @@ sluice_start(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					 errmsg("role \"%s\" cannot log in, and the worker of pipeline \"%s\" would run as it",
 							GetUserNameFromId(GetUserId(), false), name),
-					 errdetail("A pipeline's worker connects as the role that starts it."),
+					 errdetail("A pipeline's worker runs as the role that starts it, as a session of that role would."),
 					 errhint("Start it as a role that can log in and has the privileges of the pipeline's owner (for example after RESET ROLE).")));
 	}
 	was = pipe->continuous;

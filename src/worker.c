@@ -61,6 +61,28 @@
  *	  than the source's wal_sender_timeout (60 s) on a worker whose other
  *	  pipelines have nowhere to go costs them a reconnect.
  *
+ *	  Settings.  A worker connects as the bootstrap superuser and then takes
+ *	  the session authorization of the role that started its pipelines
+ *	  (SET SESSION AUTHORIZATION's own path): session_user, current_user
+ *	  and pg_stat_activity show that role, as if it had logged in, but the
+ *	  role's ALTER ROLE ... SET settings are never read.  Those belong to
+ *	  the role, which an operator controls for itself and keeps after being
+ *	  removed from the team (revoke_operator, REVOKE owner FROM it): with
+ *	  default_transaction_read_only every batch failed, and TimeZone,
+ *	  DateStyle, row_security, lock_timeout or a role to SET at connection
+ *	  changed how the worker applies changes and what the owner's triggers
+ *	  see.  What applies is what the datamart's administrators set: the
+ *	  database's settings (ALTER DATABASE ... SET, its owner), every role's
+ *	  (ALTER ROLE ALL, a superuser) and the bootstrap superuser's, then the
+ *	  worker's own (search_path, synchronous_commit).  The copy workers
+ *	  (copyworker.c) connect as the bootstrap superuser too and work as
+ *	  the role that asked; the slot movers and the resume workers stay the
+ *	  bootstrap superuser.  Rejected: resetting the
+ *	  role's settings after a login as it (the values they replaced are
+ *	  gone by then, and a role to SET at connection has already acted);
+ *	  overriding a list of dangerous settings (any list misses one, and the
+ *	  administrators' own choices would be overridden too).
+ *
  *	  What it never does.  Decide what it serves (the launcher does; the
  *	  worker only follows pool_sync) or read the source other than through
  *	  refresh.c and walstream.c, but for one look every 5 s at the slot's
@@ -1126,6 +1148,35 @@ pool_poll(MemoryContext cxt)
 	}
 }
 
+/*
+ * Connect to the database as the bootstrap superuser, then take the
+ * session authorization of the role that started the pipelines (as SET
+ * SESSION AUTHORIZATION would): session_user and current_user are that
+ * role, as after a login, but its ALTER ROLE ... SET settings were never
+ * read (see the NOTES, "Settings").
+ */
+static void
+worker_connect(Oid dboid, Oid roleoid)
+{
+	char	   *rolename;
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, BOOTSTRAP_SUPERUSERID, 0);
+	if (!OidIsValid(roleoid))
+		return;					/* a notifier: the bootstrap superuser, as before */
+	StartTransactionCommand();
+	rolename = GetUserNameFromId(roleoid, true);
+	if (rolename == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that started pool worker %d no longer exists", my_worker + 1),
+				 errdetail("A pool worker runs as the role that called sluice.start() for its pipelines."),
+				 errhint("Call sluice.start() again for its pipelines as a role that operates them.")));
+	SetConfigOption("session_authorization", rolename, PGC_SUSET, PGC_S_OVERRIDE);
+	CommitTransactionCommand();
+	/* pg_stat_activity.usename: the role, as for a worker that logged in as it */
+	pgstat_bestart();
+}
+
 void
 sluice_worker_main(Datum arg)
 {
@@ -1161,7 +1212,7 @@ sluice_worker_main(Datum arg)
 	pqsignal(SIGINT, StatementCancelHandler);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+	worker_connect(dboid, roleoid);
 	sluice_fix_search_path();
 	pgstat_report_appname("pg_sluice worker");
 

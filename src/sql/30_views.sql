@@ -408,6 +408,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   r record;
+  f record;
 BEGIN
   SELECT pg_catalog.count(*) AS tables,
          pg_catalog.sum(c.chunks_done) AS done,
@@ -422,7 +423,11 @@ BEGIN
   IF r.tables OPERATOR(pg_catalog.=) 0 THEN
     RETURN NULL;
   END IF;
-  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s',
+  -- copy workers that keep failing wait (sluice.copy_failures, 99_ops10.sql)
+  SELECT c.failures, c.next_attempt_at INTO f
+    FROM sluice.copy_failures c
+   WHERE c.pipeline OPERATOR(pg_catalog.=) _copy_state.pipeline;
+  RETURN pg_catalog.format('copying %s table%s: chunk %s/%s, %s rows%s%s%s',
            r.tables, CASE WHEN r.tables OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
            r.done, r.total, r.copied,
            CASE WHEN r.estimate OPERATOR(pg_catalog.>) 0
@@ -431,6 +436,11 @@ BEGIN
                 ELSE '' END,
            CASE WHEN r.eta IS NOT NULL
                 THEN pg_catalog.format(', eta %s', pg_catalog.date_trunc('second', r.eta))
+                ELSE '' END,
+           CASE WHEN f.failures IS NOT NULL
+                THEN pg_catalog.format('; copy workers failed %s time%s in a row, next attempt at %s (sluice.copy_failures)',
+                       f.failures, CASE WHEN f.failures OPERATOR(pg_catalog.>) 1 THEN 's' ELSE '' END,
+                       pg_catalog.date_trunc('second', f.next_attempt_at))
                 ELSE '' END);
 END
 $$;

@@ -117,6 +117,8 @@ COMMENT ON FUNCTION sluice.copy_chunk(text) IS
 -- a procedure with one cannot commit; it sets search_path itself).  While
 -- background copy workers (99_copy.sql, src/copyworker.c) copy the
 -- pipeline's chunks it waits for them instead, with a notice every 5 s.
+-- A notice leaves out the rate and the time left while they are unknown
+-- (before the first chunk, or a source table with no row estimate).
 CREATE PROCEDURE sluice.copy_tables(pipeline text, max_chunks integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -148,9 +150,11 @@ BEGIN
                   WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
                     AND c.state OPERATOR(pg_catalog.=) 'copying'
         LOOP
-          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left (background copy workers)',
+          RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows% (background copy workers)',
             pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
-            r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+            r.chunks_done, r.chunks_total, r.rows_copied,
+            pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                              CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
         END LOOP;
       END IF;
       PERFORM pg_catalog.pg_sleep(0.1);
@@ -163,9 +167,11 @@ BEGIN
               WHERE c.pipeline OPERATOR(pg_catalog.=) copy_tables.pipeline
               ORDER BY c.last_chunk_at DESC NULLS LAST LIMIT 1
     LOOP
-      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows, % rows/s, % left',
+      RAISE NOTICE 'pipeline "%": table %.%: % of % chunks, % rows%',
         pipeline, pg_catalog.quote_ident(r.target_schema), pg_catalog.quote_ident(r.target_table),
-        r.chunks_done, r.chunks_total, r.rows_copied, r.rows_per_second, r.eta;
+        r.chunks_done, r.chunks_total, r.rows_copied,
+        pg_catalog.concat(CASE WHEN r.rows_per_second IS NULL THEN '' ELSE pg_catalog.format(', %s rows/s', r.rows_per_second) END,
+                          CASE WHEN r.eta IS NULL THEN '' ELSE pg_catalog.format(', %s left', r.eta) END);
     END LOOP;
     COMMIT;
   END LOOP;
