@@ -71,6 +71,45 @@ is($mart->safe_psql('postgres', q{SELECT string_agg(DISTINCT concat_ws('|', who,
 is($mart->safe_psql('postgres', q{SELECT a.usename FROM pg_stat_activity a JOIN sluice.status s ON s.worker_pid = a.pid WHERE s.pipeline = 'strom'}),
 	q{Öp 'x'}, 'pg_stat_activity shows the worker as the operator');
 
+# the worker's session was authenticated as the bootstrap superuser: code
+# the owner wrote (a trigger on its datamart table, immediate or deferred
+# to the commit) cannot take that back with SET SESSION AUTHORIZATION
+my $boot = $mart->safe_psql('postgres', q{SELECT rolname FROM pg_roles WHERE oid = 10});
+$mart->safe_psql('postgres', qq{
+CREATE TABLE public.climbed (id int, msg text);
+GRANT INSERT ON public.climbed TO PUBLIC;
+SET ROLE "Eigner E";
+CREATE FUNCTION "Ziel Ä".climb() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+  BEGIN
+    EXECUTE 'SET SESSION AUTHORIZATION $boot';
+    EXECUTE 'ALTER ROLE "Eigner E" SUPERUSER';
+    INSERT INTO public.climbed VALUES (NEW.id, 'climbed');
+  EXCEPTION WHEN OTHERS THEN
+    INSERT INTO public.climbed VALUES (NEW.id, SQLERRM);
+  END;
+  RETURN NULL;
+END \$\$;
+CREATE TRIGGER climb AFTER INSERT ON $dst FOR EACH ROW EXECUTE FUNCTION "Ziel Ä".climb();
+ALTER TABLE $dst ENABLE ALWAYS TRIGGER climb;
+CREATE CONSTRAINT TRIGGER climb_late AFTER INSERT ON $dst DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION "Ziel Ä".climb();
+ALTER TABLE $dst ENABLE ALWAYS TRIGGER climb_late;
+});
+$live->safe_psql('postgres', qq{INSERT INTO $src (id, v) VALUES (900, 'hoch')});
+ok($mart->poll_query_until('postgres', q{SELECT count(*) > 0 FROM public.climbed WHERE id = 900}),
+	'the owner\'s trigger ran in the worker');
+is($mart->safe_psql('postgres', q{SELECT string_agg(DISTINCT msg, ',') FROM public.climbed}),
+	'cannot set parameter "session_authorization" within security-definer function',
+	'it could not become the superuser the worker connected as');
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_roles WHERE rolsuper AND rolname IN ('Eigner E', 'Öp ''x''')}),
+	'0', 'no role was made a superuser');
+$mart->safe_psql('postgres', qq{SELECT sluice.stop('strom'); DROP TRIGGER climb ON $dst; DROP TRIGGER climb_late ON $dst;
+  DELETE FROM $dst WHERE id = 900;});
+$live->safe_psql('postgres', qq{DELETE FROM $src WHERE id = 900});
+$mart->safe_psql('postgres', q{SET ROLE "Öp 'x'"; SELECT sluice.start('strom')});
+wait_same_tables($live, $mart, [[$src, $dst]], 'with the triggers gone');
+
 # the operator leaves the team; it may still set its own role's defaults.
 # After a restart its worker comes back as it and streams nothing (it no
 # longer operates the pipeline); a superuser starts the pipeline again.
