@@ -6044,3 +6044,16 @@ SELECT p.name AS pipeline,
                       WHERE r.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id
                         AND r.status OPERATOR(pg_catalog.=) 'succeeded'
                       ORDER BY r.run_id DESC LIMIT 1) ok ON true;
+
+-- sluice.workers.waiting masked as sluice.status.last_error (hostile review 10)
+CREATE OR REPLACE VIEW sluice.workers AS
+SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_at,
+       pg_catalog.count(w.worker) OVER (PARTITION BY w.worker) AS worker_pipelines,
+       CASE WHEN w.worker IS NOT NULL OR s.last_error IS NULL THEN NULL
+            WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN s.last_error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS waiting
+  FROM sluice._pool_status() w
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._worker_status() s USING (pipeline_id);
+COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it. As sluice.status.last_error: its text only to the pipeline''s operators and to roles that can read all its tables (an error can carry a value of the failing row), to others that there is one.';
