@@ -7,6 +7,13 @@
 #     roles that read all its tables: a trigger's RAISE with the failing
 #     row's value reached a reader that cannot read the table, between the
 #     death of the pipeline's pool worker and its next start.
+#  2. identity.c: a table dropped and created again on live without the
+#     key column its copy in chunks ranges over (renamed), while it was
+#     copied: each chunk failed on "column does not exist" (the copy
+#     workers again every 5 s), every refresh succeeded (a copy under way
+#     was to start over on the new table), and the datamart kept part of
+#     the old table while sluice.status said "copying".  The chunk names
+#     it, the refresh pauses, and the way forward is walked.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -28,6 +35,10 @@ $live->safe_psql('postgres', q{
 CREATE SCHEMA "Ün app";
 CREATE TABLE "Ün app"."Pay Ö" (id int PRIMARY KEY, v text);
 INSERT INTO "Ün app"."Pay Ö" SELECT g, 'ok ' || g FROM generate_series(1, 10) g;
+CREATE TABLE "Ün app"."Base" (id int PRIMARY KEY, v text);
+INSERT INTO "Ün app"."Base" VALUES (1, 'base');
+CREATE TABLE "Ün app"."Big Ö" (id int PRIMARY KEY, "Wert ä" text);
+INSERT INTO "Ün app"."Big Ö" SELECT g, 'old ' || g FROM generate_series(1, 300) g;
 });
 mart_source($mart, $live, 'live');
 $mart->safe_psql('postgres', q{
@@ -41,6 +52,7 @@ GRANT etl TO "Øps 'op'";
 });
 my $op = q{SET ROLE "Øps 'op'"; };
 my $reader = q{SET ROLE "Rëader"; };
+my ($ret, $out, $err);
 
 # --- 1. sluice.workers.waiting masks an error as sluice.status does ---------
 # a trigger of the owner's refuses a row, naming its value, after a pause
@@ -93,5 +105,38 @@ ok($mart->poll_query_until('postgres', q{SELECT v = 'salary 987654' FROM "Leak �
 	'without the trigger the row arrives');
 is(checksum($mart, '"Leak ö"."Pay Ö"'), checksum($live, '"Ün app"."Pay Ö"'), 'the datamart equals live');
 $mart->safe_psql('postgres', q{SELECT sluice.stop('leak')});
+
+# --- 2. a table created again without its key while it is copied ----------
+# live's table owner drops the table being copied in chunks and creates it
+# again with its key column renamed: each chunk failed on "column does not
+# exist" (copy workers forever, every 5 s), every refresh succeeded, and
+# the datamart kept 100 rows of the old table while sluice.status said
+# "copying"
+my $cp = q{SET ROLE "Øps 'op'"; SET pg_sluice.copy_workers = 0; };
+my $big = q{"Ün app"."Big Ö"};
+my $mbig = q{"Stück S"."Big Ö"};
+$mart->safe_psql('postgres', q{SET ROLE etl;
+SELECT sluice.create_pipeline('stuck', 'live', ARRAY['"Ün app"."Base"'], target_schema => 'Stück S')});
+$mart->safe_psql('postgres', qq{${cp}SELECT sluice.add_table('stuck', '$big', 100); SELECT sluice.copy_chunk('stuck')});
+is($mart->safe_psql('postgres', "SELECT count(*) FROM $mbig"), '100', 'the first chunk is copied');
+$live->safe_psql('postgres', qq{DROP TABLE $big; CREATE TABLE $big ("Id" int PRIMARY KEY, "Wert ä" text);
+  INSERT INTO $big SELECT g, 'new ' || g FROM generate_series(1, 300) g});
+($ret, $out, $err) = $mart->psql('postgres', qq{${cp}SELECT sluice.copy_chunk('stuck')});
+like($err, qr/ERROR:  table "Ün app\.Big Ö" was created again on source "live" without column "id" of the datamart table's key/,
+	'the next chunk says the table was created again without its key');
+like($err, qr/HINT:  Give the table on live its column "id" back/, 'with the way forward');
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT status FROM sluice.refresh('stuck')});
+is($out, 'paused', 'the refresh pauses the pipeline instead of succeeding');
+like($err, qr/created again \(oid \d+, was \d+\) without column "id" of the datamart table's key/, 'and says why');
+like($mart->safe_psql('postgres', qq{${reader}SELECT paused_reason FROM sluice.status WHERE pipeline = 'stuck'}),
+	qr/not the table pipeline "stuck" copied/, 'sluice.status says so to every reader');
+# the way forward: the key back on live, copy again
+$live->safe_psql('postgres', qq{ALTER TABLE $big RENAME COLUMN "Id" TO id});
+$mart->safe_psql('postgres', qq{${cp}SELECT sluice.resnapshot('stuck', '$mbig'); SELECT sluice.resume('stuck')});
+$mart->safe_psql('postgres', qq{${cp}CALL sluice.copy_tables('stuck')});
+is(checksum($mart, $mbig), checksum($live, $big), 'copied again, the datamart holds the new table');
+$live->safe_psql('postgres', qq{UPDATE $big SET "Wert ä" = 'later' WHERE id IN (1, 150, 300); DELETE FROM $big WHERE id = 2});
+is($mart->safe_psql('postgres', qq{${op}SELECT status FROM sluice.refresh('stuck')}), 'succeeded', 'its refreshes succeed');
+is(checksum($mart, $mbig), checksum($live, $big), 'and the datamart follows it');
 
 done_testing();
