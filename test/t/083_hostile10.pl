@@ -14,6 +14,12 @@
 #     was to start over on the new table), and the datamart kept part of
 #     the old table while sluice.status said "copying".  The chunk names
 #     it, the refresh pauses, and the way forward is walked.
+#  3. snapshot.c: a column dropped on live while its table was copied in
+#     chunks: each chunk failed on "column does not exist", every refresh
+#     succeeded until live wrote the table, and the drift's way forward
+#     (sluice.drop_column, keep) left every chunk failing for good (the
+#     copy still read the column).  The chunk names the drift with the way
+#     forward, and a kept column gone from live is not copied.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -39,6 +45,8 @@ CREATE TABLE "Ün app"."Base" (id int PRIMARY KEY, v text);
 INSERT INTO "Ün app"."Base" VALUES (1, 'base');
 CREATE TABLE "Ün app"."Big Ö" (id int PRIMARY KEY, "Wert ä" text);
 INSERT INTO "Ün app"."Big Ö" SELECT g, 'old ' || g FROM generate_series(1, 300) g;
+CREATE TABLE "Ün app".wide (id int PRIMARY KEY, v text, "Gone w" text NOT NULL);
+INSERT INTO "Ün app".wide SELECT g, 'v ' || g, 'w ' || g FROM generate_series(1, 300) g;
 });
 mart_source($mart, $live, 'live');
 $mart->safe_psql('postgres', q{
@@ -138,5 +146,31 @@ is(checksum($mart, $mbig), checksum($live, $big), 'copied again, the datamart ho
 $live->safe_psql('postgres', qq{UPDATE $big SET "Wert ä" = 'later' WHERE id IN (1, 150, 300); DELETE FROM $big WHERE id = 2});
 is($mart->safe_psql('postgres', qq{${op}SELECT status FROM sluice.refresh('stuck')}), 'succeeded', 'its refreshes succeed');
 is(checksum($mart, $mbig), checksum($live, $big), 'and the datamart follows it');
+
+# --- 3. a column dropped on live while its table is copied in chunks -------
+# each chunk failed on "column does not exist" (as "the initial copy"),
+# every refresh succeeded until live wrote the table; then the drift's way
+# forward (sluice.drop_column, keep) left every chunk failing the same way,
+# for good: the copy read the column the contract keeps fed by nothing
+my $wide = q{"Ün app".wide};
+my $mwide = q{"Stück S".wide};
+$mart->safe_psql('postgres', qq{${cp}SELECT sluice.add_table('stuck', '$wide', 100); SELECT sluice.copy_chunk('stuck')});
+$live->safe_psql('postgres', qq{ALTER TABLE $wide DROP COLUMN "Gone w"});
+($ret, $out, $err) = $mart->psql('postgres', qq{${cp}SELECT sluice.copy_chunk('stuck')});
+like($err, qr/ERROR:  source table "Ün app\.wide" drifted from its contract.*DETAIL:  Column "Gone w" \(feeding "Gone w"\) no longer exists on source "live"/s,
+	'a chunk after a column was dropped on live names the drift');
+like($err, qr/HINT:  If it was dropped, sluice\.drop_column\('"Stück S"\.wide', 'Gone w'\) keeps "Gone w"/, 'with the way forward, quoted');
+($ret, $out, $err) = $mart->psql('postgres', qq{${cp}SELECT sluice.drop_column('"Stück S".wide', 'Gone w')});
+is($ret, 0, 'the operator keeps the column, fed by nothing') or diag($err);
+($ret, $out, $err) = $mart->psql('postgres', qq{${cp}CALL sluice.copy_tables('stuck')});
+is($ret, 0, 'then the copy goes on') or diag($err);
+is($mart->safe_psql('postgres', 'SELECT count(*) FROM sluice.copy_progress WHERE pipeline = \'stuck\' AND state <> \'finished\''), '0',
+	'and finishes');
+is(checksum($mart, "(SELECT id, v FROM $mwide)"), checksum($live, "(SELECT id, v FROM $wide)"), 'the datamart holds live\'s rows');
+$live->safe_psql('postgres', qq{UPDATE $wide SET v = 'later' WHERE id IN (5, 250); INSERT INTO $wide VALUES (301, 'new')});
+is($mart->safe_psql('postgres', qq{${op}SELECT status FROM sluice.refresh('stuck')}), 'succeeded', 'its refreshes succeed');
+is(checksum($mart, "(SELECT id, v FROM $mwide)"), checksum($live, "(SELECT id, v FROM $wide)"), 'and the datamart follows live');
+is($mart->safe_psql('postgres', qq{SELECT count(*) FROM $mwide WHERE "Gone w" IS NOT NULL}), '100',
+	'the kept column holds what the first chunk copied, NULL since');
 
 done_testing();
