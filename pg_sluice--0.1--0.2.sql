@@ -6057,3 +6057,23 @@ SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_a
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._worker_status() s USING (pipeline_id);
 COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it. As sluice.status.last_error: its text only to the pipeline''s operators and to roles that can read all its tables (an error can carry a value of the failing row), to others that there is one.';
+
+-- sluice._error_shown: no error text to a reader that row security keeps from some rows (hostile review 10)
+CREATE OR REPLACE FUNCTION sluice._error_shown(pipeline_id integer, owner oid, who name)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner AND pg_has_role(who, r.oid, 'USAGE'))
+      OR NOT EXISTS (SELECT 1 FROM sluice._pipeline_table t
+                       LEFT JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', t.target_schema, t.target_table))
+                      WHERE t.pipeline_id = _error_shown.pipeline_id
+                        AND c.oid IS NOT NULL
+                        AND (NOT has_table_privilege(who, c.oid, 'SELECT')
+                             OR (c.relrowsecurity
+                                 AND NOT EXISTS (SELECT 1 FROM pg_roles w
+                                                  WHERE w.rolname = who AND (w.rolsuper OR w.rolbypassrls))
+                                 AND (c.relforcerowsecurity OR NOT pg_has_role(who, c.relowner, 'USAGE')))))
+$$;
+COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
+  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads every row of all its tables: SELECT, no row security applying to it); the views pass current_user.';

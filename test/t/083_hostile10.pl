@@ -6,7 +6,9 @@
 #     sluice.runs.error show it only to the pipeline's operators and to
 #     roles that read all its tables: a trigger's RAISE with the failing
 #     row's value reached a reader that cannot read the table, between the
-#     death of the pipeline's pool worker and its next start.
+#     death of the pipeline's pool worker and its next start.  And a
+#     reader with SELECT on a table whose row security hides the failing
+#     row from it (a campus reader) read that row in sluice.runs.error.
 #  2. identity.c: a table dropped and created again on live without the
 #     key column its copy in chunks ranges over (renamed), while it was
 #     copied: each chunk failed on "column does not exist" (the copy
@@ -104,9 +106,20 @@ unlike($mart->safe_psql('postgres', qq{${reader}SELECT coalesce(last_error, '') 
 	qr/987654/, 'as sluice.status says');
 like($mart->safe_psql('postgres', qq{${op}SELECT coalesce(last_error, '') FROM sluice.status WHERE pipeline = 'leak'}),
 	qr/refused salary 987654/, 'its operator reads the error');
-$mart->safe_psql('postgres', q{GRANT SELECT ON "Leak ö"."Pay Ö" TO "Rëader"});
+# a campus reader: SELECT on the table, and row security showing it the
+# rows of its campus (not row 3): it must not read row 3 in an error either
+$mart->safe_psql('postgres', q{SET ROLE etl; ALTER TABLE "Leak ö"."Pay Ö" ENABLE ROW LEVEL SECURITY;
+  CREATE POLICY "its campus" ON "Leak ö"."Pay Ö" FOR SELECT TO "Rëader" USING (id <> 3);
+  GRANT SELECT ON "Leak ö"."Pay Ö" TO "Rëader"});
+is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM "Leak ö"."Pay Ö" WHERE id = 3}), '0',
+	'row security keeps row 3 from the reader');
+is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM sluice.runs WHERE pipeline = 'leak' AND error ~ '987654'}),
+	'0', 'nor does it read row 3 in sluice.runs.error');
+unlike($mart->safe_psql('postgres', qq{${reader}SELECT coalesce(last_error, '') FROM sluice.status WHERE pipeline = 'leak'}),
+	qr/987654/, 'nor in sluice.status.last_error');
+$mart->safe_psql('postgres', q{SET ROLE etl; ALTER TABLE "Leak ö"."Pay Ö" DISABLE ROW LEVEL SECURITY});
 is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) > 0 FROM sluice.runs WHERE pipeline = 'leak' AND error ~ '987654'}),
-	't', 'once the reader reads the table, it reads the error');
+	't', 'once the reader reads every row of the table, it reads the error');
 # the owner drops the trigger: the row arrives, nothing else was applied
 $mart->safe_psql('postgres', q{SET ROLE etl; DROP TRIGGER refuse ON "Leak ö"."Pay Ö"});
 ok($mart->poll_query_until('postgres', q{SELECT v = 'salary 987654' FROM "Leak ö"."Pay Ö" WHERE id = 3}),
