@@ -6077,3 +6077,22 @@ AS $$
 $$;
 COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
   'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads every row of all its tables: SELECT, no row security applying to it); the views pass current_user.';
+
+-- sluice._readable: values of a table (sluice.quality, sluice.http_endpoints) not to a reader that row security keeps from some rows (hostile review 10)
+CREATE OR REPLACE FUNCTION sluice._readable(target_schema name, target_table name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- runs as whoever reads the view: views that show values of a table show
+  -- them only to roles that can SELECT every row of it (no row security
+  -- applying to them: a sample of failing values spans every row)
+  SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = target_schema AND c.relname = target_table
+                    AND has_table_privilege(c.oid, 'SELECT')
+                    AND (NOT c.relrowsecurity
+                         OR EXISTS (SELECT 1 FROM pg_roles w
+                                     WHERE w.rolname = current_user AND (w.rolsuper OR w.rolbypassrls))
+                         OR (NOT c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE'))))
+$$;
+COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT every row of this datamart table (no row security applies to it).';

@@ -22,6 +22,10 @@
 #     (sluice.drop_column, keep) left every chunk failing for good (the
 #     copy still read the column).  The chunk names the drift with the way
 #     forward, and a kept column gone from live is not copied.
+#  4. sluice.quality showed the failing values (sample_keys) of a table to
+#     a reader with SELECT on it whose row security hides those rows: the
+#     views that show values of a table show them to roles that read every
+#     row of it (sluice._readable, as sluice._error_shown in part 1).
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -185,5 +189,24 @@ is($mart->safe_psql('postgres', qq{${op}SELECT status FROM sluice.refresh('stuck
 is(checksum($mart, "(SELECT id, v FROM $mwide)"), checksum($live, "(SELECT id, v FROM $wide)"), 'and the datamart follows live');
 is($mart->safe_psql('postgres', qq{SELECT count(*) FROM $mwide WHERE "Gone w" IS NOT NULL}), '100',
 	'the kept column holds what the first chunk copied, NULL since');
+
+# --- 4. sluice.quality to a reader that row security keeps from rows -------
+# a campus reader has SELECT on the table and a policy showing it its rows
+# (id 1); sluice.quality showed it the failing values of the others
+my $mbase = q{"Stück S"."Base"};
+$mart->safe_psql('postgres', qq{SET ROLE etl; ALTER TABLE $mbase ENABLE ROW LEVEL SECURITY;
+  CREATE POLICY "its campus" ON $mbase FOR SELECT TO "Rëader" USING (id = 1);
+  GRANT USAGE ON SCHEMA "Stück S" TO "Rëader"; GRANT SELECT ON $mbase TO "Rëader"});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.expect_column_values_to_be_unique('$mbase', ARRAY['v'], 'warn')});
+$live->safe_psql('postgres', q{INSERT INTO "Ün app"."Base" VALUES (2, 'salary 4242'), (3, 'salary 4242')});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
+like($mart->safe_psql('postgres', qq{${op}SELECT sample_keys FROM sluice.quality WHERE target_table = 'Base' AND NOT success}),
+	qr/4242/, 'the operator reads the failing values in sluice.quality');
+is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM $mbase WHERE id <> 1}), '0', 'the reader reads only its rows');
+is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM sluice.quality WHERE target_table = 'Base' AND sample_keys::text ~ '4242'}),
+	'0', 'nor the others\' values in sluice.quality');
+$mart->safe_psql('postgres', qq{SET ROLE etl; ALTER TABLE $mbase DISABLE ROW LEVEL SECURITY});
+is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM sluice.quality WHERE target_table = 'Base' AND sample_keys::text ~ '4242'}),
+	'1', 'once it reads every row, it reads them there');
 
 done_testing();
