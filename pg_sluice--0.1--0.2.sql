@@ -6193,3 +6193,54 @@ BEGIN
                 ELSE '' END);
 END
 $$;
+-- sluice.workers.waiting masked as sluice.status.last_error (hostile review 10)
+CREATE OR REPLACE VIEW sluice.workers AS
+SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_at,
+       pg_catalog.count(w.worker) OVER (PARTITION BY w.worker) AS worker_pipelines,
+       CASE WHEN w.worker IS NOT NULL OR s.last_error IS NULL THEN NULL
+            WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN s.last_error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS waiting
+  FROM sluice._pool_status() w
+  JOIN sluice._pipeline p USING (pipeline_id)
+  LEFT JOIN sluice._worker_status() s USING (pipeline_id);
+COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it. As sluice.status.last_error: its text only to the pipeline''s operators and to roles that can read all its tables (an error can carry a value of the failing row), to others that there is one.';
+
+-- sluice._error_shown: no error text to a reader that row security keeps from some rows (hostile review 10)
+CREATE OR REPLACE FUNCTION sluice._error_shown(pipeline_id integer, owner oid, who name)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner AND pg_has_role(who, r.oid, 'USAGE'))
+      OR NOT EXISTS (SELECT 1 FROM sluice._pipeline_table t
+                       LEFT JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', t.target_schema, t.target_table))
+                      WHERE t.pipeline_id = _error_shown.pipeline_id
+                        AND c.oid IS NOT NULL
+                        AND (NOT has_table_privilege(who, c.oid, 'SELECT')
+                             OR (c.relrowsecurity
+                                 AND NOT EXISTS (SELECT 1 FROM pg_roles w
+                                                  WHERE w.rolname = who AND (w.rolsuper OR w.rolbypassrls))
+                                 AND (c.relforcerowsecurity OR NOT pg_has_role(who, c.relowner, 'USAGE')))))
+$$;
+COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
+  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads every row of all its tables: SELECT, no row security applying to it); the views pass current_user.';
+
+-- sluice._readable: values of a table (sluice.quality, sluice.http_endpoints) not to a reader that row security keeps from some rows (hostile review 10)
+CREATE OR REPLACE FUNCTION sluice._readable(target_schema name, target_table name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- runs as whoever reads the view: views that show values of a table show
+  -- them only to roles that can SELECT every row of it (no row security
+  -- applying to them: a sample of failing values spans every row)
+  SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = target_schema AND c.relname = target_table
+                    AND has_table_privilege(c.oid, 'SELECT')
+                    AND (NOT c.relrowsecurity
+                         OR EXISTS (SELECT 1 FROM pg_roles w
+                                     WHERE w.rolname = current_user AND (w.rolsuper OR w.rolbypassrls))
+                         OR (NOT c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE'))))
+$$;
+COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT every row of this datamart table (no row security applies to it).';

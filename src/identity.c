@@ -30,7 +30,11 @@
  *	      by schema and name in live's catalog, which needs no privilege.
  *	      A table gone pauses the pipeline; one created again pauses it
  *	      too, unless a chunked copy of it is under way (that copy starts
- *	      over, identity_chunk_start).
+ *	      over, identity_chunk_start) and the new table has the columns of
+ *	      the key its chunks range over (by source name and type,
+ *	      identity_missing_key): without them the copy could never start
+ *	      over, its chunks failed on a missing column while every refresh
+ *	      succeeded over a datamart holding part of the old table.
  *	    - identity_relation, at every RELATION message of a mapped table
  *	      (relation.c): the message's oid against the recorded one.  A
  *	      change of the old table (a backlog from before the drop) while
@@ -134,6 +138,70 @@ array_element(StringInfo buf, const char *s)
 }
 
 /*
+ * The first column of t's key (by its source name, of its source type)
+ * that live's table relid lacks; NULL when it has them all.  A copy can
+ * start over on a table created again only then: its chunks are ranges of
+ * that key.
+ */
+static char *
+identity_missing_key(SluiceConn *sc, SluiceTable *t, Oid relid)
+{
+	StringInfoData names;
+	StringInfoData typeoids;
+	const char *params[3];
+	PGresult   *res;
+	ListCell   *lc;
+	char	   *missing = NULL;
+
+	initStringInfo(&names);
+	initStringInfo(&typeoids);
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+		char		sep = names.len > 0 ? ',' : '{';
+
+		if (!c->is_key || c->source_column == NULL)
+			continue;
+		appendStringInfoChar(&names, sep);
+		array_element(&names, c->source_column);
+		appendStringInfo(&typeoids, "%c%u", sep, c->source_type);
+	}
+	if (names.len == 0)
+		return NULL;
+	appendStringInfoChar(&names, '}');
+	appendStringInfoChar(&typeoids, '}');
+	params[0] = psprintf("%u", relid);
+	params[1] = names.data;
+	params[2] = typeoids.data;
+	res = transport_exec(sc,
+						 "SELECT k.n FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::oid[])) "
+						 "       WITH ORDINALITY AS k(n, t, i) "
+						 " WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a "
+						 "                    WHERE a.attrelid = $1::pg_catalog.oid AND a.attname = k.n "
+						 "                      AND a.attnum > 0 AND NOT a.attisdropped "
+						 "                      AND (k.t = 0 OR a.atttypid = k.t)) "
+						 " ORDER BY k.i LIMIT 1",
+						 3, params, PGRES_TUPLES_OK, "look up the key of the source table");
+	if (PQntuples(res) > 0)
+		missing = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return missing;
+}
+
+/* The way forward when live's table was created again without t's key column col. */
+static char *
+identity_key_hint(SluicePipeline *pipe, SluiceTable *t, const char *col)
+{
+	char	   *target = quote_literal_cstr(psprintf("%s.%s", quote_identifier(t->target_schema),
+													  quote_identifier(t->target_table)));
+
+	return psprintf("Give the table on live its column \"%s\" back (its name and type), then copy it again: "
+					"sluice.resnapshot('%s', %s), sluice.resume('%s'), then CALL sluice.copy_tables('%s'). "
+					"Or drop the pipeline (its datamart tables stay).",
+					col, pipe->name, target, pipe->name, pipe->name);
+}
+
+/*
  * Look up every table of the pipeline on live by schema and name (sc: an
  * open connection).  Returns the first one gone, or created again while no
  * chunked copy of it is under way, as the drift that pauses the pipeline
@@ -150,6 +218,7 @@ identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint
 	PGresult   *res;
 	ListCell   *lc;
 	SluiceDrift *d = NULL;
+	char	   *missing = NULL;
 	int			i;
 
 	if (pipe->tables == NIL)
@@ -213,12 +282,21 @@ identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint
 										t->source_schema, t->source_table, pipe->source_name, now,
 										t->source_relid, t->target_schema, t->target_table),
 						  NULL, NULL);
+		else if ((missing = identity_missing_key(sc, t, now)) != NULL)
+			/* the copy under way cannot start over on it: its chunks are ranges of the key */
+			d = drift_new(t,
+						  psprintf("Table \"%s.%s\" on source \"%s\" was dropped and created again (oid %u, was %u) "
+								   "without column \"%s\" of the datamart table's key, as it was: its copy cannot start over, "
+								   "and the datamart table \"%s.%s\" holds rows of the old one.",
+								   t->source_schema, t->source_table, pipe->source_name, now,
+								   t->source_relid, missing, t->target_schema, t->target_table),
+						  NULL, NULL);
 		if (d != NULL)
 		{
 			*message = psprintf("source table \"%s.%s\" is not the table pipeline \"%s\" copied",
 								t->source_schema, t->source_table, pipe->name);
 			*hint = psprintf("Nothing was applied and pipeline \"%s\" is paused. %s", pipe->name,
-							 identity_hint(pipe, t));
+							 missing != NULL ? identity_key_hint(pipe, t, missing) : identity_hint(pipe, t));
 		}
 	}
 	PQclear(res);
@@ -268,7 +346,9 @@ identity_relation(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
  * (IDENTITY_RESTART); a chunk running at once that got there first did
  * both (IDENTITY_RESTARTED: the caller leaves its chunk).  The recorded oid
  * is read again under a row lock only then, so chunks of one table do not
- * wait for each other otherwise.
+ * wait for each other otherwise.  A new table without the key the chunks
+ * range over is refused, by name, before anything is recorded: the next
+ * refresh or batch pauses the pipeline (identity_check).
  */
 IdentityChunk
 identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
@@ -282,6 +362,7 @@ identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 	bool		isnull;
 	bool		published;
 	bool		partitioned;
+	char	   *missing;
 
 	res = transport_exec(sc,
 						 "SELECT c.oid, c.relkind = 'p', EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p "
@@ -305,6 +386,16 @@ identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 	PQclear(res);
 	if (now == t->source_relid)
 		return IDENTITY_SAME;
+	missing = OidIsValid(t->source_relid) ? identity_missing_key(sc, t, now) : NULL;
+	if (missing != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" was created again on source \"%s\" without column \"%s\" of the datamart table's key",
+						t->source_schema, t->source_table, pipe->source_name, missing),
+				 errdetail("Its copy cannot start over: chunks are ranges of that key. The datamart table \"%s.%s\" keeps the rows it has; "
+						   "the pipeline's next refresh or batch pauses it.",
+						   t->target_schema, t->target_table),
+				 errhint("%s", identity_key_hint(pipe, t, missing))));
 
 	/* under the row lock: another chunk may have started the copy over */
 	args[0] = Int32GetDatum(pipe->pipeline_id);

@@ -1095,7 +1095,11 @@ check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
  * the stream last told, and the chunk's COPY would fail on a value, or
  * read one as another type.  Named as the drift it is; the stream's next
  * batch applies the drift policy (it evolves, or pauses with its way
- * forward), then the copy goes on.
+ * forward), then the copy goes on.  A source column gone from live is
+ * named too (no batch sees it until live writes the table), with its own
+ * way forward: sluice.drop_column or sluice.map_column; a column the
+ * contract keeps fed by nothing (drop_column) is then left out of the
+ * COPY (copy_range).
  */
 static void
 check_source_types(SluicePipeline *pipe, SluiceTable *t, SourceTable *src)
@@ -1108,6 +1112,7 @@ check_source_types(SluicePipeline *pipe, SluiceTable *t, SourceTable *src)
 		ListCell   *a;
 		ListCell   *b;
 		ListCell   *o;
+		bool		found = false;
 
 		if (c->source_column == NULL)
 			continue;
@@ -1117,6 +1122,7 @@ check_source_types(SluicePipeline *pipe, SluiceTable *t, SourceTable *src)
 
 			if (strcmp(strVal(lfirst(a)), c->source_column) != 0)
 				continue;
+			found = true;
 			if (now != c->source_type && !list_member_oid(c->prior_types, now))
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1125,6 +1131,21 @@ check_source_types(SluicePipeline *pipe, SluiceTable *t, SourceTable *src)
 								   c->source_column, strVal(lfirst(b)), pipe->source_name),
 						 errhint("Let the pipeline's next batch apply its drift policy first (sluice.refresh('%s') for a pipeline refreshed on demand; it evolves, or pauses and names the way forward), then copy again.",
 								 pipe->name)));
+		}
+		/* gone from live: the COPY would fail on its name, and no batch sees it until live writes the table */
+		if (!found && !c->source_dropped)
+		{
+			char	   *target = quote_literal_cstr(psprintf("%s.%s", quote_identifier(t->target_schema),
+															  quote_identifier(t->target_table)));
+
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("source table \"%s.%s\" drifted from its contract", t->source_schema, t->source_table),
+					 errdetail("Column \"%s\" (feeding \"%s\") no longer exists on source \"%s\" (dropped or renamed); the chunk was not copied.",
+							   c->source_column, c->name, pipe->source_name),
+					 errhint("If it was dropped, sluice.drop_column(%s, %s) keeps \"%s\" (NULL from now on); if it was renamed, "
+							 "sluice.map_column(%s, %s, <its new name>). Then copy again.",
+							 target, quote_literal_cstr(c->name), c->name, target, quote_literal_cstr(c->name))));
 		}
 	}
 }
@@ -1396,15 +1417,6 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 	rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
 					 RowExclusiveLock);
 	k = chunk_key(rel, t, true);
-	foreach(lc, t->columns)
-	{
-		SluiceColumn *c = lfirst(lc);
-
-		if (c->source_column == NULL)
-			continue;
-		dst_cols = lappend(dst_cols, makeString(c->name));
-		src_cols = lappend(src_cols, makeString(c->source_column));
-	}
 	/* live's table was dropped and created again: its copy starts over (identity.c) */
 	switch (identity_chunk_start(pipe, sc, t))
 	{
@@ -1421,6 +1433,17 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 											 quote_identifier(t->source_table)));
 	check_source_types(pipe, t, src);
 	check_key_order(sc, t, k, src);
+	/* a column the contract keeps fed by nothing (sluice.drop_column), gone from live: not copied */
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+
+		if (c->source_column == NULL ||
+			(c->source_dropped && !list_member(src->columns, makeString(c->source_column))))
+			continue;
+		dst_cols = lappend(dst_cols, makeString(c->name));
+		src_cols = lappend(src_cols, makeString(c->source_column));
+	}
 	/* binary when the source's types are the contract's */
 	binary = src->binary_safe;
 	foreach(lc, t->columns)
@@ -1430,7 +1453,8 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 		ListCell   *b;
 		bool		same = false;
 
-		if (c->source_column == NULL)
+		if (c->source_column == NULL ||
+			(c->source_dropped && !list_member(src->columns, makeString(c->source_column))))
 			continue;
 		forboth(a, src->columns, b, src->types)
 			if (strcmp(strVal(lfirst(a)), c->source_column) == 0 &&

@@ -79,9 +79,12 @@ COMMENT ON COLUMN sluice.pipeline_tables.replica_identity IS 'Replica identity o
 
 -- An error's text can carry a value of the row that failed (a trigger's
 -- RAISE, an input syntax error): shown in sluice.runs and sluice.status to
--- the pipeline's operators and to roles that can read every one of its
--- tables.  Definer's rights (the catalog is not the reader's to read),
--- asked for the role the views pass: the one querying them.
+-- the pipeline's operators and to roles that can read every row of every
+-- one of its tables (SELECT, and no row security that applies to them: a
+-- campus reader of a table whose policy shows it its campus's rows would
+-- read another campus's row in an error).  Definer's rights (the catalog
+-- is not the reader's to read), asked for the role the views pass: the
+-- one querying them.
 CREATE FUNCTION sluice._error_shown(pipeline_id integer, owner oid, who name)
 RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -89,12 +92,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = owner AND pg_has_role(who, r.oid, 'USAGE'))
       OR NOT EXISTS (SELECT 1 FROM sluice._pipeline_table t
+                       LEFT JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', t.target_schema, t.target_table))
                       WHERE t.pipeline_id = _error_shown.pipeline_id
-                        AND NOT coalesce(has_table_privilege(who,
-                              to_regclass(format('%I.%I', t.target_schema, t.target_table)), 'SELECT'), true))
+                        AND c.oid IS NOT NULL
+                        AND (NOT has_table_privilege(who, c.oid, 'SELECT')
+                             OR (c.relrowsecurity
+                                 AND NOT EXISTS (SELECT 1 FROM pg_roles w
+                                                  WHERE w.rolname = who AND (w.rolsuper OR w.rolbypassrls))
+                                 AND (c.relforcerowsecurity OR NOT pg_has_role(who, c.relowner, 'USAGE')))))
 $$;
 COMMENT ON FUNCTION sluice._error_shown(integer, oid, name) IS
-  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads all its tables); the views pass current_user.';
+  'Private: role who may read the error text of this pipeline''s runs (it has the privileges of the pipeline''s owner, or reads every row of all its tables: SELECT, no row security applying to it); the views pass current_user.';
 
 CREATE VIEW sluice.runs AS
 SELECT r.run_id,
@@ -216,12 +224,17 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   -- runs as whoever reads the view: views that show values of a table show
-  -- them only to roles that can SELECT it
+  -- them only to roles that can SELECT every row of it (no row security
+  -- applying to them: a sample of failing values spans every row)
   SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = target_schema AND c.relname = target_table
-                    AND has_table_privilege(c.oid, 'SELECT'))
+                    AND has_table_privilege(c.oid, 'SELECT')
+                    AND (NOT c.relrowsecurity
+                         OR EXISTS (SELECT 1 FROM pg_roles w
+                                     WHERE w.rolname = current_user AND (w.rolsuper OR w.rolbypassrls))
+                         OR (NOT c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE'))))
 $$;
-COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT this datamart table.';
+COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT every row of this datamart table (no row security applies to it).';
 
 CREATE VIEW sluice.expectations AS
 SELECT e.expectation_id, p.name AS pipeline, pt.target_schema, pt.target_table, e.name, e.kind,

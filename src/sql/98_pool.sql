@@ -3,7 +3,8 @@
  *
  * _pool_status (C, src/launcher.c) and the workers view: which pool worker
  * serves each streaming pipeline, and whether it is in a batch of it, or
- * why none does (from _worker_status, 10_api.sql).
+ * why none does (from _worker_status, 10_api.sql), masked as
+ * sluice.status.last_error is (_error_shown, 30_views.sql).
  */
 -------------------------------------------------------------------------------
 -- Continuous pipelines share a bounded pool of workers
@@ -22,7 +23,10 @@ COMMENT ON FUNCTION sluice._pool_status() IS
 CREATE VIEW sluice.workers AS
 SELECT p.name AS pipeline, w.worker, w.worker_pid, w.in_batch, w.batch_started_at,
        pg_catalog.count(w.worker) OVER (PARTITION BY w.worker) AS worker_pipelines,
-       CASE WHEN w.worker IS NULL THEN s.last_error END AS waiting
+       CASE WHEN w.worker IS NOT NULL OR s.last_error IS NULL THEN NULL
+            WHEN sluice._error_shown(p.pipeline_id, p.owner::oid, CURRENT_USER) THEN s.last_error
+            ELSE 'an error (shown to the pipeline''s operators and to roles that can read all its tables)'
+       END AS waiting
   FROM sluice._pool_status() w
   JOIN sluice._pipeline p USING (pipeline_id)
   LEFT JOIN sluice._worker_status() s USING (pipeline_id);
@@ -33,6 +37,6 @@ COMMENT ON COLUMN sluice.workers.worker_pid IS 'Process id of that worker (sluic
 COMMENT ON COLUMN sluice.workers.in_batch IS 'The worker is applying a batch of this pipeline now.';
 COMMENT ON COLUMN sluice.workers.batch_started_at IS 'When that batch began (a batch longer than pg_sluice.batch_time makes the launcher move the worker''s other pipelines).';
 COMMENT ON COLUMN sluice.workers.worker_pipelines IS 'How many streaming pipelines of this database that worker serves.';
-COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it.';
+COMMENT ON COLUMN sluice.workers.waiting IS 'Why no worker serves it yet, e.g. ''waiting for a pool worker: no background worker slot is free (max_worker_processes = 8)'', or the error it backs off from; null while a worker serves it. As sluice.status.last_error: its text only to the pipeline''s operators and to roles that can read all its tables (an error can carry a value of the failing row), to others that there is one.';
 
 GRANT SELECT ON sluice.workers TO PUBLIC;
