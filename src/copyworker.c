@@ -45,6 +45,16 @@
  *	  copy column says that the workers wait.  A cancel (pg_cancel_backend)
  *	  is no failure: the worker is started again 5 s later, as before.
  *
+ *	  The server's bound.  pg_sluice.copy_workers is any role's setting (an
+ *	  operator sets it to 0 to copy in its session): alone it let one
+ *	  operator take every background worker slot of the server, and the
+ *	  other owners' pipelines waited for a pool worker.  So a worker also
+ *	  holds one of the server's pg_sluice.max_copy_workers slots (an
+ *	  administrator's setting; session locks of database 0), the launch
+ *	  starts no more workers than are free, and a worker that finds none
+ *	  (launches racing) exits at once; whatever applies the pipeline's
+ *	  stream next starts its workers again (copyworker_ensure).
+ *
  *	  What it never does.  Copy, filter the stream or record progress
  *	  (snapshot.c).  Take shared memory of its own: the slots are locks.
  *
@@ -101,12 +111,16 @@ typedef struct CopyWorkerArgs
 /* a worker's slot: the fourth field no SQL advisory lock uses (1, 2) nor snapshot.c (3) */
 #define COPY_SLOT_FIELD4 4
 #define COPY_SLOTS_MAX 16
+/* one of the server's slots (pg_sluice.max_copy_workers): database 0, which no SQL advisory lock names */
+#define COPY_SERVER_FIELD4 5
+#define COPY_SERVER_SLOTS_MAX 64
 
 /* the wait before the next attempt after failures in a row: 5 s, doubling, at most 5 minutes */
 #define COPY_RETRY_FIRST_MS 5000
 #define COPY_RETRY_MAX_MS 300000
 
 static int	sluice_copy_workers = 2;
+static int	sluice_max_copy_workers = 4;
 static List *launches = NIL;	/* pipelines whose workers start at commit */
 static bool launch_callback = false;
 
@@ -120,6 +134,59 @@ copyworker_init(void)
 							"the chunks one after the other.",
 							&sluice_copy_workers, 2, 0, COPY_SLOTS_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_sluice.max_copy_workers",
+							"Sets how many copy workers may run at once on the server, all pipelines together.",
+							"pg_sluice.copy_workers, which any role may set, asks for workers of one pipeline; this "
+							"administrator's setting bounds how many background worker slots copies take in all. "
+							"A copy that finds them all busy is started by its pipeline's next batch.",
+							&sluice_max_copy_workers, 4, 0, COPY_SERVER_SLOTS_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
+static void
+server_tag(LOCKTAG *tag, int slot)
+{
+	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0, (uint32) slot, COPY_SERVER_FIELD4);
+}
+
+/*
+ * Take one of the server's pg_sluice.max_copy_workers slots for the life
+ * of this process (a session lock); false when every one is held.
+ */
+static bool
+server_slot_take(void)
+{
+	int			i;
+
+	for (i = 0; i < sluice_max_copy_workers; i++)
+	{
+		LOCKTAG		tag;
+
+		server_tag(&tag, i);
+		if (LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL)
+			return true;
+	}
+	return false;
+}
+
+/* How many of the server's slots no copy worker holds now. */
+static int
+server_slots_free(void)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < sluice_max_copy_workers; i++)
+	{
+		LOCKTAG		tag;
+
+		server_tag(&tag, i);
+		if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+			continue;
+		LockRelease(&tag, ExclusiveLock, true);
+		n++;
+	}
+	return n;
 }
 
 static void
@@ -163,12 +230,24 @@ copyworker_xact_callback(XactEvent event, void *arg)
 		return;
 	if (event == XACT_EVENT_COMMIT)
 	{
+		int			free_slots = launches != NIL ? server_slots_free() : 0;
+
 		foreach(lc, launches)
 		{
 			int			pipeline_id = lfirst_int(lc);
 			int			i;
 
-			for (i = 0; i < sluice_copy_workers; i++)
+			if (free_slots < 1)
+			{
+				ereport(WARNING,
+						(errmsg("no copy worker can start for pipeline %d: the server's %d are busy",
+								pipeline_id, sluice_max_copy_workers),
+						 errdetail("pg_sluice.max_copy_workers bounds the copy workers of all pipelines together."),
+						 errhint("The pipeline's next batch starts them once some are free; CALL sluice.copy_tables copies "
+								 "the chunks in this session meanwhile, or an administrator raises pg_sluice.max_copy_workers.")));
+				continue;
+			}
+			for (i = 0; i < sluice_copy_workers && free_slots > 0; i++, free_slots--)
 			{
 				BackgroundWorker bgw;
 				BackgroundWorkerHandle *handle;
@@ -416,6 +495,16 @@ sluice_copy_worker_main(Datum arg)
 	slot_tag(&tag, pipeline_id, a.slot);
 	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
 		proc_exit(0);
+	/*
+	 * and one of the server's: else the others are busy, and the pipeline's
+	 * next batch starts it again (copyworker_ensure)
+	 */
+	if (!server_slot_take())
+	{
+		elog(LOG, "copy worker %d of pipeline %d leaves: the server's %d copy workers (pg_sluice.max_copy_workers) are busy",
+			 a.slot + 1, pipeline_id, sluice_max_copy_workers);
+		proc_exit(0);
+	}
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "pg_sluice copy worker", ALLOCSET_DEFAULT_SIZES);
 	backoff_wait(pipeline_id);

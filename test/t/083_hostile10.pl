@@ -26,6 +26,9 @@
 #     a reader with SELECT on it whose row security hides those rows: the
 #     views that show values of a table show them to roles that read every
 #     row of it (sluice._readable, as sluice._error_shown in part 1).
+#  5. pg_sluice.copy_workers, any role's setting, let one operator take every
+#     background worker slot of the server (16 copy workers): the server's
+#     pg_sluice.max_copy_workers bounds them all.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -208,5 +211,31 @@ is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM sluice.quality 
 $mart->safe_psql('postgres', qq{SET ROLE etl; ALTER TABLE $mbase DISABLE ROW LEVEL SECURITY});
 is($mart->safe_psql('postgres', qq{${reader}SELECT count(*) FROM sluice.quality WHERE target_table = 'Base' AND sample_keys::text ~ '4242'}),
 	'1', 'once it reads every row, it reads them there');
+
+# --- 5. one operator cannot take every background worker slot -------------
+# pg_sluice.copy_workers is any role's setting: at 16 an operator's add_table
+# filled every free background worker slot of the server, and another
+# owner's streaming pipeline waited for a pool worker.  The server's
+# pg_sluice.max_copy_workers bounds the copy workers of all pipelines.
+$live->safe_psql('postgres', q{CREATE TABLE "Ün app"."Many" (id int PRIMARY KEY, v text);
+INSERT INTO "Ün app"."Many" SELECT g, 'm ' || g FROM generate_series(1, 20000) g;});
+$mart->safe_psql('postgres', q{ALTER SYSTEM SET pg_sluice.max_copy_workers = 1; SELECT pg_reload_conf();});
+($ret, $out, $err) = $mart->psql('postgres',
+	qq{${op}SET pg_sluice.copy_workers = 16; SELECT sluice.add_table('stuck', '"Ün app"."Many"', 500)});
+is($ret, 0, 'the operator asks for 16 copy workers');
+my $most = 0;
+for (1 .. 30)
+{
+	my $n = $mart->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_sluice copy worker'});
+	$most = $n if $n > $most;
+	Time::HiRes::usleep(100_000);
+}
+cmp_ok($most, '<=', 1, "at most pg_sluice.max_copy_workers copy workers ran ($most)");
+cmp_ok($most, '>=', 1, 'and one did');
+ok($mart->poll_query_until('postgres', q{SELECT count(*) = 0 FROM sluice.copy_progress WHERE pipeline = 'stuck' AND state = 'copying'}),
+	'the copy finishes');
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
+is(checksum($mart, q{"Stück S"."Many"}), checksum($live, q{"Ün app"."Many"}), 'and equals live');
+$mart->safe_psql('postgres', q{ALTER SYSTEM RESET pg_sluice.max_copy_workers; SELECT pg_reload_conf();});
 
 done_testing();
