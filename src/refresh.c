@@ -163,23 +163,36 @@ refresh_slot_moves_at_commit(void)
 }
 
 /*
- * Which transport a refresh of this backlog (start..upto on the source)
- * takes: pg_sluice.refresh_transport, and for auto the rule measured on
- * bench scenarios 2a-2d (bench/refresh_transport.pl, README, Performance):
- * over the SQL interface, the refresh and the next one added up were
- * faster in 7 of the 8 backlogs measured, from 2 MB of WAL (10,000 rows)
- * to 280 MB (1,000,000 rows), one transaction or a thousand, inserts,
- * updates or deletes (the walsender took 1.1x to 2.8x as long; the one
- * exception, 1,000,000 deletes, came once, on a loaded machine), so auto
- * takes it.  The walsender's flush after every message wakes both
- * processes once per change.
+ * Which transport a refresh of this backlog (start..upto on the source,
+ * read over sc) takes: pg_sluice.refresh_transport, and for auto the rule
+ * measured on bench scenarios 2a-2d (bench/refresh_transport.pl, README,
+ * Performance, "Refresh over the walsender"):
+ *
+ *	- over TCP (a source on another host), from
+ *	  pg_sluice.refresh_walsender_min of
+ *	  WAL up, the walsender: its refresh took as long as the SQL one or less
+ *	  (sql/walsender 1.0x-1.4x at 100,000 and 1,000,000 rows), and the slot
+ *	  moves at its commit, where the SQL refresh leaves the next one waiting
+ *	  for the slot mover's advance over the backlog (0.6-2 s at 1,000,000
+ *	  rows, against 0.05-0.5 s);
+ *	- below that, the SQL interface: the walsender's fixed cost (a
+ *	  replication connection, START_REPLICATION, asking where it is) is not
+ *	  paid back (at 10,000 rows, 2 MB, both refreshes took the same time and
+ *	  the walsender's next one was slower);
+ *	- over a Unix socket (the source on the datamart's host), the SQL
+ *	  interface: there the walsender's write per message costs a socket
+ *	  buffer each (no coalescing as TCP does), and its refresh took 1.2x-2x
+ *	  as long.
  */
 static bool
-refresh_by_walsender(XLogRecPtr start, XLogRecPtr upto)
+refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
 {
 	if (sluice_refresh_transport == SLUICE_TRANSPORT_WALSENDER)
 		return true;
-	return false;				/* sql, and auto (see above) */
+	if (sluice_refresh_transport == SLUICE_TRANSPORT_SQL)
+		return false;
+	return upto > start && upto - start >= (uint64) sluice_refresh_walsender_min * 1024 &&
+		!transport_over_unix_socket(sc);
 }
 
 /*
@@ -454,7 +467,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 */
 	if (max_messages <= 0 && XLogRecPtrIsInvalid(bound) && !spooled &&
 		Max(start_lsn, confirmed) < upto &&
-		refresh_by_walsender(Max(start_lsn, confirmed), upto))
+		refresh_by_walsender(sc, Max(start_lsn, confirmed), upto))
 	{
 		XLogRecPtr	from = Max(start_lsn, confirmed);
 

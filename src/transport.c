@@ -42,6 +42,8 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "access/xact.h"
 #include "libpq-events.h"
 #include "mb/pg_wchar.h"
@@ -853,6 +855,23 @@ transport_copy_try_next(SluiceConn *sc, char **buf, const char *what)
 	if (len == -1)
 		return copy_ended(sc, what);
 	report_failure(sc, NULL, what);
+}
+
+/*
+ * Whether the connection reaches its server over a Unix-domain socket (the
+ * source runs on the datamart's host): a refresh's choice of transport
+ * depends on it (refresh.c).  False when it cannot tell.
+ */
+bool
+transport_over_unix_socket(SluiceConn *sc)
+{
+	struct sockaddr_storage addr;
+	socklen_t	len = sizeof(addr);
+	pgsocket	sock = (sc == NULL || sc->conn == NULL) ? PGINVALID_SOCKET : PQsocket(sc->conn);
+
+	if (sock == PGINVALID_SOCKET || getsockname(sock, (struct sockaddr *) &addr, &len) != 0)
+		return false;
+	return addr.ss_family == AF_UNIX;
 }
 
 /*
