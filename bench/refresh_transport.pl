@@ -98,6 +98,12 @@ for my $b (@backlogs)
 		my ($p, $tr) = @$o;
 		my ($t, $r, $c) = timed_refresh($p, $tr);
 		ok($r =~ /^\d+ \d+$/ && $r !~ / 0$/, "$k $tr: applied ($r)");
+		# how far the slot's restart position stayed behind the refresh's end:
+		# the WAL that moving the slot there decodes again (fast-forward)
+		my $slot = $mart->safe_psql('postgres', "SELECT slot_name FROM sluice._pipeline WHERE name = '$p'");
+		my $end = $mart->safe_psql('postgres', "SELECT end_lsn FROM sluice.runs WHERE pipeline = '$p' ORDER BY run_id DESC LIMIT 1");
+		$t{"gap $tr"} = $live->safe_psql('postgres', "SELECT pg_size_pretty(pg_wal_lsn_diff('$end', restart_lsn)) "
+			. "FROM pg_replication_slots WHERE slot_name = '$slot'");
 		my ($t2, $r2, $c2) = timed_refresh($p, $tr);
 		is($r2, '0 0', "$k $tr: the next refresh has nothing");
 		$t{$tr} = [$t, $t2, $c, $c2];
@@ -106,8 +112,9 @@ for my $b (@backlogs)
 	is(checksum($mart, 'sw.t'), checksum($live, 'bench.t'), "$k: walsender copy equals live");
 	my $load = (split / /, slurp_file('/proc/loadavg'))[0];
 	diag(sprintf("%s %s (%s of WAL, load %s): refresh sql %.3f s, walsender %.3f s (sql/walsender %.2f); next refresh sql %.3f s, walsender %.3f s; "
-		. "CPU of the sessions, refresh + next: sql %.2f + %.2f s, walsender %.2f + %.2f s",
+		. "CPU of the sessions, refresh + next: sql %.2f + %.2f s, walsender %.2f + %.2f s; "
+		. "the slot's restart position after the refresh, behind its end: sql %s, walsender %s",
 		$k, $label, $wal, $load, $t{sql}[0], $t{walsender}[0], $t{sql}[0] / $t{walsender}[0], $t{sql}[1], $t{walsender}[1],
-		$t{sql}[2], $t{sql}[3], $t{walsender}[2], $t{walsender}[3]));
+		$t{sql}[2], $t{sql}[3], $t{walsender}[2], $t{walsender}[3], $t{'gap sql'}, $t{'gap walsender'}));
 }
 done_testing();
