@@ -27,7 +27,9 @@
  *	  event handling.
  *
  *	  A refresh may read its backlog over the walsender instead
- *	  (pg_sluice.refresh_transport = walsender; refresh_by_stream): a
+ *	  (pg_sluice.refresh_transport = walsender, or auto for a backlog of
+ *	  pg_sluice.refresh_walsender_min or more from a source reached over
+ *	  TCP: refresh_by_walsender; refresh_by_stream): a
  *	  replication connection streams from the origin's position until the
  *	  walsender has passed the refresh's end, and stays open until the
  *	  caller's transaction ends; its commit callback flushes the commit and
@@ -169,20 +171,20 @@ refresh_slot_moves_at_commit(void)
  * Performance, "Refresh over the walsender"):
  *
  *	- over TCP (a source on another host), from
- *	  pg_sluice.refresh_walsender_min of
- *	  WAL up, the walsender: its refresh took as long as the SQL one or less
- *	  (sql/walsender 1.0x-1.4x at 100,000 and 1,000,000 rows), and the slot
- *	  moves at its commit, where the SQL refresh leaves the next one waiting
- *	  for the slot mover's advance over the backlog (0.6-2 s at 1,000,000
- *	  rows, against 0.05-0.5 s);
- *	- below that, the SQL interface: the walsender's fixed cost (a
- *	  replication connection, START_REPLICATION, asking where it is) is not
- *	  paid back (at 10,000 rows, 2 MB, both refreshes took the same time and
- *	  the walsender's next one was slower);
+ *	  pg_sluice.refresh_walsender_min (128MB) of WAL up, the walsender: at
+ *	  1,000,000 rows (165-380 MB) its refresh plus the next one took 0.84x
+ *	  as long as the SQL interface's or less in the run of record (sql /
+ *	  walsender 1.19-1.44), with the slot moved at its commit where the SQL
+ *	  refresh leaves the next one waiting for the slot mover's advance, and
+ *	  both cost about the same CPU; another run gave 0.70-1.17;
+ *	- below that, the SQL interface: at 100,000 rows (16-38 MB) it won 3 of
+ *	  4 backlogs (0.62-1.05), at 10,000 rows (2 MB) the two were even
+ *	  (0.87-1.05): the walsender's fixed cost (a replication connection,
+ *	  START_REPLICATION, asking where it is) is not paid back;
  *	- over a Unix socket (the source on the datamart's host), the SQL
- *	  interface: there the walsender's write per message costs a socket
- *	  buffer each (no coalescing as TCP does), and its refresh took 1.2x-2x
- *	  as long.
+ *	  interface: each of the walsender's writes per message is a socket
+ *	  buffer of its own there, and its refresh alone took longer in every
+ *	  run (0.60-0.93).
  */
 static bool
 refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)

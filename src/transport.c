@@ -25,7 +25,9 @@
  *	  the socket and the latch, transport_copy_end ends the stream politely so
  *	  the walsender frees the slot before the connection closes.  A
  *	  connection's owner_ref, when set, is cleared when it closes, so a
- *	  worker knows whether an abort took it.
+ *	  worker knows whether an abort took it.  transport_over_unix_socket
+ *	  tells whether a connection reaches its server over a Unix socket
+ *	  (a refresh's choice of transport, refresh.c).
  *
  *	  Rejected.  PQexec and blocking PQgetCopyData: nothing interrupts them
  *	  until the source answers.  Closing connections in a PG_CATCH at every
