@@ -17,8 +17,9 @@
 #  - two refreshes in one transaction (the first one's walsender is let go);
 #  - the sql transport still refreshes, and auto picks a transport: the
 #    walsender for a backlog of pg_sluice.refresh_walsender_min (16 MB
-#    here) of WAL or more from a source reached over TCP (the slot at the refresh's end as soon as it returns), the
-#    SQL interface for a smaller one, or over a Unix socket;
+#    here) of WAL or more from a source reached over TCP (the slot at the
+#    refresh's end as soon as it returns), the SQL interface for a smaller
+#    one, or over a Unix socket;
 #  - a refresh cancelled while its reader waits for the walsender, behind
 #    its end: promptly, the slot unmoved, the backlog then applied once.
 use strict;
@@ -199,8 +200,8 @@ same_tables($live, $mart, \@pairs, 'two refreshes in one transaction');
 is($n, '0', 'nothing left after them');
 
 # --- a drain behind its end, cancelled while it waits for the walsender ---
-# Behind its end, the reader waits on the socket and then a moment longer
-# for it to fill (walstream_await).  The walsender is stopped (SIGSTOP)
+# Behind its end, the reader drains the socket and waits on it
+# (walstream_await).  The walsender is stopped (SIGSTOP)
 # while the refresh is held at the backlog's first row (a trigger on the
 # datamart waiting for a go), so once let go the reader drains what the
 # socket holds and then waits, behind its end, for sure: pg_cancel_backend
