@@ -172,11 +172,11 @@ refresh_slot_moves_at_commit(void)
  *
  *	- over TCP (a source on another host), from
  *	  pg_sluice.refresh_walsender_min (128MB) of WAL up, the walsender: at
- *	  1,000,000 rows (165-380 MB) its refresh plus the next one took 0.84x
- *	  as long as the SQL interface's or less in the run of record (sql /
- *	  walsender 1.19-1.44), with the slot moved at its commit where the SQL
- *	  refresh leaves the next one waiting for the slot mover's advance, and
- *	  both cost about the same CPU; another run gave 0.70-1.17;
+ *	  1,000,000 rows (69-380 MB) its refresh plus the next one took as
+ *	  long as the SQL interface's or less (sql / walsender, median of 3-4
+ *	  runs per backlog, 0.98-1.19; single runs 0.70-1.44), the next one
+ *	  always the cheaper (the slot moved at the commit, where the SQL
+ *	  refresh leaves the slot mover's advance over the backlog to wait for);
  *	- below that, the SQL interface: at 100,000 rows (16-38 MB) it won 3 of
  *	  4 backlogs (0.62-1.05), at 10,000 rows (2 MB) the two were even
  *	  (0.87-1.05): the walsender's fixed cost (a replication connection,
