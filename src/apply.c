@@ -1212,17 +1212,6 @@ apply_walstream_upto(SluicePipeline *pipe, WalStream *ws, XLogRecPtr start_lsn,
 			if (boundary)
 				walstream_ask_position(ws);
 			walstream_await(ws, boundary ? 10 : 10000);
-
-			/*
-			 * The walsender flushes its socket after every message: read
-			 * as soon as one arrives and each message costs a wakeup of
-			 * both processes.  A refresh wants throughput: let a batch pile
-			 * up in the socket first.
-			 */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
 			continue;
 		}
 		apply_one(&st, &msg);

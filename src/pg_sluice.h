@@ -54,6 +54,7 @@
 extern int	sluice_connect_timeout;
 extern int	sluice_source_decoding_work_mem;
 extern int	sluice_split_decoding_min;
+extern int	sluice_refresh_walsender_min;
 extern int	sluice_max_workers;
 extern int	sluice_max_pipelines;
 extern int	sluice_naptime;
@@ -235,6 +236,7 @@ extern int	transport_copy_next(SluiceConn *sc, char **buf, const char *what);
 extern void transport_copy_both_start(SluiceConn *sc, const char *sql, const char *what);
 extern int	transport_copy_try_next(SluiceConn *sc, char **buf, const char *what);
 extern bool transport_wait_readable(SluiceConn *sc, long timeout_ms);
+extern bool transport_over_unix_socket(SluiceConn *sc);
 extern void transport_copy_put(SluiceConn *sc, const char *data, int len, const char *what);
 extern bool transport_copy_end(SluiceConn *sc, long timeout_ms);
 extern char *transport_mask_conninfo(const char *conninfo);

@@ -27,7 +27,9 @@
  *	  event handling.
  *
  *	  A refresh may read its backlog over the walsender instead
- *	  (pg_sluice.refresh_transport = walsender; refresh_by_stream): a
+ *	  (pg_sluice.refresh_transport = walsender, or auto for a backlog of
+ *	  pg_sluice.refresh_walsender_min or more from a source reached over
+ *	  TCP: refresh_by_walsender; refresh_by_stream): a
  *	  replication connection streams from the origin's position until the
  *	  walsender has passed the refresh's end, and stays open until the
  *	  caller's transaction ends; its commit callback flushes the commit and
@@ -163,23 +165,36 @@ refresh_slot_moves_at_commit(void)
 }
 
 /*
- * Which transport a refresh of this backlog (start..upto on the source)
- * takes: pg_sluice.refresh_transport, and for auto the rule measured on
- * bench scenarios 2a-2d (bench/refresh_transport.pl, README, Performance):
- * over the SQL interface, the refresh and the next one added up were
- * faster in 7 of the 8 backlogs measured, from 2 MB of WAL (10,000 rows)
- * to 280 MB (1,000,000 rows), one transaction or a thousand, inserts,
- * updates or deletes (the walsender took 1.1x to 2.8x as long; the one
- * exception, 1,000,000 deletes, came once, on a loaded machine), so auto
- * takes it.  The walsender's flush after every message wakes both
- * processes once per change.
+ * Which transport a refresh of this backlog (start..upto on the source,
+ * read over sc) takes: pg_sluice.refresh_transport, and for auto the rule
+ * measured on bench scenarios 2a-2d (bench/refresh_transport.pl, README,
+ * Performance, "Refresh over the walsender"):
+ *
+ *	- over TCP (a source on another host), from
+ *	  pg_sluice.refresh_walsender_min (128MB) of WAL up, the walsender: at
+ *	  1,000,000 rows (69-380 MB) its refresh plus the next one took as
+ *	  long as the SQL interface's or less (sql / walsender, median of 3-4
+ *	  runs per backlog, 0.98-1.19; single runs 0.70-1.44), the next one
+ *	  always the cheaper (the slot moved at the commit, where the SQL
+ *	  refresh leaves the slot mover's advance over the backlog to wait for);
+ *	- below that, the SQL interface: at 100,000 rows (16-38 MB) it won 3 of
+ *	  4 backlogs (0.62-1.05), at 10,000 rows (2 MB) the two were even
+ *	  (0.87-1.05): the walsender's fixed cost (a replication connection,
+ *	  START_REPLICATION, asking where it is) is not paid back;
+ *	- over a Unix socket (the source on the datamart's host), the SQL
+ *	  interface: each of the walsender's writes per message is a socket
+ *	  buffer of its own there, and its refresh alone took longer in every
+ *	  run (0.60-0.93).
  */
 static bool
-refresh_by_walsender(XLogRecPtr start, XLogRecPtr upto)
+refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
 {
 	if (sluice_refresh_transport == SLUICE_TRANSPORT_WALSENDER)
 		return true;
-	return false;				/* sql, and auto (see above) */
+	if (sluice_refresh_transport == SLUICE_TRANSPORT_SQL)
+		return false;
+	return upto > start && upto - start >= (uint64) sluice_refresh_walsender_min * 1024 &&
+		!transport_over_unix_socket(sc);
 }
 
 /*
@@ -471,7 +486,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	 */
 	if (max_messages <= 0 && XLogRecPtrIsInvalid(bound) && !spooled &&
 		Max(start_lsn, confirmed) < upto &&
-		refresh_by_walsender(Max(start_lsn, confirmed), upto))
+		refresh_by_walsender(sc, Max(start_lsn, confirmed), upto))
 	{
 		XLogRecPtr	from = Max(start_lsn, confirmed);
 

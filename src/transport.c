@@ -25,7 +25,9 @@
  *	  the socket and the latch, transport_copy_end ends the stream politely so
  *	  the walsender frees the slot before the connection closes.  A
  *	  connection's owner_ref, when set, is cleared when it closes, so a
- *	  worker knows whether an abort took it.
+ *	  worker knows whether an abort took it.  transport_over_unix_socket
+ *	  tells whether a connection reaches its server over a Unix socket
+ *	  (a refresh's choice of transport, refresh.c).
  *
  *	  Rejected.  PQexec and blocking PQgetCopyData: nothing interrupts them
  *	  until the source answers.  Closing connections in a PG_CATCH at every
@@ -41,6 +43,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/socket.h>
 
 #include "access/xact.h"
 #include "libpq-events.h"
@@ -853,6 +857,23 @@ transport_copy_try_next(SluiceConn *sc, char **buf, const char *what)
 	if (len == -1)
 		return copy_ended(sc, what);
 	report_failure(sc, NULL, what);
+}
+
+/*
+ * Whether the connection reaches its server over a Unix-domain socket (the
+ * source runs on the datamart's host): a refresh's choice of transport
+ * depends on it (refresh.c).  False when it cannot tell.
+ */
+bool
+transport_over_unix_socket(SluiceConn *sc)
+{
+	struct sockaddr_storage addr;
+	socklen_t	len = sizeof(addr);
+	pgsocket	sock = (sc == NULL || sc->conn == NULL) ? PGINVALID_SOCKET : PQsocket(sc->conn);
+
+	if (sock == PGINVALID_SOCKET || getsockname(sock, (struct sockaddr *) &addr, &len) != 0)
+		return false;
+	return addr.ss_family == AF_UNIX;
 }
 
 /*

@@ -48,19 +48,39 @@
  *	  stream as flushed while a batch is open.
  *
  *	  A refresh may use it too (pg_sluice.refresh_transport = walsender,
- *	  refresh.c): walstream_open_mem sets the walsender's
- *	  logical_decoding_work_mem as the SQL transport does, the reader asks
- *	  the walsender where it is (walstream_ask_position: a status update
- *	  wanting a reply) to know when it has passed the refresh's end, and
- *	  walstream_confirm_and_close, from the commit callback, confirms the
- *	  committed position and ends the stream without raising.
+ *	  or auto for a big backlog from a source reached over TCP: refresh.c):
+ *	  walstream_open_mem sets the walsender's logical_decoding_work_mem as
+ *	  the SQL transport does, the reader asks the walsender where it is
+ *	  (walstream_ask_position: a status update wanting a reply) to know when
+ *	  it has passed the refresh's end, and walstream_confirm_and_close, from
+ *	  the commit callback, confirms the committed position and ends the
+ *	  stream without raising.  The reader drains everything readable at each
+ *	  wake-up (walstream_next without waiting, then walstream_await on the
+ *	  socket).
  *
- *	  Rejected.  Using it for every refresh by default: the walsender flushes
- *	  its socket after each message, so both processes wake up once per
- *	  change, and the SQL interface's COPY batches them: on bench scenarios
- *	  2a-2d the SQL transport was faster at every size measured (README,
- *	  Performance).  Synchronous commits of worker batches: one
- *	  WAL flush per source transaction under load, for no gain in safety.
+ *	  Rejected.  Pausing a refresh's reader so that the socket fills before
+ *	  it reads (1 or 3 ms on the latch after the socket turned readable,
+ *	  always or only after a drain that found less than 64 kB), which the
+ *	  previous reader did (1 ms): slower in the runs of
+ *	  bench/refresh_transport.pl that measured it, each against the SQL
+ *	  refresh of the same run (1,000,000 rows in one transaction over a
+ *	  Unix socket: sql/walsender 0.32 with 1 ms always, 0.78 without; in
+ *	  1,000 transactions, 3 ms: 0.24 against 0.75).  The
+ *	  walsender writes each message as it decodes it (core's
+ *	  WalSndWriteData calls pq_flush_if_writable per message), so a full
+ *	  socket does not batch its writes: it blocks (ProcessPendingWrites) and
+ *	  then goes on writing one message at a time.  A perf profile of the
+ *	  1,000,000-row insert (4.2 s, machine nearly idle) found no ping-pong:
+ *	  both processes on a CPU most of the time, the walsender half in the
+ *	  kernel writing one message per send(), the datamart backend a third
+ *	  in the kernel receiving them; over a Unix socket each send() is a
+ *	  socket buffer of its own; over TCP the kernel can coalesce small
+ *	  writes (not profiled), and the walsender did better there: auto
+ *	  takes it over TCP only.  A bigger SO_RCVBUF: setting
+ *	  it turns off Linux's receive buffer autotuning, which already grows
+ *	  the buffer as far as tcp_rmem allows.  Synchronous commits of worker
+ *	  batches: one WAL flush per source transaction under load, for no gain
+ *	  in safety.
  *
  * Copyright (c) 2026, pg_sluice developers
  *
@@ -470,8 +490,12 @@ walstream_recall_relation(WalStream *ws, uint32 relid, StringInfo msg)
 
 /*
  * Wait (interruptibly, at most timeout_ms) until the walsender sends
- * something, answering keepalives on time: for a reader that polls with walstream_next(wait =
- * false) and looks at ws->received between messages (a refresh).
+ * something, answering keepalives on time: for a reader that polls with
+ * walstream_next(wait = false) and looks at ws->received between messages
+ * (a refresh).  The reader drains everything readable
+ * before it comes here, so each wake-up takes what piled up meanwhile; it
+ * waits on the socket itself, never on a timer first (see the NOTES: a
+ * pause to let the socket fill was measured slower).
  */
 void
 walstream_await(WalStream *ws, long timeout_ms)

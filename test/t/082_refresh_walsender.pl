@@ -15,16 +15,25 @@
 #    slot where it was; the next refresh applies the backlog once;
 #  - kill -9 of the datamart in the middle of a refresh: exactly once;
 #  - two refreshes in one transaction (the first one's walsender is let go);
-#  - the sql transport still refreshes, and auto picks a transport.
+#  - the sql transport still refreshes, and auto picks a transport: the
+#    walsender for a backlog of pg_sluice.refresh_walsender_min (16 MB
+#    here) of WAL or more from a source reached over TCP (the slot at the
+#    refresh's end as soon as it returns), the SQL interface for a smaller
+#    one, or over a Unix socket;
+#  - a refresh cancelled while its reader waits for the walsender, behind
+#    its end: promptly, the slot unmoved, the backlog then applied once.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 use SluiceTest;
 
-my $live = new_live('live', conf => "logical_decoding_work_mem = 64kB\nlog_statement = 'all'\nlog_replication_commands = on\n");
+my $live = new_live('live', conf => "logical_decoding_work_mem = 64kB\nlog_statement = 'all'\nlog_replication_commands = on\n"
+	. "listen_addresses = '127.0.0.1'\n");
+$live->append_conf('pg_hba.conf', "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n");
+$live->reload;
 my $mart = new_mart('mart', conf => "pg_sluice.refresh_transport = walsender\npg_sluice.source_decoding_work_mem = 64\nrestart_after_crash = on\n");
 
 $live->safe_psql('postgres', q{
@@ -190,6 +199,62 @@ same_tables($live, $mart, \@pairs, 'two refreshes in one transaction');
 ($n, $end) = split / /, refresh();
 is($n, '0', 'nothing left after them');
 
+# --- a drain behind its end, cancelled while it waits for the walsender ---
+# Behind its end, the reader drains the socket and waits on it
+# (walstream_await).  The walsender is stopped (SIGSTOP)
+# while the refresh is held at the backlog's first row (a trigger on the
+# datamart waiting for a go), so once let go the reader drains what the
+# socket holds and then waits, behind its end, for sure: pg_cancel_backend
+# must end it promptly, the slot stays, and the next refresh applies the
+# backlog exactly once.
+$live->safe_psql('postgres', q{DO $$ BEGIN FOR i IN 0 .. 19 LOOP
+INSERT INTO "Src Ö"."Wide 'T'" SELECT g, 'drained ' || g, repeat('d', 200) FROM generate_series(500001 + i * 2000, 502000 + i * 2000) g;
+COMMIT; END LOOP; END $$});
+$c0 = confirmed();
+$mart->safe_psql('postgres', q{
+CREATE TABLE public."Go Ö" (x int);
+GRANT SELECT ON public."Go Ö" TO PUBLIC;
+CREATE FUNCTION public.hold_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id = 500001 THEN
+    LOOP EXIT WHEN EXISTS (SELECT FROM public."Go Ö"); PERFORM pg_sleep(0.05); END LOOP;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER hold_first BEFORE INSERT ON "Mart Ö"."Wide 'T'" FOR EACH ROW EXECUTE FUNCTION public.hold_first();
+ALTER TABLE "Mart Ö"."Wide 'T'" ENABLE ALWAYS TRIGGER hold_first;});
+$bg = $mart->background_psql('postgres', on_error_stop => 0);
+$bg->query_until(qr/started/, qq{$as_op \\echo started\nSELECT sluice.refresh($pl);\n});
+ok($mart->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ~ 'sluice.refresh'"),
+	'the refresh is held at the first row of the backlog');
+my $wspid = $live->safe_psql('postgres', "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'");
+like($wspid, qr/^\d+$/, 'the refresh streams through a walsender');
+ok(kill('STOP', $wspid), 'the walsender is stopped');
+$mart->safe_psql('postgres', q{INSERT INTO public."Go Ö" VALUES (1)});
+ok($mart->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query ~ 'sluice.refresh'"),
+	'the refresh drained the socket and waits for the stopped walsender');
+my $t0 = time;
+$mart->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query ~ 'sluice.refresh' AND pid <> pg_backend_pid()");
+$bg->quit;
+my $cancel_secs = time - $t0;
+like($bg->{stderr}, qr/canceling statement due to user request/, 'the cancel ends the drain with the usual error');
+ok($cancel_secs < 5, sprintf('... promptly (%.2f s), the walsender still stopped', $cancel_secs));
+ok(kill('CONT', $wspid), 'the walsender goes on');
+ok($live->poll_query_until('postgres',
+	"SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = '$slot'"), 'the walsender let go');
+is(confirmed(), $c0, 'the cancelled refresh did not move the slot');
+$mart->safe_psql('postgres', q{DROP TRIGGER hold_first ON "Mart Ö"."Wide 'T'"});
+($n, $end) = split / /, refresh();
+is($n, '20', 'the next refresh applies the backlog');
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM "Mart Ö"."Wide 'T'" WHERE v LIKE 'drained%'}), '40000',
+	'exactly once');
+same_tables($live, $mart, \@pairs, 'after a cancelled drain');
+is($live->safe_psql('postgres', "SELECT confirmed_flush_lsn = '$end' FROM pg_replication_slots WHERE slot_name = '$slot'"),
+	't', "the slot is at the refresh's end ($end) as soon as it returns");
+
 # --- the sql transport, and auto ---
 for my $tr ('sql', 'auto')
 {
@@ -199,4 +264,39 @@ for my $tr ('sql', 'auto')
 	is($n, '1', "refresh_transport = $tr applies the transaction");
 	same_tables($live, $mart, \@pairs, "refresh_transport = $tr");
 }
+# --- auto: the walsender for a big backlog over TCP, else the SQL interface
+# (pg_sluice.refresh_walsender_min = 16MB) ---
+my $unix_conn = $mart->safe_psql('postgres', "SELECT conninfo FROM sluice._source WHERE name = 'live'");
+sub auto_refresh
+{
+	my ($label, $rows) = @_;
+	my $w0 = $live->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	$live->safe_psql('postgres', qq{INSERT INTO "Src Ö"."Wide 'T'" SELECT g, '$label ' || g, repeat('w', 200)
+		FROM generate_series(1000001 + (SELECT count(*) FROM "Src Ö"."Wide 'T'" WHERE id > 1000000), 1000000 + $rows
+			+ (SELECT count(*) FROM "Src Ö"."Wide 'T'" WHERE id > 1000000)) g});
+	my $wal = $live->safe_psql('postgres', "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$w0')");
+	my $pos = -s $live->logfile;
+	my ($tx, $e) = split / /, $mart->safe_psql('postgres',
+		"$as_op SET pg_sluice.refresh_transport = auto; SET pg_sluice.refresh_walsender_min = '16MB'; "
+		. "SELECT transactions || ' ' || end_lsn FROM sluice.refresh($pl)");
+	my $conf = $live->safe_psql('postgres', "SELECT confirmed_flush_lsn = '$e' FROM pg_replication_slots WHERE slot_name = '$slot'");
+	is($tx, '1', "auto, $label: the refresh applies the transaction");
+	is($mart->safe_psql('postgres', qq{SELECT count(*) FROM "Mart Ö"."Wide 'T'" WHERE v LIKE '$label %'}), $rows,
+		"auto, $label: exactly once");
+	same_tables($live, $mart, \@pairs, "auto, $label");
+	my $took = slurp_file($live->logfile, $pos) =~ /START_REPLICATION SLOT/ ? 'walsender' : 'sql';
+	return ($took, $wal, $conf);
+}
+my $port = $live->port;
+$mart->safe_psql('postgres', "SELECT sluice.alter_source('live', 'host=127.0.0.1 port=$port dbname=postgres')");
+my ($took, $wal, $at_end) = auto_refresh('tcp big', 70000);
+ok($wal >= 16 * 1024 * 1024, "the big backlog is 16 MB of WAL or more ($wal bytes)");
+is($took, 'walsender', 'auto over TCP takes the walsender for the big backlog');
+is($at_end, 't', "... and the slot is at the refresh's end as soon as it returns");
+($took, $wal) = auto_refresh('tcp small', 2000);
+is($took, 'sql', "auto over TCP takes the SQL interface for a small backlog ($wal bytes)");
+$mart->safe_psql('postgres', qq{SELECT sluice.alter_source('live', \$\$$unix_conn\$\$)});
+($took, $wal) = auto_refresh('unix big', 70000);
+ok($wal >= 16 * 1024 * 1024, "the big backlog is 16 MB of WAL or more ($wal bytes)");
+is($took, 'sql', 'auto over a Unix socket takes the SQL interface');
 done_testing();
