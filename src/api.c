@@ -576,8 +576,12 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	run_id = refresh_record_run(pipe, "refresh", started, &r);
-	/* live frees the batch's WAL right after the commit (slotwatch.c) */
-	if (r.stats.transactions > 0 && !refresh_slot_moves_at_commit())
+	/*
+	 * live frees the batch's WAL right after the commit (slotwatch.c): over
+	 * the walsender the slot is confirmed at the commit, but its restart
+	 * position moves only with the mover
+	 */
+	if (r.stats.transactions > 0)
 		slotwatch_move_after_commit(pipe);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,

@@ -601,7 +601,6 @@ extern void refresh_pipeline_ws(SluicePipeline *pipe, struct WalStream *ws,
 extern void refresh_pipeline_upto(SluicePipeline *pipe, SluiceConn *sc,
 								  int64 max_messages, int max_ms,
 								  XLogRecPtr bound, RefreshResult *r);
-extern bool refresh_slot_moves_at_commit(void);
 extern void refresh_reserve_version(SluicePipeline *pipe, RefreshResult *r);
 extern void refresh_pause(SluicePipeline *pipe, RefreshResult *r, SluiceDrift *d, int sqlerrcode,
 						  const char *message, const char *hint);

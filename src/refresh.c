@@ -157,12 +157,6 @@ refresh_ws_drop(void)
 		walstream_close(ws, true);	/* waits (up to 1 s) for the slot to be let go */
 }
 
-/* Will the slot move when this transaction commits (a walsender refresh)? */
-bool
-refresh_slot_moves_at_commit(void)
-{
-	return refresh_ws != NULL && !XLogRecPtrIsInvalid(refresh_ws_lsn);
-}
 
 /*
  * Which transport a refresh of this backlog (start..upto on the source,

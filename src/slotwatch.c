@@ -370,8 +370,26 @@ sluice_slot_mover_main(Datum arg)
 		if (!XLogRecPtrIsInvalid(lsn))
 		{
 			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+			const char *params[2];
+			char		lsnbuf[32];
 
-			slotwatch_advance(pipe, sc, lsn);
+			/*
+			 * As slotwatch_advance, and also when the slot is confirmed there
+			 * already (a refresh over the walsender confirms at its commit,
+			 * but the walsender moved the slot's restart position only as far
+			 * as the one candidate it held: the advance decodes the rest,
+			 * without output, so the next refresh need not)
+			 */
+			XLogFlush(inserted_end());
+			snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
+			params[0] = pipe->slot_name;
+			params[1] = lsnbuf;
+			PQclear(transport_exec(sc,
+								   "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn) "
+								   "  FROM pg_catalog.pg_replication_slots "
+								   " WHERE slot_name = $1 AND confirmed_flush_lsn <= $2::pg_lsn "
+								   "   AND restart_lsn < $2::pg_lsn AND active_pid IS NULL",
+								   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
 			transport_close(sc);
 			ereport(DEBUG1,
 					(errmsg_internal("pipeline \"%s\": slot \"%s\" moved to %X/%X after the refresh's commit",
