@@ -148,6 +148,8 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	feeds = contract_check(st, t, lr);
 	st->typmods = NULL;
 
+	/* a chunked copy's lazy key, built before the table is opened (snapshot.c) */
+	snapshot_key_for_apply(st->pipe, t);
 	ar->rel = table_openrv(makeRangeVar(t->target_schema, t->target_table, -1),
 						   RowExclusiveLock);
 	desc = RelationGetDescr(ar->rel);

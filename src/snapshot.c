@@ -207,6 +207,8 @@ struct SnapshotFilter
 static bool in_copy_chunk = false;
 
 static bool copies_claimable(int pipeline_id);
+static void key_build(int pipeline_id, const char *schema, const char *table);
+static SluiceTable *pipe_table(SluicePipeline *pipe, const char *schema, const char *table);
 
 /*
  * The copy lock of a table being copied: every chunk holds it shared from
@@ -264,10 +266,83 @@ typedef struct ChunkKey
 	bool	   *collatable;
 	char	  **src;			/* source column */
 	char	  **dst;			/* datamart column */
+	bool		deferred;		/* the lazy key: not built yet */
+	int			restarts;		/* the copy's restarts, when deferred */
 } ChunkKey;
 
+static List *deferred_key_read(int pipeline_id, const char *schema, const char *table,
+							   bool *deferrable, int *restarts);
+
 static ChunkKey *
-chunk_key(Relation rel, SluiceTable *t, bool error)
+chunk_key_alloc(int nkeys)
+{
+	ChunkKey   *k = palloc0(sizeof(ChunkKey));
+
+	k->nkeys = nkeys;
+	k->atts = palloc(sizeof(AttrNumber) * nkeys);
+	k->types = palloc(sizeof(Oid) * nkeys);
+	k->typmods = palloc(sizeof(int32) * nkeys);
+	k->collatable = palloc(sizeof(bool) * nkeys);
+	k->src = palloc(sizeof(char *) * nkeys);
+	k->dst = palloc(sizeof(char *) * nkeys);
+	return k;
+}
+
+/* Key column i of k: datamart attribute att, and the source column feeding it. */
+static void
+chunk_key_column(ChunkKey *k, int i, Relation rel, SluiceTable *t, AttrNumber att, bool error)
+{
+	Form_pg_attribute a = TupleDescAttr(RelationGetDescr(rel), att - 1);
+	ListCell   *lc;
+
+	k->atts[i] = att;
+	k->types[i] = a->atttypid;
+	k->typmods[i] = a->atttypmod;
+	k->collatable[i] = type_is_collatable(a->atttypid);
+	k->dst[i] = pstrdup(NameStr(a->attname));
+	k->src[i] = NULL;
+	foreach(lc, t->columns)
+	{
+		SluiceColumn *c = lfirst(lc);
+
+		if (strcmp(c->name, k->dst[i]) == 0)
+			k->src[i] = c->source_column;
+	}
+	if (k->src[i] == NULL && error)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("key column \"%s\" of \"%s.%s\" is fed by no source column",
+						k->dst[i], t->target_schema, t->target_table),
+				 errhint("Map it to its source column with sluice.map_column.")));
+}
+
+/* The key of a table whose key is not built yet, from the catalog's names. */
+static ChunkKey *
+chunk_key_deferred(Relation rel, SluiceTable *t, List *cols, int restarts)
+{
+	ChunkKey   *k = chunk_key_alloc(list_length(cols));
+	ListCell   *lc;
+
+	foreach(lc, cols)
+	{
+		AttrNumber	att = get_attnum(RelationGetRelid(rel), strVal(lfirst(lc)));
+
+		if (att == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of \"%s.%s\" is gone from the datamart table",
+							strVal(lfirst(lc)), t->target_schema, t->target_table),
+					 errdetail("The table is being copied in chunks and its primary key is built when the copy needs it."),
+					 errhint("Copy the table again: sluice.drop_pipeline and sluice.create_pipeline, or remove the table and sluice.add_table it again.")));
+		chunk_key_column(k, foreach_current_index(lc), rel, t, att, true);
+	}
+	k->deferred = true;
+	k->restarts = restarts;
+	return k;
+}
+
+static ChunkKey *
+chunk_key(Relation rel, SluiceTable *t, int pipeline_id, bool error)
 {
 	Oid			pk = RelationGetPrimaryKeyIndex(rel);
 	Relation	idx;
@@ -276,6 +351,13 @@ chunk_key(Relation rel, SluiceTable *t, bool error)
 
 	if (!OidIsValid(pk))
 	{
+		bool		deferrable;
+		int			restarts;
+		List	   *cols = deferred_key_read(pipeline_id, t->source_schema, t->source_table,
+											 &deferrable, &restarts);
+
+		if (cols != NIL)
+			return chunk_key_deferred(rel, t, cols, restarts);
 		if (!error)
 			return NULL;
 		ereport(ERROR,
@@ -286,40 +368,9 @@ chunk_key(Relation rel, SluiceTable *t, bool error)
 				 errhint("Tables without a key are copied in one snapshot when the pipeline is created; to copy one again, drop and create the pipeline.")));
 	}
 	idx = index_open(pk, AccessShareLock);
-	k = palloc0(sizeof(ChunkKey));
-	k->nkeys = idx->rd_index->indnkeyatts;
-	k->atts = palloc(sizeof(AttrNumber) * k->nkeys);
-	k->types = palloc(sizeof(Oid) * k->nkeys);
-	k->typmods = palloc(sizeof(int32) * k->nkeys);
-	k->collatable = palloc(sizeof(bool) * k->nkeys);
-	k->src = palloc(sizeof(char *) * k->nkeys);
-	k->dst = palloc(sizeof(char *) * k->nkeys);
+	k = chunk_key_alloc(idx->rd_index->indnkeyatts);
 	for (i = 0; i < k->nkeys; i++)
-	{
-		AttrNumber	att = idx->rd_index->indkey.values[i];
-		Form_pg_attribute a = TupleDescAttr(RelationGetDescr(rel), att - 1);
-		ListCell   *lc;
-
-		k->atts[i] = att;
-		k->types[i] = a->atttypid;
-		k->typmods[i] = a->atttypmod;
-		k->collatable[i] = type_is_collatable(a->atttypid);
-		k->dst[i] = pstrdup(NameStr(a->attname));
-		k->src[i] = NULL;
-		foreach(lc, t->columns)
-		{
-			SluiceColumn *c = lfirst(lc);
-
-			if (strcmp(c->name, k->dst[i]) == 0)
-				k->src[i] = c->source_column;
-		}
-		if (k->src[i] == NULL && error)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("key column \"%s\" of \"%s.%s\" is fed by no source column",
-							k->dst[i], t->target_schema, t->target_table),
-					 errhint("Map it to its source column with sluice.map_column.")));
-	}
+		chunk_key_column(k, i, rel, t, idx->rd_index->indkey.values[i], error);
 	index_close(idx, AccessShareLock);
 	return k;
 }
@@ -509,7 +560,11 @@ retire_ranges(int pipeline_id, const char *schema, const char *table, XLogRecPtr
 							5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not move the frontier");
 	if (ended)
+	{
+		/* the lazy key, if no batch needed it before (no chunk in flight) */
+		key_build(pipeline_id, schema, table);
 		copy_models_rebuild(pipeline_id, schema, table);
+	}
 	return ended;
 }
 
@@ -562,7 +617,7 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	old = MemoryContextSwitchTo(st->cxt);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	lo = text_array_list(d, isnull);
-	k = chunk_key(ar->rel, ar->table, true);
+	k = chunk_key(ar->rel, ar->table, st->pipe->pipeline_id, true);
 	f = palloc0(sizeof(SnapshotFilter));
 	f->nkeys = k->nkeys;
 	f->atts = k->atts;
@@ -734,6 +789,142 @@ copy_restart(int pipeline_id, const char *schema, const char *table)
 							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not reset the copy state");
 }
+/* ---------- the lazy key ---------- */
+
+/*
+ * The key columns of a table whose key is not built yet (NIL when it is,
+ * or when the table is not being copied from empty), whether it is built
+ * deferrable, and how often the copy started over.
+ */
+static List *
+deferred_key_read(int pipeline_id, const char *schema, const char *table,
+				  bool *deferrable, int *restarts)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	bool		isnull;
+	Datum		d;
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	if (sluice_catalog_exec("SELECT deferred_key, deferred_key_deferrable, restarts FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND deferred_key IS NOT NULL",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	if (SPI_processed == 0)
+		return NIL;
+	*deferrable = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*restarts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return text_array_list(d, isnull);
+}
+
+/*
+ * Build the lazy key of table t of pipe now, if it is not built yet: the
+ * same ALTER TABLE ... ADD PRIMARY KEY as after create_pipeline's
+ * one-snapshot copy, as the pipeline's owner, in the caller's transaction
+ * (a crash rolls it back with the flag).  The caller holds the table's copy
+ * lock exclusive, or knows no chunk of it can be in flight, and has the
+ * table open nowhere in this transaction (ALTER TABLE refuses a table in
+ * use).
+ */
+static void
+key_build_for(SluicePipeline *pipe, SluiceTable *t)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	bool		deferrable = false;
+	int			restarts = 0;
+	List	   *cols = deferred_key_read(pipe->pipeline_id, t->source_schema, t->source_table,
+										 &deferrable, &restarts);
+	SluiceUser	save;
+
+	if (cols == NIL)
+		return;
+	sluice_become_owner(pipe, &save);
+	pipeline_build_key(t->target_schema, t->target_table, cols, deferrable);
+	sluice_restore_user(&save);
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(t->source_schema);
+	args[2] = CStringGetTextDatum(t->source_table);
+	if (sluice_catalog_exec("UPDATE sluice._copy SET deferred_key = NULL, deferred_key_deferrable = false "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the key built");
+}
+
+/* The same, by the copy's names (the copy finished: no chunk in flight). */
+static void
+key_build(int pipeline_id, const char *schema, const char *table)
+{
+	bool		deferrable;
+	int			restarts;
+	SluicePipeline *pipe;
+
+	if (deferred_key_read(pipeline_id, schema, table, &deferrable, &restarts) == NIL)
+		return;
+	pipe = catalog_pipeline_by_id(pipeline_id, false);
+	if (pipe == NULL)
+		return;
+	key_build_for(pipe, pipe_table(pipe, schema, table));
+}
+
+/*
+ * Record that a table starting empty is created without its key (the
+ * names of the key columns, in key order, as data: never SQL text).
+ */
+static void
+record_deferred_key(int pipeline_id, const char *schema, const char *table,
+					List *keys, bool deferrable)
+{
+	Oid			types[5] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, BOOLOID};
+	Datum		args[5];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	args[3] = list_text_array(keys);
+	args[4] = BoolGetDatum(deferrable);
+	if (sluice_catalog_exec("UPDATE sluice._copy SET deferred_key = $4, deferred_key_deferrable = $5 "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+							5, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the copy's key");
+}
+
+/*
+ * A batch is about to open table t (relation.c, before anything of the
+ * table is opened or cached): when its key is deferred and something is
+ * copied (a frontier, a copied range, or the copy finished), the stream
+ * may now have a change to apply by key, so the key is built first.  Takes
+ * the table's copy lock exclusive (as snapshot_filter_open does right
+ * after), so no chunk is in flight and none starts before the batch
+ * commits: the state read here holds for the whole batch.
+ */
+void
+snapshot_key_for_apply(SluicePipeline *pipe, SluiceTable *t)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+
+	copy_lock(pipe->pipeline_id, t->source_schema, t->source_table, ExclusiveLock);
+	args[0] = Int32GetDatum(pipe->pipeline_id);
+	args[1] = CStringGetTextDatum(t->source_schema);
+	args[2] = CStringGetTextDatum(t->source_table);
+	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy c "
+							" WHERE c.pipeline_id = $1 AND c.source_schema = $2 AND c.source_table = $3 "
+							"   AND c.deferred_key IS NOT NULL "
+							"   AND (c.frontier IS NOT NULL OR c.finished_at IS NOT NULL "
+							"        OR EXISTS (SELECT FROM sluice._copy_range r "
+							"                    WHERE r.pipeline_id = $1 AND r.source_schema = $2 "
+							"                      AND r.source_table = $3 AND r.state = 'copied'))",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	if (SPI_processed > 0)
+		key_build_for(pipe, t);
+}
+
 /* ---------- resnapshot ---------- */
 
 static SluiceTable *
@@ -789,7 +980,8 @@ record_copy(int pipeline_id, const char *schema, const char *table,
 							"ON CONFLICT (pipeline_id, source_schema, source_table) DO UPDATE "
 							"   SET kind = $5, chunk_rows = $4, frontier = NULL, chunks_done = 0, "
 							"       rows_copied = 0, rows_estimate = NULL, started_at = pg_catalog.now(), "
-							"       last_chunk_at = NULL, finished_at = NULL, restarts = 0",
+							"       last_chunk_at = NULL, finished_at = NULL, restarts = 0, "
+							"       deferred_key = NULL, deferred_key_deferrable = false",
 							5, types, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the copy");
 }
@@ -839,8 +1031,11 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	catalog_require_postgres(pipe, "resnapshot");
 	check_copyable(pipe);
 	t = find_table(pipe, relid);
+	/* a copy from empty still in progress: its key first (its rows get replaced) */
+	copy_lock(pipe->pipeline_id, t->source_schema, t->source_table, ExclusiveLock);
+	key_build_for(pipe, t);
 	rel = table_open(relid, AccessShareLock);
-	(void) chunk_key(rel, t, true);
+	(void) chunk_key(rel, t, pipe->pipeline_id, true);
 	table_close(rel, AccessShareLock);
 
 	record_copy(pipe->pipeline_id, t->source_schema, t->source_table, "resnapshot", chunk_rows);
@@ -903,6 +1098,7 @@ sluice_add_table(PG_FUNCTION_ARGS)
 	relid = pipeline_add_table(pipe, sc, t);
 	transport_close(sc);
 	record_copy(pipe->pipeline_id, t->schema, t->name, "add_table", chunk_rows);
+	record_deferred_key(pipe->pipeline_id, t->schema, t->name, t->keys, pipeline_key_deferrable(t));
 	copyworker_launch(pipe->pipeline_id);
 	SPI_finish();
 	PG_RETURN_OID(relid);
@@ -1319,7 +1515,7 @@ claim_next(SluicePipeline *pipe, SluiceConn **scp)
 		t = pipe_table(pipe, w->schema, w->table);
 		rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
 						 AccessShareLock);
-		k = chunk_key(rel, t, true);
+		k = chunk_key(rel, t, pipe->pipeline_id, true);
 		table_close(rel, AccessShareLock);
 		if (*scp == NULL)
 			*scp = transport_connect(pipe->source_name, pipe->conninfo, false);
@@ -1395,7 +1591,7 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 
 	rel = table_open(get_relname_relid(t->target_table, get_namespace_oid(t->target_schema, false)),
 					 RowExclusiveLock);
-	k = chunk_key(rel, t, true);
+	k = chunk_key(rel, t, pipe->pipeline_id, true);
 	foreach(lc, t->columns)
 	{
 		SluiceColumn *c = lfirst(lc);
@@ -1446,7 +1642,9 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 	if (snap == NULL)
 		elog(ERROR, "could not read the chunk's snapshot");
 	sluice_become_owner(pipe, &save);
-	(void) delete_range(rel, k, w->lo, w->hi);
+	/* a range never copied of a table copied from empty has no rows (NOTES) */
+	if (!k->deferred || k->restarts > 0)
+		(void) delete_range(rel, k, w->lo, w->hi);
 	rows = copy_table(sc, t->source_schema, t->source_table, false, dst_cols,
 					  RelationGetRelid(rel), binary, range_condition(k, w->lo, w->hi), src_cols,
 					  NULL);
@@ -1967,6 +2165,9 @@ void
 snapshot_record_initial(int pipeline_id, SourceTable *t)
 {
 	record_copy(pipeline_id, t->schema, t->name, "initial_copy", sluice_initial_chunk_rows);
+	/* an adopted table keeps its own key; a created one waits for it (pipeline.c) */
+	if (!t->adopted)
+		record_deferred_key(pipeline_id, t->schema, t->name, t->keys, pipeline_key_deferrable(t));
 }
 
 int
