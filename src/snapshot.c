@@ -1925,6 +1925,32 @@ step_end(void)
 }
 
 /*
+ * A copy worker's connection to live, kept from chunk to chunk (a
+ * connection per claim and per copy cost two backend starts on live per
+ * chunk): it survives the commits (persistent), an abort closes it and
+ * clears step_conn (owner_ref), and the next step connects again.
+ */
+static SluiceConn *step_conn = NULL;
+static int	step_conn_pipeline = 0;
+
+static SluiceConn *
+step_connect(SluicePipeline *pipe)
+{
+	if (step_conn != NULL &&
+		(step_conn_pipeline != pipe->pipeline_id || PQstatus(step_conn->conn) != CONNECTION_OK ||
+		 PQtransactionStatus(step_conn->conn) != PQTRANS_IDLE))
+		transport_close(step_conn);
+	if (step_conn == NULL)
+	{
+		step_conn = transport_connect(pipe->source_name, pipe->conninfo, false);
+		step_conn->persistent = true;
+		step_conn->owner_ref = &step_conn;
+		step_conn_pipeline = pipe->pipeline_id;
+	}
+	return step_conn;
+}
+
+/*
  * One chunk of a copy worker of pipeline_id, in its own transactions: a
  * claim committed first, so that the other workers claim the ranges after
  * it while this one copies, then the copy.  What it found, in cxt.
@@ -1951,13 +1977,12 @@ snapshot_copy_step(int pipeline_id, MemoryContext cxt)
 	w = find_orphan(pipe);
 	if (w == NULL)
 	{
+		sc = step_connect(pipe);
 		w = claim_next(pipe, &sc);
-		if (sc != NULL)
-			transport_close(sc);
-		sc = NULL;
 		if (w == NULL)
 		{
 			left = copies_left(pipeline_id, &claimed);
+			transport_close(step_conn);
 			step_end();
 			if (left == 0)
 				return COPY_STEP_GONE;
@@ -1990,9 +2015,8 @@ snapshot_copy_step(int pipeline_id, MemoryContext cxt)
 	}
 	pgstat_report_activity(STATE_RUNNING, psprintf("pg_sluice: copying chunk %d of %s.%s",
 												   w->chunk, w->schema, w->table));
-	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+	sc = step_connect(pipe);
 	(void) copy_range(pipe, w, sc);
-	transport_close(sc);
 	step_end();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return COPY_STEP_COPIED;
