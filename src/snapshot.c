@@ -1089,8 +1089,18 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	check_copyable(pipe);
 	t = find_table(pipe, relid);
 	/* a copy from empty still in progress: its key first (its rows get replaced) */
-	copy_lock(pipe->pipeline_id, t->source_schema, t->source_table, ExclusiveLock);
-	key_build_for(pipe, t);
+	{
+		bool		deferrable;
+		int			restarts;
+
+		if (deferred_key_read(pipe->pipeline_id, t->source_schema, t->source_table,
+							  &deferrable, &restarts) != NIL)
+		{
+			/* no chunk in flight while the key is built */
+			copy_lock(pipe->pipeline_id, t->source_schema, t->source_table, ExclusiveLock);
+			key_build_for(pipe, t);
+		}
+	}
 	rel = table_open(relid, AccessShareLock);
 	(void) chunk_key(rel, t, pipe->pipeline_id, true);
 	table_close(rel, AccessShareLock);

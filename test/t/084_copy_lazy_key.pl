@@ -31,6 +31,8 @@ CREATE TABLE "Quelle"."Schlüssel ""K""" ("Id Ä" bigint NOT NULL, "Teil" text N
 INSERT INTO "Quelle"."Schlüssel ""K""" SELECT g / 2, 't' || (g % 2), g FROM generate_series(2, 60001) g;
 CREATE TABLE "Quelle".later (id int PRIMARY KEY, v text);
 INSERT INTO "Quelle".later SELECT g, 'l' || g FROM generate_series(1, 20000) g;
+CREATE TABLE "Quelle".noch (id int PRIMARY KEY, v text);
+INSERT INTO "Quelle".noch SELECT g, 'n' || g FROM generate_series(1, 12000) g;
 CREATE TABLE "Quelle".gross (id int PRIMARY KEY, v int NOT NULL);
 INSERT INTO "Quelle".gross SELECT g, g FROM generate_series(1, 400000) g;
 });
@@ -134,6 +136,18 @@ same_tables($live, $mart, [['"Quelle".later', '"Ziel Ö".later']], 'added table'
 $live->safe_psql('postgres', q{UPDATE "Quelle".later SET v = 'x' WHERE id % 100 = 0; DELETE FROM "Quelle".later WHERE id % 333 = 0});
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('lazy')});
 same_tables($live, $mart, [['"Quelle".later', '"Ziel Ö".later']], 'the stream goes on by the key');
+
+# --- 4b. resnapshot of a table whose copy from empty still runs: the key first ---
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.add_table('lazy', '"Quelle".noch', 5000)});
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.copy_chunk('lazy')}), 't', 'a chunk of another added table');
+is(key_of($mart, '"Ziel Ö".noch'), 'none', 'its key waits');
+$live->safe_psql('postgres', q{DELETE FROM "Quelle".noch WHERE id % 7 = 0});
+is($mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.resnapshot('lazy', '"Ziel Ö".noch', 4000)}), 't',
+	'resnapshot while its key waits');
+is(key_of($mart, '"Ziel Ö".noch'), 'id', 'resnapshot built the key first');
+($ret, $out, $err) = $mart->psql('postgres', q{SET ROLE ops; CALL sluice.copy_tables('lazy')});
+is($ret, 0, 'copied again') or diag($err);
+same_tables($live, $mart, [['"Quelle".noch', '"Ziel Ö".noch']], 'resnapshot of a table whose key waited');
 
 # --- 5. kill -9 at half a copy whose key waits, then while the key is built ---
 my $log_from = -s $live->logfile;
