@@ -6244,3 +6244,11 @@ AS $$
                          OR (NOT c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE'))))
 $$;
 COMMENT ON FUNCTION sluice._readable(name, name) IS 'Private: the current role can SELECT every row of this datamart table (no row security applies to it).';
+-- the lazy key of a chunked copy from empty (issue 19, src/sql/99_copy10.sql)
+ALTER TABLE sluice._copy
+  ADD COLUMN deferred_key text[],
+  ADD COLUMN deferred_key_deferrable boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN sluice._copy.deferred_key IS
+  'Private: the datamart key columns, in key order, of a primary key not built yet (the table started empty and is a heap until the stream has a change for a copied range or the copy finishes); NULL once built, or when the table kept its key.';
+COMMENT ON COLUMN sluice._copy.deferred_key_deferrable IS
+  'Private: the deferred key is built DEFERRABLE INITIALLY DEFERRED (as create_pipeline builds it for a source key that is deferrable or an identity FULL).';

@@ -398,12 +398,15 @@ extern void pipeline_check_target(SourceTable *t, const char *target_schema, boo
 extern void pipeline_create(NewPipeline *np, SluiceConn *sc);
 extern void pipeline_drop_tables(SluicePipeline *pipe);
 extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
+extern bool pipeline_key_deferrable(SourceTable *t);
+extern void pipeline_build_key(const char *schema, const char *table, List *keys, bool deferrable);
 
 /* ---------- snapshot.c: the initial copy in chunks ---------- */
 
 extern void snapshot_init(void);
 extern List *snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables);
 extern void snapshot_record_initial(int pipeline_id, SourceTable *t);
+extern void snapshot_key_for_apply(SluicePipeline *pipe, SluiceTable *t);
 extern int	snapshot_initial_chunk_rows(void);
 
 /* the copy workers' steps, each in its own transactions (copyworker.c runs them) */

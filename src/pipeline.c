@@ -17,8 +17,9 @@
  *	  the slot's exported snapshot imported on a second connection; the target
  *	  tables, each copied in that snapshot (copy.c) and only then given its
  *	  key and comments, except the big ones snapshot_initial_plan chose
- *	  (pg_sluice.initial_copy), created empty with their key for a chunked
- *	  copy (snapshot.c) that CALL sluice.copy_tables runs afterwards; the
+ *	  (pg_sluice.initial_copy), created empty and without their key for a
+ *	  chunked copy (snapshot.c builds the key when it needs it: the lazy
+ *	  key) that the copy workers or CALL sluice.copy_tables run afterwards; the
  *	  catalog rows, written as the extension owner for the creating role
  *	  (record_pipeline, contract version 1 through contract.c), and the
  *	  chunked copies' rows; the replication origin at the slot's consistent
@@ -408,23 +409,40 @@ comment_target(SluiceConn *sc, SourceTable *t, const char *target_schema,
 static void
 create_target_key(SourceTable *t, const char *target_schema)
 {
-	StringInfoData sql;
-	ListCell   *lc;
-	bool		first = true;
-
 	if (t->keys == NIL)
 		return;
+	/* see the comment above */
+	pipeline_build_key(target_schema, t->target, t->keys,
+					   pipeline_key_deferrable(t));
+}
+
+/* The key is DEFERRABLE INITIALLY DEFERRED (see above). */
+bool
+pipeline_key_deferrable(SourceTable *t)
+{
+	return t->key_deferrable || t->replident == 'f';
+}
+
+/*
+ * ALTER TABLE ... ADD PRIMARY KEY on a datamart table, as the caller (the
+ * table's owner): create_pipeline after its one-snapshot copy, and
+ * snapshot.c when it builds the lazy key of a chunked copy from empty
+ * (the columns come from the catalog as names, quoted here).
+ */
+void
+pipeline_build_key(const char *schema, const char *table, List *keys, bool deferrable)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "ALTER TABLE %s.%s ADD PRIMARY KEY (",
-					 quote_identifier(target_schema), quote_identifier(t->target));
-	foreach(lc, t->keys)
-	{
-		appendStringInfo(&sql, "%s%s", first ? "" : ", ", quote_identifier(strVal(lfirst(lc))));
-		first = false;
-	}
+					 quote_identifier(schema), quote_identifier(table));
+	foreach(lc, keys)
+		appendStringInfo(&sql, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_identifier(strVal(lfirst(lc))));
 	appendStringInfoChar(&sql, ')');
-	/* see the comment above */
-	if (t->key_deferrable || t->replident == 'f')
+	if (deferrable)
 		appendStringInfoString(&sql, " DEFERRABLE INITIALLY DEFERRED");
 	sluice_spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
 }
@@ -621,7 +639,9 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
 								t->schema, t->name, rows, secs)));
 			if (!t->adopted)
 			{
-				create_target_key(t, np->target_schema);
+				/* a chunked one's key waits (snapshot.c, the lazy key) */
+				if (!list_member_ptr(np->chunked, t))
+					create_target_key(t, np->target_schema);
 				comment_target(snap, t, np->target_schema, np->name, relid);
 			}
 		}
@@ -714,8 +734,9 @@ pipeline_create(NewPipeline *np, SluiceConn *sc)
  * Add a table to an existing pipeline (sluice.add_table): on the source,
  * the table joins the pipeline's publication (when pg_sluice owns it; else
  * it must be in it already); here, its datamart table with its key and
- * comments, created as the pipeline's owner, and its catalog rows (contract
- * version 1).  It is left empty: the caller records its chunked copy
+ * comments but without its key (snapshot.c builds it when the stream or
+ * the copy's end needs it), created as the pipeline's owner, and its
+ * catalog rows (contract version 1).  It is left empty: the caller records its chunked copy
  * (snapshot.c), and until a chunk copies a key the stream's changes to it
  * are skipped.
  */
@@ -763,7 +784,7 @@ pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t)
 	sluice_spi_exec(psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(pipe->target_schema)),
 					0, NULL, NULL, SPI_OK_UTILITY);
 	relid = create_target_table(t, pipe->target_schema);
-	create_target_key(t, pipe->target_schema);
+	/* no key yet: snapshot.c builds it when needed (the lazy key) */
 	comment_target(sc, t, pipe->target_schema, pipe->name, relid);
 	sluice_restore_user(&save);
 

@@ -7,7 +7,10 @@
  * NOTES
  *	  What this file owns.  The life of an ApplyRel.  relmap_open, at a
  *	  RELATION message, takes the contract's verdict (contract_check: which
- *	  datamart column each source column feeds), opens the target for the
+ *	  datamart column each source column feeds), lets snapshot.c build the
+ *	  key of a table copied in chunks from empty if the batch may need it
+ *	  (the lazy key: before the table is opened, so that nothing below
+ *	  caches it without its index), opens the target for the
  *	  batch with RowExclusiveLock, checks the owner may write it, and prepares
  *	  everything a row needs: the column map, input and receive functions,
  *	  conversions for source columns whose type changed but still fits,
@@ -148,6 +151,8 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	feeds = contract_check(st, t, lr);
 	st->typmods = NULL;
 
+	/* a chunked copy's lazy key, built before the table is opened (snapshot.c) */
+	snapshot_key_for_apply(st->pipe, t);
 	ar->rel = table_openrv(makeRangeVar(t->target_schema, t->target_table, -1),
 						   RowExclusiveLock);
 	desc = RelationGetDescr(ar->rel);
