@@ -93,24 +93,6 @@ identity_record(int pipeline_id, const char *schema, const char *table, Oid reli
 		elog(ERROR, "could not record the source table's oid");
 }
 
-/* Is a chunked copy of the table under way? */
-static bool
-copy_under_way(int pipeline_id, const char *schema, const char *table)
-{
-	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
-	Datum		args[3];
-
-	args[0] = Int32GetDatum(pipeline_id);
-	args[1] = CStringGetTextDatum(schema);
-	args[2] = CStringGetTextDatum(table);
-	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy "
-							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
-							"   AND finished_at IS NULL",
-							3, types, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the copy state");
-	return SPI_processed > 0;
-}
-
 static char *
 identity_hint(SluicePipeline *pipe, SluiceTable *t)
 {
@@ -275,7 +257,7 @@ identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint
 										t->source_schema, t->source_table, pipe->source_name,
 										t->target_schema, t->target_table),
 						  NULL, NULL);
-		else if (!copy_under_way(pipe->pipeline_id, t->source_schema, t->source_table))
+		else if (!snapshot_copy_under_way(pipe->pipeline_id, t->source_schema, t->source_table))
 			d = drift_new(t,
 						  psprintf("Table \"%s.%s\" on source \"%s\" was dropped and created again (oid %u, was %u): "
 										"the datamart table \"%s.%s\" holds the rows of the old one.",
@@ -316,7 +298,7 @@ identity_relation(ApplyState *st, SluiceTable *t, LogicalRepRelation *lr)
 
 	if (!OidIsValid(t->source_relid) || t->source_relid == lr->remoteid)
 		return true;
-	if (copy_under_way(st->pipe->pipeline_id, t->source_schema, t->source_table))
+	if (snapshot_copy_under_way(st->pipe->pipeline_id, t->source_schema, t->source_table))
 		return false;
 	d = drift_new(t,
 				  psprintf("Changes of table \"%s.%s\" arrived under oid %u, not %u: the table was dropped and created again on source \"%s\", "

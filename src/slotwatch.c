@@ -29,7 +29,12 @@
  *	  mover) reads the replication origin's durable progress and moves the
  *	  slot there, under the pipeline's row lock (when it is free: a refresh
  *	  or drain holding it moves the slot itself), so a 1.45 GB backlog is
- *	  freed on live right after the run, not at the next one.  Registering a
+ *	  freed on live right after the run, not at the next one.  A refresh
+ *	  over the walsender asks too: it confirms its end at the commit, but
+ *	  the walsender moves the slot's restart position only to the one
+ *	  candidate it holds (744 MB behind after a 1,000,000-row update), so
+ *	  the mover advances a slot confirmed where it is as well (advance_slot
+ *	  with restart_too), decoding that part again without output.  Registering a
  *	  worker neither waits nor fails the commit: with no free worker slot
  *	  the slot moves at the next refresh, as before.
  *
@@ -140,12 +145,14 @@ inserted_end(void)
 }
 
 /*
- * Tell live the slot may forget everything before lsn, which this datamart
- * has durably (its commit flushed here first).  The caller holds the
- * pipeline's row lock; sc is idle.
+ * Advance the slot to lsn, when it is confirmed before lsn, or with
+ * restart_too also when it is confirmed there already but its restart
+ * position is behind (the move after a walsender refresh, see
+ * sluice_slot_mover_main): the advance decodes from the restart position
+ * without output and moves it.
  */
-void
-slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn)
+static void
+advance_slot(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn, bool restart_too)
 {
 	const char *params[2];
 	char		lsnbuf[32];
@@ -155,11 +162,26 @@ slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn)
 	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
 	params[0] = pipe->slot_name;
 	params[1] = lsnbuf;
-	PQclear(transport_exec(sc,
+	PQclear(transport_exec(sc, restart_too ?
+						   "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn) "
+						   "  FROM pg_catalog.pg_replication_slots "
+						   " WHERE slot_name = $1 AND confirmed_flush_lsn <= $2::pg_lsn "
+						   "   AND restart_lsn < $2::pg_lsn AND active_pid IS NULL" :
 						   "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn) "
 						   "  FROM pg_catalog.pg_replication_slots "
 						   " WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn AND active_pid IS NULL",
 						   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+}
+
+/*
+ * Tell live the slot may forget everything before lsn, which this datamart
+ * has durably (its commit flushed here first).  The caller holds the
+ * pipeline's row lock; sc is idle.
+ */
+void
+slotwatch_advance(SluicePipeline *pipe, SluiceConn *sc, XLogRecPtr lsn)
+{
+	advance_slot(pipe, sc, lsn, false);
 }
 
 /*
@@ -370,26 +392,15 @@ sluice_slot_mover_main(Datum arg)
 		if (!XLogRecPtrIsInvalid(lsn))
 		{
 			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
-			const char *params[2];
-			char		lsnbuf[32];
 
 			/*
-			 * As slotwatch_advance, and also when the slot is confirmed there
-			 * already (a refresh over the walsender confirms at its commit,
-			 * but the walsender moved the slot's restart position only as far
-			 * as the one candidate it held: the advance decodes the rest,
-			 * without output, so the next refresh need not)
+			 * also when the slot is confirmed there already: a refresh over
+			 * the walsender confirms at its commit, but the walsender moved
+			 * the slot's restart position only as far as the one candidate
+			 * it held; the advance decodes the rest, without output, so the
+			 * next refresh need not
 			 */
-			XLogFlush(inserted_end());
-			snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
-			params[0] = pipe->slot_name;
-			params[1] = lsnbuf;
-			PQclear(transport_exec(sc,
-								   "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn) "
-								   "  FROM pg_catalog.pg_replication_slots "
-								   " WHERE slot_name = $1 AND confirmed_flush_lsn <= $2::pg_lsn "
-								   "   AND restart_lsn < $2::pg_lsn AND active_pid IS NULL",
-								   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+			advance_slot(pipe, sc, lsn, true);
 			transport_close(sc);
 			ereport(DEBUG1,
 					(errmsg_internal("pipeline \"%s\": slot \"%s\" moved to %X/%X after the refresh's commit",

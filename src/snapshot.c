@@ -536,6 +536,28 @@ parse_snapshot(const char *s, ChunkSnap *cs)
 }
 
 /*
+ * Is a chunked copy of the table under way?  Read with a statement snapshot
+ * of its own, taken now (after the copy lock in snapshot_filter_open, never
+ * the batch's older one); identity.c asks too.
+ */
+bool
+snapshot_copy_under_way(int pipeline_id, const char *schema, const char *table)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(pipeline_id);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(table);
+	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy "
+							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
+							"   AND finished_at IS NULL",
+							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the copy state");
+	return SPI_processed > 0;
+}
+
+/*
  * The copied ranges of a table whose watermark the stream has passed (pos,
  * the replication origin's committed position) are done: those at the
  * start, contiguous with the frontier, move it.  Returns true when that
@@ -647,16 +669,11 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	uint64		n;
 
 	copy_lock(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table, ExclusiveLock);
+	if (!snapshot_copy_under_way(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table))
+		return NULL;
 	args[0] = Int32GetDatum(st->pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(ar->table->source_schema);
 	args[2] = CStringGetTextDatum(ar->table->source_table);
-	if (sluice_catalog_exec("SELECT 1 FROM sluice._copy "
-							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
-							"   AND finished_at IS NULL",
-							3, types, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the copy state");
-	if (SPI_processed == 0)
-		return NULL;
 	/* what the stream passed before this batch is done */
 	if (retire_ranges(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table,
 					  origin_progress(st->pipe->origin_name, false)))
