@@ -97,8 +97,12 @@
  *	  says to CALL sluice.copy_tables, which commits per chunk and resumes).  A
  *	  setting and not an argument of create_pipeline: a new argument changes
  *	  the function's signature, and the update would drop it with every
- *	  GRANT EXECUTE roles hold on it.  snapshot by default: one transaction,
- *	  no watermarks, no per-chunk cost.
+ *	  GRANT EXECUTE roles hold on it.  auto by default (since the lazy
+ *	  key): a table of 20,000,000 rows or more is copied in chunks about as
+ *	  fast as in the snapshot (2.09x and 2.06x native copy_data at
+ *	  10,000,000, medians of three) and resumes after a crash; smaller ones
+ *	  keep the snapshot, one transaction with no watermarks and no
+ *	  per-chunk cost.
  *
  *	  Where a chunk's time goes (10,000,000 rows in 100 chunks, timed in
  *	  place, before the lazy key): 80% its COPY, whose rows went one by one
@@ -2191,7 +2195,7 @@ static const struct config_enum_entry initial_copy_options[] = {
 	{NULL, 0, false}
 };
 
-static int	sluice_initial_copy = INITIAL_COPY_SNAPSHOT;
+static int	sluice_initial_copy = INITIAL_COPY_AUTO;
 static int	sluice_chunked_above = 20000000;
 static int	sluice_initial_chunk_rows = 100000;
 
@@ -2204,7 +2208,7 @@ snapshot_init(void)
 							 "chunked: every table with a primary key is created empty and copied in chunks by CALL sluice.copy_tables, "
 							 "which resumes after the last committed chunk. auto: chunked for the tables the source estimates "
 							 "above pg_sluice.initial_copy_chunked_above rows.",
-							 &sluice_initial_copy, INITIAL_COPY_SNAPSHOT, initial_copy_options,
+							 &sluice_initial_copy, INITIAL_COPY_AUTO, initial_copy_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_sluice.initial_copy_chunked_above",
 							"Sets the source row estimate above which pg_sluice.initial_copy = auto copies a table in chunks.",

@@ -1,5 +1,5 @@
 # The initial copy of create_pipeline in chunks (issue 19): the one-snapshot
-# copy by default; pg_sluice.initial_copy = auto leaves the tables the source estimates above
+# copy for tables under pg_sluice.initial_copy_chunked_above rows; pg_sluice.initial_copy = auto (the default) leaves the tables the source estimates above
 # pg_sluice.initial_copy_chunked_above rows empty and CALL sluice.copy_tables
 # fills them chunk by chunk while live writes them; kill -9 of the datamart
 # at about half of the copy, then the copy resumes after the last committed
@@ -94,8 +94,8 @@ like($err, qr/table "app.nokey" on source "live" has no primary key: it cannot b
 	'chunked: a keyless table refused with a hint');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots}), '0', 'no slot left behind');
 is($live->safe_psql('postgres', q{SELECT count(*) FROM pg_publication}), '0', 'no publication left behind');
-is($mart->safe_psql('postgres', q{SELECT FROM sluice.version(); SHOW pg_sluice.initial_copy}), 'snapshot',
-	'the one-snapshot copy by default');
+is($mart->safe_psql('postgres', q{SELECT FROM sluice.version(); SHOW pg_sluice.initial_copy}), 'auto',
+	'auto by default: chunks above pg_sluice.initial_copy_chunked_above rows');
 ($ret, $out, $err) = $mart->psql('postgres', q{SELECT sluice.version(); SET pg_sluice.initial_copy = sometimes});
 like($err, qr/invalid value for parameter "pg_sluice.initial_copy".*Available values: auto, snapshot, chunked/s,
 	'the setting lists its values');
