@@ -400,6 +400,7 @@ extern void pipeline_drop_tables(SluicePipeline *pipe);
 extern Oid	pipeline_add_table(SluicePipeline *pipe, SluiceConn *sc, SourceTable *t);
 extern bool pipeline_key_deferrable(SourceTable *t);
 extern void pipeline_build_key(const char *schema, const char *table, List *keys, bool deferrable);
+extern void pipeline_build_key_online(const char *schema, const char *table, List *keys, bool deferrable);
 
 /* ---------- snapshot.c: the initial copy in chunks ---------- */
 

@@ -68,6 +68,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "utils/json.h"
 #include "utils/guc.h"
 #include "postmaster/postmaster.h"
@@ -423,25 +424,62 @@ pipeline_key_deferrable(SourceTable *t)
 	return t->key_deferrable || t->replident == 'f';
 }
 
+/* "a, b)": the key's columns, quoted, closing the list */
+static void
+append_key_columns(StringInfo sql, List *keys)
+{
+	ListCell   *lc;
+
+	foreach(lc, keys)
+		appendStringInfo(sql, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_identifier(strVal(lfirst(lc))));
+	appendStringInfoChar(sql, ')');
+}
+
 /*
  * ALTER TABLE ... ADD PRIMARY KEY on a datamart table, as the caller (the
- * table's owner): create_pipeline after its one-snapshot copy, and
- * snapshot.c when it builds the lazy key of a chunked copy from empty
- * (the columns come from the catalog as names, quoted here).
+ * table's owner): create_pipeline after its one-snapshot copy, on a table
+ * no other session sees yet (the lazy key of a chunked copy is built by
+ * pipeline_build_key_online; the columns come as names, quoted here).
  */
 void
 pipeline_build_key(const char *schema, const char *table, List *keys, bool deferrable)
 {
 	StringInfoData sql;
-	ListCell   *lc;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "ALTER TABLE %s.%s ADD PRIMARY KEY (",
 					 quote_identifier(schema), quote_identifier(table));
-	foreach(lc, keys)
-		appendStringInfo(&sql, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 quote_identifier(strVal(lfirst(lc))));
-	appendStringInfoChar(&sql, ')');
+	append_key_columns(&sql, keys);
+	if (deferrable)
+		appendStringInfoString(&sql, " DEFERRABLE INITIALLY DEFERRED");
+	sluice_spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+}
+
+/*
+ * The same on a table readers may be reading (the lazy key of a chunked
+ * copy, snapshot.c): the unique index is built first, under a lock that
+ * lets them read (ADD PRIMARY KEY would keep them out for the whole
+ * build, a minute at 100,000,000 rows), then becomes the primary key in a
+ * moment.  The key's columns are NOT NULL already (created so from live's
+ * key), so that step scans nothing.  The name is the one ADD PRIMARY KEY
+ * would choose.
+ */
+void
+pipeline_build_key_online(const char *schema, const char *table, List *keys, bool deferrable)
+{
+	StringInfoData sql;
+	char	   *name = ChooseRelationName(table, NULL, "pkey", get_namespace_oid(schema, false), true);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE UNIQUE INDEX %s ON %s.%s (", quote_identifier(name),
+					 quote_identifier(schema), quote_identifier(table));
+	append_key_columns(&sql, keys);
+	sluice_spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s.%s ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
+					 quote_identifier(schema), quote_identifier(table), quote_identifier(name),
+					 quote_identifier(name));
 	if (deferrable)
 		appendStringInfoString(&sql, " DEFERRABLE INITIALLY DEFERRED");
 	sluice_spi_exec(sql.data, 0, NULL, NULL, SPI_OK_UTILITY);

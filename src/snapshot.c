@@ -126,10 +126,10 @@
  *	  a change only to a key at or below the frontier or in a copied range;
  *	  until one exists, every change is skipped and the table is a heap
  *	  each chunk fills with a plain COPY (multi-insert, as fast per row as
- *	  the one-snapshot copy).  The key is built, by the same ALTER TABLE
- *	  ... ADD PRIMARY KEY as after the one-snapshot copy, as the pipeline's
- *	  owner, in the transaction of whoever needs it, which then clears
- *	  deferred_key:
+ *	  the one-snapshot copy).  The key is built (a unique index first,
+ *	  which readers may read through, then the primary key using it:
+ *	  pipeline_build_key_online), as the pipeline's owner, in the
+ *	  transaction of whoever needs it, which then clears deferred_key:
  *	    - a batch about to open the table (snapshot_key_for_apply, called
  *	      by relation.c before the table is opened, so no relcache entry,
  *	      slot or index list of it is held yet), when a frontier, a copied
@@ -901,8 +901,8 @@ deferred_key_read(int pipeline_id, const char *schema, const char *table,
 
 /*
  * Build the lazy key of table t of pipe now, if it is not built yet: the
- * same ALTER TABLE ... ADD PRIMARY KEY as after create_pipeline's
- * one-snapshot copy, as the pipeline's owner, in the caller's transaction
+ * primary key create_pipeline's one-snapshot copy would give it, built
+ * without keeping readers out, as the pipeline's owner, in the caller's transaction
  * (a crash rolls it back with the flag).  The caller holds the table's copy
  * lock exclusive, or knows no chunk of it can be in flight, and has the
  * table open nowhere in this transaction (ALTER TABLE refuses a table in
@@ -922,7 +922,7 @@ key_build_for(SluicePipeline *pipe, SluiceTable *t)
 	if (cols == NIL)
 		return;
 	sluice_become_owner(pipe, &save);
-	pipeline_build_key(t->target_schema, t->target_table, cols, deferrable);
+	pipeline_build_key_online(t->target_schema, t->target_table, cols, deferrable);
 	sluice_restore_user(&save);
 	args[0] = Int32GetDatum(pipe->pipeline_id);
 	args[1] = CStringGetTextDatum(t->source_schema);
