@@ -8,13 +8,15 @@
 # boundaries, inserts) applied once the batch built the key; kill -9 of the
 # datamart while the key is built (rolled back, built again) and at about
 # half of a copy whose key waits (the work repeated counted from live's
-# log); a non-superuser operator; names with quotes, capitals, spaces and
-# non-ASCII.  Live and mart compared by checksum.
+# log); a reader reads while the key is built; a non-superuser operator;
+# names with quotes, capitals, spaces and non-ASCII.  Live and mart
+# compared by checksum.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 use SluiceTest;
 
 my $live = new_live('live');
@@ -159,7 +161,7 @@ $bg->query_until(qr/started/, "\\echo started\nSET ROLE ops;\nCALL sluice.copy_t
 ok($mart->poll_query_until('postgres', q{SELECT chunks_done >= 10 FROM sluice.copy_progress WHERE pipeline = 'gross'}),
 	'the copy reached half') or die "the copy did not reach 10 chunks";
 $mart->kill9;
-$bg->quit;
+eval { $bg->quit };	# its server is gone: psql may not take the \q
 ok(start_after_kill9($mart), 'datamart restarted after kill -9 mid-copy');
 my $after = $mart->safe_psql('postgres', q{SELECT chunks_done FROM sluice.copy_progress WHERE pipeline = 'gross'});
 cmp_ok($after, '<', 20, "the kill came before the end ($after of 20 chunks)");
@@ -177,7 +179,7 @@ ok($mart->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM pg_locks
    WHERE relation = 'gross.gross'::regclass AND granted AND mode IN ('ShareLock', 'AccessExclusiveLock'))}),
 	'the batch is building the key') or die "no key build seen";
 $mart->kill9;
-$bg->quit;
+eval { $bg->quit };	# its server is gone: psql may not take the \q
 ok(start_after_kill9($mart), 'datamart restarted after kill -9 during the key build');
 is(key_of($mart, 'gross.gross'), 'none', 'the key build rolled back with its batch');
 is($mart->safe_psql('postgres', q{SELECT deferred_key::text FROM sluice._copy c JOIN sluice._pipeline p USING (pipeline_id) WHERE p.name = 'gross'}),
@@ -196,5 +198,55 @@ cmp_ok($attempts - $chunks, '<=', 1, 'at most the chunk in flight was copied aga
 same_tables($live, $mart, [['"Quelle".gross', 'gross.gross']], 'after kill -9 mid-copy and during the key build');
 is($mart->safe_psql('postgres', q{SELECT rows_missing FROM sluice._pipeline WHERE name = 'gross'}), '0',
 	'no update found its row missing');
+
+# --- 6. readers read while the key is built ---
+# ADD PRIMARY KEY held an exclusive lock for the whole index build, and a
+# BI reader waited for it (a minute at 100,000,000 rows).  An event
+# trigger slows each DDL on the table (ddl_command_end, 2 s), and a reader
+# with lock_timeout = 300ms tries to read during each: the unique index is
+# built under a lock readers pass, the primary key then takes it over.
+$live->safe_psql('postgres', q{CREATE TABLE "Quelle".lesen (id int PRIMARY KEY, v int NOT NULL);
+INSERT INTO "Quelle".lesen SELECT g, g FROM generate_series(1, 30000) g;});
+$mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.add_table('lazy', '"Quelle".lesen', 10000);
+SELECT sluice.copy_chunk('lazy');});
+is(key_of($mart, '"Ziel Ö".lesen'), 'none', 'a chunk copied, the key waits');
+$mart->safe_psql('postgres', q{
+CREATE ROLE "Lëser" LOGIN;
+GRANT USAGE ON SCHEMA "Ziel Ö" TO "Lëser";
+GRANT SELECT ON "Ziel Ö".lesen TO "Lëser";
+CREATE FUNCTION public.slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE object_identity LIKE '"Ziel Ö".%') THEN
+    PERFORM pg_sleep(2);
+  END IF;
+END $$;
+CREATE EVENT TRIGGER slow_ddl ON ddl_command_end EXECUTE FUNCTION public.slow_ddl();
+});
+$live->safe_psql('postgres', q{UPDATE "Quelle".lesen SET v = -v WHERE id <= 100});
+$bg = $mart->background_psql('postgres', on_error_stop => 0);
+$bg->query_until(qr/started/, "\\echo started\nSET ROLE ops;\nSELECT sluice.refresh('lazy');\n");
+my ($sleeps, $read_in_sleep) = (0, 0);
+for (1 .. 200)
+{
+	my $sleeping = $mart->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ~ 'refresh'});
+	if ($sleeping eq '1')
+	{
+		$sleeps++;
+		my ($r) = $mart->psql('postgres', q{SET ROLE "Lëser"; SET lock_timeout = '300ms'; SELECT count(*) FROM "Ziel Ö".lesen});
+		$read_in_sleep++ if $r == 0;
+		# the rest of this sleep
+		$mart->poll_query_until('postgres',
+			q{SELECT count(*) = 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ~ 'refresh'})
+		  or die "the DDL's sleep did not end";
+	}
+	last if key_of($mart, '"Ziel Ö".lesen') ne 'none' && $sleeping eq '0';
+	usleep(50_000);
+}
+$bg->quit;
+$mart->safe_psql('postgres', q{DROP EVENT TRIGGER slow_ddl});
+cmp_ok($sleeps, '>=', 1, "the key's DDL was seen ($sleeps)");
+cmp_ok($read_in_sleep, '>=', 1, "a reader read while the key was built ($read_in_sleep of $sleeps)");
+is(key_of($mart, '"Ziel Ö".lesen'), 'id', 'and the key is there');
 
 done_testing();
