@@ -583,6 +583,8 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	 */
 	if (r.stats.transactions > 0)
 		slotwatch_move_after_commit(pipe);
+	/* a copy whose workers are gone goes on (snapshot.c) */
+	snapshot_copy_resume(pipe->pipeline_id);
 	SPI_finish();
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,

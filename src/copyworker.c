@@ -52,8 +52,8 @@
  *	  holds one of the server's pg_sluice.max_copy_workers slots (an
  *	  administrator's setting; session locks of database 0), the launch
  *	  starts no more workers than are free, and a worker that finds none
- *	  (launches racing) exits at once; whatever applies the pipeline's
- *	  stream next starts its workers again (copyworker_ensure).
+ *	  (launches racing) exits at once; the pipeline's next refresh, or its
+ *	  streaming worker, starts its workers again (snapshot_copy_resume).
  *
  *	  What it never does.  Copy, filter the stream or record progress
  *	  (snapshot.c).  Take shared memory of its own: the slots are locks.
@@ -138,7 +138,7 @@ copyworker_init(void)
 							"Sets how many copy workers may run at once on the server, all pipelines together.",
 							"pg_sluice.copy_workers, which any role may set, asks for workers of one pipeline; this "
 							"administrator's setting bounds how many background worker slots copies take in all. "
-							"A copy that finds them all busy is started by its pipeline's next batch.",
+							"A copy that finds them all busy is started by its pipeline's next refresh or its streaming worker.",
 							&sluice_max_copy_workers, 4, 0, COPY_SERVER_SLOTS_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
@@ -243,8 +243,9 @@ copyworker_xact_callback(XactEvent event, void *arg)
 						(errmsg("no copy worker can start for pipeline %d: the server's %d are busy",
 								pipeline_id, sluice_max_copy_workers),
 						 errdetail("pg_sluice.max_copy_workers bounds the copy workers of all pipelines together."),
-						 errhint("The pipeline's next batch starts them once some are free; CALL sluice.copy_tables copies "
-								 "the chunks in this session meanwhile, or an administrator raises pg_sluice.max_copy_workers.")));
+						 errhint("The pipeline's next refresh, or its streaming worker, starts them once some are free; "
+								 "CALL sluice.copy_tables copies the chunks in this session meanwhile, or an administrator "
+								 "raises pg_sluice.max_copy_workers.")));
 				continue;
 			}
 			for (i = 0; i < sluice_copy_workers && free_slots > 0; i++, free_slots--)
@@ -497,7 +498,7 @@ sluice_copy_worker_main(Datum arg)
 		proc_exit(0);
 	/*
 	 * and one of the server's: else the others are busy, and the pipeline's
-	 * next batch starts it again (copyworker_ensure)
+	 * next refresh or streaming worker starts it again (snapshot_copy_resume)
 	 */
 	if (!server_slot_take())
 	{

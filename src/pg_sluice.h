@@ -409,6 +409,7 @@ extern List *snapshot_initial_plan(SluiceConn *sc, const char *source_name, List
 extern void snapshot_record_initial(int pipeline_id, SourceTable *t);
 extern void snapshot_key_for_apply(SluicePipeline *pipe, SluiceTable *t);
 extern bool snapshot_copy_under_way(int pipeline_id, const char *schema, const char *table);
+extern void snapshot_copy_resume(int pipeline_id);
 extern int	snapshot_initial_chunk_rows(void);
 
 /* the copy workers' steps, each in its own transactions (copyworker.c runs them) */

@@ -682,8 +682,7 @@ snapshot_filter_open(ApplyState *st, ApplyRel *ar)
 	if (retire_ranges(st->pipe->pipeline_id, ar->table->source_schema, ar->table->source_table,
 					  origin_progress(st->pipe->origin_name, false)))
 		return NULL;
-	if (!in_copy_chunk && copies_claimable(st->pipe->pipeline_id))
-		copyworker_ensure(st->pipe->pipeline_id);
+	snapshot_copy_resume(st->pipe->pipeline_id);
 
 	if (sluice_catalog_exec("SELECT frontier FROM sluice._copy "
 							" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3 "
@@ -1870,6 +1869,21 @@ copies_claimable(int pipeline_id)
 							1, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the copy state");
 	return SPI_processed > 0;
+}
+
+/*
+ * Copy workers for the pipeline when it has chunks left to claim and none
+ * runs, started when the caller commits: from a batch that opens a table
+ * being copied, and after every sluice.refresh (api.c), so that a copy
+ * whose workers are gone (a restart of the server; the server's
+ * pg_sluice.max_copy_workers all busy at its launch) goes on at the next
+ * refresh even when no change of the table arrives.
+ */
+void
+snapshot_copy_resume(int pipeline_id)
+{
+	if (!in_copy_chunk && copies_claimable(pipeline_id))
+		copyworker_ensure(pipeline_id);
 }
 
 /* A watermark written now on the source. */

@@ -28,7 +28,8 @@
 #     row of it (sluice._readable, as sluice._error_shown in part 1).
 #  5. pg_sluice.copy_workers, any role's setting, let one operator take every
 #     background worker slot of the server (16 copy workers): the server's
-#     pg_sluice.max_copy_workers bounds them all.
+#     pg_sluice.max_copy_workers bounds them all; a copy that could start
+#     none goes on at the pipeline's next refresh.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -237,5 +238,21 @@ ok($mart->poll_query_until('postgres', q{SELECT count(*) = 0 FROM sluice.copy_pr
 $mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
 is(checksum($mart, q{"Stück S"."Many"}), checksum($live, q{"Ün app"."Many"}), 'and equals live');
 $mart->safe_psql('postgres', q{ALTER SYSTEM RESET pg_sluice.max_copy_workers; SELECT pg_reload_conf();});
+
+# a copy that could start no worker (all of the server's busy; here none
+# allowed) goes on at the pipeline's next refresh, though no change of its
+# table arrives (before, only a batch with a change of it started them)
+$live->safe_psql('postgres', q{CREATE TABLE "Ün app"."Still" (id int PRIMARY KEY, v text);
+INSERT INTO "Ün app"."Still" SELECT g, 's ' || g FROM generate_series(1, 3000) g;});
+$mart->safe_psql('postgres', q{ALTER SYSTEM SET pg_sluice.max_copy_workers = 0; SELECT pg_reload_conf();});
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT sluice.add_table('stuck', '"Ün app"."Still"', 1000)});
+like($err, qr/no copy worker can start for pipeline \d+: the server's 0 are busy.*HINT:  The pipeline's next refresh/s,
+	'no copy worker could start: a warning says what goes on');
+$mart->safe_psql('postgres', q{ALTER SYSTEM RESET pg_sluice.max_copy_workers; SELECT pg_reload_conf();});
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
+ok($mart->poll_query_until('postgres', q{SELECT count(*) = 0 FROM sluice.copy_progress WHERE pipeline = 'stuck' AND state = 'copying'}),
+	'the next refresh started the copy workers and the copy finished');
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
+is(checksum($mart, q{"Stück S"."Still"}), checksum($live, q{"Ün app"."Still"}), 'and equals live');
 
 done_testing();
