@@ -212,6 +212,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "parser/parse_type.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
 #include "common/hashfn.h"
@@ -268,6 +269,10 @@ struct SnapshotFilter
 static bool in_copy_chunk = false;
 
 static bool copies_claimable(int pipeline_id);
+static bool key_is_collatable(List *keys, List *columns, List *types);
+static bool same_encoding(SluiceConn *sc);
+static void encoding_refused(const char *schema, const char *table, const char *source_name,
+							 const char *hint) pg_attribute_noreturn();
 static void key_build(int pipeline_id, const char *schema, const char *table);
 static SluiceTable *pipe_table(SluicePipeline *pipe, const char *schema, const char *table);
 
@@ -1093,6 +1098,8 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 	SluicePipeline *pipe;
 	SluiceTable *t;
 	Relation	rel;
+	ChunkKey   *k;
+	int			i;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -1122,8 +1129,20 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 		}
 	}
 	rel = table_open(relid, AccessShareLock);
-	(void) chunk_key(rel, t, pipe->pipeline_id, true);
+	k = chunk_key(rel, t, pipe->pipeline_id, true);
 	table_close(rel, AccessShareLock);
+	for (i = 0; i < k->nkeys; i++)
+		if (k->collatable[i])
+		{
+			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+
+			if (!same_encoding(sc))
+				encoding_refused(t->target_schema, t->target_table, pipe->source_name,
+								 psprintf("sluice.repair('%s') brings the table back in line with the source instead.",
+										  pipe->name));
+			transport_close(sc);
+			break;
+		}
 
 	record_copy(pipe->pipeline_id, t->source_schema, t->source_table, "resnapshot", chunk_rows);
 	copyworker_launch(pipe->pipeline_id);
@@ -1182,6 +1201,10 @@ sluice_add_table(PG_FUNCTION_ARGS)
 	sc = transport_connect(pipe->source_name, pipe->conninfo, false);
 	check_watermark_right(sc, pipe->source_name);
 	t = source_describe_table(sc, spec);
+	if (key_is_collatable(t->keys, t->columns, t->types) && !same_encoding(sc))
+		encoding_refused(t->schema, t->name, pipe->source_name,
+						 "Put the table in a pipeline of its own created with SET pg_sluice.initial_copy = snapshot: "
+						 "its copy is then one snapshot, not chunks.");
 	relid = pipeline_add_table(pipe, sc, t);
 	transport_close(sc);
 	record_copy(pipe->pipeline_id, t->schema, t->name, "add_table", chunk_rows);
@@ -1333,9 +1356,54 @@ find_hi(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows)
 	return hi;
 }
 
+/*
+ * Does the key (column names keys, among columns of datamart type names
+ * types) have a collatable column?  Its chunks are ranges in byte order.
+ */
+static bool
+key_is_collatable(List *keys, List *columns, List *types)
+{
+	ListCell   *lc;
+	ListCell   *lt;
+
+	forboth(lc, columns, lt, types)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		if (!list_member(keys, lfirst(lc)))
+			continue;
+		parseTypeString(strVal(lfirst(lt)), &typid, &typmod, true);
+		if (OidIsValid(typid) && type_is_collatable(typid))
+			return true;
+	}
+	return false;
+}
+
+/* Is the source's encoding this database's? */
+static bool
+same_encoding(SluiceConn *sc)
+{
+	char	   *enc = transport_try_value(sc, "SHOW server_encoding", "read the source's encoding");
+
+	return enc != NULL && pg_char_to_encoding(enc) == GetDatabaseEncoding();
+}
+
+/* A text key from a source of another encoding cannot be copied in chunks. */
+static void
+encoding_refused(const char *schema, const char *table, const char *source_name, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("table \"%s.%s\" has a text key and source \"%s\" another encoding than this database (%s)",
+					schema, table, source_name, GetDatabaseEncodingName()),
+			 errdetail("Chunks are ranges of the key in byte order, which differs between encodings."),
+			 errhint("%s", hint)));
+}
+
 /* Same order on both sides: a collatable key needs the same encoding. */
 static void
-check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
+check_key_order(SluiceConn *sc, const char *source_name, SluiceTable *t, ChunkKey *k, SourceTable *st)
 {
 	int			i;
 	bool		collatable = false;
@@ -1358,18 +1426,9 @@ check_key_order(SluiceConn *sc, SluiceTable *t, ChunkKey *k, SourceTable *st)
 						 errhint("Use sluice.repair to bring the table back in line with the source.")));
 		}
 	}
-	if (collatable)
-	{
-		char	   *enc = transport_try_value(sc, "SHOW server_encoding", "read the source's encoding");
-
-		if (enc == NULL || pg_char_to_encoding(enc) != GetDatabaseEncoding())
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("table \"%s.%s\" has a text key and source \"%s\" another encoding than this database",
-							t->target_schema, t->target_table, st->schema),
-					 errdetail("Chunks are ranges of the key in byte order, which differs between encodings."),
-					 errhint("Use sluice.repair to bring the table back in line with the source.")));
-	}
+	if (collatable && !same_encoding(sc))
+		encoding_refused(t->target_schema, t->target_table, source_name,
+						 "Use sluice.repair to bring the table back in line with the source.");
 }
 
 /*
@@ -1715,7 +1774,7 @@ copy_range(SluicePipeline *pipe, ChunkWork *w, SluiceConn *sc)
 	src = source_describe_table(sc, psprintf("%s.%s", quote_identifier(t->source_schema),
 											 quote_identifier(t->source_table)));
 	check_source_types(pipe, t, src);
-	check_key_order(sc, t, k, src);
+	check_key_order(sc, pipe->source_name, t, k, src);
 	/* a column the contract keeps fed by nothing (sluice.drop_column), gone from live: not copied */
 	foreach(lc, t->columns)
 	{
@@ -2278,6 +2337,7 @@ snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables)
 {
 	List	   *chunked = NIL;
 	ListCell   *lc;
+	int			same = -1;		/* the source's encoding is ours: not asked yet */
 
 	if (sluice_initial_copy == INITIAL_COPY_SNAPSHOT)
 		return NIL;
@@ -2286,6 +2346,19 @@ snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables)
 		SourceTable *t = lfirst(lc);
 		bool		keyed = t->keys != NIL && t->replident != 'f';
 
+		/* a text key from a source of another encoding: not in chunks */
+		if (keyed && key_is_collatable(t->keys, t->columns, t->types))
+		{
+			if (same < 0)
+				same = same_encoding(sc) ? 1 : 0;
+			if (same == 0)
+			{
+				if (sluice_initial_copy == INITIAL_COPY_CHUNKED)
+					encoding_refused(t->schema, t->name, source_name,
+									 "SET pg_sluice.initial_copy = auto (such tables get the one-snapshot copy).");
+				continue;
+			}
+		}
 		if (sluice_initial_copy == INITIAL_COPY_CHUNKED)
 		{
 			if (!keyed)

@@ -30,6 +30,10 @@
 #     background worker slot of the server (16 copy workers): the server's
 #     pg_sluice.max_copy_workers bounds them all; a copy that could start
 #     none goes on at the pipeline's next refresh.
+#  6. a text key from a source of another encoding: add_table accepted it
+#     and every chunk failed, the error naming the schema as the source;
+#     refused before anything is created (add_table, resnapshot, a chunked
+#     initial copy), or copied in the snapshot by auto.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a reader with no SELECT on the datamart tables.
 use strict;
@@ -254,5 +258,35 @@ ok($mart->poll_query_until('postgres', q{SELECT count(*) = 0 FROM sluice.copy_pr
 	'the next refresh started the copy workers and the copy finished');
 $mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('stuck')});
 is(checksum($mart, q{"Stück S"."Still"}), checksum($live, q{"Ün app"."Still"}), 'and equals live');
+
+# --- 6. a text key from a source of another encoding -----------------------
+# add_table accepted it, and every chunk failed (the copy workers every 5 s,
+# the log only), the error naming the schema as the source; now refused
+# before anything is created, or copied in the snapshot by auto
+$live->safe_psql('postgres', q{CREATE DATABASE lat ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0});
+$live->safe_psql('lat', q{
+CREATE SCHEMA "Lat app";
+CREATE TABLE "Lat app"."Wort T" (k text PRIMARY KEY, v int);
+INSERT INTO "Lat app"."Wort T" SELECT 'w' || g, g FROM generate_series(1, 500) g;
+CREATE TABLE "Lat app".zahl (id int PRIMARY KEY, v text);
+INSERT INTO "Lat app".zahl SELECT g, 'z' || g FROM generate_series(1, 500) g;
+});
+mart_source($mart, $live, 'lat1', 'lat');
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.create_pipeline('enc', 'lat1', ARRAY['"Lat app".zahl'], target_schema => 'Enc S')});
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT sluice.add_table('enc', '"Lat app"."Wort T"', 100)});
+like($err, qr/ERROR:  table "Lat app\.Wort T" has a text key and source "lat1" another encoding than this database \(UTF8\).*HINT:  Put the table in a pipeline of its own created with SET pg_sluice.initial_copy = snapshot/s,
+	'add_table refuses a text key from a source of another encoding, naming the source');
+is($mart->safe_psql('postgres', q{SELECT to_regclass('"Enc S"."Wort T"') IS NULL}), 't', 'and creates nothing');
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SET pg_sluice.initial_copy = chunked;
+SELECT sluice.create_pipeline('enc2', 'lat1', ARRAY['"Lat app"."Wort T"'], target_schema => 'Enc2 S')});
+like($err, qr/has a text key and source "lat1" another encoding.*HINT:  SET pg_sluice.initial_copy = auto/s,
+	'a chunked initial copy refuses it too');
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SET pg_sluice.initial_copy = auto; SET pg_sluice.initial_copy_chunked_above = 0;
+SELECT sluice.create_pipeline('enc2', 'lat1', ARRAY['"Lat app"."Wort T"', '"Lat app".zahl'], target_schema => 'Enc2 S')});
+is($ret, 0, 'auto copies it in the snapshot') or diag($err);
+is(checksum($mart, q{"Enc2 S"."Wort T"}), checksum($live, q{"Lat app"."Wort T"}, 'lat'), 'and it equals live');
+($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT sluice.resnapshot('enc2', '"Enc2 S"."Wort T"')});
+like($err, qr/has a text key and source "lat1" another encoding.*HINT:  sluice.repair\('enc2'\)/s,
+	'resnapshot refuses it, naming the way that works');
 
 done_testing();
