@@ -680,7 +680,7 @@ reset_sluice() {
 # pg_sluice and native alone it alternates; with pglogical, run 1 is pg_sluice,
 # native, pglogical, run 2 native, pglogical, pg_sluice, and so on
 apply_both() {  # scenario target_lsn expected_refresh expected_count run
-    local sc=$1 lsn=$2 exp=$3 cnt=$4 run=$5 t i who
+    local sc=$1 lsn=$2 exp=$3 cnt=$4 run=$5 t i who s end
     local appliers=(sluice native)
     if [ $PGL_ON = 1 ]; then appliers+=(pgl); fi
     for ((i = 0; i < ${#appliers[@]}; i++)); do
@@ -692,6 +692,18 @@ apply_both() {  # scenario target_lsn expected_refresh expected_count run
             check_sluice "$cnt"
             add "${sc}_sluice" "$t"
             log "   run $run  pg_sluice refresh  ${t}s"
+            # the slot mover (a background worker started by the commit)
+            # advances the slot over the backlog; live's confirmed position
+            # reaches the run's end when its advance is done. A scheduled
+            # refresh comes later than that: the next refresh is timed once
+            # it is done (bench/refresh_transport.pl times it right behind)
+            STEP="$sc pg_sluice slot mover (run $run)"
+            end=$(mart -c "SELECT end_lsn FROM sluice.runs WHERE run_id = $REFRESH_RUN")
+            s=$(now)
+            live <<<"$(poll_sql "SELECT confirmed_flush_lsn >= '$end' AND NOT active FROM pg_replication_slots WHERE slot_name = '$SLUICE_SLOT'" "the slot mover to move pg_sluice's slot to $end")"
+            t=$(since "$s")
+            add "${sc}_mover" "$t"
+            log "   run $run  pg_sluice slot moved to $end by the slot mover ${t}s after the refresh returned"
             STEP="$sc pg_sluice next (empty) refresh (run $run)"
             sluice_refresh; t=$LAST_T
             expect_refresh "0 0 0 0 0"
@@ -714,12 +726,14 @@ apply_both() {  # scenario target_lsn expected_refresh expected_count run
 }
 
 # 2a's decode-only ceilings use pg_sluice's own stream options: pgoutput
-# proto 1, binary = true, and logical_decoding_work_mem = the datamart's
-# pg_sluice.source_decoding_work_mem (what pg_sluice SETs in its sessions on
-# live). A walsender takes the setting from the connection's options: checked
-# here with SHOW on a replication connection.
+# proto 2 with streaming on, binary = true, and logical_decoding_work_mem =
+# the datamart's pg_sluice.source_decoding_work_mem (what pg_sluice SETs in
+# its sessions on live; 0, the default, sets nothing: live's own setting,
+# read here). A walsender takes the setting from the connection's options:
+# checked here with SHOW on a replication connection.
 STEP="2 read pg_sluice.source_decoding_work_mem"
 SDWM=$(mart -c "LOAD 'pg_sluice'" -c "SHOW pg_sluice.source_decoding_work_mem")
+[ "$SDWM" = 0 ] && SDWM=$(live -c "SHOW logical_decoding_work_mem")
 [[ $SDWM =~ ^[0-9]+(kB|MB|GB|TB)$ ]] || die "SHOW pg_sluice.source_decoding_work_mem returned '$SDWM'"
 got=$(psql -X -At -h "$W" -p $LIVE_PORT -d "dbname=bench replication=database options='-c logical_decoding_work_mem=$SDWM'" \
           -c "SHOW logical_decoding_work_mem")
@@ -781,10 +795,10 @@ for sc in 2a 2b 2c 2d; do
             s=$(now)
             pg_recvlogical -h "$W" -p $LIVE_PORT -d "dbname=bench options='-c logical_decoding_work_mem=$SDWM'" \
                 -S bench_recvb --start --no-loop -f /dev/null \
-                --endpos="$lsn" -o proto_version=1 -o publication_names=bench_pub -o binary=true
+                --endpos="$lsn" -o proto_version=2 -o streaming=on -o publication_names=bench_pub -o binary=true
             t=$(since "$s")
             add 2a_recvb "$t"
-            log "   run $run  pg_recvlogical decode-only, binary, logical_decoding_work_mem $SDWM  ${t}s"
+            log "   run $run  pg_recvlogical decode-only, binary, streaming, logical_decoding_work_mem $SDWM  ${t}s"
             # SQL fetch alone: pg_sluice's peek query on live, output to
             # /dev/null, up to the flush LSN read after the COMMIT (the peek
             # stops at the first record ending at or past upto_lsn: the target
@@ -794,13 +808,14 @@ for sc in 2a 2b 2c 2d; do
             s=$(now)
             out=$(psql -X -At -v ON_ERROR_STOP=1 -h "$W" -p $LIVE_PORT -d bench \
                 -c "SET logical_decoding_work_mem = '$SDWM'" \
-                -c "\copy (SELECT data FROM pg_logical_slot_peek_binary_changes('bench_peek', '$flush', NULL, 'proto_version', '1', 'publication_names', 'bench_pub', 'binary', 'true')) TO '/dev/null' (FORMAT binary)")
+                -c "\copy (SELECT data FROM pg_logical_slot_peek_binary_changes('bench_peek', '$flush', NULL, 'proto_version', '2', 'streaming', 'on', 'publication_names', 'bench_pub', 'binary', 'true')) TO '/dev/null' (FORMAT binary)")
             t=$(since "$s")
             got=$(sed -n 's/^COPY \([0-9]*\)$/\1/p' <<<"$out")
-            [ "$got" = $((N + 3)) ] ||
-                die "2a SQL fetch returned '${got:-$out}' messages, expected $((N + 3)) (BEGIN, RELATION, $N INSERT, COMMIT)"
+            # BEGIN, RELATION, the inserts, COMMIT; streamed: a START and STOP per block, STREAM COMMIT
+            [ -n "$got" ] && [ "$got" -ge $((N + 3)) ] ||
+                die "2a SQL fetch returned '${got:-$out}' messages, expected at least $((N + 3)) (RELATION, $N INSERT, BEGIN and COMMIT or stream blocks)"
             add 2a_fetch "$t"
-            log "   run $run  SQL fetch only (peek, binary, logical_decoding_work_mem $SDWM): $got messages  ${t}s"
+            log "   run $run  SQL fetch only (peek, binary, streaming, logical_decoding_work_mem $SDWM): $got messages  ${t}s"
             log "   run $run  spilled to disk while decoding: $(live -c "SELECT string_agg(slot_name || ' ' || pg_size_pretty(spill_bytes), ', ' ORDER BY slot_name) FROM pg_stat_replication_slots WHERE slot_name IN ('bench_recv', 'bench_recvb', 'bench_peek')") (statistics may lag)"
             for sl in $CEIL_SLOTS; do
                 live -c "SELECT pg_drop_replication_slot('$sl')" >/dev/null
@@ -866,6 +881,40 @@ sampler() {
     echo "$peak $hwm ${first:-0}" >"$out"
 }
 
+# Sampler of live's decoding backends for pg_sluice: every 20 ms, each child
+# of live's postmaster; a backend whose title (what ps shows) ever says COPY
+# is one running pg_sluice's decoding query (COPY (SELECT data FROM
+# pg_logical_slot_peek_binary_changes(...)) TO STDOUT): one, or two for a
+# refresh decoded in two parts. Until $1 exists; writes the sum of their
+# peak RssAnon, the sum of their VmHWM and their count (kB, kB, n) to $2.
+copy_sampler() {
+    local stopf=$1 out=$2 pm p k v _ title anon hwm sum=0 hsum=0 n=0
+    local -A peak=() hw=() iscopy=()
+    pm=$(head -1 "$W/live/postmaster.pid")
+    while :; do
+        for p in $(pgrep -P "$pm"); do
+            [ -r "/proc/$p/cmdline" ] || continue
+            title=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+            [[ $title == *COPY* ]] && iscopy[$p]=1
+            anon=0; hwm=0
+            while read -r k v _; do
+                case $k in
+                    RssAnon:) anon=$v ;;
+                    VmHWM:) hwm=$v ;;
+                esac
+            done <"/proc/$p/status" 2>/dev/null || true
+            ((anon > ${peak[$p]:-0})) && peak[$p]=$anon
+            ((hwm > ${hw[$p]:-0})) && hw[$p]=$hwm
+        done
+        [ -e "$stopf" ] && break
+        sleep 0.02
+    done
+    for p in "${!iscopy[@]}"; do
+        sum=$((sum + ${peak[$p]:-0})); hsum=$((hsum + ${hw[$p]:-0})); n=$((n + 1))
+    done
+    echo "$sum $hsum $n" >"$out"
+}
+
 # start_sampler TAG [port db sql]: sample the pid that appears in $W/TAG.pid;
 # with a query, a background finder polls it every 10 ms and writes the first
 # non-empty result there. stop_samplers TAG...: stop them and wait.
@@ -917,11 +966,11 @@ mem_run() {  # size run
     # the live backend serving pg_sluice's connection, which runs the peek.
     STEP="3 pg_sluice refresh of $size rows with memory sampling (run $run)"
     start_sampler sm
-    # A refresh that decodes in two parts (pg_sluice.split_decoding_min) has a
-    # second live backend, the one whose query names the temporary slot
-    # sluice_split_*: sampled too, and live's figure is the sum of both peaks.
-    start_sampler sd $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' ORDER BY backend_start LIMIT 1"
-    start_sampler sd2 $LIVE_PORT bench "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sluice' AND backend_type = 'client backend' AND query LIKE '%sluice_split%' LIMIT 1"
+    # live: every backend that ran pg_sluice's decoding query (two for a
+    # refresh decoded in two parts, pg_sluice.split_decoding_min), peaks summed
+    rm -f "$W/sd.stop" "$W/sd.out"
+    copy_sampler "$W/sd.stop" "$W/sd.out" &
+    SAMPLERS+=($!)
     mart >/dev/null <<SQL
 \o $W/sm.pid.tmp
 SELECT pg_backend_pid();
@@ -930,19 +979,17 @@ SELECT pg_backend_pid();
 SELECT * FROM sluice.refresh('p');
 \! touch $W/sm.stop; n=0; while [ ! -s $W/sm.out ] && [ \$n -lt 1000 ]; do sleep 0.01; n=\$((n+1)); done
 SQL
-    stop_samplers sm sd sd2
+    stop_samplers sm sd
     check_sluice
     record_sample sm "m${size}_sluice" "pg_sluice datamart backend" 1
-    record_sample sd "m${size}_sluice_dec1" "live backend decoding for pg_sluice (the slot)" 0
-    if [ -s "$W/sd2.out" ] && [ "$(cut -d' ' -f1 "$W/sd2.out")" != 0 ]; then
-        record_sample sd2 "m${size}_sluice_dec2" "live backend decoding for pg_sluice (second part, temporary slot)" 0
-    fi
-    local p1 p2 h1 h2
-    read -r p1 h1 _ <"$W/sd.out" || p1=0
-    read -r p2 h2 _ <"$W/sd2.out" || p2=0
-    if [ "${p1:-0}" -gt 0 ]; then
-        add "m${size}_sluice_dec_anon" "$(awk -v a="$p1" -v b="${p2:-0}" 'BEGIN { printf "%.1f", (a + b) / 1024 }')"
-        add "m${size}_sluice_dec_hwm" "$(awk -v a="${h1:-0}" -v b="${h2:-0}" 'BEGIN { printf "%.1f", (a + b) / 1024 }')"
+    local p1 h1 nb
+    read -r p1 h1 nb <"$W/sd.out" || p1=0
+    if [ "${nb:-0}" -gt 0 ]; then
+        add "m${size}_sluice_dec_anon" "$(awk -v a="$p1" 'BEGIN { printf "%.1f", a / 1024 }')"
+        add "m${size}_sluice_dec_hwm" "$(awk -v a="${h1:-0}" 'BEGIN { printf "%.1f", a / 1024 }')"
+        log "   run $run  live backend(s) decoding for pg_sluice: $nb, peak RssAnon $(awk -v a="$p1" 'BEGIN { printf "%.1f", a / 1024 }') MB (summed), VmHWM $((h1 / 1024)) MB"
+    else
+        log "   warning: no live backend ran pg_sluice's decoding query while sampled"
     fi
 
     # native: the apply worker and its walsender on live.
@@ -2015,19 +2062,23 @@ row "     throughput" "$(rate "$N" 2a_sluice)" "$(rate "$N" 2a_native)" "pg_recv
 row "     ceiling: pg_recvlogical binary, decoding mem $SDWM (s)" "" "" "$(cell 2a_recvb), $(rate "$N" 2a_recvb)" "$(ratio 2a_recvb 2a_sluice) of ceiling rate"
 row "     ceiling: SQL fetch only, binary, $SDWM (s)" "" "" "$(cell 2a_fetch), $(rate "$N" 2a_fetch)" "$(ratio 2a_fetch 2a_sluice) of ceiling rate"
 pglrow 2a "$N"
-row "     next refresh (slot advance, s)" "$(cell 2a_adv)" "" "" ""
+row "     slot mover after the commit (s)" "$(cell 2a_mover)" "" "" ""
+row "     next refresh, once the mover is done (s)" "$(cell 2a_adv)" "" "" ""
 row "2b backlog $(commas "$TXNS") txn × $(commas "$PER_TXN") INSERT (s)" "$(cell 2b_sluice)" "$(cell 2b_native)" "" "$(ratio 2b_native 2b_sluice)"
 row "     throughput" "$(rate "$N" 2b_sluice)" "$(rate "$N" 2b_native)" "" ""
 pglrow 2b "$N"
-row "     next refresh (slot advance, s)" "$(cell 2b_adv)" "" "" ""
+row "     slot mover after the commit (s)" "$(cell 2b_mover)" "" "" ""
+row "     next refresh, once the mover is done (s)" "$(cell 2b_adv)" "" "" ""
 row "2c backlog $u UPDATE, 1 statement (s)" "$(cell 2c_sluice)" "$(cell 2c_native)" "" "$(ratio 2c_native 2c_sluice)"
 row "     throughput" "$(rate "$UPD" 2c_sluice)" "$(rate "$UPD" 2c_native)" "" ""
 pglrow 2c "$UPD"
-row "     next refresh (slot advance, s)" "$(cell 2c_adv)" "" "" ""
+row "     slot mover after the commit (s)" "$(cell 2c_mover)" "" "" ""
+row "     next refresh, once the mover is done (s)" "$(cell 2c_adv)" "" "" ""
 row "2d backlog $u DELETE, 1 statement (s)" "$(cell 2d_sluice)" "$(cell 2d_native)" "" "$(ratio 2d_native 2d_sluice)"
 row "     throughput" "$(rate "$UPD" 2d_sluice)" "$(rate "$UPD" 2d_native)" "" ""
 pglrow 2d "$UPD"
-row "     next refresh (slot advance, s)" "$(cell 2d_adv)" "" "" ""
+row "     slot mover after the commit (s)" "$(cell 2d_mover)" "" "" ""
+row "     next refresh, once the mover is done (s)" "$(cell 2d_adv)" "" "" ""
 for size in $MEM_SMALL $MEM_BIG; do
     row "3  peak RssAnon MB, 1 txn × $(commas "$size")" "" "" "" ""
     row "     datamart: applying process" "$(cell "m${size}_sluice_anon" 1)" "$(cell "m${size}_native_anon" 1)" \
@@ -2115,7 +2166,7 @@ echo "           table's local_sync_status is r/y. Order of all methods rotating
 echo "           column: pg_dump|psql/sluice; other/sluice = that row's time / pg_sluice's (above 1: pg_sluice is faster)."
 echo "           2a: pg_recvlogical (pgoutput, proto 1, default options: text, logical_decoding_work_mem default) to"
 echo "           /dev/null from a slot created before the load, --endpos = the target LSN: decoding alone. Ceilings with"
-echo "           pg_sluice's stream options (binary = true, logical_decoding_work_mem = pg_sluice.source_decoding_work_mem"
+echo "           pg_sluice's stream options (proto 2, streaming on, binary = true, logical_decoding_work_mem = pg_sluice.source_decoding_work_mem"
 echo "           = $SDWM): pg_recvlogical (connection options=-c logical_decoding_work_mem), and the SQL fetch alone"
 echo "           (\\copy of pg_logical_slot_peek_binary_changes up to live's flush LSN after the COMMIT, FORMAT binary, to"
 echo "           /dev/null). Last column: ceiling time / pg_sluice time (pg_sluice rate as a share of the ceiling)."
@@ -2124,8 +2175,10 @@ if [ $PGL = 1 ]; then
     echo "           the same target LSN (same check as native); disabled (alter_subscription_disable) while the backlog"
     echo "           is written; order pg_sluice / native / pglogical rotating between runs. Last column: pglogical/sluice."
 fi
-echo "next refresh: the empty refresh that follows; it advances pg_sluice's slot over the backlog just applied"
-echo "           (pg_replication_slot_advance), a cost every refresh pays for the previous one."
+echo "slot mover: from the refresh's return until live shows pg_sluice's slot confirmed at the run's end_lsn and no longer"
+echo "           active: the background worker the commit started advances it over the backlog (pg_replication_slot_advance)."
+echo "next refresh: the empty refresh that follows once the mover is done (a scheduled refresh comes later than that;"
+echo "           bench/refresh_transport.pl times it right behind the mover). What is left of moving the slot for it."
 echo "4 (lag)  : pg_sluice continuous worker (sluice.start) vs native subscription (streaming = on), running at the same"
 echo "           time on the same probes: one row committed on live every 80-120 ms, committed = clock_timestamp() just"
 echo "           before its COMMIT; lag = first time a poller on the datamart (every ~1 ms) saw the row - committed."

@@ -24,7 +24,8 @@
  *	  slot or the catalog's run rows: refresh.c owns the transaction, the
  *	  replication origin and the run.
  *
- *	  Streamed transactions (walsender transport only).  Between STREAM START
+ *	  Streamed transactions (the walsender, and a whole refresh over the SQL
+ *	  interface: stream.c).  Between STREAM START
  *	  and STREAM STOP the changes of a transaction still in progress on the
  *	  source are spooled (streamfile.c), not applied; STREAM ABORT drops them (or
  *	  a subtransaction's part); STREAM COMMIT applies them then, as one
@@ -1112,26 +1113,38 @@ apply_stream(SluicePipeline *pipe, SluiceConn *sc, SluiceConn *sc2,
 	ErrorContextCallback errcb;
 
 	apply_begin(&st, pipe, start_lsn, stats, &errcb);
-	/* stream_begin before the error context: it names no message */
-	error_context_stack = errcb.previous;
-	stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, st.binary);
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-
-	while (stream_next(&stream, &msg))
+	memset(&stream, 0, sizeof(stream));
+	PG_TRY();
 	{
-		/* a part decoded again from the slot: skip what came already */
-		st.start_lsn = Max(st.start_lsn, stream.skip_before);
-		apply_one(&st, &msg);
+		/* stream_begin before the error context: it names no message */
+		error_context_stack = errcb.previous;
+		stream_begin(&stream, pipe, sc, sc2, split_lsn, upto_lsn, max_messages, st.binary, true);
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
 
-		/* a batch past its time ends at a transaction boundary */
-		if (max_ms > 0 && !st.in_xact && msg.data[0] == LOGICAL_REP_MSG_COMMIT &&
-			TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))
+		while (stream_next(&stream, &msg))
 		{
-			stats->stopped_early = true;
-			break;
+			/* a part decoded again from the slot: skip what came already */
+			st.start_lsn = Max(st.start_lsn, stream.skip_before);
+			apply_one(&st, &msg);
+
+			/* a batch past its time ends at a transaction boundary */
+			if (max_ms > 0 && !st.in_xact && !streamfile_in_block() &&
+				(msg.data[0] == LOGICAL_REP_MSG_COMMIT ||
+				 msg.data[0] == LOGICAL_REP_MSG_STREAM_COMMIT) &&
+				TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_ms))
+			{
+				stats->stopped_early = true;
+				break;
+			}
 		}
 	}
+	PG_FINALLY();
+	{
+		/* streamed transactions left without their commit go */
+		stream_end(&stream);
+	}
+	PG_END_TRY();
 	apply_finish(&st, &errcb);
 }
 

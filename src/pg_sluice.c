@@ -44,7 +44,7 @@ PG_MODULE_MAGIC;
 #endif
 
 int			sluice_connect_timeout = 30;
-int			sluice_source_decoding_work_mem = 262144;	/* kB */
+int			sluice_source_decoding_work_mem = 0;	/* kB; 0: the source's own */
 int			sluice_split_decoding_min = 65536;	/* kB of WAL; 0: never */
 int			sluice_refresh_walsender_min = 131072;	/* kB of WAL */
 int			sluice_max_workers = 8;
@@ -79,6 +79,18 @@ void		_PG_init(void);
 PG_FUNCTION_INFO_V1(sluice_version);
 PG_FUNCTION_INFO_V1(sluice_mask_conninfo);
 
+/* 0 (the source's own), or what logical_decoding_work_mem accepts there */
+static bool
+check_source_decoding_work_mem(int *newval, void **extra, GucSource source)
+{
+	if (*newval != 0 && *newval < 64)
+	{
+		GUC_check_errdetail("It must be 0 (the source's own logical_decoding_work_mem) or at least 64kB.");
+		return false;
+	}
+	return true;
+}
+
 void
 _PG_init(void)
 {
@@ -95,13 +107,14 @@ _PG_init(void)
 
 	DefineCustomIntVariable("pg_sluice.source_decoding_work_mem",
 							"Sets logical_decoding_work_mem for pg_sluice's sessions on the source.",
-							"Memory the source may use to decode one refresh before spilling to disk (64kB to 2GB). "
-							"Larger values decode large transactions faster and cost memory on the source, not here. "
+							"Memory the source may use to decode a transaction before streaming it (or, for the spool, "
+							"spilling it to its disk): 64kB to 2GB, or 0 (the default) for the source's own "
+							"logical_decoding_work_mem, as a native subscription uses. "
 							"Superuser only: it spends the live server's memory, which no datamart role may claim.",
 							&sluice_source_decoding_work_mem,
-							262144, 64, 2 * 1024 * 1024,
+							0, 0, 2 * 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB,
-							NULL, NULL, NULL);
+							check_source_decoding_work_mem, NULL, NULL);
 
 	DefineCustomIntVariable("pg_sluice.split_decoding_min",
 							"Sets the backlog of source WAL from which a refresh decodes it in two parts at once.",

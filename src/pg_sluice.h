@@ -259,12 +259,16 @@ typedef struct SluiceStream
 								 * after the first), or 0 */
 	int64		messages;		/* messages delivered */
 	struct SpoolReader *spool;	/* reading the spool instead (spool.c), or NULL */
+	bool		streaming;		/* the source streams big transactions */
+	bool		files_saved;	/* saved_files holds the files set aside */
+	struct StreamFiles *saved_files;	/* another stream's files, or NULL */
 } SluiceStream;
 
 extern void stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 						 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
-						 int64 max_messages, bool binary);
+						 int64 max_messages, bool binary, bool streaming);
 extern bool stream_next(SluiceStream *ss, StringInfo msg);
+extern void stream_end(SluiceStream *ss);
 
 /* ---------- walstream.c: the walsender transport (continuous workers) ---------- */
 

@@ -192,6 +192,41 @@ refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
 }
 
 /*
+ * The memory live may use to decode this refresh: its own
+ * logical_decoding_work_mem, as for a native subscription, or
+ * pg_sluice.source_decoding_work_mem when an administrator set it; set on
+ * every refresh (a connection may carry an earlier refresh's value).  A
+ * refresh decoded in two parts (sc2) gives each half of it, so that the
+ * two decoding backends together hold no more than one would.
+ */
+static void
+refresh_decoding_mem(SluiceConn *sc, SluiceConn *sc2)
+{
+	int			kb = sluice_source_decoding_work_mem;
+	char	   *set;
+
+	if (sc2 != NULL && kb == 0)
+	{
+		char	   *v = transport_try_value(sc,
+											"SELECT reset_val FROM pg_catalog.pg_settings "
+											" WHERE name = 'logical_decoding_work_mem'",
+											"read live's logical_decoding_work_mem");
+
+		kb = v != NULL ? atoi(v) : 0;
+		if (kb <= 0)
+			kb = 65536;			/* PostgreSQL's default */
+	}
+	if (sc2 != NULL)
+		kb = Max(64, kb / 2);
+	set = kb > 0 ? psprintf("SET logical_decoding_work_mem = '%dkB'", kb) :
+		pstrdup("SET logical_decoding_work_mem TO DEFAULT");
+	transport_command(sc, set, "set logical_decoding_work_mem");
+	if (sc2 != NULL)
+		transport_command(sc2, set, "set logical_decoding_work_mem");
+	pfree(set);
+}
+
+/*
  * The pipeline's slot is gone from the source: nothing can say what changed
  * since the last refresh (refresh and verify both look for it).
  */
@@ -511,6 +546,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		params[1] = lsnbuf;
 		PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
 							   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
+		/* that advance kept the restart position at its first candidate */
+		confirmed = start_lsn;
 	}
 	if (start_lsn < confirmed)
 		start_lsn = confirmed;
@@ -525,10 +562,6 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	}
 
 	refresh_reserve_version(pipe, r);
-
-	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
-								   sluice_source_decoding_work_mem),
-					  "set logical_decoding_work_mem");
 
 	/*
 	 * A big backlog is decoded in two parts at once.  The SQL decoding
@@ -556,6 +589,7 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 									 LSN_FORMAT_ARGS(split))));
 		}
 	}
+	refresh_decoding_mem(sc, sc2);
 
 	refresh_become_owner(pipe, &owner_save);
 	if (spooled)

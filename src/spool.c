@@ -261,8 +261,10 @@ spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res)
 		return;
 	}
 
-	transport_command(sc, psprintf("SET logical_decoding_work_mem = '%dkB'",
-								   sluice_source_decoding_work_mem),
+	/* (set on every drain: a connection may carry an earlier value) */
+	transport_command(sc, sluice_source_decoding_work_mem > 0 ?
+					  psprintf("SET logical_decoding_work_mem = '%dkB'", sluice_source_decoding_work_mem) :
+					  "SET logical_decoding_work_mem TO DEFAULT",
 					  "set logical_decoding_work_mem");
 	/* as apply would decode it (apply_stream): the spool says which */
 	binary = pipe->binary && pg_get_client_encoding() == GetDatabaseEncoding();
@@ -271,7 +273,7 @@ spool_drain(SluicePipeline *pipe, SluiceConn *sc, SpoolResult *res)
 	old = MemoryContextSwitchTo(cxt);
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, "\0\0\0\0", VARHDRSZ);
-	stream_begin(&ss, pipe, sc, NULL, InvalidXLogRecPtr, upto, 0, binary);
+	stream_begin(&ss, pipe, sc, NULL, InvalidXLogRecPtr, upto, 0, binary, false);
 	drained = start;
 	while (stream_next(&ss, &msg))
 	{

@@ -10,7 +10,8 @@
  *
  *		COPY (SELECT data
  *				FROM pg_logical_slot_peek_binary_changes(slot, upto, NULL,
- *					 'proto_version', '1', 'publication_names', pub))
+ *					 'proto_version', '2', 'streaming', 'on',
+ *					 'publication_names', pub))
  *		  TO STDOUT (FORMAT binary)
  *
  *	  over a normal libpq connection.  It yields exactly the messages the
@@ -25,6 +26,21 @@
  *	  the transactions the first delivered are skipped (skip_before).
  *	  stream_next unwraps the binary COPY (header, one bytea field per row,
  *	  trailer) and hands apply one message at a time.
+ *
+ *	  Streaming.  With 'streaming' on, live decodes within its own
+ *	  logical_decoding_work_mem (pg_sluice sets nothing unless
+ *	  pg_sluice.source_decoding_work_mem says so) and sends a bigger
+ *	  transaction in stream blocks while decoding it, as its walsender does
+ *	  for a subscription with streaming on; apply spools them here on the
+ *	  datamart (streamfile.c) until STREAM COMMIT.  Before, live held up to
+ *	  256MB of a transaction and spilled the rest to its own disk, and one
+ *	  1,000,000-row transaction cost it 406 MB (two parts) against its
+ *	  walsender's 91 MB for a native subscription.  Each call is a decoding
+ *	  session of its own: a transaction streamed but not committed by upto
+ *	  comes again from its start in the next one, so the files are dropped
+ *	  at the end (stream_end).  Of a refresh in two parts, only the second
+ *	  streams.  Workers' bounded batches (max_messages) and the spool keep
+ *	  protocol 1 (see stream_begin).
  *
  *	  What it never does.  Parse a pgoutput message (apply.c does), commit, or
  *	  move the slot (refresh.c advances it to the origin's progress).  It is
@@ -85,7 +101,7 @@ read_int32(const char **p, const char *end)
  */
 static char *
 peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
-		 int64 max_messages, bool binary)
+		 int64 max_messages, bool binary, bool streaming)
 {
 	char		lsnbuf[32];
 	char		nchanges[32];
@@ -98,9 +114,10 @@ peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
 		strcpy(nchanges, "NULL");
 	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
 	return psprintf("COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
-					"%s, %s, %s, 'proto_version', '1', 'publication_names', %s%s)) "
+					"%s, %s, %s, 'proto_version', %s, 'publication_names', %s%s)) "
 					"TO STDOUT (FORMAT binary)",
 					quote_literal_cstr(slot), quote_literal_cstr(lsnbuf), nchanges,
+					streaming ? "'2', 'streaming', 'on'" : "'1'",
 					quote_literal_cstr(pubs), binary ? ", 'binary', 'true'" : "");
 }
 
@@ -117,7 +134,7 @@ peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
 void
 stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 			 SluiceConn *sc2, XLogRecPtr split_lsn, XLogRecPtr upto_lsn,
-			 int64 max_messages, bool binary)
+			 int64 max_messages, bool binary, bool streaming)
 {
 	memset(ss, 0, sizeof(*ss));
 	ss->pipe = pipe;
@@ -134,26 +151,53 @@ stream_begin(SluiceStream *ss, SluicePipeline *pipe, SluiceConn *sc,
 		ss->spool = spool_open(pipe, binary);
 		return;
 	}
+
+	/*
+	 * With streaming (a whole refresh, apply_stream), the source streams a
+	 * transaction bigger than its logical_decoding_work_mem while decoding
+	 * it, as a walsender does for a subscription with streaming on: the
+	 * source's memory stays within that setting, and the datamart spools the
+	 * transaction (streamfile.c) until its STREAM COMMIT.  Without it, the
+	 * source's reorder buffer spills the transaction to its disk and reads
+	 * it back at the commit record.  A batch bounded by max_messages keeps
+	 * protocol 1: the source counts stream blocks as changes, and a
+	 * streamed transaction longer than the bound would end every batch
+	 * before its commit, for good.  So does the spool (spool.c), which keeps
+	 * messages across drains and could not tell a transaction streamed
+	 * twice from two.  The files belong to this stream: a set another
+	 * stream holds (a pool worker's) is put aside until stream_end.
+	 */
+	ss->streaming = streaming && max_messages <= 0 && PQserverVersion(sc->conn) >= 140000;
+	if (ss->streaming)
+	{
+		ss->saved_files = streamfile_save();
+		ss->files_saved = true;
+	}
 	if (sc2 != NULL)
 	{
 		char	   *tmp = psprintf("sluice_split_%d_%lx", MyProcPid,
 								   (unsigned long) GetCurrentTimestamp());
 		char	   *split = psprintf("%X/%X", LSN_FORMAT_ARGS(split_lsn));
 
+		/* (refresh.c set its logical_decoding_work_mem) */
 		transport_send(sc2,
-					   psprintf("SET logical_decoding_work_mem = '%dkB'; "
-								"SELECT 1 FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true); "
+					   psprintf("SELECT 1 FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true); "
 								"SELECT 1 FROM pg_catalog.pg_replication_slot_advance(%s, %s); %s",
-								sluice_source_decoding_work_mem,
 								quote_literal_cstr(pipe->slot_name), quote_literal_cstr(tmp),
 								quote_literal_cstr(tmp), quote_literal_cstr(split),
-								peek_sql(pipe, tmp, upto_lsn, 0, binary)),
+								peek_sql(pipe, tmp, upto_lsn, 0, binary, ss->streaming)),
 					   "decode the second part of the slot's changes");
-		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, split_lsn, 0, binary),
+		/*
+		 * The first part does not stream: a transaction it would stream
+		 * commits past the split (the second part sends it whole), so its
+		 * blocks would cross the wire to be dropped; unstreamed, live
+		 * spills it within its logical_decoding_work_mem and sends nothing.
+		 */
+		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, split_lsn, 0, binary, false),
 							 "decode the slot's changes");
 	}
 	else
-		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, upto_lsn, max_messages, binary),
+		transport_copy_start(sc, peek_sql(pipe, pipe->slot_name, upto_lsn, max_messages, binary, ss->streaming),
 							 "decode the slot's changes");
 }
 
@@ -206,15 +250,20 @@ stream_next(SluiceStream *ss, StringInfo msg)
 								pipe->name),
 						 errdetail("Source \"%s\" said: %s", pipe->source_name, err)));
 				ss->skip_before = ss->split_lsn;
-				transport_copy_start(ss->sc, peek_sql(pipe, pipe->slot_name, ss->upto_lsn, 0, ss->binary),
+				transport_copy_start(ss->sc, peek_sql(pipe, pipe->slot_name, ss->upto_lsn, 0, ss->binary, ss->streaming),
 									 "decode the slot's changes");
 			}
 			ss->sc2 = NULL;
 			ss->header_done = false;
+
+			/* (the first part streamed nothing: no file to drop) */
 			continue;
 		}
 		if (len < 0)
+		{
+			stream_end(ss);
 			return false;
+		}
 		p = buf;
 		end = buf + len;
 		if (!ss->header_done)
@@ -256,4 +305,21 @@ stream_next(SluiceStream *ss, StringInfo msg)
 		ss->messages++;
 		return true;
 	}
+}
+
+/*
+ * The stream is over (or failed): a streamed transaction it left without
+ * its commit (one still in progress at upto) is dropped, to come again
+ * from its start in the next refresh, and a set of files put aside by
+ * stream_begin is current again.  Idempotent.
+ */
+void
+stream_end(SluiceStream *ss)
+{
+	if (!ss->files_saved)
+		return;
+	ss->files_saved = false;
+	streamfile_reset();
+	streamfile_restore(ss->saved_files);
+	ss->saved_files = NULL;
 }

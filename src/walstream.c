@@ -22,7 +22,8 @@
  *	  while it is in progress (streamfile.c keeps it on the datamart), so the
  *	  source never holds a big transaction whole in memory; this file leaves
  *	  the source's logical_decoding_work_mem as it is, as a subscription
- *	  does (the SQL transport sets pg_sluice.source_decoding_work_mem).
+ *	  does (a refresh sets pg_sluice.source_decoding_work_mem when it is not
+ *	  0, its default).
  *
  *	  walstream_next unwraps the CopyData messages: 'w' (XLogData) carries
  *	  one pgoutput message, returned to apply.c; 'k' (keepalive) carries the
@@ -143,9 +144,9 @@ walstream_open(SluicePipeline *pipe, XLogRecPtr start, bool binary)
 /*
  * The same, with the walsender's logical_decoding_work_mem set to
  * work_mem_kb first (when > 0): a refresh's stream decodes like the SQL
- * transport does (pg_sluice.source_decoding_work_mem), so a transaction
- * below it comes whole after its commit instead of streamed in progress
- * and spooled here.
+ * transport does (pg_sluice.source_decoding_work_mem, when set), so a
+ * transaction below it comes whole after its commit instead of streamed in
+ * progress and spooled here.
  */
 WalStream *
 walstream_open_mem(SluicePipeline *pipe, XLogRecPtr start, bool binary, int work_mem_kb)
