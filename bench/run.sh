@@ -895,7 +895,7 @@ copy_sampler() {
         for p in $(pgrep -P "$pm"); do
             [ -r "/proc/$p/cmdline" ] || continue
             title=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
-            [[ $title == *COPY* ]] && iscopy[$p]=1
+            [[ $title == *COPY* || $title == *START_REPLICATION* ]] && iscopy[$p]=1
             anon=0; hwm=0
             while read -r k v _; do
                 case $k in

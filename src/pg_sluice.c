@@ -46,7 +46,7 @@ PG_MODULE_MAGIC;
 int			sluice_connect_timeout = 30;
 int			sluice_source_decoding_work_mem = 0;	/* kB; 0: the source's own */
 int			sluice_split_decoding_min = 65536;	/* kB of WAL; 0: never */
-int			sluice_refresh_walsender_min = 131072;	/* kB of WAL */
+int			sluice_refresh_walsender_min = -1;	/* kB of WAL; -1: never */
 int			sluice_max_workers = 8;
 int			sluice_max_pipelines = 128;
 int			sluice_naptime = 200;	/* ms */
@@ -129,9 +129,10 @@ _PG_init(void)
 	DefineCustomIntVariable("pg_sluice.refresh_walsender_min",
 							"Sets the backlog of source WAL from which pg_sluice.refresh_transport = auto reads it over the walsender.",
 							"Only for a source reached over TCP; smaller backlogs, and any backlog over a Unix socket, "
-							"are read through the SQL decoding functions. 0 takes the walsender for every backlog over TCP.",
+							"are read through the SQL decoding functions. 0 takes the walsender for every backlog over TCP; "
+							"-1 (the default) never: the SQL decoding functions were faster for every backlog measured.",
 							&sluice_refresh_walsender_min,
-							131072, 0, INT_MAX,
+							-1, -1, INT_MAX,
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 

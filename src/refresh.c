@@ -27,9 +27,9 @@
  *	  event handling.
  *
  *	  A refresh may read its backlog over the walsender instead
- *	  (pg_sluice.refresh_transport = walsender, or auto for a backlog of
- *	  pg_sluice.refresh_walsender_min or more from a source reached over
- *	  TCP: refresh_by_walsender; refresh_by_stream): a
+ *	  (pg_sluice.refresh_transport = walsender, or auto with
+ *	  pg_sluice.refresh_walsender_min set, for a backlog that large from a
+ *	  source reached over TCP: refresh_by_walsender; refresh_by_stream): a
  *	  replication connection streams from the origin's position until the
  *	  walsender has passed the refresh's end, and stays open until the
  *	  caller's transaction ends; its commit callback flushes the commit and
@@ -162,23 +162,21 @@ refresh_ws_drop(void)
  * Which transport a refresh of this backlog (start..upto on the source,
  * read over sc) takes: pg_sluice.refresh_transport, and for auto the rule
  * measured on bench scenarios 2a-2d (bench/refresh_transport.pl, README,
- * Performance, "Refresh over the walsender"):
- *
- *	- over TCP (a source on another host), from
- *	  pg_sluice.refresh_walsender_min (128MB) of WAL up, the walsender: at
- *	  1,000,000 rows (69-380 MB) its refresh plus the next one took as
- *	  long as the SQL interface's or less (sql / walsender, median of 3-4
- *	  runs per backlog, 0.98-1.19; single runs 0.70-1.44), the next one
- *	  always the cheaper (the slot moved at the commit, where the SQL
- *	  refresh leaves the slot mover's advance over the backlog to wait for);
- *	- below that, the SQL interface: at 100,000 rows (16-38 MB) it won 3 of
- *	  4 backlogs (0.62-1.05), at 10,000 rows (2 MB) the two were even
- *	  (0.87-1.05): the walsender's fixed cost (a replication connection,
- *	  START_REPLICATION, asking where it is) is not paid back;
- *	- over a Unix socket (the source on the datamart's host), the SQL
- *	  interface: each of the walsender's writes per message is a socket
- *	  buffer of its own there, and its refresh alone took longer in every
- *	  run (0.60-0.93).
+ * Performance, "Refresh over the walsender"): by default
+ * (pg_sluice.refresh_walsender_min = -1) the SQL interface for every
+ * backlog.  Since the SQL refresh streams big transactions (stream.c) and
+ * leaves a restart point after a big backlog (refresh_restart_point), the
+ * walsender's two gains are gone (live's memory, the slot's move), and its
+ * cost stays: the walsender writes to its socket once per message.  At
+ * 1,000,000 rows over TCP (69-380 MB of WAL) the SQL refresh took 0.33 to
+ * 0.59 of the walsender's time and a third of its CPU on the 2-core AMD
+ * machine of 2026-12-04, and 0.98-1.19 of it (median of 3-4 runs) on the
+ * earlier Intel one; below 100,000 rows the walsender's fixed cost (a
+ * replication connection, START_REPLICATION, asking where it is) is not
+ * paid back either.  An administrator who measures otherwise sets a
+ * threshold (0: every backlog over TCP); over a Unix socket, where each of
+ * the walsender's writes per message is a socket buffer of its own, auto
+ * never takes it.
  */
 static bool
 refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
@@ -187,7 +185,8 @@ refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
 		return true;
 	if (sluice_refresh_transport == SLUICE_TRANSPORT_SQL)
 		return false;
-	return upto > start && upto - start >= (uint64) sluice_refresh_walsender_min * 1024 &&
+	return sluice_refresh_walsender_min >= 0 &&
+		upto > start && upto - start >= (uint64) sluice_refresh_walsender_min * 1024 &&
 		!transport_over_unix_socket(sc);
 }
 
@@ -224,6 +223,62 @@ refresh_decoding_mem(SluiceConn *sc, SluiceConn *sc2)
 	if (sc2 != NULL)
 		transport_command(sc2, set, "set logical_decoding_work_mem");
 	pfree(set);
+}
+
+/*
+ * A big backlog gets a restart point after it.  A logical slot's restart
+ * position moves only to where live logged its running transactions (a
+ * standby snapshot: bgwriter logs one every 15 s while live writes, a
+ * checkpoint does too), so when none was logged between a backlog's last
+ * commit and the refresh's end, the slot mover's advance cannot take the
+ * restart position past the backlog, and the next refresh decodes all of
+ * it again (0.4-1.4 s after a 1,000,000-row backlog: bench/slot_move.pl).
+ * pg_log_standby_snapshot() comes with PostgreSQL 16; on 15, creating a
+ * logical slot logs one (ReplicationSlotReserveWal), with the REPLICATION
+ * right the source role has already.  So for a backlog of
+ * RESTART_POINT_MIN or more, a temporary slot is created and dropped on
+ * live before the refresh marks its end.  Its creation waits for the
+ * transactions running on live to end; lock_timeout bounds that wait (a
+ * long transaction would hold the restart position back anyway), and any
+ * failure (no free slot, a timeout) only leaves the next refresh to decode
+ * the backlog again, as before.  Nothing is written on live but the
+ * standby snapshot record, and nothing of live's own waits on it.
+ */
+#define RESTART_POINT_MIN (16 * 1024 * 1024)
+
+static void
+refresh_restart_point(SluicePipeline *pipe, SluiceConn *sc)
+{
+	char	   *want;
+	char	   *tmp;
+	char	   *made;
+
+	want = transport_try_value(sc,
+							   psprintf("SELECT pg_catalog.pg_current_wal_insert_lsn() - s.confirmed_flush_lsn >= %d "
+										"   AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots) "
+										"       < pg_catalog.current_setting('max_replication_slots')::int "
+										"  FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = %s",
+										RESTART_POINT_MIN, quote_literal_cstr(pipe->slot_name)),
+							   "size the backlog");
+	if (want == NULL || strcmp(want, "t") != 0)
+		return;
+
+	tmp = psprintf("sluice_restart_%d_%lx", MyProcPid, (unsigned long) GetCurrentTimestamp());
+	transport_command(sc, "SET lock_timeout = '100ms'", "bound the wait for a restart point");
+	made = transport_try_value(sc,
+							   psprintf("SELECT 1 FROM pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput', true)",
+										quote_literal_cstr(tmp)),
+							   "log a restart point");
+	transport_command(sc, "RESET lock_timeout", "bound the wait for a restart point");
+	if (made != NULL)
+		(void) transport_try_value(sc,
+								   psprintf("SELECT 1 FROM pg_catalog.pg_drop_replication_slot(%s)",
+											quote_literal_cstr(tmp)),
+								   "drop the restart point's slot");
+	ereport(DEBUG1,
+			(errmsg_internal("pipeline \"%s\": %s a restart point on source \"%s\"",
+							 pipe->name, made != NULL ? "logged" : "could not log",
+							 pipe->source_name)));
 }
 
 /*
@@ -477,6 +532,8 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 											  "check the right to mark the WAL");
 		char	   *mark = NULL;
 
+		/* before the mark, so that the slot's restart position may pass the backlog */
+		refresh_restart_point(pipe, sc);
 		if (may != NULL && strcmp(may, "t") == 0)
 			mark = transport_try_value(sc,
 									   "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_sluice', 'refresh')",
@@ -546,8 +603,21 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 		params[1] = lsnbuf;
 		PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
 							   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
-		/* that advance kept the restart position at its first candidate */
 		confirmed = start_lsn;
+
+		/*
+		 * That advance took the restart position only to its first
+		 * candidate (core holds one while it decodes); a second one, to the
+		 * position now confirmed, takes the restart point the last refresh
+		 * left after its backlog (refresh_restart_point), so the decoding
+		 * below starts there instead of reading that backlog again (the
+		 * slot mover does the same when it comes first).  A fast-forward
+		 * advance reads WAL at a quarter of the cost of decoding it.
+		 */
+		if (!XLogRecPtrIsInvalid(r->slot_restart_lsn) &&
+			start_lsn - r->slot_restart_lsn >= RESTART_POINT_MIN)
+			PQclear(transport_exec(sc, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)",
+								   2, params, PGRES_TUPLES_OK, "advance the replication slot"));
 	}
 	if (start_lsn < confirmed)
 		start_lsn = confirmed;

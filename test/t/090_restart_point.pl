@@ -1,0 +1,161 @@
+# The slot's restart position after a big backlog (refresh.c,
+# refresh_restart_point; slotwatch.c, the slot mover).  A logical slot's
+# restart position moves only to where live logged its running
+# transactions; with none logged between a backlog's last commit and the
+# refresh's end, the mover could not take it past the backlog and the next
+# refresh decoded the whole backlog again.  A refresh of a backlog of 16MB of
+# WAL or more now logs one first (a temporary logical slot, created and
+# dropped on live).  As an operator role, over the SQL interface and over
+# the walsender:
+#  - after the refresh and the slot mover, the restart position is past the
+#    backlog, and no temporary slot is left on live;
+#  - a small backlog creates no slot;
+#  - a transaction left open on live: the refresh does not wait for it
+#    (lock_timeout), applies the backlog, and leaves nothing behind;
+#  - every slot of live in use: no attempt, no error on live;
+#  - no slot mover (no free worker process): the next refresh's own advance
+#    takes the restart position past the backlog before it decodes.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+use SluiceTest;
+
+my $live = new_live('live', conf => "log_statement = 'all'\nlog_min_messages = debug1\n");
+my $mart = new_mart('mart');
+
+$live->safe_psql('postgres', q{
+CREATE SCHEMA "Src Ö";
+CREATE TABLE "Src Ö"."Big 'T'" (id bigint PRIMARY KEY, v text);
+INSERT INTO "Src Ö"."Big 'T'" SELECT g, 'seed' FROM generate_series(1, 10) g;
+});
+mart_source($mart, $live, 'live');
+$mart->safe_psql('postgres', q{
+CREATE ROLE etl NOLOGIN;
+CREATE ROLE "Ålice o'Op" LOGIN;
+GRANT CREATE ON DATABASE postgres TO etl;
+SELECT sluice.grant_operator('etl');
+SELECT sluice.grant_operator('"Ålice o''Op"');
+GRANT EXECUTE ON FUNCTION sluice.create_pipeline(text, text, text[], name, text, text, boolean) TO etl;
+GRANT etl TO "Ålice o'Op";
+SET ROLE etl;
+SELECT sluice.create_pipeline('rp', 'live', ARRAY['"Src Ö"."Big ''T''"'], target_schema => 'Mart Ö');
+});
+my @pairs = ([q{"Src Ö"."Big 'T'"}, q{"Mart Ö"."Big 'T'"}]);
+my $slot = $mart->safe_psql('postgres', "SELECT slot_name FROM sluice._pipeline WHERE name = 'rp'");
+my $next_id = 1000;
+
+# about 25MB of WAL, committed right before the refresh
+sub backlog
+{
+	my ($rows) = @_;
+	my $from = $next_id;
+	$next_id += $rows;
+	$live->safe_psql('postgres', qq{
+INSERT INTO "Src Ö"."Big 'T'" SELECT g, repeat(md5(g::text), 4) FROM generate_series($from, $from + $rows - 1) g;});
+	return $live->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+}
+
+sub refresh
+{
+	my ($transport) = @_;
+	return $mart->safe_psql('postgres', qq{SET pg_sluice.refresh_transport = $transport; SET ROLE "Ålice o'Op";
+SELECT rows_inserted FROM sluice.refresh('rp')});
+}
+
+# the slot mover has confirmed the refresh's end and let the slot go
+sub wait_mover
+{
+	my $end = $mart->safe_psql('postgres', q{SELECT end_lsn FROM sluice.runs WHERE pipeline = 'rp' ORDER BY run_id DESC LIMIT 1});
+	ok($live->poll_query_until('postgres', qq{
+SELECT confirmed_flush_lsn >= '$end' AND active_pid IS NULL FROM pg_replication_slots WHERE slot_name = '$slot'}),
+		"the slot mover confirmed $end");
+}
+
+sub restart_lsn
+{
+	return $live->safe_psql('postgres', "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '$slot'");
+}
+
+sub temp_slots
+{
+	return $live->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'sluice\_restart\_%'});
+}
+
+# --- 1. over the SQL interface, then over the walsender ---
+foreach my $transport ('sql', 'walsender')
+{
+	my $after = backlog(150000);
+	my $logpos = -s $live->logfile;
+	is(refresh($transport), '150000', "$transport: the refresh applied the backlog");
+	wait_mover();
+	my $restart = restart_lsn();
+	ok($live->safe_psql('postgres', "SELECT '$restart'::pg_lsn >= '$after'::pg_lsn") eq 't',
+		"$transport: the slot's restart position ($restart) is past the backlog ($after)");
+	like(slurp_file($live->logfile, $logpos), qr/pg_create_logical_replication_slot\('sluice_restart_/,
+		"$transport: the refresh logged a restart point");
+	is(temp_slots(), '0', "$transport: no temporary slot left on live");
+	same_tables($live, $mart, \@pairs, "$transport refresh");
+}
+
+# --- 2. a small backlog: no slot created ---
+{
+	backlog(100);
+	my $logpos = -s $live->logfile;
+	is(refresh('sql'), '100', 'a small backlog');
+	unlike(slurp_file($live->logfile, $logpos), qr/pg_create_logical_replication_slot/, 'creates no slot on live');
+}
+
+# --- 3. a transaction left open on live ---
+{
+	my $open = $live->background_psql('postgres');
+	$open->query_safe(q{BEGIN; INSERT INTO "Src Ö"."Big 'T'" VALUES (-1, 'open')});
+	my $after = backlog(150000);
+	my $t0 = time();
+	is(refresh('sql'), '150000', 'with a transaction open on live, the refresh applies the backlog');
+	my $took = time() - $t0;
+	ok($took < 20, sprintf('without waiting for the open transaction (%.1f s)', $took));
+	is(temp_slots(), '0', 'and leaves no temporary slot on live');
+	$open->query_safe('COMMIT');
+	$open->quit;
+	is(refresh('sql'), '1', 'the open transaction comes once it committed');
+	same_tables($live, $mart, \@pairs, 'after the open transaction');
+}
+
+# --- 4. every slot of live in use ---
+{
+	my $free = $live->safe_psql('postgres',
+		q{SELECT current_setting('max_replication_slots')::int - count(*) FROM pg_replication_slots});
+	$live->safe_psql('postgres', "SELECT pg_create_physical_replication_slot('filler_' || g) FROM generate_series(1, $free) g");
+	backlog(150000);
+	my $logpos = -s $live->logfile;
+	is(refresh('sql'), '150000', 'with every slot of live in use, the refresh applies the backlog');
+	my $log = slurp_file($live->logfile, $logpos);
+	unlike($log, qr/pg_create_logical_replication_slot/, 'it tries no slot');
+	unlike($log, qr/ERROR/, 'and live logged no error');
+	$live->safe_psql('postgres', "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'filler_%'");
+	same_tables($live, $mart, \@pairs, 'with every slot in use');
+}
+
+# --- 5. no slot mover (no free worker): the next refresh moves the slot past the backlog itself ---
+{
+	$mart->append_conf('postgresql.conf', "max_worker_processes = 0\n");
+	$mart->restart;
+	refresh('sql');
+	# a restart point before the backlog: the first advance stops there
+	$live->safe_psql('postgres', 'CHECKPOINT');
+	my $after = backlog(150000);
+	is(refresh('sql'), '150000', 'without a slot mover, the refresh applies the backlog');
+	my $before = restart_lsn();
+	ok($live->safe_psql('postgres', "SELECT '$before'::pg_lsn < '$after'::pg_lsn") eq 't',
+		"no mover ran: the restart position ($before) is still before the backlog's end");
+	is(refresh('sql'), '0', 'the next refresh has nothing to apply');
+	my $restart = restart_lsn();
+	ok($live->safe_psql('postgres', "SELECT '$restart'::pg_lsn >= '$after'::pg_lsn") eq 't',
+		"and took the slot's restart position ($restart) past the backlog ($after)");
+	same_tables($live, $mart, \@pairs, 'without a slot mover');
+}
+
+done_testing();
