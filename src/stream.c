@@ -98,6 +98,15 @@ read_int32(const char **p, const char *end)
  * columns would cost the source two send functions a row, and the messages
  * carry what apply needs.  COPY takes no parameters: the slot name is a
  * literal, the publication an identifier inside a literal, both quoted.
+ *
+ * The function puts its whole output in a tuplestore before COPY sends any
+ * of it, in memory up to the session's work_mem and in a temporary file
+ * beyond: live's work_mem (4MB by default, often far more) would be memory
+ * pg_sluice holds on live on top of the decoding's own.  So work_mem is set
+ * to its floor for this statement only (set_config local to the
+ * statement's transaction, evaluated first: the function's arguments
+ * depend on it), and the output goes to the temporary file at once, as any
+ * output above 4MB already did.
  */
 static char *
 peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
@@ -113,8 +122,11 @@ peek_sql(SluicePipeline *pipe, const char *slot, XLogRecPtr upto,
 	else
 		strcpy(nchanges, "NULL");
 	snprintf(pubs, sizeof(pubs), "%s", quote_identifier(pipe->publication));
-	return psprintf("COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes("
-					"%s, %s, %s, 'proto_version', %s, 'publication_names', %s%s)) "
+	return psprintf("COPY (SELECT c.data "
+					"  FROM (SELECT pg_catalog.set_config('work_mem', '64kB', true) AS w) AS m, "
+					"       LATERAL pg_catalog.pg_logical_slot_peek_binary_changes("
+					"%s, CASE WHEN m.w IS NOT NULL THEN %s::pg_catalog.pg_lsn END, %s, "
+					"'proto_version', %s, 'publication_names', %s%s) AS c) "
 					"TO STDOUT (FORMAT binary)",
 					quote_literal_cstr(slot), quote_literal_cstr(lsnbuf), nchanges,
 					streaming ? "'2', 'streaming', 'on'" : "'1'",

@@ -9,7 +9,8 @@
 # the walsender:
 #  - after the refresh and the slot mover, the restart position is past the
 #    backlog, and no temporary slot is left on live;
-#  - a small backlog creates no slot;
+#  - a small backlog creates no slot; the decoding function's output goes
+#    to a temporary file on live, not into live's work_mem;
 #  - a transaction left open on live: the refresh does not wait for it
 #    (lock_timeout), applies the backlog, and leaves nothing behind;
 #  - every slot of live in use: no attempt, no error on live;
@@ -23,7 +24,7 @@ use Test::More;
 use Time::HiRes qw(time);
 use SluiceTest;
 
-my $live = new_live('live', conf => "log_statement = 'all'\nlog_min_messages = debug1\n");
+my $live = new_live('live', conf => "log_statement = 'all'\nlog_min_messages = debug1\nlog_temp_files = 0\n");
 my $mart = new_mart('mart');
 
 $live->safe_psql('postgres', q{
@@ -106,6 +107,17 @@ foreach my $transport ('sql', 'walsender')
 	my $logpos = -s $live->logfile;
 	is(refresh('sql'), '100', 'a small backlog');
 	unlike(slurp_file($live->logfile, $logpos), qr/pg_create_logical_replication_slot/, 'creates no slot on live');
+}
+
+# --- 2b. the decoding function's output is not held in live's work_mem ---
+{
+	backlog(3000);
+	$live->safe_psql('postgres', "ALTER SYSTEM SET work_mem = '64MB'; SELECT pg_reload_conf()");
+	my $logpos = -s $live->logfile;
+	is(refresh('sql'), '3000', 'a backlog of about 400kB of messages, live\'s work_mem 64MB');
+	like(slurp_file($live->logfile, $logpos), qr/temporary file: [^\n]*\n[^\n]*STATEMENT:[^\n]*peek_binary_changes/,
+		'the output went to a temporary file on live, not to its memory');
+	$live->safe_psql('postgres', "ALTER SYSTEM RESET work_mem; SELECT pg_reload_conf()");
 }
 
 # --- 3. a transaction left open on live ---
