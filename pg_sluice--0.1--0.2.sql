@@ -6291,6 +6291,8 @@ ALTER TABLE sluice._drift_event DROP CONSTRAINT _drift_event_action_check,
   ADD CONSTRAINT _drift_event_action_check CHECK (action IN ('paused', 'evolved', 'ignored', 'widened', 'accepted',
                                                              'kept', 'dropped', 'mapped', 'renamed'));
 
+COMMENT ON COLUMN sluice.drift_events.action IS 'paused (nothing applied, pipeline paused), evolved (columns added), widened (datamart column type widened as on the source), accepted (a new source type the datamart column holds), kept (source column dropped, datamart column kept), dropped (column dropped from the contract and the table), mapped (fed by another source column), renamed (the source table was renamed on live: its new name recorded) or ignored (new columns left out).';
+
 CREATE FUNCTION sluice.accept_rename(pipeline text)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'sluice_accept_rename'
