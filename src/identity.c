@@ -612,6 +612,38 @@ identity_chunk_start(SluicePipeline *pipe, SluiceConn *sc, SluiceTable *t)
 						 "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace "
 						 " WHERE ns.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
 						 3, params, PGRES_TUPLES_OK, "look up the source table");
+	if (PQntuples(res) == 0 && OidIsValid(t->source_relid))
+	{
+		/* renamed on live: the same table, once the pipeline records the name */
+		char		oidbuf[16];
+		const char *oparams[1] = {oidbuf};
+		PGresult   *renamed;
+
+		snprintf(oidbuf, sizeof(oidbuf), "%u", t->source_relid);
+		renamed = transport_exec(sc,
+								 "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+								 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+								 " WHERE c.oid = $1::pg_catalog.oid AND c.relkind IN ('r', 'p')",
+								 1, oparams, PGRES_TUPLES_OK, "look up the source table by oid");
+		if (PQntuples(renamed) > 0)
+		{
+			char	   *nsp = pstrdup(PQgetvalue(renamed, 0, 0));
+			char	   *rel = pstrdup(PQgetvalue(renamed, 0, 1));
+
+			PQclear(renamed);
+			PQclear(res);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s.%s\" was renamed to \"%s.%s\" on source \"%s\"", t->source_schema,
+							t->source_table, nsp, rel, pipe->source_name),
+					 errdetail("Its copy goes on once pipeline \"%s\" records the new name; the datamart table \"%s.%s\" keeps what it has.",
+							   pipe->name, t->target_schema, t->target_table),
+					 errhint("Under policy evolve or ignore the pipeline's next refresh or batch records it; under freeze it pauses, "
+							 "and sluice.accept_rename('%s') then sluice.resume('%s') record it.",
+							 pipe->name, pipe->name)));
+		}
+		PQclear(renamed);
+	}
 	if (PQntuples(res) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

@@ -31,7 +31,7 @@ pg_sluice.max_workers = 4
 my $tdef = q{(id int PRIMARY KEY, "Wert ä" text)};
 my $ls = q{"Ün ""app"""};
 my %lt;
-$lt{$_} = qq{$ls."Tab 'Ä' $_"} for qw(ev ig fr we wf dr nw ws);
+$lt{$_} = qq{$ls."Tab 'Ä' $_"} for qw(ev ig fr we wf dr nw ws cp);
 $live->safe_psql('postgres', qq{
 CREATE SCHEMA $ls;
 CREATE SCHEMA "Zwei Ö";
@@ -296,5 +296,26 @@ is($mart->safe_psql('postgres', q{SELECT source_schema || '.' || source_table ||
 	'worker over all tables: the new name recorded, the pipeline runs');
 is($mart->safe_psql('postgres', qq{SELECT count(*) FROM $mt{ws} WHERE "Wert ä" = 'impostor'}), '0',
 	'worker over all tables: none of the other table\'s rows landed');
+
+# --- 8. renamed while it is copied again in chunks (freeze): the next
+#        chunk says so (before: "no longer exists ... create it again") ---
+my $cp_op = qq{${op}SET pg_sluice.copy_workers = 0; };
+$mart->safe_psql('postgres', qq{${cp_op}SELECT sluice.resnapshot('cp', } . lit($mt{cp}) . q{, chunk_rows => 30); SELECT sluice.copy_chunk('cp');});
+my $cp2 = qq{$ls."Cp ""neu"" ü"};
+$live->safe_psql('postgres', qq{
+ALTER TABLE $lt{cp} RENAME TO "Cp ""neu"" ü";
+INSERT INTO $cp2 VALUES (101, 'after');
+UPDATE $cp2 SET "Wert ä" = 'upd after' WHERE id IN (1, 90);
+});
+($out, $rerr) = try_psql(qq{${cp_op}SELECT sluice.copy_chunk('cp')});
+like($rerr, qr/ERROR:  table "Ün "app"\.Tab 'Ä' cp" was renamed to "Ün "app"\.Cp "neu" ü" on source "live".*HINT:.*sluice\.accept_rename\('cp'\)/s,
+	'a chunk of a table renamed on live says so, with the way forward');
+($st, $err) = refresh_status('cp');
+is($st, 'paused', 'renamed while copied: the refresh pauses (freeze)');
+($out, $rerr) = try_psql(qq{${op}SELECT sluice.accept_rename('cp'); SELECT sluice.resume('cp');});
+$mart->safe_psql('postgres', qq{${cp_op}CALL sluice.copy_tables('cp')});
+($st, $err) = refresh_status('cp');
+is($st, 'succeeded', 'renamed while copied: accepted, copied and refreshed');
+same_tables($live, $mart, [[$cp2, $mt{cp}]], 'renamed while copied in chunks');
 
 done_testing();
