@@ -76,6 +76,7 @@ PG_FUNCTION_INFO_V1(sluice_create_pipeline);
 PG_FUNCTION_INFO_V1(sluice_refresh);
 PG_FUNCTION_INFO_V1(sluice_drop_pipeline);
 PG_FUNCTION_INFO_V1(sluice_announce_failure);
+PG_FUNCTION_INFO_V1(sluice_accept_rename);
 
 /* ---------- helpers ---------- */
 
@@ -589,6 +590,35 @@ sluice_refresh(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(make_result(fcinfo, name, run_id, "refresh", &r.stats,
 								r.start_lsn, r.end_lsn, started,
 								r.paused ? "paused" : "succeeded"));
+}
+
+/* ---------- a source table renamed on live ---------- */
+
+/*
+ * sluice.accept_rename(pipeline): after a rename on live paused the
+ * pipeline (policy freeze), record the name live gives each renamed table
+ * now (identity.c); the next refresh, once resumed, applies the backlog
+ * sent under the old name and the new one alike.
+ */
+Datum
+sluice_accept_rename(PG_FUNCTION_ARGS)
+{
+	SluicePipeline *pipe;
+	int			n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pipeline must not be NULL"),
+				 errhint("Name the pipeline whose source table was renamed (sluice.status).")));
+	sluice_fix_search_path();
+	SPI_connect();
+	pipe = catalog_pipeline(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	sluice_check_operator(pipe, "accept a rename in");
+	catalog_require_postgres(pipe, "accept a rename in");
+	n = identity_accept_rename(pipe);
+	SPI_finish();
+	PG_RETURN_INT32(n);
 }
 
 /* ---------- drop ---------- */

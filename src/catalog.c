@@ -224,7 +224,8 @@ read_pipeline(void)
 
 	args[0] = Int32GetDatum(p->pipeline_id);
 	rc = sluice_spi_kept("SELECT source_schema, source_table, target_schema, target_table, "
-							   "       drift_policy, contract_version, ignored_columns, source_relid "
+							   "       drift_policy, contract_version, ignored_columns, source_relid, "
+							   "       prior_source_names, source_name_seen "
 							   "  FROM sluice._pipeline_table WHERE pipeline_id = $1 "
 							   " ORDER BY source_schema, source_table",
 							   1, types, args, NULL, true, 0);
@@ -242,6 +243,8 @@ read_pipeline(void)
 		t->contract_version = atoi(getstr(i, 6));
 		t->ignored = text_array_list(i, 7);
 		t->source_relid = getstr(i, 8) ? (Oid) strtoul(getstr(i, 8), NULL, 10) : InvalidOid;
+		t->prior_names = text_array_list(i, 9);
+		t->name_seen = getstr(i, 10);
 		p->tables = lappend(p->tables, t);
 	}
 

@@ -145,6 +145,12 @@ typedef struct SluiceTable
 	List	   *ignored;		/* String: source columns left out */
 	List	   *expectations;	/* SluiceExpectation * */
 	Oid			source_relid;	/* the table's oid on live (identity.c), 0 unknown */
+	List	   *prior_names;	/* String: names it had on live before a
+								 * rename, schema.table quoted (identity.c) */
+	char	   *name_seen;		/* a name its changes arrived under that
+								 * paused the pipeline, or NULL */
+	bool		name_confirmed; /* this batch's look at live found it under
+								 * the recorded name */
 } SluiceTable;
 
 extern Datum catalog_name_datum(const char *s);
@@ -466,6 +472,9 @@ typedef struct SluiceDrift
 	int			contract_version;
 	TransactionId xid;
 	XLogRecPtr	lsn;
+	char	   *name_seen;		/* a rename under policy freeze: the name
+								 * the table's changes arrived under, quoted
+								 * (recorded with the pause), or NULL */
 } SluiceDrift;
 
 /* What a batch did. */
@@ -522,6 +531,8 @@ extern void contract_record_drift(SluicePipeline *pipe, const SluiceDrift *d,
 /* identity.c */
 extern void identity_record(int pipeline_id, const char *schema, const char *table, Oid relid);
 extern SluiceDrift *identity_check(SluicePipeline *pipe, SluiceConn *sc, char **message, char **hint);
+extern char *identity_qualified(const char *schema, const char *table);
+extern int	identity_accept_rename(SluicePipeline *pipe);
 typedef enum IdentityChunk
 {
 	IDENTITY_SAME,				/* live's table is the one being copied */

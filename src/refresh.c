@@ -884,6 +884,21 @@ refresh_pause(SluicePipeline *pipe, RefreshResult *r, SluiceDrift *d, int sqlerr
 	if (!d->is_expectation && !d->is_divergence)
 		contract_record_drift(pipe, d, "paused",
 							  psprintf("%s.%s", d->source_schema, d->source_table));
+	if (d->name_seen != NULL)
+	{
+		/* a rename under freeze: the name sluice.accept_rename accepts (identity.c) */
+		Oid			types[4] = {INT4OID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[4];
+
+		args[0] = Int32GetDatum(pipe->pipeline_id);
+		args[1] = CStringGetTextDatum(d->source_schema);
+		args[2] = CStringGetTextDatum(d->source_table);
+		args[3] = CStringGetTextDatum(d->name_seen);
+		if (sluice_catalog_exec("UPDATE sluice._pipeline_table SET source_name_seen = $4 "
+								" WHERE pipeline_id = $1 AND source_schema = $2 AND source_table = $3",
+								4, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the name the source table was seen under");
+	}
 	ereport(WARNING,
 			(errcode(sqlerrcode),
 			 errmsg("pipeline \"%s\" paused: %s", pipe->name, message),

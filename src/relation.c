@@ -97,7 +97,7 @@
 #include "pg_sluice.h"
 #include "apply_internal.h"
 
-static SluiceTable *find_pipeline_table(SluicePipeline *pipe, const char *nsp, const char *rel);
+static SluiceTable *find_pipeline_table(SluicePipeline *pipe, LogicalRepRelation *lr);
 
 /*
  * (Re)map a source relation, as a RELATION message announced it (typmods:
@@ -131,7 +131,7 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	for (i = 0; i < lr->natts; i++)
 		ar->remote_attnames[i] = pstrdup(lr->attnames[i]);
 
-	t = find_pipeline_table(st->pipe, lr->nspname, lr->relname);
+	t = find_pipeline_table(st->pipe, lr);
 	if (t == NULL)
 	{
 		/* published but not part of this pipeline: its changes are ignored */
@@ -367,8 +367,15 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The pipeline's table a RELATION message is about: by live's oid first (a
+ * table renamed on live, ALTER TABLE ... RENAME TO or SET SCHEMA, keeps its
+ * oid, and the backlog sends it under each name it had), then by the name
+ * recorded, for a table whose oid is not known yet or that was created
+ * again under it (identity_relation tells).  NULL: not the pipeline's.
+ */
 static SluiceTable *
-find_pipeline_table(SluicePipeline *pipe, const char *nsp, const char *rel)
+find_pipeline_table(SluicePipeline *pipe, LogicalRepRelation *lr)
 {
 	ListCell   *lc;
 
@@ -376,7 +383,14 @@ find_pipeline_table(SluicePipeline *pipe, const char *nsp, const char *rel)
 	{
 		SluiceTable *t = lfirst(lc);
 
-		if (strcmp(t->source_schema, nsp) == 0 && strcmp(t->source_table, rel) == 0)
+		if (OidIsValid(t->source_relid) && t->source_relid == lr->remoteid)
+			return t;
+	}
+	foreach(lc, pipe->tables)
+	{
+		SluiceTable *t = lfirst(lc);
+
+		if (strcmp(t->source_schema, lr->nspname) == 0 && strcmp(t->source_table, lr->relname) == 0)
 			return t;
 	}
 	return NULL;

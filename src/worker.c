@@ -633,7 +633,18 @@ pool_batch(PipeRun *run, bool *done)
 
 		if (run->ws != NULL && run->ws->binary != binary)
 			run_close_stream(run, true);
+		memset(&r, 0, sizeof(r));
 		if (run->ws == NULL)
+		{
+			/*
+			 * A new stream (the first, or after a pause or a failure): its
+			 * tables are looked at on live first, so that a rename is
+			 * recorded (or pauses) before changes of another table created
+			 * under the old name arrive (identity.c).
+			 */
+			worker_check_identity(pipe, run, &r);
+		}
+		if (run->ws == NULL && !r.paused)
 		{
 			/*
 			 * The walsender of a stream closed in a hurry (a worker that
@@ -644,7 +655,8 @@ pool_batch(PipeRun *run, bool *done)
 			run->ws = walstream_open(pipe, origin_progress(pipe->origin_name, false), binary);
 			stream_epoch++;
 		}
-		refresh_pipeline_ws(pipe, run->ws, sluice_batch_size, sluice_batch_time, &r);
+		if (!r.paused)
+			refresh_pipeline_ws(pipe, run->ws, sluice_batch_size, sluice_batch_time, &r);
 		if (r.conn_closed || r.paused)
 		{
 			/*
