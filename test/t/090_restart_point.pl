@@ -13,9 +13,11 @@
 #    to a temporary file on live, not into live's work_mem;
 #  - a transaction left open on live: the refresh does not wait for it
 #    (lock_timeout), applies the backlog, and leaves nothing behind;
-#  - every slot of live in use: no attempt, no error on live;
+#  - every slot of live in use but one: no attempt, no error on live;
 #  - no slot mover (no free worker process): the next refresh's own advance
-#    takes the restart position past the backlog before it decodes.
+#    takes the restart position past the backlog before it decodes;
+#  - a big backlog of one transaction is decoded in one part (two would
+#    decode it one and a half times), one of many in two.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -136,19 +138,19 @@ foreach my $transport ('sql', 'walsender')
 	same_tables($live, $mart, \@pairs, 'after the open transaction');
 }
 
-# --- 4. every slot of live in use ---
+# --- 4. every slot of live in use but one (left for others) ---
 {
 	my $free = $live->safe_psql('postgres',
-		q{SELECT current_setting('max_replication_slots')::int - count(*) FROM pg_replication_slots});
+		q{SELECT current_setting('max_replication_slots')::int - count(*) - 1 FROM pg_replication_slots});
 	$live->safe_psql('postgres', "SELECT pg_create_physical_replication_slot('filler_' || g) FROM generate_series(1, $free) g");
 	backlog(150000);
 	my $logpos = -s $live->logfile;
-	is(refresh('sql'), '150000', 'with every slot of live in use, the refresh applies the backlog');
+	is(refresh('sql'), '150000', 'with one slot of live free, the refresh applies the backlog');
 	my $log = slurp_file($live->logfile, $logpos);
 	unlike($log, qr/pg_create_logical_replication_slot/, 'it tries no slot');
 	unlike($log, qr/ERROR/, 'and live logged no error');
 	$live->safe_psql('postgres', "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'filler_%'");
-	same_tables($live, $mart, \@pairs, 'with every slot in use');
+	same_tables($live, $mart, \@pairs, 'with one slot free');
 }
 
 # --- 5. no slot mover (no free worker): the next refresh moves the slot past the backlog itself ---
@@ -168,6 +170,21 @@ foreach my $transport ('sql', 'walsender')
 	ok($live->safe_psql('postgres', "SELECT '$restart'::pg_lsn >= '$after'::pg_lsn") eq 't',
 		"and took the slot's restart position ($restart) past the backlog ($after)");
 	same_tables($live, $mart, \@pairs, 'without a slot mover');
+}
+
+# --- 6. a big backlog of one transaction is decoded in one part ---
+{
+	my $split = "SET pg_sluice.split_decoding_min = '64kB'; SET client_min_messages = debug1;";
+	backlog(150000);
+	my ($ret, $out, $err) = $mart->psql('postgres', qq{SET ROLE "Ålice o'Op"; $split SELECT rows_inserted FROM sluice.refresh('rp')});
+	is($out, '150000', 'one big transaction with split_decoding_min = 64kB');
+	like($err, qr/decodes its backlog in one part: \d+ transactions/, 'is decoded in one part (few transactions on live)');
+	unlike($err, qr/in two parts/, 'not in two');
+	$live->safe_psql('postgres', join('', map { "INSERT INTO \"Src Ö\".\"Big 'T'\" VALUES (" . (-100000 - $_) . ", repeat('s', 300));\n" } 1 .. 400));
+	($ret, $out, $err) = $mart->psql('postgres', qq{SET ROLE "Ålice o'Op"; $split SELECT rows_inserted FROM sluice.refresh('rp')});
+	is($out, '400', 'four hundred small transactions');
+	like($err, qr/in two parts/, 'are decoded in two parts');
+	same_tables($live, $mart, \@pairs, 'one part and two');
 }
 
 done_testing();
