@@ -257,6 +257,7 @@ refresh_restart_point(SluicePipeline *pipe, SluiceConn *sc)
 	char	   *want;
 	char	   *tmp;
 	char	   *made;
+	SluiceConn *rc;
 
 	want = transport_try_value(sc,
 							   psprintf("SELECT pg_catalog.pg_current_wal_insert_lsn() - s.confirmed_flush_lsn >= %d "
@@ -268,20 +269,26 @@ refresh_restart_point(SluicePipeline *pipe, SluiceConn *sc)
 	if (want == NULL || strcmp(want, "t") != 0)
 		return;
 
+	/*
+	 * On a connection of its own, closed after: the slot's decoding context
+	 * would leave its memory to the session that decodes the refresh next.
+	 */
+	rc = transport_try_connect(pipe->source_name, pipe->conninfo);
+	if (rc == NULL)
+		return;
 	tmp = psprintf("sluice_restart_%d_%lx", MyProcPid, (unsigned long) GetCurrentTimestamp());
-	transport_command(sc, "SET lock_timeout = '100ms'", "bound the wait for a restart point");
-	transport_command(sc, "SET statement_timeout = '2s'", "bound the wait for a restart point");
-	made = transport_try_value(sc,
+	transport_command(rc, "SET lock_timeout = '100ms'", "bound the wait for a restart point");
+	transport_command(rc, "SET statement_timeout = '2s'", "bound the wait for a restart point");
+	made = transport_try_value(rc,
 							   psprintf("SELECT 1 FROM pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput', true)",
 										quote_literal_cstr(tmp)),
 							   "log a restart point");
-	transport_command(sc, "RESET statement_timeout", "bound the wait for a restart point");
-	transport_command(sc, "RESET lock_timeout", "bound the wait for a restart point");
 	if (made != NULL)
-		(void) transport_try_value(sc,
+		(void) transport_try_value(rc,
 								   psprintf("SELECT 1 FROM pg_catalog.pg_drop_replication_slot(%s)",
 											quote_literal_cstr(tmp)),
 								   "drop the restart point's slot");
+	transport_close(rc);
 	ereport(DEBUG1,
 			(errmsg_internal("pipeline \"%s\": %s a restart point on source \"%s\"",
 							 pipe->name, made != NULL ? "logged" : "could not log",
