@@ -848,6 +848,15 @@ is_streamed_change(char action)
  * as one source transaction, in the batch's local transaction (which
  * commits with the origin as always), one message at a time in a context
  * reset after each.
+ *
+ * A skipped transaction (sluice.resume(skip_xid), or one applied before)
+ * still has its RELATION and TYPE messages read, as a skipped transaction
+ * sent whole has: at STREAM COMMIT pgoutput counts the relations announced
+ * inside the stream as sent, and announces them no more to this session (a
+ * walsender's connection, a refresh's decoding call).  Dropped with the
+ * skipped changes, the next transaction of the table failed on a change
+ * "before its RELATION message", the skip staying for the next try: a
+ * pipeline with no way forward.
  */
 static void
 apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
@@ -859,30 +868,33 @@ apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
 	st->begin.xid = xid;
 	(void) streamfile_replay_begin(xid);
 	begin_xact(st);
-	if (!st->skipping)
+	if (st->spoolbuf.data == NULL)
 	{
-		if (st->spoolbuf.data == NULL)
-		{
-			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-			initStringInfo(&st->spoolbuf);
-			MemoryContextSwitchTo(old);
-		}
-		while (streamfile_replay_next(xid, &st->spoolbuf))
+		initStringInfo(&st->spoolbuf);
+		MemoryContextSwitchTo(old);
+	}
+	while (streamfile_replay_next(xid, &st->spoolbuf))
+	{
+		char		action = st->spoolbuf.data[0];
+
+		if (!st->skipping ||
+			action == LOGICAL_REP_MSG_RELATION || action == LOGICAL_REP_MSG_TYPE)
 		{
 			MemoryContext old = MemoryContextSwitchTo(st->replaycxt);
 
 			apply_dispatch(st, &st->spoolbuf);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(st->replaycxt);
-			if (++n % 1000 == 0)
-			{
-				CHECK_FOR_INTERRUPTS();
-				walstream_tick(st->ws);
-			}
 		}
-		flush_inserts(st);
+		if (++n % 1000 == 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			walstream_tick(st->ws);
+		}
 	}
+	flush_inserts(st);
 	end_xact(st, commit);
 	streamfile_drop(xid);
 }
