@@ -11,6 +11,12 @@
 #     arrived before its RELATION message", the skip kept for the next try:
 #     the pipeline had no way forward (every refresh failed the same way).
 #     Over the SQL interface and over the walsender.
+#  2. A big transaction on live that changed no table of the pipeline (a
+#     load into another table) arrives streamed, as empty blocks (pgoutput
+#     sends STREAM START whatever the transaction changed): the refresh
+#     counted it as a transaction it applied, ran the set expectations for
+#     it, and a walsender worker would record a run and announce it.  Sent
+#     whole it would not have come at all.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a column named like apply's internal aliases.
 use strict;
@@ -88,5 +94,33 @@ COMMIT;});
 		checksum($live, qq{(SELECT * FROM "Src Ö"."Skip 'T'" WHERE v NOT LIKE 'skipped%') }),
 		"$transport: the datamart equals live but for the skipped transaction");
 }
+
+# --- 2. a big transaction of another table: empty blocks ------------------
+$live->safe_psql('postgres', q{CREATE TABLE "Src Ö"."Elsewhere" (id bigint PRIMARY KEY, v text)});
+foreach my $transport ('sql', 'walsender')
+{
+	my $set = "SET pg_sluice.refresh_transport = $transport; ";
+	$mart->safe_psql('postgres', "$op$set SELECT sluice.refresh($pl)");
+	my $streamed = $live->safe_psql('postgres',
+		"SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name LIKE 'sluice%'");
+	$live->safe_psql('postgres',
+		q{INSERT INTO "Src Ö"."Elsewhere" SELECT g, repeat('e', 50) FROM generate_series(1, 5000) g ON CONFLICT (id) DO UPDATE SET v = 'again'});
+	is($mart->safe_psql('postgres', "$op$set SELECT status || ':' || transactions FROM sluice.refresh($pl)"),
+		'succeeded:0', "$transport: a big transaction of a table of no pipeline is no transaction of the refresh");
+	ok($live->poll_query_until('postgres',
+		"SELECT coalesce(sum(stream_txns), 0) > $streamed FROM pg_stat_replication_slots WHERE slot_name LIKE 'sluice%'"),
+		"$transport: live streamed it");
+	$live->safe_psql('postgres', q{
+BEGIN;
+INSERT INTO "Src Ö"."Elsewhere" SELECT g, repeat('f', 50) FROM generate_series(10001, 15000) g;
+INSERT INTO "Src Ö"."Skip 'T'" VALUES (-1, 'with a big other', 'n') ON CONFLICT (id) DO UPDATE SET v = 'again';
+COMMIT;});
+	is($mart->safe_psql('postgres', "$op$set SELECT status || ':' || transactions FROM sluice.refresh($pl)"),
+		'succeeded:1', "$transport: one that changed a table of it too is one");
+	$live->safe_psql('postgres', q{DELETE FROM "Src Ö"."Elsewhere" WHERE id > 10000});
+}
+is(checksum($mart, q{"Mart Ö"."Skip 'T'"}),
+	checksum($live, qq{(SELECT * FROM "Src Ö"."Skip 'T'" WHERE v NOT LIKE 'skipped%') }),
+	'the datamart equals live but for the skipped transactions');
 
 done_testing();
