@@ -203,6 +203,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
@@ -441,6 +442,27 @@ chunk_key(Relation rel, SluiceTable *t, int pipeline_id, bool error)
 	return k;
 }
 
+/*
+ * Key column i as the source orders and bounds it (qual: "s." or ""): a
+ * collatable key as the datamart's type, COLLATE "C".  The cast is the
+ * datamart's type's: live's enum is text here (source.c), and an enum takes
+ * no COLLATE (live refused every chunk of an enum key with "collations are
+ * not supported by type"), nor does it sort by its label as text does here;
+ * for a key of the same built-in type on both sides it is no cast at all.
+ */
+static char *
+key_source_column(ChunkKey *k, int i, const char *qual)
+{
+	if (!k->collatable[i])
+		return psprintf("%s%s", qual, quote_identifier(k->src[i]));
+	/* a type of an extension (citext, say) is the same type on both sides */
+	if (k->types[i] >= FirstNormalObjectId)
+		return psprintf("%s%s COLLATE \"C\"", qual, quote_identifier(k->src[i]));
+	return psprintf("CAST(%s%s AS %s) COLLATE \"C\"", qual, quote_identifier(k->src[i]),
+					format_type_extended(k->types[i], k->typmods[i],
+										 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+}
+
 /* The key columns as a row for SQL: (a COLLATE "C", b) */
 static char *
 key_row(ChunkKey *k, bool source)
@@ -451,9 +473,14 @@ key_row(ChunkKey *k, bool source)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '(');
 	for (i = 0; i < k->nkeys; i++)
-		appendStringInfo(&buf, "%s%s%s", i > 0 ? ", " : "",
-						 quote_identifier(source ? k->src[i] : k->dst[i]),
-						 k->collatable[i] ? " COLLATE \"C\"" : "");
+	{
+		if (source)
+			appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", key_source_column(k, i, ""));
+		else
+			appendStringInfo(&buf, "%s%s%s", i > 0 ? ", " : "",
+							 quote_identifier(k->dst[i]),
+							 k->collatable[i] ? " COLLATE \"C\"" : "");
+	}
 	appendStringInfoChar(&buf, ')');
 	return buf.data;
 }
@@ -1345,8 +1372,7 @@ find_hi(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows)
 					 quote_identifier(t->source_schema), quote_identifier(t->source_table),
 					 range_condition(k, lo, NIL));
 	for (i = 0; i < k->nkeys; i++)
-		appendStringInfo(&sql, "%ss.%s%s", i > 0 ? ", " : "", quote_identifier(k->src[i]),
-						 k->collatable[i] ? " COLLATE \"C\"" : "");
+		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "", key_source_column(k, i, "s."));
 	appendStringInfo(&sql, " OFFSET %d LIMIT 1", chunk_rows - 1);
 	res = transport_exec(sc, sql.data, 0, NULL, PGRES_TUPLES_OK, "find the chunk's last key");
 	if (PQntuples(res) > 0)

@@ -17,6 +17,11 @@
 #     counted it as a transaction it applied, ran the set expectations for
 #     it, and a walsender worker would record a run and announce it.  Sent
 #     whole it would not have come at all.
+#  3. snapshot.c: a key of one of live's enums (text in the datamart) copied
+#     in chunks: live refused every chunk ("collations are not supported by
+#     type"), its ranges bounded with COLLATE "C", and the copy never
+#     finished; its labels, not in the enum's order, with capitals,
+#     non-ASCII and a quote, keys moved across chunks while it copies.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a column named like apply's internal aliases.
 use strict;
@@ -122,5 +127,31 @@ COMMIT;});
 is(checksum($mart, q{"Mart Ö"."Skip 'T'"}),
 	checksum($live, qq{(SELECT * FROM "Src Ö"."Skip 'T'" WHERE v NOT LIKE 'skipped%') }),
 	'the datamart equals live but for the skipped transactions');
+
+# --- 3. a chunked copy of a table whose key is one of live's enums -----------
+$live->safe_psql('postgres', q{
+CREATE TYPE "Src Ö"."Stimmung" AS ENUM ('zornig', 'Ärger', 'b''q', 'apple', 'Zürich', 'Apple');
+CREATE TABLE "Src Ö"."Enum Key" ("Laune" "Src Ö"."Stimmung", n int, v text, PRIMARY KEY ("Laune", n));
+INSERT INTO "Src Ö"."Enum Key"
+  SELECT (enum_range(NULL::"Src Ö"."Stimmung"))[1 + g % 6], g, 'v' || g FROM generate_series(1, 3000) g;
+});
+my $cp = q{SET pg_sluice.copy_workers = 0; SET pg_sluice.initial_copy = chunked; SET pg_sluice.initial_copy_chunk_rows = 400; };
+($ret, $out, $err) = $mart->psql('postgres',
+	qq{$op$cp SELECT sluice.create_pipeline('enum_k', 'live', ARRAY['"Src Ö"."Enum Key"'], target_schema => 'Mart E')});
+is($ret, 0, 'a pipeline whose table has an enum key, copied in chunks') or diag($err);
+($ret, $out, $err) = $mart->psql('postgres', qq{$op$cp CALL sluice.copy_tables('enum_k', max_chunks => 3)});
+is($ret, 0, 'its first chunks are copied') or diag($err);
+$live->safe_psql('postgres', q{
+UPDATE "Src Ö"."Enum Key" SET "Laune" = 'Apple' WHERE n % 10 = 0;
+UPDATE "Src Ö"."Enum Key" SET "Laune" = 'zornig', v = 'moved' WHERE n % 10 = 5;
+DELETE FROM "Src Ö"."Enum Key" WHERE n % 17 = 0;
+INSERT INTO "Src Ö"."Enum Key" SELECT 'Ärger', g, 'new' FROM generate_series(3001, 3100) g;
+});
+($ret, $out, $err) = $mart->psql('postgres', qq{$op$cp CALL sluice.copy_tables('enum_k')});
+is($ret, 0, 'the copy finishes') or diag($err);
+is($mart->safe_psql('postgres', q{SELECT count(*) FROM sluice._copy c JOIN sluice._pipeline p USING (pipeline_id)
+ WHERE p.name = 'enum_k' AND c.finished_at IS NULL}), '0', 'nothing left to copy');
+$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('enum_k')});
+same_tables($live, $mart, [[q{"Src Ö"."Enum Key"}, q{"Mart E"."Enum Key"}]], 'enum key copied in chunks');
 
 done_testing();
