@@ -485,7 +485,14 @@ key_row(ChunkKey *k, bool source)
 	return buf.data;
 }
 
-/* A key as quoted literals, for the source: ('1', 'abc') */
+/*
+ * A key as quoted literals, for the source: ('1', 'abc').  A value of a
+ * type that is not built in carries its type: a composite type has no
+ * comparison of its own, the record's takes the literal for an anonymous
+ * record, which has no input (live refused every chunk after the first of
+ * a composite key with "input of anonymous composite types is not
+ * implemented").  Such a type has the same name on both sides (source.c).
+ */
 static char *
 key_literals(ChunkKey *k, List *values)
 {
@@ -495,8 +502,15 @@ key_literals(ChunkKey *k, List *values)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '(');
 	foreach(lc, values)
-		appendStringInfo(&buf, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 quote_literal_cstr(strVal(lfirst(lc))));
+	{
+		int			i = foreach_current_index(lc);
+
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", quote_literal_cstr(strVal(lfirst(lc))));
+		if (k->types[i] >= FirstNormalObjectId)
+			appendStringInfo(&buf, "::%s",
+							 format_type_extended(k->types[i], k->typmods[i],
+												  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
 	appendStringInfoChar(&buf, ')');
 	return buf.data;
 }
