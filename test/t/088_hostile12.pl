@@ -34,6 +34,9 @@
 #     copied rows were dropped as if their chunk were still to come.  Such
 #     a key is copied in chunks only when both databases sort alike:
 #     refused before anything is created, auto copies it in the snapshot.
+#  6. (no bug found) a refresh cancelled by statement_timeout or
+#     pg_cancel_backend, or its backend terminated, in the middle of a
+#     streamed transaction: the next refresh applies it exactly once.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a column named like apply's internal aliases.
 use strict;
@@ -235,6 +238,47 @@ INSERT INTO app."Paare"
 	$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('paare')});
 	is(checksum($mart, q{"Mart P"."Paare"}), checksum($live, q{app."Paare"}, 'İcu'),
 		'the datamart equals live (the table was copied in the snapshot)');
+}
+
+# --- 6. a refresh cancelled, or its backend terminated, in a streamed transaction
+$live->safe_psql('postgres', q{CREATE TABLE "Src Ö"."Held" (id bigint PRIMARY KEY, v text)});
+$mart->safe_psql('postgres', qq{${op}SET pg_sluice.copy_workers = 0; SELECT sluice.add_table('skip_p', '"Src Ö"."Held"', 1000)});
+$mart->safe_psql('postgres', qq{${op}SET pg_sluice.copy_workers = 0; CALL sluice.copy_tables('skip_p')});
+$mart->safe_psql('postgres', q{
+CREATE FUNCTION public.hold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.id % 100000 = 15000 AND current_setting('hold.active', true) = 'yes' THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END $$;
+CREATE TRIGGER hold BEFORE INSERT ON "Mart Ö"."Held" FOR EACH ROW EXECUTE FUNCTION public.hold();
+ALTER TABLE "Mart Ö"."Held" ENABLE ALWAYS TRIGGER hold;
+GRANT EXECUTE ON FUNCTION public.hold() TO PUBLIC;});
+my $base6 = 0;
+foreach my $how ('statement_timeout', 'pg_terminate_backend', 'pg_cancel_backend')
+{
+	$live->safe_psql('postgres', qq{
+INSERT INTO "Src Ö"."Held" SELECT $base6 + g, 'held ' || g FROM generate_series(1, 20000) g});
+	$live->safe_psql('postgres', q{INSERT INTO "Src Ö"."Skip 'T'" VALUES (-2, 'after held', 'n') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v || now()::text});
+	my $hold = q{SET hold.active = 'yes'; };
+	if ($how eq 'statement_timeout')
+	{
+		($ret, $out, $err) = $mart->psql('postgres', qq{$op${hold}SET statement_timeout = '2s'; SELECT sluice.refresh('skip_p')});
+		like($err, qr/canceling statement due to statement timeout/, "$how: the refresh is cancelled in the streamed transaction");
+	}
+	else
+	{
+		my $bg = $mart->background_psql('postgres', on_error_stop => 0);
+		$bg->query_until(qr/started/, qq{$op$hold\\echo started\nSELECT sluice.refresh('skip_p');\n});
+		ok($mart->poll_query_until('postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ~ 'sluice.refresh'"),
+			"$how: the refresh is in the middle of the streamed transaction");
+		$mart->safe_psql('postgres', "SELECT $how(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ~ 'sluice.refresh'");
+		eval { $bg->quit };
+	}
+	($ret, $out, $err) = $mart->psql('postgres', qq{${op}SELECT status || ':' || transactions FROM sluice.refresh('skip_p')});
+	is($ret, 0, "$how: the next refresh succeeds") or diag($err);
+	is($out, 'succeeded:2', "$how: it applies both transactions");
+	is(checksum($mart, q{"Mart Ö"."Held"}), checksum($live, q{"Src Ö"."Held"}), "$how: exactly once");
+	$live->safe_psql('postgres', q{DELETE FROM "Src Ö"."Held"});
+	$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('skip_p')});
+	$base6 += 100000;
 }
 
 done_testing();
