@@ -38,6 +38,10 @@
 #  6. (no bug found) a refresh cancelled by statement_timeout or
 #     pg_cancel_backend, or its backend terminated, in the middle of a
 #     streamed transaction: the next refresh applies it exactly once.
+#  7. The datamart's temp_file_limit counts the files a streamed transaction
+#     is spooled to, also one still in progress on live: the refresh failed
+#     on FileWrite's bare "temporary file size exceeds temp_file_limit",
+#     which names neither the spool nor a way out; it says both now.
 # Names with quotes, spaces, capitals and non-ASCII; a non-superuser
 # operator; a column named like apply's internal aliases.
 use strict;
@@ -286,5 +290,21 @@ INSERT INTO "Src Ö"."Held" SELECT $base6 + g, 'held ' || g FROM generate_series
 	$mart->safe_psql('postgres', qq{${op}SELECT sluice.refresh('skip_p')});
 	$base6 += 100000;
 }
+
+# --- 7. temp_file_limit and a streamed transaction still in progress -------
+my $big = $live->background_psql('postgres');
+$big->query_safe(q{BEGIN; INSERT INTO "Src Ö"."Skip 'T'" SELECT g, repeat('t', 200), 'n' FROM generate_series(500001, 520000) g});
+$live->safe_psql('postgres', q{INSERT INTO "Src Ö"."Skip 'T'" VALUES (-3, 'small', 'n')});
+($ret, $out, $err) = $mart->psql('postgres', "SET temp_file_limit = '1MB'; ${op}SELECT sluice.refresh($pl)");
+like($err, qr/temporary file size exceeds temp_file_limit/, "the datamart's temp_file_limit stops the refresh");
+like($err, qr/HINT:  Raise temp_file_limit for the role that refreshes, or have an administrator set pg_sluice.source_decoding_work_mem/,
+	'with the ways forward');
+$big->query_safe('COMMIT');
+$big->quit;
+is($mart->safe_psql('postgres', "${op}SELECT status || ':' || transactions FROM sluice.refresh($pl)"), 'succeeded:2',
+	'without the limit the refresh applies both');
+is(checksum($mart, q{"Mart Ö"."Skip 'T'"}),
+	checksum($live, qq{(SELECT * FROM "Src Ö"."Skip 'T'" WHERE v NOT LIKE 'skipped%') }),
+	'the datamart equals live but for the skipped transactions');
 
 done_testing();
