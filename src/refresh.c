@@ -760,9 +760,15 @@ refresh_inner(SluicePipeline *pipe, SluiceConn *sc, int64 max_messages,
 	/*
 	 * Heartbeat: nothing at all came for our tables up to end_lsn, so the
 	 * slot may forget it now, even though this batch commits no position
-	 * (slotwatch.c).
+	 * (slotwatch.c).  Nothing: no transaction began, applied or skipped.
+	 * Messages may have come all the same: the empty stream blocks of a big
+	 * transaction of other tables (apply.c leaves it out), the blocks of
+	 * one still in progress at upto (it comes whole again, from its start,
+	 * which the slot's restart position keeps).
 	 */
-	if (r->complete && r->stats.messages == 0 && !spooled && durable && r->end_lsn > confirmed)
+	if (r->complete && r->stats.transactions == 0 && r->stats.skipped_transactions == 0 &&
+		!TransactionIdIsValid(r->stats.skipped_xid) &&
+		!spooled && durable && r->end_lsn > confirmed)
 		slotwatch_heartbeat(pipe, sc, r->end_lsn);
 }
 

@@ -203,9 +203,12 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_range.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -226,6 +229,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
@@ -271,6 +275,11 @@ static bool in_copy_chunk = false;
 static bool copies_claimable(int pipeline_id);
 static bool key_is_collatable(List *keys, List *columns, List *types);
 static bool same_encoding(SluiceConn *sc);
+static bool type_sorts_by_default_collation(Oid typid);
+static bool key_sorts_by_default_collation(List *keys, List *columns, List *types);
+static bool same_default_collation(SluiceConn *sc);
+static void collation_refused(const char *schema, const char *table, const char *source_name,
+							  const char *hint);
 static void encoding_refused(const char *schema, const char *table, const char *source_name,
 							 const char *hint) pg_attribute_noreturn();
 static void key_build(int pipeline_id, const char *schema, const char *table);
@@ -441,6 +450,27 @@ chunk_key(Relation rel, SluiceTable *t, int pipeline_id, bool error)
 	return k;
 }
 
+/*
+ * Key column i as the source orders and bounds it (qual: "s." or ""): a
+ * collatable key as the datamart's type, COLLATE "C".  The cast is the
+ * datamart's type's: live's enum is text here (source.c), and an enum takes
+ * no COLLATE (live refused every chunk of an enum key with "collations are
+ * not supported by type"), nor does it sort by its label as text does here;
+ * for a key of the same built-in type on both sides it is no cast at all.
+ */
+static char *
+key_source_column(ChunkKey *k, int i, const char *qual)
+{
+	if (!k->collatable[i])
+		return psprintf("%s%s", qual, quote_identifier(k->src[i]));
+	/* a type of an extension (citext, say) is the same type on both sides */
+	if (k->types[i] >= FirstNormalObjectId)
+		return psprintf("%s%s COLLATE \"C\"", qual, quote_identifier(k->src[i]));
+	return psprintf("CAST(%s%s AS %s) COLLATE \"C\"", qual, quote_identifier(k->src[i]),
+					format_type_extended(k->types[i], k->typmods[i],
+										 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+}
+
 /* The key columns as a row for SQL: (a COLLATE "C", b) */
 static char *
 key_row(ChunkKey *k, bool source)
@@ -451,14 +481,26 @@ key_row(ChunkKey *k, bool source)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '(');
 	for (i = 0; i < k->nkeys; i++)
-		appendStringInfo(&buf, "%s%s%s", i > 0 ? ", " : "",
-						 quote_identifier(source ? k->src[i] : k->dst[i]),
-						 k->collatable[i] ? " COLLATE \"C\"" : "");
+	{
+		if (source)
+			appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", key_source_column(k, i, ""));
+		else
+			appendStringInfo(&buf, "%s%s%s", i > 0 ? ", " : "",
+							 quote_identifier(k->dst[i]),
+							 k->collatable[i] ? " COLLATE \"C\"" : "");
+	}
 	appendStringInfoChar(&buf, ')');
 	return buf.data;
 }
 
-/* A key as quoted literals, for the source: ('1', 'abc') */
+/*
+ * A key as quoted literals, for the source: ('1', 'abc').  A value of a
+ * type that is not built in carries its type: a composite type has no
+ * comparison of its own, the record's takes the literal for an anonymous
+ * record, which has no input (live refused every chunk after the first of
+ * a composite key with "input of anonymous composite types is not
+ * implemented").  Such a type has the same name on both sides (source.c).
+ */
 static char *
 key_literals(ChunkKey *k, List *values)
 {
@@ -468,8 +510,15 @@ key_literals(ChunkKey *k, List *values)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '(');
 	foreach(lc, values)
-		appendStringInfo(&buf, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 quote_literal_cstr(strVal(lfirst(lc))));
+	{
+		int			i = foreach_current_index(lc);
+
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", quote_literal_cstr(strVal(lfirst(lc))));
+		if (k->types[i] >= FirstNormalObjectId)
+			appendStringInfo(&buf, "::%s",
+							 format_type_extended(k->types[i], k->typmods[i],
+												  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
 	appendStringInfoChar(&buf, ')');
 	return buf.data;
 }
@@ -1143,6 +1192,18 @@ sluice_resnapshot(PG_FUNCTION_ARGS)
 			transport_close(sc);
 			break;
 		}
+	for (i = 0; i < k->nkeys; i++)
+		if (type_sorts_by_default_collation(k->types[i]))
+		{
+			SluiceConn *sc = transport_connect(pipe->source_name, pipe->conninfo, false);
+
+			if (!same_default_collation(sc))
+				collation_refused(t->target_schema, t->target_table, pipe->source_name,
+								  psprintf("sluice.repair('%s') brings the table back in line with the source instead.",
+										   pipe->name));
+			transport_close(sc);
+			break;
+		}
 
 	record_copy(pipe->pipeline_id, t->source_schema, t->source_table, "resnapshot", chunk_rows);
 	copyworker_launch(pipe->pipeline_id);
@@ -1205,6 +1266,10 @@ sluice_add_table(PG_FUNCTION_ARGS)
 		encoding_refused(t->schema, t->name, pipe->source_name,
 						 "Put the table in a pipeline of its own created with SET pg_sluice.initial_copy = snapshot: "
 						 "its copy is then one snapshot, not chunks.");
+	if (key_sorts_by_default_collation(t->keys, t->columns, t->types) && !same_default_collation(sc))
+		collation_refused(t->schema, t->name, pipe->source_name,
+						  "Put the table in a pipeline of its own created with SET pg_sluice.initial_copy = snapshot: "
+						  "its copy is then one snapshot, not chunks.");
 	relid = pipeline_add_table(pipe, sc, t);
 	transport_close(sc);
 	record_copy(pipe->pipeline_id, t->schema, t->name, "add_table", chunk_rows);
@@ -1345,8 +1410,7 @@ find_hi(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows)
 					 quote_identifier(t->source_schema), quote_identifier(t->source_table),
 					 range_condition(k, lo, NIL));
 	for (i = 0; i < k->nkeys; i++)
-		appendStringInfo(&sql, "%ss.%s%s", i > 0 ? ", " : "", quote_identifier(k->src[i]),
-						 k->collatable[i] ? " COLLATE \"C\"" : "");
+		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "", key_source_column(k, i, "s."));
 	appendStringInfo(&sql, " OFFSET %d LIMIT 1", chunk_rows - 1);
 	res = transport_exec(sc, sql.data, 0, NULL, PGRES_TUPLES_OK, "find the chunk's last key");
 	if (PQntuples(res) > 0)
@@ -1378,6 +1442,149 @@ key_is_collatable(List *keys, List *columns, List *types)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * Does a value of typid compare by its database's default collation, with
+ * no collation of its own to set (a composite type with a text attribute,
+ * a range of text, an array of those)?  Such a key sorts by live's default
+ * collation there and by this database's here: COLLATE "C" cannot be put
+ * on it, so its chunks agree only when the two are the same.
+ */
+static bool
+type_sorts_by_default_collation(Oid typid)
+{
+	char		typtype;
+
+	check_stack_depth();
+	typid = getBaseType(typid);
+	if (type_is_collatable(typid))
+		return false;			/* compared COLLATE "C" (key_source_column) */
+	if (OidIsValid(get_element_type(typid)))
+		return type_sorts_by_default_collation(get_element_type(typid));
+	typtype = get_typtype(typid);
+	if (typtype == TYPTYPE_COMPOSITE)
+	{
+		TupleDesc	desc = lookup_rowtype_tupdesc(typid, -1);
+		bool		found = false;
+		int			i;
+
+		for (i = 0; i < desc->natts && !found; i++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+
+			if (a->attisdropped)
+				continue;
+			if (type_is_collatable(a->atttypid))
+				found = a->attcollation == DEFAULT_COLLATION_OID;
+			else
+				found = type_sorts_by_default_collation(a->atttypid);
+		}
+		ReleaseTupleDesc(desc);
+		return found;
+	}
+	if (typtype == TYPTYPE_RANGE)
+	{
+		HeapTuple	tup = SearchSysCache1(RANGETYPE, ObjectIdGetDatum(typid));
+		Form_pg_range r;
+		bool		found;
+
+		if (!HeapTupleIsValid(tup))
+			return false;
+		r = (Form_pg_range) GETSTRUCT(tup);
+		found = type_is_collatable(r->rngsubtype) ?
+			r->rngcollation == DEFAULT_COLLATION_OID :
+			type_sorts_by_default_collation(r->rngsubtype);
+		ReleaseSysCache(tup);
+		return found;
+	}
+#if PG_VERSION_NUM >= 140000
+	if (typtype == TYPTYPE_MULTIRANGE)
+		return type_sorts_by_default_collation(get_multirange_range(typid));
+#endif
+	return false;
+}
+
+/* The same for a key: column names keys, among columns of datamart type names types. */
+static bool
+key_sorts_by_default_collation(List *keys, List *columns, List *types)
+{
+	ListCell   *lc;
+	ListCell   *lt;
+
+	forboth(lc, columns, lt, types)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		if (!list_member(keys, lfirst(lc)))
+			continue;
+		parseTypeString(strVal(lfirst(lt)), &typid, &typmod, true);
+		if (OidIsValid(typid) && type_sorts_by_default_collation(typid))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Does the source's database sort text by default as this one does (the
+ * same provider, collation and ICU locale)?
+ */
+static bool
+same_default_collation(SluiceConn *sc)
+{
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(MyDatabaseId));
+	Form_pg_database db;
+	char	   *mine;
+	char	   *theirs;
+	bool		same;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for database %u", MyDatabaseId);
+	db = (Form_pg_database) GETSTRUCT(tup);
+#if PG_VERSION_NUM >= 150000
+	{
+		bool		isnull;
+		Datum		collate = SysCacheGetAttr(DATABASEOID, tup, Anum_pg_database_datcollate, &isnull);
+#if PG_VERSION_NUM >= 170000
+		Datum		icu = SysCacheGetAttr(DATABASEOID, tup, Anum_pg_database_datlocale, &isnull);
+#else
+		Datum		icu = SysCacheGetAttr(DATABASEOID, tup, Anum_pg_database_daticulocale, &isnull);
+#endif
+
+		mine = psprintf("%c/%s/%s", db->datlocprovider, TextDatumGetCString(collate),
+						isnull ? "" : TextDatumGetCString(icu));
+	}
+#else
+	mine = psprintf("c/%s/", NameStr(db->datcollate));
+#endif
+	ReleaseSysCache(tup);
+	theirs = transport_try_value(sc, PQserverVersion(sc->conn) >= 170000 ?
+								 "SELECT datlocprovider::pg_catalog.text || '/' || datcollate || '/' || coalesce(datlocale, '') "
+								 "  FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()" :
+								 PQserverVersion(sc->conn) >= 150000 ?
+								 "SELECT datlocprovider::pg_catalog.text || '/' || datcollate || '/' || coalesce(daticulocale, '') "
+								 "  FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()" :
+								 "SELECT 'c/' || datcollate || '/' "
+								 "  FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
+								 "read the source's default collation");
+	same = theirs != NULL && strcmp(mine, theirs) == 0;
+	if (!same)
+		ereport(DEBUG1,
+				(errmsg_internal("default collation: here %s, source %s", mine, theirs ? theirs : "unknown")));
+	return same;
+}
+
+/* A key sorted by the default collation, which differs on the source: not in chunks. */
+static void
+collation_refused(const char *schema, const char *table, const char *source_name, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("the key of table \"%s.%s\" sorts by the default collation, which source \"%s\" does not share with this database",
+					schema, table, source_name),
+			 errdetail("Chunks are ranges of the key; a composite or range type with a text part sorts by its database's default collation, so the two sides would not agree which chunk a key belongs to."),
+			 errhint("%s", hint)));
 }
 
 /* Is the source's encoding this database's? */
@@ -1429,6 +1636,14 @@ check_key_order(SluiceConn *sc, const char *source_name, SluiceTable *t, ChunkKe
 	if (collatable && !same_encoding(sc))
 		encoding_refused(t->target_schema, t->target_table, source_name,
 						 "Use sluice.repair to bring the table back in line with the source.");
+	for (i = 0; i < k->nkeys; i++)
+		if (type_sorts_by_default_collation(k->types[i]))
+		{
+			if (!same_default_collation(sc))
+				collation_refused(t->target_schema, t->target_table, source_name,
+								  "Use sluice.repair to bring the table back in line with the source.");
+			break;
+		}
 }
 
 /*
@@ -2338,6 +2553,7 @@ snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables)
 	List	   *chunked = NIL;
 	ListCell   *lc;
 	int			same = -1;		/* the source's encoding is ours: not asked yet */
+	int			same_collation = -1;	/* its default collation too */
 
 	if (sluice_initial_copy == INITIAL_COPY_SNAPSHOT)
 		return NIL;
@@ -2356,6 +2572,19 @@ snapshot_initial_plan(SluiceConn *sc, const char *source_name, List *tables)
 				if (sluice_initial_copy == INITIAL_COPY_CHUNKED)
 					encoding_refused(t->schema, t->name, source_name,
 									 "SET pg_sluice.initial_copy = auto (such tables get the one-snapshot copy).");
+				continue;
+			}
+		}
+		/* a key sorted by live's default collation, not ours: nor that */
+		if (keyed && key_sorts_by_default_collation(t->keys, t->columns, t->types))
+		{
+			if (same_collation < 0)
+				same_collation = same_default_collation(sc) ? 1 : 0;
+			if (same_collation == 0)
+			{
+				if (sluice_initial_copy == INITIAL_COPY_CHUNKED)
+					collation_refused(t->schema, t->name, source_name,
+									  "SET pg_sluice.initial_copy = auto (such tables get the one-snapshot copy).");
 				continue;
 			}
 		}

@@ -88,6 +88,9 @@ static HTAB *spools = NULL;
 static MemoryContext spool_cxt = NULL;
 static TransactionId cur_xid = InvalidTransactionId;	/* open stream block */
 
+static void spool_limit_hint(MemoryContext cxt);
+static void spool_close(BufFile *file);
+
 /* Drop every spool file: a new connection decodes them all again. */
 void
 streamfile_reset(void)
@@ -100,7 +103,12 @@ streamfile_reset(void)
 		hash_seq_init(&hs, spools);
 		while ((sp = hash_seq_search(&hs)) != NULL)
 			if (sp->file)
-				BufFileClose(sp->file);
+			{
+				BufFile    *file = sp->file;
+
+				sp->file = NULL;	/* (closed once, even if this fails) */
+				spool_close(file);
+			}
 	}
 	if (spool_cxt != NULL)
 		MemoryContextDelete(spool_cxt);
@@ -186,6 +194,58 @@ protocol_error(const char *msg, TransactionId xid)
 			 errhint("The worker reconnects and the source sends the transaction again; report a bug if this repeats.")));
 }
 
+/*
+ * An error while writing a spool file: temp_file_limit, which counts these
+ * files, gets a hint with the ways forward (FileWrite's own message names
+ * neither the spool nor a way out); any other error passes as it is.  A
+ * transaction still in progress on live is streamed too (and dropped at
+ * the refresh's end), so a refresh can hit the limit before the
+ * transaction is due.  Called in a PG_CATCH with the context current at
+ * its PG_TRY: never returns.
+ */
+static void
+spool_limit_hint(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_CONFIGURATION_LIMIT_EXCEEDED || edata->hint != NULL)
+	{
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	FlushErrorState();
+	if (edata->detail == NULL)
+		edata->detail = pstrdup("The datamart spools a transaction live streams while it is in progress (bigger than live's "
+							"logical_decoding_work_mem) to temporary files until its commit, and they count against temp_file_limit.");
+	edata->hint = pstrdup("Raise temp_file_limit for the role that refreshes, or have an administrator set "
+						  "pg_sluice.source_decoding_work_mem above the transaction's size: live then sends it whole at its commit.");
+	ReThrowError(edata);
+}
+
+/*
+ * Close (and delete) a spool file.  BufFileClose writes out its last
+ * buffer first, even of a file about to go, so it too can meet
+ * temp_file_limit (a transaction still in progress at the refresh's end is
+ * dropped so): the same hint.
+ */
+static void
+spool_close(BufFile *file)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		BufFileClose(file);
+	}
+	PG_CATCH();
+	{
+		spool_limit_hint(cxt);
+	}
+	PG_END_TRY();
+}
+
 /* STREAM START: changes of xid follow, until STREAM STOP. */
 void
 streamfile_start(TransactionId xid, bool first_segment)
@@ -245,6 +305,7 @@ streamfile_write(TransactionId subxid, char action, const char *body, int len)
 {
 	Spool	   *sp = streamfile_find(cur_xid);
 	int32		total = len + 1;
+	MemoryContext cxt;
 
 	if (sp == NULL)
 		protocol_error("a change outside any stream block", subxid);
@@ -279,13 +340,22 @@ streamfile_write(TransactionId subxid, char action, const char *body, int len)
 	}
 	sp->lastsub = subxid;
 
-	if (BufFileSeek(sp->file, sp->endfile, sp->endoff, SEEK_SET) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not seek in the spool file of streamed transaction %u", sp->xid)));
-	BufFileWrite(sp->file, &total, sizeof(total));
-	BufFileWrite(sp->file, &action, 1);
-	BufFileWrite(sp->file, (void *) body, len);
+	cxt = CurrentMemoryContext;
+	PG_TRY();
+	{
+		if (BufFileSeek(sp->file, sp->endfile, sp->endoff, SEEK_SET) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not seek in the spool file of streamed transaction %u", sp->xid)));
+		BufFileWrite(sp->file, &total, sizeof(total));
+		BufFileWrite(sp->file, &action, 1);
+		BufFileWrite(sp->file, (void *) body, len);
+	}
+	PG_CATCH();
+	{
+		spool_limit_hint(cxt);
+	}
+	PG_END_TRY();
 	BufFileTell(sp->file, &sp->endfile, &sp->endoff);
 	sp->size += sizeof(total) + total;
 	sp->messages++;
@@ -328,13 +398,24 @@ int64
 streamfile_replay_begin(TransactionId xid)
 {
 	Spool	   *sp = streamfile_find(xid);
+	MemoryContext cxt;
 
 	if (sp == NULL)
 		protocol_error("STREAM COMMIT of a transaction never streamed", xid);
-	if (BufFileSeek(sp->file, 0, 0, SEEK_SET) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not seek in the spool file of streamed transaction %u", xid)));
+	cxt = CurrentMemoryContext;
+	PG_TRY();
+	{
+		/* (writes out the last buffer) */
+		if (BufFileSeek(sp->file, 0, 0, SEEK_SET) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not seek in the spool file of streamed transaction %u", xid)));
+	}
+	PG_CATCH();
+	{
+		spool_limit_hint(cxt);
+	}
+	PG_END_TRY();
 	sp->readpos = 0;
 	return sp->messages;
 }
@@ -376,14 +457,16 @@ void
 streamfile_drop(TransactionId xid)
 {
 	Spool	   *sp = streamfile_find(xid);
+	BufFile    *file;
 
 	if (sp == NULL)
 		return;
-	if (sp->file)
-		BufFileClose(sp->file);
+	file = sp->file;
 	if (sp->subs)
 		pfree(sp->subs);
 	hash_search(spools, &xid, HASH_REMOVE, NULL);
 	if (cur_xid == xid)
 		cur_xid = InvalidTransactionId;
+	if (file)
+		spool_close(file);
 }
