@@ -192,23 +192,30 @@ refresh_by_walsender(SluiceConn *sc, XLogRecPtr start, XLogRecPtr upto)
 
 /*
  * The memory live may use to decode this refresh: its own
- * logical_decoding_work_mem, as for a native subscription, or
- * pg_sluice.source_decoding_work_mem when an administrator set it; set on
- * every refresh (a connection may carry an earlier refresh's value).  A
- * refresh decoded in two parts (sc2) gives each a quarter of it, so that
- * the two decoding backends together hold no more than one would: what a
- * decoding backend holds beyond its logical_decoding_work_mem (its caches,
- * the changes' bookkeeping) comes twice.  With halves, one 1,000,000-row
- * transaction cost live 99 MB in the two backends against its walsender's
- * 91 MB for a native subscription (bench/run.sh scenario 3, 2026-12-04).
+ * logical_decoding_work_mem, as for a native subscription, less
+ * SESSION_OVERHEAD_KB, or pg_sluice.source_decoding_work_mem when an
+ * administrator set it; set on every refresh (a connection may carry an
+ * earlier refresh's value).  A session decoding through the SQL function
+ * holds a little more of its own than a walsender does (the function, its
+ * COPY: 0.5 MB at a 1,000,000-row transaction, 91.8 MB against the
+ * walsender's 91.3 MB, bench/run.sh scenario 3, 2026-12-04), so it gets
+ * live's setting less that, and live spends no more on a pg_sluice refresh
+ * than on a native subscription's walsender.  A refresh decoded in two
+ * parts (sc2) gives each a quarter, so that the two backends together hold
+ * no more than one would: what a decoding backend holds beyond its
+ * logical_decoding_work_mem (its caches, the changes' bookkeeping) comes
+ * twice.  With halves, one 1,000,000-row transaction cost live 99 MB in the
+ * two backends against the walsender's 91 MB.
  */
+#define SESSION_OVERHEAD_KB 1024
+
 static void
 refresh_decoding_mem(SluiceConn *sc, SluiceConn *sc2)
 {
 	int			kb = sluice_source_decoding_work_mem;
 	char	   *set;
 
-	if (sc2 != NULL && kb == 0)
+	if (kb == 0)
 	{
 		char	   *v = transport_try_value(sc,
 											"SELECT reset_val FROM pg_catalog.pg_settings "
@@ -218,11 +225,12 @@ refresh_decoding_mem(SluiceConn *sc, SluiceConn *sc2)
 		kb = v != NULL ? atoi(v) : 0;
 		if (kb <= 0)
 			kb = 65536;			/* PostgreSQL's default */
+		if (sc2 == NULL)
+			kb = Max(64, kb - SESSION_OVERHEAD_KB);
 	}
 	if (sc2 != NULL)
 		kb = Max(64, kb / 4);
-	set = kb > 0 ? psprintf("SET logical_decoding_work_mem = '%dkB'", kb) :
-		pstrdup("SET logical_decoding_work_mem TO DEFAULT");
+	set = psprintf("SET logical_decoding_work_mem = '%dkB'", kb);
 	transport_command(sc, set, "set logical_decoding_work_mem");
 	if (sc2 != NULL)
 		transport_command(sc2, set, "set logical_decoding_work_mem");

@@ -112,7 +112,8 @@ is($spill1, $spill0, 'live spilled nothing to its disk');
 is(count_where(q{v LIKE 'aborted%' OR v LIKE 'sub gone%'}), '0', 'nothing of the aborted transaction or subtransaction');
 like(slurp_file($live->logfile, $logpos), qr/pg_logical_slot_peek_binary_changes\(.*'proto_version', '2', 'streaming', 'on'/,
 	'the refresh asked the SQL interface to stream');
-unlike(slurp_file($live->logfile, $logpos), qr/SET logical_decoding_work_mem = /, 'and left live\'s decoding memory alone');
+like(slurp_file($live->logfile, $logpos), qr/SET logical_decoding_work_mem = '64kB'/,
+	'and decoded within live\'s logical_decoding_work_mem (less the session\'s own 1MB, at least 64kB)');
 is(refresh(), '0', 'the next refresh has nothing');
 
 # --- 2. interleaved streamed transactions, committed in the other order ---

@@ -97,8 +97,11 @@ foreach my $transport ('sql', 'walsender')
 	my $restart = restart_lsn();
 	ok($live->safe_psql('postgres', "SELECT '$restart'::pg_lsn >= '$after'::pg_lsn") eq 't',
 		"$transport: the slot's restart position ($restart) is past the backlog ($after)");
-	like(slurp_file($live->logfile, $logpos), qr/pg_create_logical_replication_slot\('sluice_restart_/,
+	my $log = slurp_file($live->logfile, $logpos);
+	like($log, qr/pg_create_logical_replication_slot\('sluice_restart_/,
 		"$transport: the refresh logged a restart point");
+	like($log, qr/SET logical_decoding_work_mem = '64512kB'/,
+		"$transport: live's 64MB less the session's own 1MB") if $transport eq 'sql';
 	is(temp_slots(), '0', "$transport: no temporary slot left on live");
 	same_tables($live, $mart, \@pairs, "$transport refresh");
 }
