@@ -1422,10 +1422,10 @@ find_hi(SluiceConn *sc, SluiceTable *t, ChunkKey *k, List *lo, int chunk_rows)
 
 /*
  * Does the key (column names keys, among columns of datamart type names
- * types) have a collatable column?  Its chunks are ranges in byte order.
+ * types) have a column whose type satisfies pred?
  */
 static bool
-key_is_collatable(List *keys, List *columns, List *types)
+key_has_type(List *keys, List *columns, List *types, bool (*pred) (Oid))
 {
 	ListCell   *lc;
 	ListCell   *lt;
@@ -1438,10 +1438,17 @@ key_is_collatable(List *keys, List *columns, List *types)
 		if (!list_member(keys, lfirst(lc)))
 			continue;
 		parseTypeString(strVal(lfirst(lt)), &typid, &typmod, true);
-		if (OidIsValid(typid) && type_is_collatable(typid))
+		if (OidIsValid(typid) && pred(typid))
 			return true;
 	}
 	return false;
+}
+
+/* A collatable key column: its chunks are ranges in byte order. */
+static bool
+key_is_collatable(List *keys, List *columns, List *types)
+{
+	return key_has_type(keys, columns, types, type_is_collatable);
 }
 
 /*
@@ -1509,21 +1516,7 @@ type_sorts_by_default_collation(Oid typid)
 static bool
 key_sorts_by_default_collation(List *keys, List *columns, List *types)
 {
-	ListCell   *lc;
-	ListCell   *lt;
-
-	forboth(lc, columns, lt, types)
-	{
-		Oid			typid;
-		int32		typmod;
-
-		if (!list_member(keys, lfirst(lc)))
-			continue;
-		parseTypeString(strVal(lfirst(lt)), &typid, &typmod, true);
-		if (OidIsValid(typid) && type_sorts_by_default_collation(typid))
-			return true;
-	}
-	return false;
+	return key_has_type(keys, columns, types, type_sorts_by_default_collation);
 }
 
 /*

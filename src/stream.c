@@ -35,7 +35,9 @@
  *	  datamart (streamfile.c) until STREAM COMMIT.  Before, live held up to
  *	  256MB of a transaction and spilled the rest to its own disk, and one
  *	  1,000,000-row transaction cost it 406 MB (two parts) against its
- *	  walsender's 91 MB for a native subscription.  Each call is a decoding
+ *	  walsender's 91 MB for a native subscription; now 90.4 MB against 91.3
+ *	  (one part, within live's setting less 1MB: refresh.c,
+ *	  refresh_decoding_mem; bench/run.sh scenario 3).  Each call is a decoding
  *	  session of its own: a transaction streamed but not committed by upto
  *	  comes again from its start in the next one, so the files are dropped
  *	  at the end (stream_end).  Of a refresh in two parts, only the second
