@@ -108,6 +108,7 @@
 #include "rewrite/rewriteHandler.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/pmsignal.h"
 #include "replication/logicalproto.h"
 #include "utils/array.h"
 #include "utils/acl.h"
@@ -906,6 +907,16 @@ apply_spooled(ApplyState *st, TransactionId xid, LogicalRepCommitData *commit)
 		if (++n % 1000 == 0)
 		{
 			CHECK_FOR_INTERRUPTS();
+			/*
+			 * Read from a local file, this loop waits on nothing that would
+			 * notice the postmaster's death (a latch wait exits then): a
+			 * datamart killed in the middle would leave this backend to
+			 * apply and commit on its own, a crash that is not one.
+			 */
+			if (!PostmasterIsAlive())
+				ereport(FATAL,
+						(errcode(ERRCODE_ADMIN_SHUTDOWN),
+						 errmsg("terminating the refresh of pipeline \"%s\": the postmaster died", st->pipe->name)));
 			walstream_tick(st->ws);
 		}
 	} while (streamfile_replay_next(xid, &st->spoolbuf));
