@@ -117,6 +117,8 @@ typedef struct ApplyRel
 	FmgrInfo   *ledgerout;		/* their output functions */
 	/* insert runs (see flush_inserts) */
 	bool		multi_ok;		/* no triggers or generated columns */
+	bool		update_ok;		/* multi_ok, and every index plain enough for
+								 * write_update's own index entries */
 	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
 	int			nbuffered;
 	Size		bufbytes;

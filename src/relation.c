@@ -350,6 +350,17 @@ relmap_open(ApplyState *st, LogicalRepRelation *lr, int32 *typmods)
 	ar->multi_ok = ar->rri->ri_TrigDesc == NULL &&
 		!(desc->constr && desc->constr->has_generated_stored) &&
 		ar->rel->rd_rel->relkind == RELKIND_RELATION;
+	ar->update_ok = ar->multi_ok && !ar->rel->rd_rel->relispartition;
+	for (i = 0; ar->update_ok && i < ar->rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *ii = ar->rri->ri_IndexRelationInfo[i];
+		Form_pg_index idx = ar->rri->ri_IndexRelationDescs[i]->rd_index;
+
+		/* see apply.c's write_update */
+		if (ii->ii_Predicate != NIL || ii->ii_ExclusionOps != NULL ||
+			(idx->indisunique && !idx->indimmediate))
+			ar->update_ok = false;
+	}
 	ar->newslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ar->searchslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	ar->localslot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(ar->rel));
