@@ -1013,6 +1013,9 @@ apply_dispatch(ApplyState *st, StringInfo s)
 		streamfile_write(subxid, action, s->data + s->cursor, s->len - s->cursor);
 		return;
 	}
+	/* a stepping lookup holds its pins only from one update or delete to the next */
+	if (action != LOGICAL_REP_MSG_UPDATE && action != LOGICAL_REP_MSG_DELETE)
+		relmap_step_release();
 	/* buffered inserts go in before anything that could see them */
 	if (action != LOGICAL_REP_MSG_INSERT)
 		flush_inserts(st);

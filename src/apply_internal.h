@@ -64,6 +64,18 @@ typedef struct ApplyRel
 	bool	   *iskey;			/* per target attribute: a key column? */
 	IndexScanDesc keyscan;		/* opened at the first lookup */
 	SnapshotData dirty;			/* its snapshot: sees in-progress writes */
+	/* stepping lookups of ascending keys (relation.c, step_find) */
+	bool		stepok;			/* a one-column unique immediate key */
+	IndexScanDesc stepscan;		/* key >= value, returning index tuples */
+	ScanKeyData stepkey;
+	FmgrInfo   *steporder;		/* the key's btree comparison */
+	Oid			stepcoll;
+	bool		stepcur;		/* stepscan stands on the last row found */
+	Datum		lastkey;		/* the key looked up last, if lastvalid */
+	bool		lastvalid;
+	MemoryContext lastcxt;		/* lastkey's copy, when passed by reference */
+	int			stepgaps;		/* positions in a row that found nothing */
+	int			stepcool;		/* lookups left before positioning again */
 	bool		matchall;		/* the key is deferred and the source sends
 								 * whole old rows: match every column too */
 	FmgrInfo   *eqfuncs;		/* matchall: per target attribute, equality

@@ -126,6 +126,7 @@ perform_loop(CURLM *multi, CurlWait *w)
 			if (want != 0)
 				AddWaitEventToSet(set, want, w->socks[i].fd, NULL, NULL);
 		}
+		relmap_step_release();
 		n = WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 		FreeWaitEventSet(set);
 

@@ -227,6 +227,13 @@ typedef struct SluiceConn
 extern SluiceConn *transport_connect(const char *source, const char *conninfo,
 									 bool replication);
 extern SluiceConn *transport_try_connect(const char *source, const char *conninfo);
+/*
+ * relation.c: the apply's stepping key lookup lets go of the pins it holds
+ * between rows; every wait on the network calls it first, so that no
+ * VACUUM of a datamart table waits on a refresh waiting for its source.
+ */
+extern void relmap_step_release(void);
+
 extern void transport_close(SluiceConn *sc);
 extern XLogRecPtr transport_parse_lsn(const char *s);
 extern void transport_abandon(SluiceConn *sc);

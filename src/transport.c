@@ -383,6 +383,7 @@ wait_socket(SluiceConn *sc, int io_flag, long timeout_ms, const char *what)
 	if (timeout_ms > 0)
 		events |= WL_TIMEOUT;
 
+	relmap_step_release();
 	rc = WaitLatchOrSocket(MyLatch, events, PQsocket(sc->conn),
 						   timeout_ms, PG_WAIT_EXTENSION);
 	if (rc & WL_LATCH_SET)
@@ -886,6 +887,7 @@ transport_wait_readable(SluiceConn *sc, long timeout_ms)
 {
 	int			rc;
 
+	relmap_step_release();
 	rc = WaitLatchOrSocket(MyLatch,
 						   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_SOCKET_READABLE | WL_TIMEOUT,
 						   PQsocket(sc->conn), Max(timeout_ms, 1), PG_WAIT_EXTENSION);

@@ -511,6 +511,7 @@ walstream_await(WalStream *ws, long timeout_ms)
 		AddWaitEventToSet(ws->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(ws->wes, WL_SOCKET_READABLE, PQsocket(ws->sc->conn), NULL, NULL);
 	}
+	relmap_step_release();
 	if (WaitEventSetWait(ws->wes, Min(timeout_ms, STATUS_INTERVAL_MS), &ev, 1, PG_WAIT_EXTENSION) == 1 &&
 		(ev.events & WL_LATCH_SET))
 		ResetLatch(MyLatch);

@@ -147,6 +147,7 @@ BEGIN
   PERFORM sluice._model_operator_grants(grantee, verb);
   PERFORM sluice._snapshot_operator_grants(grantee, verb);
   PERFORM sluice._spool_operator_grants(grantee, verb);
+  PERFORM sluice._rename_operator_grants(grantee, verb);
 END
 $$;
 COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';

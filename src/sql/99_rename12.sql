@@ -57,7 +57,7 @@ COMMENT ON FUNCTION sluice.accept_rename(text) IS
   'After a source table of the pipeline was renamed on live (policy freeze paused it): records the name live gives the table now, keeping the old one for the backlog; returns how many tables it recorded a name for. Then call sluice.resume(pipeline).';
 
 -- operators accept renames of the pipelines they operate: _operator_grants
--- (grant_operator, revoke_operator) gives and takes this too
+-- (70_security.sql: grant_operator, revoke_operator) gives and takes this too
 CREATE FUNCTION sluice._rename_operator_grants(grantee regrole, verb text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
@@ -72,67 +72,3 @@ $$;
 COMMENT ON FUNCTION sluice._rename_operator_grants(regrole, text) IS 'Private: what an operator is granted for renamed source tables.';
 
 REVOKE ALL ON FUNCTION sluice.accept_rename(text), sluice._rename_operator_grants(regrole, text) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION sluice._operator_grants(grantee regrole, verb text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  to_from text := CASE verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END;
-  stmt text;
-BEGIN
-  FOREACH stmt IN ARRAY ARRAY[
-    'EXECUTE ON FUNCTION sluice.refresh(text), sluice.start(text), sluice.stop(text), sluice.resume(text, xid),
-       sluice.add_expectation(regclass, text, name[], jsonb, text, text), sluice.drop_expectation(regclass, text),
-       sluice.expect_column_values_to_not_be_null(regclass, name, text),
-       sluice.expect_column_values_to_be_null(regclass, name, text),
-       sluice.expect_column_values_to_not_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_not_match_regex(regclass, name, text, text),
-       sluice.expect_column_values_to_match_like_pattern(regclass, name, text, text),
-       sluice.expect_column_value_lengths_to_equal(regclass, name, integer, text),
-       sluice.expect_column_values_to_be_unique(regclass, name[], text),
-       sluice.expect_column_values_to_be_in_set(regclass, name, text[], text),
-       sluice.expect_column_values_to_be_between(regclass, name, anycompatible, anycompatible, boolean, boolean, text),
-       sluice.expect_column_values_to_match_regex(regclass, name, text, text),
-       sluice.expect_column_value_lengths_to_be_between(regclass, name, integer, integer, text),
-       sluice.expect_table_row_count_to_be_between(regclass, bigint, bigint, text),
-       sluice.expect_column_values_to_be_in_table(regclass, name, regclass, name, text),
-       sluice.expect_column_max_to_be_fresh(regclass, name, interval, text),
-       sluice.expect_row_to_satisfy(regclass, text, text),
-       sluice.release_quarantined(bigint, jsonb, boolean), sluice.discard_quarantined(bigint),
-       sluice._release_version(integer, name, name, boolean), sluice.alter_pipeline(text, boolean), sluice._compile_predicate(regclass, text), sluice._compile_check(regclass, text),
-       sluice._exec_as_owner(integer, text, jsonb), sluice._contract_table(regclass, boolean), sluice.set_drift_policy(regclass, text),
-       sluice.map_column(regclass, name, text), sluice.keep_history(text), sluice.tag(text, text, bigint),
-       sluice.untag(text, text), sluice.purge_history(text, integer, interval), sluice.purge_runs(interval),
-       sluice.drop_column(regclass, name, boolean), sluice.accept_type_change(regclass, name, text, text),
-       sluice._contract_changed(regclass, text, text), sluice._alter_target(regclass, text),
-       sluice._contract_column_of(regclass, name, text), sluice._type_name(text), sluice._one_expression(text),
-       sluice._contract_json(integer, text, text, integer)',
-    -- pg_sluice's own bookkeeping (runs, results, quarantine, drift events,
-    -- worker state) is written by its C code as the extension owner; an
-    -- operator writes only what its SQL functions change, row security
-    -- keeping it to its own pipelines
-    'SELECT ON sluice._pipeline, sluice._pipeline_table, sluice._contract_column, sluice._drift_event,
-       sluice._expectation, sluice._quarantine, sluice._run, sluice._expectation_result, sluice._run_table,
-       sluice._tag, sluice.quarantine',
-    'UPDATE (paused_reason, paused_at, skip_xid, keep_history, history_from, strict) ON sluice._pipeline',
-    'UPDATE (drift_policy, contract_version, ignored_columns) ON sluice._pipeline_table',
-    'INSERT ON sluice._contract_column, sluice._tag, sluice._drift_event',
-    'INSERT (pipeline_id, source_schema, source_table, name, kind, column_names, args, severity,
-             predicate, check_sql, predicate_tree, check_tree) ON sluice._expectation',
-    'UPDATE (history_purged) ON sluice._run',
-    'UPDATE (status, resolved_at, row_data) ON sluice._quarantine',
-    'DELETE ON sluice._expectation, sluice._run, sluice._tag',
-    'EXECUTE ON FUNCTION sluice._announce_failure(text, jsonb)'] LOOP
-    EXECUTE format('%s %s %s %s', verb, stmt, to_from, grantee);
-  END LOOP;
-  PERFORM sluice._interface_grants(grantee, verb);
-  PERFORM sluice._verify_operator_grants(grantee, verb);
-  PERFORM sluice._model_operator_grants(grantee, verb);
-  PERFORM sluice._snapshot_operator_grants(grantee, verb);
-  PERFORM sluice._spool_operator_grants(grantee, verb);
-  PERFORM sluice._rename_operator_grants(grantee, verb);
-END
-$$;
-COMMENT ON FUNCTION sluice._operator_grants(regrole, text) IS 'Private: what an operator is granted.';
