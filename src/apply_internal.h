@@ -67,7 +67,10 @@ typedef struct ApplyRel
 	/* stepping lookups of ascending keys (relation.c, step_find) */
 	bool		stepok;			/* a one-column unique immediate key */
 	IndexScanDesc stepscan;		/* key >= value, returning index tuples */
-	ScanKeyData stepkey;
+	ScanKeyData stepkey;		/* its argument copied in poscxt */
+	MemoryContext poscxt;
+	bool		keybyval;		/* the key column's type */
+	int16		keylen;
 	FmgrInfo   *steporder;		/* the key's btree comparison */
 	Oid			stepcoll;
 	bool		stepcur;		/* stepscan stands on the last row found */

@@ -984,11 +984,20 @@ step_find(ApplyState *st, ApplyRel *ar)
 	}
 	if (ar->stepscan == NULL)
 	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(ar->rel), ar->scanatts[0] - 1);
+
+		ar->keybyval = att->attbyval;
+		ar->keylen = att->attlen;
+		ar->poscxt = AllocSetContextCreate(st->cxt, "pg_sluice stepping key", ALLOCSET_SMALL_SIZES);
 		InitDirtySnapshot(ar->dirty);
 		ar->stepscan = index_beginscan(ar->rel, ar->keyrel, &ar->dirty, 1, 0);
 		ar->stepscan->xs_want_itup = true;
 	}
-	ar->stepkey.sk_argument = key;
+	/* the scan compares every entry it reads with the key: a copy of its own */
+	MemoryContextReset(ar->poscxt);
+	MemoryContextSwitchTo(ar->poscxt);
+	ar->stepkey.sk_argument = datumCopy(key, ar->keybyval, ar->keylen);
+	MemoryContextSwitchTo(st->cxt);
 	index_rescan(ar->stepscan, &ar->stepkey, 1, NULL, 0);
 	stepping_rel = ar;
 	stepping_subid = GetCurrentSubTransactionId();
