@@ -426,6 +426,7 @@ wait_until(TimestampTz when)
 
 		if (ms <= 0)
 			return;
+		relmap_step_release();
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					   ms, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)

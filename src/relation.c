@@ -54,6 +54,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -818,7 +819,13 @@ relmap_step_release(void)
 	index_rescan(ar->stepscan, &ar->stepkey, 1, NULL, 0);
 }
 
-/* The subtransaction that took the pins ends: they go with it, or up. */
+/*
+ * The subtransaction that took the pins ends.  Aborted, its resource owner
+ * releases them: forget the position.  Committed, it would release them
+ * too (with a warning): let the position go first, while they are ours.
+ * (The apply closes its relations before its subtransaction ends, so
+ * neither happens with a position standing but on an error.)
+ */
 static void
 step_subxact(SubXactEvent event, SubTransactionId mySubid,
 			 SubTransactionId parentSubid, void *arg)
@@ -830,15 +837,21 @@ step_subxact(SubXactEvent event, SubTransactionId mySubid,
 		stepping_rel->stepcur = false;
 		stepping_rel = NULL;
 	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-		stepping_subid = parentSubid;
+	else if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
+		relmap_step_release();
 }
 
 static void
 step_xact(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		if (stepping_rel != NULL)
+			stepping_rel->stepcur = false;
 		stepping_rel = NULL;
+	}
+	else if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
+		relmap_step_release();
 }
 
 static int
@@ -882,8 +895,17 @@ step_read(ApplyRel *ar, Datum key, bool current, TupleTableSlot *found)
 		{
 			if (index_fetch_heap(scan, found))
 			{
-				/* another session is writing it: the lookup from the root waits */
-				if (TransactionIdIsValid(ar->dirty.xmin) || TransactionIdIsValid(ar->dirty.xmax))
+				HeapTuple	tuple = ExecFetchSlotHeapTuple(found, false, NULL);
+
+				/*
+				 * Another session is writing it, or may hold a lock on it
+				 * (the dirty snapshot does not say): the lookup from the
+				 * root, which holds no index pin, takes it, so that the
+				 * write waits for that session with no pin VACUUM waits on.
+				 */
+				if (TransactionIdIsValid(ar->dirty.xmin) || TransactionIdIsValid(ar->dirty.xmax) ||
+					(!(tuple->t_data->t_infomask & HEAP_XMAX_INVALID) &&
+					 !TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmax(tuple->t_data))))
 					return false;
 				ExecMaterializeSlot(found);
 				return true;
