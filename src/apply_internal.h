@@ -69,7 +69,7 @@ typedef struct ApplyRel
 	IndexScanDesc stepscan;		/* key >= value, returning index tuples */
 	ScanKeyData stepkey;		/* its argument copied in poscxt */
 	MemoryContext poscxt;
-	bool		keybyval;		/* the key column's type */
+	bool		keybyval;		/* the key column's type (stepok) */
 	int16		keylen;
 	FmgrInfo   *steporder;		/* the key's btree comparison */
 	Oid			stepcoll;

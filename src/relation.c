@@ -668,6 +668,7 @@ relmap_init_key_lookups(ApplyState *st, ApplyRel *ar)
 		Oid			optype = idx->rd_opcintype[0];
 		Oid			ge = get_opfamily_member(idx->rd_opfamily[0], optype, optype,
 											 BTGreaterEqualStrategyNumber);
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(ar->rel), ar->scanatts[0] - 1);
 
 		if (!OidIsValid(ge))
 			ar->stepok = false;
@@ -678,6 +679,8 @@ relmap_init_key_lookups(ApplyState *st, ApplyRel *ar)
 			ar->steporder = palloc0(sizeof(FmgrInfo));
 			fmgr_info_copy(ar->steporder, index_getprocinfo(idx, 1, BTORDER_PROC), st->cxt);
 			ar->stepcoll = idx->rd_indcollation[0];
+			ar->keybyval = att->attbyval;
+			ar->keylen = att->attlen;
 			ar->lastcxt = AllocSetContextCreate(st->cxt, "pg_sluice last key", ALLOCSET_SMALL_SIZES);
 		}
 	}
@@ -917,9 +920,7 @@ step_read(ApplyRel *ar, Datum key, bool current, TupleTableSlot *found)
 static void
 step_remember(ApplyRel *ar, Datum key)
 {
-	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(ar->rel), ar->scanatts[0] - 1);
-
-	if (att->attbyval)
+	if (ar->keybyval)
 		ar->lastkey = key;
 	else
 	{
@@ -927,7 +928,7 @@ step_remember(ApplyRel *ar, Datum key)
 
 		MemoryContextReset(ar->lastcxt);
 		old = MemoryContextSwitchTo(ar->lastcxt);
-		ar->lastkey = datumCopy(key, false, att->attlen);
+		ar->lastkey = datumCopy(key, false, ar->keylen);
 		MemoryContextSwitchTo(old);
 	}
 	ar->lastvalid = true;
@@ -957,11 +958,13 @@ step_find(ApplyState *st, ApplyRel *ar)
 	MemoryContext old;
 	bool		ascending;
 
-	if (stepping_rel != NULL &&
-		(stepping_rel != ar || ar->searchslot->tts_isnull[ar->scanatts[0] - 1]))
-		relmap_step_release();
+	if (stepping_rel != ar)
+		relmap_step_release();	/* another relation's position */
 	if (ar->searchslot->tts_isnull[ar->scanatts[0] - 1])
+	{
+		relmap_step_release();
 		return false;
+	}
 
 	/*
 	 * Standing on the last row found: read on to a greater key.  The scan
@@ -1006,10 +1009,6 @@ step_find(ApplyState *st, ApplyRel *ar)
 	}
 	if (ar->stepscan == NULL)
 	{
-		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(ar->rel), ar->scanatts[0] - 1);
-
-		ar->keybyval = att->attbyval;
-		ar->keylen = att->attlen;
 		ar->poscxt = AllocSetContextCreate(st->cxt, "pg_sluice stepping key", ALLOCSET_SMALL_SIZES);
 		InitDirtySnapshot(ar->dirty);
 		ar->stepscan = index_beginscan(ar->rel, ar->keyrel, &ar->dirty, 1, 0);
@@ -1045,13 +1044,13 @@ find_row_by_key(ApplyState *st, ApplyRel *ar)
 	bool		ret = false;
 	int			i;
 
+	if (ar->stepok && !ar->matchall && step_find(st, ar))
+		return true;
+
 	/*
 	 * The scan allocates some of its state lazily (the btree's list of
 	 * dead items, for one): it must live as long as the scan.
 	 */
-	if (ar->stepok && !ar->matchall && step_find(st, ar))
-		return true;
-
 	old = MemoryContextSwitchTo(st->cxt);
 	if (ar->keyscan == NULL)
 	{
