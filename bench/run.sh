@@ -23,7 +23,8 @@
 # cheap ones; runs after 3), 6 versions (keep_history: scans as of a version,
 # storage, apply cost; runs after 5), 7 refresh after 1% of a table changed vs
 # pg_dump | psql and pg_dump -Fc | pg_restore (at ROWS and BIG_ROWS; runs after
-# 6; 7v: sluice.verify of the table vs pg_dump -t of it), 8 a monthly model
+# 6; live decoding the workload alone, the floor under any refresh by logical
+# decoding; 7v: sluice.verify of the table vs pg_dump -t of it), 8 a monthly model
 # over MODEL_ROWS rows (default BIG_ROWS) refreshed after 1% changed, with
 # and without it, and its full rebuild, 9 a paused pipeline while live
 # writes SPOOL_MB of WAL: the WAL its slot keeps with the spool (sluice.drain)
@@ -1257,6 +1258,29 @@ dump7() {  # method size run: timed dump / restore of bench.big into a fresh dat
     add "7_${size}_$m" "$t"
     log "   run $run  $([ "$m" = dump ] && echo "pg_dump | psql" || echo "pg_dump -Fc | pg_restore")  ${t}s"
 }
+# The floor under any refresh by logical decoding: live decoding the
+# workload alone, nothing applied. A slot of its own (bench7_probe, made
+# before the workload) is peeked over TCP as the refresh reads it (the same
+# pgoutput options, b's publication), after the refresh and the dumps, so
+# none of them finds live's WAL read before; recorded as 7_<size>_<key>_decode.
+probe7_open() {
+    live -c "SELECT 1 FROM pg_catalog.pg_create_logical_replication_slot('bench7_probe', 'pgoutput')" >/dev/null
+}
+probe7() {  # key size run
+    local s t pub mark
+    STEP="7 live's decoding alone, $1, $2 rows (run $3)"
+    pub=$(mart -c "SELECT publication FROM sluice.pipelines WHERE name = 'b'")
+    # up to a mark whose commit flushed all before it, as the refresh does:
+    # decoding to the flush position may wait for a record flushed in part
+    mark=$(live -c "SELECT pg_catalog.pg_logical_emit_message(true, 'bench', 'probe')")
+    s=$(now)
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$CONNINFO" \
+        -c "COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes('bench7_probe', '$mark', NULL, 'proto_version', '2', 'streaming', 'on', 'publication_names', '$pub', 'binary', 'true')) TO STDOUT (FORMAT binary)" >/dev/null
+    t=$(since "$s")
+    live -c "SELECT pg_catalog.pg_drop_replication_slot('bench7_probe')" >/dev/null
+    add "7_${2}_${1}_decode" "$t"
+    log "   run $3  live's decoding alone (the floor under a refresh)  ${t}s"
+}
 refresh7() {  # key label rows size run: timed refresh of b, checked, recorded as 7_<size>_<key>
     STEP="7 pg_sluice refresh b, $2, $4 rows (run $5)"
     sluice_refresh b; t=$LAST_T
@@ -1297,18 +1321,21 @@ SQL
     for run in $(seq 1 "$RUNS"); do
         STEP="7c workload on live (run $run)"
         nclu=$(live -c "SELECT count(*) FROM bench.big WHERE id > $size - $size / 100")
+        probe7_open
         before=$(live -c "SELECT pg_current_wal_insert_lsn()")
         lsn=$(live_txn "UPDATE bench.big SET a = a + 1, b = md5(b), d = d + 1 WHERE id > $size - $size / 100")
         log "   run $run  workload on live: UPDATE of the newest $nclu rows, $(live -c "SELECT pg_size_pretty(pg_wal_lsn_diff('$lsn', '$before'))") of WAL"
         live_fp bench.big
         live -c "CHECKPOINT"; mart -c "CHECKPOINT"
         refresh7 clu "1% clustered (newest ids)" "$nclu" "$size" "$run"
+        probe7 clu "$size" "$run"
         quiesce7
     done
     for run in $(seq 1 "$RUNS"); do
         k=$(( (run - 1) % 99 + 1 ))
         STEP="7 workload on live (run $run)"
         nupd=$(live -c "SELECT count(*) FROM bench.big WHERE id % 100 = $k")
+        probe7_open
         before=$(live -c "SELECT pg_current_wal_insert_lsn()")
         s=$(now)
         lsn=$(live_txn "UPDATE bench.big SET a = a + 1, b = md5(b), d = d + 1 WHERE id % 100 = $k")
@@ -1330,6 +1357,7 @@ SQL
                 dump7 "$m" "$size" "$run"
             fi
         done
+        probe7 sluice "$size" "$run"
         quiesce7
     done
     # 7v: sluice.verify of the table (both sides hashed at one source
@@ -2136,8 +2164,10 @@ for size in $BIG_SIZES; do
     row "7  refresh, 1% of $(commas "$size") rows updated (s)" "$(cell ${k}_sluice)" "" "pg_dump|psql $(cell ${k}_dump)" \
         "$(faster7 "$size") faster dump/restore ÷ refresh"
     row "     pg_dump -Fc | pg_restore (s)" "" "" "$(cell ${k}_dumpfc)" ""
+    row "     live's decoding alone, the floor under a refresh (s)" "$(cell ${k}_sluice_decode)" "" "" "$(faster7 "$size" sluice_decode) at the floor"
     row "     next refresh (slot advance, s)" "$(cell ${k}_adv)" "" "" ""
     row "     refresh, 1% clustered: newest ids (s)" "$(cell ${k}_clu)" "" "" "$(faster7 "$size" clu) faster dump/restore ÷ refresh"
+    row "     live's decoding alone, clustered (s)" "$(cell ${k}_clu_decode)" "" "" "$(faster7 "$size" clu_decode) at the floor"
     row "     once: initial copy; load on live / scenario total (s)" "$(one ${k}_copy)" "" "load $(one ${k}_load) / total $(one ${k}_total)" ""
     row "     sluice.verify (equal tables; s)" "$(cell ${k}_verify)" "" "pg_dump -t > /dev/null $(cell ${k}_pgdump)" \
         "$(ratio ${k}_verify ${k}_pgdump) (verify/pg_dump)"

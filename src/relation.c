@@ -957,6 +957,7 @@ step_find(ApplyState *st, ApplyRel *ar)
 	Datum		key = ar->searchslot->tts_values[ar->scanatts[0] - 1];
 	MemoryContext old;
 	bool		ascending;
+	bool		missed = false;
 
 	if (stepping_rel != ar)
 		relmap_step_release();	/* another relation's position */
@@ -986,6 +987,7 @@ step_find(ApplyState *st, ApplyRel *ar)
 		}
 		relmap_step_release();
 		step_gap(ar);
+		missed = true;
 	}
 
 	ascending = ar->lastvalid &&
@@ -1030,7 +1032,8 @@ step_find(ApplyState *st, ApplyRel *ar)
 		return true;
 	}
 	relmap_step_release();
-	step_gap(ar);
+	if (!missed)
+		step_gap(ar);			/* one lookup counts once */
 	MemoryContextSwitchTo(old);
 	return false;
 }
