@@ -689,8 +689,8 @@ relmap_init_key_lookups(ApplyState *st, ApplyRel *ar)
 
 /*
  * The relation whose stepping scan stands on an entry, holding a pin on
- * its index page and on the row's table page, and the subtransaction that
- * took the pins (see relmap_step_release).
+ * the last row's table page, and the subtransaction that placed it (see
+ * relmap_step_release).
  */
 static ApplyRel *stepping_rel = NULL;
 static SubTransactionId stepping_subid = InvalidSubTransactionId;
@@ -796,14 +796,16 @@ rows_match(ApplyRel *ar, TupleTableSlot *search, TupleTableSlot *found)
  * copy of its page: it was read before the rows written since, so it may
  * lack an entry added meanwhile (the new version of a row updated under a
  * key already passed, an insert ahead), which only sends that lookup to
- * the root; the TIDs it holds cannot be reused while the page is pinned
- * (VACUUM must pass it first); and the key's index is unique and
- * immediate, so a row under an entry with the key that the dirty snapshot
- * sees is the row.  The position holds pins, on the index page (which
- * VACUUM waits for) and on the row's table page: it is let go before
- * anything else happens, a message other than an update or delete of
- * this table or any wait on the network (relmap_step_release), at the end
- * of the relation, and with the subtransaction that took them.
+ * the root; an entry whose row VACUUM removed since, its slot in the table
+ * taken by another row, yields a row without the key, which is not taken
+ * (step_read); and the key's index is unique and immediate, so a row with
+ * the key that the dirty snapshot sees is the row.  Between lookups the
+ * position holds no pin on the index (step_unpin), and one on the last
+ * row's table page: it is let go before anything else happens, a message
+ * other than an update or delete of this table or any wait on the network
+ * (relmap_step_release), at the end of the relation, and before its
+ * transaction or subtransaction commits; it is forgotten when either
+ * aborts.
  */
 #define STEP_MAX	32
 #define STEP_GAPS	3
@@ -823,11 +825,12 @@ relmap_step_release(void)
 }
 
 /*
- * The subtransaction that took the pins ends.  Aborted, its resource owner
- * releases them: forget the position.  Committed, it would release them
- * too (with a warning): let the position go first, while they are ours.
- * (The apply closes its relations before its subtransaction ends, so
- * neither happens with a position standing but on an error.)
+ * The subtransaction that placed the position ends, and the position with
+ * it: its scan lives in memory of the apply's.  Aborted (an error, perhaps
+ * in the middle of a lookup, pins held), its resource owner releases the
+ * pins: forget the position.  Committed: let it go first.  (The apply
+ * closes its relations before its subtransaction ends, so neither happens
+ * with a position standing but on an error.)
  */
 static void
 step_subxact(SubXactEvent event, SubTransactionId mySubid,
@@ -855,6 +858,27 @@ step_xact(XactEvent event, void *arg)
 	}
 	else if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
 		relmap_step_release();
+}
+
+/*
+ * The position keeps no pin on the index between lookups.  The row found is
+ * written next, and that write may wait for another session (a row lock, a
+ * unique check, a trigger), which may itself wait for a VACUUM of the
+ * table, which waits for a cleanup lock on every index page it cleans, so
+ * for any pin on one: a cycle the deadlock detector does not see (a wait
+ * for a pin is no lock).  The btree copied the page's entries when it read
+ * it and reads on from the copy, or from the next page by its number, as
+ * it does for the scans it unpins itself (MVCC ones).  The pin on the row's
+ * table page stays, as an UPDATE's own does while it waits for a row lock:
+ * VACUUM passes a table page it cannot lock at once, unless it must freeze
+ * it.
+ */
+static void
+step_unpin(IndexScanDesc scan)
+{
+	BTScanOpaque so = (BTScanOpaque) scan->opaque;
+
+	BTScanPosUnpinIfPinned(so->currPos);
 }
 
 static int
@@ -898,19 +922,25 @@ step_read(ApplyRel *ar, Datum key, bool current, TupleTableSlot *found)
 		{
 			if (index_fetch_heap(scan, found))
 			{
-				HeapTuple	tuple = ExecFetchSlotHeapTuple(found, false, NULL);
+				Datum		rowkey;
+				bool		isnull;
 
-				/*
-				 * Another session is writing it, or may hold a lock on it
-				 * (the dirty snapshot does not say): the lookup from the
-				 * root, which holds no index pin, takes it, so that the
-				 * write waits for that session with no pin VACUUM waits on.
-				 */
-				if (TransactionIdIsValid(ar->dirty.xmin) || TransactionIdIsValid(ar->dirty.xmax) ||
-					(!(tuple->t_data->t_infomask & HEAP_XMAX_INVALID) &&
-					 !TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmax(tuple->t_data))))
+				/* another session is writing it: the lookup from the root waits for it */
+				if (TransactionIdIsValid(ar->dirty.xmin) || TransactionIdIsValid(ar->dirty.xmax))
 					return false;
 				ExecMaterializeSlot(found);
+
+				/*
+				 * The entry was read when its page was, and the page is not
+				 * pinned since (step_unpin): VACUUM may have removed it and
+				 * its row, and the row's slot in the table may hold another
+				 * row now.  The row is taken only under its key.
+				 */
+				rowkey = slot_getattr(found, ar->scanatts[0], &isnull);
+				if (isnull ||
+					DatumGetInt32(FunctionCall2Coll(ar->steporder, ar->stepcoll, rowkey, key)) != 0)
+					return false;
+				step_unpin(scan);
 				return true;
 			}
 		} while (scan->xs_heap_continue);

@@ -616,13 +616,6 @@ snapshot_copy_under_way(int pipeline_id, const char *schema, const char *table)
 }
 
 /*
- * The copied ranges of a table whose watermark the stream has passed (pos,
- * the replication origin's committed position) are done: those at the
- * start, contiguous with the frontier, move it.  Returns true when that
- * finished the copy.  A chunk in flight touches only its own range; a
- * claim waits for the _copy row this updates (or this for the claim's).
- */
-/*
  * A table's copy finished: the models over it are rebuilt (as after a
  * repair).  Its rows came by COPY, which the apply's model maintenance
  * never sees; once, at the end, when no chunk is in flight: chunks copied
@@ -646,6 +639,13 @@ copy_models_rebuild(int pipeline_id, const char *schema, const char *table)
 						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
 }
 
+/*
+ * The copied ranges of a table whose watermark the stream has passed (pos,
+ * the replication origin's committed position) are done: those at the
+ * start, contiguous with the frontier, move it.  Returns true when that
+ * finished the copy.  A chunk in flight touches only its own range; a
+ * claim waits for the _copy row this updates (or this for the claim's).
+ */
 static bool
 retire_ranges(int pipeline_id, const char *schema, const char *table, XLogRecPtr pos)
 {
