@@ -1041,7 +1041,9 @@ step_find(ApplyState *st, ApplyRel *ar)
 	}
 	if (ar->stepscan == NULL)
 	{
-		ar->poscxt = AllocSetContextCreate(st->cxt, "pg_sluice stepping key", ALLOCSET_SMALL_SIZES);
+		/* a TRUNCATE ends the scan (relmap_end_key_lookups), not this */
+		if (ar->poscxt == NULL)
+			ar->poscxt = AllocSetContextCreate(st->cxt, "pg_sluice stepping key", ALLOCSET_SMALL_SIZES);
 		InitDirtySnapshot(ar->dirty);
 		ar->stepscan = index_beginscan(ar->rel, ar->keyrel, &ar->dirty, 1, 0);
 		ar->stepscan->xs_want_itup = true;
