@@ -1266,17 +1266,19 @@ dump7() {  # method size run: timed dump / restore of bench.big into a fresh dat
 probe7_open() {
     live -c "SELECT 1 FROM pg_catalog.pg_create_logical_replication_slot('bench7_probe', 'pgoutput')" >/dev/null
 }
-probe7() {  # key size run
-    local s t pub mark
+probe7() {  # key size run rows
+    local s t pub mark bytes
     STEP="7 live's decoding alone, $1, $2 rows (run $3)"
     pub=$(mart -c "SELECT publication FROM sluice.pipelines WHERE name = 'b'")
     # up to a mark whose commit flushed all before it, as the refresh does:
     # decoding to the flush position may wait for a record flushed in part
     mark=$(live -c "SELECT pg_catalog.pg_logical_emit_message(true, 'bench', 'probe')")
     s=$(now)
-    PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$CONNINFO" \
-        -c "COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes('bench7_probe', '$mark', NULL, 'proto_version', '2', 'streaming', 'on', 'publication_names', '$pub', 'binary', 'true')) TO STDOUT (FORMAT binary)" >/dev/null
+    bytes=$(PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$CONNINFO" \
+        -c "COPY (SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes('bench7_probe', '$mark', NULL, 'proto_version', '2', 'streaming', 'on', 'publication_names', '$pub', 'binary', 'true')) TO STDOUT (FORMAT binary)" | wc -c)
     t=$(since "$s")
+    # an update message per row at least (a wrong publication decodes nothing)
+    [ "$bytes" -gt $(( $4 * 20 )) ] || die "7: live's decoding alone returned $bytes bytes for $4 updated rows"
     live -c "SELECT pg_catalog.pg_drop_replication_slot('bench7_probe')" >/dev/null
     add "7_${2}_${1}_decode" "$t"
     log "   run $3  live's decoding alone (the floor under a refresh)  ${t}s"
@@ -1328,7 +1330,7 @@ SQL
         live_fp bench.big
         live -c "CHECKPOINT"; mart -c "CHECKPOINT"
         refresh7 clu "1% clustered (newest ids)" "$nclu" "$size" "$run"
-        probe7 clu "$size" "$run"
+        probe7 clu "$size" "$run" "$nclu"
         quiesce7
     done
     for run in $(seq 1 "$RUNS"); do
@@ -1357,7 +1359,7 @@ SQL
                 dump7 "$m" "$size" "$run"
             fi
         done
-        probe7 sluice "$size" "$run"
+        probe7 sluice "$size" "$run" "$nupd"
         quiesce7
     done
     # 7v: sluice.verify of the table (both sides hashed at one source

@@ -688,9 +688,8 @@ relmap_init_key_lookups(ApplyState *st, ApplyRel *ar)
 }
 
 /*
- * The relation whose stepping scan stands on an entry, holding a pin on
- * the last row's table page, and the subtransaction that placed it (see
- * relmap_step_release).
+ * The relation whose stepping scan stands on an entry, and the
+ * subtransaction that placed it (see relmap_step_release).
  */
 static ApplyRel *stepping_rel = NULL;
 static SubTransactionId stepping_subid = InvalidSubTransactionId;
@@ -800,9 +799,8 @@ rows_match(ApplyRel *ar, TupleTableSlot *search, TupleTableSlot *found)
  * taken by another row, yields a row without the key, which is not taken
  * (step_read); and the key's index is unique and immediate, so a row with
  * the key that the dirty snapshot sees is the row.  Between lookups the
- * position holds no pin on the index (step_unpin), and one on the last
- * row's table page: it is let go before anything else happens, a message
- * other than an update or delete of this table or any wait on the network
+ * position holds no pin (step_unpin).  It is let go at a message other
+ * than an update or delete of this table, before any wait on the network
  * (relmap_step_release), at the end of the relation, and before its
  * transaction or subtransaction commits; it is forgotten when either
  * aborts.
@@ -861,17 +859,19 @@ step_xact(XactEvent event, void *arg)
 }
 
 /*
- * The position keeps no pin on the index between lookups.  The row found is
- * written next, and that write may wait for another session (a row lock, a
- * unique check, a trigger), which may itself wait for a VACUUM of the
- * table, which waits for a cleanup lock on every index page it cleans, so
- * for any pin on one: a cycle the deadlock detector does not see (a wait
- * for a pin is no lock).  The btree copied the page's entries when it read
- * it and reads on from the copy, or from the next page by its number, as
- * it does for the scans it unpins itself (MVCC ones).  The pin on the row's
- * table page stays, as an UPDATE's own does while it waits for a row lock:
- * VACUUM passes a table page it cannot lock at once, unless it must freeze
- * it.
+ * The position keeps no pin between lookups.  The row found is written
+ * next, and that write may wait for another session (a row lock, a unique
+ * check, a trigger), which may itself wait for a VACUUM of the table; that
+ * VACUUM waits for a cleanup lock on every leaf page of the index, and on
+ * a table page it must freeze, so for any pin on one: a cycle the deadlock
+ * detector does not see (a wait for a pin is no lock).  The btree copied
+ * the page's entries when it read it and reads on from the copy, or from
+ * the next page by its number, as it does for the MVCC scans it unpins
+ * itself.  It does so only for WAL-logged indexes and not for index-only
+ * scans: here every entry's row is read from the table and its key checked
+ * (step_read), and no entry is ever marked dead (step_read clears
+ * kill_prior_tuple), which is what needs the page's LSN to tell whether
+ * the page changed meanwhile, and an unlogged index's LSN does not move.
  */
 static void
 step_unpin(IndexScanDesc scan)
@@ -879,6 +879,7 @@ step_unpin(IndexScanDesc scan)
 	BTScanOpaque so = (BTScanOpaque) scan->opaque;
 
 	BTScanPosUnpinIfPinned(so->currPos);
+	table_index_fetch_reset(scan->xs_heapfetch);
 }
 
 static int
@@ -908,8 +909,10 @@ step_read(ApplyRel *ar, Datum key, bool current, TupleTableSlot *found)
 	{
 		if (!current)
 		{
-			if (++steps > STEP_MAX ||
-				index_getnext_tid(scan, ForwardScanDirection) == NULL)
+			if (++steps > STEP_MAX)
+				return false;
+			scan->kill_prior_tuple = false;	/* see step_unpin */
+			if (index_getnext_tid(scan, ForwardScanDirection) == NULL)
 				return false;
 		}
 		current = false;
@@ -1133,6 +1136,9 @@ find_row_by_key(ApplyState *st, ApplyRel *ar)
 			ExecMaterializeSlot(found);
 			break;
 		}
+		/* no pin while waiting (see step_unpin): the index's, the row's */
+		release_key_position(ar);
+		ExecClearTuple(found);
 		XactLockTableWait(xwait, NULL, NULL, XLTW_None);
 	}
 	release_key_position(ar);

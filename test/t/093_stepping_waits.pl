@@ -2,16 +2,16 @@
 # the last row it found.  The write of that row may wait for another
 # datamart session: a unique check on a key moved onto one the session
 # inserted, a trigger waiting for a lock, a row the session locked FOR
-# UPDATE.  If the position held its index page pinned meanwhile, a VACUUM
-# of the table would wait for the pin, and the session, queued behind that
-# VACUUM (ANALYZE wants the VACUUM's lock), would close a cycle the
-# deadlock detector does not see: refresh -> session (lock), session ->
-# VACUUM (lock), VACUUM -> refresh (a buffer pin, no lock).  All three
-# would hang.  Each case: the refresh waits for the session, a VACUUM
-# finishes, the session's ANALYZE finishes; the session ends, the refresh
-# completes and the datamart equals live.  Found by a hostile pass
-# (2026-12-04): the first two hung before the position let its pins go
-# between lookups.
+# UPDATE; and a lookup waits for a session writing the row.  Were a pin
+# held meanwhile (on the index page, or on the row's table page for a
+# freezing VACUUM), a VACUUM of the table would wait for it, and the
+# session, queued behind that VACUUM (ANALYZE wants the VACUUM's lock),
+# would close a cycle the deadlock detector does not see: refresh ->
+# session (lock), session -> VACUUM (lock), VACUUM -> refresh (a buffer
+# pin, no lock).  All three would hang.  Each case: the refresh waits for
+# the session, a VACUUM finishes, the session's ANALYZE finishes; the
+# session ends, the refresh completes and the datamart equals live.  Found
+# by a hostile pass and a review (2026-12-04).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -53,7 +53,8 @@ sub wait_for
 # transaction; the refresh must wait for it ($wait_event).
 sub scenario
 {
-	my ($name, $change, $hold, $wait_event) = @_;
+	my ($name, $change, $hold, $wait_event, $vacuum_sql) = @_;
+	$vacuum_sql //= 'VACUUM m.s;';
 
 	# dead rows in the datamart table, so that VACUUM goes through its index
 	$live->safe_psql('postgres',
@@ -71,23 +72,23 @@ sub scenario
 		"$name: the refresh waits for the datamart session ($wait_event)");
 
 	my $vacuum = $mart->background_psql('postgres', on_error_stop => 0);
-	$vacuum->query_until(qr/go/, "\\echo go\nVACUUM m.s;\n");
+	$vacuum->query_until(qr/go/, "\\echo go\n$vacuum_sql\n");
 	# the VACUUM has finished, or waits for a pin (else the session's
 	# ANALYZE could take the lock first and keep it until it ends)
 	ok( wait_for(
-			"SELECT count(*) = 0 FROM pg_stat_activity WHERE query = 'VACUUM m.s;' AND state = 'active' AND wait_event IS DISTINCT FROM 'BufferPin'",
+			"SELECT count(*) = 0 FROM pg_stat_activity WHERE query = '$vacuum_sql' AND state = 'active' AND wait_event IS DISTINCT FROM 'BufferPin'",
 			"$name: VACUUM done or waiting for a pin"),
 		"$name: the VACUUM finished or waits for a pin");
 	# the session now queues behind the VACUUM, if it still runs
 	$session->query_until(qr/go/, "\\echo go\nANALYZE m.s;\n");
 	ok( wait_for(
-			"SELECT count(*) = 0 FROM pg_stat_activity WHERE query IN ('VACUUM m.s;', 'ANALYZE m.s;') AND state = 'active'",
+			"SELECT count(*) = 0 FROM pg_stat_activity WHERE query IN ('$vacuum_sql', 'ANALYZE m.s;') AND state = 'active'",
 			"$name: VACUUM and ANALYZE"),
 		"$name: a VACUUM of the table and the session behind it finish while the refresh waits");
 
 	# end it all whatever happened: cancel a VACUUM still stuck
 	$mart->safe_psql('postgres',
-		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'VACUUM m.s;' AND state = 'active'");
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = '$vacuum_sql' AND state = 'active'");
 	$session->query("ROLLBACK");
 	$session->quit;
 	$vacuum->quit;
@@ -112,6 +113,18 @@ scenario('stepping, moved key',
 scenario('stepping, row locked FOR UPDATE',
 	"BEGIN; UPDATE app.s SET n = -4 WHERE id = 7; UPDATE app.s SET n = -4 WHERE id = 8; COMMIT;",
 	"SELECT * FROM m.s WHERE id = 8 FOR UPDATE;", 'transactionid');
+
+# A row the session is updating: the lookup waits for the session (from
+# the root: stepping leaves a row being written to it).
+scenario('lookup waits for an update',
+	"BEGIN; UPDATE app.s SET n = -6 WHERE id = 11; UPDATE app.s SET n = -6 WHERE id = 12; COMMIT;",
+	"UPDATE m.s SET n = 0 WHERE id = 12;", 'transactionid');
+
+# A freezing VACUUM also waits for a cleanup lock on the table page of the
+# row found (its other rows need freezing), so no pin on it either.
+scenario('stepping, moved key, VACUUM (FREEZE)',
+	"BEGIN; UPDATE app.s SET n = -1 WHERE id = 13; UPDATE app.s SET id = 5002 WHERE id = 14; COMMIT;",
+	"INSERT INTO m.s VALUES (5002, 0);", 'transactionid', 'VACUUM (FREEZE) m.s;');
 
 # A BEFORE trigger on the datamart table waits for a lock the session holds
 # (the second, stepped row only).
