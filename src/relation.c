@@ -54,7 +54,6 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -882,6 +881,13 @@ step_unpin(IndexScanDesc scan)
 	table_index_fetch_reset(scan->xs_heapfetch);
 }
 
+/* The key's btree order of a against b (step_compare, step_read, step_find). */
+static inline int
+step_order(ApplyRel *ar, Datum a, Datum b)
+{
+	return DatumGetInt32(FunctionCall2Coll(ar->steporder, ar->stepcoll, a, b));
+}
+
 static int
 step_compare(ApplyRel *ar, Datum key)
 {
@@ -891,7 +897,7 @@ step_compare(ApplyRel *ar, Datum key)
 
 	if (isnull)
 		return 1;				/* nulls sort last: past any key */
-	return DatumGetInt32(FunctionCall2Coll(ar->steporder, ar->stepcoll, entry, key));
+	return step_order(ar, entry, key);
 }
 
 /*
@@ -940,8 +946,7 @@ step_read(ApplyRel *ar, Datum key, bool current, TupleTableSlot *found)
 				 * row now.  The row is taken only under its key.
 				 */
 				rowkey = slot_getattr(found, ar->scanatts[0], &isnull);
-				if (isnull ||
-					DatumGetInt32(FunctionCall2Coll(ar->steporder, ar->stepcoll, rowkey, key)) != 0)
+				if (isnull || step_order(ar, rowkey, key) != 0)
 					return false;
 				step_unpin(scan);
 				return true;
@@ -1024,7 +1029,7 @@ step_find(ApplyState *st, ApplyRel *ar)
 	}
 
 	ascending = ar->lastvalid &&
-		DatumGetInt32(FunctionCall2Coll(ar->steporder, ar->stepcoll, key, ar->lastkey)) > 0;
+		step_order(ar, key, ar->lastkey) > 0;
 	step_remember(ar, key);
 	if (!ascending)
 		return false;

@@ -12,7 +12,8 @@ use Test::More;
 use Exporter 'import';
 use Time::HiRes ();
 
-our @EXPORT = qw(new_live new_mart checksum same_tables wait_same_tables mart_source big_pipeline);
+our @EXPORT = qw(new_live new_mart checksum same_tables wait_same_tables mart_source big_pipeline
+  indexes_hold_rows heaps_verify);
 
 # A live server: logical WAL, room for slots.
 sub new_live
@@ -80,6 +81,33 @@ sub wait_same_tables
 			$want), "$label: $m caught up with live $l");
 		is(checksum($mart, $m), $want, "$label: $m equals live $l");
 	}
+}
+
+# Assert that every index on the tables of $schema holds exactly its
+# table's rows (amcheck's bt_index_parent_check with heapallindexed: the
+# extension must exist in database "postgres"); the failing ones are named.
+sub indexes_hold_rows
+{
+	my ($node, $schema, $label) = @_;
+	is($node->safe_psql('postgres', qq{
+SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_class t ON t.oid = i.indrelid
+ WHERE t.relnamespace = '$schema'::regnamespace
+   AND NOT (SELECT true FROM (SELECT bt_index_parent_check(i.indexrelid, true)) s)}),
+		'', "$label: every index holds exactly its table's rows");
+}
+
+# Assert that amcheck's verify_heapam finds nothing in the tables of
+# $schema; the failing ones are named.
+sub heaps_verify
+{
+	my ($node, $schema, $label) = @_;
+	is($node->safe_psql('postgres', qq{
+SELECT string_agg(DISTINCT c.relname, ', ')
+  FROM pg_class c, LATERAL verify_heapam(c.oid) v
+ WHERE c.relnamespace = '$schema'::regnamespace AND c.relkind = 'r'}),
+		'', "$label: every table's heap verifies");
 }
 
 # Two servers (conf: both postgresql.conf additions) and live's bench.big

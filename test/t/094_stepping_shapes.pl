@@ -47,14 +47,8 @@ sub check
 {
 	my ($name) = @_;
 	same_tables($live, $mart, \@pairs, $name);
-	is($mart->safe_psql('postgres', q{
-SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
- WHERE t.relnamespace = 'm'::regnamespace
-   AND NOT (SELECT true FROM (SELECT bt_index_parent_check(i.indexrelid, true)) s)}), '0',
-		"$name: every index holds its rows");
-	is($mart->safe_psql('postgres', q{
-SELECT count(*) FROM pg_class c, LATERAL verify_heapam(c.oid) v
- WHERE c.relnamespace = 'm'::regnamespace AND c.relkind = 'r'}), '0', "$name: heaps verify");
+	indexes_hold_rows($mart, 'm', $name);
+	heaps_verify($mart, 'm', $name);
 }
 
 sub refresh

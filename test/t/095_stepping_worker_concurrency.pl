@@ -95,12 +95,8 @@ diag(sprintf("caught up at %.1f s", time() - $t0));
 $mart->safe_psql('postgres', "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (query LIKE '%DO \$\$%' OR query LIKE 'VACUUM m.s%')");
 eval { $_->quit } for @lockers;
 eval { $vac->quit };
-is($mart->safe_psql('postgres', q{
-SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
- WHERE t.relnamespace = 'm'::regnamespace
-   AND NOT (SELECT true FROM (SELECT bt_index_parent_check(i.indexrelid, true)) s)}), '0',
-	'every index holds its rows');
-is($mart->safe_psql('postgres', "SELECT count(*) FROM verify_heapam('m.s')"), '0', 'heap verifies');
+indexes_hold_rows($mart, 'm', 'after the worker caught up');
+heaps_verify($mart, 'm', 'after the worker caught up');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM sluice.status WHERE pipeline = 'w' AND state <> 'running'"), '0',
 	'the worker is still running');
 my $log = slurp_file($mart->logfile);
