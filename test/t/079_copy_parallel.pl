@@ -101,7 +101,8 @@ ok($mart->poll_query_until('postgres', q{SELECT (SELECT count(DISTINCT worker_pi
 	'two workers copy chunks at once (sluice.copy_chunks), sluice.status shows the copy');
 ok($mart->poll_query_until('postgres', q{SELECT state = 'finished' FROM sluice.copy_progress WHERE pipeline = 'teil'}),
 	'the copy finished with no CALL (copy_progress polled)');
-is($mart->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_sluice copy worker'}), '0',
+# the last worker marks the copy finished in its last transaction, then exits
+ok($mart->poll_query_until('postgres', q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_sluice copy worker'}),
 	'the workers are gone');
 $writer->query_until(qr/written/, '');
 $mart->safe_psql('postgres', q{SET ROLE ops; SELECT sluice.refresh('teil')});
