@@ -134,6 +134,9 @@ typedef struct ApplyRel
 	bool		multi_ok;		/* no triggers or generated columns */
 	bool		update_ok;		/* multi_ok, and every index plain enough for
 								 * write_update's own index entries */
+	int			hinted;			/* updates whose new index entries were
+								 * hinted unchanged in this batch
+								 * (write_update) */
 	TupleTableSlot **bufslots;	/* rows waiting for table_multi_insert */
 	int			nbuffered;
 	Size		bufbytes;
