@@ -425,6 +425,12 @@ relmap_close(ApplyRel *ar)
 		ar->bufslots = NULL;
 	}
 	relmap_end_key_lookups(ar);
+	/* a RELATION message reopens it in the same batch: nothing is kept */
+	if (ar->poscxt != NULL)
+		MemoryContextDelete(ar->poscxt);
+	if (ar->lastcxt != NULL)
+		MemoryContextDelete(ar->lastcxt);
+	ar->poscxt = ar->lastcxt = NULL;
 	EvalPlanQualEnd(&ar->epqstate);
 	ExecCloseIndices(ar->rri);
 	ExecDropSingleTupleTableSlot(ar->newslot);

@@ -155,6 +155,18 @@ $live->safe_psql('postgres', "UPDATE app.s SET n = n + 1 WHERE id <= 2000; DELET
 refresh_same('with a trigger', '0 2000 500');
 is($mart->safe_psql('postgres', "SELECT count(*) FROM public.seen"), '2500', 'the trigger saw every row once');
 
+# 9. Live announces the table again in the middle of a batch (an index
+#    made on live invalidates what its decoding sent): the relation is
+#    reopened, its stepping state made anew, the old one freed.
+$live->safe_psql('postgres', q{
+UPDATE app.s SET n = n + 1 WHERE id <= 3000;
+CREATE INDEX s_n ON app.s (n);
+UPDATE app.s SET n = n + 1 WHERE id BETWEEN 2000 AND 6000;
+DROP INDEX app.s_n;
+UPDATE app.s SET pad = 'again' WHERE id BETWEEN 1 AND 4000;
+});
+refresh_same('the table announced again within the batch');
+
 unlike(slurp_file($mart->logfile), qr/buffer refcount leak|resource was not closed|leaked/,
 	'no pin or scan left behind');
 
