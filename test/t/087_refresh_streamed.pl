@@ -175,6 +175,9 @@ same_tables($live, $mart, \@pairs, 'two parts with a streamed transaction across
 is(count_where(q{v LIKE 'long %'}), '8571', 'the long transaction once (less its rows the update renamed)');
 
 # --- 5. no second slot: the second part decoded after the first ---
+# (the second part's temporary slot goes when its backend on live exits)
+$live->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name LIKE 'sluice_split%'")
+  or die 'the temporary slot of the second part stayed on live';
 my $used = $live->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots");
 $live->safe_psql('postgres', join('', map { "SELECT pg_create_physical_replication_slot('filler_$_');\n" } 1 .. (10 - $used)));
 $long = $live->background_psql('postgres');
@@ -195,6 +198,11 @@ $live->safe_psql('postgres', join('', map { "SELECT pg_drop_replication_slot('fi
 # --- 6. kill -9 of the datamart while a streamed transaction is applied ---
 $live->safe_psql('postgres',
 	q{INSERT INTO "Src Ö"."Wide 'T'" SELECT g, 'replayed ' || g, repeat('r', 50) FROM generate_series(100001, 130000) g});
+# the slot mover moves the slot to the last refresh's end after its commit:
+# wait for it, or the killed refresh's own advance there would look like a move
+my $end0 = $mart->safe_psql('postgres', "SELECT end_lsn FROM sluice.runs WHERE pipeline = $pl ORDER BY run_id DESC LIMIT 1");
+$live->poll_query_until('postgres', "SELECT confirmed_flush_lsn >= '$end0' FROM pg_replication_slots WHERE slot_name = '$slot'")
+  or die "the slot did not reach the last refresh's end ($end0)";
 my $c0 = $live->safe_psql('postgres', "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$slot'");
 $mart->safe_psql('postgres', q{
 CREATE FUNCTION public.hold() RETURNS trigger LANGUAGE plpgsql AS $$
